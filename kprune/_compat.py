@@ -1,0 +1,142 @@
+"""The one module that imports TensorFlow, tf_keras and tfmot.
+
+Importing tfmot sets ``TF_USE_LEGACY_KERAS=1`` for the whole process, which
+turns ``tf.keras`` into tf_keras. kprune therefore names ``tf_keras``
+explicitly everywhere (as ``keras`` here) and checks every model it is handed,
+so that a Keras 3 model gets a clear error instead of tfmot's confusing one.
+
+Example:
+    >>> from kprune import _compat
+    >>> _compat.check_model(_compat.keras.Sequential([_compat.keras.Input((4,)),
+    ...                                               _compat.keras.layers.Dense(2)]))
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+__all__ = [
+    "tf",
+    "keras",
+    "tfmot",
+    "PruneLowMagnitude",
+    "PruneRegistry",
+    "check_model",
+    "iter_layers",
+    "layer_name",
+    "clone_model",
+    "kernel_of",
+]
+
+from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (  # noqa: E402
+    PruneRegistry,
+)
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
+    PruneLowMagnitude,
+)
+
+
+def _describe(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def _is_keras3(obj):
+    module = type(obj).__module__
+    return module == "keras" or module.startswith(("keras.", "keras.src"))
+
+
+def check_model(model, *, argument="model"):
+    """Raise a clear error unless ``model`` is a tf_keras Sequential or functional model.
+
+    Example:
+        >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    """
+    if _is_keras3(model):
+        raise TypeError(
+            f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); kprune "
+            "builds on tfmot, which only supports tf_keras (Keras 2). Build the model "
+            "with `import tf_keras as keras` instead of `import keras` (or "
+            "`tf.keras` in Keras 3 mode) until a Keras 3 bridge exists. "
+            f"Received: {argument}={model!r}"
+        )
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Argument `{argument}` must be a tf_keras Sequential or functional "
+            f"model. Received: {argument} of type {_describe(model)}"
+        )
+    is_functional = isinstance(model, keras.Sequential) or getattr(
+        model, "_is_graph_network", False
+    )
+    if not is_functional:
+        raise TypeError(
+            f"Argument `{argument}` is a subclassed model ({_describe(model)}); "
+            "kprune needs its layer graph, which subclassed models hide. Rebuild it "
+            "with the Sequential or functional API, or prune its inner layers with "
+            "`tfmot.sparsity.keras.prune_low_magnitude` inside `__init__`. "
+            f"Received: {argument}={model.name!r}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"Argument `{argument}` is not built: give it an Input or call "
+            f"`model.build(input_shape)` first. Received: {argument}={model.name!r}"
+        )
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            check_model(layer, argument=f"{argument}/{layer.name}")
+
+
+def layer_name(layer):
+    """A layer's own name; for a pruning wrapper, the name of the layer it wraps."""
+    return layer.layer.name if isinstance(layer, PruneLowMagnitude) else layer.name
+
+
+def iter_layers(model, prefix=""):
+    """Yield ``(path, layer)`` for every non-model layer, descending into nested models.
+
+    The path of a layer inside a nested model is ``"outer/inner"``; a pruning wrapper
+    has the path of the layer it wraps, so wrapped and stripped models read alike.
+
+    Example:
+        >>> [path for path, _ in iter_layers(model)]
+        ['conv1', 'block/conv2', 'head']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = f"{prefix}{layer_name(layer)}"
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, prefix=f"{path}/")
+        else:
+            yield path, layer
+
+
+def clone_model(model, layer_fn, prefix=""):
+    """Clone ``model`` with ``layer_fn(path, layer) -> layer`` applied to every leaf layer.
+
+    Nested models are cloned recursively, so ``layer_fn`` sees the same paths as
+    :func:`iter_layers`. Layers returned unchanged are shared with ``model``.
+    """
+
+    def clone(layer):
+        path = f"{prefix}{layer_name(layer)}"
+        if isinstance(layer, keras.Model):
+            return clone_model(layer, layer_fn, prefix=f"{path}/")
+        return layer_fn(path, layer)
+
+    cloned = keras.models.clone_model(model, clone_function=clone)
+    return cloned
+
+
+def kernel_of(layer):
+    """The weight variable that pruning acts on (``kernel`` or ``depthwise_kernel``), or None."""
+    if isinstance(layer, PruneLowMagnitude):
+        layer = layer.layer
+    for name in ("kernel", "depthwise_kernel"):
+        variable = getattr(layer, name, None)
+        if variable is not None:
+            return variable
+    return None

@@ -1,0 +1,245 @@
+"""Built-in ``tf_keras`` MNIST models, by name or from a file.
+
+Every builder returns a fresh, uncompiled ``Sequential`` model taking
+(28, 28, 1) images and returning 10 logits; ``compile_classifier`` compiles
+any of them the same way (Adam, sparse categorical cross-entropy, accuracy).
+
+Example:
+    >>> from kprune import models
+    >>> model = models.compile_classifier(models.build("lenet-300-100"))
+    >>> model.count_params()
+    266610
+    >>> model = models.load("my_model.keras")
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from kprune import _compat
+
+__all__ = [
+    "MODELS",
+    "build",
+    "compile_classifier",
+    "lenet_5",
+    "lenet_300_100",
+    "load",
+    "seed_cnn",
+    "tfmot_tutorial_cnn",
+]
+
+INPUT_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+
+_MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def seed_cnn():
+    """The seed CNN: two 5x5 convs (the second with batch norm), a 1024 dense layer.
+
+    3,274,890 parameters. Layers: conv1, pool1, conv2, bn2, relu2, pool2,
+    flatten, fc1, dropout, head.
+
+    Example:
+        >>> seed_cnn().count_params()
+        3274890
+    """
+    layers = _compat.keras.layers
+    return _compat.keras.Sequential(
+        [
+            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(64, 5, padding="same", name="conv2"),
+            layers.BatchNormalization(name="bn2"),
+            layers.ReLU(name="relu2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(1024, activation="relu", name="fc1"),
+            layers.Dropout(0.4, name="dropout"),
+            layers.Dense(NUM_CLASSES, name="head"),
+        ],
+        name="seed_cnn",
+    )
+
+
+def tfmot_tutorial_cnn():
+    """The CNN of tfmot's ``pruning_with_keras`` tutorial (20,410 parameters).
+
+    Layers: reshape, conv1 (12 3x3), pool1, flatten, head. The tutorial's
+    ``Reshape`` is kept (here a no-op on (28, 28, 1) input) so the layer list
+    matches it.
+
+    Example:
+        >>> tfmot_tutorial_cnn().count_params()
+        20410
+    """
+    layers = _compat.keras.layers
+    return _compat.keras.Sequential(
+        [
+            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            layers.Reshape(target_shape=(28, 28, 1), name="reshape"),
+            layers.Conv2D(12, 3, activation="relu", name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(NUM_CLASSES, name="head"),
+        ],
+        name="tfmot_tutorial_cnn",
+    )
+
+
+def lenet_300_100():
+    """LeNet-300-100 as in Han et al. 2015 (266,610 parameters, "267K").
+
+    Layers: flatten, fc1 (300), fc2 (100), head.
+
+    Example:
+        >>> lenet_300_100().count_params()
+        266610
+    """
+    layers = _compat.keras.layers
+    return _compat.keras.Sequential(
+        [
+            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(300, activation="relu", name="fc1"),
+            layers.Dense(100, activation="relu", name="fc2"),
+            layers.Dense(NUM_CLASSES, name="head"),
+        ],
+        name="lenet_300_100",
+    )
+
+
+def lenet_5():
+    """LeNet-5, the Caffe variant of Han et al. 2015 (431,080 parameters, "431K").
+
+    Layers: conv1 (20 5x5, valid), pool1, conv2 (50 5x5), pool2, flatten,
+    fc1 (500, relu), head. As in Caffe's LeNet the convs have no activation.
+
+    Example:
+        >>> lenet_5().count_params()
+        431080
+    """
+    layers = _compat.keras.layers
+    return _compat.keras.Sequential(
+        [
+            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            layers.Conv2D(20, 5, name="conv1"),
+            layers.MaxPooling2D(2, name="pool1"),
+            layers.Conv2D(50, 5, name="conv2"),
+            layers.MaxPooling2D(2, name="pool2"),
+            layers.Flatten(name="flatten"),
+            layers.Dense(500, activation="relu", name="fc1"),
+            layers.Dense(NUM_CLASSES, name="head"),
+        ],
+        name="lenet_5",
+    )
+
+
+#: Built-in model names and their builders.
+MODELS = {
+    "seed-cnn": seed_cnn,
+    "tfmot-cnn": tfmot_tutorial_cnn,
+    "lenet-300-100": lenet_300_100,
+    "lenet-5": lenet_5,
+}
+
+
+def build(name):
+    """Build a fresh, uncompiled built-in model by name (see ``MODELS``).
+
+    Example:
+        >>> build("lenet-5").name
+        'lenet_5'
+    """
+    builder = MODELS.get(name) if isinstance(name, str) else None
+    if builder is None:
+        raise ValueError(_unknown_name_message(name))
+    return builder()
+
+
+def load(path_or_name, *, custom_objects=None):
+    """A built-in model by name, or a model loaded from a ``.keras``/``.h5`` file.
+
+    A built-in name (``MODELS``) builds a fresh model; anything else is read
+    with ``keras.models.load_model`` (a ``.keras`` or ``.h5`` file, or a
+    SavedModel folder), passing ``custom_objects`` through.
+
+    Example:
+        >>> load("lenet-300-100").name
+        'lenet_300_100'
+        >>> model = load("runs/pruned.keras")
+    """
+    if isinstance(path_or_name, str) and path_or_name in MODELS:
+        return build(path_or_name)
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise TypeError(
+            "Argument `path_or_name` must be a built-in model name or a path. "
+            f"Received: path_or_name={path_or_name!r} of type "
+            f"{type(path_or_name).__name__}"
+        )
+    path = Path(path_or_name)
+    if path.exists():
+        return _compat.keras.models.load_model(path, custom_objects=custom_objects)
+    if path.suffix in _MODEL_SUFFIXES or len(path.parts) > 1:
+        raise FileNotFoundError(
+            "Argument `path_or_name` must be a built-in model name or an existing "
+            f"model file. Received: path_or_name={str(path_or_name)!r} (no such file)"
+        )
+    raise ValueError(
+        _unknown_name_message(path_or_name, arg="path_or_name", or_path=True)
+    )
+
+
+def compile_classifier(model, *, learning_rate=1e-3, from_logits=None):
+    """Compile ``model`` for MNIST-style classification; return it.
+
+    Adam(``learning_rate``), ``SparseCategoricalCrossentropy`` and accuracy.
+    ``from_logits=None`` reads it from the last layer: ``False`` if its
+    activation is softmax, else ``True`` (the built-in models return logits).
+
+    Example:
+        >>> model = compile_classifier(build("tfmot-cnn"), learning_rate=1e-3)
+        >>> model.fit(x_train, y_train, epochs=1)
+    """
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not learning_rate > 0
+    ):
+        raise ValueError(
+            "Argument `learning_rate` must be a positive number. "
+            f"Received: learning_rate={learning_rate!r}"
+        )
+    if from_logits is None:
+        from_logits = not _ends_in_softmax(model)
+    keras = _compat.keras
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, _compat.keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"
+
+
+def _unknown_name_message(name, *, arg="name", or_path=False):
+    known = sorted(MODELS)
+    close = difflib.get_close_matches(str(name).lower().replace("_", "-"), known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    what = (
+        "a built-in model name or a path to a model file" if or_path else "a model name"
+    )
+    return (
+        f"Argument `{arg}` must be {what} in {known}. Received: {arg}={name!r}.{hint}"
+    )

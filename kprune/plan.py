@@ -1,0 +1,516 @@
+"""The pruning plan: ordered, serialisable rules, resolved against a model into one row per layer.
+
+A plan is plain data. Each :class:`LayerRule` selects layers by exact name (or
+nested path), regex or layer type, optionally only the first or last layer it
+selects, and says how to prune them. The first rule that selects a layer wins.
+``plan.resolve(model)`` gives the :class:`ResolvedPlan` table, which ``apply``
+then follows.
+
+Example:
+    >>> plan = PruningPlan.default()
+    >>> print(plan.resolve(model, steps_per_epoch=100, epochs=2))
+    >>> PruningPlan.from_yaml(plan.to_yaml()) == plan
+    True
+"""
+
+import difflib
+import json
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+
+from kprune.schedules import Schedule, check_keys, check_sparsity
+
+__all__ = [
+    "LayerRule",
+    "PruningPlan",
+    "LayerPlan",
+    "ResolvedPlan",
+    "PlanWarning",
+    "SCHEMA_VERSION",
+]
+
+SCHEMA_VERSION = 1
+METHODS = ("unstructured", "m_by_n", "skip")
+SELECTORS = ("name", "regex", "type")
+WHICH = ("all", "first", "last")
+POOLS = ("AVG", "MAX")
+# Layer types whose kernels the N:M check knows how to group (input channels at axis -2).
+_M_BY_N_TYPES = ("Dense", "Conv2D")
+
+
+class PlanWarning(UserWarning):
+    """A plan rule that selects nothing, or a layer pruned differently from what was asked."""
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """How to prune the layers one selector picks.
+
+    Args:
+        match: a layer name (or nested path ``outer/inner``), a regex, or a layer
+            class name such as ``"Dense"``, as ``by`` says.
+        by: ``"name"``, ``"regex"`` or ``"type"``.
+        method: ``"unstructured"`` (magnitude), ``"m_by_n"`` (keep ``n`` of every
+            ``m`` consecutive weights along the input-channel axis) or ``"skip"``.
+        target: final sparsity of an unstructured layer, in [0, 1).
+        n, m: for ``m_by_n``: keep ``n`` of every ``m`` (2:4 keeps half, 1:4 a quarter).
+        schedule: how sparsity grows (unstructured only; tfmot computes an N:M mask
+            once, at the first training step).
+        which: ``"all"`` the selected layers, or only the ``"first"`` or ``"last"``.
+        fallback: ``"unstructured"`` to prune a layer that cannot take N:M without it
+            (with the reason in the table); None makes that an error.
+        block: (height, width) of unstructured blocks (tfmot ``block_size``).
+        pool: ``"AVG"`` or ``"MAX"``, how a block's magnitude is pooled.
+        note: why this rule exists, shown in the resolved table.
+
+    Example:
+        >>> LayerRule("fc1", method="m_by_n", n=1, m=4)
+        >>> LayerRule(r"conv\\d", by="regex", target=0.7, block=(1, 4))
+    """
+
+    match: str
+    by: str = "name"
+    method: str = "unstructured"
+    target: float = 0.5
+    n: int = 2
+    m: int = 4
+    schedule: Schedule = field(default_factory=Schedule)
+    which: str = "all"
+    fallback: str | None = None
+    block: tuple = (1, 1)
+    pool: str = "AVG"
+    note: str = ""
+
+    def __post_init__(self):
+        _check_choice(self.by, SELECTORS, "by")
+        _check_choice(self.method, METHODS, "method")
+        _check_choice(self.which, WHICH, "which")
+        _check_choice(self.pool, POOLS, "pool")
+        if self.fallback not in (None, "unstructured"):
+            raise ValueError(
+                "Argument `fallback` must be None or 'unstructured'. "
+                f"Received: fallback={self.fallback!r}"
+            )
+        if not isinstance(self.match, str) or not self.match:
+            raise ValueError(
+                f"Argument `match` must be a non-empty string. Received: match={self.match!r}"
+            )
+        if self.by == "regex":
+            try:
+                re.compile(self.match)
+            except re.error as err:
+                raise ValueError(
+                    f"Argument `match` is not a valid regex ({err}). "
+                    f"Received: match={self.match!r}"
+                ) from None
+        check_sparsity(self.target, argument="target")
+        for name in ("n", "m"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"Argument `{name}` must be a positive integer. Received: {name}={value!r}"
+                )
+        if self.n >= self.m:
+            raise ValueError(
+                "Argument `n` (weights kept per group) must be smaller than `m` (group "
+                f"size). Received: n={self.n}, m={self.m}"
+            )
+        block = tuple(self.block)
+        if len(block) != 2 or not all(isinstance(b, int) and b >= 1 for b in block):
+            raise ValueError(
+                "Argument `block` must be two positive integers (height, width). "
+                f"Received: block={self.block!r}"
+            )
+        object.__setattr__(self, "block", block)
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(
+                "Argument `schedule` must be a kprune.Schedule. "
+                f"Received: schedule={self.schedule!r}"
+            )
+
+    def selects(self, path, layer):
+        """True when this rule's selector (before ``which``) picks the layer."""
+        if self.by == "type":
+            return type(layer).__name__ == self.match
+        if self.by == "regex":
+            return re.fullmatch(self.match, path) is not None
+        return self.match in (path, layer.name)
+
+    def to_dict(self):
+        data = asdict(self)
+        data["schedule"] = self.schedule.to_dict()
+        data["block"] = list(self.block)
+        return data
+
+    @classmethod
+    def from_dict(cls, data):
+        check_keys(data, cls, what="rule")
+        data = dict(data)
+        if "schedule" in data:
+            data["schedule"] = Schedule.from_dict(data["schedule"])
+        if "block" in data:
+            data["block"] = tuple(data["block"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One row of a resolved plan: what happens to one layer, and why."""
+
+    name: str
+    type: str
+    params: int
+    method: str
+    target: float | None = None
+    n: int | None = None
+    m: int | None = None
+    schedule: object = None
+    block: tuple = (1, 1)
+    pool: str = "AVG"
+    reason: str = ""
+
+    @property
+    def pruned(self):
+        return self.method != "skip"
+
+    @property
+    def method_label(self):
+        if self.method == "m_by_n":
+            return f"{self.n}:{self.m}"
+        if self.method == "unstructured" and self.block != (1, 1):
+            return f"block {self.block[0]}x{self.block[1]}"
+        return self.method
+
+    def to_dict(self):
+        data = asdict(self)
+        data["schedule"] = None if self.schedule is None else self.schedule.describe()
+        data["block"] = list(self.block)
+        return data
+
+
+@dataclass(frozen=True)
+class ResolvedPlan:
+    """The plan applied to one model: a row per layer, printable as a table."""
+
+    rows: tuple
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, name):
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    @property
+    def pruned(self):
+        return [row for row in self.rows if row.pruned]
+
+    def to_dict(self):
+        return {"schema_version": SCHEMA_VERSION, "layers": [r.to_dict() for r in self.rows]}
+
+    def __str__(self):
+        header = ("layer", "type", "params", "method", "target", "schedule", "why")
+        lines = [
+            (
+                r.name,
+                r.type,
+                f"{r.params:,}",
+                r.method_label,
+                "" if r.target is None else f"{r.target:.2f}",
+                "" if r.schedule is None else r.schedule.describe(),
+                r.reason,
+            )
+            for r in self.rows
+        ]
+        return _table(header, lines)
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    """Ordered rules; the first rule that selects a layer decides how it is pruned.
+
+    Layers no rule selects are left dense. See :meth:`default` for the seed recipe.
+
+    Example:
+        >>> plan = PruningPlan([LayerRule("Dense", by="type", target=0.8)])
+        >>> plan.to_json()
+    """
+
+    rules: tuple = ()
+
+    def __post_init__(self):
+        rules = tuple(self.rules)
+        for index, rule in enumerate(rules):
+            if not isinstance(rule, LayerRule):
+                raise TypeError(
+                    "Argument `rules` must hold kprune.LayerRule objects. "
+                    f"Received: rules[{index}]={rule!r}"
+                )
+        object.__setattr__(self, "rules", rules)
+
+    @classmethod
+    def default(cls, *, target=0.5, n=2, m=4, schedule=None):
+        """The seed recipe: first conv unstructured, later Conv2D/Dense N:M, head skipped.
+
+        Layers that cannot take N:M (too few input channels, or a count that is not a
+        multiple of ``m``) fall back to unstructured at ``target``, and the table says why.
+        """
+        schedule = schedule or Schedule()
+        common = dict(target=target, n=n, m=m, schedule=schedule)
+        return cls(
+            (
+                LayerRule(
+                    "Conv2D",
+                    by="type",
+                    which="first",
+                    method="unstructured",
+                    note="first conv: few input channels",
+                    **common,
+                ),
+                LayerRule(
+                    "Dense", by="type", which="last", method="skip", note="classifier head"
+                ),
+                LayerRule(
+                    "Conv2D", by="type", method="m_by_n", fallback="unstructured", **common
+                ),
+                LayerRule(
+                    "Dense", by="type", method="m_by_n", fallback="unstructured", **common
+                ),
+            )
+        )
+
+    def with_rule(self, rule, *, first=True):
+        """A new plan with ``rule`` added (first by default, so it wins)."""
+        rules = (rule,) + self.rules if first else self.rules + (rule,)
+        return replace(self, rules=rules)
+
+    def resolve(self, model, *, steps_per_epoch=None, epochs=None):
+        """One :class:`LayerPlan` per layer of ``model``; schedules pinned to steps if given.
+
+        Raises ValueError for a name rule that matches no layer (suggesting close
+        names) and for an explicit N:M rule on a layer that cannot take it.
+        """
+        from kprune import _compat
+
+        _compat.check_model(model)
+        layers = list(_compat.iter_layers(model))
+        chosen = self._choose(layers)
+        rows = []
+        for path, layer in layers:
+            rule = chosen.get(path)
+            rows.append(
+                _resolve_layer(path, layer, rule, steps_per_epoch=steps_per_epoch, epochs=epochs)
+            )
+        return ResolvedPlan(tuple(rows))
+
+    def _choose(self, layers):
+        """Map each layer path to the first rule that selects it (respecting ``which``)."""
+        chosen = {}
+        for rule in self.rules:
+            picked = [path for path, layer in layers if rule.selects(path, layer)]
+            if not picked:
+                self._no_match(rule, layers)
+                continue
+            if rule.which == "first":
+                picked = picked[:1]
+            elif rule.which == "last":
+                picked = picked[-1:]
+            for path in picked:
+                chosen.setdefault(path, rule)
+        return chosen
+
+    @staticmethod
+    def _no_match(rule, layers):
+        if rule.by == "name":
+            names = [path for path, _ in layers]
+            close = difflib.get_close_matches(rule.match, names, n=3, cutoff=0.4)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ValueError(
+                f"A plan rule names layer {rule.match!r}, which is not in the model.{hint} "
+                f"Layers: {names}"
+            )
+        if rule.by == "regex":
+            warnings.warn(
+                f"Plan rule regex {rule.match!r} matches no layer; it has no effect.",
+                PlanWarning,
+                stacklevel=4,
+            )
+
+    def to_dict(self):
+        return {"schema_version": SCHEMA_VERSION, "rules": [r.to_dict() for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise TypeError(f"A plan must be a mapping. Received: {data!r}")
+        unknown = sorted(set(data) - {"schema_version", "rules"})
+        if unknown:
+            raise ValueError(
+                f"Unknown key {unknown[0]!r} in plan. Known keys: ['rules', "
+                f"'schema_version']. Received keys: {sorted(data)}"
+            )
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"This kprune reads plan schema version {SCHEMA_VERSION}. "
+                f"Received: schema_version={version!r}"
+            )
+        rules = data.get("rules", [])
+        if not isinstance(rules, list):
+            raise TypeError(f"Plan key 'rules' must be a list. Received: rules={rules!r}")
+        return cls(tuple(LayerRule.from_dict(r) for r in rules))
+
+    def to_json(self, path=None):
+        text = json.dumps(self.to_dict(), indent=2)
+        return _write(path, text)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self, path=None):
+        import yaml
+
+        return _write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, text):
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(text))
+
+    @classmethod
+    def load(cls, path):
+        """Read a plan from a ``.json``, ``.yaml`` or ``.yml`` file."""
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Plan file not found. Received: path={str(path)!r}")
+        text = path.read_text()
+        if path.suffix == ".json":
+            return cls.from_json(text)
+        if path.suffix in (".yaml", ".yml"):
+            return cls.from_yaml(text)
+        raise ValueError(
+            f"A plan file must end in .json, .yaml or .yml. Received: path={str(path)!r}"
+        )
+
+    def __str__(self):
+        header = ("#", "select", "which", "method", "target", "schedule", "note")
+        lines = [
+            (
+                str(i),
+                f"{r.by}={r.match}",
+                r.which,
+                f"{r.n}:{r.m}" if r.method == "m_by_n" else r.method,
+                "" if r.method != "unstructured" else f"{r.target:.2f}",
+                r.schedule.describe() if r.method == "unstructured" else "",
+                r.note,
+            )
+            for i, r in enumerate(self.rules)
+        ]
+        return _table(header, lines)
+
+
+def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
+    from kprune import _compat
+
+    params = int(layer.count_params()) if layer.built else 0
+    base = dict(name=path, type=type(layer).__name__, params=params)
+    kernel = _compat.kernel_of(layer)
+    if rule is None:
+        reason = "no weights" if kernel is None else "no rule selects it"
+        return LayerPlan(method="skip", reason=reason, **base)
+    if rule.method == "skip":
+        return LayerPlan(method="skip", reason=rule.note or "skipped by rule", **base)
+    if kernel is None or not _is_prunable(layer):
+        if rule.by == "name":
+            raise ValueError(
+                f"Layer {path!r} ({type(layer).__name__}) has no weights tfmot can prune; "
+                f"remove the rule or set method='skip'. Received: rule={rule!r}"
+            )
+        return LayerPlan(method="skip", reason="not prunable by tfmot", **base)
+    method, reason = rule.method, rule.note
+    if method == "m_by_n":
+        why_not = m_by_n_problem(layer, rule.n, rule.m)
+        if why_not and rule.fallback is None:
+            raise ValueError(
+                f"Layer {path!r} cannot take {rule.n}:{rule.m} sparsity: {why_not}. Use "
+                "method='unstructured' for it, or fallback='unstructured' on the rule. "
+                f"Received: rule={rule!r}"
+            )
+        if why_not:
+            method, reason = "unstructured", f"{rule.n}:{rule.m} impossible ({why_not})"
+    if method == "m_by_n":
+        return LayerPlan(
+            method="m_by_n",
+            target=(rule.m - rule.n) / rule.m,
+            n=rule.n,
+            m=rule.m,
+            reason=reason,
+            **base,
+        )
+    schedule = rule.schedule
+    if steps_per_epoch is not None and epochs is not None:
+        schedule = schedule.resolve(rule.target, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return LayerPlan(
+        method="unstructured",
+        target=rule.target,
+        schedule=schedule,
+        block=rule.block,
+        pool=rule.pool,
+        reason=reason,
+        **base,
+    )
+
+
+def m_by_n_problem(layer, n, m):
+    """Why ``n:m`` sparsity cannot apply to ``layer`` (empty string when it can)."""
+    from kprune import _compat
+
+    kind = type(layer).__name__
+    if kind not in _M_BY_N_TYPES:
+        return f"N:M is supported on {'/'.join(_M_BY_N_TYPES)} kernels, not {kind}"
+    channels = int(_compat.kernel_of(layer).shape[-2])
+    if channels < m:
+        return f"{channels} input channel{'s' if channels != 1 else ''} < group size {m}"
+    if channels % m:
+        return f"{channels} input channels is not a multiple of {m}"
+    return ""
+
+
+def _is_prunable(layer):
+    from kprune import _compat
+
+    return _compat.PruneRegistry.supports(layer)
+
+
+def _check_choice(value, choices, argument):
+    if value not in choices:
+        raise ValueError(
+            f"Argument `{argument}` must be one of {choices}. Received: {argument}={value!r}"
+        )
+
+
+def _table(header, lines):
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def _write(path, text):
+    if path is not None:
+        from pathlib import Path
+
+        Path(path).write_text(text)
+    return text

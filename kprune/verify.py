@@ -1,0 +1,223 @@
+"""Strip the pruning wrappers and check what sparsity the real weights reached.
+
+The N:M check groups weights along the input-channel axis (the grouping TFLite
+uses) and does not count padding as pruned: tfmot's own ``is_pruned_m_by_n`` calls a
+one-input-channel conv "2:4" although nothing in it was zeroed.
+
+Example:
+    >>> final = kprune.strip(pruned)
+    >>> report = kprune.sparsity_report(final, plan=plan, strict=True)
+    >>> print(report)
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from kprune import _compat, masks
+from kprune.plan import PruningPlan, ResolvedPlan, _table
+
+__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity", "effective_kernel"]
+
+# How far an unstructured layer's achieved sparsity may be from its target.
+TOLERANCE = 0.01
+
+
+def strip(model):
+    """A plain tf_keras model with the masks applied and the wrappers removed.
+
+    The result shares nothing with ``model``. Example:
+        >>> final = kprune.strip(pruned)
+        >>> final.save("pruned.keras")
+    """
+    from kprune.keras_callbacks import wrapped_layers
+    from kprune.wrap import copy_model
+
+    _compat.check_model(model)
+    for _, wrapper in wrapped_layers(model):
+        wrapper.pruning_obj.weight_mask_op()
+
+    def unwrap(path, layer):
+        if not isinstance(layer, _compat.PruneLowMagnitude):
+            return layer
+        inner = layer.layer
+        if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
+            inner._batch_input_shape = layer._batch_input_shape
+        return inner
+
+    stripped = copy_model(_compat.clone_model(model, unwrap))
+    plan = getattr(model, "_kprune_plan", None)
+    if plan is not None:
+        stripped._kprune_plan = plan
+    return stripped
+
+
+def effective_kernel(layer):
+    """The kernel as it acts in the forward pass (``kernel * mask`` for a wrapper), as numpy."""
+    kernel = _compat.kernel_of(layer)
+    if kernel is None:
+        return None
+    values = np.asarray(kernel.numpy())
+    if isinstance(layer, _compat.PruneLowMagnitude):
+        for weight, mask, _ in layer.pruning_vars:
+            if weight is kernel:
+                values = values * np.asarray(mask.numpy())
+    return values
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """Achieved sparsity of one layer's kernel, and how it compares with the plan."""
+
+    name: str
+    type: str
+    weights: int
+    nonzero: int
+    achieved: float
+    method: str = ""
+    target: float | None = None
+    n: int | None = None
+    m: int | None = None
+    n_m_violations: int | None = None
+    ok: bool | None = None
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer achieved sparsity; ``ok`` is False for any layer that missed its plan."""
+
+    rows: tuple
+
+    @property
+    def ok(self):
+        return all(row.ok is not False for row in self.rows)
+
+    @property
+    def mismatches(self):
+        return [row for row in self.rows if row.ok is False]
+
+    @property
+    def weights(self):
+        return sum(row.weights for row in self.rows)
+
+    @property
+    def nonzero(self):
+        return sum(row.nonzero for row in self.rows)
+
+    @property
+    def sparsity(self):
+        return 1.0 - self.nonzero / self.weights if self.weights else 0.0
+
+    def __getitem__(self, name):
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(name)
+
+    def to_dict(self):
+        return {
+            "weights": self.weights,
+            "nonzero": self.nonzero,
+            "sparsity": self.sparsity,
+            "ok": self.ok,
+            "layers": [row.to_dict() for row in self.rows],
+        }
+
+    def __str__(self):
+        header = ("layer", "type", "weights", "nonzero", "achieved", "method", "target", "check")
+        lines = [
+            (
+                r.name,
+                r.type,
+                f"{r.weights:,}",
+                f"{r.nonzero:,}",
+                f"{r.achieved:.3f}",
+                r.method,
+                "" if r.target is None else f"{r.target:.3f}",
+                _check_label(r),
+            )
+            for r in self.rows
+        ]
+        total = (
+            f"total: {self.nonzero:,} of {self.weights:,} kernel weights non-zero "
+            f"(sparsity {self.sparsity:.3f}, {self.weights / max(self.nonzero, 1):.2f}x fewer)"
+        )
+        return _table(header, lines) + "\n" + total
+
+
+def sparsity_report(model, plan=None, *, strict=False):
+    """Per-layer achieved sparsity of ``model`` (wrapped or stripped), checked against a plan.
+
+    Args:
+        model: a tf_keras model, wrapped by ``kprune.apply`` or stripped.
+        plan: a :class:`PruningPlan` or :class:`ResolvedPlan` to compare with; None uses
+            the plan ``kprune.apply`` attached, if any.
+        strict: raise ValueError when a layer misses its target (unstructured: by more
+            than 1 percentage point; N:M: any group with too few zeros).
+    """
+    _compat.check_model(model)
+    plan = getattr(model, "_kprune_plan", None) if plan is None else plan
+    if isinstance(plan, PruningPlan):
+        plan = plan.resolve(model)
+    if plan is not None and not isinstance(plan, ResolvedPlan):
+        raise TypeError(
+            "Argument `plan` must be a kprune.PruningPlan, a resolved plan or None. "
+            f"Received: plan={plan!r}"
+        )
+    planned = {} if plan is None else {row.name: row for row in plan}
+    rows = []
+    for path, layer in _compat.iter_layers(model):
+        kernel = effective_kernel(layer)
+        if kernel is None:
+            continue
+        rows.append(_layer_row(path, layer, kernel, planned.get(path)))
+    report = SparsityReport(tuple(rows))
+    if strict and not report.ok:
+        missed = "; ".join(
+            f"{r.name}: {_check_label(r)} (achieved {r.achieved:.3f}, target {r.target})"
+            for r in report.mismatches
+        )
+        raise ValueError(f"Sparsity does not match the plan: {missed}")
+    return report
+
+
+def _layer_row(path, layer, kernel, planned):
+    inner = layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+    nonzero = int(np.count_nonzero(kernel))
+    base = dict(
+        name=path,
+        type=type(inner).__name__,
+        weights=int(kernel.size),
+        nonzero=nonzero,
+        achieved=1.0 - nonzero / kernel.size,
+    )
+    if planned is None:
+        return LayerSparsity(**base)
+    if planned.method == "m_by_n":
+        violations = masks.n_m_violations(kernel, planned.n, planned.m)
+        return LayerSparsity(
+            **base,
+            method=planned.method_label,
+            target=planned.target,
+            n=planned.n,
+            m=planned.m,
+            n_m_violations=violations,
+            ok=violations == 0,
+        )
+    if planned.method == "unstructured":
+        ok = abs(base["achieved"] - planned.target) <= TOLERANCE
+        return LayerSparsity(**base, method=planned.method_label, target=planned.target, ok=ok)
+    return LayerSparsity(**base, method="skip")
+
+
+def _check_label(row):
+    if row.ok is None:
+        return ""
+    if row.n_m_violations is not None:
+        if row.ok:
+            return f"{row.n}:{row.m} ok"
+        return f"{row.n_m_violations} groups not {row.n}:{row.m}"
+    return "ok" if row.ok else "missed target"

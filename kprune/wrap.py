@@ -1,0 +1,92 @@
+"""Apply a plan: a wrapped clone of the user's model, never the model itself.
+
+tfmot's ``prune_low_magnitude`` wraps the *same* layer objects as the model it is
+given, so training the pruned model silently prunes the user's baseline too.
+``apply`` first makes an independent copy (new layers, copied weights), then wraps
+the copy's layers as the resolved plan says.
+
+Example:
+    >>> pruned = kprune.apply(model, kprune.PruningPlan.default(),
+    ...                       steps_per_epoch=469, epochs=2)
+    >>> pruned.compile(...); pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks())
+"""
+
+from kprune import _compat
+from kprune.plan import PruningPlan
+
+__all__ = ["apply", "copy_model", "PruneLowMagnitude"]
+
+
+@_compat.keras.utils.register_keras_serializable(package="kprune")
+class PruneLowMagnitude(_compat.PruneLowMagnitude):
+    """tfmot's pruning wrapper (same name, same behaviour) whose config keeps ``sparsity_m_by_n``.
+
+    tfmot's own ``get_config`` drops it, so a saved and reloaded 2:4 layer silently
+    becomes an unstructured one. Everything else is tfmot's.
+    """
+
+    def get_config(self):
+        config = super().get_config()
+        config["sparsity_m_by_n"] = (
+            None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
+        )
+        return config
+
+
+def copy_model(model):
+    """An independent copy of a tf_keras model: new layer objects, same weights.
+
+    Example:
+        >>> twin = copy_model(model)
+        >>> twin.layers[1] is model.layers[1]
+        False
+    """
+    _compat.check_model(model)
+    twin = _compat.keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def apply(model, plan=None, *, steps_per_epoch, epochs):
+    """Return a new model whose layers are wrapped for pruning as ``plan`` says.
+
+    Args:
+        model: a built tf_keras Sequential or functional model (nested ones too).
+            It is never modified.
+        plan: a :class:`PruningPlan`; None means ``PruningPlan.default()``.
+        steps_per_epoch, epochs: the length of the pruning fit, from which the
+            schedules' ``end_step`` and ``frequency`` are derived.
+
+    The returned model is not compiled: compile it as you would the original.
+    """
+    plan = PruningPlan.default() if plan is None else plan
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
+    resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    rows = {row.name: row for row in resolved.pruned}
+    twin = copy_model(model)
+
+    def wrap(path, layer):
+        row = rows.get(path)
+        return layer if row is None else _wrap_layer(layer, row)
+
+    pruned = _compat.clone_model(twin, wrap)
+    pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
+    return pruned
+
+
+def _wrap_layer(layer, row):
+    if row.method == "m_by_n":
+        tfmot_schedule = _compat.tfmot.sparsity.keras.ConstantSparsity(row.target, 0)
+        return PruneLowMagnitude(
+            layer,
+            pruning_schedule=tfmot_schedule,
+            # tfmot counts (zeros, group); kprune counts (kept, group).
+            sparsity_m_by_n=(row.m - row.n, row.m),
+        )
+    return PruneLowMagnitude(
+        layer,
+        pruning_schedule=row.schedule.to_tfmot(),
+        block_size=row.block,
+        block_pooling_type=row.pool,
+    )
