@@ -65,8 +65,10 @@ class Schedule:
         kind: ``"polynomial"`` (Zhu & Gupta's automated gradual pruning; cubic by
             default) or ``"constant"`` (the target at once, from ``begin``).
         initial_sparsity: polynomial only: sparsity at ``begin``.
-        begin: when pruning starts, in ``unit`` (0 = the first batch).
-        end: when the target is reached, in ``unit``; None = the end of training.
+        begin: how much training (in ``unit``) comes before pruning starts
+            (0 = from the first batch).
+        end: how much training (in ``unit``) has been done when the target is
+            reached; None = the end of training.
         unit: ``"epochs"`` or ``"steps"``.
         power: polynomial exponent (3 = cubic).
         frequency: steps between mask updates; None derives it from the span.

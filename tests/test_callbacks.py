@@ -1,0 +1,79 @@
+"""callbacks(): UpdatePruningStep, sparsity in Keras logs, TensorBoard; custom loops."""
+
+import csv
+
+import numpy as np
+import pytest
+
+import kprune
+from helpers import keras, tiny_mlp
+from kprune import LayerRule, PruningPlan, _compat
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n)
+
+
+def pruned_mlp(epochs=2, steps_per_epoch=6):
+    plan = PruningPlan([LayerRule("fc1", target=0.8), LayerRule("fc2", method="m_by_n")])
+    model = kprune.apply(tiny_mlp(), plan, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_sparsity_reaches_history_and_csv(tmp_path):
+    x, y = data()
+    model = pruned_mlp()
+    log = tmp_path / "log.csv"
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        verbose=0,
+        callbacks=kprune.callbacks() + [keras.callbacks.CSVLogger(str(log))],
+    )
+    fc1 = history.history["sparsity/fc1"]
+    assert fc1[0] < fc1[-1] == pytest.approx(0.8, abs=0.01)
+    assert history.history["sparsity/fc2"] == [0.5, 0.5]
+    assert 0.5 < history.history["sparsity"][-1] < 0.8
+    rows = list(csv.DictReader(log.open()))
+    assert float(rows[-1]["sparsity/fc1"]) == pytest.approx(0.8, abs=0.01)
+
+
+def test_tensorboard_summaries_are_written(tmp_path):
+    x, y = data()
+    model = pruned_mlp()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=kprune.callbacks(log_dir=tmp_path))
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_fit_without_update_step_fails_as_tfmot_does():
+    x, y = data()
+    model = pruned_mlp()
+    with pytest.raises(Exception, match="UpdatePruningStep"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+def test_custom_training_loop_with_pruning_stepper():
+    x, y = data()
+    model = pruned_mlp(epochs=2, steps_per_epoch=6)
+    optimizer = keras.optimizers.Adam()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with kprune.PruningStepper(model) as stepper:
+        for _ in range(2):
+            for start in range(0, 96, 16):
+                with _compat.tf.GradientTape() as tape:
+                    loss = loss_fn(y[start : start + 16], model(x[start : start + 16], training=True))
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            stepper.end_epoch()
+    report = kprune.sparsity_report(kprune.strip(model))
+    assert report["fc1"].achieved == pytest.approx(0.8, abs=0.01)
+    assert report["fc2"].achieved == pytest.approx(0.5, abs=0.01)
+
+
+def test_pruning_stepper_needs_a_wrapped_model():
+    with pytest.raises(ValueError, match="has no pruning wrappers"):
+        kprune.PruningStepper(tiny_mlp())

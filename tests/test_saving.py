@@ -1,0 +1,64 @@
+"""Save/load: wrapped models keep N:M and their pruning step; stripped ones save plainly."""
+
+import numpy as np
+import pytest
+
+import kprune
+from helpers import keras, tiny_mlp
+from kprune import LayerRule, PruningPlan, _compat
+
+
+def wrappers(model):
+    return {
+        path: layer
+        for path, layer in _compat.iter_layers(model)
+        if isinstance(layer, _compat.PruneLowMagnitude)
+    }
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)
+    plan = PruningPlan(
+        [LayerRule("fc1", method="m_by_n", n=1, m=4), LayerRule("fc2", target=0.6, block=(1, 2))]
+    )
+    pruned = kprune.apply(tiny_mlp(), plan, steps_per_epoch=4, epochs=2)
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
+    path = kprune.save_model(pruned, tmp_path / f"ckpt{suffix}")
+    loaded = kprune.load_model(path)
+    before, after = wrappers(pruned), wrappers(loaded)
+    assert after["fc1"].sparsity_m_by_n == (3, 4)
+    assert tuple(after["fc2"].block_size) == (1, 2)
+    assert int(after["fc2"].pruning_step.numpy()) == int(before["fc2"].pruning_step.numpy()) == 4
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
+    # Training resumes: the second epoch reaches the schedule's end.
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
+    report = kprune.sparsity_report(kprune.strip(loaded), plan=plan, strict=True)
+    assert report["fc1"].achieved == pytest.approx(0.75)
+    assert report["fc2"].achieved == pytest.approx(0.6, abs=0.01)
+
+
+def test_plain_tfmot_config_drops_m_by_n():
+    # Trap 5, kept as a test so we notice if tfmot fixes it.
+    layer = _compat.tfmot.sparsity.keras.prune_low_magnitude(
+        keras.layers.Dense(4), sparsity_m_by_n=(2, 4)
+    )
+    assert "sparsity_m_by_n" not in layer.get_config()
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_stripped_model_saves_plainly(tmp_path, suffix):
+    model = tiny_mlp()
+    final = kprune.strip(model)
+    path = kprune.save_model(final, tmp_path / f"final{suffix}")
+    loaded = keras.models.load_model(str(path))
+    assert [w.shape for w in loaded.weights] == [w.shape for w in final.weights]
+
+
+def test_bad_paths(tmp_path):
+    with pytest.raises(ValueError, match=r"must end in \.keras or \.h5"):
+        kprune.save_model(tiny_mlp(), tmp_path / "model.tflite")
+    with pytest.raises(FileNotFoundError, match="No model file"):
+        kprune.load_model(tmp_path / "missing.keras")
