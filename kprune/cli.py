@@ -1,34 +1,154 @@
-"""The ``kprune`` command line: ``plan`` and ``demo`` (more commands join as they land).
+"""The ``kprune`` command line.
 
 Example:
-    $ kprune plan seed-cnn
-    $ kprune plan my_model.keras --plan plan.yaml
     $ kprune demo --out kprune-demo
+    $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed
+    $ kprune plan seed-cnn --plan plan.yaml
+    $ kprune export pruned.keras --out out --quantize int8 --sparse --data mnist \\
+          --compare baseline.keras
+    $ kprune inspect out/pruned-sparse-int8.tflite
+    $ kprune sensitivity baseline.keras --data mnist --out sens
 """
 
 import argparse
 import sys
+from pathlib import Path
 
-__all__ = ["main"]
+import numpy as np
+
+__all__ = ["main", "build_parser"]
+
+QUANTIZE = ("none", "dynamic", "int8", "float16")
 
 
 def _plan(args):
     from kprune import models
     from kprune.plan import PruningPlan
 
-    plan = PruningPlan.default() if args.plan is None else PruningPlan.load(args.plan)
-    model = models.load(args.model)
-    steps = dict(steps_per_epoch=args.steps_per_epoch, epochs=args.epochs)
     if (args.steps_per_epoch is None) != (args.epochs is None):
         raise ValueError("Give both --steps-per-epoch and --epochs, or neither.")
-    print(plan.resolve(model, **steps))
+    plan = PruningPlan.default() if args.plan is None else PruningPlan.load(args.plan)
+    model = models.load(args.model)
+    print(plan.resolve(model, steps_per_epoch=args.steps_per_epoch, epochs=args.epochs))
     return 0
 
 
 def _demo(args):
     from kprune.demo import run_demo
 
-    run_demo(args.out, data_dir=args.data, full=args.full, epochs=args.epochs)
+    run_demo(args.out, full=args.full, data=args.data, epochs=args.epochs, force=args.force)
+    return 0
+
+
+def _run(args):
+    from kprune.recipe import Recipe
+    from kprune.runner import run_recipe
+
+    run_recipe(Recipe.load(args.recipe), args.out, force=args.force)
+    return 0
+
+
+def _load_data(spec, *, quiet=False):
+    """``mnist`` (best available) or a folder/.npz path -> ((x, y), (x, y))."""
+    from kprune import data
+
+    return data.load_mnist(None if spec == "mnist" else spec, verbose=not quiet)
+
+
+def _export(args):
+    from kprune import export, measure
+    from kprune.runner import check_out_dir, export_and_compare
+
+    if args.quantize == "int8" and args.data is None:
+        raise ValueError(
+            "--quantize int8 needs calibration data: pass --data mnist (or a folder of "
+            "MNIST IDX files / an .npz) so kprune can take a representative sample."
+        )
+    out = check_out_dir(args.out, force=args.force)
+    model = _stripped(args.model)
+    name = export._variant_name(args.quantize, args.sparse)
+    if args.data is None:
+        result = export.to_tflite(model, out / f"{Path(args.model).stem}-{name}.tflite",
+                                  quantize=args.quantize, sparse=args.sparse)
+        sizes = measure.file_sizes(result.path)
+        print(f"wrote {result.path}: {sizes['bytes']:,} bytes, {sizes['gzip_bytes']:,} gzipped")
+        print(measure.tflite_tensors(result.path))
+        return 0
+    (x_train, _), (x_test, y_test) = _load_data(args.data)
+    baseline = model if args.compare is None else _stripped(args.compare)
+    report = export_and_compare(
+        baseline, model, variants=[name], representative_data=x_train[:200],
+        x_test=x_test[: args.test_samples], y_test=y_test[: args.test_samples], out_dir=out,
+        latency_repeats=args.latency_repeats, title=f"kprune export {args.model}",
+    )
+    print(report)
+    print(f"report: {report.markdown_path}")
+    return 0
+
+
+def _stripped(path):
+    """Load a .keras/.h5 model; strip pruning wrappers if it still has them."""
+    from kprune import _compat
+    from kprune.saving import load_model
+    from kprune.verify import strip
+
+    model = load_model(path)
+    if any(isinstance(layer, _compat.PruneLowMagnitude) for _, layer in _compat.iter_layers(model)):
+        print(f"{path}: still has pruning wrappers; stripping them first")
+        model = strip(model)
+    return model
+
+
+def _inspect(args):
+    from kprune import measure
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at this path. Received: FILE={str(path)!r}")
+    if path.suffix == ".tflite":
+        info = measure.tflite_tensors(path)
+        sizes = measure.file_sizes(path)
+        print(info)
+        print(f"{path}: {sizes['bytes']:,} bytes ({sizes['gzip_bytes']:,} gzipped); "
+              f"sparse storage: {'yes' if info.sparse_storage else 'no'}, "
+              f"DENSIFY ops: {info.densify_ops}, weight sparsity {info.weight_sparsity:.3f}")
+        return 0
+    if path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"FILE must be a .keras, .h5 or .tflite file. Received: FILE={str(path)!r}")
+    from kprune import _compat, masks
+    from kprune.plan import _table
+    from kprune.saving import load_model
+    from kprune.verify import effective_kernel
+
+    model = load_model(path, compile=False)
+    rows = []
+    for name, layer in _compat.iter_layers(model):
+        kernel = effective_kernel(layer)
+        if kernel is not None:
+            rows.append((name, type(getattr(layer, "layer", layer)).__name__,
+                         "x".join(map(str, kernel.shape)), f"{kernel.size:,}",
+                         f"{np.count_nonzero(kernel):,}", f"{masks.sparsity(kernel):.3f}",
+                         "yes" if masks.is_n_m(kernel, 2, 4) else "no"))
+    header = ("layer", "type", "kernel", "weights", "nonzero", "sparsity", "2:4")
+    print(_table(header, rows))
+    print(f"{path}: {path.stat().st_size:,} bytes; 2:4 is checked along the input-channel axis")
+    return 0
+
+
+def _sensitivity(args):
+    from kprune import sensitivity
+
+    (_, _), (x_test, y_test) = _load_data(args.data)
+    n = min(args.samples, len(x_test))
+    from kprune import models
+
+    model = models.load(args.model)
+    result = sensitivity.scan(model, x_test[:n], y_test[:n])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out, max_drop_pp=args.max_drop)
+    print(result)
+    print(f"wrote {out}/sensitivity.json, sensitivity.png, suggested_plan.yaml")
     return 0
 
 
@@ -38,19 +158,53 @@ def build_parser():
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    demo = commands.add_parser("demo", help="the seed tutorial end to end, with the report")
+    demo.add_argument("--out", default="kprune-demo", help="run folder (default: kprune-demo)")
+    demo.add_argument("--data", default="mnist",
+                      help="mnist (best available), a folder of MNIST IDX files, or an .npz")
+    demo.add_argument("--full", action="store_true", help="all of MNIST and two epochs each")
+    demo.add_argument("--epochs", type=int, help="epochs for the baseline and pruning fits")
+    demo.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser("run", help="run a recipe (YAML) into a run folder")
+    run.add_argument("recipe", help="a recipe file, see examples/")
+    run.add_argument("--out", required=True, help="run folder")
+    run.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    run.set_defaults(handler=_run)
+
     plan = commands.add_parser("plan", help="print the resolved pruning plan for a model")
     plan.add_argument("model", help="a .keras/.h5 file or a built-in name (seed-cnn, lenet-5, ...)")
     plan.add_argument("--plan", help="a plan file (.json/.yaml); default: the built-in plan")
     plan.add_argument("--steps-per-epoch", type=int, help="pin schedules to training steps")
     plan.add_argument("--epochs", type=int, help="pin schedules to training steps")
-    plan.set_defaults(run=_plan)
+    plan.set_defaults(handler=_plan)
 
-    demo = commands.add_parser("demo", help="run the seed tutorial end to end on MNIST")
-    demo.add_argument("--out", default="kprune-demo", help="output folder (default: kprune-demo)")
-    demo.add_argument("--data", help="MNIST folder of IDX files or .npz; default: best available")
-    demo.add_argument("--full", action="store_true", help="all of MNIST, more epochs")
-    demo.add_argument("--epochs", type=int, help="epochs for the baseline and pruning fits")
-    demo.set_defaults(run=_demo)
+    exp = commands.add_parser("export", help="convert a model to TFLite, evaluate, report")
+    exp.add_argument("model", help="a pruned .keras/.h5 model (stripped or not)")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--quantize", choices=QUANTIZE, default="none")
+    exp.add_argument("--sparse", action="store_true", help="store sparse weights compressed")
+    exp.add_argument("--data", help="mnist or a path: evaluation and int8 calibration data")
+    exp.add_argument("--compare", metavar="BASELINE_MODEL",
+                     help="the dense .keras/.h5 model to compare against")
+    exp.add_argument("--test-samples", type=int, default=10000, help="test images to evaluate")
+    exp.add_argument("--latency-repeats", type=int, default=20)
+    exp.add_argument("--force", action="store_true", help="overwrite a finished report in --out")
+    exp.set_defaults(handler=_export)
+
+    inspect = commands.add_parser("inspect", help="per-layer or per-tensor sparsity of a file")
+    inspect.add_argument("file", help="a .keras, .h5 or .tflite file")
+    inspect.set_defaults(handler=_inspect)
+
+    sens = commands.add_parser("sensitivity", help="per-layer sensitivity scan and a plan")
+    sens.add_argument("model", help="a trained .keras/.h5 model")
+    sens.add_argument("--data", default="mnist", help="mnist or a path (the test split is used)")
+    sens.add_argument("--out", required=True, help="output folder")
+    sens.add_argument("--samples", type=int, default=2000, help="validation images to use")
+    sens.add_argument("--max-drop", type=float, default=1.0,
+                      help="accuracy drop (percentage points) allowed per layer in the plan")
+    sens.set_defaults(handler=_sensitivity)
     return parser
 
 
@@ -62,9 +216,10 @@ def main(argv=None):
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        print(f"kprune {args.command}: error: {err}", file=sys.stderr)
+        return args.handler(args)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
+        message = " ".join(str(err).split())
+        print(f"kprune {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,111 +1,38 @@
-"""The seed tutorial end to end: baseline fit, default plan, pruning fit, strip, verify.
+"""``kprune demo``: the seed tutorial as a built-in recipe.
+
+The seed CNN, the default plan (first conv unstructured, later conv and dense 2:4, head
+skipped), gradual pruning on a cubic schedule, strip, export float / sparse / int8, and
+the report. Quick by default (a 6,000-image subset, one epoch each); ``full=True`` uses
+all of MNIST and two epochs each.
 
 Example:
-    >>> from kprune.demo import run_demo
-    >>> summary = run_demo("kprune-demo", data_dir="path/to/mnist")
+    >>> from kprune.demo import demo_recipe
+    >>> print(demo_recipe().to_yaml())
 """
 
-import json
-import math
-import time
-from pathlib import Path
+from kprune.recipe import Export, Recipe, Subset, Training, Workflow
+from kprune.runner import run_recipe
 
-import numpy as np
-
-from kprune import data, models
-from kprune.keras_callbacks import callbacks
-from kprune.plan import PruningPlan
-from kprune.saving import save_model
-from kprune.verify import sparsity_report, strip
-from kprune.wrap import apply
-
-__all__ = ["run_demo", "QUICK", "FULL"]
-
-# (train images, test images, baseline epochs, pruning epochs)
-QUICK = dict(n_train=6000, n_test=2000, baseline_epochs=1, pruning_epochs=1)
-FULL = dict(n_train=None, n_test=None, baseline_epochs=2, pruning_epochs=2)
+__all__ = ["demo_recipe", "run_demo"]
 
 
-def run_demo(out_dir, *, data_dir=None, full=False, epochs=None, batch_size=64, seed=0,
-             log=print):
-    """Run the seed recipe and write ``summary.json``, the plan and models to ``out_dir``.
-
-    Args:
-        out_dir: folder for the results (created).
-        data_dir: MNIST folder of IDX files or an ``.npz``; None finds the best available.
-        full: all of MNIST and more epochs, instead of the quick subset.
-        epochs: override the pruning epochs (the baseline gets as many).
-    """
-    from kprune import _compat
-
-    settings = dict(FULL if full else QUICK)
-    if epochs is not None:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"Argument `epochs` must be a positive integer. Received: epochs={epochs!r}")
-        settings.update(baseline_epochs=epochs, pruning_epochs=epochs)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    (x_train, y_train), (x_test, y_test) = _load(data_dir, settings, seed)
-    log(f"kprune demo: {len(x_train):,} training / {len(x_test):,} test images")
-
-    _compat.keras.utils.set_random_seed(seed)
-    baseline = models.compile_classifier(models.seed_cnn())
-    log(f"[1/4] baseline fit, {settings['baseline_epochs']} epoch(s)")
-    baseline.fit(x_train, y_train, batch_size=batch_size, epochs=settings["baseline_epochs"],
-                 verbose=2)
-    baseline_acc = _accuracy(baseline, x_test, y_test)
-
-    plan = PruningPlan.default()
-    steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    resolved = plan.resolve(baseline, steps_per_epoch=steps_per_epoch,
-                            epochs=settings["pruning_epochs"])
-    log("[2/4] resolved plan\n" + str(resolved))
-    pruned = apply(baseline, plan, steps_per_epoch=steps_per_epoch,
-                   epochs=settings["pruning_epochs"])
-    models.compile_classifier(pruned)
-    log(f"[3/4] pruning fit, {settings['pruning_epochs']} epoch(s)")
-    pruned.fit(x_train, y_train, batch_size=batch_size, epochs=settings["pruning_epochs"],
-               verbose=2, callbacks=callbacks())
-    final = strip(pruned)
-    models.compile_classifier(final)
-    pruned_acc = _accuracy(final, x_test, y_test)
-    report = sparsity_report(final, plan=resolved)
-    log("[4/4] sparsity report\n" + str(report))
-
-    save_model(baseline, out / "baseline.keras")
-    save_model(final, out / "pruned.keras")
-    plan.to_json(out / "plan.json")
-    summary = {
-        "baseline_accuracy": baseline_acc,
-        "pruned_accuracy": pruned_acc,
-        "accuracy_delta_pp": 100 * (pruned_acc - baseline_acc),
-        "train_images": int(len(x_train)),
-        "test_images": int(len(x_test)),
-        "seconds": round(time.perf_counter() - started, 1),
-        "resolved_plan": resolved.to_dict(),
-        "sparsity": report.to_dict(),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(
-        f"accuracy: dense {baseline_acc:.4f} -> pruned {pruned_acc:.4f} "
-        f"({summary['accuracy_delta_pp']:+.2f} pp); "
-        f"{report.weights / max(report.nonzero, 1):.2f}x fewer non-zero kernel weights"
+def demo_recipe(*, full=False, data="mnist", epochs=None):
+    """The seed recipe; ``epochs`` overrides the baseline and pruning epochs."""
+    epochs = epochs if epochs is not None else (2 if full else 1)
+    recipe = Recipe(
+        model="seed-cnn",
+        data=str(data),
+        subset=Subset() if full else Subset(train=6000, test=2000),
+        baseline=Training(epochs=epochs, batch_size=64),
+        plan="default",
+        workflow=Workflow(name="gradual", epochs=epochs),
+        export=Export(variants=("float", "sparse", "int8", "sparse-int8")),
     )
-    log(f"wrote {out}/summary.json, plan.json, baseline.keras, pruned.keras")
-    return summary
+    recipe.check()
+    return recipe
 
 
-def _load(data_dir, settings, seed):
-    train, test = data.load_mnist(data_dir)
-    n_train = settings["n_train"] or len(train[0])
-    n_test = settings["n_test"] or len(test[0])
-    if n_train < len(train[0]) or n_test < len(test[0]):
-        train, test = data.subset((train, test), min(n_train, len(train[0])),
-                                  min(n_test, len(test[0])), seed=seed)
-    return train, test
-
-
-def _accuracy(model, x, y):
-    predictions = model.predict(x, batch_size=512, verbose=0)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y))
+def run_demo(out_dir, *, full=False, data="mnist", epochs=None, force=False, log=print):
+    """Run the seed recipe into ``out_dir``; returns the :class:`~kprune.runner.RunResult`."""
+    return run_recipe(demo_recipe(full=full, data=data, epochs=epochs), out_dir, force=force,
+                      log=log)

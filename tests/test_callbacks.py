@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import kprune
-from helpers import keras, tiny_mlp
 from kprune import LayerRule, PruningPlan, _compat
+
+from helpers import keras, tiny_mlp
 
 
 def data(n=96, seed=0):

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 from kprune import LayerRule, PruningPlan, Schedule
 from kprune.plan import PlanWarning
+
+from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 
 
 def test_default_plan_on_tiny_cnn():

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import kprune
-from helpers import keras, tiny_cnn, tiny_mlp
 from kprune import LayerRule, PruningPlan, _compat
 from kprune.plan import LayerPlan, ResolvedPlan
+
+from helpers import keras, tiny_cnn, tiny_mlp
 
 
 def train(model, x, y, *, epochs=1, batch_size=16):

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import kprune
-from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 from kprune import LayerRule, PruningPlan, _compat
+
+from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 
 
 def weights_of(model):

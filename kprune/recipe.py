@@ -1,0 +1,279 @@
+"""Recipes: a whole pruning experiment in one YAML file, validated before anything trains.
+
+A recipe names the model, the data, the baseline training, the plan, the workflow and
+the export variants. Every key is checked (unknown keys, wrong types, bad values) and
+errors name the key and, when read from a file, the line.
+
+Example recipe (every key optional except ``model``)::
+
+    model: seed-cnn            # built-in name, or a .keras/.h5 path
+    data: mnist                # mnist (best available), an IDX folder, or an .npz
+    subset: {train: 6000, test: 2000}
+    seed: 0
+    baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
+    plan: default              # default, a plan file, or {rules: [...]}
+    workflow: {name: gradual, epochs: 1}
+    export: {variants: [float, sparse, int8], calibration_samples: 200}
+
+Example:
+    >>> recipe = Recipe.load("examples/seed_cnn.yaml")
+    >>> recipe.workflow.name
+    'gradual'
+"""
+
+import difflib
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+__all__ = ["Recipe", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
+
+WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: says which key, what was wrong, and where."""
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Use only the first ``train``/``test`` images (a seeded sample) for quick runs."""
+
+    train: int | None = None
+    test: int | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the dense baseline is trained."""
+
+    epochs: int = 1
+    batch_size: int = 64
+    optimizer: str = "adam"
+    learning_rate: float = 0.001
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """Which pruning workflow runs, and its knobs (see ``kprune.workflows``).
+
+    ``epochs`` is the pruning fit (gradual), the fine-tune (one-shot), the epochs per
+    round (iterative) or the retraining (rewind).
+    """
+
+    name: str = "gradual"
+    epochs: int = 1
+    rounds: int = 3
+    accuracy_floor: float | None = None
+    rewind_to: str = "init"
+
+
+@dataclass(frozen=True)
+class Export:
+    """Which TFLite variants to write and measure (names from ``kprune.export.VARIANTS``)."""
+
+    variants: tuple = ("float", "sparse", "int8")
+    calibration_samples: int = 200
+    latency_repeats: int = 20
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One experiment: model, data, baseline, plan, workflow, export. See the module doc."""
+
+    model: str
+    data: str = "mnist"
+    subset: Subset = field(default_factory=Subset)
+    seed: int = 0
+    baseline: Training = field(default_factory=Training)
+    plan: object = "default"
+    workflow: Workflow = field(default_factory=Workflow)
+    export: Export = field(default_factory=Export)
+    base_dir: str = field(default=".", compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data, *, lines=None, base_dir="."):
+        """Build and validate a recipe from a mapping; ``lines`` maps key paths to lines."""
+        lines = lines or {}
+        recipe = _build(cls, data, "", lines, skip=("base_dir",))
+        recipe = replace(recipe, base_dir=str(base_dir))
+        recipe.check(lines)
+        return recipe
+
+    @classmethod
+    def load(cls, path):
+        """Read and validate a recipe file; relative paths inside it are taken from its folder."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"Recipe file not found. Received: path={str(path)!r}")
+        text = path.read_text()
+        try:
+            data = yaml.safe_load(text)
+            lines = _key_lines(yaml.compose(text))
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        try:
+            return cls.from_dict(data, lines=lines, base_dir=path.parent)
+        except RecipeError as err:
+            raise RecipeError(f"{path}: {err}") from None
+
+    def check(self, lines=None):
+        """Check values that types alone do not catch; paths must exist."""
+        lines = lines or {}
+        from kprune import models
+        from kprune.export import VARIANTS
+
+        _positive(self.baseline.epochs, "baseline.epochs", lines)
+        _positive(self.baseline.batch_size, "baseline.batch_size", lines)
+        _positive(self.workflow.epochs, "workflow.epochs", lines)
+        _positive(self.workflow.rounds, "workflow.rounds", lines)
+        _positive(self.export.calibration_samples, "export.calibration_samples", lines)
+        _positive(self.export.latency_repeats, "export.latency_repeats", lines)
+        for key in ("train", "test"):
+            value = getattr(self.subset, key)
+            if value is not None:
+                _positive(value, f"subset.{key}", lines)
+        _choice(self.baseline.optimizer, OPTIMIZERS, "baseline.optimizer", lines)
+        _choice(self.workflow.name, WORKFLOWS, "workflow.name", lines)
+        if self.baseline.learning_rate <= 0:
+            _fail("baseline.learning_rate", "must be positive", self.baseline.learning_rate, lines)
+        if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
+            _fail("workflow.accuracy_floor", "must be a fraction in (0, 1)",
+                  self.workflow.accuracy_floor, lines)
+        if self.workflow.rewind_to != "init":
+            _fail("workflow.rewind_to", "must be 'init' (rewind to the initial weights)",
+                  self.workflow.rewind_to, lines)
+        for variant in self.export.variants:
+            _choice(variant, tuple(VARIANTS), "export.variants", lines)
+        if self.model not in models.MODELS and not self.resolve(self.model).is_file():
+            _fail("model", f"is neither a built-in model {sorted(models.MODELS)} nor an "
+                  "existing .keras/.h5 file", self.model, lines)
+        if self.data != "mnist" and not self.resolve(self.data).exists():
+            _fail("data", "is neither 'mnist' nor an existing IDX folder or .npz file",
+                  self.data, lines)
+        try:
+            self.pruning_plan()
+        except (ValueError, TypeError, FileNotFoundError) as err:
+            raise RecipeError(f"Key `plan`{_at('plan', lines)}: {err}") from None
+
+    def resolve(self, path):
+        """A path from the recipe, relative to the recipe file's folder."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else Path(self.base_dir) / path
+
+    def pruning_plan(self):
+        """The recipe's :class:`~kprune.PruningPlan`."""
+        from kprune.plan import PruningPlan
+
+        if self.plan == "default":
+            return PruningPlan.default()
+        if isinstance(self.plan, str):
+            return PruningPlan.load(self.resolve(self.plan))
+        if isinstance(self.plan, dict):
+            return PruningPlan.from_dict(self.plan)
+        raise TypeError(
+            "must be 'default', a plan file path or a mapping with 'rules'. "
+            f"Received: plan={self.plan!r}"
+        )
+
+    def to_dict(self):
+        data = asdict(self)
+        data.pop("base_dir")
+        data["export"]["variants"] = list(self.export.variants)
+        return data
+
+    def to_yaml(self):
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_NESTED = {"subset": Subset, "baseline": Training, "workflow": Workflow, "export": Export}
+
+
+def _build(cls, data, prefix, lines, skip=()):
+    where = prefix.rstrip(".") or "recipe"
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"`{where}`{_at(prefix.rstrip('.'), lines)} must be a mapping of keys to values. "
+            f"Received: {data!r}"
+        )
+    known = [f.name for f in fields(cls) if f.name not in skip]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise RecipeError(
+                f"Unknown key `{prefix}{key}`{_at(prefix + str(key), lines)}.{hint} "
+                f"Known keys in `{where}`: {known}"
+            )
+    values = {}
+    for f in fields(cls):
+        if f.name in skip or f.name not in data:
+            if f.name not in skip and f.default is f.default_factory is MISSING:
+                raise RecipeError(f"Missing key `{prefix}{f.name}` in `{where}`.")
+            continue
+        key = prefix + f.name
+        value = data[f.name]
+        if f.name in _NESTED and cls is Recipe:
+            value = _build(_NESTED[f.name], value or {}, key + ".", lines)
+        else:
+            value = _typed(value, f.type, key, lines)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _typed(value, annotation, key, lines):
+    text = str(annotation)
+    optional = "None" in text
+    if value is None and optional:
+        return None
+    if annotation is object:
+        return value
+    if annotation is tuple or text.startswith("tuple"):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            _fail(key, "must be a list", value, lines)
+        return tuple(value)
+    for kind in (bool, int, float, str):
+        if kind.__name__ in text:
+            break
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        _fail(key, f"must be {'an' if kind is int else 'a'} {kind.__name__}"
+              f"{' or null' if optional else ''}", value, lines)
+    return value
+
+
+def _positive(value, key, lines):
+    if value < 1:
+        _fail(key, "must be a positive integer", value, lines)
+
+
+def _choice(value, choices, key, lines):
+    if value not in choices:
+        _fail(key, f"must be one of {list(choices)}", value, lines)
+
+
+def _fail(key, problem, value, lines):
+    raise RecipeError(f"Key `{key}`{_at(key, lines)} {problem}. Received: {key}={value!r}")
+
+
+def _at(key, lines):
+    line = lines.get(key)
+    return "" if line is None else f" (line {line})"
+
+
+def _key_lines(node, prefix=""):
+    """Map dotted key paths of a YAML mapping to their 1-based line numbers."""
+    import yaml
+
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines

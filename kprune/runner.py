@@ -1,0 +1,204 @@
+"""Run a recipe into a run folder: baseline, workflow, strip, verify, export, report.
+
+The run folder gets ``recipe.yaml`` (a copy), ``plan.json`` (the resolved plan),
+``baseline.keras`` and ``pruned.keras``, the ``.tflite`` variants, ``report.json``,
+``report.md`` and the plots. Everything that can be checked is checked before training
+(the recipe, the model file, the plan against the model, the output folder), and a
+folder that already holds a finished run (a ``report.json``) is never overwritten
+unless ``force=True``.
+
+Example:
+    >>> from kprune.recipe import Recipe
+    >>> from kprune.runner import run_recipe
+    >>> result = run_recipe(Recipe.load("examples/seed_cnn_gradual.yaml"), "runs/seed")
+    >>> print(result.report)
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run_recipe", "export_and_compare", "RunResult", "check_out_dir"]
+
+FINISHED_MARKER = "report.json"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run produced: the folder, the models, the sparsity and the report."""
+
+    out_dir: Path
+    baseline: object
+    pruned: object
+    sparsity: object
+    report: object
+    history: object
+
+
+def check_out_dir(out_dir, *, force=False):
+    """Refuse a folder that holds a finished run (unless ``force``); create it otherwise."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"Output path exists and is not a folder. Received: out={str(out)!r}")
+    if (out / FINISHED_MARKER).exists() and not force:
+        raise FileExistsError(
+            f"{out} already holds a finished run ({FINISHED_MARKER}); choose another --out, "
+            "or pass --force to overwrite it."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_recipe(recipe, out_dir, *, force=False, log=print):
+    """Run ``recipe`` (a :class:`~kprune.recipe.Recipe`) and write the run folder."""
+    from kprune import _compat, data, models
+    from kprune.recipe import Recipe
+
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
+    started = time.perf_counter()
+    out = check_out_dir(out_dir, force=force)
+    (out / FINISHED_MARKER).unlink(missing_ok=True)
+    model_ref = recipe.model if recipe.model in models.MODELS else str(recipe.resolve(recipe.model))
+    model = models.load(model_ref)
+    plan = recipe.pruning_plan()
+    plan.resolve(model)  # a rule for a missing layer fails here, before any training
+    (out / "recipe.yaml").write_text(recipe.to_yaml())
+
+    data_dir = None if recipe.data == "mnist" else recipe.resolve(recipe.data)
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
+    if recipe.subset.train or recipe.subset.test:
+        (x_train, y_train), (x_test, y_test) = data.subset(
+            ((x_train, y_train), (x_test, y_test)),
+            min(recipe.subset.train or len(x_train), len(x_train)),
+            min(recipe.subset.test or len(x_test), len(x_test)),
+            seed=recipe.seed,
+        )
+    log(f"kprune run: {recipe.model}, {len(x_train):,} training / {len(x_test):,} test images, "
+        f"workflow {recipe.workflow.name}")
+
+    _compat.keras.utils.set_random_seed(recipe.seed)
+    training = recipe.baseline
+    _compile(model, training)
+    initial_weights = [w.copy() for w in model.get_weights()]
+    if training.epochs:
+        log(f"[1/4] baseline: {training.epochs} epoch(s)")
+        model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
+                  verbose=2)
+
+    log(f"[2/4] workflow {recipe.workflow.name}")
+    steps_per_epoch = math.ceil(len(x_train) / training.batch_size)
+    resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=recipe.workflow.epochs)
+    log(str(resolved))
+    (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
+    final, history = _run_workflow(
+        recipe, model, plan, (x_train, y_train), (x_test, y_test), initial_weights
+    )
+
+    from kprune.saving import save_model
+    from kprune.verify import sparsity_report
+
+    report = sparsity_report(final, plan=plan.resolve(final))
+    log("[3/4] sparsity\n" + str(report))
+    save_model(model, out / "baseline.keras")
+    save_model(final, out / "pruned.keras")
+
+    log(f"[4/4] export {', '.join(recipe.export.variants)} and measure")
+    n_cal = min(recipe.export.calibration_samples, len(x_train))
+    comparison = export_and_compare(
+        model,
+        final,
+        variants=recipe.export.variants,
+        representative_data=x_train[:n_cal],
+        x_test=x_test,
+        y_test=y_test,
+        out_dir=out,
+        plan=plan,
+        latency_repeats=recipe.export.latency_repeats,
+        title=f"kprune run: {recipe.model}, {recipe.workflow.name}",
+        extra={"recipe": recipe.to_dict(), "seconds": round(time.perf_counter() - started, 1),
+               "history": history},
+    )
+    log("\n" + str(comparison))
+    log(f"report: {comparison.markdown_path} and {comparison.json_path}; plots: "
+        + ", ".join(str(out / name) for name in comparison.data["plots"]))
+    return RunResult(out, model, final, report, comparison, history)
+
+
+def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
+                       representative_data=None, plan=None, latency_repeats=20,
+                       title="kprune comparison", extra=None):
+    """Export the dense baseline (float) and ``pruned`` (each variant), then compare.
+
+    Returns the :class:`kprune.report.Report` written into ``out_dir``.
+    """
+    from kprune import export, report
+
+    dense = export.to_tflite(baseline, Path(out_dir) / "dense-float.tflite", variant="float")
+    runs = export.export_variants(pruned, out_dir, variants,
+                                  representative_data=representative_data, prefix="pruned-")
+    entries = [report.Variant.from_export(dense, model=baseline, group="dense")]
+    entries += [report.Variant.from_export(run, model=pruned, group="pruned", plan=plan)
+                for run in runs.values()]
+    return report.compare(entries, baseline="dense/float", x_test=x_test, y_test=y_test,
+                          out_dir=out_dir, latency_repeats=latency_repeats, title=title,
+                          extra=extra)
+
+
+def _compile(model, training):
+    from kprune import _compat, models
+
+    optimizer = _compat.keras.optimizers.get(
+        {"class_name": training.optimizer, "config": {"learning_rate": training.learning_rate}}
+    )
+    models.compile_classifier(model)
+    model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
+
+
+def _run_workflow(recipe, model, plan, train, test, initial_weights):
+    """Dispatch to kprune.workflows; returns (stripped model, JSON-able history)."""
+    from kprune import workflows
+
+    spec = recipe.workflow
+    trainer = workflows.Trainer(
+        *train,
+        validation_data=test,
+        batch_size=recipe.baseline.batch_size,
+        compile=lambda m: _compile(m, recipe.baseline),
+        verbose=2,
+    )
+    if spec.name == "gradual":
+        result = workflows.gradual(model, plan, trainer=trainer, epochs=spec.epochs)
+    elif spec.name == "one-shot":
+        result = workflows.one_shot(model, plan, trainer=trainer, finetune_epochs=spec.epochs)
+    elif spec.name == "iterative":
+        result = workflows.iterative(model, plan, trainer=trainer, rounds=spec.rounds,
+                                     epochs_per_round=spec.epochs,
+                                     accuracy_floor=spec.accuracy_floor)
+    else:
+        result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
+                                  to=initial_weights)
+    return result.model, _jsonable(result.history)
+
+
+def _jsonable(history):
+    def convert(value):
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, (np.floating, np.integer)):
+            return value.item()
+        if hasattr(value, "to_dict"):
+            return convert(value.to_dict())
+        if hasattr(value, "__dataclass_fields__"):
+            from dataclasses import asdict
+
+            return convert(asdict(value))
+        return value
+
+    return convert(list(history))
