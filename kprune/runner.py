@@ -39,7 +39,7 @@ class RunResult:
     history: object
 
 
-def check_out_dir(out_dir, *, force=False):
+def check_out_dir(out_dir, *, force=False, create=True):
     """Refuse a folder that holds a finished run (unless ``force``); create it otherwise."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -49,7 +49,8 @@ def check_out_dir(out_dir, *, force=False):
             f"{out} already holds a finished run ({FINISHED_MARKER}); choose another --out, "
             "or pass --force to overwrite it."
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -61,12 +62,13 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
     if not isinstance(recipe, Recipe):
         raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
     started = time.perf_counter()
-    out = check_out_dir(out_dir, force=force)
-    (out / FINISHED_MARKER).unlink(missing_ok=True)
+    check_out_dir(out_dir, force=force, create=False)
     model_ref = recipe.model if recipe.model in models.MODELS else str(recipe.resolve(recipe.model))
     model = models.load(model_ref)
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
+    out = check_out_dir(out_dir, force=force)
+    (out / FINISHED_MARKER).unlink(missing_ok=True)
     (out / "recipe.yaml").write_text(recipe.to_yaml())
 
     data_dir = None if recipe.data == "mnist" else recipe.resolve(recipe.data)

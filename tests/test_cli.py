@@ -1,6 +1,7 @@
 """The CLI through main([...]) and once as a subprocess."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -32,7 +33,10 @@ def test_plan_from_a_yaml_file_pinned_to_steps(tmp_path, capsys):
         (["plan", "missing.keras"], "missing.keras"),
         (["plan", "seed-cnn", "--epochs", "2"], "Give both --steps-per-epoch and --epochs"),
         (["plan", "seed-cnn", "--plan", "nope.yaml"], "Plan file not found"),
-        (["demo", "--data", "no/such/folder", "--out", "unused"], "no/such/folder"),
+        (["demo", "--data", "no/such/folder", "--out", "unused"], "Received: data='no/such/folder'"),
+        (["run", "missing.yaml", "--out", "unused"], "Recipe file not found"),
+        (["inspect", "nothing.tflite"], "No file at this path"),
+        (["export", "m.keras", "--out", "x", "--quantize", "int8"], "needs calibration data"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_one_line(argv, message, capsys):
@@ -48,7 +52,8 @@ def test_unknown_command_exits_2(capsys):
 
 
 def test_help_as_a_subprocess():
-    for argv in (["--help"], ["plan", "--help"], ["demo", "--help"]):
+    for argv in (["--help"], *([c, "--help"] for c in
+                                ("plan", "demo", "run", "export", "inspect", "sensitivity"))):
         result = subprocess.run([sys.executable, "-m", "kprune.cli", *argv],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
@@ -56,11 +61,83 @@ def test_help_as_a_subprocess():
 
 
 @pytest.mark.slow
-def test_demo_writes_its_summary(tmp_path, mnist_dir, capsys):
+def test_demo_runs_to_its_report_and_refuses_to_overwrite(tmp_path, mnist_dir, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--data", str(mnist_dir)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["pruned_accuracy"] > 0.9
-    assert summary["sparsity"]["ok"] is True
-    assert (out / "pruned.keras").is_file()
-    assert "accuracy: dense" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| `pruned/int8`" in printed and "report:" in printed
+    report = json.loads((out / "report.json").read_text())
+    rows = {row["name"]: row for row in report["variants"]}
+    assert set(rows) == {"dense/float", "pruned/float", "pruned/sparse", "pruned/int8",
+                         "pruned/sparse-int8"}
+    assert rows["pruned/float"]["accuracy"] > 0.9
+    assert rows["pruned/int8"]["x_smaller_raw"] > 3.5
+    assert rows["pruned/sparse"]["densify_ops"] > 0
+    for name in ("report.md", "recipe.yaml", "plan.json", "pruned.keras", "baseline.keras",
+                 *report["plots"]):
+        assert (out / name).is_file(), name
+    stamp = (out / "report.json").stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--data", str(mnist_dir)]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert (out / "report.json").stat().st_mtime_ns == stamp
+
+
+def tiny_recipe(tmp_path, mnist_dir, **changes):
+    text = f"""
+model: lenet-300-100
+data: {mnist_dir}
+subset: {{train: 1000, test: 500}}
+baseline: {{epochs: 1, batch_size: 100}}
+plan: {{rules: [{{match: fc1, target: 0.8}}, {{match: fc2, method: m_by_n}}]}}
+workflow: {{name: one-shot, epochs: 1}}
+export: {{variants: [float, sparse], latency_repeats: 2}}
+"""
+    for key, value in changes.items():
+        text = text.replace(key, value)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_run_a_recipe_then_export_and_inspect(tmp_path, mnist_dir, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_recipe(tmp_path, mnist_dir)), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    pruned = next(r for r in report["variants"] if r["name"] == "pruned/float")
+    layers = {layer["name"]: layer for layer in pruned["layers"]}
+    assert layers["fc1"]["achieved"] == pytest.approx(0.8, abs=0.01)
+    assert layers["fc2"]["achieved"] == pytest.approx(0.5)
+    assert (out / "recipe.yaml").is_file()
+    capsys.readouterr()
+
+    assert main(["inspect", str(out / "pruned.keras")]) == 0
+    printed = capsys.readouterr().out
+    assert "fc2" in printed and "yes" in printed and "784x300" in printed
+    assert main(["inspect", str(out / "pruned-sparse.tflite")]) == 0
+    assert "sparse storage: yes" in capsys.readouterr().out
+
+    exported = tmp_path / "export"
+    assert main(["export", str(out / "pruned.keras"), "--out", str(exported), "--quantize",
+                 "dynamic", "--data", str(mnist_dir), "--compare", str(out / "baseline.keras"),
+                 "--test-samples", "300", "--latency-repeats", "2"]) == 0
+    rows = {r["name"]: r for r in json.loads((exported / "report.json").read_text())["variants"]}
+    assert rows["pruned/dynamic"]["x_smaller_raw"] > 3
+    assert main(["export", str(out / "pruned.keras"), "--out", str(tmp_path / "plain")]) == 0
+    assert "bytes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"one-shot": "one-shop"}, r"`workflow.name` \(line 7\) must be one of"),
+        ({"match: fc1": "match: fc_1"}, "Did you mean 'fc1'"),
+        ({"latency_repeats: 2": "latency_repeat: 2"}, "Unknown key `export.latency_repeat`"),
+        ({"lenet-300-100": "missing.keras"}, "neither a built-in model"),
+    ],
+)
+def test_bad_recipe_trains_nothing_and_writes_nothing(tmp_path, mnist_dir, change, message, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(tiny_recipe(tmp_path, mnist_dir, **change)), "--out", str(out)]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
