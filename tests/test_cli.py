@@ -141,3 +141,28 @@ def test_bad_recipe_trains_nothing_and_writes_nothing(tmp_path, mnist_dir, chang
     assert main(["run", str(tiny_recipe(tmp_path, mnist_dir, **change)), "--out", str(out)]) == 2
     assert re.search(message, capsys.readouterr().err)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
+    from kprune import models
+    from kprune.saving import save_model
+
+    (x, y), _ = mnist_small
+    model = models.compile_classifier(models.lenet_300_100())
+    model.fit(x[:2000], y[:2000], batch_size=100, epochs=1, verbose=0)
+    path = save_model(model, tmp_path / "trained.keras")
+    np_path = tmp_path / "mnist.npz"
+    __import__("numpy").savez(np_path, x_train=(x[:100] * 255).astype("uint8")[..., 0],
+                              y_train=y[:100], x_test=(x[:400] * 255).astype("uint8")[..., 0],
+                              y_test=y[:400])
+    out = tmp_path / "sens"
+    assert main(["sensitivity", str(path), "--data", str(np_path), "--out", str(out),
+                 "--samples", "400", "--max-drop", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "fc1" in printed and "suggested plan" in printed
+    table = json.loads((out / "sensitivity.json").read_text())
+    assert table
+    plan = PruningPlan.load(out / "suggested_plan.yaml")
+    assert {rule.match for rule in plan.rules} <= {"fc1", "fc2", "head"}
+    assert (out / "sensitivity.png").stat().st_size > 1000
