@@ -119,7 +119,7 @@ def test_representative_data_uses_num_calibration(model, x, tmp_path, monkeypatc
 
     def spy(model, data, num):
         dataset = real(model, data, num)
-        seen.extend(dataset())
+        seen[:] = list(dataset())
         return dataset
 
     monkeypatch.setattr(export, "_check_representative", spy)
@@ -132,17 +132,17 @@ def test_representative_data_uses_num_calibration(model, x, tmp_path, monkeypatc
 
 
 def test_int8_without_representative_data(model, tmp_path):
-    path = tmp_path / "m.tflite"
+    path = tmp_path / "new" / "m.tflite"
     with pytest.raises(ValueError, match=r"pass `representative_data=x_train\[:200\]`"):
         export.to_tflite(model, path, quantize="int8")
-    assert not path.exists()
+    assert not path.parent.exists()  # nothing written, not even the folder
 
 
 def test_unknown_quantize(model, tmp_path):
     with pytest.raises(ValueError, match=r"`quantize` must be one of .*quantize='int4'"):
-        export.to_tflite(model, tmp_path / "m.tflite", quantize="int4")
+        export.to_tflite(model, tmp_path / "new" / "m.tflite", quantize="int4")
     with pytest.raises(TypeError, match="`sparse` must be True or False"):
-        export.to_tflite(model, tmp_path / "m.tflite", sparse="yes")
+        export.to_tflite(model, tmp_path / "new" / "m.tflite", sparse="yes")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -217,6 +217,15 @@ def test_interrupt_mid_write_leaves_no_partial_file(tmp_path, monkeypatch, where
     assert not new.exists()
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    path = tmp_path / "m.tflite"
+    export.write_atomic(path, b"data")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert path.read_bytes() == b"data"
+
+
 def test_write_fails_mid_way(model, tmp_path, monkeypatch):
     """A write that dies half way (disk full) leaves the old file and no temp file."""
     path = tmp_path / "m.tflite"
@@ -285,6 +294,7 @@ def test_pqat_preserves_sparsity_into_the_tflite(model, tmp_path):
     (fc1,) = [t for t in info.weights if t.shape == (64, 128)]
     assert fc1.dtype == "int8" and fc1.stored_sparse
     assert fc1.sparsity >= 0.5 and fc1.n_m_ok
+    assert measure.load_interpreter(result.path).get_input_details()[0]["dtype"] == np.int8
     assert measure.predict_tflite(result.path, x[:4]).shape == (4, 10)
 
 

@@ -1,0 +1,1 @@
+"""kprune benchmarks, run as ``python -m benchmarks.NAME``; each writes a results JSON."""

@@ -1,0 +1,431 @@
+"""TFLite export: float, dynamic-range, full int8 and float16, with or without sparse storage.
+
+Every ``.tflite`` is written atomically: the model is converted to bytes first, the
+bytes go to a temporary file in the same folder, which is flushed, fsynced and then
+``os.replace``-d onto the target. An error or a KeyboardInterrupt never leaves a
+half-written file behind, and an existing file is only ever replaced by a complete one.
+
+Sparse storage (``sparse=True``) adds the converter's ``EXPERIMENTAL_SPARSITY``: weight
+tensors that are sparse enough are stored compressed and a ``DENSIFY`` op expands them
+when the interpreter is prepared. It shrinks the *raw* file, but its index arrays cost
+2 bytes per kept weight (uint16), so for int8 weights it only pays below ~1/3 density
+(or with 16-wide zero blocks): 2:4 + int8 + sparse is *larger* than 2:4 + int8. It
+does not make inference faster on x86 (XNNPACK has no sparse fast path there), and
+LiteRT's XNNPACK delegate refuses int8 or dynamic-range weights behind DENSIFY, so
+those files run on TFLite's slower builtin kernels (``kprune.measure`` says so).
+
+Example:
+    >>> from kprune import export
+    >>> final = kprune.strip(pruned)
+    >>> export.to_tflite(final, "out/pruned-int8.tflite", quantize="int8",
+    ...                  representative_data=x_train[:200])
+    ExportResult(path=PosixPath('out/pruned-int8.tflite'), bytes=..., variant='int8', ...)
+    >>> results = export.export_variants(final, "out", ["float", "sparse", "sparse-int8"],
+    ...                                  representative_data=x_train[:200])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kprune import _compat
+
+__all__ = [
+    "QUANTIZE",
+    "VARIANTS",
+    "ExportResult",
+    "convert",
+    "export_variants",
+    "is_qat_model",
+    "pqat_int8",
+    "to_tflite",
+    "write_atomic",
+]
+
+logger = logging.getLogger("kprune")
+
+#: The ``quantize`` values :func:`to_tflite` accepts.
+QUANTIZE = ("none", "dynamic", "int8", "float16")
+
+#: Named export presets: keyword arguments for :func:`to_tflite`.
+VARIANTS = types.MappingProxyType(
+    {
+        "float": types.MappingProxyType(dict(quantize="none", sparse=False)),
+        "sparse": types.MappingProxyType(dict(quantize="none", sparse=True)),
+        "dynamic": types.MappingProxyType(dict(quantize="dynamic", sparse=False)),
+        "sparse-dynamic": types.MappingProxyType(dict(quantize="dynamic", sparse=True)),
+        "int8": types.MappingProxyType(dict(quantize="int8", sparse=False)),
+        "sparse-int8": types.MappingProxyType(dict(quantize="int8", sparse=True)),
+        "float16": types.MappingProxyType(dict(quantize="float16", sparse=False)),
+    }
+)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One written ``.tflite``: where, how big (raw bytes), and how it was converted."""
+
+    path: Path
+    bytes: int
+    variant: str
+    quantize: str = "none"
+    sparse: bool = False
+
+    def to_dict(self):
+        return {
+            "path": str(self.path),
+            "bytes": self.bytes,
+            "variant": self.variant,
+            "quantize": self.quantize,
+            "sparse": self.sparse,
+        }
+
+
+def write_atomic(path, data):
+    """Write ``data`` (bytes or str) to ``path`` atomically; return the number of bytes.
+
+    The bytes go to a temporary file next to ``path`` (same file system), are flushed
+    and fsynced, and the temporary file is then renamed onto ``path`` with
+    ``os.replace``. On any error, KeyboardInterrupt included, the temporary file is
+    removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    parent = path.parent
+    _check_writable_dir(parent)
+    # Not tempfile.mkstemp: its 0600 mode would survive the rename. 0666 & ~umask, as open().
+    tmp = parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(parent)
+    return len(data)
+
+
+def _fsync_dir(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not supported on every platform / file system
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_writable_dir(folder):
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"Cannot create the output folder ({err.strerror}). Received: {str(folder)!r}"
+        ) from err
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"The output folder is not writable. Received: {str(folder)!r}"
+        )
+
+
+def is_qat_model(model):
+    """True when ``model`` holds tfmot quantization-aware-training layers."""
+    prefix = "tensorflow_model_optimization.python.core.quantization"
+    return any(type(layer).__module__.startswith(prefix) for _, layer in _iter_all(model))
+
+
+def _iter_all(model):
+    for layer in model.layers:
+        yield layer.name, layer
+        if isinstance(layer, _compat.keras.Model):
+            yield from _iter_all(layer)
+
+
+def _check_stripped(model):
+    _compat.check_model(model)
+    wrapped = [
+        path for path, layer in _compat.iter_layers(model)
+        if isinstance(layer, _compat.PruneLowMagnitude)
+    ]
+    if wrapped:
+        raise ValueError(
+            "Argument `model` still has pruning wrappers on layers "
+            f"{wrapped}; call kprune.strip first (final = kprune.strip(pruned)) and "
+            f"export the result. Received: model={model.name!r}"
+        )
+
+
+def _check_representative(model, data, num_calibration):
+    if callable(data):
+        return data
+    if isinstance(num_calibration, bool) or not isinstance(num_calibration, int) or (
+        num_calibration < 1
+    ):
+        raise ValueError(
+            "Argument `num_calibration` must be a positive integer. "
+            f"Received: num_calibration={num_calibration!r}"
+        )
+    try:
+        array = np.asarray(data, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            "Argument `representative_data` must be an array of model inputs, e.g. "
+            f"x_train[:200]. Received: {type(data).__name__} ({err})"
+        ) from None
+    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if expected is None:
+        raise ValueError(
+            "Models with several inputs need `representative_data` as a callable that "
+            "yields lists of input arrays (the TFLite converter's representative_dataset)."
+        )
+    if array.ndim != len(expected) + 1 or any(
+        want is not None and want != got for want, got in zip(expected, array.shape[1:])
+    ):
+        raise ValueError(
+            "Argument `representative_data` must be a batch of model inputs of shape "
+            f"(N, {', '.join(str(d) for d in expected)}). "
+            f"Received: representative_data.shape={array.shape}"
+        )
+    if len(array) == 0:
+        raise ValueError("Argument `representative_data` is empty; pass e.g. x_train[:200].")
+    array = array[:num_calibration]
+
+    def dataset():
+        for i in range(len(array)):
+            yield [array[i : i + 1]]
+
+    return dataset
+
+
+def _converter(model):
+    """A TFLiteConverter for a tf_keras model, via a concrete function if needed."""
+    tf = _compat.tf
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model)
+    except Exception as err:  # logged, then the documented fallback
+        logger.warning(
+            "TFLiteConverter.from_keras_model failed (%s: %s); converting through a "
+            "concrete function instead.",
+            type(err).__name__,
+            err,
+        )
+    specs = [
+        tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=tensor.name.split(":")[0])
+        for tensor in model.inputs
+    ]
+    function = tf.function(lambda *args: model(list(args) if len(args) > 1 else args[0]))
+    concrete = function.get_concrete_function(*specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+
+
+def _check_options(model, quantize, sparse, representative_data, num_calibration):
+    """Validate the export options; return ``(representative dataset or None, is_qat)``."""
+    if quantize not in QUANTIZE:
+        raise ValueError(
+            f"Argument `quantize` must be one of {QUANTIZE}. Received: quantize={quantize!r}"
+        )
+    if not isinstance(sparse, bool):
+        raise TypeError(f"Argument `sparse` must be True or False. Received: sparse={sparse!r}")
+    _check_stripped(model)
+    qat = is_qat_model(model)
+    dataset = None
+    if representative_data is not None:
+        dataset = _check_representative(model, representative_data, num_calibration)
+    elif quantize == "int8" and not qat:
+        raise ValueError(
+            "Full int8 quantization needs calibration inputs: pass "
+            "`representative_data=x_train[:200]` (a few hundred inputs from your training "
+            "data). Received: representative_data=None"
+        )
+    return dataset, qat
+
+
+def convert(model, *, quantize="none", sparse=False, representative_data=None,
+            num_calibration=200):
+    """Convert a stripped tf_keras model to ``.tflite`` bytes (see :func:`to_tflite`)."""
+    dataset, qat = _check_options(model, quantize, sparse, representative_data,
+                                  num_calibration)
+    tf = _compat.tf
+    converter = _converter(model)
+    optimizations = []
+    if quantize != "none" or qat:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantize == "int8":
+        if dataset is not None:
+            converter.representative_dataset = dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        # A QAT model without calibration data: the fake-quant ranges set the scales; the
+        # converter refuses TFLITE_BUILTINS_INT8 without a representative dataset there.
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    elif quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    with warnings.catch_warnings():
+        # TF warns about missing input statistics for int8 inputs even though the
+        # representative dataset (or QAT ranges) provide them.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        return converter.convert()
+
+
+def to_tflite(model, path, *, quantize="none", sparse=False, representative_data=None,
+              num_calibration=200, variant=None):
+    """Convert a stripped tf_keras model and write it atomically to ``path``.
+
+    Args:
+        model: a tf_keras model without pruning wrappers (``kprune.strip(pruned)``), or a
+            quantization-aware model from :func:`pqat_int8`.
+        path: the ``.tflite`` file to write; its folder is created.
+        quantize: ``"none"`` (float32), ``"dynamic"`` (int8 weights, float
+            activations), ``"int8"`` (int8 weights and activations, int8 inputs and
+            outputs; needs ``representative_data`` unless the model is a QAT model) or
+            ``"float16"`` (float16 weights).
+        sparse: store sparse weight tensors compressed (``EXPERIMENTAL_SPARSITY``).
+        representative_data: inputs for int8 calibration, e.g. ``x_train[:200]`` (an
+            array shaped like the model input), or a callable that yields lists of
+            input arrays. Also used, if given, for a QAT model.
+        num_calibration: how many samples of ``representative_data`` to use.
+        variant: the name recorded in the result (default: derived from the options).
+
+    Returns:
+        An :class:`ExportResult`. Nothing is written if conversion fails.
+
+    Example:
+        >>> to_tflite(final, "pruned.tflite", sparse=True)
+    """
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"Argument `path` must end in .tflite. Received: path={str(path)!r}")
+    _check_options(model, quantize, sparse, representative_data, num_calibration)
+    _check_writable_dir(path.parent)
+    data = convert(
+        model,
+        quantize=quantize,
+        sparse=sparse,
+        representative_data=representative_data,
+        num_calibration=num_calibration,
+    )
+    size = write_atomic(path, data)
+    name = variant or _variant_name(quantize, sparse)
+    return ExportResult(path=path, bytes=size, variant=name, quantize=quantize, sparse=sparse)
+
+
+def _variant_name(quantize, sparse):
+    base = {"none": "float"}.get(quantize, quantize)
+    if sparse:
+        return "sparse" if base == "float" else f"sparse-{base}"
+    return base
+
+
+def export_variants(model, out_dir, names=None, *, representative_data=None, prefix="",
+                    num_calibration=200):
+    """Export ``model`` once per named preset of :data:`VARIANTS` into ``out_dir``.
+
+    Files are named ``{prefix}{name}.tflite``. Returns ``{name: ExportResult}`` in the
+    order given. Unknown names are rejected before anything is converted.
+
+    Example:
+        >>> export_variants(final, "out", ["float", "sparse-int8"],
+        ...                 representative_data=x_train[:200], prefix="pruned-")
+    """
+    names = list(VARIANTS) if names is None else list(names)
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise ValueError(
+            f"Unknown export variant {unknown[0]!r}. Known variants: {list(VARIANTS)}. "
+            f"Received: names={names}"
+        )
+    needs_data = [n for n in names if VARIANTS[n]["quantize"] == "int8"]
+    if needs_data and representative_data is None and not is_qat_model(model):
+        raise ValueError(
+            f"Variants {needs_data} are full int8 and need calibration inputs: pass "
+            "`representative_data=x_train[:200]`. Received: representative_data=None"
+        )
+    out_dir = Path(out_dir)
+    results = {}
+    for name in names:
+        results[name] = to_tflite(
+            model,
+            out_dir / f"{prefix}{name}.tflite",
+            representative_data=representative_data,
+            num_calibration=num_calibration,
+            variant=name,
+            **VARIANTS[name],
+        )
+    return results
+
+
+def pqat_int8(model, x, y, *, epochs=1, batch_size=128, learning_rate=1e-4,
+              validation_data=None, verbose=0):
+    """Pruning-preserving quantization-aware fine-tuning of a stripped pruned model.
+
+    Wraps ``model`` with tfmot's ``quantize_annotate_model`` and ``quantize_apply``
+    under ``Default8BitPrunePreserveQuantizeScheme`` (zeros stay zero while the
+    weights learn their int8 ranges), compiles it (Adam at ``learning_rate``, sparse
+    categorical cross-entropy on logits unless the last layer is a softmax) and
+    fine-tunes it on ``(x, y)``. Use it when post-training int8 loses accuracy.
+    ``model`` itself is not modified.
+
+    Returns the QAT model; export it with ``to_tflite(qat, path, quantize="int8")``
+    (``representative_data`` is optional for a QAT model: the ranges are learnt).
+
+    Example:
+        >>> qat = pqat_int8(kprune.strip(pruned), x_train, y_train, epochs=1)
+        >>> to_tflite(qat, "pqat-int8.tflite", quantize="int8", sparse=True)
+    """
+    from kprune.models import compile_classifier
+    from kprune.wrap import copy_model
+
+    _check_stripped(model)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"Argument `{name}` must be a positive integer. Received: {name}={value!r}"
+            )
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            f"Arguments `x` and `y` must have the same length. Received: len(x)={len(x)}, "
+            f"len(y)={len(y)}"
+        )
+    tfmot = _compat.tfmot
+    twin = copy_model(model)  # quantize_apply reuses layer objects; keep the user's intact
+    annotated = tfmot.quantization.keras.quantize_annotate_model(twin)
+    qat = tfmot.quantization.keras.quantize_apply(
+        annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
+    )
+    last = model.layers[-1] if model.layers else None
+    softmax = getattr(getattr(last, "activation", None), "__name__", None) == "softmax"
+    compile_classifier(qat, learning_rate=learning_rate, from_logits=not softmax)
+    qat.fit(
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_data=validation_data,
+        verbose=verbose,
+    )
+    return qat

@@ -1,0 +1,73 @@
+"""benchmarks.export_sizes in quick mode, through main(argv), into a temporary folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+VARIANT_KEYS = {
+    "name", "path", "accuracy", "accuracy_delta_pp", "bytes", "gzip_bytes", "x_smaller_raw",
+    "x_smaller_gzip", "params", "nonzero_params", "latency_ms_median", "x_faster",
+    "sparse_storage", "densify_ops", "layers",
+}
+
+
+@pytest.fixture
+def export_sizes(monkeypatch):
+    """benchmarks/ lives outside the package: import it from the repository root."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import export_sizes
+
+    return export_sizes
+
+
+@pytest.mark.slow
+def test_export_sizes_quick(export_sizes, mnist_dir, tmp_path):
+    out = tmp_path / "results.json"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Benchmarks\n\n{export_sizes.BEGIN}\nold\n{export_sizes.END}\n\nafter\n")
+    code = export_sizes.main(
+        ["--quick", "--out", str(out), "--data", str(mnist_dir), "--readme", str(readme)]
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["benchmark"] == "export_sizes" and results["mode"] == "quick"
+    assert {"tensorflow", "tf_keras", "tfmot", "litert", "python"} <= set(results["versions"])
+    assert {"platform", "cpu_count"} <= set(results["machine"])
+    assert results["seed"] == 0 and results["repeats"]["latency"] == 5
+    names = [row["name"] for row in results["variants"]]
+    assert names[0] == "dense/float" == results["baseline"]
+    assert "dense/int8" in names and results["control"] == "dense-ft/float" in names
+    for plan in ("default", "high"):
+        for variant in ("float", "sparse", "int8", "sparse-int8"):
+            assert f"{plan}/{variant}" in names
+    for row in results["variants"]:
+        assert VARIANT_KEYS <= set(row), row["name"]
+    assert {t["plan"] for t in results["targets"]} == {"default", "high"}
+    assert all({"x_smaller_raw", "size_met", "accuracy_met", "accuracy_delta_vs_control_pp"}
+               <= set(t)
+               for t in results["targets"])
+    by_name = {row["name"]: row for row in results["variants"]}
+    assert by_name["high/sparse-int8"]["sparse_storage"]
+    assert by_name["high/sparse-int8"]["x_smaller_raw"] > by_name["high/int8"]["x_smaller_raw"]
+    reference = results["tfmot_reference"]
+    assert reference["kernel_sparsity"]["overall"] > 0.5
+    assert {"pruned_tflite_gzip_vs_keras_gzip", "pruned_dynamic_gzip_vs_keras_gzip"} <= set(
+        reference["tutorial_method"]
+    )
+    work = tmp_path / "results_files"
+    assert (work / "report" / "report.json").exists()
+    assert (work / "report" / "size_vs_accuracy.png").exists()
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("after\n")
+    assert "| `high/sparse-int8` |" in text and text.count(export_sizes.BEGIN) == 1
+
+
+def test_missing_mnist_is_an_error(export_sizes, tmp_path, capsys):
+    code = export_sizes.main(["--quick", "--data", str(tmp_path / "nope"),
+                              "--out", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "MNIST not found" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -1,0 +1,310 @@
+"""kprune.measure: LiteRT accuracy, sizes, latency, tensors read back from the .tflite."""
+
+import gzip
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from kprune import _compat, measure
+from kprune.export import to_tflite
+
+keras = _compat.keras
+
+
+def _keep_n_of_m(w, n=2, m=4):
+    """Zero the m-n smallest of every m consecutive weights along the input axis (-2)."""
+    moved = np.moveaxis(np.array(w), -2, -1)
+    groups = moved.reshape(*moved.shape[:-1], moved.shape[-1] // m, m)
+    order = np.argsort(np.abs(groups), axis=-1)[..., : m - n]
+    np.put_along_axis(groups, order, 0.0, axis=-1)
+    return np.moveaxis(groups.reshape(moved.shape), -1, -2)
+
+
+def _prune_fraction(w, fraction):
+    threshold = np.quantile(np.abs(w), fraction)
+    return np.where(np.abs(w) > threshold, w, 0.0).astype(w.dtype)
+
+
+def _prune_blocks(w, fraction, block):
+    """Zero whole blocks of `block` consecutive input channels (Dense kernel, axis 0)."""
+    groups = w.reshape(w.shape[0] // block, block, w.shape[1])
+    magnitude = np.abs(groups).mean(axis=1)
+    keep = magnitude > np.quantile(magnitude, fraction)
+    return (groups * keep[:, None, :]).reshape(w.shape).astype(w.dtype)
+
+
+def _tiny_cnn(batch_size=None):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), batch_size=batch_size),
+            keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv2"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="head"),
+        ],
+        name="tiny",
+    )
+    conv2 = model.get_layer("conv2")
+    conv2.kernel.assign(_keep_n_of_m(conv2.kernel.numpy()))
+    fc1 = model.get_layer("fc1")
+    fc1.kernel.assign(_keep_n_of_m(fc1.kernel.numpy()))
+    return model
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 8, 8, 1), dtype=np.float32)
+    return x
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, data):
+    """The tiny CNN (conv2 and fc1 2:4) exported as float, sparse, int8 and sparse-int8."""
+    model = _tiny_cnn()
+    out = tmp_path_factory.mktemp("tflite")
+    paths = {}
+    for name, options in {
+        "float": {},
+        "sparse": dict(sparse=True),
+        "int8": dict(quantize="int8"),
+        "sparse-int8": dict(quantize="int8", sparse=True),
+    }.items():
+        paths[name] = to_tflite(
+            model, out / f"{name}.tflite", representative_data=data[:100], **options
+        ).path
+    return model, paths
+
+
+# ------------------------------------------------------------------ accuracy
+
+
+def test_float_accuracy_matches_keras(files, data):
+    model, paths = files
+    keras_labels = model.predict(data, verbose=0).argmax(axis=1)
+    y = np.random.default_rng(1).integers(0, 10, len(data))
+    keras_accuracy = float(np.mean(keras_labels == y))
+    tflite_scores = measure.predict_tflite(paths["float"], data, batch_size=64)
+    agreement = float(np.mean(tflite_scores.argmax(axis=1) == keras_labels))
+    assert agreement >= 1 - 1e-6
+    assert measure.evaluate_tflite(paths["float"], data, y) == pytest.approx(
+        keras_accuracy, abs=1e-6
+    )
+    np.testing.assert_allclose(tflite_scores, model.predict(data, verbose=0), atol=1e-4)
+
+
+def test_int8_accuracy_close_to_keras(files, data):
+    model, paths = files
+    y = model.predict(data, verbose=0).argmax(axis=1)  # Keras accuracy is 1.0
+    assert measure.evaluate_tflite(paths["int8"], data, y) >= 0.9
+    assert measure.evaluate_tflite(paths["sparse-int8"], data, y) >= 0.9
+    # int8 outputs are dequantized: scores on the same scale as the float model's
+    scores = measure.predict_tflite(paths["int8"], data[:20])
+    reference = model.predict(data[:20], verbose=0)
+    assert np.max(np.abs(scores - reference)) < 0.2 * np.max(np.abs(reference))
+
+
+def test_batched_equals_batch_one(files, data):
+    _, paths = files
+    batched = measure.predict_tflite(paths["int8"], data[:37], batch_size=16)  # padded last
+    single = measure.predict_tflite(paths["int8"], data[:37], batch_size=1)
+    assert batched.shape == (37, 10)
+    np.testing.assert_array_equal(batched, single)
+
+
+def test_fixed_batch_model_loops_batch_one(tmp_path, data):
+    model = _tiny_cnn(batch_size=1)
+    path = to_tflite(model, tmp_path / "fixed.tflite").path
+    interpreter = measure.load_interpreter(path)
+    assert list(interpreter.get_input_details()[0]["shape_signature"][:1]) == [1]
+    scores = measure.predict_tflite(path, data[:5], batch_size=256)
+    np.testing.assert_allclose(scores, model.predict(data[:5], verbose=0), atol=1e-4)
+
+
+def test_one_hot_labels(files, data):
+    model, paths = files
+    y = model.predict(data, verbose=0).argmax(axis=1)
+    one_hot = np.eye(10)[y]
+    assert measure.evaluate_tflite(paths["float"], data, one_hot) == pytest.approx(1.0)
+
+
+def test_missing_file(tmp_path, data):
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        measure.evaluate_tflite(tmp_path / "nope.tflite", data, np.zeros(len(data)))
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        measure.tflite_tensors(tmp_path / "nope.tflite")
+    with pytest.raises(FileNotFoundError, match="No file"):
+        measure.file_sizes(tmp_path / "nope.tflite")
+
+
+def test_corrupt_file(tmp_path, files, data):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"this is not a flatbuffer")
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        measure.evaluate_tflite(bad, data, np.zeros(len(data)))
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(files[1]["float"].read_bytes()[:200])
+    with pytest.raises(ValueError, match="cannot load|Cannot parse"):
+        measure.predict_tflite(truncated, data)
+
+
+def test_bad_inputs(files, data):
+    _, paths = files
+    with pytest.raises(ValueError, match=r"shape \(N, 8, 8, 1\).*x.shape=\(300, 8, 8\)"):
+        measure.evaluate_tflite(paths["float"], data[..., 0], np.zeros(len(data)))
+    with pytest.raises(ValueError, match="same number of samples"):
+        measure.evaluate_tflite(paths["float"], data, np.zeros(3))
+    with pytest.raises(ValueError, match="batch_size"):
+        measure.predict_tflite(paths["float"], data, batch_size=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_litert_is_the_runtime_and_fallback_is_logged(files, data, monkeypatch, caplog):
+    _, paths = files
+    assert measure.runtime_name() == "ai_edge_litert"
+    monkeypatch.setattr(measure, "_RUNTIME", {})
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    with caplog.at_level(logging.WARNING, logger="kprune"):
+        scores = measure.predict_tflite(paths["float"], data[:4])
+    assert measure.runtime_name() == "tf.lite"
+    assert "falling back to the deprecated tf.lite.Interpreter" in caplog.text
+    assert scores.shape == (4, 10)
+
+
+def test_sparse_int8_runs_on_builtin_kernels_when_xnnpack_refuses(
+    files, data, caplog, monkeypatch
+):
+    """XNNPACK cannot prepare int8 weights that come out of DENSIFY: builtin kernels run."""
+    _, paths = files
+    monkeypatch.setattr(measure, "_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="kprune"):
+        timing = measure.latency(paths["sparse-int8"], repeats=2, warmup=0)
+    assert timing["kernels"] == "builtin"
+    assert "XNNPACK delegate cannot prepare" in caplog.text
+    assert measure.latency(paths["int8"], repeats=2, warmup=0)["kernels"] == "xnnpack"
+
+
+# ------------------------------------------------------------------ sizes, latency, params
+
+
+def test_file_sizes(files):
+    _, paths = files
+    sizes = measure.file_sizes(paths["float"])
+    raw = paths["float"].read_bytes()
+    assert sizes == {"bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, 9, mtime=0))}
+    assert sizes["gzip_bytes"] < sizes["bytes"]
+
+
+def test_sparse_storage_of_75_percent_sparse_model_is_smaller_raw(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(256, name="fc1"), keras.layers.Dense(10)]
+    )
+    fc1 = model.get_layer("fc1")
+    fc1.kernel.assign(_prune_fraction(fc1.kernel.numpy(), 0.75))
+    dense = to_tflite(model, tmp_path / "dense.tflite")
+    sparse = to_tflite(model, tmp_path / "sparse.tflite", sparse=True)
+    assert sparse.bytes < 0.8 * dense.bytes
+    assert measure.file_sizes(sparse.path)["bytes"] == sparse.bytes
+    info = measure.tflite_tensors(sparse.path)
+    assert info.sparse_storage and info.densify_ops == 1
+    (weight,) = [t for t in info.weights if t.stored_sparse]
+    assert weight.sparsity == pytest.approx(0.75, abs=0.01)
+
+
+def test_latency(files):
+    _, paths = files
+    result = measure.latency(paths["int8"], repeats=5, warmup=1, threads=1)
+    assert set(result) >= {"median_ms", "p10_ms", "p90_ms", "iqr_ms", "repeats", "threads"}
+    assert result["repeats"] == 5 and result["threads"] == 1 and result["batch"] == 1
+    assert 0 < result["p10_ms"] <= result["median_ms"] <= result["p90_ms"]
+    with pytest.raises(ValueError, match="repeats"):
+        measure.latency(paths["int8"], repeats=0)
+
+
+def test_count_params(files):
+    model, _ = files
+    counts = measure.count_params(model)
+    assert counts["params"] == model.count_params()
+    kernels = model.get_layer("fc1").kernel.numpy().size // 2 + (
+        model.get_layer("conv2").kernel.numpy().size // 2
+    )
+    assert counts["nonzero_params"] <= counts["params"] - kernels
+
+
+def test_count_params_rejects_wrapped_model():
+    import kprune
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc")])
+    wrapped = kprune.apply(
+        model, kprune.PruningPlan([kprune.LayerRule("fc")]), steps_per_epoch=2, epochs=1
+    )
+    with pytest.raises(ValueError, match="call kprune.strip"):
+        measure.count_params(wrapped)
+
+
+# ------------------------------------------------------------------ tensors
+
+
+def test_tensors_read_back_sparsity_and_n_m(files):
+    model, paths = files
+    fc1 = model.get_layer("fc1").kernel.numpy()
+    conv1 = model.get_layer("conv1").kernel.numpy()
+    for name in ("float", "sparse", "int8", "sparse-int8"):
+        info = measure.tflite_tensors(paths[name])
+        by_op = {}
+        for tensor in info.weights:
+            by_op.setdefault(tensor.op, []).append(tensor)
+        fully = {t.shape: t for t in by_op["FULLY_CONNECTED"]}
+        tensor = fully[(64, 256)]
+        assert tensor.sparsity == pytest.approx(float(np.mean(fc1 == 0)), abs=0.002)
+        assert tensor.n_m_violations == 0 and tensor.n_m_ok
+        convs = {t.shape: t for t in by_op["CONV_2D"]}
+        assert convs[(16, 3, 3, 8)].n_m_ok
+        assert convs[(8, 3, 3, 1)].n_m_violations is None  # one input channel: not checked
+        assert convs[(8, 3, 3, 1)].sparsity <= float(np.mean(conv1 == 0)) + 0.02
+        assert fully[(10, 64)].n_m_ok is False  # the dense head is not 2:4
+        sparse = name.startswith("sparse")
+        assert info.sparse_storage is sparse
+        assert (info.densify_ops > 0) is sparse
+        assert tensor.dtype == ("int8" if "int8" in name else "float32")
+    assert "2:4 ok" in str(measure.tflite_tensors(paths["sparse-int8"]))
+
+
+def test_sparse_tensor_expands_to_the_keras_kernel(files):
+    model, paths = files
+    fc1 = model.get_layer("fc1").kernel.numpy()
+    info = measure.tflite_tensors(paths["sparse"], keep_values=True)
+    (tensor,) = [t for t in info.weights if t.stored_sparse and t.shape == (64, 256)]
+    np.testing.assert_array_equal(tensor.values, fc1.T)  # TFLite Dense: (out, in)
+    dense = measure.tflite_tensors(paths["int8"], keep_values=True)
+    sparse = measure.tflite_tensors(paths["sparse-int8"], keep_values=True)
+    q_dense = {t.shape: t.values for t in dense.weights}
+    q_sparse = {t.shape: t.values for t in sparse.weights}
+    np.testing.assert_array_equal(q_sparse[(64, 256)], q_dense[(64, 256)])
+
+
+@pytest.mark.parametrize("quantize, block", [("none", 4), ("int8", 16)])
+def test_block_sparse_tensors_expand(tmp_path, quantize, block):
+    """Block-sparse storage (block_map levels): float uses 1x4 blocks, int8 1x16."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((128,)), keras.layers.Dense(64, name="fc1"), keras.layers.Dense(10)]
+    )
+    fc1 = model.get_layer("fc1")
+    fc1.kernel.assign(_prune_blocks(fc1.kernel.numpy(), 0.9, block))
+    x = np.random.default_rng(0).random((50, 128), dtype=np.float32)
+    plain = to_tflite(model, tmp_path / "plain.tflite", quantize=quantize,
+                      representative_data=x)
+    sparse = to_tflite(model, tmp_path / "sparse.tflite", quantize=quantize, sparse=True,
+                       representative_data=x)
+    assert sparse.bytes < plain.bytes
+    want = {t.shape: t for t in measure.tflite_tensors(plain.path, keep_values=True).weights}
+    info = measure.tflite_tensors(sparse.path, keep_values=True)
+    (tensor,) = [t for t in info.weights if t.stored_sparse]
+    np.testing.assert_array_equal(tensor.values, want[(64, 128)].values)
+    assert tensor.sparsity == pytest.approx(0.9, abs=0.02)
