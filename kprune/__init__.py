@@ -30,10 +30,19 @@ _LAZY = {
     "load_model": "kprune.saving",
 }
 
+# Submodules reachable as ``kprune.NAME`` without importing them first.
+_SUBMODULES = (
+    "allocation", "data", "demo", "export", "masks", "measure", "models", "plan", "recipe",
+    "report", "runner", "saving", "schedules", "sensitivity", "verify", "viz", "workflows",
+    "wrap",
+)
+
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kprune.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kprune' has no attribute {name!r}")
@@ -43,4 +52,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return __all__
+    return __all__ + list(_SUBMODULES)
