@@ -1,0 +1,857 @@
+"""Pruning workflows over a Keras ``fit``: one-shot, gradual, iterative and rewind.
+
+Every workflow takes a tf_keras model (never modified), a plan or a target sparsity,
+and a :class:`Trainer` that says how to train (arrays, or your own ``fit`` callable).
+Each returns a :class:`WorkflowResult`: the pruned, stripped model and a history of
+:class:`Record` rows (stage, round, epoch, per-layer sparsity, validation accuracy).
+
+- :func:`one_shot`: train, prune to the target at once, fine-tune.
+- :func:`gradual`: sparsity rises on a polynomial (cubic) schedule while training goes
+  on (Zhu and Gupta 2017).
+- :func:`iterative`: prune part of the way, retrain, repeat until the target or an
+  accuracy floor (Han et al. 2015).
+- :func:`rewind`: train with pruning, keep the mask, reset the surviving weights to
+  their initial values or an early checkpoint and train again with the mask fixed
+  (lottery ticket, Frankle and Carbin 2019).
+
+A float target means "unstructured magnitude pruning at that sparsity for every
+prunable layer except the classifier head" (see :func:`target_plan`).
+
+Example:
+    >>> from kprune import workflows
+    >>> trainer = workflows.Trainer(x_train, y_train, validation_data=(x_val, y_val),
+    ...                             batch_size=128)
+    >>> result = workflows.gradual(model, 0.9, trainer=trainer, epochs=4)
+    >>> print(result)                     # one row per epoch
+    >>> result.model                      # stripped tf_keras model, 90% sparse
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from kprune import _compat
+from kprune.keras_callbacks import callbacks as pruning_callbacks
+from kprune.keras_callbacks import wrapped_layers
+from kprune.plan import LayerRule, PruningPlan, _table
+from kprune.schedules import Schedule, check_sparsity
+from kprune.verify import sparsity_report, strip
+from kprune.wrap import apply, copy_model
+
+__all__ = [
+    "Trainer",
+    "accuracy",
+    "Record",
+    "WorkflowResult",
+    "FixedMask",
+    "target_plan",
+    "as_plan",
+    "kernel_masks",
+    "one_shot",
+    "gradual",
+    "iterative",
+    "rewind",
+    "PRUNABLE_TYPES",
+]
+
+#: Layer types a float target prunes (the last Dense, the classifier head, is left dense).
+PRUNABLE_TYPES = (
+    "Dense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "DepthwiseConv2D",
+    "SeparableConv1D",
+    "SeparableConv2D",
+    "Conv2DTranspose",
+)
+
+
+# -- training ------------------------------------------------------------------
+
+
+class Trainer:
+    """How a workflow trains and evaluates a model: the one training loop they all share.
+
+    Either give arrays (``x``, ``y``, optional ``validation_data``) and kprune calls
+    ``model.fit``, or give your own ``fit(model, epochs, callbacks) -> History`` (your
+    ``tf.data`` pipeline, class weights, ...) with ``steps_per_epoch``, the number of
+    batches your fit runs per epoch, which the pruning schedules need.
+
+    Args:
+        x, y: training inputs and integer (or one-hot) labels.
+        validation_data: ``(x_val, y_val)`` for the validation accuracy in the history
+            (and for ``accuracy_floor``). Accuracy is ``argmax(predict(x)) == y``.
+        batch_size: batch size of the built-in fit and of evaluation.
+        compile: how each new model is compiled before training: None = Adam(1e-3),
+            sparse categorical cross-entropy and accuracy
+            (:func:`kprune.models.compile_classifier`); a dict of ``model.compile``
+            keyword arguments (an optimizer object in it is copied from its config
+            for every model); a callable ``compile(model)``; or False when your
+            ``fit`` compiles.
+        fit: your ``fit(model, epochs, callbacks) -> History``; pass ``callbacks`` on to
+            ``model.fit`` (they hold tfmot's ``UpdatePruningStep``).
+        evaluate: your ``evaluate(model) -> accuracy``, instead of ``validation_data``.
+        steps_per_epoch: batches per epoch of your ``fit`` (required with ``fit``).
+        callbacks: extra Keras callbacks for every fit (CSVLogger, TensorBoard, ...).
+        verbose: the built-in fit's verbosity.
+
+    Example:
+        >>> trainer = Trainer(x, y, validation_data=(xv, yv), batch_size=128,
+        ...                   compile=dict(optimizer="adam", metrics=["accuracy"],
+        ...                                loss=loss))
+        >>> def my_fit(model, epochs, callbacks):
+        ...     return model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=0)
+        >>> trainer = Trainer(fit=my_fit, steps_per_epoch=len(dataset),
+        ...                   validation_data=(xv, yv))
+    """
+
+    def __init__(self, x=None, y=None, *, validation_data=None, batch_size=32,
+                 compile=None, fit=None, evaluate=None, steps_per_epoch=None,
+                 callbacks=(), verbose=0):
+        if fit is not None:
+            if x is not None or y is not None:
+                raise ValueError(
+                    "Give either training arrays (`x`, `y`) or a `fit` callable, not both. "
+                    f"Received: x of type {type(x).__name__}, fit={fit!r}"
+                )
+            if not callable(fit):
+                raise TypeError(
+                    "Argument `fit` must be a callable fit(model, epochs, callbacks). "
+                    f"Received: fit={fit!r}"
+                )
+            if steps_per_epoch is None:
+                raise ValueError(
+                    "Argument `steps_per_epoch` is required with a `fit` callable: the "
+                    "pruning schedules are counted in training steps. Received: "
+                    "steps_per_epoch=None"
+                )
+        else:
+            if x is None or y is None:
+                raise ValueError(
+                    "Give training arrays `x` and `y`, or a `fit` callable. "
+                    f"Received: x={'None' if x is None else type(x).__name__}, "
+                    f"y={'None' if y is None else type(y).__name__}"
+                )
+            if len(x) != len(y):
+                raise ValueError(
+                    "Arguments `x` and `y` must hold the same number of examples. "
+                    f"Received: len(x)={len(x)}, len(y)={len(y)}"
+                )
+            if compile is False:
+                raise ValueError(
+                    "Argument `compile=False` only makes sense with your own `fit`; the "
+                    "built-in fit needs a compiled model. Received: compile=False"
+                )
+        _check_positive_int(batch_size, "batch_size")
+        if steps_per_epoch is not None:
+            _check_positive_int(steps_per_epoch, "steps_per_epoch")
+        if validation_data is not None:
+            try:
+                x_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "Argument `validation_data` must be a pair (x_val, y_val). "
+                    f"Received: validation_data of type {type(validation_data).__name__}"
+                ) from None
+            if len(x_val) != len(y_val):
+                raise ValueError(
+                    "Argument `validation_data` must hold as many labels as inputs. "
+                    f"Received: len(x_val)={len(x_val)}, len(y_val)={len(y_val)}"
+                )
+        if evaluate is not None and not callable(evaluate):
+            raise TypeError(
+                f"Argument `evaluate` must be a callable evaluate(model) -> accuracy. "
+                f"Received: evaluate={evaluate!r}"
+            )
+        if not (compile is None or compile is False or callable(compile)
+                or isinstance(compile, dict)):
+            raise TypeError(
+                "Argument `compile` must be None, a dict of model.compile arguments, a "
+                f"callable compile(model) or False. Received: compile={compile!r}"
+            )
+        self.x, self.y = x, y
+        self.validation_data = validation_data
+        self.batch_size = batch_size
+        self._compile = compile
+        self._fit = fit
+        self._evaluate = evaluate
+        self._steps_per_epoch = steps_per_epoch
+        self.extra_callbacks = list(callbacks)
+        self.verbose = verbose
+
+    @property
+    def steps_per_epoch(self):
+        """Training steps (batches) per epoch, as the pruning schedules count them."""
+        if self._steps_per_epoch is not None:
+            return self._steps_per_epoch
+        return math.ceil(len(self.x) / self.batch_size)
+
+    @property
+    def can_evaluate(self):
+        return self._evaluate is not None or self.validation_data is not None
+
+    def compile(self, model):
+        """Compile ``model`` as this trainer says; return it."""
+        spec = self._compile
+        if spec is False:
+            return model
+        if spec is None:
+            from kprune.models import compile_classifier
+
+            return compile_classifier(model)
+        if callable(spec):
+            spec(model)
+            return model
+        kwargs = dict(spec)
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None and not isinstance(optimizer, str):
+            kwargs["optimizer"] = type(optimizer).from_config(optimizer.get_config())
+        model.compile(**kwargs)
+        return model
+
+    def fit(self, model, epochs, callbacks=()):
+        """Compile and train ``model`` for ``epochs``; return one logs dict per epoch."""
+        _check_positive_int(epochs, "epochs")
+        self.compile(model)
+        callbacks = list(callbacks) + self.extra_callbacks
+        if self._fit is not None:
+            history = self._fit(model, epochs, callbacks)
+        else:
+            history = model.fit(
+                self.x, self.y, batch_size=self.batch_size, epochs=epochs,
+                callbacks=callbacks, verbose=self.verbose,
+            )
+        logs = getattr(history, "history", None) or {}
+        count = max((len(v) for v in logs.values()), default=0)
+        return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
+
+    def evaluate(self, model):
+        """Validation accuracy of ``model`` (a float), or None without validation data."""
+        if self._evaluate is not None:
+            return float(self._evaluate(model))
+        if self.validation_data is None:
+            return None
+        x_val, y_val = self.validation_data
+        return accuracy(model, x_val, y_val, batch_size=max(self.batch_size, 256))
+
+
+def accuracy(model, x, y, *, batch_size=256):
+    """Classification accuracy: ``argmax(model.predict(x)) == y`` (integer or one-hot ``y``)."""
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[-1] > 1:
+        y = np.argmax(y, axis=-1)
+    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
+
+
+# -- history -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    """One point of a workflow's history.
+
+    Attributes:
+        stage: ``"dense"`` (the model as given), ``"prune"``, ``"finetune"``,
+            ``"rewind"`` (the rewound model before retraining) or ``"retrain"``.
+        round: the iterative round (0 outside :func:`iterative`).
+        epoch: epochs trained so far in this workflow (0 = before any training).
+        sparsity: achieved sparsity of each layer's kernel, by layer path.
+        overall: sparsity over all kernels (non-zero kernel weights / kernel weights).
+        val_accuracy: validation accuracy, or None without validation data.
+        loss: training loss of the epoch, when there was one.
+        note: what happened (why a round stopped, ...).
+    """
+
+    stage: str
+    round: int
+    epoch: int
+    sparsity: dict
+    overall: float
+    val_accuracy: float | None = None
+    loss: float | None = None
+    note: str = ""
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WorkflowResult:
+    """What a workflow returns: the final stripped model and its history.
+
+    Attributes:
+        model: the pruned tf_keras model, wrappers stripped, masks applied.
+        history: :class:`Record` rows, in order.
+        workflow: the workflow's name.
+        plan: the resolved plan of the last pruning step (None for a dense result).
+        note: how the workflow ended (for :func:`iterative`: which round and why).
+        stop_round: the round the iterative workflow stopped at (None elsewhere).
+        masks: ``{layer path: keep-mask}`` of the last pruning fit (for :func:`rewind`,
+            the fixed masks of the retraining).
+    """
+
+    model: object = field(repr=False)
+    history: list = field(default_factory=list, repr=False)
+    workflow: str = ""
+    plan: object = field(default=None, repr=False)
+    note: str = ""
+    stop_round: int | None = None
+    masks: dict | None = field(default=None, repr=False)
+
+    @property
+    def final(self):
+        """The last record: the state of :attr:`model`."""
+        return self.history[-1]
+
+    @property
+    def dense_accuracy(self):
+        """Validation accuracy of the model as given (the first record)."""
+        return self.history[0].val_accuracy if self.history else None
+
+    @property
+    def accuracy(self):
+        return self.final.val_accuracy
+
+    @property
+    def sparsity(self):
+        """Per-layer achieved sparsity of the final model."""
+        return dict(self.final.sparsity)
+
+    def report(self):
+        """The :class:`~kprune.verify.SparsityReport` of the final model."""
+        return sparsity_report(self.model, plan=self.plan)
+
+    def to_dict(self):
+        return {
+            "workflow": self.workflow,
+            "note": self.note,
+            "stop_round": self.stop_round,
+            "history": [record.to_dict() for record in self.history],
+            "plan": None if self.plan is None else self.plan.to_dict(),
+        }
+
+    def __str__(self):
+        layers = list(self.history[0].sparsity) if self.history else []
+        header = ("stage", "round", "epoch", *layers, "overall", "val acc", "note")
+        lines = [
+            (
+                r.stage,
+                str(r.round),
+                str(r.epoch),
+                *(f"{r.sparsity.get(name, 0.0):.3f}" for name in layers),
+                f"{r.overall:.3f}",
+                "" if r.val_accuracy is None else f"{r.val_accuracy:.4f}",
+                r.note,
+            )
+            for r in self.history
+        ]
+        text = _table(header, lines)
+        return f"{self.workflow}: {self.note}\n{text}" if self.note else text
+
+
+class _Recorder(_compat.keras.callbacks.Callback):
+    """Appends a :class:`Record` to ``records`` at the end of every epoch."""
+
+    def __init__(self, trainer, records, *, stage, round, epoch_offset):
+        super().__init__()
+        self._trainer = trainer
+        self._records = records
+        self._stage, self._round, self._offset = stage, round, epoch_offset
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        self._records.append(
+            _record(
+                self.model, self._trainer, stage=self._stage, round=self._round,
+                epoch=self._offset + epoch + 1, loss=None if loss is None else float(loss),
+            )
+        )
+
+
+def _record(model, trainer, *, stage, round, epoch, loss=None, note=""):
+    report = _report(model)
+    return Record(
+        stage=stage,
+        round=round,
+        epoch=epoch,
+        sparsity={row.name: row.achieved for row in report.rows},
+        overall=report.sparsity,
+        val_accuracy=trainer.evaluate(model),
+        loss=loss,
+        note=note,
+    )
+
+
+def _report(model):
+    # The plan attached by ``apply`` is irrelevant here: only achieved sparsity is read.
+    from kprune.plan import ResolvedPlan
+
+    return sparsity_report(model, plan=ResolvedPlan(()))
+
+
+# -- fixed masks -----------------------------------------------------------------
+
+
+class FixedMask(_compat.keras.callbacks.Callback):
+    """Keeps pruned weights exactly zero: multiplies kernels by fixed masks after every batch.
+
+    Args:
+        masks: ``{layer path: keep-mask}`` (bool or 0/1 arrays shaped like the kernels).
+
+    The forward pass of every step sees masked kernels (the masks are applied before
+    training and after each batch), so the pruned weights never act, and the model
+    after ``fit`` holds exact zeros there.
+
+    Example:
+        >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
+    """
+
+    def __init__(self, masks):
+        super().__init__()
+        if not isinstance(masks, dict) or not masks:
+            raise ValueError(
+                "Argument `masks` must be a non-empty dict {layer path: mask}. "
+                f"Received: masks={masks!r}"
+            )
+        self.masks = {path: np.asarray(mask) != 0 for path, mask in masks.items()}
+        self._pairs = []
+
+    def set_model(self, model):
+        super().set_model(model)
+        layers = dict(_compat.iter_layers(model))
+        pairs = []
+        for path, mask in self.masks.items():
+            if path not in layers or _compat.kernel_of(layers[path]) is None:
+                raise ValueError(
+                    f"FixedMask has a mask for layer {path!r}, which has no kernel in "
+                    f"model {model.name!r}. Layers: {sorted(layers)}"
+                )
+            kernel = _compat.kernel_of(layers[path])
+            if tuple(kernel.shape) != mask.shape:
+                raise ValueError(
+                    f"FixedMask's mask for layer {path!r} has shape {mask.shape}, but the "
+                    f"kernel has shape {tuple(kernel.shape)}."
+                )
+            pairs.append((kernel, _compat.tf.constant(mask, dtype=kernel.dtype)))
+        self._pairs = pairs
+
+    def apply(self):
+        for kernel, mask in self._pairs:
+            kernel.assign(kernel * mask)
+
+    def on_train_begin(self, logs=None):
+        self.apply()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.apply()
+
+    def on_train_end(self, logs=None):
+        self.apply()
+
+
+def kernel_masks(model):
+    """``{layer path: keep-mask}`` of every pruning wrapper in ``model`` (from tfmot's masks)."""
+    out = {}
+    for path, wrapper in wrapped_layers(model):
+        kernel = _compat.kernel_of(wrapper)
+        for weight, mask, _ in wrapper.pruning_vars:
+            if weight is kernel:
+                out[path] = np.asarray(mask.numpy()) != 0
+    return out
+
+
+# -- plans -----------------------------------------------------------------------
+
+
+def target_plan(target, *, schedule=None):
+    """Unstructured magnitude pruning at ``target`` for every prunable layer but the head.
+
+    The head is the last ``Dense`` layer; prunable layers are those of
+    :data:`PRUNABLE_TYPES` that tfmot supports.
+
+    Example:
+        >>> print(target_plan(0.9).resolve(model))
+    """
+    target = check_sparsity(target, argument="target")
+    schedule = Schedule() if schedule is None else schedule
+    rules = [LayerRule("Dense", by="type", which="last", method="skip", note="classifier head")]
+    rules += [
+        LayerRule(kind, by="type", target=target, schedule=schedule, note=f"target {target:g}")
+        for kind in PRUNABLE_TYPES
+    ]
+    return PruningPlan(tuple(rules))
+
+
+def as_plan(plan_or_target, *, schedule=None):
+    """A :class:`PruningPlan` as given, or :func:`target_plan` for a float target."""
+    if isinstance(plan_or_target, PruningPlan):
+        return plan_or_target
+    if isinstance(plan_or_target, bool) or not isinstance(plan_or_target, (int, float)):
+        raise TypeError(
+            "Argument `plan_or_target` must be a kprune.PruningPlan or a target sparsity "
+            f"in [0, 1). Received: plan_or_target={plan_or_target!r}"
+        )
+    return target_plan(plan_or_target, schedule=schedule)
+
+
+def _scaled(plan, fraction, *, schedule):
+    """``plan`` with every unstructured target times ``fraction`` and ``schedule`` set."""
+    rules = []
+    for rule in plan.rules:
+        if rule.method == "unstructured":
+            rule = replace(rule, target=rule.target * fraction, schedule=schedule)
+        rules.append(rule)
+    return PruningPlan(tuple(rules))
+
+
+def _check_prunes(plan, model):
+    resolved = plan.resolve(model)
+    if not resolved.pruned:
+        raise ValueError(
+            f"The plan prunes no layer of model {model.name!r}; nothing to do. "
+            f"Resolved plan:\n{resolved}"
+        )
+    return resolved
+
+
+# -- workflows -------------------------------------------------------------------
+
+
+def _prune_fit(model, plan, trainer, *, epochs, stage, round, records, epoch_offset,
+               extra_callbacks=()):
+    """Apply ``plan`` to a copy of ``model``, train it, strip it: the shared loop."""
+    pruned = apply(model, plan, steps_per_epoch=trainer.steps_per_epoch, epochs=epochs)
+    recorder = _Recorder(trainer, records, stage=stage, round=round, epoch_offset=epoch_offset)
+    callbacks = pruning_callbacks() + list(extra_callbacks) + [recorder]
+    trainer.fit(pruned, epochs, callbacks)
+    masks = kernel_masks(pruned)
+    return strip(pruned), masks
+
+
+def _start(model, trainer):
+    _compat.check_model(model)
+    if not isinstance(trainer, Trainer):
+        raise TypeError(
+            "Argument `trainer` must be a kprune.workflows.Trainer (arrays or your own "
+            f"fit). Received: trainer={trainer!r}"
+        )
+    return [_record(model, trainer, stage="dense", round=0, epoch=0)]
+
+
+def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1):
+    """Prune a trained model to the target at once, then fine-tune with the mask held.
+
+    Every unstructured rule gets a constant schedule: tfmot prunes to the full target
+    at the first step and keeps re-pruning to it during the fine-tune.
+
+    Args:
+        model: a trained tf_keras model (not modified).
+        plan_or_target: a :class:`PruningPlan` or a float target (see :func:`target_plan`).
+        trainer: a :class:`Trainer`.
+        finetune_epochs: epochs of fine-tuning (at least 1: tfmot prunes inside fit).
+
+    Example:
+        >>> result = one_shot(trained, 0.9, trainer=trainer, finetune_epochs=2)
+    """
+    plan = _scaled(as_plan(plan_or_target), 1.0, schedule=Schedule(kind="constant"))
+    _check_positive_int(finetune_epochs, "finetune_epochs")
+    _check_prunes(plan, model)
+    records = _start(model, trainer)
+    final, masks = _prune_fit(model, plan, trainer, epochs=finetune_epochs,
+                              stage="finetune", round=0, records=records, epoch_offset=0)
+    return WorkflowResult(final, records, "one_shot", plan=_resolved(final),
+                          note=f"pruned at once, fine-tuned {finetune_epochs} epoch(s)",
+                          masks=masks)
+
+
+def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0):
+    """Prune while training: sparsity rises on the plan's schedules (cubic by default).
+
+    Args:
+        model: a tf_keras model, trained or not (not modified).
+        plan_or_target: a :class:`PruningPlan` (its schedules are used as they are) or
+            a float target, pruned on a cubic schedule from 0 that ends
+            ``recover_epochs`` before the end of training.
+        trainer: a :class:`Trainer`.
+        epochs: training epochs in all.
+        recover_epochs: for a float target: epochs at the final sparsity at the end.
+
+    Example:
+        >>> result = gradual(model, 0.9, trainer=trainer, epochs=6, recover_epochs=2)
+    """
+    _check_positive_int(epochs, "epochs")
+    _check_count(recover_epochs, "recover_epochs")
+    if recover_epochs >= epochs:
+        raise ValueError(
+            "Argument `recover_epochs` must leave at least one epoch to prune in. "
+            f"Received: recover_epochs={recover_epochs}, epochs={epochs}"
+        )
+    if recover_epochs and isinstance(plan_or_target, PruningPlan):
+        raise ValueError(
+            "Argument `recover_epochs` applies to a float target; with a plan, set `end` "
+            f"on its rules' schedules instead. Received: recover_epochs={recover_epochs}"
+        )
+    end = None if recover_epochs == 0 else epochs - recover_epochs
+    plan = as_plan(plan_or_target, schedule=Schedule(kind="polynomial", end=end))
+    _check_prunes(plan, model)
+    records = _start(model, trainer)
+    final, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
+                              records=records, epoch_offset=0)
+    return WorkflowResult(final, records, "gradual", plan=_resolved(final),
+                          note=f"pruned on the plan's schedules over {epochs} epoch(s)",
+                          masks=masks)
+
+
+def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
+              accuracy_floor=None, ladder="cubic"):
+    """Prune part of the way, retrain, repeat: until the target or an accuracy floor.
+
+    Round ``r`` prunes the model left by round ``r - 1`` to ``ladder[r - 1]`` times each
+    unstructured target (a constant schedule), retrains ``epochs_per_round`` epochs
+    and strips. When the validation accuracy after a round falls below
+    ``accuracy_floor`` the workflow stops and keeps the last model at or above it
+    (the dense model if round 1 already fell below).
+
+    Args:
+        model: a trained tf_keras model (not modified).
+        plan_or_target: a :class:`PruningPlan` or a float target.
+        trainer: a :class:`Trainer` (with validation data when a floor is given).
+        rounds: number of rounds (>= 1).
+        epochs_per_round: retraining epochs per round.
+        accuracy_floor: lowest acceptable validation accuracy, in (0, 1]; it must not be
+            above the dense model's accuracy.
+        ladder: fraction of the target reached after each round: ``"cubic"``
+            (``1 - (1 - r/R)^3``, big steps first, as Zhu and Gupta), ``"linear"``
+            (``r/R``) or a sequence of ``rounds`` non-decreasing fractions in (0, 1],
+            the last 1.
+
+    Example:
+        >>> result = iterative(trained, 0.9, trainer=trainer, rounds=3,
+        ...                    accuracy_floor=0.97)
+        >>> result.note
+        'reached the target at round 3 of 3'
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(
+            f"Argument `rounds` must be a positive integer (one round prunes, then "
+            f"retrains). Received: rounds={rounds!r}"
+        )
+    _check_positive_int(epochs_per_round, "epochs_per_round")
+    fractions = _ladder(ladder, rounds)
+    plan = as_plan(plan_or_target)
+    _check_prunes(plan, model)
+    if accuracy_floor is not None:
+        if (isinstance(accuracy_floor, bool) or not isinstance(accuracy_floor, (int, float))
+                or not 0 < accuracy_floor <= 1):
+            raise ValueError(
+                "Argument `accuracy_floor` must be a validation accuracy in (0, 1]. "
+                f"Received: accuracy_floor={accuracy_floor!r}"
+            )
+        if isinstance(trainer, Trainer) and not trainer.can_evaluate:
+            raise ValueError(
+                "Argument `accuracy_floor` needs a trainer with `validation_data` or "
+                f"`evaluate`. Received: accuracy_floor={accuracy_floor!r}"
+            )
+    records = _start(model, trainer)
+    dense_accuracy = records[0].val_accuracy
+    if accuracy_floor is not None and accuracy_floor > dense_accuracy:
+        raise ValueError(
+            f"Argument `accuracy_floor` ({accuracy_floor:.4f}) is above the dense model's "
+            f"validation accuracy ({dense_accuracy:.4f}): the first round would already "
+            f"stop. Lower the floor. Received: accuracy_floor={accuracy_floor!r}"
+        )
+    kept, kept_plan, kept_masks, kept_round = copy_model(model), None, None, 0
+    current, note, stop_round = model, "", rounds
+    for index, fraction in enumerate(fractions, start=1):
+        round_plan = _scaled(plan, fraction, schedule=Schedule(kind="constant"))
+        current, masks = _prune_fit(
+            current, round_plan, trainer, epochs=epochs_per_round, stage="prune",
+            round=index, records=records, epoch_offset=(index - 1) * epochs_per_round,
+        )
+        accuracy = records[-1].val_accuracy
+        if accuracy_floor is not None and accuracy < accuracy_floor:
+            stop_round = index
+            kept_what = "the dense model" if kept_round == 0 else f"round {kept_round}"
+            note = (
+                f"stopped at round {index} of {rounds}: validation accuracy "
+                f"{accuracy:.4f} fell below the floor {accuracy_floor:.4f}; kept "
+                f"{kept_what} (overall sparsity {_overall(records, kept_round):.3f})"
+            )
+            break
+        kept, kept_plan, kept_masks, kept_round = current, _resolved(current), masks, index
+    else:
+        note = f"reached the target at round {rounds} of {rounds}"
+    records[-1] = replace(records[-1], note=note)
+    if kept_round != stop_round:
+        records.append(replace(_record(kept, trainer, stage="kept", round=kept_round,
+                                       epoch=records[-1].epoch), note=f"kept round {kept_round}"))
+    return WorkflowResult(kept, records, "iterative", plan=kept_plan, note=note,
+                          stop_round=stop_round, masks=kept_masks)
+
+
+def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=None):
+    """Lottery-ticket rewinding: train with pruning, keep the mask, rewind, retrain.
+
+    1. Train a copy of ``model`` with pruning for ``epochs`` (the plan's schedules;
+       cubic from 0 for a float target) and keep the final masks.
+    2. Reset the weights to ``to``: the model's own weights as given (``"init"``: pass
+       an untrained model for Frankle and Carbin's rewinding to initialisation), the
+       weights after ``to`` epochs of step 1 (an int, late rewinding), or a checkpoint
+       (a list of arrays in ``model.get_weights()`` order). Pruned weights are zeroed.
+    3. Retrain ``retrain_epochs`` (default ``epochs``) with the masks fixed
+       (:class:`FixedMask`): pruned weights stay exactly zero.
+
+    Example:
+        >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3)
+        >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3, to=1)
+    """
+    _compat.check_model(model)
+    _check_positive_int(epochs, "epochs")
+    retrain_epochs = epochs if retrain_epochs is None else retrain_epochs
+    _check_positive_int(retrain_epochs, "retrain_epochs")
+    checkpoint = _checkpoint(model, to, epochs)
+    plan = as_plan(plan_or_target)
+    _check_prunes(plan, model)
+    records = _start(model, trainer)
+    snapshots = {}
+    extra = [_Snapshot(to, snapshots)] if isinstance(to, int) and to > 0 else []
+    _, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
+                          records=records, epoch_offset=0, extra_callbacks=extra)
+    rewound = copy_model(model)
+    if isinstance(to, int) and to > 0:
+        for path, layer in _compat.iter_layers(rewound):
+            if path in snapshots:
+                layer.set_weights(snapshots[path])
+    else:
+        rewound.set_weights(checkpoint)
+    fixed = FixedMask(masks)
+    fixed.set_model(rewound)
+    fixed.apply()
+    where = {"init": "initial weights"}.get(to if isinstance(to, str) else None) or (
+        f"weights after epoch {to}" if isinstance(to, int) else "the given checkpoint"
+    )
+    records.append(_record(rewound, trainer, stage="rewind", round=0, epoch=epochs,
+                           note=f"rewound to {where}, mask kept"))
+    recorder = _Recorder(trainer, records, stage="retrain", round=0, epoch_offset=epochs)
+    trainer.fit(rewound, retrain_epochs, [FixedMask(masks), recorder])
+    final = copy_model(rewound)
+    resolved = plan.resolve(model)
+    return WorkflowResult(final, records, "rewind", plan=resolved,
+                          note=f"mask from {epochs} epoch(s) of pruning, rewound to {where}, "
+                               f"retrained {retrain_epochs} epoch(s)",
+                          masks=masks)
+
+
+class _Snapshot(_compat.keras.callbacks.Callback):
+    """Saves every layer's own weights (inside wrappers) at the end of epoch ``epoch``."""
+
+    def __init__(self, epoch, out):
+        super().__init__()
+        self._epoch, self._out = epoch, out
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 != self._epoch:
+            return
+        for path, layer in _compat.iter_layers(self.model):
+            inner = layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+            self._out[path] = [np.array(w) for w in inner.get_weights()]
+
+
+def _checkpoint(model, to, epochs):
+    """Validate ``to``; return the weights list to rewind to (None for an epoch number)."""
+    if isinstance(to, str):
+        if to != "init":
+            raise ValueError(
+                "Argument `to` must be 'init', an epoch number or a list of weight arrays. "
+                f"Received: to={to!r}"
+            )
+        return [np.array(w) for w in model.get_weights()]
+    if isinstance(to, bool):
+        raise TypeError(f"Argument `to` must not be a bool. Received: to={to!r}")
+    if isinstance(to, int):
+        if not 0 <= to < epochs:
+            raise ValueError(
+                f"Argument `to` as an epoch number must be in [0, epochs) = [0, {epochs}): "
+                f"the epoch of the pruning fit whose weights to rewind to. Received: to={to}"
+            )
+        return [np.array(w) for w in model.get_weights()] if to == 0 else None
+    if not isinstance(to, (list, tuple)):
+        raise TypeError(
+            "Argument `to` must be 'init', an epoch number or a list of weight arrays "
+            f"(model.get_weights() order). Received: to of type {type(to).__name__}"
+        )
+    expected = model.get_weights()
+    if len(to) != len(expected):
+        raise ValueError(
+            f"Checkpoint `to` holds {len(to)} arrays but model {model.name!r} has "
+            f"{len(expected)} weights; it must be in model.get_weights() order."
+        )
+    for index, (given, want) in enumerate(zip(to, expected)):
+        shape = tuple(np.shape(given))
+        if shape != want.shape:
+            name = model.weights[index].name
+            raise ValueError(
+                f"Checkpoint `to` does not match the model: array {index} ({name}) has "
+                f"shape {shape}, the model expects {want.shape}."
+            )
+    return [np.array(w, dtype=want.dtype) for w, want in zip(to, expected)]
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def _ladder(ladder, rounds):
+    if isinstance(ladder, str):
+        if ladder == "cubic":
+            return [1.0 - (1.0 - r / rounds) ** 3 for r in range(1, rounds + 1)]
+        if ladder == "linear":
+            return [r / rounds for r in range(1, rounds + 1)]
+        raise ValueError(
+            "Argument `ladder` must be 'cubic', 'linear' or a sequence of fractions. "
+            f"Received: ladder={ladder!r}"
+        )
+    try:
+        values = [float(v) for v in ladder]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Argument `ladder` must be 'cubic', 'linear' or a sequence of fractions. "
+            f"Received: ladder={ladder!r}"
+        ) from None
+    if len(values) != rounds:
+        raise ValueError(
+            f"Argument `ladder` must hold one fraction per round ({rounds}). "
+            f"Received: ladder={ladder!r}"
+        )
+    if any(not 0 < v <= 1 for v in values) or values != sorted(values) or values[-1] != 1:
+        raise ValueError(
+            "Argument `ladder` must be non-decreasing fractions of the target in (0, 1], "
+            f"ending at 1. Received: ladder={ladder!r}"
+        )
+    return values
+
+
+def _overall(records, round_index):
+    matching = [r for r in records if r.round == round_index]
+    return matching[-1].overall if matching else 0.0
+
+
+def _resolved(model):
+    return getattr(model, "_kprune_plan", None)
+
+
+def _check_positive_int(value, argument):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}"
+        )
+
+
+def _check_count(value, argument):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"Argument `{argument}` must be a non-negative integer. "
+            f"Received: {argument}={value!r}"
+        )
