@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kprune import _compat
+from kprune._checks import check_sparsity
 from kprune.plan import LayerRule, PruningPlan, _table
-from kprune.schedules import Schedule, check_sparsity
+from kprune.schedules import Schedule
 
 __all__ = ["global_plan", "GlobalPlan", "Allocation", "LayerAllocation"]
 

@@ -360,7 +360,7 @@ def _load_npz(path):
                     f"Received keys: {sorted(npz.files)}"
                 )
             arrays = {k: npz[k] for k in _NPZ_KEYS}
-    except Exception as err:  # noqa: BLE001  (BadZipFile, pickled arrays, keys, ...)
+    except Exception as err:
         detail = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise ValueError(
             f"Could not read MNIST npz file {str(path)!r}: {detail}"
@@ -422,7 +422,7 @@ def _load_default(allow_download):
                 *_check_splits(arrays, "keras download"),
                 MnistSource("download", str(cache), 0, 0),
             )
-        except Exception as err:  # noqa: BLE001  (no network, proxy, ...: say so, fall back)
+        except Exception as err:
             reason = f"the Keras download failed ({type(err).__name__}: {err})"
     else:
         reason = "downloading is off (allow_download=False)"

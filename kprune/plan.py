@@ -19,7 +19,8 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune.schedules import Schedule, check_keys, check_sparsity
+from kprune._checks import check_choice, check_keys, check_sparsity
+from kprune.schedules import Schedule
 
 __all__ = [
     "LayerRule",
@@ -83,10 +84,10 @@ class LayerRule:
     note: str = ""
 
     def __post_init__(self):
-        _check_choice(self.by, SELECTORS, "by")
-        _check_choice(self.method, METHODS, "method")
-        _check_choice(self.which, WHICH, "which")
-        _check_choice(self.pool, POOLS, "pool")
+        check_choice(self.by, SELECTORS, "by")
+        check_choice(self.method, METHODS, "method")
+        check_choice(self.which, WHICH, "which")
+        check_choice(self.pool, POOLS, "pool")
         if self.fallback not in (None, "unstructured"):
             raise ValueError(
                 "Argument `fallback` must be None or 'unstructured'. "
@@ -490,13 +491,6 @@ def _is_prunable(layer):
     from kprune import _compat
 
     return _compat.PruneRegistry.supports(layer)
-
-
-def _check_choice(value, choices, argument):
-    if value not in choices:
-        raise ValueError(
-            f"Argument `{argument}` must be one of {choices}. Received: {argument}={value!r}"
-        )
 
 
 def _table(header, lines):

@@ -18,43 +18,17 @@ Example:
     0.8
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-__all__ = ["Schedule", "ResolvedSchedule", "check_sparsity", "check_keys"]
+from kprune._checks import check_choice, check_int, check_keys, check_number, check_sparsity
+
+__all__ = ["Schedule", "ResolvedSchedule"]
 
 KINDS = ("polynomial", "constant")
 UNITS = ("epochs", "steps")
 # How many mask updates a derived frequency aims for over the pruning span.
 _TARGET_UPDATES = 20
 _MAX_FREQUENCY = 100
-
-
-def check_sparsity(value, *, argument="sparsity"):
-    """Raise unless ``value`` is a fraction in [0, 1); return it as a float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"Argument `{argument}` must be a number in [0, 1). "
-            f"Received: {argument}={value!r}"
-        )
-    if not 0.0 <= value < 1.0:
-        raise ValueError(
-            f"Argument `{argument}` must be a fraction in [0, 1) (0.8 means 80% of "
-            f"weights set to zero). Received: {argument}={value!r}"
-        )
-    return float(value)
-
-
-def check_keys(data, cls, *, what):
-    """Raise if ``data`` (a dict) has keys that are not fields of the dataclass ``cls``."""
-    if not isinstance(data, dict):
-        raise TypeError(f"A {what} must be a mapping. Received: {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"Unknown key {unknown[0]!r} in {what}. Known keys: {sorted(known)}. "
-            f"Received: {data!r}"
-        )
 
 
 @dataclass(frozen=True)
@@ -89,33 +63,20 @@ class Schedule:
     frequency: int | None = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(
-                f"Argument `kind` must be one of {KINDS}. Received: kind={self.kind!r}"
-            )
-        if self.unit not in UNITS:
-            raise ValueError(
-                f"Argument `unit` must be one of {UNITS}. Received: unit={self.unit!r}"
-            )
+        check_choice(self.kind, KINDS, "kind")
+        check_choice(self.unit, UNITS, "unit")
         check_sparsity(self.initial_sparsity, argument="initial_sparsity")
-        _check_number(self.begin, "begin")
+        check_number(self.begin, "begin")
         if self.end is not None:
-            _check_number(self.end, "end")
+            check_number(self.end, "end")
             if self.end <= self.begin:
                 raise ValueError(
                     "Argument `end` must come after `begin`. "
                     f"Received: begin={self.begin!r}, end={self.end!r} ({self.unit})"
                 )
-        _check_number(self.power, "power")
-        if self.frequency is not None and (
-            isinstance(self.frequency, bool)
-            or not isinstance(self.frequency, int)
-            or self.frequency < 1
-        ):
-            raise ValueError(
-                "Argument `frequency` must be a positive integer number of steps or "
-                f"None (derived). Received: frequency={self.frequency!r}"
-            )
+        check_number(self.power, "power")
+        if self.frequency is not None:
+            check_int(self.frequency, "frequency")
 
     def resolve(self, target, *, steps_per_epoch, epochs):
         """Turn this schedule into concrete tfmot steps for ``target`` over a fit.
@@ -123,8 +84,8 @@ class Schedule:
         Raises ValueError when the target can never be reached in the steps given.
         """
         target = check_sparsity(target, argument="target")
-        _check_count(steps_per_epoch, "steps_per_epoch")
-        _check_count(epochs, "epochs")
+        check_int(steps_per_epoch, "steps_per_epoch")
+        check_int(epochs, "epochs")
         total = steps_per_epoch * epochs
         scale = steps_per_epoch if self.unit == "epochs" else 1
         begin_step = int(round(self.begin * scale)) + 1
@@ -268,19 +229,3 @@ class ResolvedSchedule:
 
 def _derived_frequency(span):
     return max(1, min(_MAX_FREQUENCY, span // _TARGET_UPDATES))
-
-
-def _check_number(value, argument):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(
-            f"Argument `{argument}` must be a non-negative number. "
-            f"Received: {argument}={value!r}"
-        )
-
-
-def _check_count(value, argument):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Argument `{argument}` must be a positive integer. "
-            f"Received: {argument}={value!r}"
-        )

@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kprune import _compat, masks
+from kprune._checks import check_sparsity
 from kprune.plan import LayerRule, PruningPlan, _table
-from kprune.schedules import Schedule, check_sparsity
+from kprune.schedules import Schedule
 from kprune.wrap import copy_model
 
 __all__ = ["scan", "SensitivityResult", "SensitivityPoint", "DEFAULT_SPARSITIES",

@@ -32,10 +32,11 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from kprune import _compat
+from kprune._checks import check_int, check_sparsity
 from kprune.keras_callbacks import callbacks as pruning_callbacks
 from kprune.keras_callbacks import wrapped_layers
 from kprune.plan import LayerRule, PruningPlan, _table
-from kprune.schedules import Schedule, check_sparsity
+from kprune.schedules import Schedule
 from kprune.verify import sparsity_report, strip
 from kprune.wrap import apply, copy_model
 
@@ -144,9 +145,9 @@ class Trainer:
                     "Argument `compile=False` only makes sense with your own `fit`; the "
                     "built-in fit needs a compiled model. Received: compile=False"
                 )
-        _check_positive_int(batch_size, "batch_size")
+        check_int(batch_size, "batch_size")
         if steps_per_epoch is not None:
-            _check_positive_int(steps_per_epoch, "steps_per_epoch")
+            check_int(steps_per_epoch, "steps_per_epoch")
         if validation_data is not None:
             try:
                 x_val, y_val = validation_data
@@ -213,7 +214,7 @@ class Trainer:
 
     def fit(self, model, epochs, callbacks=()):
         """Compile and train ``model`` for ``epochs``; return one logs dict per epoch."""
-        _check_positive_int(epochs, "epochs")
+        check_int(epochs, "epochs")
         self.compile(model)
         callbacks = list(callbacks) + self.extra_callbacks
         if self._fit is not None:
@@ -557,7 +558,7 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1):
         >>> result = one_shot(trained, 0.9, trainer=trainer, finetune_epochs=2)
     """
     plan = _scaled(as_plan(plan_or_target), 1.0, schedule=Schedule(kind="constant"))
-    _check_positive_int(finetune_epochs, "finetune_epochs")
+    check_int(finetune_epochs, "finetune_epochs")
     _check_prunes(plan, model)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=finetune_epochs,
@@ -582,8 +583,8 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0):
     Example:
         >>> result = gradual(model, 0.9, trainer=trainer, epochs=6, recover_epochs=2)
     """
-    _check_positive_int(epochs, "epochs")
-    _check_count(recover_epochs, "recover_epochs")
+    check_int(epochs, "epochs")
+    check_int(recover_epochs, "recover_epochs", minimum=0)
     if recover_epochs >= epochs:
         raise ValueError(
             "Argument `recover_epochs` must leave at least one epoch to prune in. "
@@ -639,7 +640,7 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
             f"Argument `rounds` must be a positive integer (one round prunes, then "
             f"retrains). Received: rounds={rounds!r}"
         )
-    _check_positive_int(epochs_per_round, "epochs_per_round")
+    check_int(epochs_per_round, "epochs_per_round")
     fractions = _ladder(ladder, rounds)
     plan = as_plan(plan_or_target)
     _check_prunes(plan, model)
@@ -709,9 +710,9 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3, to=1)
     """
     _compat.check_model(model)
-    _check_positive_int(epochs, "epochs")
+    check_int(epochs, "epochs")
     retrain_epochs = epochs if retrain_epochs is None else retrain_epochs
-    _check_positive_int(retrain_epochs, "retrain_epochs")
+    check_int(retrain_epochs, "retrain_epochs")
     checkpoint = _checkpoint(model, to, epochs)
     plan = as_plan(plan_or_target)
     _check_prunes(plan, model)
@@ -840,18 +841,3 @@ def _overall(records, round_index):
 
 def _resolved(model):
     return getattr(model, "_kprune_plan", None)
-
-
-def _check_positive_int(value, argument):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Argument `{argument}` must be a positive integer. Received: {argument}={value!r}"
-        )
-
-
-def _check_count(value, argument):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"Argument `{argument}` must be a non-negative integer. "
-            f"Received: {argument}={value!r}"
-        )

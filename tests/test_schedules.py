@@ -2,7 +2,8 @@
 
 import pytest
 
-from kprune.schedules import Schedule, check_sparsity
+from kprune._checks import check_sparsity
+from kprune.schedules import Schedule
 
 
 def test_derived_schedule_reaches_target_on_a_firing_step():
