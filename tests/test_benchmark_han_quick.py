@@ -24,7 +24,7 @@ def han_lenet(monkeypatch):
 def test_han_lenet_quick(han_lenet, mnist_dir, tmp_path):
     out = tmp_path / "results.json"
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Benchmarks\n\nbefore\n\n{han_lenet.BEGIN}\nold\n{han_lenet.END}\n\nafter\n")
+    readme.write_text(f"# Benchmarks\n\nbefore\n\n{han_lenet.BEGIN}\nPREVIOUS-RUN-TABLE\n{han_lenet.END}\n\nafter\n")
     code = han_lenet.main(["--quick", "--models", "lenet-300-100", "--out", str(out),
                            "--data", str(mnist_dir), "--readme", str(readme)])
     assert code == 0
@@ -45,7 +45,7 @@ def test_han_lenet_quick(han_lenet, mnist_dir, tmp_path):
     assert net["allocation"]["sparsity"] == pytest.approx(0.92, abs=1e-5)
     text = readme.read_text()
     assert text.startswith("# Benchmarks\n\nbefore\n\n" + han_lenet.BEGIN)
-    assert text.endswith(han_lenet.END + "\n\nafter\n") and "old" not in text
+    assert text.endswith(han_lenet.END + "\n\nafter\n") and "PREVIOUS-RUN-TABLE" not in text
     assert "| lenet-300-100 | *Han et al. 2015* |" in text
 
 
