@@ -194,10 +194,11 @@ def load(path_or_name, *, custom_objects=None):
     )
 
 
-def compile_classifier(model, *, learning_rate=1e-3, from_logits=None):
+def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logits=None):
     """Compile ``model`` for MNIST-style classification; return it.
 
-    Adam(``learning_rate``), ``SparseCategoricalCrossentropy`` and accuracy.
+    ``optimizer`` (a Keras optimizer name, Adam by default) at ``learning_rate``,
+    ``SparseCategoricalCrossentropy`` and accuracy.
     ``from_logits=None`` reads it from the last layer: ``False`` if its
     activation is softmax, else ``True`` (the built-in models return logits).
 
@@ -218,7 +219,9 @@ def compile_classifier(model, *, learning_rate=1e-3, from_logits=None):
         from_logits = not _ends_in_softmax(model)
     keras = _compat.keras
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        optimizer=keras.optimizers.get(
+            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
         metrics=["accuracy"],
     )

@@ -45,7 +45,7 @@ class Subset:
 
 @dataclass(frozen=True)
 class Training:
-    """How the dense baseline is trained."""
+    """How the dense baseline is trained (``epochs: 0`` uses a saved model as it is)."""
 
     epochs: int = 1
     batch_size: int = 64
@@ -125,7 +125,7 @@ class Recipe:
         from kprune import models
         from kprune.export import VARIANTS
 
-        _positive(self.baseline.epochs, "baseline.epochs", lines)
+        _positive(self.baseline.epochs, "baseline.epochs", lines, minimum=0)
         _positive(self.baseline.batch_size, "baseline.batch_size", lines)
         _positive(self.workflow.epochs, "workflow.epochs", lines)
         _positive(self.workflow.rounds, "workflow.rounds", lines)
@@ -247,9 +247,10 @@ def _typed(value, annotation, key, lines):
     return value
 
 
-def _positive(value, key, lines):
-    if value < 1:
-        _fail(key, "must be a positive integer", value, lines)
+def _positive(value, key, lines, *, minimum=1):
+    if value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        _fail(key, f"must be {kind}", value, lines)
 
 
 def _choice(value, choices, key, lines):

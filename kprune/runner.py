@@ -152,13 +152,10 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
 
 
 def _compile(model, training):
-    from kprune import _compat, models
+    from kprune import models
 
-    optimizer = _compat.keras.optimizers.get(
-        {"class_name": training.optimizer, "config": {"learning_rate": training.learning_rate}}
-    )
-    models.compile_classifier(model)
-    model.compile(optimizer=optimizer, loss=model.loss, metrics=["accuracy"])
+    return models.compile_classifier(model, learning_rate=training.learning_rate,
+                                     optimizer=training.optimizer)
 
 
 def _run_workflow(recipe, model, plan, train, test, initial_weights):
