@@ -127,7 +127,7 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
     )
     log("\n" + str(comparison))
     if training.epochs:
-        log(f"note: the pruned model trained {recipe.workflow.epochs} more epoch(s) than the "
+        log(f"note: the pruned model kept training ({recipe.workflow.name} workflow) after the "
             f"{training.epochs}-epoch baseline; the accuracy change includes that training.")
     log(f"report: {comparison.markdown_path} and {comparison.json_path}; plots: "
         + ", ".join(str(out / name) for name in comparison.data["plots"]))
