@@ -1,0 +1,380 @@
+"""Han et al. 2015 on MNIST: LeNet-300-100 and LeNet-5 through every kprune workflow.
+
+For each network: train a dense baseline, then prune it with each workflow
+(one-shot, gradual with a uniform target, gradual with global magnitude allocation,
+iterative, rewind to initialisation) and report non-zero weights kept, compression
+ratio and test error against the dense baseline of the same run, next to Han et al.
+2015 (Table 1: 12x fewer weights on both; LeNet-300-100 1.64% -> 1.59%, LeNet-5
+0.80% -> 0.77%).
+
+Target: at least 12x fewer non-zero weights at no more than +0.1 percentage points of
+test error over our own dense baseline, for both networks.
+
+    python -m benchmarks.han_lenet              # full MNIST (~30 min on 2 cores)
+    python -m benchmarks.han_lenet --quick      # 3,000 images, 1 epoch per stage (~1.5 min)
+
+Writes a results JSON (``--out``; default ``benchmarks/results/han_lenet.json``) with
+versions, machine, seed and settings, and in full mode the table into
+``benchmarks/README.md`` between the ``han_lenet`` markers.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
+README = REPO / "benchmarks" / "README.md"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "han_lenet.json"
+BEGIN = "<!-- han_lenet:begin -->"
+END = "<!-- han_lenet:end -->"
+
+BATCH_SIZE = 128
+N_VALIDATION = 5000  # held out from the 60,000 training images for monitoring
+TARGET_X = 12.0
+TARGET_PP = 0.1
+
+#: Han et al. 2015, Table 1 (and Tables 2-3 for the per-layer kept fractions).
+HAN = {
+    "lenet-300-100": dict(params=267_000, kept=22_000, ratio=12.0, dense_error=1.64,
+                          pruned_error=1.59, kept_per_layer=[0.08, 0.09, 0.26]),
+    "lenet-5": dict(params=431_000, kept=36_000, ratio=12.0, dense_error=0.80,
+                    pruned_error=0.77, kept_per_layer=[0.66, 0.12, 0.08, 0.19]),
+}
+
+# Per network: epochs of each stage; Adam learning rates, multiplied by the decay every
+# epoch within each fit (`lr`/`decay` for the dense baseline and for rewinding, which
+# trains from scratch; `tune_lr`/`tune_decay` for pruning a trained model); the gradual
+# schedules end `recover` epochs before the end; `global_target` is the sparsity over
+# all kernels of the global allocation, `uniform` the per-layer target of the float
+# plan (head dense): both give >= 12x fewer non-zero parameters, biases included.
+FULL = {
+    "lenet-300-100": dict(dense=12, lr=1e-3, decay=0.75, tune_lr=1e-3, tune_decay=0.85,
+                          one_shot=8, gradual=16, recover=8, rounds=4, epochs_per_round=3,
+                          rewind=8, global_target=0.92, uniform=0.925, control=True),
+    "lenet-5": dict(dense=6, lr=1e-3, decay=0.6, tune_lr=1e-3, tune_decay=0.75,
+                    one_shot=4, gradual=6, recover=3, rounds=3, epochs_per_round=2,
+                    rewind=4, global_target=0.92, uniform=0.93, control=False),
+}
+QUICK = {
+    name: dict(settings, dense=1, one_shot=1, gradual=2, recover=1, rounds=2,
+               epochs_per_round=1, rewind=1, control=False)
+    for name, settings in FULL.items()
+}
+QUICK_DATA = dict(n_train=3000, n_validation=1000, n_test=1000)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.han_lenet",
+        description="LeNet-300-100 and LeNet-5 on MNIST through every kprune workflow, "
+                    "against Han et al. 2015.",
+    )
+    parser.add_argument("--quick", action="store_true",
+                        help="3,000 training images, 1 epoch per stage (a smoke test)")
+    parser.add_argument("--out", type=Path, help=f"results JSON (default: {DEFAULT_OUT})")
+    parser.add_argument("--data", type=Path, default=DATA_DIR,
+                        help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
+    parser.add_argument("--models", nargs="+", choices=sorted(FULL), default=sorted(FULL)[::-1],
+                        help="networks to run (default: both)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readme", type=Path,
+                        help="write the table into this README (default: benchmarks/README.md "
+                             "in full mode, none in quick mode)")
+    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
+    args = build_parser().parse_args(argv)
+    if not args.data.is_dir():
+        print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
+              "files there (pass --data).", file=sys.stderr)
+        return 2
+    out = args.out or (REPO / "runs" / "han_lenet_quick.json" if args.quick else DEFAULT_OUT)
+    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
+    results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"results: {out}")
+    if readme is not None:
+        update_readme(readme, results)
+        print(f"table written into {readme}")
+    print(markdown_summary(results))
+    return 0
+
+
+_START = time.perf_counter()
+
+
+def _log(message):
+    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", flush=True)
+
+
+def load_data(data_dir, *, quick, seed):
+    """Train / validation / test splits; validation is held out of the training images."""
+    import numpy as np
+
+    from kprune import data
+
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    val, train = order[:N_VALIDATION], order[N_VALIDATION:]
+    if quick:
+        train = train[: QUICK_DATA["n_train"]]
+        val = val[: QUICK_DATA["n_validation"]]
+        x_test, y_test = x_test[: QUICK_DATA["n_test"]], y_test[: QUICK_DATA["n_test"]]
+    return (x_train[train], y_train[train]), (x_train[val], y_train[val]), (x_test, y_test)
+
+
+def trainer_for(train, validation, *, lr, decay):
+    """A Trainer: Adam at ``lr``, multiplied by ``decay`` every epoch of each fit."""
+    from kprune import _compat, models
+    from kprune.workflows import Trainer
+
+    schedule = _compat.keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay**epoch)
+    return Trainer(*train, validation_data=validation, batch_size=BATCH_SIZE,
+                   compile=lambda model: models.compile_classifier(model, learning_rate=lr),
+                   callbacks=[schedule])
+
+
+def run(names, *, data_dir, seed=0, quick=False):
+    """Train, prune with each workflow, measure; return the results dict."""
+    from kprune import _compat
+
+    train, validation, test = load_data(data_dir, quick=quick, seed=seed)
+    _log(f"MNIST: {len(train[0]):,} train / {len(validation[0]):,} validation / "
+         f"{len(test[0]):,} test")
+    settings = QUICK if quick else FULL
+    networks = {}
+    for name in names:
+        _compat.keras.utils.set_random_seed(seed)
+        networks[name] = run_network(name, settings[name], train, validation, test)
+    return {
+        "benchmark": "han_lenet",
+        "mode": "quick" if quick else "full",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "repeats": 1,
+        "versions": versions(),
+        "machine": machine(),
+        "data": {"train": len(train[0]), "validation": len(validation[0]),
+                 "test": len(test[0]), "source": str(data_dir)},
+        "batch_size": BATCH_SIZE,
+        "settings": {name: settings[name] for name in names},
+        "targets": {"x_fewer": TARGET_X, "error_pp": TARGET_PP},
+        "han2015": {name: HAN[name] for name in names},
+        "networks": networks,
+        "seconds": round(time.perf_counter() - _START, 1),
+    }
+
+
+def run_network(name, cfg, train, validation, test):
+    """The dense baseline and every workflow on one network."""
+    from kprune import models, workflows
+    from kprune.allocation import global_plan
+    from kprune.schedules import Schedule
+    from kprune.wrap import copy_model
+
+    base = trainer_for(train, validation, lr=cfg["lr"], decay=cfg["decay"])
+    tune = trainer_for(train, validation, lr=cfg["tune_lr"], decay=cfg["tune_decay"])
+    init = models.build(name)
+    init_copy = copy_model(init)
+    _log(f"{name}: dense baseline, {cfg['dense']} epoch(s)")
+    started = time.perf_counter()
+    dense = copy_model(init)
+    base.fit(dense, cfg["dense"])
+    rows = [measure("dense", "-", dense, test, started, epochs=cfg["dense"],
+                    note="baseline, same run")]
+    dense_error = rows[0]["error_pct"]
+    _log(f"{name}: dense test error {dense_error:.2f}%")
+
+    def plan(schedule=None):
+        return global_plan(dense, cfg["global_target"], schedule=schedule)
+
+    gplan = plan(Schedule(end=cfg["gradual"] - cfg["recover"]))
+    gplan_constant = plan(Schedule(kind="constant"))
+    gplan_rewind = plan(Schedule(end=cfg["rewind"] // 2) if cfg["rewind"] > 1 else None)
+    allocation = gplan.allocation
+    _log(f"{name}: global allocation\n{allocation}")
+
+    runs = [
+        ("one-shot", "global", lambda: workflows.one_shot(
+            dense, gplan_constant, trainer=tune, finetune_epochs=cfg["one_shot"]),
+         cfg["one_shot"]),
+        ("gradual", f"uniform {cfg['uniform']:g}, head dense", lambda: workflows.gradual(
+            dense, cfg["uniform"], trainer=tune, epochs=cfg["gradual"],
+            recover_epochs=cfg["recover"]), cfg["gradual"]),
+        ("gradual", "global", lambda: workflows.gradual(
+            dense, gplan, trainer=tune, epochs=cfg["gradual"]), cfg["gradual"]),
+        ("iterative", "global", lambda: workflows.iterative(
+            dense, gplan_constant, trainer=tune, rounds=cfg["rounds"],
+            epochs_per_round=cfg["epochs_per_round"], ladder="linear"),
+         cfg["rounds"] * cfg["epochs_per_round"]),
+        ("rewind to init", "global", lambda: workflows.rewind(
+            init_copy, gplan_rewind, trainer=base, epochs=cfg["rewind"], to="init"),
+         2 * cfg["rewind"]),
+    ]
+    if cfg.get("control"):
+        _log(f"{name}: control: the dense model trained {cfg['gradual']} more epoch(s)")
+        started = time.perf_counter()
+        control = copy_model(dense)
+        tune.fit(control, cfg["gradual"])
+        row = measure("dense, trained on", "-", control, test, started, epochs=cfg["gradual"],
+                      note="control: dense, as many more epochs as gradual, same learning "
+                           "rate", dense_error=dense_error)
+        rows.append(dict(row, met=None))
+        _log(f"{name}: control error {row['error_pct']:.2f}% ({row['delta_pp']:+.2f} pp)")
+    for workflow, plan_name, call, epochs in runs:
+        _log(f"{name}: {workflow} ({plan_name}), {epochs} epoch(s)")
+        started = time.perf_counter()
+        result = call()
+        row = measure(workflow, plan_name, result.model, test, started, epochs=epochs,
+                      note=result.note, dense_error=dense_error)
+        row["history"] = [_slim(record) for record in result.history]
+        rows.append(row)
+        _log(f"{name}: {workflow} ({plan_name}): {row['nonzero']:,} non-zero, "
+             f"{row['x_fewer']:.1f}x, error {row['error_pct']:.2f}% "
+             f"({row['delta_pp']:+.2f} pp) in {row['seconds']:.0f}s")
+    return {"params": rows[0]["params"], "dense_error_pct": dense_error,
+            "allocation": allocation.to_dict(), "rows": rows}
+
+
+def measure(workflow, plan_name, model, test, started, *, epochs, note="", dense_error=None):
+    """Non-zero parameters (biases included), compression and test error of ``model``."""
+    import numpy as np
+
+    from kprune.verify import sparsity_report
+    from kprune.workflows import accuracy
+
+    weights = model.get_weights()
+    params = int(sum(w.size for w in weights))
+    nonzero = int(sum(np.count_nonzero(w) for w in weights))
+    report = sparsity_report(model)
+    error = 100.0 * (1.0 - accuracy(model, *test, batch_size=1000))
+    return {
+        "workflow": workflow,
+        "plan": plan_name,
+        "epochs": epochs,
+        "params": params,
+        "nonzero": nonzero,
+        "x_fewer": params / nonzero,
+        "error_pct": error,
+        "delta_pp": 0.0 if dense_error is None else error - dense_error,
+        "kept_per_layer": {row.name: row.nonzero / row.weights for row in report.rows},
+        "met": None if dense_error is None else bool(
+            params / nonzero >= TARGET_X and error - dense_error <= TARGET_PP + 1e-9),
+        "seconds": round(time.perf_counter() - started, 1),
+        "note": note,
+    }
+
+
+def _slim(record):
+    return {"stage": record.stage, "round": record.round, "epoch": record.epoch,
+            "overall": round(record.overall, 4),
+            "val_accuracy": None if record.val_accuracy is None
+            else round(record.val_accuracy, 4)}
+
+
+def versions():
+    from importlib import metadata
+
+    def version(package):
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow"),
+        "tf_keras": version("tf-keras"),
+        "tfmot": version("tensorflow-model-optimization"),
+        "numpy": version("numpy"),
+        "kprune": version("kprune"),
+    }
+
+
+def machine():
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "cpu_count": cpus}
+
+
+# -- report -----------------------------------------------------------------------
+
+
+def markdown_summary(results):
+    """The text that goes into benchmarks/README.md."""
+    env, mach, data = results["versions"], results["machine"], results["data"]
+    lines = [
+        f"Measured {results['date']} in **{results['mode']}** mode: "
+        f"{data['train']:,} train / {data['validation']:,} validation (held out of the "
+        f"training set) / {data['test']:,} test images, batch {results['batch_size']}, "
+        f"seed {results['seed']}, one run, {results['seconds'] / 60:.1f} min in all. "
+        f"TF {env['tensorflow']}, tf_keras {env['tf_keras']}, tfmot {env['tfmot']}, "
+        f"Python {env['python']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s).",
+        "",
+        "| network | workflow | plan | epochs | non-zero / params | x fewer | test error % "
+        "| Δ pp vs dense | kept per layer % | target met |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|:---:|",
+    ]
+    for name, net in results["networks"].items():
+        han = HAN[name]
+        for row in net["rows"]:
+            kept = ", ".join(f"{100 * v:.0f}" for v in row["kept_per_layer"].values())
+            met = "–" if row["met"] is None else ("**yes**" if row["met"] else "no")
+            lines.append(
+                f"| {name} | {row['workflow']} | {row['plan']} | {row['epochs']} | "
+                f"{row['nonzero']:,} / {row['params']:,} | {row['x_fewer']:.1f} | "
+                f"{row['error_pct']:.2f} | {row['delta_pp']:+.2f} | {kept} | {met} |"
+            )
+        han_kept = ", ".join(f"{100 * v:.0f}" for v in han["kept_per_layer"])
+        lines.append(
+            f"| {name} | *Han et al. 2015* | *per-layer, iterative* | | "
+            f"*{han['kept']:,} / {han['params']:,}* | *{han['ratio']:.0f}* | "
+            f"*{han['dense_error']:.2f} -> {han['pruned_error']:.2f}* | "
+            f"*{han['pruned_error'] - han['dense_error']:+.2f}* | *{han_kept}* | |"
+        )
+    lines += ["", "Global allocation (one magnitude threshold over all kernels, on the trained "
+                  "dense model):", ""]
+    for name, net in results["networks"].items():
+        alloc = net["allocation"]
+        parts = ", ".join(f"{row['name']} {100 * row['kept'] / row['weights']:.1f}%"
+                          for row in alloc["layers"])
+        lines.append(f"- {name}: kept {parts} (global sparsity {alloc['sparsity']:.3f}; "
+                     f"Han: {', '.join(f'{100 * v:.0f}%' for v in HAN[name]['kept_per_layer'])})")
+    met = {name: [r for r in net["rows"] if r["met"]] for name, net in results["networks"].items()}
+    lines += ["", "Target (>= 12x fewer non-zero parameters, <= +0.1 pp test error vs the dense "
+                  "baseline of the same run): "
+              + "; ".join(f"{name}: " + (", ".join(f"{r['workflow']} ({r['plan']})" for r in rows)
+                                         if rows else "not met")
+                          for name, rows in met.items()) + "."]
+    return "\n".join(lines)
+
+
+def update_readme(path, results):
+    """Replace the text between the markers in ``path`` (appending them if absent)."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    block = f"{BEGIN}\n{markdown_summary(results)}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
