@@ -200,6 +200,18 @@ class ResolvedSchedule:
         fired = [s for s in self.fire_steps() if s <= step]
         return self.scheduled_sparsity(fired[-1]) if fired else 0.0
 
+    def plot(self, path=None):
+        """The mask's sparsity over the fit (steps 0 .. total), firing steps marked.
+
+        Example:
+            >>> Schedule().resolve(0.8, steps_per_epoch=100, epochs=2).plot("schedule.png")
+        """
+        from kprune import viz
+
+        steps = range(self.total_steps + 1)
+        return viz.plot_schedule([self.sparsity_at(step) for step in steps],
+                                 total_steps=len(steps), fire_steps=self.fire_steps(), path=path)
+
     def to_tfmot(self):
         """The equivalent ``tfmot.sparsity.keras`` schedule object."""
         from kprune._compat import tfmot

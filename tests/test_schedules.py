@@ -121,3 +121,13 @@ def test_round_trip_and_unknown_key():
     assert Schedule.from_dict(s.to_dict()) == s
     with pytest.raises(ValueError, match="Unknown key 'frequncy' in schedule"):
         Schedule.from_dict({"frequncy": 5})
+
+
+def test_plot_marks_every_firing_step_up_to_the_last(tmp_path):
+    r = Schedule().resolve(0.8, steps_per_epoch=30, epochs=2)
+    figure = r.plot(tmp_path / "schedule.png")
+    line, dots = figure.axes[0].lines
+    assert len(dots.get_xdata()) == len(r.fire_steps())
+    assert dots.get_xdata()[-1] == r.end_step
+    assert line.get_ydata()[-1] == pytest.approx(0.8)
+    assert (tmp_path / "schedule.png").stat().st_size > 1000
