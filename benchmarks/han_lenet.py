@@ -59,7 +59,7 @@ FULL = {
                           rewind=8, global_target=0.92, uniform=0.925, control=True),
     "lenet-5": dict(dense=6, lr=1e-3, decay=0.6, tune_lr=1e-3, tune_decay=0.75,
                     one_shot=4, gradual=6, recover=3, rounds=3, epochs_per_round=2,
-                    rewind=4, global_target=0.92, uniform=0.93, control=False),
+                    rewind=4, global_target=0.92, uniform=0.93, control=True),
 }
 QUICK = {
     name: dict(settings, dense=1, one_shot=1, gradual=2, recover=1, rounds=2,

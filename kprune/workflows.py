@@ -35,7 +35,7 @@ from kprune import _compat
 from kprune._checks import check_int, check_sparsity
 from kprune.keras_callbacks import callbacks as pruning_callbacks
 from kprune.keras_callbacks import wrapped_layers
-from kprune.plan import LayerRule, PruningPlan, _table
+from kprune.plan import LayerRule, PruningPlan, ResolvedPlan, _table
 from kprune.schedules import Schedule
 from kprune.verify import sparsity_report, strip
 from kprune.wrap import apply, copy_model
@@ -53,6 +53,7 @@ __all__ = [
     "gradual",
     "iterative",
     "rewind",
+    "WORKFLOWS",
     "PRUNABLE_TYPES",
 ]
 
@@ -388,8 +389,6 @@ def _record(model, trainer, *, stage, round, epoch, loss=None, note=""):
 
 def _report(model):
     # The plan attached by ``apply`` is irrelevant here: only achieved sparsity is read.
-    from kprune.plan import ResolvedPlan
-
     return sparsity_report(model, plan=ResolvedPlan(()))
 
 
@@ -744,6 +743,10 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
                           note=f"mask from {epochs} epoch(s) of pruning, rewound to {where}, "
                                f"retrained {retrain_epochs} epoch(s)",
                           masks=masks)
+
+
+#: The workflows by name (for recipes and the CLI).
+WORKFLOWS = {"one_shot": one_shot, "gradual": gradual, "iterative": iterative, "rewind": rewind}
 
 
 class _Snapshot(_compat.keras.callbacks.Callback):

@@ -212,6 +212,7 @@ def test_a_float_target_prunes_everything_but_the_head():
     assert resolved["head"].method == "skip" and resolved["head"].reason == "classifier head"
     plan = PruningPlan([LayerRule("head", target=0.3)])
     assert workflows.as_plan(plan) is plan
+    assert sorted(workflows.WORKFLOWS) == ["gradual", "iterative", "one_shot", "rewind"]
 
 
 # -- bad input: clear errors, model unchanged -------------------------------------
