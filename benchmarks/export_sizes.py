@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from benchmarks._common import log, replace_between_markers, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -108,22 +109,13 @@ def main(argv=None):
     readme = None if args.no_readme else (args.readme or (None if args.quick else README))
     results = run(config, work=work, data_dir=args.data, seed=args.seed, pqat=args.pqat,
                   quick=args.quick)
-    from kprune.export import write_atomic
-
-    write_atomic(out, json.dumps(results, indent=2) + "\n")
+    write_results(out, results)
     print(f"results: {out}\nreport:  {results['report']['markdown']}")
     if readme is not None:
-        update_readme(readme, results)
+        replace_between_markers(readme, BEGIN, END, markdown_summary(results))
         print(f"tables written into {readme}")
     print(markdown_summary(results))
     return 0
-
-
-_START = time.perf_counter()
-
-
-def _log(message):
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", flush=True)
 
 
 def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
@@ -143,7 +135,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
         )
     calibration = x_train[: config["calibration"]]
     steps = math.ceil(len(x_train) / BATCH_SIZE)
-    _log(f"MNIST {len(x_train):,} train / {len(x_test):,} test; work folder {work}")
+    log(f"MNIST {len(x_train):,} train / {len(x_test):,} test; work folder {work}")
 
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
@@ -152,7 +144,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
               verbose=0)
     timings["dense_fit_s"] = time.perf_counter() - start
     keras_accuracy = {"dense": _keras_accuracy(dense, x_test, y_test)}
-    _log(f"dense baseline: Keras accuracy {keras_accuracy['dense']:.4f}")
+    log(f"dense baseline: Keras accuracy {keras_accuracy['dense']:.4f}")
 
     # Control: the dense model fine-tuned exactly like the pruned ones (same epochs and
     # learning rate), so extra training is not mistaken for a pruning gain.
@@ -163,7 +155,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
                  verbose=0)
     timings["dense-ft_fit_s"] = time.perf_counter() - start
     keras_accuracy["dense-ft"] = _keras_accuracy(dense_ft, x_test, y_test)
-    _log(f"dense fine-tuned control: Keras accuracy {keras_accuracy['dense-ft']:.4f}")
+    log(f"dense fine-tuned control: Keras accuracy {keras_accuracy['dense-ft']:.4f}")
 
     finals, sparsity = {"dense": dense, "dense-ft": dense_ft}, {}
     chosen = {name: plan for name, plan in plans().items() if name in config["plans"]}
@@ -182,7 +174,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
         keras_accuracy[name] = _keras_accuracy(
             models.compile_classifier(final), x_test, y_test
         )
-        _log(f"plan {name}: Keras accuracy {keras_accuracy[name]:.4f}, kernel sparsity "
+        log(f"plan {name}: Keras accuracy {keras_accuracy[name]:.4f}, kernel sparsity "
              f"{sparsity[name].sparsity:.3f}, plan ok: {sparsity[name].ok}")
 
     start = time.perf_counter()
@@ -205,7 +197,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
             variants.append(report.Variant.from_export(
                 result, model=qat, group="default-pqat", sparsity=sparsity["default"]))
     timings["export_s"] = time.perf_counter() - start
-    _log(f"exported {len(variants)} .tflite files")
+    log(f"exported {len(variants)} .tflite files")
 
     start = time.perf_counter()
     main_report = report.compare(
@@ -214,13 +206,13 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
         title="export_sizes: seed CNN on MNIST",
     )
     timings["measure_s"] = time.perf_counter() - start
-    _log("measured the seed CNN variants")
+    log("measured the seed CNN variants")
 
     start = time.perf_counter()
     reference = tfmot_reference(config, work=work / "tfmot", x_train=x_train,
                                 y_train=y_train, x_test=x_test, y_test=y_test, seed=seed)
     timings["tfmot_reference_s"] = time.perf_counter() - start
-    _log("tfmot tutorial reference done")
+    log("tfmot tutorial reference done")
 
     env = report.environment()
     rows = [_slim(row) for row in main_report.variants]
@@ -428,22 +420,6 @@ def markdown_summary(results):
 
 def _fmt_pp(value):
     return "–" if value is None else f"{value:+.2f}"
-
-
-def update_readme(path, results):
-    """Replace the text between the markers in ``path`` (appending them if absent)."""
-    from kprune.export import write_atomic
-
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{markdown_summary(results)}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    write_atomic(path, text)
 
 
 if __name__ == "__main__":

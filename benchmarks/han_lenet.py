@@ -19,13 +19,12 @@ versions, machine, seed and settings, and in full mode the table into
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from benchmarks._common import elapsed, environment, log, replace_between_markers, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -100,23 +99,13 @@ def main(argv=None):
     out = args.out or (REPO / "runs" / "han_lenet_quick.json" if args.quick else DEFAULT_OUT)
     readme = None if args.no_readme else (args.readme or (None if args.quick else README))
     results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_results(out, results)
     print(f"results: {out}")
     if readme is not None:
-        update_readme(readme, results)
+        replace_between_markers(readme, BEGIN, END, markdown_summary(results))
         print(f"table written into {readme}")
     print(markdown_summary(results))
     return 0
-
-
-_START = time.perf_counter()
-
-
-def _log(message):
-    print(f"[{time.perf_counter() - _START:7.1f}s] {message}", flush=True)
 
 
 def load_data(data_dir, *, quick, seed):
@@ -151,7 +140,7 @@ def run(names, *, data_dir, seed=0, quick=False):
     from kprune import _compat
 
     train, validation, test = load_data(data_dir, quick=quick, seed=seed)
-    _log(f"MNIST: {len(train[0]):,} train / {len(validation[0]):,} validation / "
+    log(f"MNIST: {len(train[0]):,} train / {len(validation[0]):,} validation / "
          f"{len(test[0]):,} test")
     settings = QUICK if quick else FULL
     networks = {}
@@ -164,8 +153,7 @@ def run(names, *, data_dir, seed=0, quick=False):
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
         "repeats": 1,
-        "versions": versions(),
-        "machine": machine(),
+        **environment(),
         "data": {"train": len(train[0]), "validation": len(validation[0]),
                  "test": len(test[0]), "source": str(data_dir)},
         "batch_size": BATCH_SIZE,
@@ -173,7 +161,7 @@ def run(names, *, data_dir, seed=0, quick=False):
         "targets": {"x_fewer": TARGET_X, "error_pp": TARGET_PP},
         "han2015": {name: HAN[name] for name in names},
         "networks": networks,
-        "seconds": round(time.perf_counter() - _START, 1),
+        "seconds": round(elapsed(), 1),
     }
 
 
@@ -188,14 +176,14 @@ def run_network(name, cfg, train, validation, test):
     tune = trainer_for(train, validation, lr=cfg["tune_lr"], decay=cfg["tune_decay"])
     init = models.build(name)
     init_copy = copy_model(init)
-    _log(f"{name}: dense baseline, {cfg['dense']} epoch(s)")
+    log(f"{name}: dense baseline, {cfg['dense']} epoch(s)")
     started = time.perf_counter()
     dense = copy_model(init)
     base.fit(dense, cfg["dense"])
     rows = [measure("dense", "-", dense, test, started, epochs=cfg["dense"],
                     note="baseline, same run")]
     dense_error = rows[0]["error_pct"]
-    _log(f"{name}: dense test error {dense_error:.2f}%")
+    log(f"{name}: dense test error {dense_error:.2f}%")
 
     def plan(schedule=None):
         return global_plan(dense, cfg["global_target"], schedule=schedule)
@@ -204,7 +192,7 @@ def run_network(name, cfg, train, validation, test):
     gplan_constant = plan(Schedule(kind="constant"))
     gplan_rewind = plan(Schedule(end=cfg["rewind"] // 2) if cfg["rewind"] > 1 else None)
     allocation = gplan.allocation
-    _log(f"{name}: global allocation\n{allocation}")
+    log(f"{name}: global allocation\n{allocation}")
 
     runs = [
         ("one-shot", "global", lambda: workflows.one_shot(
@@ -224,7 +212,7 @@ def run_network(name, cfg, train, validation, test):
          2 * cfg["rewind"]),
     ]
     if cfg.get("control"):
-        _log(f"{name}: control: the dense model trained {cfg['gradual']} more epoch(s)")
+        log(f"{name}: control: the dense model trained {cfg['gradual']} more epoch(s)")
         started = time.perf_counter()
         control = copy_model(dense)
         tune.fit(control, cfg["gradual"])
@@ -232,16 +220,16 @@ def run_network(name, cfg, train, validation, test):
                       note="control: dense, as many more epochs as gradual, same learning "
                            "rate", dense_error=dense_error)
         rows.append(dict(row, met=None))
-        _log(f"{name}: control error {row['error_pct']:.2f}% ({row['delta_pp']:+.2f} pp)")
+        log(f"{name}: control error {row['error_pct']:.2f}% ({row['delta_pp']:+.2f} pp)")
     for workflow, plan_name, call, epochs in runs:
-        _log(f"{name}: {workflow} ({plan_name}), {epochs} epoch(s)")
+        log(f"{name}: {workflow} ({plan_name}), {epochs} epoch(s)")
         started = time.perf_counter()
         result = call()
         row = measure(workflow, plan_name, result.model, test, started, epochs=epochs,
                       note=result.note, dense_error=dense_error)
         row["history"] = [_slim(record) for record in result.history]
         rows.append(row)
-        _log(f"{name}: {workflow} ({plan_name}): {row['nonzero']:,} non-zero, "
+        log(f"{name}: {workflow} ({plan_name}): {row['nonzero']:,} non-zero, "
              f"{row['x_fewer']:.1f}x, error {row['error_pct']:.2f}% "
              f"({row['delta_pp']:+.2f} pp) in {row['seconds']:.0f}s")
     return {"params": rows[0]["params"], "dense_error_pct": dense_error,
@@ -282,31 +270,6 @@ def _slim(record):
             "overall": round(record.overall, 4),
             "val_accuracy": None if record.val_accuracy is None
             else round(record.val_accuracy, 4)}
-
-
-def versions():
-    from importlib import metadata
-
-    def version(package):
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": version("tensorflow"),
-        "tf_keras": version("tf-keras"),
-        "tfmot": version("tensorflow-model-optimization"),
-        "numpy": version("numpy"),
-        "kprune": version("kprune"),
-    }
-
-
-def machine():
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "cpu_count": cpus}
 
 
 # -- report -----------------------------------------------------------------------
@@ -359,21 +322,6 @@ def markdown_summary(results):
                                          if rows else "not met")
                           for name, rows in met.items()) + "."]
     return "\n".join(lines)
-
-
-def update_readme(path, results):
-    """Replace the text between the markers in ``path`` (appending them if absent)."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else ""
-    block = f"{BEGIN}\n{markdown_summary(results)}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
