@@ -26,7 +26,8 @@ TOLERANCE = 0.01
 def strip(model):
     """A plain tf_keras model with the masks applied and the wrappers removed.
 
-    The result shares nothing with ``model``. Example:
+    The result shares nothing with ``model``. Like tfmot's ``UpdatePruningStep`` at each
+    epoch end, it first writes the masks into ``model``'s own kernels. Example:
         >>> final = kprune.strip(pruned)
         >>> final.save("pruned.keras")
     """
