@@ -10,7 +10,7 @@ ratio and test error against the dense baseline of the same run, next to Han et 
 Target: at least 12x fewer non-zero weights at no more than +0.1 percentage points of
 test error over our own dense baseline, for both networks.
 
-    python -m benchmarks.han_lenet              # full MNIST (~30 min on 2 cores)
+    python -m benchmarks.han_lenet              # full MNIST (~25 min on 2 idle cores)
     python -m benchmarks.han_lenet --quick      # 3,000 images, 1 epoch per stage (~1.5 min)
 
 Writes a results JSON (``--out``; default ``benchmarks/results/han_lenet.json``) with
