@@ -37,6 +37,7 @@ BATCH_SIZE = 128
 N_VALIDATION = 5000  # held out from the 60,000 training images for monitoring
 TARGET_X = 12.0
 TARGET_PP = 0.1
+CONTROL = "dense, trained on"  # the row of the dense model trained on, for comparison
 
 #: Han et al. 2015, Table 1 (and Tables 2-3 for the per-layer kept fractions).
 HAN = {
@@ -52,17 +53,22 @@ HAN = {
 # schedules end `recover` epochs before the end; `global_target` is the sparsity over
 # all kernels of the global allocation, `uniform` the per-layer target of the float
 # plan (head dense): both give >= 12x fewer non-zero parameters, biases included.
+# `ladder` is the iterative workflow's (kprune's default); rewinding retrains as many
+# epochs as the dense baseline had. `repeats` seeds per network: LeNet-300-100 is cheap
+# enough for three (its single-run deltas scatter by about +-0.15 pp); LeNet-5 gets one.
 FULL = {
-    "lenet-300-100": dict(dense=12, lr=1e-3, decay=0.75, tune_lr=1e-3, tune_decay=0.85,
+    "lenet-300-100": dict(dense=12, lr=1e-3, decay=0.75, tune_lr=2e-3, tune_decay=0.8,
                           one_shot=8, gradual=16, recover=8, rounds=4, epochs_per_round=3,
-                          rewind=8, global_target=0.92, uniform=0.925, control=True),
+                          ladder="cubic", rewind=12, global_target=0.92, uniform=0.925,
+                          control=True, repeats=3),
     "lenet-5": dict(dense=6, lr=1e-3, decay=0.6, tune_lr=1e-3, tune_decay=0.75,
                     one_shot=4, gradual=6, recover=3, rounds=3, epochs_per_round=2,
-                    rewind=4, global_target=0.92, uniform=0.93, control=True),
+                    ladder="cubic", rewind=6, global_target=0.92, uniform=0.93,
+                    control=True, repeats=1),
 }
 QUICK = {
     name: dict(settings, dense=1, one_shot=1, gradual=2, recover=1, rounds=2,
-               epochs_per_round=1, rewind=1, control=False)
+               epochs_per_round=1, rewind=1, control=False, repeats=1)
     for name, settings in FULL.items()
 }
 QUICK_DATA = dict(n_train=3000, n_validation=1000, n_test=1000)
@@ -81,7 +87,12 @@ def build_parser():
                         help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
     parser.add_argument("--models", nargs="+", choices=sorted(FULL), default=sorted(FULL)[::-1],
                         help="networks to run (default: both)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="first seed; repeat i uses seed + i (default: 0)")
+    parser.add_argument("--repeats", type=int,
+                        help="training runs per network, each with its own seed and dense "
+                             "baseline (default: 3 for lenet-300-100, 1 for lenet-5; "
+                             "1 in quick mode)")
     parser.add_argument("--readme", type=Path,
                         help="write the table into this README (default: benchmarks/README.md "
                              "in full mode, none in quick mode)")
@@ -96,9 +107,13 @@ def main(argv=None):
         print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
               "files there (pass --data).", file=sys.stderr)
         return 2
+    if args.repeats is not None and args.repeats < 1:
+        print(f"error: --repeats must be at least 1 (got {args.repeats}).", file=sys.stderr)
+        return 2
     out = args.out or (REPO / "runs" / "han_lenet_quick.json" if args.quick else DEFAULT_OUT)
     readme = None if args.no_readme else (args.readme or (None if args.quick else README))
-    results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick)
+    results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick,
+                  repeats=args.repeats)
     write_results(out, results)
     print(f"results: {out}")
     if readme is not None:
@@ -135,29 +150,39 @@ def trainer_for(train, validation, *, lr, decay):
                    callbacks=[schedule])
 
 
-def run(names, *, data_dir, seed=0, quick=False):
-    """Train, prune with each workflow, measure; return the results dict."""
+def run(names, *, data_dir, seed=0, quick=False, repeats=None):
+    """Train, prune with each workflow, measure; return the results dict.
+
+    Each network runs ``repeats`` times (default: its ``repeats`` setting), seeds
+    ``seed``, ``seed + 1``, ...; every repeat trains its own dense baseline.
+    """
     from kprune import _compat
 
     train, validation, test = load_data(data_dir, quick=quick, seed=seed)
     log(f"MNIST: {len(train[0]):,} train / {len(validation[0]):,} validation / "
          f"{len(test[0]):,} test")
-    settings = QUICK if quick else FULL
+    settings = {name: dict((QUICK if quick else FULL)[name]) for name in names}
     networks = {}
     for name in names:
-        _compat.keras.utils.set_random_seed(seed)
-        networks[name] = run_network(name, settings[name], train, validation, test)
+        cfg = settings[name]
+        cfg["repeats"] = repeats or cfg["repeats"]
+        runs = []
+        for index in range(cfg["repeats"]):
+            log(f"{name}: repeat {index + 1} of {cfg['repeats']}, seed {seed + index}")
+            _compat.keras.utils.set_random_seed(seed + index)
+            runs.append(run_network(name, cfg, train, validation, test))
+        networks[name] = combine_repeats(runs, seeds=list(range(seed, seed + cfg["repeats"])))
     return {
         "benchmark": "han_lenet",
         "mode": "quick" if quick else "full",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": seed,
-        "repeats": 1,
+        "repeats": {name: settings[name]["repeats"] for name in names},
         **environment(),
         "data": {"train": len(train[0]), "validation": len(validation[0]),
                  "test": len(test[0]), "source": str(data_dir)},
         "batch_size": BATCH_SIZE,
-        "settings": {name: settings[name] for name in names},
+        "settings": settings,
         "targets": {"x_fewer": TARGET_X, "error_pp": TARGET_PP},
         "han2015": {name: HAN[name] for name in names},
         "networks": networks,
@@ -205,7 +230,7 @@ def run_network(name, cfg, train, validation, test):
             dense, gplan, trainer=tune, epochs=cfg["gradual"]), cfg["gradual"]),
         ("iterative", "global", lambda: workflows.iterative(
             dense, gplan_constant, trainer=tune, rounds=cfg["rounds"],
-            epochs_per_round=cfg["epochs_per_round"], ladder="linear"),
+            epochs_per_round=cfg["epochs_per_round"], ladder=cfg["ladder"]),
          cfg["rounds"] * cfg["epochs_per_round"]),
         ("rewind to init", "global", lambda: workflows.rewind(
             init_copy, gplan_rewind, trainer=base, epochs=cfg["rewind"], to="init"),
@@ -216,7 +241,7 @@ def run_network(name, cfg, train, validation, test):
         started = time.perf_counter()
         control = copy_model(dense)
         tune.fit(control, cfg["gradual"])
-        row = measure("dense, trained on", "-", control, test, started, epochs=cfg["gradual"],
+        row = measure(CONTROL, "-", control, test, started, epochs=cfg["gradual"],
                       note="control: dense, as many more epochs as gradual, same learning "
                            "rate", dense_error=dense_error)
         rows.append(dict(row, met=None))
@@ -232,8 +257,58 @@ def run_network(name, cfg, train, validation, test):
         log(f"{name}: {workflow} ({plan_name}): {row['nonzero']:,} non-zero, "
              f"{row['x_fewer']:.1f}x, error {row['error_pct']:.2f}% "
              f"({row['delta_pp']:+.2f} pp) in {row['seconds']:.0f}s")
+    add_control_deltas(rows)
     return {"params": rows[0]["params"], "dense_error_pct": dense_error,
             "allocation": allocation.to_dict(), "rows": rows}
+
+
+def combine_repeats(runs, *, seeds):
+    """One network's repeats as one table: medians, and the range of the error deltas.
+
+    ``runs`` are :func:`run_network` results over the same workflows; the per-run rows
+    (with their histories) stay under ``"runs"``. A row meets the target when its median
+    compression is >= 12x and its median delta against the dense baseline <= +0.1 pp.
+    """
+    import statistics
+
+    rows = []
+    for repeats in zip(*(run["rows"] for run in runs)):
+        first = repeats[0]
+
+        def median(key, repeats=repeats):
+            values = [r[key] for r in repeats]
+            return None if None in values else statistics.median(values)
+
+        deltas = [r["delta_pp"] for r in repeats]
+        row = {key: first[key] for key in ("workflow", "plan", "epochs", "params", "note")}
+        row.update(
+            nonzero=round(median("nonzero")), x_fewer=median("x_fewer"),
+            error_pct=median("error_pct"), delta_pp=median("delta_pp"),
+            delta_pp_range=[min(deltas), max(deltas)],
+            delta_control_pp=median("delta_control_pp"),
+            kept_per_layer={layer: statistics.median(r["kept_per_layer"][layer] for r in repeats)
+                            for layer in first["kept_per_layer"]},
+            seconds=median("seconds"),
+        )
+        row["met"] = None if first["met"] is None else bool(
+            row["x_fewer"] >= TARGET_X and row["delta_pp"] <= TARGET_PP + 1e-9)
+        rows.append(row)
+    return {"params": runs[0]["params"], "seeds": seeds,
+            "dense_error_pct": statistics.median(run["dense_error_pct"] for run in runs),
+            "allocation": runs[0]["allocation"], "rows": rows,
+            "runs": [dict(run, seed=seed) for run, seed in zip(runs, seeds)]}
+
+
+def add_control_deltas(rows):
+    """Set each row's ``delta_control_pp``: its test error minus the control's (None without one).
+
+    The control is the dense model trained as many more epochs as the gradual workflow, so
+    this delta separates the effect of pruning from that of the extra training.
+    """
+    control = next((r["error_pct"] for r in rows if r["workflow"] == CONTROL), None)
+    for row in rows:
+        row["delta_control_pp"] = None if control is None else row["error_pct"] - control
+    return rows
 
 
 def measure(workflow, plan_name, model, test, started, *, epochs, note="", dense_error=None):
@@ -278,37 +353,46 @@ def _slim(record):
 def markdown_summary(results):
     """The text that goes into benchmarks/README.md."""
     env, mach, data = results["versions"], results["machine"], results["data"]
+    runs = ", ".join(f"{name}: {n} run{'s' if n > 1 else ''}"
+                     for name, n in results["repeats"].items())
     lines = [
         f"Measured {results['date']} in **{results['mode']}** mode: "
         f"{data['train']:,} train / {data['validation']:,} validation (held out of the "
         f"training set) / {data['test']:,} test images, batch {results['batch_size']}, "
-        f"seed {results['seed']}, one run, {results['seconds'] / 60:.1f} min in all. "
+        f"seeds from {results['seed']} ({runs}), {results['seconds'] / 60:.1f} min in all. "
         f"TF {env['tensorflow']}, tf_keras {env['tf_keras']}, tfmot {env['tfmot']}, "
         f"Python {env['python']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s).",
         "",
         "| network | workflow | plan | epochs | non-zero / params | x fewer | test error % "
-        "| Δ pp vs dense | kept per layer % | target met |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|:---:|",
+        "| Δ pp vs dense [range] | Δ pp vs control | kept per layer % | target met |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|:---:|",
     ]
     for name, net in results["networks"].items():
         han = HAN[name]
         for row in net["rows"]:
             kept = ", ".join(f"{100 * v:.0f}" for v in row["kept_per_layer"].values())
             met = "–" if row["met"] is None else ("**yes**" if row["met"] else "no")
+            vs_control = ("–" if row.get("delta_control_pp") is None
+                          else f"{row['delta_control_pp']:+.2f}")
+            low, high = row["delta_pp_range"]
+            spread = f" [{low:+.2f}, {high:+.2f}]" if len(net["seeds"]) > 1 and low != high else ""
             lines.append(
                 f"| {name} | {row['workflow']} | {row['plan']} | {row['epochs']} | "
                 f"{row['nonzero']:,} / {row['params']:,} | {row['x_fewer']:.1f} | "
-                f"{row['error_pct']:.2f} | {row['delta_pp']:+.2f} | {kept} | {met} |"
+                f"{row['error_pct']:.2f} | {row['delta_pp']:+.2f}{spread} | {vs_control} | "
+                f"{kept} | {met} |"
             )
         han_kept = ", ".join(f"{100 * v:.0f}" for v in han["kept_per_layer"])
         lines.append(
             f"| {name} | *Han et al. 2015* | *per-layer, iterative* | | "
             f"*{han['kept']:,} / {han['params']:,}* | *{han['ratio']:.0f}* | "
             f"*{han['dense_error']:.2f} -> {han['pruned_error']:.2f}* | "
-            f"*{han['pruned_error'] - han['dense_error']:+.2f}* | *{han_kept}* | |"
+            f"*{han['pruned_error'] - han['dense_error']:+.2f}* | | *{han_kept}* | |"
         )
-    lines += ["", "Global allocation (one magnitude threshold over all kernels, on the trained "
-                  "dense model):", ""]
+    lines += ["", "With several runs, each figure is the median over the runs and [range] the "
+                  "lowest and highest delta, each run against its own dense baseline.", "",
+              "Global allocation (one magnitude threshold over all kernels, on the trained "
+              "dense model of the first run):", ""]
     for name, net in results["networks"].items():
         alloc = net["allocation"]
         parts = ", ".join(f"{row['name']} {100 * row['kept'] / row['weights']:.1f}%"
@@ -317,7 +401,7 @@ def markdown_summary(results):
                      f"Han: {', '.join(f'{100 * v:.0f}%' for v in HAN[name]['kept_per_layer'])})")
     met = {name: [r for r in net["rows"] if r["met"]] for name, net in results["networks"].items()}
     lines += ["", "Target (>= 12x fewer non-zero parameters, <= +0.1 pp test error vs the dense "
-                  "baseline of the same run): "
+                  "baseline of the same run; medians over the runs): "
               + "; ".join(f"{name}: " + (", ".join(f"{r['workflow']} ({r['plan']})" for r in rows)
                                          if rows else "not met")
                           for name, rows in met.items()) + "."]
