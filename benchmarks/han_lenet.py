@@ -10,8 +10,8 @@ ratio and test error against the dense baseline of the same run, next to Han et 
 Target: at least 12x fewer non-zero weights at no more than +0.1 percentage points of
 test error over our own dense baseline, for both networks.
 
-    python -m benchmarks.han_lenet              # full MNIST (~25 min on 2 idle cores)
-    python -m benchmarks.han_lenet --quick      # 3,000 images, 1 epoch per stage (~1.5 min)
+    python -m benchmarks.han_lenet              # full MNIST (28.5 min measured on 2 idle cores)
+    python -m benchmarks.han_lenet --quick      # 3,000 images, 1 epoch per stage (~1 min)
 
 Writes a results JSON (``--out``; default ``benchmarks/results/han_lenet.json``) with
 versions, machine, seed and settings, and in full mode the table into
