@@ -55,7 +55,7 @@ HAN = {
 # plan (head dense): both give >= 12x fewer non-zero parameters, biases included.
 # `ladder` is the iterative workflow's (kprune's default); rewinding retrains as many
 # epochs as the dense baseline had. `repeats` seeds per network: LeNet-300-100 is cheap
-# enough for three (its single-run deltas scatter by about +-0.15 pp); LeNet-5 gets one.
+# enough for three (its single-run deltas scatter by up to +-0.2 pp); LeNet-5 gets one.
 FULL = {
     "lenet-300-100": dict(dense=12, lr=1e-3, decay=0.75, tune_lr=2e-3, tune_decay=0.8,
                           one_shot=8, gradual=16, recover=8, rounds=4, epochs_per_round=3,
