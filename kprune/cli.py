@@ -136,24 +136,18 @@ def _inspect(args):
 
 
 def _sensitivity(args):
-    import json
-
     from kprune import models, sensitivity
 
     model = models.load(args.model)
     (_, _), (x_test, y_test) = _load_data(args.data)
     n = min(args.samples, len(x_test))
     result = sensitivity.scan(model, x_test[:n], y_test[:n])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plan = result.to_plan(max_drop_pp=args.max_drop)
-    (out / "sensitivity.json").write_text(json.dumps(result.to_dict(), indent=2))
-    result.plot(out / "sensitivity.png")
-    plan.to_yaml(out / "suggested_plan.yaml")
+    paths = result.save(args.out, max_drop_pp=args.max_drop)
     print(result)
-    print(f"suggested plan (each layer within {args.max_drop} pp of the dense accuracy):")
-    print(plan)
-    print(f"wrote {out}/sensitivity.json, sensitivity.png, suggested_plan.yaml")
+    print(f"suggested plan (each layer within {args.max_drop:g} pp of the dense accuracy "
+          "when pruned alone; all together cost more, so fine-tune and check):")
+    print(result.to_plan(max_drop_pp=args.max_drop))
+    print(f"wrote {', '.join(str(path) for path in paths.values())}")
     return 0
 
 

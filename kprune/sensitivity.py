@@ -158,8 +158,9 @@ class SensitivityResult:
     def save(self, out_dir, *, max_drop_pp=1.0, schedule=None):
         """Write the table, the plot and the suggested plan into ``out_dir``; return the paths.
 
-        Files: ``sensitivity.txt`` (the table), ``sensitivity.json`` (:meth:`to_dict`),
-        ``sensitivity.png`` (:meth:`plot`) and ``plan.yaml`` (:meth:`to_plan`).
+        Files: ``sensitivity.txt`` (the table), ``sensitivity.json`` (:meth:`to_dict`
+        with the budget and the plan), ``sensitivity.png`` (:meth:`plot` with the budget
+        marked) and ``suggested_plan.yaml`` (:meth:`to_plan`).
 
         Example:
             >>> paths = result.save("runs/sens", max_drop_pp=0.5)
@@ -175,19 +176,24 @@ class SensitivityResult:
             "table": out / "sensitivity.txt",
             "json": out / "sensitivity.json",
             "plot": out / "sensitivity.png",
-            "plan": out / "plan.yaml",
+            "plan": out / "suggested_plan.yaml",
         }
         paths["table"].write_text(str(self) + "\n")
         data = dict(self.to_dict(), max_drop_pp=max_drop_pp, plan=plan.to_dict())
         paths["json"].write_text(json.dumps(data, indent=2) + "\n")
-        self.plot(paths["plot"])
+        self.plot(paths["plot"], max_drop_pp=max_drop_pp)
         plan.to_yaml(paths["plan"])
         return paths
 
-    def plot(self, path=None, *, title=None):
+    def plot(self, path=None, *, title=None, max_drop_pp=None):
         """A matplotlib Figure of accuracy against sparsity, one line per layer.
 
-        With ``path`` the figure is also written there (through ``kprune.viz``).
+        With ``max_drop_pp`` the budget is drawn as a dotted line and each layer's
+        :meth:`max_sparsity` as a star (what :meth:`to_plan` would choose). With ``path``
+        the figure is also written there (through ``kprune.viz``).
+
+        Example:
+            >>> fig = result.plot("sensitivity.png", max_drop_pp=1.0)
         """
         from matplotlib.figure import Figure
 
@@ -195,9 +201,17 @@ class SensitivityResult:
         ax = fig.add_subplot()
         for layer in self.layers:
             xs, ys = zip(*self.curve(layer))
-            ax.plot(np.array(xs) * 100, np.array(ys) * 100, marker="o", label=layer)
+            (line,) = ax.plot(np.array(xs) * 100, np.array(ys) * 100, marker="o", label=layer)
+            chosen = 0.0 if max_drop_pp is None else self.max_sparsity(layer, max_drop_pp)
+            if chosen > 0:
+                accuracy = dict(self.curve(layer))[chosen]
+                ax.plot([chosen * 100], [accuracy * 100], marker="*", markersize=16,
+                        color=line.get_color(), markeredgecolor="black", linestyle="none")
         ax.axhline(self.dense_accuracy * 100, color="grey", linestyle="--", linewidth=1,
                    label="dense")
+        if max_drop_pp is not None:
+            ax.axhline(self.dense_accuracy * 100 - max_drop_pp, color="black", linestyle=":",
+                       linewidth=1, label=f"budget: -{max_drop_pp:g} pp (star: chosen)")
         ax.set_xlabel("sparsity of the pruned layer (%)")
         ax.set_ylabel("validation accuracy (%)")
         ax.set_title(title or "Sensitivity: one layer pruned at a time")

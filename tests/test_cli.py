@@ -162,7 +162,9 @@ def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
     printed = capsys.readouterr().out
     assert "fc1" in printed and "suggested plan" in printed
     table = json.loads((out / "sensitivity.json").read_text())
-    assert table
+    assert table["max_drop_pp"] == 2.0 and table["examples"] == 400
+    assert {row["layer"] for row in table["rows"]} == {"fc1", "fc2", "head"}
+    assert (out / "sensitivity.txt").read_text().startswith("accuracy with one layer pruned")
     plan = PruningPlan.load(out / "suggested_plan.yaml")
     assert {rule.match for rule in plan.rules} <= {"fc1", "fc2", "head"}
     assert (out / "sensitivity.png").stat().st_size > 1000

@@ -127,10 +127,22 @@ def test_plot_is_a_figure_and_writes_a_png(result, tmp_path):
 
 
 @pytest.mark.slow
+def test_plot_marks_the_budget_and_the_chosen_sparsities(result):
+    budget = 2.0
+    lines = result.plot(max_drop_pp=budget).axes[0].get_lines()
+    stars = [line for line in lines if line.get_marker() == "*"]
+    chosen = {layer: result.max_sparsity(layer, budget) for layer in result.layers}
+    assert sorted(star.get_xdata()[0] for star in stars) == pytest.approx(
+        sorted(100 * s for s in chosen.values() if s > 0))
+    budget_line = next(line for line in lines if line.get_label().startswith("budget"))
+    assert budget_line.get_ydata()[0] == pytest.approx(100 * result.dense_accuracy - budget)
+
+
+@pytest.mark.slow
 def test_save_writes_table_json_plot_and_plan(result, tmp_path):
     paths = result.save(tmp_path / "out", max_drop_pp=2.0)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "plan.yaml", "sensitivity.json", "sensitivity.png", "sensitivity.txt"]
+        "sensitivity.json", "sensitivity.png", "sensitivity.txt", "suggested_plan.yaml"]
     assert PruningPlan.load(paths["plan"]) == result.to_plan(2.0)
     data = json.loads(paths["json"].read_text())
     assert data["max_drop_pp"] == 2.0 and len(data["plan"]["rules"]) == 2
