@@ -33,8 +33,8 @@ _LAZY = {
 # Submodules reachable as ``kprune.NAME`` without importing them first.
 _SUBMODULES = (
     "allocation", "data", "demo", "export", "masks", "measure", "models", "plan", "recipe",
-    "report", "runner", "saving", "schedules", "sensitivity", "verify", "viz", "workflows",
-    "wrap",
+    "report", "runner", "saving", "schedules", "sensitivity", "structural", "verify", "viz",
+    "workflows", "wrap",
 )
 
 __all__ = sorted(_LAZY) + ["__version__"]

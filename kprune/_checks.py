@@ -8,9 +8,22 @@ Example:
     3
 """
 
+import difflib
 from dataclasses import fields
 
-__all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice"]
+__all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice",
+           "did_you_mean"]
+
+
+def did_you_mean(name, names):
+    """`` Did you mean 'a' or 'b'?`` for the names close to ``name``, else ``""``.
+
+    Example:
+        >>> did_you_mean("haed", ["conv1", "head"])
+        " Did you mean 'head'?"
+    """
+    close = difflib.get_close_matches(str(name), list(names), n=3, cutoff=0.4)
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def check_sparsity(value, *, argument="sparsity"):

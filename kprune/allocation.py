@@ -19,13 +19,12 @@ Example:
     >>> pruned = kprune.apply(trained, plan, steps_per_epoch=469, epochs=4)
 """
 
-import difflib
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from kprune import _compat
-from kprune._checks import check_sparsity
+from kprune._checks import check_sparsity, did_you_mean
 from kprune.plan import LayerRule, PruningPlan, _table
 from kprune.schedules import Schedule
 
@@ -220,8 +219,7 @@ def _check_exclude(exclude, layers):
         elif name in by_name:
             out.add(by_name[name])
         else:
-            close = difflib.get_close_matches(str(name), paths, n=3, cutoff=0.4)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(str(name), paths)
             raise ValueError(
                 f"Argument `exclude` names {name!r}, which is not a prunable layer of the "
                 f"model.{hint} Prunable layers: {paths}"

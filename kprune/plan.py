@@ -13,13 +13,12 @@ Example:
     True
 """
 
-import difflib
 import json
 import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune._checks import check_choice, check_keys, check_sparsity
+from kprune._checks import check_choice, check_keys, check_sparsity, did_you_mean
 from kprune.schedules import Schedule
 
 __all__ = [
@@ -330,8 +329,7 @@ class PruningPlan:
     def _no_match(rule, layers):
         if rule.by == "name":
             names = [path for path, _ in layers]
-            close = difflib.get_close_matches(rule.match, names, n=3, cutoff=0.4)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(rule.match, names)
             raise ValueError(
                 f"A plan rule names layer {rule.match!r}, which is not in the model.{hint} "
                 f"Layers: {names}"

@@ -18,13 +18,12 @@ Example:
     >>> fig = result.plot("sensitivity.png")
 """
 
-import difflib
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from kprune import _compat, masks
-from kprune._checks import check_sparsity
+from kprune._checks import check_sparsity, did_you_mean
 from kprune.plan import LayerRule, PruningPlan, _table
 from kprune.schedules import Schedule
 from kprune.wrap import copy_model
@@ -356,8 +355,7 @@ def _choose(candidates, layers):
     chosen = []
     for name in layers:
         if name not in by_path:
-            close = difflib.get_close_matches(str(name), list(by_path), n=3, cutoff=0.4)
-            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            hint = did_you_mean(str(name), list(by_path))
             raise ValueError(
                 f"Argument `layers` names {name!r}, which is not a prunable layer of the "
                 f"model.{hint} Prunable layers: {list(by_path)}"

@@ -1,0 +1,167 @@
+"""Structural pruning against 2:4 sparsity: which one makes the seed CNN faster on this CPU?
+
+XNNPACK has no sparse fast path on x86 (trap 9), so a 2:4 model runs as fast as the dense
+one. Removing whole filters and neurons (``kprune.structural``) gives smaller dense layers
+instead. One run, side by side: the seed CNN trained dense, then
+
+- ``dense``: the dense model trained ``tune`` more epochs (the baseline, so that every
+  model has trained as long);
+- ``2:4``: kprune's default plan (gradual, ``tune`` epochs);
+- ``structural-50`` and ``structural-75``: 50 % / 75 % of the filters of conv1 and conv2
+  and of the neurons of fc1 removed by L1 norm, then fine-tuned ``tune`` epochs;
+
+each exported to TFLite (float, and int8 for some) and measured by
+``kprune.report.compare`` in LiteRT: accuracy, bytes raw and gzipped, and median latency
+at batch 1, one thread.
+
+    python -m benchmarks.structural_speed            # full MNIST (~10 min on 2 cores)
+    python -m benchmarks.structural_speed --quick    # 2,000 images (~1 min)
+
+Writes the results JSON (``--out``; default ``benchmarks/results/structural_speed.json``),
+the report and .tflite files (``--work``; default ``runs/structural_speed``), and in full
+mode the table into ``benchmarks/README.md`` between the ``structural_speed`` markers.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks._common import elapsed, log, replace_between_markers, write_results
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
+README = REPO / "benchmarks" / "README.md"
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "structural_speed.json"
+BEGIN = "<!-- structural_speed:begin -->"
+END = "<!-- structural_speed:end -->"
+
+LAYERS = ("conv1", "conv2", "fc1")  # every layer but the head
+REMOVED = {"structural-50": 0.5, "structural-75": 0.75}  # fraction of units removed
+#: (model, TFLite variant) pairs exported and measured, the baseline first.
+EXPORTS = [("dense", "float"), ("dense", "int8"), ("2:4", "float"), ("2:4", "sparse"),
+           ("structural-50", "float"), ("structural-75", "float"), ("structural-75", "int8")]
+FULL = dict(n_train=None, n_test=None, dense_epochs=2, tune_epochs=1, latency_repeats=300)
+QUICK = dict(n_train=2000, n_test=500, dense_epochs=1, tune_epochs=1, latency_repeats=20)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.structural_speed",
+        description="Structural pruning against 2:4 sparsity on the seed CNN: size, "
+                    "accuracy and latency in LiteRT.",
+    )
+    parser.add_argument("--quick", action="store_true", help="2,000 training images (smoke test)")
+    parser.add_argument("--out", type=Path, help=f"results JSON (default: {DEFAULT_OUT})")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "structural_speed",
+                        help="folder for the .tflite files and the report")
+    parser.add_argument("--data", type=Path, default=DATA_DIR,
+                        help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--readme", type=Path,
+                        help="write the table into this README (default: benchmarks/README.md "
+                             "in full mode, none in quick mode)")
+    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
+    args = build_parser().parse_args(argv)
+    if not args.data.is_dir():
+        print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
+              "files there (pass --data).", file=sys.stderr)
+        return 2
+    out = args.out or (REPO / "runs" / "structural_speed_quick.json" if args.quick
+                       else DEFAULT_OUT)
+    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
+    results = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick)
+    write_results(out, results)
+    print(f"results: {out}")
+    summary = markdown_summary(results)
+    if readme is not None:
+        replace_between_markers(readme, BEGIN, END, summary)
+        print(f"table written into {readme}")
+    print(summary)
+    return 0
+
+
+def run(*, data_dir, work, seed=0, quick=False):
+    """Train, prune both ways, export, measure; return the results dict."""
+    from kprune import _compat, data, export, models, report, structural, workflows
+    from kprune.plan import PruningPlan
+    from kprune.wrap import copy_model
+
+    cfg = QUICK if quick else FULL
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+    x_train, y_train = x_train[: cfg["n_train"]], y_train[: cfg["n_train"]]
+    x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
+    log(f"MNIST: {len(x_train):,} train / {len(x_test):,} test")
+    _compat.keras.utils.set_random_seed(seed)
+    trainer = workflows.Trainer(x_train, y_train, batch_size=128)
+    log(f"dense seed CNN, {cfg['dense_epochs']} epoch(s)")
+    trained = models.seed_cnn()
+    trainer.fit(trained, cfg["dense_epochs"])
+    tune = cfg["tune_epochs"]
+    log(f"each model below trains {tune} more epoch(s)")
+    built = {"dense": copy_model(trained)}
+    trainer.fit(built["dense"], tune)
+    built["2:4"] = workflows.gradual(trained, PruningPlan.default(), trainer=trainer,
+                                     epochs=tune).model
+    tables = {}
+    for name, fraction in REMOVED.items():
+        keep = structural.select_units(trained, dict.fromkeys(LAYERS, fraction))
+        built[name] = structural.remove_units(trained, keep)
+        trainer.fit(built[name], tune)
+        tables[name] = structural.summary(trained, built[name])
+        log(f"{name}:\n{tables[name]}")
+    work = Path(work)
+    variants = []
+    for name, variant in EXPORTS:
+        path = work / f"{name.replace(':', 'by')}-{variant}.tflite"
+        calibration = x_train[:200] if "int8" in variant else None
+        result = export.to_tflite(built[name], path, **export.VARIANTS[variant],
+                                  representative_data=calibration, variant=variant)
+        variants.append(report.Variant.from_export(result, model=built[name], group=name))
+    log(f"measuring {len(variants)} .tflite files in LiteRT")
+    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
+                              out_dir=work, latency_repeats=cfg["latency_repeats"],
+                              title="structural pruning against 2:4")
+    return {
+        "benchmark": "structural_speed",
+        "mode": "quick" if quick else "full",
+        "seed": seed,
+        "repeats": 1,
+        "settings": dict(cfg, layers=list(LAYERS), removed=REMOVED),
+        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
+        "structural": tables,
+        "report": measured.data,
+        "seconds": round(elapsed(), 1),
+    }
+
+
+def markdown_summary(results):
+    """The text that goes into benchmarks/README.md."""
+    from kprune.report import markdown_table
+
+    rep = results["report"]
+    env, mach, lat = rep["versions"], rep["machine"], rep["latency"]
+    rows = {row["name"]: row for row in rep["variants"]}
+    lines = [
+        f"Measured {rep['created']} in **{results['mode']}** mode: {results['data']['train']:,} "
+        f"training / {results['data']['test']:,} test images, seed {results['seed']}, one "
+        f"run, {results['seconds'] / 60:.1f} min. Latency: median of {lat['repeats']} runs "
+        f"at batch {lat['batch']}, {lat['threads']} thread, {rep['runtime']}. "
+        f"TF {env['tensorflow']}, tfmot {env['tfmot']}; {mach['platform']}, "
+        f"{mach['cpu_count']} usable CPU(s).",
+        "",
+        markdown_table(rep),
+        "",
+        "Speed-up over `dense/float` (median latency): "
+        + ", ".join(f"`{name}` {row['x_faster']:.2f}x" for name, row in rows.items()
+                    if name != rep["baseline"]) + ".",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

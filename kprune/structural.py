@@ -1,0 +1,288 @@
+"""Structural pruning: physically remove neurons and filters, giving a smaller dense model.
+
+Masks and tfmot keep every weight slot (zeros included), so on x86 the model runs no
+faster (XNNPACK has no sparse fast path there). Removing whole output units of a
+``Dense`` (neurons) or ``Conv2D`` (filters) instead gives smaller dense layers that every
+runtime speeds up on. A unit's removal is coupled: its column of the layer's kernel and
+its bias go, and so do the matching inputs of the next ``Dense``/``Conv2D`` (its rows, or
+its input channels, mapped through a ``Flatten``), and its entries in any
+``BatchNormalization`` between them.
+
+Three steps, each usable alone:
+
+- :func:`unit_scores`: the L1 or L2 norm of each output unit of a layer;
+- :func:`select_units` (keep the highest-scoring units) or :func:`nonzero_units` (drop
+  the units whose kernel slice and bias are all zero, e.g. after row/column pruning):
+  ``{layer name: indices to keep}``;
+- :func:`remove_units`: a new, smaller model with the weights copied; the input model is
+  not modified.
+
+Supported: ``Sequential`` models of ``Dense``/``Conv2D`` (channels last, no groups)
+with activations, dropout, pooling, ``BatchNormalization``, ``Flatten`` and global
+pooling between them. Anything else is refused with the layer named.
+
+Example:
+    >>> from kprune import structural
+    >>> keep = structural.select_units(model, {"conv2": 0.5, "fc1": 0.5})
+    >>> smaller = structural.remove_units(model, keep)   # then fine-tune a little
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kprune import _compat
+from kprune._checks import check_choice, check_sparsity, did_you_mean
+
+__all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
+
+keras = _compat.keras
+_PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
+_PASS_THROUGH = (
+    keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+    keras.layers.Softmax, keras.layers.Dropout, keras.layers.SpatialDropout2D,
+    keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+)
+_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def unit_scores(layer, criterion="l1"):
+    """The norm of each output unit of a ``Dense`` or ``Conv2D`` layer (kernel only).
+
+    Example:
+        >>> unit_scores(model.get_layer("fc1")).shape
+        (300,)
+    """
+    check_choice(criterion, ("l1", "l2"), "criterion")
+    _check_producer(layer)
+    kernel = layer.get_weights()[0]
+    flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
+    return flat.sum(axis=0) if criterion == "l1" else np.sqrt((flat**2).sum(axis=0))
+
+
+def select_units(model, fractions, *, criterion="l1"):
+    """``{layer: kept indices}``: remove ``fraction`` of each named layer's lowest-norm units.
+
+    ``fractions`` maps layer names to the fraction of output units to remove, in [0, 1);
+    the count is rounded down and at least one unit is kept.
+
+    Example:
+        >>> select_units(model, {"fc1": 0.5})["fc1"].shape
+        (150,)
+    """
+    chain = _chain(model)
+    if not isinstance(fractions, dict) or not fractions:
+        raise ValueError(
+            "Argument `fractions` must be a non-empty dict of layer name -> fraction of "
+            f"units to remove. Received: fractions={fractions!r}"
+        )
+    keep = {}
+    for name, fraction in fractions.items():
+        layer = _producer(chain, name)
+        check_sparsity(fraction, argument=f"fractions[{name!r}]")
+        scores = unit_scores(layer, criterion)
+        n_keep = max(1, len(scores) - int(fraction * len(scores)))
+        # stable sort: among equal scores the lower index is kept
+        keep[name] = np.sort(np.argsort(-scores, kind="stable")[:n_keep])
+    return keep
+
+
+def nonzero_units(model):
+    """``{layer: kept indices}`` for layers with output units whose kernel slice and bias are 0.
+
+    Such units output zero (before any ``BatchNormalization``), so removing them leaves
+    the model's outputs unchanged. The last layer (the model's output) is never listed.
+
+    Example:
+        >>> nonzero_units(row_pruned_model)
+        {'fc1': array([0, 2, 3, ...])}
+    """
+    chain = _chain(model)
+    producers = [layer for layer in chain if isinstance(layer, _PRODUCERS)]
+    keep = {}
+    for layer in producers[:-1]:  # the last one's outputs are the model's
+        weights = layer.get_weights()
+        kernel = weights[0].reshape(-1, weights[0].shape[-1])
+        alive = np.any(kernel != 0, axis=0)
+        if len(weights) > 1:
+            alive |= weights[1] != 0
+        if not alive.all() and alive.any():
+            keep[layer.name] = np.flatnonzero(alive)
+    return keep
+
+
+def remove_units(model, keep):
+    """A new, smaller model without the output units not listed in ``keep``.
+
+    Args:
+        model: a built tf_keras ``Sequential`` model (not modified).
+        keep: ``{layer name: indices of the output units to keep}``, as from
+            :func:`select_units` or :func:`nonzero_units`.
+
+    Returns:
+        A new ``Sequential`` model (uncompiled) with the same layer names, fewer units in
+        the named layers, and the surviving weights copied.
+
+    Example:
+        >>> smaller = remove_units(model, {"fc1": [0, 1, 5]})
+        >>> smaller.get_layer("fc1").units
+        3
+    """
+    chain = _chain(model)
+    if not isinstance(keep, dict):
+        raise TypeError(
+            f"Argument `keep` must be a dict of layer name -> unit indices. Received: {keep!r}"
+        )
+    keep = {name: _check_indices(_producer(chain, name), name, idx)
+            for name, idx in keep.items()}
+    out_slices, in_slices, bn_slices = {}, {}, {}
+    for name, indices in keep.items():
+        position = [layer.name for layer in chain].index(name)
+        out_slices[name] = indices
+        consumer, batch_norms, mapped = _follow(chain, position, indices)
+        in_slices[consumer] = mapped
+        for batch_norm in batch_norms:
+            bn_slices[batch_norm] = indices
+    config = model.get_config()
+    for layer_config in config["layers"]:
+        name = layer_config["config"].get("name")
+        if name in out_slices:
+            key = "units" if layer_config["class_name"] == "Dense" else "filters"
+            layer_config["config"][key] = len(out_slices[name])
+    smaller = keras.Sequential.from_config(config)
+    for old, new in zip(chain, _chain(smaller)):
+        weights = old.get_weights()
+        if old.name in out_slices:
+            weights = [w[..., out_slices[old.name]] for w in weights]
+        if old.name in in_slices:
+            axis = 0 if isinstance(old, keras.layers.Dense) else 2
+            weights[0] = np.take(weights[0], in_slices[old.name], axis=axis)
+        if old.name in bn_slices:
+            weights = [w[bn_slices[old.name]] for w in weights]
+        new.set_weights(weights)
+    return smaller
+
+
+def summary(before, after):
+    """A text table of units and parameters per layer, before and after removal.
+
+    Example:
+        >>> print(summary(model, smaller))
+    """
+    from kprune.plan import _table
+
+    rows = []
+    for old, new in zip(_chain(before), _chain(after)):
+        if isinstance(old, _PRODUCERS):
+            rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
+                         f"{old.count_params():,}", f"{new.count_params():,}"))
+    total = (f"total: {before.count_params():,} -> {after.count_params():,} parameters "
+             f"({before.count_params() / after.count_params():.2f}x fewer)")
+    header = ("layer", "type", "units", "kept", "params", "params after")
+    return _table(header, rows) + "\n" + total
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _chain(model):
+    _compat.check_model(model)
+    if not isinstance(model, keras.Sequential):
+        raise TypeError(
+            "Structural pruning supports Sequential models (a plain chain of layers), whose "
+            "couplings are unambiguous. Rebuild the model as keras.Sequential. "
+            f"Received: model {model.name!r} of type {type(model).__name__}"
+        )
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in layers:
+        if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
+            raise TypeError(
+                f"Structural pruning needs plain layers; layer {layer.name!r} is a "
+                f"{type(layer).__name__}. Strip pruning wrappers first (kprune.verify.strip) "
+                "and flatten nested models."
+            )
+    return layers
+
+
+def _check_producer(layer):
+    if not isinstance(layer, _PRODUCERS) or isinstance(
+            layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)):
+        raise ValueError(
+            "Structural pruning removes output units of Dense and Conv2D layers. "
+            f"Received: layer {layer.name!r} of type {type(layer).__name__}"
+        )
+    if isinstance(layer, keras.layers.Conv2D) and (
+            layer.data_format != "channels_last" or layer.groups != 1):
+        raise ValueError(
+            f"Layer {layer.name!r}: structural pruning supports channels_last Conv2D "
+            f"without groups. Received: data_format={layer.data_format!r}, "
+            f"groups={layer.groups}"
+        )
+
+
+def _producer(chain, name):
+    names = [layer.name for layer in chain]
+    if name not in names:
+        raise ValueError(
+            f"Layer {name!r} is not in the model.{did_you_mean(name, names)} Layers: {names}"
+        )
+    layer = chain[names.index(name)]
+    _check_producer(layer)
+    return layer
+
+
+def _units(layer):
+    return layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
+
+
+def _check_indices(layer, name, indices):
+    n = _units(layer)
+    array = np.asarray(indices)
+    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"Units to keep for layer {name!r} must be a non-empty list of integer indices "
+            f"(keeping none would cut the model in two). Received: {indices!r}"
+        )
+    if array.min() < 0 or array.max() >= n or len(np.unique(array)) != array.size:
+        raise ValueError(
+            f"Units to keep for layer {name!r} must be distinct indices in [0, {n}). "
+            f"Received: {indices!r}"
+        )
+    return np.sort(array)
+
+
+def _follow(chain, position, indices):
+    """From the producer at ``position``: its consumer's name, the batch norms between,
+    and the consumer's input indices that the kept units map to."""
+    producer = chain[position]
+    batch_norms = []
+    mapped = indices
+    for layer in chain[position + 1:]:
+        if isinstance(layer, _PRODUCERS):
+            _check_producer(layer)
+            return layer.name, batch_norms, mapped
+        if isinstance(layer, keras.layers.BatchNormalization):
+            axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+            if list(axes) not in ([-1], [len(layer.input_shape) - 1]):
+                raise ValueError(
+                    f"Cannot remove units of layer {producer.name!r}: BatchNormalization "
+                    f"{layer.name!r} normalises axis {layer.axis}, not the channel axis."
+                )
+            batch_norms.append(layer.name)
+        elif isinstance(layer, keras.layers.Flatten):
+            shape = layer.input_shape[1:]
+            positions = int(np.prod(shape[:-1]))
+            channels = shape[-1]
+            mapped = (np.arange(positions)[:, None] * channels + mapped[None, :]).ravel()
+        elif not isinstance(layer, _PASS_THROUGH + _GLOBAL_POOLING):
+            raise ValueError(
+                f"Cannot remove units of layer {producer.name!r}: the layer after it, "
+                f"{layer.name!r} ({type(layer).__name__}), is not one structural pruning "
+                "knows how to carry the removal through (activations, dropout, pooling, "
+                "BatchNormalization, Flatten)."
+            )
+    raise ValueError(
+        f"Cannot remove units of layer {producer.name!r}: its outputs are the model's "
+        "outputs (no Dense or Conv2D consumes them), so removing them would change what "
+        "the model predicts."
+    )
