@@ -10,9 +10,11 @@ instead. One run, side by side: the seed CNN trained dense, then
 - ``structural-50`` and ``structural-75``: 50 % / 75 % of the filters of conv1 and conv2
   and of the neurons of fc1 removed by L1 norm, then fine-tuned ``tune`` epochs;
 
-each exported to TFLite (float, and int8 for some) and measured by
-``kprune.report.compare`` in LiteRT: accuracy, bytes raw and gzipped, and median latency
-at batch 1, one thread.
+each exported to TFLite (float, and int8 for some) and measured in LiteRT: accuracy and
+bytes raw and gzipped by ``kprune.report.compare``; latency at batch 1, one thread, in
+interleaved rounds (every file once per round, the order rotated), so that a noisy spell
+on this shared machine hits all files alike: the speed-up is the median over rounds of
+the within-round ratio to the dense file, with its range.
 
     python -m benchmarks.structural_speed            # full MNIST (~10 min on 2 cores)
     python -m benchmarks.structural_speed --quick    # 2,000 images (~1 min)
@@ -40,8 +42,8 @@ REMOVED = {"structural-50": 0.5, "structural-75": 0.75}  # fraction of units rem
 #: (model, TFLite variant) pairs exported and measured, the baseline first.
 EXPORTS = [("dense", "float"), ("dense", "int8"), ("2:4", "float"), ("2:4", "sparse"),
            ("structural-50", "float"), ("structural-75", "float"), ("structural-75", "int8")]
-FULL = dict(n_train=None, n_test=None, dense_epochs=2, tune_epochs=1, latency_repeats=300)
-QUICK = dict(n_train=2000, n_test=500, dense_epochs=1, tune_epochs=1, latency_repeats=20)
+FULL = dict(n_train=None, n_test=None, dense_epochs=2, tune_epochs=1, rounds=9, repeats=100)
+QUICK = dict(n_train=2000, n_test=500, dense_epochs=1, tune_epochs=1, rounds=2, repeats=10)
 
 
 def build_parser():
@@ -122,10 +124,13 @@ def run(*, data_dir, work, seed=0, quick=False):
         result = export.to_tflite(built[name], path, **export.VARIANTS[variant],
                                   representative_data=calibration, variant=variant)
         variants.append(report.Variant.from_export(result, model=built[name], group=name))
-    log(f"measuring {len(variants)} .tflite files in LiteRT")
+    log(f"accuracy and size of {len(variants)} .tflite files in LiteRT")
     measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-                              out_dir=work, latency_repeats=cfg["latency_repeats"],
+                              out_dir=work, latency_repeats=0,
                               title="structural pruning against 2:4")
+    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
+    latency = interleaved_latency({v.name: v.path for v in variants}, baseline="dense/float",
+                                  rounds=cfg["rounds"], repeats=cfg["repeats"])
     return {
         "benchmark": "structural_speed",
         "mode": "quick" if quick else "full",
@@ -135,31 +140,69 @@ def run(*, data_dir, work, seed=0, quick=False):
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
         "structural": tables,
         "report": measured.data,
+        "latency": latency,
         "seconds": round(elapsed(), 1),
     }
+
+
+def interleaved_latency(paths, *, baseline, rounds, repeats, warmup=10):
+    """Median latency per file and speed-up over ``baseline``, measured in rounds.
+
+    Each round times every file (``repeats`` invokes at batch 1, one thread, after
+    ``warmup``), starting one file later than the round before. Returns, per name,
+    the median over rounds of the round medians (``median_ms``), the median and range
+    of the within-round speed-ups (``x_faster``, ``x_faster_range``) and ``kernels``.
+    """
+    import statistics
+
+    from kprune import measure
+
+    names = list(paths)
+    per_round = {name: [] for name in names}
+    kernels = {}
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            timing = measure.latency(paths[name], repeats=repeats, warmup=warmup, threads=1)
+            per_round[name].append(timing["median_ms"])
+            kernels[name] = timing["kernels"]
+    out = {}
+    for name in names:
+        ratios = [b / t for b, t in zip(per_round[baseline], per_round[name])]
+        out[name] = {"median_ms": statistics.median(per_round[name]),
+                     "x_faster": statistics.median(ratios),
+                     "x_faster_range": [min(ratios), max(ratios)],
+                     "round_medians_ms": per_round[name], "kernels": kernels[name]}
+    return {"rounds": rounds, "repeats": repeats, "warmup": warmup, "threads": 1, "batch": 1,
+            "baseline": baseline, "files": out}
 
 
 def markdown_summary(results):
     """The text that goes into benchmarks/README.md."""
     from kprune.report import markdown_table
 
-    rep = results["report"]
-    env, mach, lat = rep["versions"], rep["machine"], rep["latency"]
-    rows = {row["name"]: row for row in rep["variants"]}
+    rep, lat = results["report"], results["latency"]
+    env, mach = rep["versions"], rep["machine"]
     lines = [
         f"Measured {rep['created']} in **{results['mode']}** mode: {results['data']['train']:,} "
         f"training / {results['data']['test']:,} test images, seed {results['seed']}, one "
-        f"run, {results['seconds'] / 60:.1f} min. Latency: median of {lat['repeats']} runs "
-        f"at batch {lat['batch']}, {lat['threads']} thread, {rep['runtime']}. "
+        f"training run, {results['seconds'] / 60:.1f} min, {rep['runtime']}. "
         f"TF {env['tensorflow']}, tfmot {env['tfmot']}; {mach['platform']}, "
         f"{mach['cpu_count']} usable CPU(s).",
         "",
         markdown_table(rep),
         "",
-        "Speed-up over `dense/float` (median latency): "
-        + ", ".join(f"`{name}` {row['x_faster']:.2f}x" for name, row in rows.items()
-                    if name != rep["baseline"]) + ".",
+        f"Latency at batch {lat['batch']}, {lat['threads']} thread: {lat['rounds']} "
+        f"interleaved rounds of {lat['repeats']} runs per file (after {lat['warmup']} "
+        "warm-up runs); median of the round medians, and the median and range of the "
+        "within-round speed-up over `dense/float`:",
+        "",
+        "| variant | latency ms | x faster [range] | kernels |",
+        "|---|---:|---:|---|",
     ]
+    for name, row in lat["files"].items():
+        low, high = row["x_faster_range"]
+        lines.append(f"| `{name}` | {row['median_ms']:.3f} | {row['x_faster']:.2f} "
+                     f"[{low:.2f}, {high:.2f}] | {row['kernels']} |")
     return "\n".join(lines)
 
 
