@@ -7,13 +7,15 @@ Example:
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
 from kprune.export import write_atomic
 from kprune.report import environment
 
-__all__ = ["environment", "elapsed", "log", "write_results", "replace_between_markers"]
+__all__ = ["environment", "elapsed", "log", "write_results", "replace_between_markers",
+           "add_standard_options", "output_paths"]
 
 _START = time.perf_counter()
 
@@ -47,3 +49,33 @@ def replace_between_markers(path, begin, end, body):
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
     write_atomic(path, text)
+
+
+def add_standard_options(parser, *, quick_help, default_out, data_dir):
+    """The options every benchmark takes: --quick, --out, --data, --seed, --readme, --no-readme."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help=f"results JSON (default: {default_out})")
+    parser.add_argument("--data", type=Path, default=data_dir,
+                        help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--readme", type=Path,
+                        help="write the tables into this README (default: benchmarks/README.md "
+                             "in full mode, none in quick mode)")
+    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
+    return parser
+
+
+def output_paths(args, *, name, default_out, readme):
+    """``(results JSON, README or None)`` for parsed standard options; None if no MNIST.
+
+    Quick runs write ``runs/<name>_quick.json`` and leave the README alone unless told.
+    A missing ``--data`` folder is reported on stderr.
+    """
+    if not args.data.is_dir():
+        print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
+              "files there (pass --data).", file=sys.stderr)
+        return None
+    repo = Path(__file__).resolve().parents[1]
+    out = args.out or (repo / "runs" / f"{name}_quick.json" if args.quick else default_out)
+    readme = None if args.no_readme else (args.readme or (None if args.quick else readme))
+    return out, readme

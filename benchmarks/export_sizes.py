@@ -27,7 +27,13 @@ import time
 import warnings
 from pathlib import Path
 
-from benchmarks._common import log, replace_between_markers, write_results
+from benchmarks._common import (
+    add_standard_options,
+    log,
+    output_paths,
+    replace_between_markers,
+    write_results,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -73,40 +79,27 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.export_sizes", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="2,000 train / 1,000 test images and 1 epoch (CI)")
-    parser.add_argument("--out", type=Path, help=f"results JSON (default: {DEFAULT_OUT})")
+    add_standard_options(parser, quick_help="2,000 train / 1,000 test images and 1 epoch (CI)",
+                         default_out=DEFAULT_OUT, data_dir=DATA_DIR)
     parser.add_argument("--work", type=Path,
                         help="folder for .tflite files and reports (default: runs/export_sizes"
                         " or, with --out, <out>_files next to it)")
-    parser.add_argument("--data", type=Path, default=DATA_DIR,
-                        help=f"MNIST IDX folder (default: {DATA_DIR})")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pqat", action="store_true",
                         help="also fine-tune the default plan with pruning-preserving QAT")
-    parser.add_argument("--readme", type=Path,
-                        help="write the tables into this README (default: benchmarks/README.md"
-                        " in full mode, none with --quick)")
-    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
     return parser
 
 
 def main(argv=None):
     """Run the benchmark; returns 0 (or 2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    if not args.data.is_dir():
-        print(
-            f"error: MNIST not found at {args.data}; the benchmark needs the four IDX files "
-            "there (pass --data).",
-            file=sys.stderr,
-        )
+    paths = output_paths(args, name="export_sizes", default_out=DEFAULT_OUT, readme=README)
+    if paths is None:
         return 2
+    out, readme = paths
     config = dict(QUICK if args.quick else FULL)
-    out = args.out or (REPO / "runs" / "export_sizes_quick.json" if args.quick else DEFAULT_OUT)
     work = args.work or (
         out.parent / f"{out.stem}_files" if args.out else REPO / "runs" / out.stem
     )
-    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
     results = run(config, work=work, data_dir=args.data, seed=args.seed, pqat=args.pqat,
                   quick=args.quick)
     write_results(out, results)

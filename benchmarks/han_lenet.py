@@ -24,7 +24,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks._common import elapsed, environment, log, replace_between_markers, write_results
+from benchmarks._common import (
+    add_standard_options,
+    elapsed,
+    environment,
+    log,
+    output_paths,
+    replace_between_markers,
+    write_results,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -80,38 +88,28 @@ def build_parser():
         description="LeNet-300-100 and LeNet-5 on MNIST through every kprune workflow, "
                     "against Han et al. 2015.",
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="3,000 training images, 1 epoch per stage (a smoke test)")
-    parser.add_argument("--out", type=Path, help=f"results JSON (default: {DEFAULT_OUT})")
-    parser.add_argument("--data", type=Path, default=DATA_DIR,
-                        help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
+    add_standard_options(parser, quick_help="3,000 training images, 1 epoch per stage (a "
+                                            "smoke test)", default_out=DEFAULT_OUT,
+                         data_dir=DATA_DIR)
     parser.add_argument("--models", nargs="+", choices=sorted(FULL), default=sorted(FULL)[::-1],
                         help="networks to run (default: both)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="first seed; repeat i uses seed + i (default: 0)")
     parser.add_argument("--repeats", type=int,
                         help="training runs per network, each with its own seed and dense "
                              "baseline (default: 3 for lenet-300-100, 1 for lenet-5; "
-                             "1 in quick mode)")
-    parser.add_argument("--readme", type=Path,
-                        help="write the table into this README (default: benchmarks/README.md "
-                             "in full mode, none in quick mode)")
-    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
+                             "1 in quick mode); repeat i uses seed + i")
     return parser
 
 
 def main(argv=None):
     """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    if not args.data.is_dir():
-        print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
-              "files there (pass --data).", file=sys.stderr)
+    paths = output_paths(args, name="han_lenet", default_out=DEFAULT_OUT, readme=README)
+    if paths is None:
         return 2
+    out, readme = paths
     if args.repeats is not None and args.repeats < 1:
         print(f"error: --repeats must be at least 1 (got {args.repeats}).", file=sys.stderr)
         return 2
-    out = args.out or (REPO / "runs" / "han_lenet_quick.json" if args.quick else DEFAULT_OUT)
-    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
     results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick,
                   repeats=args.repeats)
     write_results(out, results)

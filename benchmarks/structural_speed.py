@@ -28,7 +28,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks._common import elapsed, log, replace_between_markers, write_results
+from benchmarks._common import (
+    add_standard_options,
+    elapsed,
+    log,
+    output_paths,
+    replace_between_markers,
+    write_results,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
@@ -52,30 +59,20 @@ def build_parser():
         description="Structural pruning against 2:4 sparsity on the seed CNN: size, "
                     "accuracy and latency in LiteRT.",
     )
-    parser.add_argument("--quick", action="store_true", help="2,000 training images (smoke test)")
-    parser.add_argument("--out", type=Path, help=f"results JSON (default: {DEFAULT_OUT})")
+    add_standard_options(parser, quick_help="2,000 training images (a smoke test)",
+                         default_out=DEFAULT_OUT, data_dir=DATA_DIR)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "structural_speed",
                         help="folder for the .tflite files and the report")
-    parser.add_argument("--data", type=Path, default=DATA_DIR,
-                        help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--readme", type=Path,
-                        help="write the table into this README (default: benchmarks/README.md "
-                             "in full mode, none in quick mode)")
-    parser.add_argument("--no-readme", action="store_true", help="never touch a README")
     return parser
 
 
 def main(argv=None):
     """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    if not args.data.is_dir():
-        print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
-              "files there (pass --data).", file=sys.stderr)
+    paths = output_paths(args, name="structural_speed", default_out=DEFAULT_OUT, readme=README)
+    if paths is None:
         return 2
-    out = args.out or (REPO / "runs" / "structural_speed_quick.json" if args.quick
-                       else DEFAULT_OUT)
-    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
+    out, readme = paths
     results = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick)
     write_results(out, results)
     print(f"results: {out}")

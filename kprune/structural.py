@@ -90,8 +90,10 @@ def select_units(model, fractions, *, criterion="l1"):
 def nonzero_units(model):
     """``{layer: kept indices}`` for layers with output units whose kernel slice and bias are 0.
 
-    Such units output zero (before any ``BatchNormalization``), so removing them leaves
-    the model's outputs unchanged. The last layer (the model's output) is never listed.
+    Such a unit outputs ``activation(0)``: zero for linear, ReLU and tanh layers, and
+    then removing it leaves the model's outputs unchanged (unless a
+    ``BatchNormalization`` shifts the zeros; a sigmoid gives 0.5). The last layer (the
+    model's output) is never listed.
 
     Example:
         >>> nonzero_units(row_pruned_model)
