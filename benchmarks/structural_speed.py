@@ -16,7 +16,7 @@ interleaved rounds (every file once per round, the order rotated), so that a noi
 on this shared machine hits all files alike: the speed-up is the median over rounds of
 the within-round ratio to the dense file, with its range.
 
-    python -m benchmarks.structural_speed            # full MNIST (~10 min on 2 cores)
+    python -m benchmarks.structural_speed            # full MNIST (8.4 min measured on 2 cores)
     python -m benchmarks.structural_speed --quick    # 2,000 images (~1 min)
 
 Writes the results JSON (``--out``; default ``benchmarks/results/structural_speed.json``),
