@@ -39,8 +39,8 @@ __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summ
 keras = _compat.keras
 _PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
 _PASS_THROUGH = (
-    keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-    keras.layers.Softmax, keras.layers.Dropout, keras.layers.SpatialDropout2D,
+    keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
+    keras.layers.Dropout, keras.layers.SpatialDropout2D,
     keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
 )
 _GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
@@ -253,10 +253,20 @@ def _check_indices(layer, name, indices):
     return np.sort(array)
 
 
+def _check_elementwise(layer, producer):
+    """Refuse a softmax between the producer and its consumer: it mixes the units."""
+    if getattr(layer.activation, "__name__", "") == "softmax":
+        raise ValueError(
+            f"Cannot remove units of layer {producer.name!r}: the softmax of layer "
+            f"{layer.name!r} normalises over all units, so removing some changes the others."
+        )
+
+
 def _follow(chain, position, indices):
     """From the producer at ``position``: its consumer's name, the batch norms between,
     and the consumer's input indices that the kept units map to."""
     producer = chain[position]
+    _check_elementwise(producer, producer)
     batch_norms = []
     mapped = indices
     for layer in chain[position + 1:]:
@@ -276,6 +286,8 @@ def _follow(chain, position, indices):
             positions = int(np.prod(shape[:-1]))
             channels = shape[-1]
             mapped = (np.arange(positions)[:, None] * channels + mapped[None, :]).ravel()
+        elif isinstance(layer, keras.layers.Activation):
+            _check_elementwise(layer, producer)
         elif not isinstance(layer, _PASS_THROUGH + _GLOBAL_POOLING):
             raise ValueError(
                 f"Cannot remove units of layer {producer.name!r}: the layer after it, "

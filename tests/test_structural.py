@@ -161,6 +161,15 @@ def test_models_it_cannot_rewire_are_refused_with_the_reason():
                                   keras.layers.Flatten(), keras.layers.Dense(2, name="b")])
     with pytest.raises(ValueError, match=r"'reshape' \(Reshape\), is not one structural"):
         structural.remove_units(reshaping, {"a": [0, 1]})
+    softmax = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="a"),
+                                keras.layers.Activation("softmax", name="sm"),
+                                keras.layers.Dense(2, name="b")])
+    with pytest.raises(ValueError, match="the softmax of layer 'sm' normalises over all units"):
+        structural.remove_units(softmax, {"a": [0, 1]})
+    relu = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="a"),
+                             keras.layers.Activation("relu", name="act"),
+                             keras.layers.Dense(2, name="b")])
+    assert structural.remove_units(relu, {"a": [0, 1]}).get_layer("b").get_weights()[0].shape == (2, 2)
     depthwise = keras.Sequential([keras.Input((6, 6, 2)),
                                   keras.layers.DepthwiseConv2D(3, name="dw"),
                                   keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
