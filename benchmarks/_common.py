@@ -15,9 +15,13 @@ from kprune.export import write_atomic
 from kprune.report import environment
 
 __all__ = ["environment", "elapsed", "log", "write_results", "replace_between_markers",
-           "add_standard_options", "output_paths"]
+           "add_standard_options", "output_paths", "REPO", "DATA_DIR", "README"]
 
 _START = time.perf_counter()
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()  # the official MNIST files
+README = REPO / "benchmarks" / "README.md"  # where full runs write their tables
 
 
 def elapsed():
@@ -51,11 +55,11 @@ def replace_between_markers(path, begin, end, body):
     write_atomic(path, text)
 
 
-def add_standard_options(parser, *, quick_help, default_out, data_dir):
+def add_standard_options(parser, *, quick_help, default_out):
     """The options every benchmark takes: --quick, --out, --data, --seed, --readme, --no-readme."""
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--out", type=Path, help=f"results JSON (default: {default_out})")
-    parser.add_argument("--data", type=Path, default=data_dir,
+    parser.add_argument("--data", type=Path, default=DATA_DIR,
                         help="folder of the four MNIST IDX files (default: ../shared/data/mnist)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--readme", type=Path,
@@ -65,7 +69,7 @@ def add_standard_options(parser, *, quick_help, default_out, data_dir):
     return parser
 
 
-def output_paths(args, *, name, default_out, readme):
+def output_paths(args, *, name, default_out):
     """``(results JSON, README or None)`` for parsed standard options; None if no MNIST.
 
     Quick runs write ``runs/<name>_quick.json`` and leave the README alone unless told.
@@ -75,7 +79,6 @@ def output_paths(args, *, name, default_out, readme):
         print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
               "files there (pass --data).", file=sys.stderr)
         return None
-    repo = Path(__file__).resolve().parents[1]
-    out = args.out or (repo / "runs" / f"{name}_quick.json" if args.quick else default_out)
-    readme = None if args.no_readme else (args.readme or (None if args.quick else readme))
+    out = args.out or (REPO / "runs" / f"{name}_quick.json" if args.quick else default_out)
+    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
     return out, readme

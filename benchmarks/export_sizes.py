@@ -28,6 +28,7 @@ import warnings
 from pathlib import Path
 
 from benchmarks._common import (
+    REPO,
     add_standard_options,
     log,
     output_paths,
@@ -35,9 +36,6 @@ from benchmarks._common import (
     write_results,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
-README = REPO / "benchmarks" / "README.md"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "export_sizes.json"
 BEGIN = "<!-- export_sizes:begin -->"
 END = "<!-- export_sizes:end -->"
@@ -79,8 +77,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.export_sizes", description=__doc__.split("\n\n")[0]
     )
-    add_standard_options(parser, quick_help="2,000 train / 1,000 test images and 1 epoch (CI)",
-                         default_out=DEFAULT_OUT, data_dir=DATA_DIR)
+    add_standard_options(parser, quick_help="2,000 train / 1,000 test images and 1 epoch (CI)", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path,
                         help="folder for .tflite files and reports (default: runs/export_sizes"
                         " or, with --out, <out>_files next to it)")
@@ -92,7 +89,7 @@ def build_parser():
 def main(argv=None):
     """Run the benchmark; returns 0 (or 2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    paths = output_paths(args, name="export_sizes", default_out=DEFAULT_OUT, readme=README)
+    paths = output_paths(args, name="export_sizes", default_out=DEFAULT_OUT)
     if paths is None:
         return 2
     out, readme = paths

@@ -22,9 +22,9 @@ import argparse
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from benchmarks._common import (
+    REPO,
     add_standard_options,
     elapsed,
     environment,
@@ -34,9 +34,6 @@ from benchmarks._common import (
     write_results,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
-README = REPO / "benchmarks" / "README.md"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "han_lenet.json"
 BEGIN = "<!-- han_lenet:begin -->"
 END = "<!-- han_lenet:end -->"
@@ -89,8 +86,7 @@ def build_parser():
                     "against Han et al. 2015.",
     )
     add_standard_options(parser, quick_help="3,000 training images, 1 epoch per stage (a "
-                                            "smoke test)", default_out=DEFAULT_OUT,
-                         data_dir=DATA_DIR)
+                                            "smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--models", nargs="+", choices=sorted(FULL), default=sorted(FULL)[::-1],
                         help="networks to run (default: both)")
     parser.add_argument("--repeats", type=int,
@@ -103,7 +99,7 @@ def build_parser():
 def main(argv=None):
     """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    paths = output_paths(args, name="han_lenet", default_out=DEFAULT_OUT, readme=README)
+    paths = output_paths(args, name="han_lenet", default_out=DEFAULT_OUT)
     if paths is None:
         return 2
     out, readme = paths

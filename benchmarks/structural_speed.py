@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from benchmarks._common import (
+    REPO,
     add_standard_options,
     elapsed,
     log,
@@ -37,9 +38,6 @@ from benchmarks._common import (
     write_results,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = (REPO / ".." / "shared" / "data" / "mnist").resolve()
-README = REPO / "benchmarks" / "README.md"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "structural_speed.json"
 BEGIN = "<!-- structural_speed:begin -->"
 END = "<!-- structural_speed:end -->"
@@ -59,8 +57,7 @@ def build_parser():
         description="Structural pruning against 2:4 sparsity on the seed CNN: size, "
                     "accuracy and latency in LiteRT.",
     )
-    add_standard_options(parser, quick_help="2,000 training images (a smoke test)",
-                         default_out=DEFAULT_OUT, data_dir=DATA_DIR)
+    add_standard_options(parser, quick_help="2,000 training images (a smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "structural_speed",
                         help="folder for the .tflite files and the report")
     return parser
@@ -69,7 +66,7 @@ def build_parser():
 def main(argv=None):
     """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    paths = output_paths(args, name="structural_speed", default_out=DEFAULT_OUT, readme=README)
+    paths = output_paths(args, name="structural_speed", default_out=DEFAULT_OUT)
     if paths is None:
         return 2
     out, readme = paths

@@ -1,27 +1,17 @@
 """benchmarks.han_lenet in quick mode, through main(argv), into a temporary folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import han_lenet  # on sys.path through setup.cfg's pythonpath
 
 ROW_KEYS = {"workflow", "plan", "epochs", "params", "nonzero", "x_fewer", "error_pct",
             "delta_pp", "delta_pp_range", "delta_control_pp", "kept_per_layer", "met", "seconds", "note"}
 
 
-@pytest.fixture
-def han_lenet(monkeypatch):
-    """benchmarks/ lives outside the package: import it from the repository root."""
-    monkeypatch.syspath_prepend(str(REPO))
-    from benchmarks import han_lenet
-
-    return han_lenet
-
-
 @pytest.mark.slow
-def test_han_lenet_quick(han_lenet, mnist_dir, tmp_path):
+def test_han_lenet_quick(mnist_dir, tmp_path):
     out = tmp_path / "results.json"
     readme = tmp_path / "README.md"
     readme.write_text(f"# Benchmarks\n\nbefore\n\n{han_lenet.BEGIN}\nPREVIOUS-RUN-TABLE\n{han_lenet.END}\n\nafter\n")
@@ -51,7 +41,7 @@ def test_han_lenet_quick(han_lenet, mnist_dir, tmp_path):
     assert "| lenet-300-100 | *Han et al. 2015* |" in text
 
 
-def test_control_deltas(han_lenet):
+def test_control_deltas():
     rows = [{"workflow": "dense", "error_pct": 1.9}, {"workflow": han_lenet.CONTROL,
                                                       "error_pct": 1.7},
             {"workflow": "one-shot", "error_pct": 2.0}]
@@ -74,7 +64,7 @@ def _run(seed, dense_error, pruned_error, nonzero):
                                                    row("one-shot", pruned_error, nonzero, True)]}
 
 
-def test_repeats_combine_into_medians_and_a_delta_range(han_lenet):
+def test_repeats_combine_into_medians_and_a_delta_range():
     runs = [_run(0, 2.0, 2.3, 80), _run(1, 1.8, 1.8, 82), _run(2, 1.9, 1.95, 84)]
     net = han_lenet.combine_repeats(runs, seeds=[0, 1, 2])
     dense, pruned = net["rows"]
@@ -90,11 +80,11 @@ def test_repeats_combine_into_medians_and_a_delta_range(han_lenet):
     assert worse["rows"][1]["delta_pp"] == pytest.approx(0.25) and not worse["rows"][1]["met"]
 
 
-def test_missing_data_is_a_clear_error(han_lenet, tmp_path, capsys):
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert han_lenet.main(["--quick", "--data", str(tmp_path / "nowhere")]) == 2
     assert "MNIST not found" in capsys.readouterr().err
 
 
-def test_repeats_below_one_is_a_clear_error(han_lenet, mnist_dir, capsys):
+def test_repeats_below_one_is_a_clear_error(mnist_dir, capsys):
     assert han_lenet.main(["--quick", "--repeats", "0", "--data", str(mnist_dir)]) == 2
     assert "--repeats must be at least 1" in capsys.readouterr().err

@@ -1,24 +1,14 @@
 """benchmarks.structural_speed in quick mode, through main(argv), into a temporary folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def structural_speed(monkeypatch):
-    """benchmarks/ lives outside the package: import it from the repository root."""
-    monkeypatch.syspath_prepend(str(REPO))
-    from benchmarks import structural_speed
-
-    return structural_speed
+from benchmarks import structural_speed  # on sys.path through setup.cfg's pythonpath
 
 
 @pytest.mark.slow
-def test_structural_speed_quick(structural_speed, mnist_dir, tmp_path):
+def test_structural_speed_quick(mnist_dir, tmp_path):
     out = tmp_path / "results.json"
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{structural_speed.BEGIN}\nOLD\n{structural_speed.END}\nafter\n")
@@ -52,6 +42,6 @@ def test_structural_speed_quick(structural_speed, mnist_dir, tmp_path):
     assert "OLD" not in text and "`structural-75/int8`" in text and text.endswith("after\n")
 
 
-def test_missing_data_is_a_clear_error(structural_speed, tmp_path, capsys):
+def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert structural_speed.main(["--quick", "--data", str(tmp_path / "nowhere")]) == 2
     assert "MNIST not found" in capsys.readouterr().err

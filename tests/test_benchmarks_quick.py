@@ -1,11 +1,10 @@
 """benchmarks.export_sizes in quick mode, through main(argv), into a temporary folder."""
 
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import export_sizes  # on sys.path through setup.cfg's pythonpath
 
 VARIANT_KEYS = {
     "name", "path", "accuracy", "accuracy_delta_pp", "bytes", "gzip_bytes", "x_smaller_raw",
@@ -14,17 +13,8 @@ VARIANT_KEYS = {
 }
 
 
-@pytest.fixture
-def export_sizes(monkeypatch):
-    """benchmarks/ lives outside the package: import it from the repository root."""
-    monkeypatch.syspath_prepend(str(REPO))
-    from benchmarks import export_sizes
-
-    return export_sizes
-
-
 @pytest.mark.slow
-def test_export_sizes_quick(export_sizes, mnist_dir, tmp_path):
+def test_export_sizes_quick(mnist_dir, tmp_path):
     out = tmp_path / "results.json"
     readme = tmp_path / "README.md"
     readme.write_text(f"# Benchmarks\n\n{export_sizes.BEGIN}\nold\n{export_sizes.END}\n\nafter\n")
@@ -65,7 +55,7 @@ def test_export_sizes_quick(export_sizes, mnist_dir, tmp_path):
     assert "| `high/sparse-int8` |" in text and text.count(export_sizes.BEGIN) == 1
 
 
-def test_missing_mnist_is_an_error(export_sizes, tmp_path, capsys):
+def test_missing_mnist_is_an_error(tmp_path, capsys):
     code = export_sizes.main(["--quick", "--data", str(tmp_path / "nope"),
                               "--out", str(tmp_path / "r.json")])
     assert code == 2
