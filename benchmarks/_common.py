@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from kprune.export import write_atomic
-from kprune.report import environment
+from kprune.tflite.export import write_atomic
+from kprune.tflite.report import environment
 
 __all__ = ["environment", "elapsed", "log", "write_results", "replace_between_markers",
            "add_standard_options", "output_paths", "REPO", "DATA_DIR", "README"]

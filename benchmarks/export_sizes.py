@@ -112,7 +112,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
     """Train, prune, export and measure; return the results dict (see README)."""
     import kprune
     from kprune import _compat, data, export, models, report
-    from kprune.wrap import copy_model
+    from kprune.engines.wrap import copy_model
 
     keras = _compat.keras
     work = Path(work)
@@ -281,7 +281,7 @@ def check_targets(rows):
 def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
     """tfmot's pruning_with_keras tutorial, as published, measured the same way."""
     from kprune import _compat, export, models, report
-    from kprune.wrap import copy_model
+    from kprune.engines.wrap import copy_model
 
     keras, tfmot = _compat.keras, _compat.tfmot
     work = Path(work)
@@ -352,7 +352,7 @@ def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
 
 def markdown_summary(results):
     """The tables that go into benchmarks/README.md."""
-    from kprune.report import markdown_table
+    from kprune.tflite.report import markdown_table
 
     env = results["versions"]
     machine = results["machine"]

@@ -136,7 +136,7 @@ def load_data(data_dir, *, quick, seed):
 def trainer_for(train, validation, *, lr, decay):
     """A Trainer: Adam at ``lr``, multiplied by ``decay`` every epoch of each fit."""
     from kprune import _compat, models
-    from kprune.workflows import Trainer
+    from kprune.methods.workflows import Trainer
 
     schedule = _compat.keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay**epoch)
     return Trainer(*train, validation_data=validation, batch_size=BATCH_SIZE,
@@ -187,9 +187,9 @@ def run(names, *, data_dir, seed=0, quick=False, repeats=None):
 def run_network(name, cfg, train, validation, test):
     """The dense baseline and every workflow on one network."""
     from kprune import models, workflows
-    from kprune.allocation import global_plan
-    from kprune.schedules import Schedule
-    from kprune.wrap import copy_model
+    from kprune.core.schedules import Schedule
+    from kprune.engines.wrap import copy_model
+    from kprune.methods.allocation import global_plan
 
     base = trainer_for(train, validation, lr=cfg["lr"], decay=cfg["decay"])
     tune = trainer_for(train, validation, lr=cfg["tune_lr"], decay=cfg["tune_decay"])
@@ -309,8 +309,8 @@ def measure(workflow, plan_name, model, test, started, *, epochs, note="", dense
     """Non-zero parameters (biases included), compression and test error of ``model``."""
     import numpy as np
 
-    from kprune.verify import sparsity_report
-    from kprune.workflows import accuracy
+    from kprune.engines.verify import sparsity_report
+    from kprune.methods.workflows import accuracy
 
     weights = model.get_weights()
     params = int(sum(w.size for w in weights))

@@ -84,8 +84,8 @@ def main(argv=None):
 def run(*, data_dir, work, seed=0, quick=False):
     """Train, prune both ways, export, measure; return the results dict."""
     from kprune import _compat, data, export, models, report, structural, workflows
-    from kprune.plan import PruningPlan
-    from kprune.wrap import copy_model
+    from kprune.core.plan import PruningPlan
+    from kprune.engines.wrap import copy_model
 
     cfg = QUICK if quick else FULL
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
@@ -172,7 +172,7 @@ def interleaved_latency(paths, *, baseline, rounds, repeats, warmup=10):
 
 def markdown_summary(results):
     """The text that goes into benchmarks/README.md."""
-    from kprune.report import markdown_table
+    from kprune.tflite.report import markdown_table
 
     rep, lat = results["report"], results["latency"]
     env, mach = rep["versions"], rep["machine"]

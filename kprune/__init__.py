@@ -1,7 +1,17 @@
 """kprune: per-layer pruning plans for Keras models, on tfmot.
 
-The top-level names are loaded lazily, so ``import kprune.masks`` (numpy only)
-does not start TensorFlow.
+The package is grouped by concern, and imports point down only::
+
+    kprune/core/         plan, schedules, layers (what each layer prunes), masks: no engine
+    kprune/engines/      the tf_keras engine on tfmot: wrap, callbacks, verify, saving
+    kprune/structural/   physical removal of units (smaller dense layers)
+    kprune/methods/      trainer, workflows, sensitivity, allocation
+    kprune/tflite/       export, flatbuffer reader, measure, report
+    kprune/experiments/  data, built-in models, recipes, runner, demo
+    kprune/cli.py, kprune/viz.py
+
+The top-level names and submodules are loaded lazily, so ``from kprune import masks``
+(numpy only) does not start TensorFlow.
 
 Example:
     >>> import kprune
@@ -16,33 +26,53 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "PruningPlan": "kprune.plan",
-    "LayerRule": "kprune.plan",
-    "ResolvedPlan": "kprune.plan",
-    "Schedule": "kprune.schedules",
-    "apply": "kprune.wrap",
-    "callbacks": "kprune.keras_callbacks",
-    "PruningStepper": "kprune.keras_callbacks",
-    "strip": "kprune.verify",
-    "sparsity_report": "kprune.verify",
-    "SparsityReport": "kprune.verify",
-    "save_model": "kprune.saving",
-    "load_model": "kprune.saving",
+    "PruningPlan": "kprune.core.plan",
+    "LayerRule": "kprune.core.plan",
+    "ResolvedPlan": "kprune.core.plan",
+    "Schedule": "kprune.core.schedules",
+    "apply": "kprune.engines.wrap",
+    "copy_model": "kprune.engines.wrap",
+    "callbacks": "kprune.engines.callbacks",
+    "PruningStepper": "kprune.engines.callbacks",
+    "strip": "kprune.engines.verify",
+    "sparsity_report": "kprune.engines.verify",
+    "SparsityReport": "kprune.engines.verify",
+    "save_model": "kprune.engines.saving",
+    "load_model": "kprune.engines.saving",
 }
 
-# Submodules reachable as ``kprune.NAME`` without importing them first.
-_SUBMODULES = (
-    "allocation", "data", "demo", "export", "masks", "measure", "models", "plan", "recipe",
-    "report", "runner", "saving", "schedules", "sensitivity", "structural", "verify", "viz",
-    "workflows", "wrap",
-)
+# Submodules reachable as ``kprune.NAME`` (and ``from kprune import NAME``) wherever
+# they live, so user code does not depend on the folder layout.
+SUBMODULES = {
+    "plan": "kprune.core.plan",
+    "schedules": "kprune.core.schedules",
+    "masks": "kprune.core.masks",
+    "wrap": "kprune.engines.wrap",
+    "verify": "kprune.engines.verify",
+    "saving": "kprune.engines.saving",
+    "structural": "kprune.structural",
+    "trainer": "kprune.methods.trainer",
+    "workflows": "kprune.methods.workflows",
+    "sensitivity": "kprune.methods.sensitivity",
+    "allocation": "kprune.methods.allocation",
+    "export": "kprune.tflite.export",
+    "flatbuffer": "kprune.tflite.flatbuffer",
+    "measure": "kprune.tflite.measure",
+    "report": "kprune.tflite.report",
+    "data": "kprune.experiments.data",
+    "models": "kprune.experiments.models",
+    "recipe": "kprune.experiments.recipe",
+    "runner": "kprune.experiments.runner",
+    "demo": "kprune.experiments.demo",
+    "viz": "kprune.viz",
+}
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"kprune.{name}")
+    if name in SUBMODULES:
+        return importlib.import_module(SUBMODULES[name])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'kprune' has no attribute {name!r}")
@@ -52,4 +82,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return __all__ + list(_SUBMODULES)
+    return __all__ + list(SUBMODULES)

@@ -22,8 +22,8 @@ QUANTIZE = ("none", "dynamic", "int8", "float16")
 
 
 def _plan(args):
-    from kprune import models
-    from kprune.plan import PruningPlan
+    from kprune.core.plan import PruningPlan
+    from kprune.experiments import models
 
     if (args.steps_per_epoch is None) != (args.epochs is None):
         raise ValueError("Give both --steps-per-epoch and --epochs, or neither.")
@@ -34,15 +34,15 @@ def _plan(args):
 
 
 def _demo(args):
-    from kprune.demo import run_demo
+    from kprune.experiments.demo import run_demo
 
     run_demo(args.out, full=args.full, data=args.data, epochs=args.epochs, force=args.force)
     return 0
 
 
 def _run(args):
-    from kprune.recipe import Recipe
-    from kprune.runner import run_recipe
+    from kprune.experiments.recipe import Recipe
+    from kprune.experiments.runner import run_recipe
 
     run_recipe(Recipe.load(args.recipe), args.out, force=args.force)
     return 0
@@ -50,14 +50,14 @@ def _run(args):
 
 def _load_data(spec, *, quiet=False):
     """``mnist`` (best available) or a folder/.npz path -> ((x, y), (x, y))."""
-    from kprune import data
+    from kprune.experiments import data
 
     return data.load_mnist(None if spec == "mnist" else spec, verbose=not quiet)
 
 
 def _export(args):
-    from kprune import export, measure
-    from kprune.runner import check_out_dir, export_and_compare
+    from kprune.experiments.runner import check_out_dir, export_and_compare
+    from kprune.tflite import export, measure
 
     if args.quantize == "int8" and args.data is None:
         raise ValueError(
@@ -89,8 +89,8 @@ def _export(args):
 def _stripped(path):
     """Load a .keras/.h5 model; strip pruning wrappers if it still has them."""
     from kprune import _compat
-    from kprune.saving import load_model
-    from kprune.verify import strip
+    from kprune.engines.saving import load_model
+    from kprune.engines.verify import strip
 
     model = load_model(path)
     if any(isinstance(layer, _compat.PruneLowMagnitude) for _, layer in _compat.iter_layers(model)):
@@ -100,7 +100,7 @@ def _stripped(path):
 
 
 def _inspect(args):
-    from kprune import measure
+    from kprune.tflite import measure
 
     path = Path(args.file)
     if not path.is_file():
@@ -115,10 +115,11 @@ def _inspect(args):
         return 0
     if path.suffix not in (".keras", ".h5"):
         raise ValueError(f"FILE must be a .keras, .h5 or .tflite file. Received: FILE={str(path)!r}")
-    from kprune import _compat, masks
-    from kprune.plan import _table
-    from kprune.saving import load_model
-    from kprune.verify import effective_kernel
+    from kprune import _compat
+    from kprune.core import masks
+    from kprune.core.table import table
+    from kprune.engines.saving import load_model
+    from kprune.engines.verify import effective_kernel
 
     model = load_model(path, compile=False)
     rows = []
@@ -130,13 +131,14 @@ def _inspect(args):
                          f"{np.count_nonzero(kernel):,}", f"{masks.sparsity(kernel):.3f}",
                          "yes" if masks.is_n_m(kernel, 2, 4) else "no"))
     header = ("layer", "type", "kernel", "weights", "nonzero", "sparsity", "2:4")
-    print(_table(header, rows))
+    print(table(header, rows))
     print(f"{path}: {path.stat().st_size:,} bytes; 2:4 is checked along the input-channel axis")
     return 0
 
 
 def _sensitivity(args):
-    from kprune import models, sensitivity
+    from kprune.experiments import models
+    from kprune.methods import sensitivity
 
     model = models.load(args.model)
     (_, _), (x_test, y_test) = _load_data(args.data)

@@ -19,7 +19,7 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def mnist_small(mnist_dir):
     """First 4,000 train / 2,000 test MNIST images, float32 in [0, 1], (N, 28, 28, 1)."""
-    from kprune.data import load_mnist
+    from kprune.experiments.data import load_mnist
 
     (x_train, y_train), (x_test, y_test) = load_mnist(mnist_dir, verbose=False)
     return (x_train[:4000], y_train[:4000]), (x_test[:2000], y_test[:2000])

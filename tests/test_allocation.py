@@ -5,7 +5,7 @@ import pytest
 
 import kprune
 from kprune import PruningPlan, _compat
-from kprune.allocation import GlobalPlan, global_plan
+from kprune.methods.allocation import GlobalPlan, global_plan
 
 keras = _compat.keras
 

@@ -146,7 +146,7 @@ def test_bad_recipe_trains_nothing_and_writes_nothing(tmp_path, mnist_dir, chang
 @pytest.mark.slow
 def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
     from kprune import models
-    from kprune.saving import save_model
+    from kprune.engines.saving import save_model
 
     (x, y), _ = mnist_small
     model = models.compile_classifier(models.lenet_300_100())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kprune import data
-from kprune.data import (
+from kprune.experiments.data import (
     IDX_FILES,
     DataFallbackWarning,
     MnistSource,
@@ -324,7 +324,7 @@ def test_user_path_never_falls_back(tmp_path, no_keras_cache):
 
 def test_no_tensorflow_import():
     code = (
-        "import sys, kprune.data; "
+        "import sys; from kprune import data; "
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'; "
         "assert 'tf_keras' not in sys.modules"
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kprune import _compat, measure
-from kprune.export import to_tflite
+from kprune.tflite.export import to_tflite
 
 keras = _compat.keras
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kprune import LayerRule, PruningPlan, Schedule
-from kprune.plan import PlanWarning
+from kprune.core.plan import PlanWarning
 
 from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from kprune.recipe import Recipe, RecipeError
+from kprune.experiments.recipe import Recipe, RecipeError
 
 EXAMPLES = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
 
 
 def test_there_is_a_recipe_per_workflow_and_per_builtin_model():
-    from kprune.models import MODELS
-    from kprune.recipe import WORKFLOWS
+    from kprune.experiments.models import MODELS
+    from kprune.experiments.recipe import WORKFLOWS
 
     recipes = [Recipe.load(path) for path in EXAMPLES]
     assert {r.workflow.name for r in recipes} == set(WORKFLOWS)

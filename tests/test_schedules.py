@@ -2,8 +2,8 @@
 
 import pytest
 
-from kprune._checks import check_sparsity
-from kprune.schedules import Schedule
+from kprune.core.checks import check_sparsity
+from kprune.core.schedules import Schedule
 
 
 def test_derived_schedule_reaches_target_on_a_firing_step():

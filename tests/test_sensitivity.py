@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kprune import LayerRule, PruningPlan, _compat, sensitivity
-from kprune.workflows import Trainer
+from kprune.methods.workflows import Trainer
 
 keras = _compat.keras
 
@@ -57,7 +57,7 @@ def result(trained, validation):
 
 @pytest.mark.slow
 def test_extremes_dense_at_zero_and_collapse_near_one(result, trained, validation):
-    from kprune.workflows import accuracy
+    from kprune.methods.workflows import accuracy
 
     dense = accuracy(trained, *validation)
     assert result.dense_accuracy == dense

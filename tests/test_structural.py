@@ -5,8 +5,8 @@ import pytest
 
 import kprune
 from kprune import _compat, export, models, structural
-from kprune._checks import did_you_mean
-from kprune.wrap import copy_model
+from kprune.core.checks import did_you_mean
+from kprune.engines.wrap import copy_model
 
 keras = _compat.keras
 

@@ -5,7 +5,7 @@ import pytest
 
 import kprune
 from kprune import LayerRule, PruningPlan, _compat
-from kprune.plan import LayerPlan, ResolvedPlan
+from kprune.core.plan import LayerPlan, ResolvedPlan
 
 from helpers import keras, tiny_cnn, tiny_mlp
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kprune import LayerRule, PruningPlan, _compat, workflows
-from kprune.workflows import FixedMask, Trainer
+from kprune.methods.workflows import FixedMask, Trainer
 
 keras = _compat.keras
 

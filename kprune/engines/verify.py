@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune import _compat, masks
-from kprune.plan import PruningPlan, ResolvedPlan, _table
+from kprune import _compat
+from kprune.core import masks
+from kprune.core.plan import PruningPlan, ResolvedPlan
+from kprune.core.table import table
 
 __all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity", "effective_kernel"]
 
@@ -31,8 +33,8 @@ def strip(model):
         >>> final = kprune.strip(pruned)
         >>> final.save("pruned.keras")
     """
-    from kprune.keras_callbacks import wrapped_layers
-    from kprune.wrap import copy_model
+    from kprune.engines.callbacks import wrapped_layers
+    from kprune.engines.wrap import copy_model
 
     _compat.check_model(model)
     for _, wrapper in wrapped_layers(model):
@@ -146,7 +148,7 @@ class SparsityReport:
             f"total: {self.nonzero:,} of {self.weights:,} kernel weights non-zero "
             f"(sparsity {self.sparsity:.3f}, {self.weights / max(self.nonzero, 1):.2f}x fewer)"
         )
-        return _table(header, lines) + "\n" + total
+        return table(header, lines) + "\n" + total
 
 
 def sparsity_report(model, plan=None, *, strict=False):

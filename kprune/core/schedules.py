@@ -20,7 +20,7 @@ Example:
 
 from dataclasses import asdict, dataclass
 
-from kprune._checks import check_choice, check_int, check_keys, check_number, check_sparsity
+from kprune.core.checks import check_choice, check_int, check_keys, check_number, check_sparsity
 
 __all__ = ["Schedule", "ResolvedSchedule"]
 

@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune import _compat, masks
-from kprune._checks import check_sparsity, did_you_mean
-from kprune.plan import LayerRule, PruningPlan, _table
-from kprune.schedules import Schedule
-from kprune.wrap import copy_model
+from kprune import _compat
+from kprune.core import masks
+from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.plan import LayerRule, PruningPlan
+from kprune.core.schedules import Schedule
+from kprune.core.table import table
+from kprune.engines.wrap import copy_model
 
 __all__ = ["scan", "SensitivityResult", "SensitivityPoint", "DEFAULT_SPARSITIES",
            "prunable_layers"]
@@ -152,7 +154,7 @@ class SensitivityResult:
             + (f", {self.finetune_epochs} fine-tune epoch(s)" if self.finetune_epochs else "")
             + ")"
         )
-        return title + "\n" + _table(header, lines)
+        return title + "\n" + table(header, lines)
 
     def save(self, out_dir, *, max_drop_pp=1.0, schedule=None):
         """Write the table, the plot and the suggested plan into ``out_dir``; return the paths.
@@ -255,7 +257,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     Example:
         >>> result = scan(model, x_val, y_val, sparsities=(0.5, 0.9), layers=["fc1"])
     """
-    from kprune.workflows import FixedMask, Trainer, accuracy
+    from kprune.methods.workflows import FixedMask, Trainer, accuracy
 
     _compat.check_model(model)
     ladder = _check_ladder(sparsities)

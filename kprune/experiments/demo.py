@@ -6,12 +6,12 @@ the report. Quick by default (a 6,000-image subset, one epoch each); ``full=True
 all of MNIST and two epochs each.
 
 Example:
-    >>> from kprune.demo import demo_recipe
+    >>> from kprune.experiments.demo import demo_recipe
     >>> print(demo_recipe().to_yaml())
 """
 
-from kprune.recipe import Export, Recipe, Subset, Training, Workflow
-from kprune.runner import run_recipe
+from kprune.experiments.recipe import Export, Recipe, Subset, Training, Workflow
+from kprune.experiments.runner import run_recipe
 
 __all__ = ["demo_recipe", "run_demo"]
 

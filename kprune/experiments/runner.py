@@ -8,8 +8,8 @@ folder that already holds a finished run (a ``report.json``) is never overwritte
 unless ``force=True``.
 
 Example:
-    >>> from kprune.recipe import Recipe
-    >>> from kprune.runner import run_recipe
+    >>> from kprune.experiments.recipe import Recipe
+    >>> from kprune.experiments.runner import run_recipe
     >>> result = run_recipe(Recipe.load("examples/seed_cnn_gradual.yaml"), "runs/seed")
     >>> print(result.report)
 """
@@ -56,8 +56,9 @@ def check_out_dir(out_dir, *, force=False, create=True):
 
 def run_recipe(recipe, out_dir, *, force=False, log=print):
     """Run ``recipe`` (a :class:`~kprune.recipe.Recipe`) and write the run folder."""
-    from kprune import _compat, data, models
-    from kprune.recipe import Recipe
+    from kprune import _compat
+    from kprune.experiments import data, models
+    from kprune.experiments.recipe import Recipe
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
@@ -101,8 +102,8 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
         recipe, model, plan, (x_train, y_train), (x_test, y_test), initial_weights
     )
 
-    from kprune.saving import save_model
-    from kprune.verify import sparsity_report
+    from kprune.engines.saving import save_model
+    from kprune.engines.verify import sparsity_report
 
     report = sparsity_report(final, plan=plan.resolve(final))
     log("[3/4] sparsity\n" + str(report))
@@ -141,7 +142,7 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
 
     Returns the :class:`kprune.report.Report` written into ``out_dir``.
     """
-    from kprune import export, report
+    from kprune.tflite import export, report
 
     dense = export.to_tflite(baseline, Path(out_dir) / "dense-float.tflite", variant="float")
     runs = export.export_variants(pruned, out_dir, variants,
@@ -155,7 +156,7 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
 
 
 def _compile(model, training):
-    from kprune import models
+    from kprune.experiments import models
 
     return models.compile_classifier(model, learning_rate=training.learning_rate,
                                      optimizer=training.optimizer)
@@ -163,7 +164,7 @@ def _compile(model, training):
 
 def _run_workflow(recipe, model, plan, train, test, initial_weights):
     """Dispatch to kprune.workflows; returns (stripped model, JSON-able history)."""
-    from kprune import workflows
+    from kprune.methods import workflows
 
     spec = recipe.workflow
     trainer = workflows.Trainer(

@@ -12,7 +12,7 @@ Example:
 from pathlib import Path
 
 from kprune import _compat
-from kprune.wrap import PruneLowMagnitude
+from kprune.engines.wrap import PruneLowMagnitude
 
 __all__ = ["save_model", "load_model"]
 

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 from kprune import _compat
+from kprune.methods.trainer import compile_classifier
 
 __all__ = [
     "MODELS",
@@ -192,48 +193,6 @@ def load(path_or_name, *, custom_objects=None):
     raise ValueError(
         _unknown_name_message(path_or_name, arg="path_or_name", or_path=True)
     )
-
-
-def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logits=None):
-    """Compile ``model`` for MNIST-style classification; return it.
-
-    ``optimizer`` (a Keras optimizer name, Adam by default) at ``learning_rate``,
-    ``SparseCategoricalCrossentropy`` and accuracy.
-    ``from_logits=None`` reads it from the last layer: ``False`` if its
-    activation is softmax, else ``True`` (the built-in models return logits).
-
-    Example:
-        >>> model = compile_classifier(build("tfmot-cnn"), learning_rate=1e-3)
-        >>> model.fit(x_train, y_train, epochs=1)
-    """
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float))
-        or not learning_rate > 0
-    ):
-        raise ValueError(
-            "Argument `learning_rate` must be a positive number. "
-            f"Received: learning_rate={learning_rate!r}"
-        )
-    if from_logits is None:
-        from_logits = not _ends_in_softmax(model)
-    keras = _compat.keras
-    model.compile(
-        optimizer=keras.optimizers.get(
-            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def _ends_in_softmax(model):
-    last = model.layers[-1] if model.layers else None
-    if isinstance(last, _compat.keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", None) == "softmax"
 
 
 def _unknown_name_message(name, *, arg="name", or_path=False):

@@ -26,19 +26,20 @@ Example:
     >>> result.model                      # stripped tf_keras model, 90% sparse
 """
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from kprune import _compat
-from kprune._checks import check_int, check_sparsity
-from kprune.keras_callbacks import callbacks as pruning_callbacks
-from kprune.keras_callbacks import wrapped_layers
-from kprune.plan import LayerRule, PruningPlan, ResolvedPlan, _table
-from kprune.schedules import Schedule
-from kprune.verify import sparsity_report, strip
-from kprune.wrap import apply, copy_model
+from kprune.core.checks import check_int, check_sparsity
+from kprune.core.plan import LayerRule, PruningPlan, ResolvedPlan
+from kprune.core.schedules import Schedule
+from kprune.core.table import table
+from kprune.engines.callbacks import callbacks as pruning_callbacks
+from kprune.engines.callbacks import wrapped_layers
+from kprune.engines.verify import sparsity_report, strip
+from kprune.engines.wrap import apply, copy_model
+from kprune.methods.trainer import Trainer, accuracy
 
 __all__ = [
     "Trainer",
@@ -68,184 +69,6 @@ PRUNABLE_TYPES = (
     "SeparableConv2D",
     "Conv2DTranspose",
 )
-
-
-# -- training ------------------------------------------------------------------
-
-
-class Trainer:
-    """How a workflow trains and evaluates a model: the one training loop they all share.
-
-    Either give arrays (``x``, ``y``, optional ``validation_data``) and kprune calls
-    ``model.fit``, or give your own ``fit(model, epochs, callbacks) -> History`` (your
-    ``tf.data`` pipeline, class weights, ...) with ``steps_per_epoch``, the number of
-    batches your fit runs per epoch, which the pruning schedules need.
-
-    Args:
-        x, y: training inputs and integer (or one-hot) labels.
-        validation_data: ``(x_val, y_val)`` for the validation accuracy in the history
-            (and for ``accuracy_floor``). Accuracy is ``argmax(predict(x)) == y``.
-        batch_size: batch size of the built-in fit and of evaluation.
-        compile: how each new model is compiled before training: None = Adam(1e-3),
-            sparse categorical cross-entropy and accuracy
-            (:func:`kprune.models.compile_classifier`); a dict of ``model.compile``
-            keyword arguments (an optimizer object in it is copied from its config
-            for every model); a callable ``compile(model)``; or False when your
-            ``fit`` compiles.
-        fit: your ``fit(model, epochs, callbacks) -> History``; pass ``callbacks`` on to
-            ``model.fit`` (they hold tfmot's ``UpdatePruningStep``).
-        evaluate: your ``evaluate(model) -> accuracy``, instead of ``validation_data``.
-        steps_per_epoch: batches per epoch of your ``fit`` (required with ``fit``).
-        callbacks: extra Keras callbacks for every fit (CSVLogger, TensorBoard, ...).
-        verbose: the built-in fit's verbosity.
-
-    Example:
-        >>> trainer = Trainer(x, y, validation_data=(xv, yv), batch_size=128,
-        ...                   compile=dict(optimizer="adam", metrics=["accuracy"],
-        ...                                loss=loss))
-        >>> def my_fit(model, epochs, callbacks):
-        ...     return model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=0)
-        >>> trainer = Trainer(fit=my_fit, steps_per_epoch=len(dataset),
-        ...                   validation_data=(xv, yv))
-    """
-
-    def __init__(self, x=None, y=None, *, validation_data=None, batch_size=32,
-                 compile=None, fit=None, evaluate=None, steps_per_epoch=None,
-                 callbacks=(), verbose=0):
-        if fit is not None:
-            if x is not None or y is not None:
-                raise ValueError(
-                    "Give either training arrays (`x`, `y`) or a `fit` callable, not both. "
-                    f"Received: x of type {type(x).__name__}, fit={fit!r}"
-                )
-            if not callable(fit):
-                raise TypeError(
-                    "Argument `fit` must be a callable fit(model, epochs, callbacks). "
-                    f"Received: fit={fit!r}"
-                )
-            if steps_per_epoch is None:
-                raise ValueError(
-                    "Argument `steps_per_epoch` is required with a `fit` callable: the "
-                    "pruning schedules are counted in training steps. Received: "
-                    "steps_per_epoch=None"
-                )
-        else:
-            if x is None or y is None:
-                raise ValueError(
-                    "Give training arrays `x` and `y`, or a `fit` callable. "
-                    f"Received: x={'None' if x is None else type(x).__name__}, "
-                    f"y={'None' if y is None else type(y).__name__}"
-                )
-            if len(x) != len(y):
-                raise ValueError(
-                    "Arguments `x` and `y` must hold the same number of examples. "
-                    f"Received: len(x)={len(x)}, len(y)={len(y)}"
-                )
-            if compile is False:
-                raise ValueError(
-                    "Argument `compile=False` only makes sense with your own `fit`; the "
-                    "built-in fit needs a compiled model. Received: compile=False"
-                )
-        check_int(batch_size, "batch_size")
-        if steps_per_epoch is not None:
-            check_int(steps_per_epoch, "steps_per_epoch")
-        if validation_data is not None:
-            try:
-                x_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError(
-                    "Argument `validation_data` must be a pair (x_val, y_val). "
-                    f"Received: validation_data of type {type(validation_data).__name__}"
-                ) from None
-            if len(x_val) != len(y_val):
-                raise ValueError(
-                    "Argument `validation_data` must hold as many labels as inputs. "
-                    f"Received: len(x_val)={len(x_val)}, len(y_val)={len(y_val)}"
-                )
-        if evaluate is not None and not callable(evaluate):
-            raise TypeError(
-                f"Argument `evaluate` must be a callable evaluate(model) -> accuracy. "
-                f"Received: evaluate={evaluate!r}"
-            )
-        if not (compile is None or compile is False or callable(compile)
-                or isinstance(compile, dict)):
-            raise TypeError(
-                "Argument `compile` must be None, a dict of model.compile arguments, a "
-                f"callable compile(model) or False. Received: compile={compile!r}"
-            )
-        self.x, self.y = x, y
-        self.validation_data = validation_data
-        self.batch_size = batch_size
-        self._compile = compile
-        self._fit = fit
-        self._evaluate = evaluate
-        self._steps_per_epoch = steps_per_epoch
-        self.extra_callbacks = list(callbacks)
-        self.verbose = verbose
-
-    @property
-    def steps_per_epoch(self):
-        """Training steps (batches) per epoch, as the pruning schedules count them."""
-        if self._steps_per_epoch is not None:
-            return self._steps_per_epoch
-        return math.ceil(len(self.x) / self.batch_size)
-
-    @property
-    def can_evaluate(self):
-        return self._evaluate is not None or self.validation_data is not None
-
-    def compile(self, model):
-        """Compile ``model`` as this trainer says; return it."""
-        spec = self._compile
-        if spec is False:
-            return model
-        if spec is None:
-            from kprune.models import compile_classifier
-
-            return compile_classifier(model)
-        if callable(spec):
-            spec(model)
-            return model
-        kwargs = dict(spec)
-        optimizer = kwargs.get("optimizer")
-        if optimizer is not None and not isinstance(optimizer, str):
-            kwargs["optimizer"] = type(optimizer).from_config(optimizer.get_config())
-        model.compile(**kwargs)
-        return model
-
-    def fit(self, model, epochs, callbacks=()):
-        """Compile and train ``model`` for ``epochs``; return one logs dict per epoch."""
-        check_int(epochs, "epochs")
-        self.compile(model)
-        callbacks = list(callbacks) + self.extra_callbacks
-        if self._fit is not None:
-            history = self._fit(model, epochs, callbacks)
-        else:
-            history = model.fit(
-                self.x, self.y, batch_size=self.batch_size, epochs=epochs,
-                callbacks=callbacks, verbose=self.verbose,
-            )
-        logs = getattr(history, "history", None) or {}
-        count = max((len(v) for v in logs.values()), default=0)
-        return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
-
-    def evaluate(self, model):
-        """Validation accuracy of ``model`` (a float), or None without validation data."""
-        if self._evaluate is not None:
-            return float(self._evaluate(model))
-        if self.validation_data is None:
-            return None
-        x_val, y_val = self.validation_data
-        return accuracy(model, x_val, y_val, batch_size=max(self.batch_size, 256))
-
-
-def accuracy(model, x, y, *, batch_size=256):
-    """Classification accuracy: ``argmax(model.predict(x)) == y`` (integer or one-hot ``y``)."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    y = np.asarray(y)
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = np.argmax(y, axis=-1)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
 
 
 # -- history -------------------------------------------------------------------
@@ -350,7 +173,7 @@ class WorkflowResult:
             )
             for r in self.history
         ]
-        text = _table(header, lines)
+        text = table(header, lines)
         return f"{self.workflow}: {self.note}\n{text}" if self.note else text
 
 

@@ -395,8 +395,8 @@ def pqat_int8(model, x, y, *, epochs=1, batch_size=128, learning_rate=1e-4,
         >>> qat = pqat_int8(kprune.strip(pruned), x_train, y_train, epochs=1)
         >>> to_tflite(qat, "pqat-int8.tflite", quantize="int8", sparse=True)
     """
-    from kprune.models import compile_classifier
-    from kprune.wrap import copy_model
+    from kprune.engines.wrap import copy_model
+    from kprune.methods.trainer import compile_classifier
 
     _check_stripped(model)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):

@@ -122,8 +122,8 @@ class Recipe:
     def check(self, lines=None):
         """Check values that types alone do not catch; paths must exist."""
         lines = lines or {}
-        from kprune import models
-        from kprune.export import VARIANTS
+        from kprune.experiments import models
+        from kprune.tflite.export import VARIANTS
 
         _positive(self.baseline.epochs, "baseline.epochs", lines, minimum=0)
         _positive(self.baseline.batch_size, "baseline.batch_size", lines)
@@ -165,7 +165,7 @@ class Recipe:
 
     def pruning_plan(self):
         """The recipe's :class:`~kprune.PruningPlan`."""
-        from kprune.plan import PruningPlan
+        from kprune.core.plan import PruningPlan
 
         if self.plan == "default":
             return PruningPlan.default()

@@ -71,8 +71,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from kprune import measure
-from kprune.export import ExportResult, write_atomic
+from kprune.tflite import measure
+from kprune.tflite.export import ExportResult, write_atomic
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -236,9 +236,9 @@ def compare(variants, *, baseline, x_test, y_test, out_dir, latency_repeats=30,
             f"Received: baseline={baseline!r}"
         )
     for v in items:
-        measure._check_tflite(v.path)
+        measure.check_tflite(v.path)
     out_dir = Path(out_dir)
-    from kprune.export import _check_writable_dir
+    from kprune.tflite.export import _check_writable_dir
 
     _check_writable_dir(out_dir)
     base = items[names.index(baseline)]
@@ -336,7 +336,7 @@ def _relative(rows, base):
 def _layer_rows(v):
     source = v.sparsity
     if source is None and v.model is not None:
-        from kprune.verify import sparsity_report
+        from kprune.engines.verify import sparsity_report
 
         source = sparsity_report(v.model, v.plan)
     if source is None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from kprune import _compat
-from kprune._checks import check_choice, check_sparsity, did_you_mean
+from kprune.core.checks import check_choice, check_sparsity, did_you_mean
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
 
@@ -171,7 +171,7 @@ def summary(before, after):
     Example:
         >>> print(summary(model, smaller))
     """
-    from kprune.plan import _table
+    from kprune.core.table import table
 
     rows = []
     for old, new in zip(_chain(before), _chain(after)):
@@ -181,7 +181,7 @@ def summary(before, after):
     total = (f"total: {before.count_params():,} -> {after.count_params():,} parameters "
              f"({before.count_params() / after.count_params():.2f}x fewer)")
     header = ("layer", "type", "units", "kept", "params", "params after")
-    return _table(header, rows) + "\n" + total
+    return table(header, rows) + "\n" + total
 
 
 # -- internals ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ Because the sparsities come from the model's current weights, compute the plan o
 trained model; the returned plan then prunes each layer by magnitude to its share.
 
 Example:
-    >>> from kprune.allocation import global_plan
+    >>> from kprune.methods.allocation import global_plan
     >>> plan = global_plan(trained, 0.92)
     >>> print(plan.allocation)
     layer  type   weights  kept    sparsity
@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kprune import _compat
-from kprune._checks import check_sparsity, did_you_mean
-from kprune.plan import LayerRule, PruningPlan, _table
-from kprune.schedules import Schedule
+from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.plan import LayerRule, PruningPlan
+from kprune.core.schedules import Schedule
+from kprune.core.table import table
 
 __all__ = ["global_plan", "GlobalPlan", "Allocation", "LayerAllocation"]
 
@@ -108,7 +109,7 @@ class Allocation:
             f"global: {self.kept:,} of {self.weights:,} weights kept (sparsity "
             f"{self.sparsity:.4f}, target {self.target:g}, |w| threshold {self.threshold:.3g})"
         )
-        return _table(header, lines) + "\n" + total
+        return table(header, lines) + "\n" + total
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def global_plan(model, target, *, exclude=(), schedule=None):
         >>> plan.allocation["fc1"].sparsity
         0.93...
     """
-    from kprune.sensitivity import prunable_layers
+    from kprune.methods.sensitivity import prunable_layers
 
     _compat.check_model(model)
     target = check_sparsity(target, argument="target")

@@ -18,8 +18,9 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune._checks import check_choice, check_keys, check_sparsity, did_you_mean
-from kprune.schedules import Schedule
+from kprune.core.checks import check_choice, check_keys, check_sparsity, did_you_mean
+from kprune.core.schedules import Schedule
+from kprune.core.table import table
 
 __all__ = [
     "LayerRule",
@@ -228,7 +229,7 @@ class ResolvedPlan:
             )
             for r in self.rows
         ]
-        return _table(header, lines)
+        return table(header, lines)
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,7 @@ class PruningPlan:
             )
             for i, r in enumerate(self.rules)
         ]
-        return _table(header, lines)
+        return table(header, lines)
 
 
 def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
@@ -491,13 +492,6 @@ def _is_prunable(layer):
     return _compat.PruneRegistry.supports(layer)
 
 
-def _table(header, lines):
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*line) for line in lines]
-    return "\n".join(s.rstrip() for s in out)
 
 
 def _write(path, text):

@@ -12,7 +12,7 @@ Example:
 """
 
 from kprune import _compat
-from kprune.plan import PruningPlan
+from kprune.core.plan import PruningPlan
 
 __all__ = ["apply", "copy_model", "PruneLowMagnitude"]
 

@@ -1,0 +1,235 @@
+"""How a model is trained and scored: the one training loop every method shares.
+
+:class:`Trainer` runs ``model.fit`` on arrays (or your own fit callable) and scores a
+model on validation data; :func:`compile_classifier` compiles a classifier the way
+kprune's workflows, recipes and PQAT do; :func:`accuracy` is ``argmax == label``.
+
+Example:
+    >>> from kprune.methods.trainer import Trainer, compile_classifier
+    >>> trainer = Trainer(x, y, validation_data=(x_val, y_val), batch_size=128)
+    >>> trainer.fit(compile_classifier(model), epochs=1)
+"""
+
+import math
+
+import numpy as np
+
+from kprune import _compat
+from kprune.core.checks import check_int
+
+__all__ = ["Trainer", "accuracy", "compile_classifier"]
+
+
+class Trainer:
+    """How a workflow trains and evaluates a model: the one training loop they all share.
+
+    Either give arrays (``x``, ``y``, optional ``validation_data``) and kprune calls
+    ``model.fit``, or give your own ``fit(model, epochs, callbacks) -> History`` (your
+    ``tf.data`` pipeline, class weights, ...) with ``steps_per_epoch``, the number of
+    batches your fit runs per epoch, which the pruning schedules need.
+
+    Args:
+        x, y: training inputs and integer (or one-hot) labels.
+        validation_data: ``(x_val, y_val)`` for the validation accuracy in the history
+            (and for ``accuracy_floor``). Accuracy is ``argmax(predict(x)) == y``.
+        batch_size: batch size of the built-in fit and of evaluation.
+        compile: how each new model is compiled before training: None = Adam(1e-3),
+            sparse categorical cross-entropy and accuracy
+            (:func:`compile_classifier`); a dict of ``model.compile``
+            keyword arguments (an optimizer object in it is copied from its config
+            for every model); a callable ``compile(model)``; or False when your
+            ``fit`` compiles.
+        fit: your ``fit(model, epochs, callbacks) -> History``; pass ``callbacks`` on to
+            ``model.fit`` (they hold tfmot's ``UpdatePruningStep``).
+        evaluate: your ``evaluate(model) -> accuracy``, instead of ``validation_data``.
+        steps_per_epoch: batches per epoch of your ``fit`` (required with ``fit``).
+        callbacks: extra Keras callbacks for every fit (CSVLogger, TensorBoard, ...).
+        verbose: the built-in fit's verbosity.
+
+    Example:
+        >>> trainer = Trainer(x, y, validation_data=(xv, yv), batch_size=128,
+        ...                   compile=dict(optimizer="adam", metrics=["accuracy"],
+        ...                                loss=loss))
+        >>> def my_fit(model, epochs, callbacks):
+        ...     return model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=0)
+        >>> trainer = Trainer(fit=my_fit, steps_per_epoch=len(dataset),
+        ...                   validation_data=(xv, yv))
+    """
+
+    def __init__(self, x=None, y=None, *, validation_data=None, batch_size=32,
+                 compile=None, fit=None, evaluate=None, steps_per_epoch=None,
+                 callbacks=(), verbose=0):
+        if fit is not None:
+            if x is not None or y is not None:
+                raise ValueError(
+                    "Give either training arrays (`x`, `y`) or a `fit` callable, not both. "
+                    f"Received: x of type {type(x).__name__}, fit={fit!r}"
+                )
+            if not callable(fit):
+                raise TypeError(
+                    "Argument `fit` must be a callable fit(model, epochs, callbacks). "
+                    f"Received: fit={fit!r}"
+                )
+            if steps_per_epoch is None:
+                raise ValueError(
+                    "Argument `steps_per_epoch` is required with a `fit` callable: the "
+                    "pruning schedules are counted in training steps. Received: "
+                    "steps_per_epoch=None"
+                )
+        else:
+            if x is None or y is None:
+                raise ValueError(
+                    "Give training arrays `x` and `y`, or a `fit` callable. "
+                    f"Received: x={'None' if x is None else type(x).__name__}, "
+                    f"y={'None' if y is None else type(y).__name__}"
+                )
+            if len(x) != len(y):
+                raise ValueError(
+                    "Arguments `x` and `y` must hold the same number of examples. "
+                    f"Received: len(x)={len(x)}, len(y)={len(y)}"
+                )
+            if compile is False:
+                raise ValueError(
+                    "Argument `compile=False` only makes sense with your own `fit`; the "
+                    "built-in fit needs a compiled model. Received: compile=False"
+                )
+        check_int(batch_size, "batch_size")
+        if steps_per_epoch is not None:
+            check_int(steps_per_epoch, "steps_per_epoch")
+        if validation_data is not None:
+            try:
+                x_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError(
+                    "Argument `validation_data` must be a pair (x_val, y_val). "
+                    f"Received: validation_data of type {type(validation_data).__name__}"
+                ) from None
+            if len(x_val) != len(y_val):
+                raise ValueError(
+                    "Argument `validation_data` must hold as many labels as inputs. "
+                    f"Received: len(x_val)={len(x_val)}, len(y_val)={len(y_val)}"
+                )
+        if evaluate is not None and not callable(evaluate):
+            raise TypeError(
+                f"Argument `evaluate` must be a callable evaluate(model) -> accuracy. "
+                f"Received: evaluate={evaluate!r}"
+            )
+        if not (compile is None or compile is False or callable(compile)
+                or isinstance(compile, dict)):
+            raise TypeError(
+                "Argument `compile` must be None, a dict of model.compile arguments, a "
+                f"callable compile(model) or False. Received: compile={compile!r}"
+            )
+        self.x, self.y = x, y
+        self.validation_data = validation_data
+        self.batch_size = batch_size
+        self._compile = compile
+        self._fit = fit
+        self._evaluate = evaluate
+        self._steps_per_epoch = steps_per_epoch
+        self.extra_callbacks = list(callbacks)
+        self.verbose = verbose
+
+    @property
+    def steps_per_epoch(self):
+        """Training steps (batches) per epoch, as the pruning schedules count them."""
+        if self._steps_per_epoch is not None:
+            return self._steps_per_epoch
+        return math.ceil(len(self.x) / self.batch_size)
+
+    @property
+    def can_evaluate(self):
+        return self._evaluate is not None or self.validation_data is not None
+
+    def compile(self, model):
+        """Compile ``model`` as this trainer says; return it."""
+        spec = self._compile
+        if spec is False:
+            return model
+        if spec is None:
+            return compile_classifier(model)
+        if callable(spec):
+            spec(model)
+            return model
+        kwargs = dict(spec)
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None and not isinstance(optimizer, str):
+            kwargs["optimizer"] = type(optimizer).from_config(optimizer.get_config())
+        model.compile(**kwargs)
+        return model
+
+    def fit(self, model, epochs, callbacks=()):
+        """Compile and train ``model`` for ``epochs``; return one logs dict per epoch."""
+        check_int(epochs, "epochs")
+        self.compile(model)
+        callbacks = list(callbacks) + self.extra_callbacks
+        if self._fit is not None:
+            history = self._fit(model, epochs, callbacks)
+        else:
+            history = model.fit(
+                self.x, self.y, batch_size=self.batch_size, epochs=epochs,
+                callbacks=callbacks, verbose=self.verbose,
+            )
+        logs = getattr(history, "history", None) or {}
+        count = max((len(v) for v in logs.values()), default=0)
+        return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
+
+    def evaluate(self, model):
+        """Validation accuracy of ``model`` (a float), or None without validation data."""
+        if self._evaluate is not None:
+            return float(self._evaluate(model))
+        if self.validation_data is None:
+            return None
+        x_val, y_val = self.validation_data
+        return accuracy(model, x_val, y_val, batch_size=max(self.batch_size, 256))
+
+
+def accuracy(model, x, y, *, batch_size=256):
+    """Classification accuracy: ``argmax(model.predict(x)) == y`` (integer or one-hot ``y``)."""
+    predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    y = np.asarray(y)
+    if y.ndim > 1 and y.shape[-1] > 1:
+        y = np.argmax(y, axis=-1)
+    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
+
+
+def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logits=None):
+    """Compile ``model`` for MNIST-style classification; return it.
+
+    ``optimizer`` (a Keras optimizer name, Adam by default) at ``learning_rate``,
+    ``SparseCategoricalCrossentropy`` and accuracy.
+    ``from_logits=None`` reads it from the last layer: ``False`` if its
+    activation is softmax, else ``True`` (the built-in models return logits).
+
+    Example:
+        >>> model = compile_classifier(build("tfmot-cnn"), learning_rate=1e-3)
+        >>> model.fit(x_train, y_train, epochs=1)
+    """
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not learning_rate > 0
+    ):
+        raise ValueError(
+            "Argument `learning_rate` must be a positive number. "
+            f"Received: learning_rate={learning_rate!r}"
+        )
+    if from_logits is None:
+        from_logits = not _ends_in_softmax(model)
+    keras = _compat.keras
+    model.compile(
+        optimizer=keras.optimizers.get(
+            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, _compat.keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", None) == "softmax"

@@ -1,0 +1,3 @@
+"""The TFLite toolchain: export variants, read a ``.tflite`` flatbuffer, measure it in
+LiteRT, and compare variants in a report.
+"""

@@ -1,0 +1,320 @@
+"""Measure ``.tflite`` files: accuracy in the LiteRT runtime, bytes raw and gzipped, latency,
+and per-tensor sparsity and N:M compliance read back from the file itself.
+
+The runtime is LiteRT (``ai_edge_litert.interpreter.Interpreter``); ``tf.lite.Interpreter``
+(deprecated) is used only when LiteRT cannot be imported, and the reason is logged on the
+``"kprune"`` logger. Tensors are read from the file by :mod:`kprune.tflite.flatbuffer`
+(re-exported here as :func:`tflite_tensors`).
+
+Example:
+    >>> from kprune import measure
+    >>> measure.evaluate_tflite("pruned-int8.tflite", x_test, y_test)
+    0.9912
+    >>> measure.file_sizes("pruned-int8.tflite")
+    {'bytes': 851968, 'gzip_bytes': 700123}
+    >>> info = measure.tflite_tensors("pruned-sparse.tflite")
+    >>> info.sparse_storage, info.densify_ops
+    (True, 2)
+    >>> print(info)
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kprune.tflite.flatbuffer import TensorInfo, TfliteInfo, check_tflite, tflite_tensors
+
+__all__ = [
+    "TensorInfo",
+    "TfliteInfo",
+    "count_params",
+    "evaluate_tflite",
+    "file_sizes",
+    "latency",
+    "load_interpreter",
+    "predict_tflite",
+    "runtime_name",
+    "tflite_tensors",
+]
+
+logger = logging.getLogger("kprune")
+
+# --------------------------------------------------------------------------- runtime
+
+
+_RUNTIME = {}
+_WARNED = set()  # files already reported as refused by XNNPACK
+
+
+def _runtime():
+    if "class" not in _RUNTIME:
+        try:
+            from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+            _RUNTIME.update(
+                {"class": Interpreter, "resolvers": OpResolverType, "name": "ai_edge_litert"}
+            )
+        except ImportError as err:
+            from kprune import _compat
+
+            logger.warning(
+                "LiteRT (ai_edge_litert) cannot be imported (%s); falling back to the "
+                "deprecated tf.lite.Interpreter. Install it with `pip install ai-edge-litert`.",
+                err,
+            )
+            _RUNTIME.update(
+                {
+                    "class": _compat.tf.lite.Interpreter,
+                    "resolvers": _compat.tf.lite.experimental.OpResolverType,
+                    "name": "tf.lite",
+                }
+            )
+    return _RUNTIME
+
+
+def runtime_name():
+    """``"ai_edge_litert"``, or ``"tf.lite"`` when LiteRT could not be imported."""
+    return _runtime()["name"]
+
+
+def load_interpreter(path, *, threads=None, delegate=True):
+    """A LiteRT interpreter for ``path`` (tensors not yet allocated).
+
+    ``delegate=False`` runs TFLite's builtin kernels without the default XNNPACK delegate.
+    """
+    path = check_tflite(path)
+    runtime = _runtime()
+    resolver = runtime["resolvers"].AUTO if delegate else (
+        runtime["resolvers"].BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    try:
+        return runtime["class"](
+            model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver
+        )
+    except ValueError as err:
+        raise ValueError(
+            f"The TFLite runtime cannot load this file ({err}). Received: path={str(path)!r}"
+        ) from None
+
+
+def _prepared(path, *, threads=None, batch=None):
+    """``(interpreter, kernels)``: allocated, the input resized to ``batch`` if allowed.
+
+    The default XNNPACK delegate cannot prepare int8 or dynamic-range models whose
+    weights come out of a DENSIFY op (sparse storage); such models then run on the
+    builtin kernels, with a warning. ``kernels`` is ``"xnnpack"`` or ``"builtin"``.
+    """
+
+    def build(delegate):
+        interpreter = load_interpreter(path, threads=threads, delegate=delegate)
+        detail, _ = _single_input(interpreter, path)
+        signature = detail.get("shape_signature", detail["shape"])
+        if batch is not None and int(signature[0]) == -1 and int(detail["shape"][0]) != batch:
+            shape = [batch, *(int(d) for d in detail["shape"][1:])]
+            interpreter.resize_tensor_input(detail["index"], shape, strict=True)
+        interpreter.allocate_tensors()
+        return interpreter
+
+    try:
+        interpreter = build(True)
+    except RuntimeError as err:
+        if "delegate" not in str(err).lower():
+            raise
+        if str(path) in _WARNED:
+            return build(False), "builtin"
+        _WARNED.add(str(path))
+        logger.warning(
+            "The XNNPACK delegate cannot prepare %s (%s); running it on TFLite's builtin "
+            "kernels instead (latency is then not comparable with XNNPACK runs).",
+            path,
+            str(err).strip(),
+        )
+        return build(False), "builtin"
+    ops = [op.get("op_name") for op in interpreter._get_ops_details()]
+    return interpreter, "xnnpack" if "DELEGATE" in ops else "builtin"
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def _single_input(interpreter, path):
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1 or len(interpreter.get_output_details()) != 1:
+        raise ValueError(
+            "Only models with one input and one output can be measured. "
+            f"Received: path={str(path)!r} with {len(inputs)} inputs and "
+            f"{len(interpreter.get_output_details())} outputs"
+        )
+    return inputs[0], interpreter.get_output_details()[0]
+
+
+def _check_inputs(x, detail, path):
+    x = np.asarray(x)
+    signature = detail.get("shape_signature", detail["shape"])
+    expected = [int(d) for d in detail["shape"][1:]]
+    fixed = [int(d) for d in signature[1:]]
+    if x.ndim != len(expected) + 1 or any(
+        want not in (-1, got) for want, got in zip(fixed, x.shape[1:])
+    ):
+        shown = ", ".join("?" if d == -1 else str(d) for d in fixed)
+        raise ValueError(
+            f"Argument `x` must be a batch of inputs of shape (N, {shown}) for this model. "
+            f"Received: x.shape={x.shape} for path={str(path)!r}"
+        )
+    return x
+
+
+def _quantize(x, detail):
+    dtype = detail["dtype"]
+    if dtype in (np.int8, np.uint8, np.int16):
+        scale, zero_point = detail["quantization"]
+        if not scale:
+            raise ValueError(f"Input tensor {detail['name']!r} is {dtype.__name__} without a scale")
+        info = np.iinfo(dtype)
+        q = np.round(np.asarray(x, np.float32) / scale + zero_point)
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return np.asarray(x).astype(dtype, copy=False)
+
+
+def _dequantize(values, detail):
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        scale, zero_point = detail["quantization"]
+        if scale:
+            return (values.astype(np.float32) - zero_point) * scale
+    return values.astype(np.float32, copy=False)
+
+
+def predict_tflite(path, x, *, batch_size=256, threads=None):
+    """Run ``x`` through the model in ``path``; return the (dequantized, float) outputs.
+
+    Batches of ``batch_size`` when the model's batch dimension is dynamic (the last batch
+    padded), else the model's own batch size. int8/uint8 inputs are quantized with the
+    input tensor's (scale, zero point) and int8 outputs dequantized with the output's.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"Argument `batch_size` must be a positive integer. Received: batch_size={batch_size!r}"
+        )
+    probe = load_interpreter(path, threads=threads)
+    detail, _ = _single_input(probe, path)
+    x = _check_inputs(x, detail, path)
+    signature = detail.get("shape_signature", detail["shape"])
+    dynamic = int(signature[0]) == -1
+    batch = min(batch_size, max(len(x), 1)) if dynamic else int(detail["shape"][0])
+    del probe
+    interpreter, _ = _prepared(path, threads=threads, batch=batch)
+    detail, output = _single_input(interpreter, path)
+    chunks = []
+    for start in range(0, len(x), batch):
+        chunk = x[start : start + batch]
+        count = len(chunk)
+        if count < batch:
+            pad = np.zeros((batch - count, *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        interpreter.set_tensor(detail["index"], _quantize(chunk, detail))
+        interpreter.invoke()
+        chunks.append(_dequantize(interpreter.get_tensor(output["index"]), output)[:count])
+    if not chunks:
+        return np.zeros((0, *output["shape"][1:]), np.float32)
+    return np.concatenate(chunks)
+
+
+def evaluate_tflite(path, x, y, *, batch_size=256, threads=None):
+    """Top-1 accuracy of the ``.tflite`` at ``path`` on ``(x, y)`` in the LiteRT runtime.
+
+    ``y`` holds integer labels (or one-hot rows). Example:
+        >>> evaluate_tflite("model.tflite", x_test, y_test)
+        0.9921
+    """
+    y = np.asarray(y)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(
+            "Arguments `x` and `y` must hold the same number of samples, `y` as integer "
+            f"labels. Received: len(x)={len(x)}, y.shape={y.shape}"
+        )
+    if len(y) == 0:
+        raise ValueError("Arguments `x` and `y` are empty.")
+    scores = predict_tflite(path, x, batch_size=batch_size, threads=threads)
+    return float(np.mean(scores.argmax(axis=-1) == y))
+
+
+# --------------------------------------------------------------------------- sizes, latency
+
+
+def file_sizes(path):
+    """``{"bytes": raw size, "gzip_bytes": size gzipped at level 9}`` (gzip done in memory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No file at this path. Received: path={str(path)!r}")
+    data = path.read_bytes()
+    return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
+
+
+def latency(path, *, repeats=50, warmup=5, threads=1, seed=0):
+    """Wall time of one ``invoke`` at batch 1, after ``warmup`` untimed runs.
+
+    Returns ``median_ms``, ``p10_ms``, ``p90_ms``, ``iqr_ms``, ``mean_ms``, ``min_ms``,
+    ``repeats``, ``warmup``, ``threads``, ``batch`` (1), ``runtime`` and ``kernels``
+    (``"xnnpack"``, or ``"builtin"`` where XNNPACK could not take the model). The input is
+    random (uniform in [0, 1), quantized for an int8 model).
+    """
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Argument `{name}` must be an integer >= {low}. Received: {name}={value!r}"
+            )
+    interpreter, kernels = _prepared(path, threads=threads, batch=1)
+    detail, _ = _single_input(interpreter, path)
+    rng = np.random.default_rng(seed)
+    sample = _quantize(rng.random(detail["shape"], dtype=np.float32), detail)
+    interpreter.set_tensor(detail["index"], sample)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - start) * 1e3)
+    p10, p25, p75, p90 = np.percentile(times, [10, 25, 75, 90])
+    return {
+        "median_ms": float(statistics.median(times)),
+        "p10_ms": float(p10),
+        "p90_ms": float(p90),
+        "iqr_ms": float(p75 - p25),
+        "mean_ms": float(np.mean(times)),
+        "min_ms": float(np.min(times)),
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": threads,
+        "batch": 1,
+        "runtime": runtime_name(),
+        "kernels": kernels,
+    }
+
+
+def count_params(model):
+    """``{"params": model.count_params(), "nonzero_params": non-zero weights}`` of a Keras model.
+
+    All weights count (biases and batch-norm statistics too), as in ``count_params``.
+    The model must be stripped (``kprune.strip``): a wrapper's kernel is not yet masked.
+    """
+    from kprune import _compat
+
+    _compat.check_model(model)
+    wrapped = [p for p, layer in _compat.iter_layers(model)
+               if isinstance(layer, _compat.PruneLowMagnitude)]
+    if wrapped:
+        raise ValueError(
+            f"Argument `model` still has pruning wrappers on {wrapped}; call kprune.strip "
+            f"first. Received: model={model.name!r}"
+        )
+    nonzero = sum(int(np.count_nonzero(w)) for w in model.get_weights())
+    return {"params": int(model.count_params()), "nonzero_params": nonzero}
