@@ -4,8 +4,11 @@ The seed CNN on MNIST (``../shared/data/mnist``): a dense baseline, then the def
 (2:4), the default plan at 1:4 and a high-compression plan (fc1 95 % unstructured),
 each fine-tuned from the baseline, stripped, and exported as float, sparse, int8 and
 sparse + int8; all measured by ``kprune.report.compare`` against the dense float
-``.tflite``. tfmot's own ``pruning_with_keras`` tutorial pipeline runs in the same
-process as the reference.
+``.tflite`` (accuracy, bytes raw and gzipped). Latency (batch 1, one thread) is measured
+by ``kprune.measure.latency_rounds`` in interleaved rounds (every file once per round,
+the order rotated): the speed-up is the median of the within-round ratios to the dense
+float file, quoted with its range. tfmot's own ``pruning_with_keras`` tutorial pipeline
+runs in the same process as the reference, its files timed against its own dense file.
 
 Usage:
     python -m benchmarks.export_sizes            # full MNIST, ~20-30 min on 2 cores
@@ -44,10 +47,13 @@ END = "<!-- export_sizes:end -->"
 # of 100 steps never fires in 15 steps, trap 2); the full run keeps the tutorial's 100.
 QUICK = dict(n_train=2000, n_test=1000, baseline_epochs=1, pruning_epochs=1,
              plans=("default", "high"), tfmot_epochs=1, tfmot_pruning_epochs=1,
-             tfmot_frequency=None, calibration=100, latency_repeats=5, pqat_epochs=1)
+             tfmot_frequency=None, calibration=100, latency_rounds=2, latency_repeats=5,
+             pqat_epochs=1)
 FULL = dict(n_train=None, n_test=None, baseline_epochs=2, pruning_epochs=2,
             plans=("default", "default-1:4", "high"), tfmot_epochs=4, tfmot_pruning_epochs=2,
-            tfmot_frequency=100, calibration=200, latency_repeats=50, pqat_epochs=1)
+            tfmot_frequency=100, calibration=200, latency_rounds=9, latency_repeats=100,
+            pqat_epochs=1)
+LATENCY_WARMUP = 10  # untimed invokes before each file's timed ones, every round
 BATCH_SIZE = 128
 FINE_TUNE_LR = 2e-4
 EXPORTS = ("float", "sparse", "int8", "sparse-int8")
@@ -192,11 +198,16 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
     start = time.perf_counter()
     main_report = report.compare(
         variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-        out_dir=work / "report", latency_repeats=config["latency_repeats"],
-        title="export_sizes: seed CNN on MNIST",
+        out_dir=work / "report", latency_repeats=0,
+        title="export_sizes: seed CNN on MNIST (latency: see the benchmark JSON)",
     )
     timings["measure_s"] = time.perf_counter() - start
-    log("measured the seed CNN variants")
+    log("measured accuracy and sizes of the seed CNN variants")
+    start = time.perf_counter()
+    log(f"latency: {config['latency_rounds']} interleaved rounds of "
+        f"{config['latency_repeats']} runs per file")
+    latency = interleaved(variants, "dense/float", config)
+    timings["latency_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     reference = tfmot_reference(config, work=work / "tfmot", x_train=x_train,
@@ -205,7 +216,7 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
     log("tfmot tutorial reference done")
 
     env = report.environment()
-    rows = [_slim(row) for row in main_report.variants]
+    rows = [_with_latency(_slim(row), latency) for row in main_report.variants]
     return {
         "benchmark": "export_sizes",
         "created": main_report.data["created"],
@@ -214,8 +225,10 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
         "config": {**config, "plans": list(config["plans"]), "batch_size": BATCH_SIZE, "fine_tune_lr": FINE_TUNE_LR,
                    "n_train": len(x_train), "n_test": len(x_test), "exports": list(EXPORTS),
                    "pqat": pqat},
-        "repeats": {"latency": config["latency_repeats"], "latency_warmup": 3,
-                    "threads": 1, "training_runs": 1},
+        "repeats": {"latency": config["latency_repeats"],
+                    "latency_rounds": config["latency_rounds"],
+                    "latency_warmup": LATENCY_WARMUP, "threads": 1, "training_runs": 1},
+        "latency": {"method": LATENCY_METHOD, **latency},
         **env,
         "runtime": main_report.data["runtime"],
         "plans": {name: plan.to_dict() for name, plan in chosen.items()},
@@ -231,6 +244,36 @@ def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
                    "markdown": str(main_report.markdown_path),
                    "plots": [str(p) for p in main_report.plots]},
     }
+
+
+LATENCY_METHOD = (
+    "kprune.measure.latency_rounds: interleaved rounds, every file once per round in an "
+    "order rotated by one file each round; per round and file the median of `repeats` "
+    "invokes at batch 1 after `warmup`; median_ms is the median of the round medians, "
+    "x_faster the median of the within-round ratios baseline / file, x_faster_range "
+    "their [min, max]"
+)
+
+
+def interleaved(variants, baseline, config):
+    """``measure.latency_rounds`` over the variants' files (see ``LATENCY_METHOD``)."""
+    from kprune import measure
+
+    return measure.latency_rounds(
+        {v.name: v.path for v in variants}, baseline=baseline,
+        rounds=config["latency_rounds"], repeats=config["latency_repeats"],
+        warmup=LATENCY_WARMUP, threads=1,
+    )
+
+
+def _with_latency(row, latency):
+    """``row`` with the interleaved latency of its file (the report measured none)."""
+    timing = latency["files"][row["name"]]
+    row = {key: value for key, value in row.items()
+           if key not in ("latency_ms_p10", "latency_ms_p90")}
+    row.update(latency_ms_median=timing["median_ms"], x_faster=timing["x_faster"],
+               x_faster_range=timing["x_faster_range"], latency_kernels=timing["kernels"])
+    return row
 
 
 def kprune_sparsity(model):
@@ -322,10 +365,10 @@ def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
         for name, result in runs.items()
     ]
     rep = report.compare(variants, baseline="tfmot/dense/float", x_test=x_test,
-                         y_test=y_test, out_dir=work / "report",
-                         latency_repeats=config["latency_repeats"],
+                         y_test=y_test, out_dir=work / "report", latency_repeats=0,
                          title="tfmot pruning_with_keras tutorial (reference)")
-    rows = {row["name"]: _slim(row) for row in rep.variants}
+    latency = interleaved(variants, "tfmot/dense/float", config)
+    rows = {row["name"]: _with_latency(_slim(row), latency) for row in rep.variants}
     pruned_float = rows["tfmot/pruned/float"]
     pruned_dynamic = rows["tfmot/pruned/dynamic"]
     return {
@@ -343,6 +386,7 @@ def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
             "pruned_keras_gzip_vs_keras_gzip": keras_gzip["baseline"] / keras_gzip["pruned"],
         },
         "variants": list(rows.values()),
+        "latency": {"method": LATENCY_METHOD, **latency},
         "report": str(rep.markdown_path),
     }
 
@@ -362,12 +406,17 @@ def markdown_summary(results):
         f"{config['n_train']:,} train / {config['n_test']:,} test images, baseline "
         f"{config['baseline_epochs']} epoch(s), pruning fine-tune {config['pruning_epochs']} "
         f"epoch(s) at lr {config['fine_tune_lr']}, seed {results['seed']}, one training run. "
-        f"Latency: batch 1, 1 thread, median of {results['repeats']['latency']} runs. "
+        f"Latency: batch 1, 1 thread, {results['latency']['rounds']} interleaved rounds of "
+        f"{results['latency']['repeats']} runs per file after {results['latency']['warmup']} "
+        "warm-up runs; latency ms is the median of the round medians, x faster the median of "
+        "the within-round ratios to `dense/float` (ranges below). "
         f"TF {env['tensorflow']}, tf_keras {env['tf_keras']}, tfmot {env['tfmot']}, "
         f"LiteRT {env['litert']}, Python {env['python']}; {machine['platform']}, "
         f"{machine['cpus_usable']} usable CPU(s).",
         "",
         markdown_table(results),
+        "",
+        *latency_lines(results["variants"]),
         "",
         "Targets (x smaller raw than the dense float .tflite, within "
         f"{ACCURACY_TOLERANCE_PP} pp of its accuracy):",
@@ -401,11 +450,25 @@ def markdown_summary(results):
         "",
         markdown_table({"variants": ref["variants"], "baseline": "tfmot/dense/float"}),
         "",
+        *latency_lines(ref["variants"]),
+        "",
         "The tutorial's own method (gzipped .tflite against the gzipped baseline Keras .h5): "
         f"pruned {method['pruned_tflite_gzip_vs_keras_gzip']:.2f}x (claim 3x), pruned + "
         f"dynamic quantization {method['pruned_dynamic_gzip_vs_keras_gzip']:.2f}x (claim 10x).",
     ]
     return "\n".join(lines)
+
+
+def latency_lines(rows):
+    """A table of each file's latency and within-round speed-up with its range."""
+    lines = ["| variant | latency ms | x faster [min, max over rounds] | kernels |",
+             "|---|---:|---:|---|"]
+    for row in rows:
+        low, high = row["x_faster_range"]
+        lines.append(f"| `{row['name']}` | {row['latency_ms_median']:.3f} | "
+                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] | "
+                     f"{row['latency_kernels']} |")
+    return lines
 
 
 def _fmt_pp(value):

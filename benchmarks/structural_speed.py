@@ -1,7 +1,7 @@
 """Structural pruning against 2:4 sparsity: which one makes the seed CNN faster on this CPU?
 
-XNNPACK has no sparse fast path on x86 (trap 9), so a 2:4 model runs as fast as the dense
-one. Removing whole filters and neurons (``kprune.structural``) gives smaller dense layers
+XNNPACK has no sparse fast path on x86 with AVX, so a 2:4 model runs no faster than the
+dense one. Removing whole filters and neurons (``kprune.structural``) gives smaller dense layers
 instead. One run, side by side: the seed CNN trained dense, then
 
 - ``dense``: the dense model trained ``tune`` more epochs (the baseline, so that every
@@ -12,9 +12,10 @@ instead. One run, side by side: the seed CNN trained dense, then
 
 each exported to TFLite (float, and int8 for some) and measured in LiteRT: accuracy and
 bytes raw and gzipped by ``kprune.report.compare``; latency at batch 1, one thread, in
-interleaved rounds (every file once per round, the order rotated), so that a noisy spell
-on this shared machine hits all files alike: the speed-up is the median over rounds of
-the within-round ratio to the dense file, with its range.
+interleaved rounds by ``kprune.measure.latency_rounds`` (every file once per round, the
+order rotated), so that a noisy spell on this shared machine hits all files alike: the
+speed-up is the median over rounds of the within-round ratio to the dense file, with its
+range.
 
     python -m benchmarks.structural_speed            # full MNIST (8.4 min measured on 2 cores)
     python -m benchmarks.structural_speed --quick    # 2,000 images (~1 min)
@@ -83,7 +84,7 @@ def main(argv=None):
 
 def run(*, data_dir, work, seed=0, quick=False):
     """Train, prune both ways, export, measure; return the results dict."""
-    from kprune import _compat, data, export, models, report, structural, workflows
+    from kprune import _compat, data, export, measure, models, report, structural, workflows
     from kprune.core.plan import PruningPlan
     from kprune.engines.wrap import copy_model
 
@@ -123,8 +124,8 @@ def run(*, data_dir, work, seed=0, quick=False):
                               out_dir=work, latency_repeats=0,
                               title="structural pruning against 2:4")
     log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
-    latency = interleaved_latency({v.name: v.path for v in variants}, baseline="dense/float",
-                                  rounds=cfg["rounds"], repeats=cfg["repeats"])
+    latency = measure.latency_rounds({v.name: v.path for v in variants}, baseline="dense/float",
+                                     rounds=cfg["rounds"], repeats=cfg["repeats"])
     return {
         "benchmark": "structural_speed",
         "mode": "quick" if quick else "full",
@@ -137,37 +138,6 @@ def run(*, data_dir, work, seed=0, quick=False):
         "latency": latency,
         "seconds": round(elapsed(), 1),
     }
-
-
-def interleaved_latency(paths, *, baseline, rounds, repeats, warmup=10):
-    """Median latency per file and speed-up over ``baseline``, measured in rounds.
-
-    Each round times every file (``repeats`` invokes at batch 1, one thread, after
-    ``warmup``), starting one file later than the round before. Returns, per name,
-    the median over rounds of the round medians (``median_ms``), the median and range
-    of the within-round speed-ups (``x_faster``, ``x_faster_range``) and ``kernels``.
-    """
-    import statistics
-
-    from kprune import measure
-
-    names = list(paths)
-    per_round = {name: [] for name in names}
-    kernels = {}
-    for index in range(rounds):
-        for name in names[index % len(names):] + names[:index % len(names)]:
-            timing = measure.latency(paths[name], repeats=repeats, warmup=warmup, threads=1)
-            per_round[name].append(timing["median_ms"])
-            kernels[name] = timing["kernels"]
-    out = {}
-    for name in names:
-        ratios = [b / t for b, t in zip(per_round[baseline], per_round[name])]
-        out[name] = {"median_ms": statistics.median(per_round[name]),
-                     "x_faster": statistics.median(ratios),
-                     "x_faster_range": [min(ratios), max(ratios)],
-                     "round_medians_ms": per_round[name], "kernels": kernels[name]}
-    return {"rounds": rounds, "repeats": repeats, "warmup": warmup, "threads": 1, "batch": 1,
-            "baseline": baseline, "files": out}
 
 
 def markdown_summary(results):

@@ -30,6 +30,8 @@ def test_structural_speed_quick(mnist_dir, tmp_path):
     assert rows["2:4/float"]["tflite_weight_sparsity"] == pytest.approx(0.5, abs=0.01)
     latency = results["latency"]
     assert latency["rounds"] == 2 and list(latency["files"]) == list(rows)
+    assert latency["repeats"] == 10 and latency["threads"] == 1
+    assert latency["baseline"] == "dense/float"
     for name, row in rows.items():
         timing = latency["files"][name]
         assert 0.0 < row["accuracy"] <= 1.0 and timing["median_ms"] > 0

@@ -27,6 +27,11 @@ def test_export_sizes_quick(mnist_dir, tmp_path):
     assert {"tensorflow", "tf_keras", "tfmot", "litert", "python"} <= set(results["versions"])
     assert {"platform", "cpu_count"} <= set(results["machine"])
     assert results["seed"] == 0 and results["repeats"]["latency"] == 5
+    assert results["repeats"]["latency_rounds"] == 2 and results["repeats"]["threads"] == 1
+    latency = results["latency"]
+    assert latency["rounds"] == 2 and latency["repeats"] == 5 and latency["threads"] == 1
+    assert latency["baseline"] == "dense/float" and "interleaved rounds" in latency["method"]
+    assert list(latency["files"]) == [row["name"] for row in results["variants"]]
     names = [row["name"] for row in results["variants"]]
     assert names[0] == "dense/float" == results["baseline"]
     assert "dense/int8" in names and results["control"] == "dense-ft/float" in names
@@ -35,6 +40,12 @@ def test_export_sizes_quick(mnist_dir, tmp_path):
             assert f"{plan}/{variant}" in names
     for row in results["variants"]:
         assert VARIANT_KEYS <= set(row), row["name"]
+        timing = latency["files"][row["name"]]
+        assert row["latency_ms_median"] == timing["median_ms"] > 0
+        assert row["x_faster"] == timing["x_faster"]
+        low, high = row["x_faster_range"]
+        assert low <= row["x_faster"] <= high and len(timing["round_medians_ms"]) == 2
+    assert latency["files"]["dense/float"]["x_faster"] == 1.0
     assert {t["plan"] for t in results["targets"]} == {"default", "high"}
     assert all({"x_smaller_raw", "size_met", "accuracy_met", "accuracy_delta_vs_control_pp"}
                <= set(t)
@@ -44,6 +55,9 @@ def test_export_sizes_quick(mnist_dir, tmp_path):
     assert by_name["high/sparse-int8"]["x_smaller_raw"] > by_name["high/int8"]["x_smaller_raw"]
     reference = results["tfmot_reference"]
     assert reference["kernel_sparsity"]["overall"] > 0.5
+    assert reference["latency"]["baseline"] == "tfmot/dense/float"
+    assert reference["variants"][0]["x_faster"] == 1.0
+    assert all(len(row["x_faster_range"]) == 2 for row in reference["variants"])
     assert {"pruned_tflite_gzip_vs_keras_gzip", "pruned_dynamic_gzip_vs_keras_gzip"} <= set(
         reference["tutorial_method"]
     )
@@ -53,6 +67,7 @@ def test_export_sizes_quick(mnist_dir, tmp_path):
     text = readme.read_text()
     assert "old" not in text and text.endswith("after\n")
     assert "| `high/sparse-int8` |" in text and text.count(export_sizes.BEGIN) == 1
+    assert "2 interleaved rounds of 5 runs" in text and "x faster [min, max" in text
 
 
 def test_missing_mnist_is_an_error(tmp_path, capsys):

@@ -226,6 +226,56 @@ def test_latency(files):
         measure.latency(paths["int8"], repeats=0)
 
 
+def test_latency_rounds(files):
+    _, paths = files
+    chosen = {name: paths[name] for name in ("float", "int8", "sparse")}
+    result = measure.latency_rounds(chosen, baseline="float", rounds=3, repeats=2, warmup=0)
+    assert {key: result[key] for key in ("rounds", "repeats", "warmup", "threads", "batch",
+                                         "baseline")} == {
+        "rounds": 3, "repeats": 2, "warmup": 0, "threads": 1, "batch": 1, "baseline": "float"}
+    assert result["runtime"] == measure.runtime_name()
+    assert list(result["files"]) == ["float", "int8", "sparse"]
+    for name, timing in result["files"].items():
+        assert set(timing) == {"median_ms", "x_faster", "x_faster_range", "round_medians_ms",
+                               "kernels"}, name
+        assert len(timing["round_medians_ms"]) == 3 and timing["median_ms"] > 0
+        low, high = timing["x_faster_range"]
+        assert low <= timing["x_faster"] <= high
+        assert timing["kernels"] == "xnnpack"
+    base = result["files"]["float"]
+    assert base["x_faster"] == 1.0 and base["x_faster_range"] == [1.0, 1.0]
+    # The speed-ups are taken within a round: baseline's round median over the file's.
+    int8 = result["files"]["int8"]
+    ratios = [b / t for b, t in zip(base["round_medians_ms"], int8["round_medians_ms"])]
+    assert int8["x_faster_range"] == [min(ratios), max(ratios)]
+
+
+def test_latency_rounds_single_file_and_builtin_kernels(files, monkeypatch):
+    _, paths = files
+    monkeypatch.setattr(measure, "_WARNED", {str(paths["sparse-int8"])})  # no warning
+    result = measure.latency_rounds({"only": paths["sparse-int8"]}, baseline="only", rounds=1,
+                                    repeats=1, warmup=0)
+    assert result["files"]["only"]["x_faster"] == 1.0
+    assert result["files"]["only"]["kernels"] == "builtin"
+
+
+def test_latency_rounds_rejects_bad_input(files, tmp_path):
+    _, paths = files
+    good = {"float": paths["float"]}
+    with pytest.raises(ValueError, match="`paths` must be a non-empty dict"):
+        measure.latency_rounds({}, baseline="float")
+    with pytest.raises(ValueError, match="`paths` must be a non-empty dict"):
+        measure.latency_rounds([paths["float"]], baseline="float")
+    with pytest.raises(ValueError, match=r"`baseline` must be one of .*baseline='dense'"):
+        measure.latency_rounds(good, baseline="dense")
+    for name, value in (("rounds", 0), ("repeats", 0), ("warmup", -1), ("threads", 0),
+                        ("rounds", 2.0), ("repeats", True)):
+        with pytest.raises(ValueError, match=f"`{name}` must be an integer"):
+            measure.latency_rounds(good, baseline="float", **{name: value})
+    with pytest.raises(FileNotFoundError, match="No .tflite file"):
+        measure.latency_rounds({**good, "gone": tmp_path / "gone.tflite"}, baseline="float")
+
+
 def test_count_params(files):
     model, _ = files
     counts = measure.count_params(model)

@@ -16,6 +16,10 @@ Example:
     >>> info.sparse_storage, info.densify_ops
     (True, 2)
     >>> print(info)
+    >>> timing = measure.latency_rounds(
+    ...     {"dense": "dense.tflite", "pruned": "pruned-int8.tflite"}, baseline="dense")
+    >>> timing["files"]["pruned"]["x_faster"], timing["files"]["pruned"]["x_faster_range"]
+    (1.47, [1.41, 1.52])
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "evaluate_tflite",
     "file_sizes",
     "latency",
+    "latency_rounds",
     "load_interpreter",
     "predict_tflite",
     "runtime_name",
@@ -298,6 +303,77 @@ def latency(path, *, repeats=50, warmup=5, threads=1, seed=0):
         "runtime": runtime_name(),
         "kernels": kernels,
     }
+
+
+def latency_rounds(paths, *, baseline, rounds=9, repeats=100, warmup=10, threads=1, seed=0):
+    """Latency of several ``.tflite`` files and their speed-up over ``baseline``, in rounds.
+
+    One sequential pass per file misleads on a busy machine: a noisy spell hits one file
+    and not the others. Here every round times every file (:func:`latency`: ``repeats``
+    invokes at batch 1 after ``warmup``), each round starting one file later than the one
+    before, and the speed-up of a file is taken within a round (the baseline's round
+    median over the file's), so that what slows a round slows both sides of the ratio.
+
+    Args:
+        paths: ``{name: path}`` of the files, at least one; ``baseline`` among the names.
+        baseline: the name whose latency the others are divided into.
+        rounds, repeats, warmup, threads, seed: as above (``seed`` for the random input).
+
+    Returns:
+        ``{"rounds", "repeats", "warmup", "threads", "batch": 1, "baseline", "runtime",
+        "files": {name: {...}}}``, each file with ``median_ms`` (median of its round
+        medians), ``x_faster`` (median of the within-round ratios baseline / file; exactly
+        1.0 for the baseline), ``x_faster_range`` ([min, max] of those ratios),
+        ``round_medians_ms`` and ``kernels`` (``"xnnpack"`` or ``"builtin"``).
+
+    Example:
+        >>> t = latency_rounds({"dense": "dense.tflite", "2:4": "sparse.tflite"},
+        ...                    baseline="dense", rounds=9, repeats=100)
+        >>> t["files"]["2:4"]["x_faster"], t["files"]["2:4"]["x_faster_range"]
+        (0.97, [0.93, 1.01])
+    """
+    from collections.abc import Mapping
+
+    if not isinstance(paths, Mapping) or not paths:
+        raise ValueError(
+            "Argument `paths` must be a non-empty dict {name: .tflite path}. "
+            f"Received: paths={paths!r}"
+        )
+    names = list(paths)
+    if baseline not in paths:
+        raise ValueError(
+            f"Argument `baseline` must be one of the names in `paths` {names}. "
+            f"Received: baseline={baseline!r}"
+        )
+    for name, value, low in (("rounds", rounds, 1), ("repeats", repeats, 1),
+                             ("warmup", warmup, 0), ("threads", threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Argument `{name}` must be an integer >= {low}. Received: {name}={value!r}"
+            )
+    for name in names:  # fail before any timing, not half-way through
+        check_tflite(paths[name])
+    per_round = {name: [] for name in names}
+    kernels = {}
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            timing = latency(paths[name], repeats=repeats, warmup=warmup, threads=threads,
+                             seed=seed)
+            per_round[name].append(timing["median_ms"])
+            kernels[name] = timing["kernels"]
+    files = {}
+    for name in names:
+        ratios = [b / t for b, t in zip(per_round[baseline], per_round[name])]
+        files[name] = {
+            "median_ms": float(statistics.median(per_round[name])),
+            "x_faster": 1.0 if name == baseline else float(statistics.median(ratios)),
+            "x_faster_range": [float(min(ratios)), float(max(ratios))],
+            "round_medians_ms": [float(t) for t in per_round[name]],
+            "kernels": kernels[name],
+        }
+    return {"rounds": rounds, "repeats": repeats, "warmup": warmup, "threads": threads,
+            "batch": 1, "baseline": baseline, "runtime": runtime_name(), "files": files}
 
 
 def count_params(model):
