@@ -15,7 +15,7 @@ from kprune.tflite.export import write_atomic
 from kprune.tflite.report import environment
 
 __all__ = ["environment", "elapsed", "log", "write_results", "replace_between_markers",
-           "add_standard_options", "output_paths", "REPO", "DATA_DIR", "README"]
+           "add_standard_options", "output_paths", "portable", "REPO", "DATA_DIR", "README"]
 
 _START = time.perf_counter()
 
@@ -34,11 +34,28 @@ def log(message):
     print(f"[{elapsed():7.1f}s] {message}", flush=True)
 
 
+def portable(value):
+    """``value`` with every path string under the repository (or next to it) made relative.
+
+    ``<repo>/runs/x`` becomes ``runs/x`` and ``<repo>/../shared/data`` becomes
+    ``../shared/data``, so that a results JSON names no folder of the machine it ran on.
+    """
+    if isinstance(value, dict):
+        return {key: portable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(item) for item in value]
+    if isinstance(value, str):
+        for root, prefix in ((REPO, ""), (REPO.parent, "../")):
+            if value.startswith(f"{root}/"):
+                return prefix + value[len(str(root)) + 1:]
+    return value
+
+
 def write_results(path, results):
-    """Write the results dict as JSON, atomically, creating the folder."""
+    """Write the results dict as JSON (paths made portable), atomically, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(results, indent=2) + "\n")
+    write_atomic(path, json.dumps(portable(results), indent=2) + "\n")
     return path
 
 
