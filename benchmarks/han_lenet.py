@@ -119,18 +119,17 @@ def main(argv=None):
 
 def load_data(data_dir, *, quick, seed):
     """Train / validation / test splits; validation is held out of the training images."""
-    import numpy as np
-
     from kprune import data
+    from kprune.methods.trainer import split_validation
 
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
-    order = np.random.default_rng(seed).permutation(len(x_train))
-    val, train = order[:N_VALIDATION], order[N_VALIDATION:]
+    (x_train, y_train), (x_val, y_val) = split_validation(x_train, y_train, N_VALIDATION,
+                                                          seed=seed)
     if quick:
-        train = train[: QUICK_DATA["n_train"]]
-        val = val[: QUICK_DATA["n_validation"]]
+        x_train, y_train = x_train[: QUICK_DATA["n_train"]], y_train[: QUICK_DATA["n_train"]]
+        x_val, y_val = x_val[: QUICK_DATA["n_validation"]], y_val[: QUICK_DATA["n_validation"]]
         x_test, y_test = x_test[: QUICK_DATA["n_test"]], y_test[: QUICK_DATA["n_test"]]
-    return (x_train[train], y_train[train]), (x_train[val], y_train[val]), (x_test, y_test)
+    return (x_train, y_train), (x_val, y_val), (x_test, y_test)
 
 
 def trainer_for(train, validation, *, lr, decay):

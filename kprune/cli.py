@@ -7,7 +7,7 @@ Example:
     $ kprune export pruned.keras --out out --quantize int8 --sparse --data mnist \\
           --compare baseline.keras
     $ kprune inspect out/pruned-sparse-int8.tflite
-    $ kprune sensitivity baseline.keras --data mnist --out sens
+    $ kprune sensitivity baseline.keras --data mnist --out sens  # on a validation split
 """
 
 import argparse
@@ -139,11 +139,18 @@ def _inspect(args):
 def _sensitivity(args):
     from kprune.experiments import models
     from kprune.methods import sensitivity
+    from kprune.methods.trainer import split_validation
 
     model = models.load(args.model)
-    (_, _), (x_test, y_test) = _load_data(args.data)
-    n = min(args.samples, len(x_test))
-    result = sensitivity.scan(model, x_test[:n], y_test[:n])
+    (x_train, y_train), _ = _load_data(args.data)
+    # A plan chosen on the test split would be tuned to the images its accuracy is later
+    # reported on: scan a validation split held out of the training images instead.
+    (_, _), (x_val, y_val) = split_validation(x_train, y_train, args.validation,
+                                              seed=args.seed)
+    n = min(args.samples, len(x_val))
+    print(f"sensitivity on {n:,} validation images held out of the {len(x_train):,} training "
+          f"images (validation={args.validation}, seed={args.seed}); the test split is not used")
+    result = sensitivity.scan(model, x_val[:n], y_val[:n])
     paths = result.save(args.out, max_drop_pp=args.max_drop)
     print(result)
     print(f"suggested plan (each layer within {args.max_drop:g} pp of the dense accuracy "
@@ -151,6 +158,20 @@ def _sensitivity(args):
     print(result.to_plan(max_drop_pp=args.max_drop))
     print(f"wrote {', '.join(str(path) for path in paths.values())}")
     return 0
+
+
+def _fraction_or_count(text):
+    """``--validation``: ``"5000"`` is a count, ``"0.1"`` a fraction (checked when used)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a fraction in (0, 1) or a positive integer count; got {text!r}"
+        ) from None
 
 
 def build_parser():
@@ -198,11 +219,24 @@ def build_parser():
     inspect.add_argument("file", help="a .keras, .h5 or .tflite file")
     inspect.set_defaults(handler=_inspect)
 
-    sens = commands.add_parser("sensitivity", help="per-layer sensitivity scan and a plan")
+    sens = commands.add_parser(
+        "sensitivity", help="per-layer sensitivity scan and a plan",
+        description="Prune each layer alone and measure the accuracy drop, on a validation "
+        "split held out of the training images (never the test split), as `kprune run` "
+        "holds out its `validation` split; then suggest a plan.",
+    )
     sens.add_argument("model", help="a trained .keras/.h5 model")
-    sens.add_argument("--data", default="mnist", help="mnist or a path (the test split is used)")
+    sens.add_argument("--data", default="mnist",
+                      help="mnist or a path (the validation split comes from its training "
+                      "images; its test split is not used)")
     sens.add_argument("--out", required=True, help="output folder")
-    sens.add_argument("--samples", type=int, default=2000, help="validation images to use")
+    sens.add_argument("--validation", type=_fraction_or_count, default=0.1,
+                      help="validation split held out of the training images: a fraction "
+                      "in (0, 1) or a count (default: 0.1, as in recipes)")
+    sens.add_argument("--seed", type=int, default=0,
+                      help="seed of the validation split (default: 0, as in recipes)")
+    sens.add_argument("--samples", type=int, default=2000,
+                      help="validation images to scan on (default: 2000)")
     sens.add_argument("--max-drop", type=float, default=1.0,
                       help="accuracy drop (percentage points) allowed per layer in the plan")
     sens.set_defaults(handler=_sensitivity)

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kprune import LayerRule, PruningPlan
@@ -44,6 +45,28 @@ def test_bad_arguments_exit_nonzero_with_one_line(argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "validation, message",
+    [
+        ("1.5", r"Argument `validation` must be a fraction in \(0, 1\) when it is a float.*"
+                r"Received: validation=1.5"),
+        ("20", r"Argument `validation` must leave training examples: it holds out 20 of 20"),
+        ("0", r"must be a positive integer count.*Received: validation=0"),
+        ("a tenth", r"argument --validation: must be a fraction in \(0, 1\) or a positive "
+                    r"integer count; got 'a tenth'"),
+    ],
+)
+def test_sensitivity_refuses_a_bad_validation_split(tmp_path, validation, message, capsys):
+    np_path = tmp_path / "mnist.npz"
+    np.savez(np_path, x_train=np.zeros((20, 28, 28), "uint8"), y_train=np.zeros(20, "uint8"),
+             x_test=np.zeros((5, 28, 28), "uint8"), y_test=np.zeros(5, "uint8"))
+    out = tmp_path / "sens"
+    assert main(["sensitivity", "lenet-300-100", "--data", str(np_path), "--out", str(out),
+                 "--validation", validation]) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()
 
 
 def test_unknown_command_exits_2(capsys):
@@ -148,19 +171,22 @@ def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
     from kprune import models
     from kprune.engines.saving import save_model
 
-    (x, y), _ = mnist_small
+    (x, y), (x_test, y_test) = mnist_small
     model = models.compile_classifier(models.lenet_300_100())
     model.fit(x[:2000], y[:2000], batch_size=100, epochs=1, verbose=0)
     path = save_model(model, tmp_path / "trained.keras")
     np_path = tmp_path / "mnist.npz"
-    __import__("numpy").savez(np_path, x_train=(x[:100] * 255).astype("uint8")[..., 0],
-                              y_train=y[:100], x_test=(x[:400] * 255).astype("uint8")[..., 0],
-                              y_test=y[:400])
+    # 50 test images: the scan must not use them (it scans 400 held out of the training ones)
+    np.savez(np_path, x_train=(x[2000:3000] * 255).astype("uint8")[..., 0],
+             y_train=y[2000:3000], x_test=(x_test[:50] * 255).astype("uint8")[..., 0],
+             y_test=y_test[:50])
     out = tmp_path / "sens"
     assert main(["sensitivity", str(path), "--data", str(np_path), "--out", str(out),
-                 "--samples", "400", "--max-drop", "2"]) == 0
+                 "--validation", "0.5", "--samples", "400", "--max-drop", "2"]) == 0
     printed = capsys.readouterr().out
     assert "fc1" in printed and "suggested plan" in printed
+    assert ("sensitivity on 400 validation images held out of the 1,000 training images "
+            "(validation=0.5, seed=0); the test split is not used") in printed
     table = json.loads((out / "sensitivity.json").read_text())
     assert table["max_drop_pp"] == 2.0 and table["examples"] == 400
     assert {row["layer"] for row in table["rows"]} == {"fc1", "fc2", "head"}

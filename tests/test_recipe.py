@@ -53,6 +53,18 @@ def write(tmp_path, text):
         ("model: seed-cnn\nworkflow: {epochs: 0}\n", "`workflow.epochs` .* must be a positive"),
         ("model: seed-cnn\nsubset: 5\n", r"`subset` \(line 2\) must be a mapping"),
         ("data: mnist\n", "Missing key `model`"),
+        ("model: seed-cnn\nvalidation: 1.5\n",
+         r"Key `validation` \(line 2\) must be a fraction in \(0, 1\) when it is a float.*"
+         r"Received: validation=1.5"),
+        ("model: seed-cnn\nvalidation: 0.0\n", r"`validation` \(line 2\) must be a fraction"),
+        ("model: seed-cnn\nseed: 1\nvalidation: 0\n",
+         r"Key `validation` \(line 3\) must be a positive integer count"),
+        ("model: seed-cnn\nvalidation: ten\n",
+         r"`validation` \(line 2\) must be a fraction in \(0, 1\) or a positive integer "
+         r"count. Received: validation='ten'"),
+        ("model: seed-cnn\nvalidation: true\n", r"Received: validation=True"),
+        ("model: seed-cnn\nsubset: {train: 500}\nvalidation: 500\n",
+         r"`validation` \(line 3\) must be below subset.train \(500\)"),
         ("model: [unclosed\n", "not valid YAML"),
         ("- just\n- a list\n", "`recipe` must be a mapping"),
     ],
@@ -80,3 +92,14 @@ def test_paths_are_relative_to_the_recipe(tmp_path):
     PruningPlan([LayerRule("fc1", target=0.9)]).to_yaml(tmp_path / "plans" / "p.yaml")
     path = write(tmp_path, "model: lenet-300-100\nplan: plans/p.yaml\n")
     assert Recipe.load(path).pruning_plan().rules[0].target == 0.9
+
+
+def test_validation_defaults_to_a_tenth_and_takes_a_fraction_or_a_count(tmp_path):
+    assert Recipe.load(write(tmp_path, "model: seed-cnn\n")).validation == 0.1
+    for text, value in (("0.25", 0.25), ("5000", 5000)):
+        recipe = Recipe.load(write(tmp_path, f"model: seed-cnn\nvalidation: {text}\n"))
+        assert recipe.validation == value and type(recipe.validation) is type(value)
+        assert Recipe.from_dict(__import__("yaml").safe_load(recipe.to_yaml())) == recipe
+    recipe = Recipe.load(write(tmp_path, "model: seed-cnn\nsubset: {train: 500}\n"
+                                         "validation: 499\n"))
+    assert recipe.validation == 499

@@ -9,6 +9,7 @@ Example recipe (every key optional except ``model``)::
     model: seed-cnn            # built-in name, or a .keras/.h5 path
     data: mnist                # mnist (best available), an IDX folder, or an .npz
     subset: {train: 6000, test: 2000}
+    validation: 0.1            # held out of the training images: a fraction or a count
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
     plan: default              # default, a plan file, or {rules: [...]}
@@ -79,11 +80,17 @@ class Export:
 
 @dataclass(frozen=True)
 class Recipe:
-    """One experiment: model, data, baseline, plan, workflow, export. See the module doc."""
+    """One experiment: model, data, baseline, plan, workflow, export. See the module doc.
+
+    ``validation`` (a fraction in (0, 1) or a count) is held out of the (subset) training
+    images with ``seed``: the workflow validates on it (``accuracy_floor``), and the test
+    split is used only for the final report.
+    """
 
     model: str
     data: str = "mnist"
     subset: Subset = field(default_factory=Subset)
+    validation: object = 0.1
     seed: int = 0
     baseline: Training = field(default_factory=Training)
     plan: object = "default"
@@ -135,6 +142,7 @@ class Recipe:
             value = getattr(self.subset, key)
             if value is not None:
                 _positive(value, f"subset.{key}", lines)
+        self._check_validation(lines)
         _choice(self.baseline.optimizer, OPTIMIZERS, "baseline.optimizer", lines)
         _choice(self.workflow.name, WORKFLOWS, "workflow.name", lines)
         if self.baseline.learning_rate <= 0:
@@ -157,6 +165,22 @@ class Recipe:
             self.pruning_plan()
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise RecipeError(f"Key `plan`{_at('plan', lines)}: {err}") from None
+
+    def _check_validation(self, lines):
+        value = self.validation
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail("validation", "must be a fraction in (0, 1) or a positive integer count",
+                  value, lines)
+        if isinstance(value, float) and not 0 < value < 1:
+            _fail("validation", "must be a fraction in (0, 1) when it is a float (or a "
+                  "positive integer count)", value, lines)
+        if isinstance(value, int) and value < 1:
+            _fail("validation", "must be a positive integer count (or a fraction in (0, 1))",
+                  value, lines)
+        train = self.subset.train
+        if isinstance(value, int) and train is not None and value >= train:
+            _fail("validation", f"must be below subset.train ({train}): the rest of the "
+                  "training images are the training split", value, lines)
 
     def resolve(self, path):
         """A path from the recipe, relative to the recipe file's folder."""

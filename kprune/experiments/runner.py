@@ -2,7 +2,11 @@
 
 The run folder gets ``recipe.yaml`` (a copy), ``plan.json`` (the resolved plan),
 ``baseline.keras`` and ``pruned.keras``, the ``.tflite`` variants, ``report.json``,
-``report.md`` and the plots. Everything that can be checked is checked before training
+``report.md`` and the plots. The recipe's ``validation`` split is held out of the
+training images (seeded with its ``seed``); the baseline and the workflow train on the
+rest and the workflow validates on it, so the test split is touched only by the final
+report (the split sizes are logged, in the report's title and under ``extra.data`` in
+``report.json``). Everything that can be checked is checked before training
 (the recipe, the model file, the plan against the model, the output folder), and a
 folder that already holds a finished run (a ``report.json``) is never overwritten
 unless ``force=True``.
@@ -59,6 +63,7 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
     from kprune import _compat
     from kprune.experiments import data, models
     from kprune.experiments.recipe import Recipe
+    from kprune.methods.trainer import split_validation
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
@@ -68,9 +73,6 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
     model = models.load(model_ref)
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
-    out = check_out_dir(out_dir, force=force)
-    (out / FINISHED_MARKER).unlink(missing_ok=True)
-    (out / "recipe.yaml").write_text(recipe.to_yaml())
 
     data_dir = None if recipe.data == "mnist" else recipe.resolve(recipe.data)
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
@@ -81,8 +83,21 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
             min(recipe.subset.test or len(x_test), len(x_test)),
             seed=recipe.seed,
         )
-    log(f"kprune run: {recipe.model}, {len(x_train):,} training / {len(x_test):,} test images, "
-        f"workflow {recipe.workflow.name}")
+    # The test split is only for the final report: the baseline and the workflow train on
+    # the rest of the training images, and the workflow validates (accuracy_floor) on a
+    # split held out of them.
+    (x_train, y_train), (x_val, y_val) = split_validation(
+        x_train, y_train, recipe.validation, seed=recipe.seed
+    )
+    sizes = {"train": len(x_train), "validation": len(x_val), "test": len(x_test)}
+    split_text = (f"{sizes['train']:,} training / {sizes['validation']:,} validation / "
+                  f"{sizes['test']:,} test images")
+    log(f"kprune run: {recipe.model}, {split_text} (validation held out of the training "
+        f"images with seed {recipe.seed}), workflow {recipe.workflow.name}")
+
+    out = check_out_dir(out_dir, force=force)
+    (out / FINISHED_MARKER).unlink(missing_ok=True)
+    (out / "recipe.yaml").write_text(recipe.to_yaml())
 
     _compat.keras.utils.set_random_seed(recipe.seed)
     training = recipe.baseline
@@ -99,7 +114,7 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
     log(str(resolved))
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
     final, history = _run_workflow(
-        recipe, model, plan, (x_train, y_train), (x_test, y_test), initial_weights
+        recipe, model, plan, (x_train, y_train), (x_val, y_val), initial_weights
     )
 
     from kprune.engines.saving import save_model
@@ -122,9 +137,9 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
         out_dir=out,
         plan=plan,
         latency_repeats=recipe.export.latency_repeats,
-        title=f"kprune run: {recipe.model}, {recipe.workflow.name}",
-        extra={"recipe": recipe.to_dict(), "seconds": round(time.perf_counter() - started, 1),
-               "history": history},
+        title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
+        extra={"recipe": recipe.to_dict(), "data": sizes,
+               "seconds": round(time.perf_counter() - started, 1), "history": history},
     )
     log("\n" + str(comparison))
     if training.epochs:
@@ -162,14 +177,15 @@ def _compile(model, training):
                                      optimizer=training.optimizer)
 
 
-def _run_workflow(recipe, model, plan, train, test, initial_weights):
+def _run_workflow(recipe, model, plan, train, validation, initial_weights):
     """Dispatch to kprune.workflows; returns (stripped model, JSON-able history)."""
     from kprune.methods import workflows
+    from kprune.methods.trainer import Trainer
 
     spec = recipe.workflow
-    trainer = workflows.Trainer(
+    trainer = Trainer(
         *train,
-        validation_data=test,
+        validation_data=validation,
         batch_size=recipe.baseline.batch_size,
         compile=lambda m: _compile(m, recipe.baseline),
         verbose=2,

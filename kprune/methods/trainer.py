@@ -2,7 +2,10 @@
 
 :class:`Trainer` runs ``model.fit`` on arrays (or your own fit callable) and scores a
 model on validation data; :func:`compile_classifier` compiles a classifier the way
-kprune's workflows, recipes and PQAT do; :func:`accuracy` is ``argmax == label``.
+kprune's workflows, recipes and PQAT do; :func:`accuracy` is ``argmax == label``;
+:func:`split_validation` holds a validation split out of the training data, so that
+choices made on validation accuracy (``accuracy_floor``, a sensitivity scan) never
+look at the test split that is reported.
 
 Example:
     >>> from kprune.methods.trainer import Trainer, compile_classifier
@@ -17,7 +20,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 
-__all__ = ["Trainer", "accuracy", "compile_classifier"]
+__all__ = ["Trainer", "accuracy", "compile_classifier", "split_validation"]
 
 
 class Trainer:
@@ -182,6 +185,72 @@ class Trainer:
             return None
         x_val, y_val = self.validation_data
         return accuracy(model, x_val, y_val, batch_size=max(self.batch_size, 256))
+
+
+def split_validation(x, y, validation, *, seed=0):
+    """Hold a validation split out of training data: ``((x_train, y_train), (x_val, y_val))``.
+
+    The examples are shuffled with ``numpy.random.default_rng(seed).permutation``; the
+    first ``n`` of the permutation are the validation split, the rest the training split
+    (both in the permutation's order). The same ``x``, ``validation`` and ``seed`` always
+    give the same split. It is not stratified: on a few hundred examples a class may be
+    a little over- or under-represented.
+
+    Args:
+        x, y: training inputs and labels (arrays of the same length).
+        validation: a fraction in (0, 1) of the examples (rounded, at least one), or a
+            positive integer count below ``len(x)``.
+        seed: a non-negative integer seed for the permutation.
+
+    Example:
+        >>> (x_train, y_train), (x_val, y_val) = split_validation(x, y, 0.1, seed=0)
+        >>> len(x_val), len(x_train)      # for 60,000 MNIST training images
+        (6000, 54000)
+        >>> trainer = Trainer(x_train, y_train, validation_data=(x_val, y_val))
+    """
+    if len(x) != len(y):
+        raise ValueError(
+            "Arguments `x` and `y` must hold the same number of examples. "
+            f"Received: len(x)={len(x)}, len(y)={len(y)}"
+        )
+    check_int(seed, "seed", minimum=0)
+    n = _validation_size(validation, len(x))
+    order = np.random.default_rng(seed).permutation(len(x))
+    val, train = order[:n], order[n:]
+    x, y = np.asarray(x), np.asarray(y)
+    return (x[train], y[train]), (x[val], y[val])
+
+
+def _validation_size(validation, n_examples):
+    """How many of ``n_examples`` a ``validation`` fraction or count holds out (checked)."""
+    if isinstance(validation, (bool, np.bool_)) or not isinstance(
+        validation, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            "Argument `validation` must be a fraction in (0, 1) or a positive integer "
+            f"count. Received: validation={validation!r} of type {type(validation).__name__}"
+        )
+    if isinstance(validation, (float, np.floating)):
+        if not 0 < validation < 1:
+            raise ValueError(
+                "Argument `validation` must be a fraction in (0, 1) when it is a float "
+                f"(or a positive integer count). Received: validation={validation!r}"
+            )
+        n = max(1, round(float(validation) * n_examples))
+    else:
+        if validation < 1:
+            raise ValueError(
+                "Argument `validation` must be a positive integer count (or a fraction in "
+                f"(0, 1)). Received: validation={validation!r}"
+            )
+        n = int(validation)
+    if n >= n_examples:
+        raise ValueError(
+            f"Argument `validation` must leave training examples: it holds out {n} of "
+            f"{n_examples}, so none would be left to train on. Received: "
+            f"validation={validation!r} for {n_examples} examples"
+        )
+    return n
 
 
 def accuracy(model, x, y, *, batch_size=256):

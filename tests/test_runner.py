@@ -1,0 +1,93 @@
+"""run_recipe: the workflow trains and validates on training images only; test is for the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from kprune.experiments.recipe import Recipe
+from kprune.experiments.runner import run_recipe
+from kprune.methods import trainer as trainer_module
+
+
+def synthetic_mnist(path, n_train=600, n_test=200):
+    """An .npz MNIST look-alike: the class is a bright band, every image is numbered,
+    and test images carry a marker pixel (bottom right = 255) that no training image has."""
+    rng = np.random.default_rng(0)
+
+    def images(n, marker):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 40, (n, 28, 28)).astype("uint8")
+        for i, label in enumerate(y):
+            x[i, 2 + 2 * label: 4 + 2 * label, 4:24] = 255
+        x[:, 0, 0], x[:, 0, 1] = np.arange(n) // 256, np.arange(n) % 256
+        x[:, 27, 27] = marker
+        return x, y.astype("uint8")
+
+    (x_train, y_train), (x_test, y_test) = images(n_train, 0), images(n_test, 255)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def numbers(x):
+    """The image numbers written into pixels (0, 0) and (0, 1), as a set."""
+    pixels = np.rint(np.asarray(x)[:, 0, :2].reshape(len(x), 2) * 255).astype(int)
+    return set((pixels[:, 0] * 256 + pixels[:, 1]).tolist())
+
+
+def is_test(x):
+    return np.asarray(x)[:, 27, 27].reshape(-1) > 0.5
+
+
+def recipe(tmp_path, **changes):
+    data = synthetic_mnist(tmp_path / "mnist.npz")
+    spec = {
+        "model": "lenet-300-100",
+        "data": str(data),
+        "subset": {"train": 500, "test": 150},
+        "validation": 0.2,
+        "seed": 3,
+        "baseline": {"epochs": 1, "batch_size": 50},
+        "plan": {"rules": [{"match": "fc1", "target": 0.5}]},
+        "workflow": {"name": "iterative", "epochs": 1, "rounds": 2, "accuracy_floor": 0.3},
+        "export": {"variants": ["float"], "latency_repeats": 1},
+    }
+    spec.update(changes)
+    return Recipe.from_dict(spec)
+
+
+@pytest.mark.slow
+def test_the_workflow_never_sees_the_test_split(tmp_path, monkeypatch):
+    trainers = []
+
+    class RecordingTrainer(trainer_module.Trainer):
+        """The real Trainer (real fits, real tfmot), remembering what it was given."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+
+    monkeypatch.setattr(trainer_module, "Trainer", RecordingTrainer)
+    logged = []
+    result = run_recipe(recipe(tmp_path), tmp_path / "run", log=logged.append)
+
+    (trainer,) = trainers
+    x_val, y_val = trainer.validation_data
+    assert len(x_val) == len(y_val) == 100            # 20% of the 500-image training subset
+    assert len(trainer.x) == len(trainer.y) == 400
+    assert not is_test(x_val).any() and not is_test(trainer.x).any()
+    assert not numbers(x_val) & numbers(trainer.x)    # validation is held out of training
+    assert all(record["val_accuracy"] is not None for record in result.history)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["extra"]["data"] == {"train": 400, "validation": 100, "test": 150}
+    assert report["test_samples"] == 150
+    assert "400 training / 100 validation / 150 test images" in logged[0]
+    assert "400 training / 100 validation / 150 test images" in report["title"]
+
+
+def test_a_validation_count_that_leaves_nothing_fails_before_anything_is_written(tmp_path):
+    spec = recipe(tmp_path, subset={"train": None, "test": 150}, validation=600)
+    with pytest.raises(ValueError, match=r"Argument `validation` must leave training "
+                                         r"examples: it holds out 600 of 600"):
+        run_recipe(spec, tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
