@@ -46,6 +46,7 @@ _LAZY = {
 SUBMODULES = {
     "plan": "kprune.core.plan",
     "schedules": "kprune.core.schedules",
+    "layers": "kprune.core.layers",
     "masks": "kprune.core.masks",
     "wrap": "kprune.engines.wrap",
     "verify": "kprune.engines.verify",

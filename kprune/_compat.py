@@ -29,7 +29,6 @@ __all__ = [
     "iter_layers",
     "layer_name",
     "clone_model",
-    "kernel_of",
 ]
 
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
@@ -129,14 +128,3 @@ def clone_model(model, layer_fn, prefix=""):
 
     cloned = keras.models.clone_model(model, clone_function=clone)
     return cloned
-
-
-def kernel_of(layer):
-    """The weight variable that pruning acts on (``kernel`` or ``depthwise_kernel``), or None."""
-    if isinstance(layer, PruneLowMagnitude):
-        layer = layer.layer
-    for name in ("kernel", "depthwise_kernel"):
-        variable = getattr(layer, name, None)
-        if variable is not None:
-            return variable
-    return None

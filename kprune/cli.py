@@ -119,18 +119,17 @@ def _inspect(args):
     from kprune.core import masks
     from kprune.core.table import table
     from kprune.engines.saving import load_model
-    from kprune.engines.verify import effective_kernel
+    from kprune.engines.verify import effective_weights
 
     model = load_model(path, compile=False)
     rows = []
     for name, layer in _compat.iter_layers(model):
-        kernel = effective_kernel(layer)
-        if kernel is not None:
-            rows.append((name, type(getattr(layer, "layer", layer)).__name__,
+        for label, kernel in effective_weights(layer).items():
+            rows.append((name, type(getattr(layer, "layer", layer)).__name__, label,
                          "x".join(map(str, kernel.shape)), f"{kernel.size:,}",
                          f"{np.count_nonzero(kernel):,}", f"{masks.sparsity(kernel):.3f}",
-                         "yes" if masks.is_n_m(kernel, 2, 4) else "no"))
-    header = ("layer", "type", "kernel", "weights", "nonzero", "sparsity", "2:4")
+                         "yes" if masks.is_n_m(kernel, 2, 4, axis=-2) else "no"))
+    header = ("layer", "type", "weight", "shape", "weights", "nonzero", "sparsity", "2:4")
     print(table(header, rows))
     print(f"{path}: {path.stat().st_size:,} bytes; 2:4 is checked along the input-channel axis")
     return 0

@@ -78,3 +78,23 @@ def test_custom_training_loop_with_pruning_stepper():
 def test_pruning_stepper_needs_a_wrapped_model():
     with pytest.raises(ValueError, match="has no pruning wrappers"):
         kprune.PruningStepper(tiny_mlp())
+
+
+def test_schedule_guard_warns_when_the_fit_runs_fewer_steps_than_planned():
+    from kprune.engines.callbacks import ScheduleWarning
+
+    x, y = data()
+    model = pruned_mlp(epochs=1, steps_per_epoch=6)  # 96 examples / 16 = 6 steps planned
+    with pytest.warns(ScheduleWarning, match=r"fc1 at step 4 of 6 \(2 steps short\).*ran 4"):
+        model.fit(x[:64], y[:64], batch_size=16, verbose=0, callbacks=kprune.callbacks())
+    strict = pruned_mlp(epochs=1, steps_per_epoch=6)
+    with pytest.raises(RuntimeError, match="validation_split, a drop_remainder dataset"):
+        strict.fit(x, y, batch_size=16, verbose=0, validation_split=0.25,
+                   callbacks=kprune.callbacks(strict=True))
+
+
+def test_schedule_guard_is_silent_when_every_schedule_completed(recwarn):
+    x, y = data()
+    model = pruned_mlp(epochs=1, steps_per_epoch=6)
+    model.fit(x, y, batch_size=16, verbose=0, callbacks=kprune.callbacks(strict=True))
+    assert not [w for w in recwarn if "stopped short" in str(w.message)]

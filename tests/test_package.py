@@ -22,7 +22,7 @@ def test_only_compat_imports_tensorflow_tf_keras_or_tfmot():
 
 def test_importing_kprune_and_masks_does_not_start_tensorflow():
     code = ("import sys, kprune\n"
-            "from kprune import masks, plan, schedules\n"
+            "from kprune import masks, plan, schedules, layers\n"
             "print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)

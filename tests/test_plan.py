@@ -106,10 +106,10 @@ def test_resolve_pins_schedules_to_steps():
 def test_table_is_readable():
     text = str(PruningPlan.default().resolve(tiny_cnn()))
     lines = text.splitlines()
-    assert lines[0].split()[:4] == ["layer", "type", "params", "method"]
+    assert lines[0].split()[:5] == ["layer", "type", "params", "prunes", "method"]
     assert any(line.startswith("conv_b") and "2:4" in line for line in lines)
     assert "classifier head" in text
-    assert "type=Conv2D" in str(PruningPlan.default())
+    assert "kind=conv" in str(PruningPlan.default())
 
 
 def test_json_and_yaml_round_trip_every_field():
@@ -170,3 +170,17 @@ def test_bad_plan_data(data, message):
 def test_rules_must_be_rules():
     with pytest.raises(TypeError, match=r"rules\[0\]="):
         PruningPlan([{"match": "fc1"}])
+
+
+def test_an_n_m_rule_with_a_schedule_is_refused_unless_it_falls_back():
+    with pytest.raises(ValueError, match="An N:M rule takes no `schedule`"):
+        LayerRule("fc1", method="m_by_n", schedule=Schedule(end=1))
+    rule = LayerRule("fc1", method="m_by_n", fallback="unstructured", schedule=Schedule(end=1))
+    assert rule.schedule.end == 1  # used by the layers that fall back
+
+
+def test_uniform_plan_prunes_every_prunable_layer_but_the_head():
+    resolved = PruningPlan.uniform(0.8).resolve(tiny_cnn())
+    assert [r.name for r in resolved.pruned] == ["conv_a", "conv_b", "dense_a"]
+    assert resolved["head"].reason == "classifier head"
+    assert resolved["flatten"].reason == "no weights"

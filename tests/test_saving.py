@@ -5,6 +5,7 @@ import pytest
 
 import kprune
 from kprune import LayerRule, PruningPlan, _compat
+from kprune.engines.callbacks import ScheduleWarning
 
 from helpers import keras, tiny_mlp
 
@@ -26,7 +27,9 @@ def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
     )
     pruned = kprune.apply(tiny_mlp(), plan, steps_per_epoch=4, epochs=2)
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
+    # Half the planned steps: the schedule guard says so, and training resumes below.
+    with pytest.warns(ScheduleWarning, match=r"fc2 at step 4 of 8 \(4 steps short\)"):
+        pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
     path = kprune.save_model(pruned, tmp_path / f"ckpt{suffix}")
     loaded = kprune.load_model(path)
     before, after = wrappers(pruned), wrappers(loaded)
@@ -36,8 +39,10 @@ def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
     # Training resumes: the second epoch reaches the schedule's end.
     loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
-    report = kprune.sparsity_report(kprune.strip(loaded), plan=plan, strict=True)
+    # The plan travels in the file: a strict report needs no plan argument.
+    report = kprune.sparsity_report(kprune.strip(loaded), strict=True)
     assert report["fc1"].achieved == pytest.approx(0.75)
+    assert report["fc1"].method == "1:4" and report["fc1"].ok
     assert report["fc2"].achieved == pytest.approx(0.6, abs=0.01)
 
 

@@ -131,3 +131,8 @@ def test_plot_marks_every_firing_step_up_to_the_last(tmp_path):
     assert dots.get_xdata()[-1] == r.end_step
     assert line.get_ydata()[-1] == pytest.approx(0.8)
     assert (tmp_path / "schedule.png").stat().st_size > 1000
+
+
+def test_a_constant_schedule_with_an_end_is_refused():
+    with pytest.raises(ValueError, match="A constant schedule has no `end`"):
+        Schedule(kind="constant", end=2)

@@ -138,7 +138,7 @@ def test_bad_input_is_refused_and_the_model_unchanged():
         structural.remove_units(model, {"fc1": []})
     with pytest.raises(TypeError, match="must be a dict of layer name"):
         structural.remove_units(model, [0, 1])
-    with pytest.raises(ValueError, match="removes output units of Dense and Conv2D"):
+    with pytest.raises(ValueError, match="removes output units of Dense and Conv1D/2D/3D"):
         structural.remove_units(model, {"flatten": [0]})
     with pytest.raises(ValueError, match=r"fractions\['fc1'\]"):
         structural.select_units(model, {"fc1": 1.0})

@@ -91,3 +91,37 @@ def test_report_totals_and_dict():
 def test_report_rejects_a_bad_plan():
     with pytest.raises(TypeError, match="Argument `plan` must be"):
         kprune.sparsity_report(tiny_mlp(), plan="default")
+
+
+def test_strict_report_without_a_plan_refuses_to_pass_having_checked_nothing():
+    x, y = images(shape=(28, 28, 1))
+    pruned = train(kprune.apply(tiny_mlp(), PruningPlan.default(), steps_per_epoch=4, epochs=1),
+                   x, y)
+    reloaded_like = kprune.copy_model(kprune.strip(pruned))  # a clone carries no plan
+    with pytest.raises(ValueError, match="strict sparsity report needs a plan"):
+        kprune.sparsity_report(reloaded_like, strict=True)
+    assert kprune.sparsity_report(reloaded_like, plan=PruningPlan.default(), strict=True).ok
+
+
+def test_a_plan_saved_with_the_model_is_checked_after_loading(tmp_path):
+    x, y = images(shape=(28, 28, 1))
+    plan = PruningPlan([LayerRule("fc1", target=0.7), LayerRule("fc2", method="m_by_n")])
+    final = kprune.strip(train(kprune.apply(tiny_mlp(), plan, steps_per_epoch=4, epochs=1), x, y))
+    for suffix in (".keras", ".h5"):
+        loaded = kprune.load_model(kprune.save_model(final, tmp_path / f"final{suffix}"))
+        report = kprune.sparsity_report(loaded, strict=True)
+        assert report["fc1"].target == 0.7 and report["fc1"].ok
+        assert report["fc2"].method == "2:4" and report["fc2"].n_m_violations == 0
+        # The stored plan is really compared with: break the weights and it fails.
+        loaded.get_layer("fc1").kernel.assign(np.ones((784, 64), np.float32))
+        with pytest.raises(ValueError, match="fc1: missed target"):
+            kprune.sparsity_report(loaded, strict=True)
+
+
+def test_a_plan_row_survives_its_dict_round_trip():
+    resolved = PruningPlan.default().resolve(tiny_cnn(), steps_per_epoch=10, epochs=2)
+    assert ResolvedPlan.from_dict(resolved.to_dict()) == resolved
+    with pytest.raises(ValueError, match="schema version 1"):
+        ResolvedPlan.from_dict({"schema_version": 9, "layers": []})
+    with pytest.raises(TypeError, match="must be a mapping with a 'layers' list"):
+        ResolvedPlan.from_dict({"rules": []})

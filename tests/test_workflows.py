@@ -138,8 +138,8 @@ def test_rewind_to_init_keeps_the_mask_exact_through_retraining(trainer):
     result = workflows.rewind(fresh, 0.75, trainer=trainer, epochs=1)
     assert_same(init, fresh)
     assert [r.stage for r in result.history] == ["dense", "prune", "rewind", "retrain"]
-    keep = result.masks["fc"]
-    assert sorted(result.masks) == ["fc"]
+    assert sorted(result.masks) == ["fc"] and sorted(result.masks["fc"]) == ["kernel"]
+    keep = result.masks["fc"]["kernel"]
     assert 1 - keep.mean() == pytest.approx(0.75, abs=0.005)
     final = kernel(result.model, "fc")
     assert np.all(final[~keep] == 0.0)
@@ -159,11 +159,11 @@ def test_rewind_to_an_early_epoch_and_to_a_checkpoint(trainer):
     fresh = mlp()
     late = workflows.rewind(fresh, 0.5, trainer=small, epochs=2, to=1, retrain_epochs=1)
     assert "weights after epoch 1" in late.note
-    assert np.all(kernel(late.model, "fc")[~late.masks["fc"]] == 0.0)
+    assert np.all(kernel(late.model, "fc")[~late.masks["fc"]["kernel"]] == 0.0)
     checkpoint = [np.full_like(w, 0.01) for w in fresh.get_weights()]
     given = workflows.rewind(fresh, 0.5, trainer=small, epochs=1, to=checkpoint)
     assert given.history[2].note == "rewound to the given checkpoint, mask kept"
-    assert np.all(kernel(given.model, "fc")[~given.masks["fc"]] == 0.0)
+    assert np.all(kernel(given.model, "fc")[~given.masks["fc"]["kernel"]] == 0.0)
 
 
 @pytest.mark.slow
@@ -197,10 +197,12 @@ def test_fixed_mask_keeps_pruned_weights_exactly_zero():
     after = kernel(model, "fc")
     assert np.all(after[~keep] == 0.0)
     assert not np.array_equal(after[keep], start[keep])
-    with pytest.raises(ValueError, match=r"mask for layer 'fc' has shape \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"mask for layer 'fc' \(kernel\) has shape \(3, 3\)"):
         FixedMask({"fc": np.ones((3, 3))}).set_model(model)
-    with pytest.raises(ValueError, match="which has no kernel"):
+    with pytest.raises(ValueError, match="which has no prunable weight"):
         FixedMask({"flatten": np.ones(3)}).set_model(model)
+    with pytest.raises(ValueError, match="mask for weight 'bias' of layer 'fc'"):
+        FixedMask({"fc": {"bias": np.ones(32)}}).set_model(model)
 
 
 # -- plans -------------------------------------------------------------------------
@@ -303,3 +305,22 @@ def test_trainer_bad_arguments(mnist_small):
     with pytest.raises(TypeError, match="`compile` must be None, a dict"):
         Trainer(x, y, compile="adam")
     assert Trainer(x, y, batch_size=64).steps_per_epoch == 63
+
+
+def test_rewind_keeps_the_mask_on_a_separable_pointwise_kernel():
+    # The weight tfmot prunes in a SeparableConv2D is pointwise_kernel, not depthwise_kernel:
+    # rewinding must hold that mask through retraining (it used to retrain it dense).
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.SeparableConv2D(8, 3, name="sep")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(x))
+    rng = np.random.default_rng(0)
+    x_train, y_train = rng.random((64, 8, 8, 4), np.float32), rng.integers(0, 3, 64)
+    small = Trainer(x_train, y_train, validation_data=(x_train, y_train), batch_size=16)
+    result = workflows.rewind(model, 0.5, trainer=small, epochs=1)
+    keep = result.masks["sep"]["pointwise_kernel"]
+    pointwise = result.model.get_layer("sep").pointwise_kernel.numpy()
+    assert 1 - keep.mean() == pytest.approx(0.5, abs=0.02)
+    assert np.all(pointwise[~keep] == 0.0) and np.all(pointwise[keep] != 0.0)
+    assert result.final.sparsity["sep"] == pytest.approx(0.5, abs=0.02)

@@ -1,7 +1,8 @@
 """The pruning plan: ordered, serialisable rules, resolved against a model into one row per layer.
 
 A plan is plain data. Each :class:`LayerRule` selects layers by exact name (or
-nested path), regex or layer type, optionally only the first or last layer it
+nested path), regex, layer type or layer kind (``"conv"``, ``"dense"``, ... from
+:mod:`kprune.core.layers`), optionally only the first or last layer it
 selects, and says how to prune them. The first rule that selects a layer wins.
 ``plan.resolve(model)`` gives the :class:`ResolvedPlan` table, which ``apply``
 then follows.
@@ -28,16 +29,15 @@ __all__ = [
     "LayerPlan",
     "ResolvedPlan",
     "PlanWarning",
+    "HEAD_RULE",
     "SCHEMA_VERSION",
 ]
 
 SCHEMA_VERSION = 1
 METHODS = ("unstructured", "m_by_n", "skip")
-SELECTORS = ("name", "regex", "type")
+SELECTORS = ("name", "regex", "type", "kind")
 WHICH = ("all", "first", "last")
 POOLS = ("AVG", "MAX")
-# Layer types whose kernels the N:M check knows how to group (input channels at axis -2).
-_M_BY_N_TYPES = ("Dense", "Conv2D")
 
 
 class PlanWarning(UserWarning):
@@ -49,15 +49,17 @@ class LayerRule:
     """How to prune the layers one selector picks.
 
     Args:
-        match: a layer name (or nested path ``outer/inner``), a regex, or a layer
-            class name such as ``"Dense"``, as ``by`` says.
-        by: ``"name"``, ``"regex"`` or ``"type"``.
+        match: a layer name (or nested path ``outer/inner``), a regex, a layer class
+            name such as ``"Dense"``, or a kind such as ``"conv"`` (Conv1D/2D/3D,
+            Conv2DTranspose, SeparableConv1D/2D; see ``kprune.layers.KINDS``), as ``by`` says.
+        by: ``"name"``, ``"regex"``, ``"type"`` or ``"kind"``.
         method: ``"unstructured"`` (magnitude), ``"m_by_n"`` (keep ``n`` of every
             ``m`` consecutive weights along the input-channel axis) or ``"skip"``.
         target: final sparsity of an unstructured layer, in [0, 1).
         n, m: for ``m_by_n``: keep ``n`` of every ``m`` (2:4 keeps half, 1:4 a quarter).
-        schedule: how sparsity grows (unstructured only; tfmot computes an N:M mask
-            once, at the first training step).
+        schedule: how sparsity grows (unstructured only: tfmot computes an N:M mask
+            once, at the first training step, so an N:M rule takes a schedule only for
+            the layers it lets fall back to unstructured).
         which: ``"all"`` the selected layers, or only the ``"first"`` or ``"last"``.
         fallback: ``"unstructured"`` to prune a layer that cannot take N:M without it
             (with the reason in the table); None makes that an error.
@@ -97,6 +99,10 @@ class LayerRule:
             raise ValueError(
                 f"Argument `match` must be a non-empty string. Received: match={self.match!r}"
             )
+        if self.by == "kind":
+            from kprune.core.layers import KINDS
+
+            check_choice(self.match, KINDS, "match")
         if self.by == "regex":
             try:
                 re.compile(self.match)
@@ -129,11 +135,23 @@ class LayerRule:
                 "Argument `schedule` must be a kprune.Schedule. "
                 f"Received: schedule={self.schedule!r}"
             )
+        if self.method == "m_by_n" and self.fallback is None and self.schedule != Schedule():
+            raise ValueError(
+                "An N:M rule takes no `schedule`: tfmot computes the N:M mask once, at "
+                "the first training step, and ignores any schedule (with "
+                "fallback='unstructured' the schedule is used by the layers that fall "
+                "back). Remove `schedule`, or use method='unstructured'. "
+                f"Received: schedule={self.schedule!r}"
+            )
 
     def selects(self, path, layer):
         """True when this rule's selector (before ``which``) picks the layer."""
         if self.by == "type":
             return type(layer).__name__ == self.match
+        if self.by == "kind":
+            from kprune.core.layers import kind
+
+            return kind(layer) == self.match
         if self.by == "regex":
             return re.fullmatch(self.match, path) is not None
         return self.match in (path, layer.name)
@@ -155,6 +173,10 @@ class LayerRule:
         return cls(**data)
 
 
+#: The classifier head (the last Dense) stays dense: every built-in plan starts from this.
+HEAD_RULE = LayerRule("dense", by="kind", which="last", method="skip", note="classifier head")
+
+
 @dataclass(frozen=True)
 class LayerPlan:
     """One row of a resolved plan: what happens to one layer, and why."""
@@ -163,6 +185,7 @@ class LayerPlan:
     type: str
     params: int
     method: str
+    weights: tuple = ()
     target: float | None = None
     n: int | None = None
     m: int | None = None
@@ -183,11 +206,34 @@ class LayerPlan:
             return f"block {self.block[0]}x{self.block[1]}"
         return self.method
 
+    @property
+    def weights_label(self):
+        """The pruned weights in a few words: ``kernel``, or ``4 weights`` for attention."""
+        if len(self.weights) <= 1:
+            return "".join(self.weights)
+        return f"{len(self.weights)} weights"
+
     def to_dict(self):
         data = asdict(self)
-        data["schedule"] = None if self.schedule is None else self.schedule.describe()
+        data["schedule"] = None if self.schedule is None else self.schedule.to_dict()
         data["block"] = list(self.block)
+        data["weights"] = list(self.weights)
         return data
+
+    @classmethod
+    def from_dict(cls, data):
+        from kprune.core.schedules import ResolvedSchedule
+
+        check_keys(data, cls, what="resolved plan row")
+        data = dict(data)
+        schedule = data.get("schedule")
+        if isinstance(schedule, dict):
+            kind = schedule.get("kind")
+            data["schedule"] = (ResolvedSchedule.from_dict(schedule) if "end_step" in schedule
+                                else Schedule.from_dict(schedule)) if kind else None
+        data["block"] = tuple(data.get("block", (1, 1)))
+        data["weights"] = tuple(data.get("weights", ()))
+        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -215,13 +261,25 @@ class ResolvedPlan:
     def to_dict(self):
         return {"schema_version": SCHEMA_VERSION, "layers": [r.to_dict() for r in self.rows]}
 
+    @classmethod
+    def from_dict(cls, data):
+        """Read back :meth:`to_dict` (as ``kprune.load_model`` does for a saved model's plan)."""
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+            raise TypeError(
+                "A resolved plan must be a mapping with a 'layers' list. "
+                f"Received: {str(data)[:200]}"
+            )
+        _check_schema_version(data)
+        return cls(tuple(LayerPlan.from_dict(row) for row in data["layers"]))
+
     def __str__(self):
-        header = ("layer", "type", "params", "method", "target", "schedule", "why")
+        header = ("layer", "type", "params", "prunes", "method", "target", "schedule", "why")
         lines = [
             (
                 r.name,
                 r.type,
                 f"{r.params:,}",
+                r.weights_label,
                 r.method_label,
                 "" if r.target is None else f"{r.target:.2f}",
                 "" if r.schedule is None else r.schedule.describe(),
@@ -257,34 +315,38 @@ class PruningPlan:
 
     @classmethod
     def default(cls, *, target=0.5, n=2, m=4, schedule=None):
-        """The seed recipe: first conv unstructured, later Conv2D/Dense N:M, head skipped.
+        """The seed recipe: first conv unstructured, later convs and Dense N:M, head skipped.
 
-        Layers that cannot take N:M (too few input channels, or a count that is not a
-        multiple of ``m``) fall back to unstructured at ``target``, and the table says why.
+        "Conv" is every layer of kind ``conv`` (Conv1D/2D/3D, Conv2DTranspose and the
+        pointwise kernel of SeparableConv1D/2D). Layers that cannot take N:M (too few
+        input channels, a count that is not a multiple of ``m``, a kernel rank tfmot
+        cannot group) fall back to unstructured at ``target``, and the table says why.
         """
         schedule = schedule or Schedule()
-        common = dict(target=target, n=n, m=m, schedule=schedule)
+        n_m = dict(method="m_by_n", n=n, m=m, fallback="unstructured", target=target,
+                   schedule=schedule)
         return cls(
             (
-                LayerRule(
-                    "Conv2D",
-                    by="type",
-                    which="first",
-                    method="unstructured",
-                    note="first conv: few input channels",
-                    **common,
-                ),
-                LayerRule(
-                    "Dense", by="type", which="last", method="skip", note="classifier head"
-                ),
-                LayerRule(
-                    "Conv2D", by="type", method="m_by_n", fallback="unstructured", **common
-                ),
-                LayerRule(
-                    "Dense", by="type", method="m_by_n", fallback="unstructured", **common
-                ),
+                LayerRule("conv", by="kind", which="first", method="unstructured",
+                          target=target, schedule=schedule,
+                          note="first conv: few input channels"),
+                HEAD_RULE,
+                # Only the layers that fall back to unstructured use the schedule.
+                LayerRule("conv", by="kind", **n_m),
+                LayerRule("dense", by="kind", **n_m),
             )
         )
+
+    @classmethod
+    def uniform(cls, target, *, schedule=None):
+        """Unstructured magnitude pruning at ``target`` for every prunable layer but the head.
+
+        Example:
+            >>> print(PruningPlan.uniform(0.9).resolve(model))
+        """
+        check_sparsity(target, argument="target")
+        return cls((HEAD_RULE, LayerRule(".*", by="regex", method="unstructured",
+                                         target=target, schedule=schedule or Schedule())))
 
     def with_rule(self, rule, *, first=True):
         """A new plan with ``rule`` added (first by default, so it wins)."""
@@ -355,12 +417,7 @@ class PruningPlan:
                 f"Unknown key {unknown[0]!r} in plan. Known keys: ['rules', "
                 f"'schema_version']. Received keys: {sorted(data)}"
             )
-        version = data.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise ValueError(
-                f"This kprune reads plan schema version {SCHEMA_VERSION}. "
-                f"Received: schema_version={version!r}"
-            )
+        _check_schema_version(data)
         rules = data.get("rules", [])
         if not isinstance(rules, list):
             raise TypeError(f"Plan key 'rules' must be a list. Received: rules={rules!r}")
@@ -420,26 +477,26 @@ class PruningPlan:
 
 
 def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
-    from kprune import _compat
+    from kprune.core import layers
 
     params = int(layer.count_params()) if layer.built else 0
-    base = dict(name=path, type=type(layer).__name__, params=params)
-    kernel = _compat.kernel_of(layer)
+    weights = tuple(w.label for w in layers.prunable_weights(layer))
+    base = dict(name=path, type=type(layer).__name__, params=params, weights=weights)
+    if not weights:
+        reason = layers.not_pruned_reason(layer)
+        if rule is not None and rule.method != "skip" and rule.by == "name":
+            raise ValueError(
+                f"Layer {path!r} ({type(layer).__name__}) has nothing tfmot can prune "
+                f"({reason}); remove the rule or set method='skip'. Received: rule={rule!r}"
+            )
+        return LayerPlan(method="skip", reason=reason, **dict(base, weights=()))
     if rule is None:
-        reason = "no weights" if kernel is None else "no rule selects it"
-        return LayerPlan(method="skip", reason=reason, **base)
+        return LayerPlan(method="skip", reason="no rule selects it", **base)
     if rule.method == "skip":
         return LayerPlan(method="skip", reason=rule.note or "skipped by rule", **base)
-    if kernel is None or not _is_prunable(layer):
-        if rule.by == "name":
-            raise ValueError(
-                f"Layer {path!r} ({type(layer).__name__}) has no weights tfmot can prune; "
-                f"remove the rule or set method='skip'. Received: rule={rule!r}"
-            )
-        return LayerPlan(method="skip", reason="not prunable by tfmot", **base)
     method, reason = rule.method, rule.note
     if method == "m_by_n":
-        why_not = m_by_n_problem(layer, rule.n, rule.m)
+        why_not = layers.n_m_problem(layer, rule.n, rule.m)
         if why_not and rule.fallback is None:
             raise ValueError(
                 f"Layer {path!r} cannot take {rule.n}:{rule.m} sparsity: {why_not}. Use "
@@ -471,27 +528,13 @@ def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
     )
 
 
-def m_by_n_problem(layer, n, m):
-    """Why ``n:m`` sparsity cannot apply to ``layer`` (empty string when it can)."""
-    from kprune import _compat
-
-    kind = type(layer).__name__
-    if kind not in _M_BY_N_TYPES:
-        return f"N:M is supported on {'/'.join(_M_BY_N_TYPES)} kernels, not {kind}"
-    channels = int(_compat.kernel_of(layer).shape[-2])
-    if channels < m:
-        return f"{channels} input channel{'s' if channels != 1 else ''} < group size {m}"
-    if channels % m:
-        return f"{channels} input channels is not a multiple of {m}"
-    return ""
-
-
-def _is_prunable(layer):
-    from kprune import _compat
-
-    return _compat.PruneRegistry.supports(layer)
-
-
+def _check_schema_version(data):
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"This kprune reads plan schema version {SCHEMA_VERSION}. "
+            f"Received: schema_version={version!r}"
+        )
 
 
 def _write(path, text):

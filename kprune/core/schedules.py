@@ -69,6 +69,12 @@ class Schedule:
         check_number(self.begin, "begin")
         if self.end is not None:
             check_number(self.end, "end")
+            if self.kind == "constant":
+                raise ValueError(
+                    "A constant schedule has no `end`: it prunes to the target at `begin` "
+                    "and holds it. Remove `end`, or use kind='polynomial' to reach the "
+                    f"target by `end`. Received: kind='constant', end={self.end!r}"
+                )
             if self.end <= self.begin:
                 raise ValueError(
                     "Argument `end` must come after `begin`. "
@@ -173,6 +179,19 @@ class ResolvedSchedule:
     frequency: int
     power: float
     total_steps: int
+
+    @property
+    def final_step(self):
+        """The firing step at which the mask first reaches the target."""
+        return self.begin_step if self.kind == "constant" else self.end_step
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        check_keys(data, cls, what="resolved schedule")
+        return cls(**data)
 
     def fires_at(self, step):
         """True when tfmot updates the mask at ``step``."""

@@ -6,11 +6,18 @@ Example:
     >>> history.history["sparsity/fc1"]      # one layer
 """
 
+import warnings
+
 import numpy as np
 
 from kprune import _compat
 
-__all__ = ["callbacks", "SparsityLogger", "PruningStepper", "wrapped_layers"]
+__all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
+           "wrapped_layers", "final_step"]
+
+
+class ScheduleWarning(UserWarning):
+    """A pruning fit ended before a layer's schedule reached its final sparsity."""
 
 
 def wrapped_layers(model):
@@ -50,19 +57,81 @@ class SparsityLogger(_compat.keras.callbacks.Callback):
         logs["sparsity"] = total_zeros / total_size if total_size else 0.0
 
 
-def callbacks(*, log_dir=None, log_sparsity=True):
-    """What ``model.fit`` needs to prune: tfmot's ``UpdatePruningStep`` and sparsity logs.
+def final_step(wrapper):
+    """The training step at which ``wrapper``'s mask first reaches its final sparsity.
+
+    tfmot computes an N:M mask at step 1; a ``ConstantSparsity`` prunes to its target at
+    ``begin_step``; a ``PolynomialDecay`` reaches its target at ``end_step``.
+    """
+    if wrapper.sparsity_m_by_n:
+        return 1
+    config = wrapper.pruning_schedule.get_config()["config"]
+    if isinstance(wrapper.pruning_schedule, _compat.tfmot.sparsity.keras.ConstantSparsity):
+        return int(config["begin_step"])
+    return int(config["end_step"])
+
+
+class ScheduleGuard(_compat.keras.callbacks.Callback):
+    """At the end of ``fit``, checks that every pruned layer reached its final step.
+
+    A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
+    (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
+    the target, which nothing else would notice. Warns (:class:`ScheduleWarning`) by
+    default; raises RuntimeError with ``strict=True``.
+
+    Example:
+        >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(strict=True))
+    """
+
+    def __init__(self, *, strict=False):
+        super().__init__()
+        self.strict = strict
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_train_end(self, logs=None):
+        short = []
+        for path, wrapper in wrapped_layers(self.model):
+            reached = int(_compat.keras.backend.get_value(wrapper.pruning_step))
+            needed = final_step(wrapper)
+            if reached < needed:
+                short.append(f"{path} at step {reached} of {needed} "
+                             f"({needed - reached} steps short)")
+        if not short:
+            return
+        message = (
+            f"Pruning stopped short of the plan's final sparsity: {'; '.join(short)}. This "
+            f"fit ran {self.steps} training steps; the schedules were derived for more "
+            "(kprune.apply's steps_per_epoch x epochs). Steps per epoch differ when fit uses "
+            "validation_split, a drop_remainder dataset or a shorter generator: pass the "
+            "real number of batches per epoch to kprune.apply."
+        )
+        if self.strict:
+            raise RuntimeError(message)
+        warnings.warn(message, ScheduleWarning, stacklevel=2)
+
+
+def callbacks(*, log_dir=None, log_sparsity=True, strict=False):
+    """What ``model.fit`` needs to prune: tfmot's ``UpdatePruningStep``, sparsity logs and a
+    check that the schedules were really completed.
 
     Args:
         log_dir: also write tfmot's TensorBoard pruning summaries there.
         log_sparsity: add :class:`SparsityLogger` (per-layer and overall sparsity in logs).
+        strict: make :class:`ScheduleGuard` raise, instead of warn, when a fit ends
+            before a layer reached its final sparsity.
 
     Without ``UpdatePruningStep`` tfmot fails with an InvalidArgumentError at the first batch.
 
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(log_dir="logs"))
     """
-    result = [_compat.tfmot.sparsity.keras.UpdatePruningStep()]
+    result = [_compat.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
     if log_sparsity:
         result.append(SparsityLogger())
     if log_dir is not None:

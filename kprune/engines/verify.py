@@ -1,5 +1,7 @@
 """Strip the pruning wrappers and check what sparsity the real weights reached.
 
+Every row measures the weights that are really pruned, as :mod:`kprune.core.layers`
+names them (a separable conv's ``pointwise_kernel``, attention's four inner kernels).
 The N:M check groups weights along the input-channel axis (the grouping TFLite
 uses) and does not count padding as pruned: tfmot's own ``is_pruned_m_by_n`` calls a
 one-input-channel conv "2:4" although nothing in it was zeroed.
@@ -15,11 +17,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kprune import _compat
-from kprune.core import masks
+from kprune.core import layers, masks
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 
-__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity", "effective_kernel"]
+__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity", "effective_weights"]
 
 # How far an unstructured layer's achieved sparsity may be from its target.
 TOLERANCE = 0.01
@@ -55,25 +57,23 @@ def strip(model):
     return stripped
 
 
-def effective_kernel(layer):
-    """The kernel as it acts in the forward pass (``kernel * mask`` for a wrapper), as numpy."""
-    kernel = _compat.kernel_of(layer)
-    if kernel is None:
-        return None
-    values = np.asarray(kernel.numpy())
-    if isinstance(layer, _compat.PruneLowMagnitude):
-        for weight, mask, _ in layer.pruning_vars:
-            if weight is kernel:
-                values = values * np.asarray(mask.numpy())
-    return values
+def effective_weights(layer):
+    """``{label: values}`` of the weights pruning acts on, as the forward pass sees them."""
+    return dict(layers.effective_weights(layer))
 
 
 @dataclass(frozen=True)
 class LayerSparsity:
-    """Achieved sparsity of one layer's kernel, and how it compares with the plan."""
+    """Achieved sparsity of the weights one layer prunes, and how it compares with the plan.
+
+    ``weight`` names them (``kernel``, ``pointwise_kernel``, or ``4 weights`` for
+    attention); ``weights``/``nonzero`` are their totals and ``parts`` holds
+    ``(label, size, nonzero)`` for each.
+    """
 
     name: str
     type: str
+    weight: str
     weights: int
     nonzero: int
     achieved: float
@@ -83,9 +83,12 @@ class LayerSparsity:
     m: int | None = None
     n_m_violations: int | None = None
     ok: bool | None = None
+    parts: tuple = ()
 
     def to_dict(self):
-        return asdict(self)
+        data = asdict(self)
+        data["parts"] = [list(part) for part in self.parts]
+        return data
 
 
 @dataclass(frozen=True)
@@ -130,11 +133,13 @@ class SparsityReport:
         }
 
     def __str__(self):
-        header = ("layer", "type", "weights", "nonzero", "achieved", "method", "target", "check")
+        header = ("layer", "type", "weight", "weights", "nonzero", "achieved", "method", "target",
+                  "check")
         lines = [
             (
                 r.name,
                 r.type,
+                r.weight,
                 f"{r.weights:,}",
                 f"{r.nonzero:,}",
                 f"{r.achieved:.3f}",
@@ -145,7 +150,7 @@ class SparsityReport:
             for r in self.rows
         ]
         total = (
-            f"total: {self.nonzero:,} of {self.weights:,} kernel weights non-zero "
+            f"total: {self.nonzero:,} of {self.weights:,} prunable weights non-zero "
             f"(sparsity {self.sparsity:.3f}, {self.weights / max(self.nonzero, 1):.2f}x fewer)"
         )
         return table(header, lines) + "\n" + total
@@ -157,12 +162,21 @@ def sparsity_report(model, plan=None, *, strict=False):
     Args:
         model: a tf_keras model, wrapped by ``kprune.apply`` or stripped.
         plan: a :class:`PruningPlan` or :class:`ResolvedPlan` to compare with; None uses
-            the plan ``kprune.apply`` attached, if any.
+            the plan ``kprune.apply`` attached (kept by ``strip`` and by
+            ``kprune.save_model``/``load_model``), if any.
         strict: raise ValueError when a layer misses its target (unstructured: by more
-            than 1 percentage point; N:M: any group with too few zeros).
+            than 1 percentage point; N:M: any group with too few zeros), or when there
+            is no plan to compare with (a strict check of nothing would always pass).
     """
     _compat.check_model(model)
     plan = getattr(model, "_kprune_plan", None) if plan is None else plan
+    if strict and plan is None:
+        raise ValueError(
+            "A strict sparsity report needs a plan to compare with, and this model "
+            f"carries none ({model.name!r} was not made by kprune.apply, or was cloned or "
+            "loaded without kprune.load_model). Pass plan=... (the PruningPlan you "
+            "applied), or load the model with kprune.load_model, which restores it."
+        )
     if isinstance(plan, PruningPlan):
         plan = plan.resolve(model)
     if plan is not None and not isinstance(plan, ResolvedPlan):
@@ -173,10 +187,9 @@ def sparsity_report(model, plan=None, *, strict=False):
     planned = {} if plan is None else {row.name: row for row in plan}
     rows = []
     for path, layer in _compat.iter_layers(model):
-        kernel = effective_kernel(layer)
-        if kernel is None:
-            continue
-        rows.append(_layer_row(path, layer, kernel, planned.get(path)))
+        weights = layers.effective_weights(layer)
+        if weights:
+            rows.append(_layer_row(path, layer, weights, planned.get(path)))
     report = SparsityReport(tuple(rows))
     if strict and not report.ok:
         missed = "; ".join(
@@ -187,20 +200,25 @@ def sparsity_report(model, plan=None, *, strict=False):
     return report
 
 
-def _layer_row(path, layer, kernel, planned):
+def _layer_row(path, layer, weights, planned):
     inner = layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
-    nonzero = int(np.count_nonzero(kernel))
+    parts = tuple((label, int(v.size), int(np.count_nonzero(v))) for label, v in weights)
+    size = sum(part[1] for part in parts)
+    nonzero = sum(part[2] for part in parts)
     base = dict(
         name=path,
         type=type(inner).__name__,
-        weights=int(kernel.size),
+        weight=parts[0][0] if len(parts) == 1 else f"{len(parts)} weights",
+        weights=size,
         nonzero=nonzero,
-        achieved=1.0 - nonzero / kernel.size,
+        achieved=1.0 - nonzero / size if size else 0.0,
+        parts=parts,
     )
     if planned is None:
         return LayerSparsity(**base)
     if planned.method == "m_by_n":
-        violations = masks.n_m_violations(kernel, planned.n, planned.m)
+        violations = sum(masks.n_m_violations(v, planned.n, planned.m, axis=layers.N_M_AXIS)
+                         for _, v in weights)
         return LayerSparsity(
             **base,
             method=planned.method_label,
@@ -211,7 +229,9 @@ def _layer_row(path, layer, kernel, planned):
             ok=violations == 0,
         )
     if planned.method == "unstructured":
-        ok = abs(base["achieved"] - planned.target) <= TOLERANCE
+        # A small weight cannot land closer to the target than one value in its size.
+        ok = all(abs((1.0 - nz / n) - planned.target) <= max(TOLERANCE, 1.0 / n)
+                 for _, n, nz in parts)
         return LayerSparsity(**base, method=planned.method_label, target=planned.target, ok=ok)
     return LayerSparsity(**base, method="skip")
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.layers import prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
@@ -157,7 +158,7 @@ def global_plan(model, target, *, exclude=(), schedule=None):
     layers = prunable_layers(model)
     if not layers:
         raise ValueError(
-            f"Model {model.name!r} has no prunable layer (no kernel tfmot can prune); "
+            f"Model {model.name!r} has no prunable layer (no weight tfmot can prune); "
             "there is nothing to allocate."
         )
     excluded = _check_exclude(exclude, layers)
@@ -167,7 +168,9 @@ def global_plan(model, target, *, exclude=(), schedule=None):
             "Argument `exclude` leaves no layer to prune. "
             f"Received: exclude={sorted(excluded)}, prunable layers: {[p for p, _ in layers]}"
         )
-    kernels = [np.abs(np.asarray(_compat.kernel_of(layer).numpy())).ravel()
+    # A layer that prunes several weights (attention, recurrent) is ranked on all of them.
+    kernels = [np.concatenate([np.abs(np.asarray(w.variable.numpy())).ravel()
+                               for w in prunable_weights(layer)])
                for _, layer in taking_part]
     sizes = np.array([k.size for k in kernels])
     flat = np.concatenate(kernels)
@@ -189,7 +192,7 @@ def global_plan(model, target, *, exclude=(), schedule=None):
     rows, rules = [], []
     for path, layer in layers:
         kind = type(layer).__name__
-        size = int(np.prod(_compat.kernel_of(layer).shape))
+        size = sum(w.size for w in prunable_weights(layer))
         if path in excluded:
             rows.append(LayerAllocation(path, kind, size, size, 0.0, excluded=True))
             rules.append(LayerRule(path, method="skip", note="excluded from global allocation"))

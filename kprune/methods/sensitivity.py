@@ -25,6 +25,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core import masks
 from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.layers import is_prunable, prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
@@ -226,12 +227,8 @@ class SensitivityResult:
 
 
 def prunable_layers(model):
-    """``[(path, layer)]`` of the layers tfmot can prune (a kernel and registry support)."""
-    return [
-        (path, layer)
-        for path, layer in _compat.iter_layers(model)
-        if _compat.kernel_of(layer) is not None and _compat.PruneRegistry.supports(layer)
-    ]
+    """``[(path, layer)]`` of the layers tfmot can prune (``kprune.layers.is_prunable``)."""
+    return [(path, layer) for path, layer in _compat.iter_layers(model) if is_prunable(layer)]
 
 
 def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, finetune=None,
@@ -272,7 +269,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     if not candidates:
         kinds = sorted({type(layer).__name__ for _, layer in _compat.iter_layers(model)})
         raise ValueError(
-            f"Model {model.name!r} has no prunable layer (no layer with a kernel that tfmot "
+            f"Model {model.name!r} has no prunable layer (no layer with a weight that tfmot "
             f"can prune); nothing to scan. Received: a model with layer types {kinds}"
         )
     chosen = _choose(candidates, layers)
@@ -298,33 +295,42 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     rows = []
     for index, (path, _) in enumerate(chosen, start=1):
         layer = dict(_compat.iter_layers(twin))[path]
-        kernel = _compat.kernel_of(layer)
-        original = np.array(kernel.numpy())
+        # Every weight the layer prunes, each to the same sparsity, as tfmot would.
+        weights = prunable_weights(layer)
+        originals = {w.label: np.array(w.variable.numpy()) for w in weights}
+        size = sum(v.size for v in originals.values())
         points = []
         for sparsity in ladder:
             if sparsity == 0.0 and finetune is None:
                 acc = dense
             else:
-                keep = masks.magnitude(original, sparsity)
+                keep = {label: masks.magnitude(v, sparsity) for label, v in originals.items()}
                 if finetune is None:
-                    kernel.assign(original * keep)
+                    _assign(weights, originals, keep)
                     acc = accuracy(twin, x_val, y_val, batch_size=batch_size)
-                    kernel.assign(original)
+                    _assign(weights, originals, None)
                 else:
                     tuned = copy_model(model)
-                    tuned_kernel = _compat.kernel_of(dict(_compat.iter_layers(tuned))[path])
-                    tuned_kernel.assign(original * keep)
+                    _assign(prunable_weights(dict(_compat.iter_layers(tuned))[path]),
+                            originals, keep)
                     finetune.fit(tuned, finetune_epochs, [FixedMask({path: keep})])
                     acc = accuracy(tuned, x_val, y_val, batch_size=batch_size)
             points.append(SensitivityPoint(
-                layer=path, type=type(layer).__name__, weights=int(original.size),
+                layer=path, type=type(layer).__name__, weights=int(size),
                 sparsity=sparsity, accuracy=acc, drop_pp=(dense - acc) * 100.0,
             ))
         rows.extend(points)
-        say(f"sensitivity [{index}/{len(chosen)}] {path} ({original.size:,} weights): "
+        say(f"sensitivity [{index}/{len(chosen)}] {path} ({size:,} weights): "
             + ", ".join(f"{p.sparsity:g} {p.accuracy:.4f}" for p in points))
     return SensitivityResult(dense, ladder, tuple(rows), examples=len(x_val),
                              finetune_epochs=finetune_epochs if finetune is not None else 0)
+
+
+def _assign(weights, originals, keep):
+    """Set each weight to its original values, times its keep-mask when ``keep`` is given."""
+    for w in weights:
+        values = originals[w.label]
+        w.variable.assign(values if keep is None else values * keep[w.label])
 
 
 def _check_ladder(sparsities):

@@ -297,8 +297,10 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
 
 
 def _ends_in_softmax(model):
+    from kprune.core.layers import channel_role
+
     last = model.layers[-1] if model.layers else None
-    if isinstance(last, _compat.keras.layers.Softmax):
+    if last is not None and channel_role(last) == "mixing":  # Softmax, Activation("softmax")
         return True
     activation = getattr(last, "activation", None)
     return getattr(activation, "__name__", None) == "softmax"

@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int, check_sparsity
-from kprune.core.plan import LayerRule, PruningPlan, ResolvedPlan
+from kprune.core import layers
+from kprune.core.checks import check_int
+from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
 from kprune.engines.callbacks import callbacks as pruning_callbacks
@@ -55,21 +56,7 @@ __all__ = [
     "iterative",
     "rewind",
     "WORKFLOWS",
-    "PRUNABLE_TYPES",
 ]
-
-#: Layer types a float target prunes (the last Dense, the classifier head, is left dense).
-PRUNABLE_TYPES = (
-    "Dense",
-    "Conv1D",
-    "Conv2D",
-    "Conv3D",
-    "DepthwiseConv2D",
-    "SeparableConv1D",
-    "SeparableConv2D",
-    "Conv2DTranspose",
-)
-
 
 # -- history -------------------------------------------------------------------
 
@@ -219,12 +206,15 @@ def _report(model):
 
 
 class FixedMask(_compat.keras.callbacks.Callback):
-    """Keeps pruned weights exactly zero: multiplies kernels by fixed masks after every batch.
+    """Keeps pruned weights exactly zero: multiplies them by fixed masks after every batch.
 
     Args:
-        masks: ``{layer path: keep-mask}`` (bool or 0/1 arrays shaped like the kernels).
+        masks: ``{layer path: {weight label: keep-mask}}`` as :func:`kernel_masks` gives
+            (labels as ``kprune.layers.prunable_weights`` names them), or
+            ``{layer path: keep-mask}`` for a layer that prunes a single weight. Masks are
+            bool or 0/1 arrays shaped like the weights.
 
-    The forward pass of every step sees masked kernels (the masks are applied before
+    The forward pass of every step sees masked weights (the masks are applied before
     training and after each batch), so the pruned weights never act, and the model
     after ``fit`` holds exact zeros there.
 
@@ -239,31 +229,49 @@ class FixedMask(_compat.keras.callbacks.Callback):
                 "Argument `masks` must be a non-empty dict {layer path: mask}. "
                 f"Received: masks={masks!r}"
             )
-        self.masks = {path: np.asarray(mask) != 0 for path, mask in masks.items()}
+        self.masks = {path: ({label: np.asarray(m) != 0 for label, m in mask.items()}
+                             if isinstance(mask, dict) else np.asarray(mask) != 0)
+                      for path, mask in masks.items()}
         self._pairs = []
 
     def set_model(self, model):
         super().set_model(model)
-        layers = dict(_compat.iter_layers(model))
+        found = dict(_compat.iter_layers(model))
         pairs = []
         for path, mask in self.masks.items():
-            if path not in layers or _compat.kernel_of(layers[path]) is None:
+            weights = {w.label: w.variable
+                       for w in layers.prunable_weights(found[path])} if path in found else {}
+            if not weights:
                 raise ValueError(
-                    f"FixedMask has a mask for layer {path!r}, which has no kernel in "
-                    f"model {model.name!r}. Layers: {sorted(layers)}"
+                    f"FixedMask has a mask for layer {path!r}, which has no prunable weight "
+                    f"in model {model.name!r}. Layers: {sorted(found)}"
                 )
-            kernel = _compat.kernel_of(layers[path])
-            if tuple(kernel.shape) != mask.shape:
-                raise ValueError(
-                    f"FixedMask's mask for layer {path!r} has shape {mask.shape}, but the "
-                    f"kernel has shape {tuple(kernel.shape)}."
-                )
-            pairs.append((kernel, _compat.tf.constant(mask, dtype=kernel.dtype)))
+            if not isinstance(mask, dict):
+                if len(weights) > 1:
+                    raise ValueError(
+                        f"FixedMask got one mask for layer {path!r}, which prunes "
+                        f"{len(weights)} weights {sorted(weights)}; give "
+                        "{label: mask} for each."
+                    )
+                mask = {next(iter(weights)): mask}
+            for label, keep in mask.items():
+                if label not in weights:
+                    raise ValueError(
+                        f"FixedMask has a mask for weight {label!r} of layer {path!r}, "
+                        f"which prunes {sorted(weights)}."
+                    )
+                variable = weights[label]
+                if tuple(variable.shape) != keep.shape:
+                    raise ValueError(
+                        f"FixedMask's mask for layer {path!r} ({label}) has shape "
+                        f"{keep.shape}, but the weight has shape {tuple(variable.shape)}."
+                    )
+                pairs.append((variable, _compat.tf.constant(keep, dtype=variable.dtype)))
         self._pairs = pairs
 
     def apply(self):
-        for kernel, mask in self._pairs:
-            kernel.assign(kernel * mask)
+        for variable, mask in self._pairs:
+            variable.assign(variable * mask)
 
     def on_train_begin(self, logs=None):
         self.apply()
@@ -276,13 +284,15 @@ class FixedMask(_compat.keras.callbacks.Callback):
 
 
 def kernel_masks(model):
-    """``{layer path: keep-mask}`` of every pruning wrapper in ``model`` (from tfmot's masks)."""
+    """``{layer path: {weight label: keep-mask}}`` of every pruning wrapper in ``model``.
+
+    The masks are tfmot's own, for each weight the wrapper prunes.
+    """
     out = {}
     for path, wrapper in wrapped_layers(model):
-        kernel = _compat.kernel_of(wrapper)
-        for weight, mask, _ in wrapper.pruning_vars:
-            if weight is kernel:
-                out[path] = np.asarray(mask.numpy()) != 0
+        by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
+        out[path] = {by_id[id(weight)]: np.asarray(mask.numpy()) != 0
+                     for weight, mask, _ in wrapper.pruning_vars if id(weight) in by_id}
     return out
 
 
@@ -292,20 +302,12 @@ def kernel_masks(model):
 def target_plan(target, *, schedule=None):
     """Unstructured magnitude pruning at ``target`` for every prunable layer but the head.
 
-    The head is the last ``Dense`` layer; prunable layers are those of
-    :data:`PRUNABLE_TYPES` that tfmot supports.
+    The same as :meth:`PruningPlan.uniform`: the head is the last ``Dense`` layer.
 
     Example:
         >>> print(target_plan(0.9).resolve(model))
     """
-    target = check_sparsity(target, argument="target")
-    schedule = Schedule() if schedule is None else schedule
-    rules = [LayerRule("Dense", by="type", which="last", method="skip", note="classifier head")]
-    rules += [
-        LayerRule(kind, by="type", target=target, schedule=schedule, note=f"target {target:g}")
-        for kind in PRUNABLE_TYPES
-    ]
-    return PruningPlan(tuple(rules))
+    return PruningPlan.uniform(target, schedule=schedule)
 
 
 def as_plan(plan_or_target, *, schedule=None):

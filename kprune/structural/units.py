@@ -32,18 +32,17 @@ from __future__ import annotations
 import numpy as np
 
 from kprune import _compat
+from kprune.core import layers
 from kprune.core.checks import check_choice, check_sparsity, did_you_mean
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
 
 keras = _compat.keras
-_PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
-_PASS_THROUGH = (
-    keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU,
-    keras.layers.Dropout, keras.layers.SpatialDropout2D,
-    keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
-)
-_GLOBAL_POOLING = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+
+
+def _is_producer(layer):
+    """A layer whose output units this module can remove (``kprune.layers`` says which)."""
+    return layers.spec(layer).units is not None
 
 
 def unit_scores(layer, criterion="l1"):
@@ -100,7 +99,7 @@ def nonzero_units(model):
         {'fc1': array([0, 2, 3, ...])}
     """
     chain = _chain(model)
-    producers = [layer for layer in chain if isinstance(layer, _PRODUCERS)]
+    producers = [layer for layer in chain if _is_producer(layer)]
     keep = {}
     for layer in producers[:-1]:  # the last one's outputs are the model's
         weights = layer.get_weights()
@@ -149,7 +148,7 @@ def remove_units(model, keep):
     for layer_config in config["layers"]:
         name = layer_config["config"].get("name")
         if name in out_slices:
-            key = "units" if layer_config["class_name"] == "Dense" else "filters"
+            key = layers.spec(model.get_layer(name)).units
             layer_config["config"][key] = len(out_slices[name])
     smaller = keras.Sequential.from_config(config)
     for old, new in zip(chain, _chain(smaller)):
@@ -157,7 +156,7 @@ def remove_units(model, keep):
         if old.name in out_slices:
             weights = [w[..., out_slices[old.name]] for w in weights]
         if old.name in in_slices:
-            axis = 0 if isinstance(old, keras.layers.Dense) else 2
+            axis = weights[0].ndim - 2  # a producer's kernel is (..., inputs, outputs)
             weights[0] = np.take(weights[0], in_slices[old.name], axis=axis)
         if old.name in bn_slices:
             weights = [w[bn_slices[old.name]] for w in weights]
@@ -175,7 +174,7 @@ def summary(before, after):
 
     rows = []
     for old, new in zip(_chain(before), _chain(after)):
-        if isinstance(old, _PRODUCERS):
+        if _is_producer(old):
             rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
                          f"{old.count_params():,}", f"{new.count_params():,}"))
     total = (f"total: {before.count_params():,} -> {after.count_params():,} parameters "
@@ -195,25 +194,24 @@ def _chain(model):
             "couplings are unambiguous. Rebuild the model as keras.Sequential. "
             f"Received: model {model.name!r} of type {type(model).__name__}"
         )
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    for layer in layers:
+    chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in chain:
         if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
             raise TypeError(
                 f"Structural pruning needs plain layers; layer {layer.name!r} is a "
                 f"{type(layer).__name__}. Strip pruning wrappers first (kprune.verify.strip) "
                 "and flatten nested models."
             )
-    return layers
+    return chain
 
 
 def _check_producer(layer):
-    if not isinstance(layer, _PRODUCERS) or isinstance(
-            layer, (keras.layers.DepthwiseConv2D, keras.layers.Conv2DTranspose)):
+    if not _is_producer(layer):
         raise ValueError(
-            "Structural pruning removes output units of Dense and Conv2D layers. "
+            "Structural pruning removes output units of Dense and Conv1D/2D/3D layers. "
             f"Received: layer {layer.name!r} of type {type(layer).__name__}"
         )
-    if isinstance(layer, keras.layers.Conv2D) and (
+    if hasattr(layer, "groups") and (
             layer.data_format != "channels_last" or layer.groups != 1):
         raise ValueError(
             f"Layer {layer.name!r}: structural pruning supports channels_last Conv2D "
@@ -234,7 +232,7 @@ def _producer(chain, name):
 
 
 def _units(layer):
-    return layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
+    return getattr(layer, layers.spec(layer).units)
 
 
 def _check_indices(layer, name, indices):
@@ -253,42 +251,35 @@ def _check_indices(layer, name, indices):
     return np.sort(array)
 
 
-def _check_elementwise(layer, producer):
-    """Refuse a softmax between the producer and its consumer: it mixes the units."""
-    if getattr(layer.activation, "__name__", "") == "softmax":
-        raise ValueError(
-            f"Cannot remove units of layer {producer.name!r}: the softmax of layer "
-            f"{layer.name!r} normalises over all units, so removing some changes the others."
-        )
-
-
 def _follow(chain, position, indices):
-    """From the producer at ``position``: its consumer's name, the batch norms between,
-    and the consumer's input indices that the kept units map to."""
+    """From the producer at ``position``: its consumer's name, the per-channel layers
+    between (batch norms), and the consumer's input indices that the kept units map to."""
     producer = chain[position]
-    _check_elementwise(producer, producer)
-    batch_norms = []
+    _check_not_mixing(producer, producer)
+    per_channel = []
     mapped = indices
     for layer in chain[position + 1:]:
-        if isinstance(layer, _PRODUCERS):
+        role = layers.channel_role(layer)
+        entry = layers.spec(layer)
+        if role == "producer":
             _check_producer(layer)
-            return layer.name, batch_norms, mapped
-        if isinstance(layer, keras.layers.BatchNormalization):
+            return layer.name, per_channel, mapped
+        if role == "mixing":
+            _check_not_mixing(layer, producer)
+        elif role == "channelwise" and entry.per_channel:
             axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
             if list(axes) not in ([-1], [len(layer.input_shape) - 1]):
                 raise ValueError(
-                    f"Cannot remove units of layer {producer.name!r}: BatchNormalization "
+                    f"Cannot remove units of layer {producer.name!r}: {type(layer).__name__} "
                     f"{layer.name!r} normalises axis {layer.axis}, not the channel axis."
                 )
-            batch_norms.append(layer.name)
-        elif isinstance(layer, keras.layers.Flatten):
+            per_channel.append(layer.name)
+        elif role == "flattening":
             shape = layer.input_shape[1:]
             positions = int(np.prod(shape[:-1]))
             channels = shape[-1]
             mapped = (np.arange(positions)[:, None] * channels + mapped[None, :]).ravel()
-        elif isinstance(layer, keras.layers.Activation):
-            _check_elementwise(layer, producer)
-        elif not isinstance(layer, _PASS_THROUGH + _GLOBAL_POOLING):
+        elif role != "channelwise" or layer.weights:
             raise ValueError(
                 f"Cannot remove units of layer {producer.name!r}: the layer after it, "
                 f"{layer.name!r} ({type(layer).__name__}), is not one structural pruning "
@@ -297,6 +288,16 @@ def _follow(chain, position, indices):
             )
     raise ValueError(
         f"Cannot remove units of layer {producer.name!r}: its outputs are the model's "
-        "outputs (no Dense or Conv2D consumes them), so removing them would change what "
+        "outputs (no Dense or Conv consumes them), so removing them would change what "
         "the model predicts."
     )
+
+
+def _check_not_mixing(layer, producer):
+    """Refuse a softmax between the producer and its consumer: it mixes the units."""
+    if layers.channel_role(layer) == "mixing" or (
+            getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"):
+        raise ValueError(
+            f"Cannot remove units of layer {producer.name!r}: the softmax of layer "
+            f"{layer.name!r} normalises over all units, so removing some changes the others."
+        )

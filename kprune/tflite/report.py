@@ -348,6 +348,7 @@ def _layer_rows(v):
         result.append(
             {
                 "name": data["name"],
+                "weight": data.get("weight", ""),
                 "method": data.get("method") or "",
                 "target": data.get("target"),
                 "achieved": float(data["achieved"]),

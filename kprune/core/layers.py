@@ -1,0 +1,355 @@
+"""What each layer prunes, along which axis, and what it does to channels: the one registry.
+
+Every module that asks "what does this layer prune?" asks here: the plan, the wrapper,
+the report, the workflows, sensitivity, allocation and structural pruning. The weights a
+built-in layer prunes come from tfmot's own registry (never guessed from attribute
+names): ``SeparableConv*`` prunes its ``pointwise_kernel``, ``DepthwiseConv2D`` nothing,
+``Embedding`` its ``embeddings``, ``MultiHeadAttention`` its four inner dense kernels,
+recurrent layers their cells' ``kernel`` and ``recurrent_kernel``. A user's
+``tfmot.sparsity.keras.PrunableLayer`` names its own through ``get_prunable_weights()``.
+
+Beside that, :data:`SPECS` gives each layer type a *kind* (what plan rules select with
+``by="kind"``) and a channel *role* (what structural pruning does across it). Supporting a
+new layer type is one entry in :data:`SPECS` plus its tests.
+
+TensorFlow is imported only when a layer is inspected.
+
+Example:
+    >>> from kprune import layers
+    >>> [w.label for w in layers.prunable_weights(model.get_layer("sep"))]
+    ['pointwise_kernel']
+    >>> layers.kind(model.get_layer("sep")), layers.channel_role(model.get_layer("sep"))
+    ('conv', 'producer')
+    >>> layers.not_pruned_reason(model.get_layer("dw"))
+    'tfmot does not prune depthwise kernels'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SPECS",
+    "KINDS",
+    "ROLES",
+    "LayerSpec",
+    "PrunableWeight",
+    "spec",
+    "kind",
+    "channel_role",
+    "prunable_weights",
+    "effective_weights",
+    "is_prunable",
+    "not_pruned_reason",
+    "n_m_problem",
+    "N_M_AXIS",
+]
+
+#: What plan rules can select with ``by="kind"``.
+KINDS = ("conv", "dense", "depthwise", "embedding", "attention", "recurrent", "custom", "other")
+#: What a layer does to the channels (last axis) flowing through it:
+#: ``producer`` makes new output units that can be removed (its consumers lose inputs);
+#: ``channelwise`` keeps the same channel set in and out (batch norm, activations, pooling);
+#: ``coupling`` ties all its inputs to one channel set (Add, Multiply, ...);
+#: ``concatenating`` stacks its inputs' channels; ``flattening`` maps each channel to its
+#: positions in a flat vector (Flatten); ``reshaping`` moves channels in ways kprune does
+#: not follow (Reshape, Permute); ``mixing`` combines channels (softmax): no removal across
+#: it; ``opaque``: kprune does not know, and refuses to guess.
+ROLES = ("producer", "channelwise", "coupling", "concatenating", "flattening", "reshaping",
+         "mixing", "opaque")
+#: The axis that N:M groups run along, as tfmot groups them: the second-to-last of a
+#: rank-2 or rank-4 weight (a Keras kernel's input channels).
+N_M_AXIS = -2
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer type's entry: its kind, its channel role, and why it is not pruned (if so)."""
+
+    kind: str
+    role: str
+    note: str = ""
+    n_m: bool = True  # may its prunable weights take N:M (where their rank allows)?
+    # Structural pruning: the config key that counts a producer's output units, for
+    # producers whose kernel is (..., inputs, outputs) with a bias of (outputs,).
+    units: str | None = None
+    # A channelwise layer whose weights hold one value per channel on their last axis
+    # (batch norm): they are sliced with the channels.
+    per_channel: bool = False
+
+
+_PRODUCER_CONV = LayerSpec("conv", "producer", units="filters")
+_SEPARABLE = LayerSpec("conv", "producer")
+_CHANNELWISE = LayerSpec("other", "channelwise")
+_COUPLING = LayerSpec("other", "coupling")
+_RECURRENT = LayerSpec("recurrent", "opaque")
+
+#: Layer class name (a ``tf_keras.layers`` class) -> its spec. One entry per type.
+SPECS = {
+    "Dense": LayerSpec("dense", "producer", units="units"),
+    "Conv1D": _PRODUCER_CONV,
+    "Conv2D": _PRODUCER_CONV,
+    "Conv3D": _PRODUCER_CONV,
+    "SeparableConv1D": _SEPARABLE,
+    "SeparableConv2D": _SEPARABLE,
+    "Conv2DTranspose": LayerSpec(
+        "conv", "producer", n_m=False,
+        note="its kernel keeps output channels on the axis tfmot groups N:M along"),
+    "Conv3DTranspose": LayerSpec(
+        "conv", "producer", n_m=False,
+        note="its kernel keeps output channels on the axis tfmot groups N:M along"),
+    "DepthwiseConv2D": LayerSpec(
+        "depthwise", "channelwise", note="tfmot does not prune depthwise kernels"),
+    "Embedding": LayerSpec(
+        "embedding", "opaque", n_m=False,
+        note="embedding rows are looked up, not multiplied: N:M gives no speed-up"),
+    "MultiHeadAttention": LayerSpec("attention", "opaque"),
+    "LSTM": _RECURRENT,
+    "GRU": _RECURRENT,
+    "SimpleRNN": _RECURRENT,
+    "RNN": _RECURRENT,
+    "BatchNormalization": LayerSpec("other", "channelwise", per_channel=True),
+    "LayerNormalization": LayerSpec("other", "channelwise", per_channel=True),
+    "ReLU": _CHANNELWISE,
+    "LeakyReLU": _CHANNELWISE,
+    "ELU": _CHANNELWISE,
+    "PReLU": _CHANNELWISE,
+    "ThresholdedReLU": _CHANNELWISE,
+    "Activation": _CHANNELWISE,  # softmax is mixing: see channel_role
+    "Softmax": LayerSpec("other", "mixing"),
+    "Dropout": _CHANNELWISE,
+    "SpatialDropout1D": _CHANNELWISE,
+    "SpatialDropout2D": _CHANNELWISE,
+    "SpatialDropout3D": _CHANNELWISE,
+    "GaussianNoise": _CHANNELWISE,
+    "GaussianDropout": _CHANNELWISE,
+    "AlphaDropout": _CHANNELWISE,
+    "MaxPooling1D": _CHANNELWISE,
+    "MaxPooling2D": _CHANNELWISE,
+    "MaxPooling3D": _CHANNELWISE,
+    "AveragePooling1D": _CHANNELWISE,
+    "AveragePooling2D": _CHANNELWISE,
+    "AveragePooling3D": _CHANNELWISE,
+    "GlobalAveragePooling1D": _CHANNELWISE,
+    "GlobalAveragePooling2D": _CHANNELWISE,
+    "GlobalAveragePooling3D": _CHANNELWISE,
+    "GlobalMaxPooling1D": _CHANNELWISE,
+    "GlobalMaxPooling2D": _CHANNELWISE,
+    "GlobalMaxPooling3D": _CHANNELWISE,
+    "ZeroPadding1D": _CHANNELWISE,
+    "ZeroPadding2D": _CHANNELWISE,
+    "ZeroPadding3D": _CHANNELWISE,
+    "Cropping1D": _CHANNELWISE,
+    "Cropping2D": _CHANNELWISE,
+    "Cropping3D": _CHANNELWISE,
+    "UpSampling1D": _CHANNELWISE,
+    "UpSampling2D": _CHANNELWISE,
+    "UpSampling3D": _CHANNELWISE,
+    "Add": _COUPLING,
+    "Subtract": _COUPLING,
+    "Multiply": _COUPLING,
+    "Average": _COUPLING,
+    "Maximum": _COUPLING,
+    "Minimum": _COUPLING,
+    "Concatenate": LayerSpec("other", "concatenating"),
+    "Flatten": LayerSpec("other", "flattening"),
+    "Reshape": LayerSpec("other", "reshaping"),
+    "Permute": LayerSpec("other", "reshaping"),
+}
+_CUSTOM = LayerSpec("custom", "opaque")
+_UNKNOWN = LayerSpec("other", "opaque")
+
+
+@dataclass(frozen=True)
+class PrunableWeight:
+    """One weight that pruning acts on: its label within the layer and the variable."""
+
+    label: str
+    variable: object
+
+    @property
+    def shape(self):
+        return tuple(int(d) for d in self.variable.shape)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+def _inner(layer):
+    from kprune import _compat
+
+    return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+
+
+def _is_builtin(layer):
+    """True when ``layer`` is exactly a tf_keras built-in class (tfmot's registry is exact)."""
+    from kprune import _compat
+
+    cls = type(layer)
+    return getattr(_compat.keras.layers, cls.__name__, None) is cls
+
+
+def spec(layer):
+    """The :class:`LayerSpec` of ``layer`` (a wrapper answers for the layer it wraps).
+
+    Example:
+        >>> spec(tf_keras.layers.Add()).role
+        'coupling'
+    """
+    from kprune import _compat
+
+    layer = _inner(layer)
+    if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
+        return _CUSTOM
+    if _is_builtin(layer):
+        return SPECS.get(type(layer).__name__, _UNKNOWN)
+    return _UNKNOWN
+
+
+def kind(layer):
+    """What plan rules select with ``by="kind"``: one of :data:`KINDS`."""
+    return spec(layer).kind
+
+
+def channel_role(layer):
+    """What ``layer`` does to channels, one of :data:`ROLES` (softmax activations mix)."""
+    layer = _inner(layer)
+    role = spec(layer).role
+    if role == "channelwise" and type(layer).__name__ == "Activation":
+        name = getattr(layer.activation, "__name__", "")
+        return "mixing" if name in ("softmax", "log_softmax") else role
+    return role
+
+
+def _registry_labels(layer):
+    """tfmot's registry: the attribute paths of the weights it prunes (None: unsupported)."""
+    from kprune import _compat
+
+    registry = _compat.PruneRegistry
+    if type(layer) in registry._LAYERS_WEIGHTS_MAP:
+        return list(registry._weight_names(layer))
+    if type(layer) in registry._RNN_LAYERS:
+        cells = registry._get_rnn_cells(layer)
+        stacked = len(cells) > 1 or type(layer.cell).__name__ == "StackedRNNCells"
+        labels = []
+        for index, cell in enumerate(cells):
+            prefix = f"cell.cells[{index}]" if stacked else "cell"
+            names = registry._RNN_CELLS_WEIGHTS_MAP.get(type(cell))
+            if names is None:
+                return None
+            labels += [f"{prefix}.{name}" for name in names]
+        return labels
+    return None
+
+
+def _resolve(layer, label):
+    """Follow ``a.b[0].c`` from ``layer`` to the variable it names."""
+    obj = layer
+    for part in label.split("."):
+        name, _, index = part.partition("[")
+        obj = getattr(obj, name)
+        if index:
+            obj = obj[int(index.rstrip("]"))]
+    return obj
+
+
+def prunable_weights(layer):
+    """The weights pruning acts on in ``layer``, as tfmot decides: a tuple of :class:`PrunableWeight`.
+
+    A pruning wrapper answers with the weights of the layer it wraps (the variables the
+    masks multiply). Unbuilt layers and layers tfmot cannot prune give ``()``.
+
+    Example:
+        >>> [w.label for w in prunable_weights(mha)]
+        ['_query_dense.kernel', '_key_dense.kernel', '_value_dense.kernel', '_output_dense.kernel']
+    """
+    from kprune import _compat
+
+    layer = _inner(layer)
+    if not layer.built:
+        return ()
+    if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
+        found = []
+        for index, variable in enumerate(layer.get_prunable_weights()):
+            name = variable.name.split("/")[-1].split(":")[0]
+            found.append(PrunableWeight(f"{name}[{index}]", variable))
+        return tuple(found)
+    labels = _registry_labels(layer)
+    if not labels:
+        return ()
+    return tuple(PrunableWeight(label, _resolve(layer, label)) for label in labels)
+
+
+def is_prunable(layer):
+    """True when tfmot can prune ``layer`` and it has at least one weight to prune."""
+    return bool(prunable_weights(layer))
+
+
+def not_pruned_reason(layer):
+    """Why ``layer`` has nothing to prune ("" when it has), in words for a plan table.
+
+    Example:
+        >>> not_pruned_reason(tf_keras.layers.BatchNormalization())   # built
+        'not pruned: no kernel'
+    """
+    if is_prunable(layer):
+        return ""
+    inner = _inner(layer)
+    entry = spec(inner)
+    if entry.note and entry.kind == "depthwise":
+        return entry.note
+    if not inner.weights:
+        return "no weights"
+    if _registry_labels(inner) is None and entry is not _CUSTOM:
+        return (f"{type(inner).__name__} is not in tfmot's registry (implement "
+                "tfmot.sparsity.keras.PrunableLayer to prune it)")
+    return "not pruned: no kernel"
+
+
+def effective_weights(layer):
+    """``(label, values)`` of each prunable weight as it acts in the forward pass, as numpy.
+
+    For a pruning wrapper the values are ``weight * mask``; for a plain layer the weights.
+    """
+    from kprune import _compat
+
+    weights = prunable_weights(layer)
+    values = [np.asarray(w.variable.numpy()) for w in weights]
+    if isinstance(layer, _compat.PruneLowMagnitude):
+        masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
+        values = [v * np.asarray(masks[id(w.variable)].numpy()) if id(w.variable) in masks
+                  else v for w, v in zip(weights, values)]
+    return tuple((w.label, v) for w, v in zip(weights, values))
+
+
+def n_m_problem(layer, n, m):
+    """Why ``n:m`` sparsity cannot apply to ``layer`` ("" when it can).
+
+    tfmot groups N:M along axis -2 of rank-2 and rank-4 weights only (a Keras kernel's
+    input channels), so a layer can take it when every prunable weight has that rank and
+    a multiple of ``m`` (at least ``m``) along that axis.
+
+    Example:
+        >>> n_m_problem(first_conv, 2, 4)
+        '1 input channel < group size 4'
+    """
+    entry = spec(layer)
+    weights = prunable_weights(layer)
+    if not weights:
+        return not_pruned_reason(layer) or "nothing to prune"
+    if not entry.n_m:
+        return f"{type(_inner(layer)).__name__}: {entry.note}"
+    for weight in weights:
+        rank = len(weight.shape)
+        if rank not in (2, 4):
+            return (f"{weight.label} has rank {rank}; tfmot groups N:M only in rank-2 "
+                    "and rank-4 weights")
+        channels = weight.shape[N_M_AXIS]
+        if channels < m:
+            return f"{channels} input channel{'s' if channels != 1 else ''} < group size {m}"
+        if channels % m:
+            return f"{channels} input channels is not a multiple of {m}"
+    return ""
