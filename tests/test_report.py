@@ -1,6 +1,7 @@
 """kprune.report: compare variants against the dense float baseline; json, md and png."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,13 @@ def test_minimal_compare_without_models(setup, tmp_path):
     assert row["params"] is None and row["layers"] == [] and row["x_faster"] is None
     assert row["tflite_weight_sparsity"] > 0.5
     assert result.plots == () and (tmp_path / "report.md").exists()
+
+
+def test_environment_names_the_cpu_where_the_os_tells():
+    from kprune.tflite.report import environment
+
+    machine = environment()["machine"]
+    if Path("/proc/cpuinfo").exists():
+        assert machine["cpu_model"]  # the int8 speed-up depends on it (VNNI or not)
+        assert set(machine["cpu_flags"]) <= {"avx", "avx2", "fma", "avx512f", "avx512_vnni",
+                                             "avx_vnni", "amx_int8", "neon", "asimd", "asimddp"}

@@ -115,8 +115,31 @@ def environment():
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
+        **_cpu(),
     }
     return {"versions": versions, "machine": machine}
+
+
+# CPU features that decide which TFLite kernels are fast (int8 dot products, wide vectors).
+_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "neon",
+              "asimd", "asimddp")
+
+
+def _cpu():
+    """``{"cpu_model", "cpu_flags"}`` from /proc/cpuinfo where it exists (Linux), else {}."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model, flags = None, set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and model is None:
+            model = value.strip()
+        elif key in ("flags", "features"):
+            flags.update(value.split())
+    return {"cpu_model": model, "cpu_flags": [f for f in _CPU_FLAGS if f in flags]}
 
 
 @dataclass(frozen=True)
