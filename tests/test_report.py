@@ -77,7 +77,7 @@ def test_report_json_schema(result):
     for row in data["variants"]:
         assert VARIANT_KEYS <= set(row), row["name"]
         for layer in row["layers"]:
-            assert set(layer) == {"name", "method", "target", "achieved"}
+            assert set(layer) == {"name", "weight", "method", "target", "achieved"}
 
 
 def test_report_numbers(result):
