@@ -117,14 +117,14 @@ def _inspect(args):
         raise ValueError(f"FILE must be a .keras, .h5 or .tflite file. Received: FILE={str(path)!r}")
     from kprune import _compat
     from kprune.core import masks
+    from kprune.core.layers import effective_weights
     from kprune.core.table import table
     from kprune.engines.saving import load_model
-    from kprune.engines.verify import effective_weights
 
     model = load_model(path, compile=False)
     rows = []
     for name, layer in _compat.iter_layers(model):
-        for label, kernel in effective_weights(layer).items():
+        for label, kernel in effective_weights(layer):
             rows.append((name, type(getattr(layer, "layer", layer)).__name__, label,
                          "x".join(map(str, kernel.shape)), f"{kernel.size:,}",
                          f"{np.count_nonzero(kernel):,}", f"{masks.sparsity(kernel):.3f}",

@@ -20,7 +20,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 
 from kprune.core.checks import check_choice, check_keys, check_sparsity, did_you_mean
-from kprune.core.schedules import Schedule
+from kprune.core.schedules import ResolvedSchedule, Schedule
 from kprune.core.table import table
 
 __all__ = [
@@ -222,15 +222,12 @@ class LayerPlan:
 
     @classmethod
     def from_dict(cls, data):
-        from kprune.core.schedules import ResolvedSchedule
-
         check_keys(data, cls, what="resolved plan row")
         data = dict(data)
         schedule = data.get("schedule")
-        if isinstance(schedule, dict):
-            kind = schedule.get("kind")
-            data["schedule"] = (ResolvedSchedule.from_dict(schedule) if "end_step" in schedule
-                                else Schedule.from_dict(schedule)) if kind else None
+        if isinstance(schedule, dict):  # resolved (pinned to steps) when it has an end step
+            kind = ResolvedSchedule if "end_step" in schedule else Schedule
+            data["schedule"] = kind.from_dict(schedule)
         data["block"] = tuple(data.get("block", (1, 1)))
         data["weights"] = tuple(data.get("weights", ()))
         return cls(**data)

@@ -21,7 +21,7 @@ from kprune.core import layers, masks
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 
-__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity", "effective_weights"]
+__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity"]
 
 # How far an unstructured layer's achieved sparsity may be from its target.
 TOLERANCE = 0.01
@@ -55,11 +55,6 @@ def strip(model):
     if plan is not None:
         stripped._kprune_plan = plan
     return stripped
-
-
-def effective_weights(layer):
-    """``{label: values}`` of the weights pruning acts on, as the forward pass sees them."""
-    return dict(layers.effective_weights(layer))
 
 
 @dataclass(frozen=True)
