@@ -3,6 +3,7 @@
 Example:
     $ kprune demo --out kprune-demo
     $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed
+    $ kprune run recipe.yaml --out runs/mine --data my_images/ --model my_model.keras
     $ kprune plan seed-cnn --plan plan.yaml
     $ kprune export pruned.keras --out out --quantize int8 --sparse --data mnist \\
           --compare baseline.keras
@@ -41,18 +42,41 @@ def _demo(args):
 
 
 def _run(args):
-    from kprune.experiments.recipe import Recipe
+    from dataclasses import replace
+
+    from kprune.experiments.recipe import Recipe, RecipeError
     from kprune.experiments.runner import run_recipe
 
-    run_recipe(Recipe.load(args.recipe), args.out, force=args.force)
+    recipe = Recipe.load(args.recipe)
+    # --data and --model replace the recipe's; their paths are taken from here, not from
+    # the recipe's folder, and checked like the recipe's own.
+    if args.data is not None:
+        recipe = replace(recipe, data=replace(recipe.data, source=_from_here(args.data)))
+    if args.model is not None:
+        recipe = replace(recipe, model=_from_here(args.model))
+    try:
+        recipe.check()
+    except RecipeError as err:
+        raise RecipeError(f"with --data/--model: {err}") from None
+    run_recipe(recipe, args.out, force=args.force)
     return 0
 
 
-def _load_data(spec, *, quiet=False):
-    """``mnist`` (best available) or a folder/.npz path -> ((x, y), (x, y))."""
-    from kprune.experiments import data
+def _from_here(path):
+    """A command-line path made absolute (a name such as ``mnist`` stays a name)."""
+    from kprune.experiments.models import MODELS
+    from kprune.experiments.sources import NAMED_SOURCES
 
-    return data.load_mnist(None if spec == "mnist" else spec, verbose=not quiet)
+    if path in NAMED_SOURCES or path in MODELS:
+        return path
+    return str(Path(path).expanduser().absolute())
+
+
+def _load_data(spec, model, args):
+    """``--data`` (any source :func:`kprune.sources.load_data` reads), fitted to ``model``."""
+    from kprune.experiments.sources import load_data
+
+    return load_data(spec, model=model, scale=args.scale, seed=args.seed)
 
 
 def _export(args):
@@ -61,25 +85,27 @@ def _export(args):
 
     if args.quantize == "int8" and args.data is None:
         raise ValueError(
-            "--quantize int8 needs calibration data: pass --data mnist (or a folder of "
-            "MNIST IDX files / an .npz) so kprune can take a representative sample."
+            "--quantize int8 needs calibration data: pass --data (mnist, an .npz or a "
+            "folder) so kprune can take a representative sample of its training split."
         )
-    out = check_out_dir(args.out, force=args.force)
     model = _stripped(args.model)
+    data = None if args.data is None else _load_data(args.data, model, args)
+    baseline = model if args.compare is None else _stripped(args.compare)
+    out = check_out_dir(args.out, force=args.force)  # only once every input has been read
     name = export._variant_name(args.quantize, args.sparse)
-    if args.data is None:
+    if data is None:
         result = export.to_tflite(model, out / f"{Path(args.model).stem}-{name}.tflite",
                                   quantize=args.quantize, sparse=args.sparse)
         sizes = measure.file_sizes(result.path)
         print(f"wrote {result.path}: {sizes['bytes']:,} bytes, {sizes['gzip_bytes']:,} gzipped")
         print(measure.tflite_tensors(result.path))
         return 0
-    (x_train, _), (x_test, y_test) = _load_data(args.data)
-    baseline = model if args.compare is None else _stripped(args.compare)
+    n = args.test_samples
     report = export_and_compare(
-        baseline, model, variants=[name], representative_data=x_train[:200],
-        x_test=x_test[: args.test_samples], y_test=y_test[: args.test_samples], out_dir=out,
+        baseline, model, variants=[name], representative_data=data.x_train[:200],
+        x_test=data.x_test[:n], y_test=data.y_test[:n], out_dir=out,
         latency_repeats=args.latency_repeats, title=f"kprune export {args.model}",
+        extra={"data": data.to_dict()},
     )
     print(report)
     print(f"report: {report.markdown_path}")
@@ -137,19 +163,19 @@ def _inspect(args):
 
 def _sensitivity(args):
     from kprune.experiments import models
+    from kprune.experiments.runner import check_out_dir
     from kprune.methods import sensitivity
-    from kprune.methods.trainer import split_validation
 
     model = models.load(args.model)
-    (x_train, y_train), _ = _load_data(args.data)
     # A plan chosen on the test split would be tuned to the images its accuracy is later
-    # reported on: scan a validation split held out of the training images instead.
-    (_, _), (x_val, y_val) = split_validation(x_train, y_train, args.validation,
-                                              seed=args.seed)
-    n = min(args.samples, len(x_val))
-    print(f"sensitivity on {n:,} validation images held out of the {len(x_train):,} training "
-          f"images (validation={args.validation}, seed={args.seed}); the test split is not used")
-    result = sensitivity.scan(model, x_val[:n], y_val[:n])
+    # reported on: scan a validation split held out of the training examples instead.
+    data = _load_data(args.data, model, args).hold_out(args.validation, seed=args.seed)
+    check_out_dir(args.out, force=True, create=False)
+    n = min(args.samples, len(data.x_val))
+    print(f"sensitivity on {n:,} validation examples held out of the "
+          f"{len(data.x_train) + len(data.x_val):,} training examples "
+          f"(validation={args.validation}, seed={args.seed}); the test split is not used")
+    result = sensitivity.scan(model, data.x_val[:n], data.y_val[:n])
     paths = result.save(args.out, max_drop_pp=args.max_drop)
     print(result)
     print(f"suggested plan (each layer within {args.max_drop:g} pp of the dense accuracy "
@@ -173,6 +199,30 @@ def _fraction_or_count(text):
         ) from None
 
 
+DATA_HELP = ("mnist, fashion-mnist, an .npz (x_train, y_train, x_test, y_test), a folder of "
+             "IDX files, or a folder of images in class subfolders")
+
+
+def _scale(text):
+    """``--scale``: ``auto``, ``none`` or a positive number."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be auto, none or a positive number such as 255; got {text!r}") from None
+
+
+def _data_options(parser, *, seed=True):
+    parser.add_argument("--scale", type=_scale, default="auto",
+                        help="divide the data by this (auto: pixels by 255 unless the model "
+                        "has a Rescaling layer; none: as they are)")
+    if seed:
+        parser.add_argument("--seed", type=int, default=0,
+                            help="seed of an image folder's test split (default: 0)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="kprune", description="Per-layer pruning for Keras models on tfmot."
@@ -191,6 +241,9 @@ def build_parser():
     run = commands.add_parser("run", help="run a recipe (YAML) into a run folder")
     run.add_argument("recipe", help="a recipe file, see examples/")
     run.add_argument("--out", required=True, help="run folder")
+    run.add_argument("--data", help=f"replace the recipe's data source: {DATA_HELP}")
+    run.add_argument("--model", help="replace the recipe's model: a built-in name or a "
+                     ".keras/.h5 classifier")
     run.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     run.set_defaults(handler=_run)
 
@@ -206,7 +259,8 @@ def build_parser():
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--quantize", choices=QUANTIZE, default="none")
     exp.add_argument("--sparse", action="store_true", help="store sparse weights compressed")
-    exp.add_argument("--data", help="mnist or a path: evaluation and int8 calibration data")
+    exp.add_argument("--data", help=f"evaluation and int8 calibration data: {DATA_HELP}")
+    _data_options(exp)
     exp.add_argument("--compare", metavar="BASELINE_MODEL",
                      help="the dense .keras/.h5 model to compare against")
     exp.add_argument("--test-samples", type=int, default=10000, help="test images to evaluate")
@@ -226,14 +280,16 @@ def build_parser():
     )
     sens.add_argument("model", help="a trained .keras/.h5 model")
     sens.add_argument("--data", default="mnist",
-                      help="mnist or a path (the validation split comes from its training "
-                      "images; its test split is not used)")
+                      help=f"{DATA_HELP} (the validation split comes from its training "
+                      "examples; its test split is not used)")
+    _data_options(sens, seed=False)
     sens.add_argument("--out", required=True, help="output folder")
     sens.add_argument("--validation", type=_fraction_or_count, default=0.1,
                       help="validation split held out of the training images: a fraction "
                       "in (0, 1) or a count (default: 0.1, as in recipes)")
     sens.add_argument("--seed", type=int, default=0,
-                      help="seed of the validation split (default: 0, as in recipes)")
+                      help="seed of the validation split and of an image folder's test "
+                      "split (default: 0, as in recipes)")
     sens.add_argument("--samples", type=int, default=2000,
                       help="validation images to scan on (default: 2000)")
     sens.add_argument("--max-drop", type=float, default=1.0,

@@ -34,7 +34,8 @@ def test_plan_from_a_yaml_file_pinned_to_steps(tmp_path, capsys):
         (["plan", "missing.keras"], "missing.keras"),
         (["plan", "seed-cnn", "--epochs", "2"], "Give both --steps-per-epoch and --epochs"),
         (["plan", "seed-cnn", "--plan", "nope.yaml"], "Plan file not found"),
-        (["demo", "--data", "no/such/folder", "--out", "unused"], "Received: data='no/such/folder'"),
+        (["demo", "--data", "no/such/folder", "--out", "unused"],
+         "Received: data.source='no/such/folder'"),
         (["run", "missing.yaml", "--out", "unused"], "Recipe file not found"),
         (["inspect", "nothing.tflite"], "No file at this path"),
         (["export", "m.keras", "--out", "x", "--quantize", "int8"], "needs calibration data"),
@@ -60,8 +61,9 @@ def test_bad_arguments_exit_nonzero_with_one_line(argv, message, capsys):
 )
 def test_sensitivity_refuses_a_bad_validation_split(tmp_path, validation, message, capsys):
     np_path = tmp_path / "mnist.npz"
-    np.savez(np_path, x_train=np.zeros((20, 28, 28), "uint8"), y_train=np.zeros(20, "uint8"),
-             x_test=np.zeros((5, 28, 28), "uint8"), y_test=np.zeros(5, "uint8"))
+    np.savez(np_path, x_train=np.zeros((20, 28, 28), "uint8"),
+             y_train=np.arange(20, dtype="uint8") % 10,
+             x_test=np.zeros((5, 28, 28), "uint8"), y_test=np.arange(5, dtype="uint8"))
     out = tmp_path / "sens"
     assert main(["sensitivity", "lenet-300-100", "--data", str(np_path), "--out", str(out),
                  "--validation", validation]) == 2

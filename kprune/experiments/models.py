@@ -1,8 +1,10 @@
 """Built-in ``tf_keras`` MNIST models, by name or from a file.
 
 Every builder returns a fresh, uncompiled ``Sequential`` model taking
-(28, 28, 1) images and returning 10 logits; ``compile_classifier`` compiles
-any of them the same way (Adam, sparse categorical cross-entropy, accuracy).
+(28, 28, 1) images and returning 10 logits, or another ``input_shape`` and
+``num_classes`` (the same layers on your data's shape); ``compile_classifier``
+compiles any of them the same way (Adam, sparse categorical cross-entropy,
+accuracy).
 
 Example:
     >>> from kprune import models
@@ -38,7 +40,7 @@ NUM_CLASSES = 10
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
-def seed_cnn():
+def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """The seed CNN: two 5x5 convs (the second with batch norm), a 1024 dense layer.
 
     3,274,890 parameters. Layers: conv1, pool1, conv2, bn2, relu2, pool2,
@@ -51,7 +53,7 @@ def seed_cnn():
     layers = _compat.keras.layers
     return _compat.keras.Sequential(
         [
-            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            _compat.keras.Input(shape=input_shape, name="image"),
             layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Conv2D(64, 5, padding="same", name="conv2"),
@@ -61,17 +63,17 @@ def seed_cnn():
             layers.Flatten(name="flatten"),
             layers.Dense(1024, activation="relu", name="fc1"),
             layers.Dropout(0.4, name="dropout"),
-            layers.Dense(NUM_CLASSES, name="head"),
+            layers.Dense(num_classes, name="head"),
         ],
         name="seed_cnn",
     )
 
 
-def tfmot_tutorial_cnn():
+def tfmot_tutorial_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """The CNN of tfmot's ``pruning_with_keras`` tutorial (20,410 parameters).
 
     Layers: reshape, conv1 (12 3x3), pool1, flatten, head. The tutorial's
-    ``Reshape`` is kept (here a no-op on (28, 28, 1) input) so the layer list
+    ``Reshape`` is kept (a no-op on image input) so the layer list
     matches it.
 
     Example:
@@ -81,18 +83,18 @@ def tfmot_tutorial_cnn():
     layers = _compat.keras.layers
     return _compat.keras.Sequential(
         [
-            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
-            layers.Reshape(target_shape=(28, 28, 1), name="reshape"),
+            _compat.keras.Input(shape=input_shape, name="image"),
+            layers.Reshape(target_shape=input_shape, name="reshape"),
             layers.Conv2D(12, 3, activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Flatten(name="flatten"),
-            layers.Dense(NUM_CLASSES, name="head"),
+            layers.Dense(num_classes, name="head"),
         ],
         name="tfmot_tutorial_cnn",
     )
 
 
-def lenet_300_100():
+def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """LeNet-300-100 as in Han et al. 2015 (266,610 parameters, "267K").
 
     Layers: flatten, fc1 (300), fc2 (100), head.
@@ -104,17 +106,17 @@ def lenet_300_100():
     layers = _compat.keras.layers
     return _compat.keras.Sequential(
         [
-            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            _compat.keras.Input(shape=input_shape, name="image"),
             layers.Flatten(name="flatten"),
             layers.Dense(300, activation="relu", name="fc1"),
             layers.Dense(100, activation="relu", name="fc2"),
-            layers.Dense(NUM_CLASSES, name="head"),
+            layers.Dense(num_classes, name="head"),
         ],
         name="lenet_300_100",
     )
 
 
-def lenet_5():
+def lenet_5(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """LeNet-5, the Caffe variant of Han et al. 2015 (431,080 parameters, "431K").
 
     Layers: conv1 (20 5x5, valid), pool1, conv2 (50 5x5), pool2, flatten,
@@ -127,14 +129,14 @@ def lenet_5():
     layers = _compat.keras.layers
     return _compat.keras.Sequential(
         [
-            _compat.keras.Input(shape=INPUT_SHAPE, name="image"),
+            _compat.keras.Input(shape=input_shape, name="image"),
             layers.Conv2D(20, 5, name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Conv2D(50, 5, name="conv2"),
             layers.MaxPooling2D(2, name="pool2"),
             layers.Flatten(name="flatten"),
             layers.Dense(500, activation="relu", name="fc1"),
-            layers.Dense(NUM_CLASSES, name="head"),
+            layers.Dense(num_classes, name="head"),
         ],
         name="lenet_5",
     )
@@ -149,17 +151,21 @@ MODELS = {
 }
 
 
-def build(name):
+def build(name, *, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     """Build a fresh, uncompiled built-in model by name (see ``MODELS``).
+
+    ``input_shape`` and ``num_classes`` fit it to other data than MNIST.
 
     Example:
         >>> build("lenet-5").name
         'lenet_5'
+        >>> build("seed-cnn", input_shape=(32, 32, 3), num_classes=5).output_shape
+        (None, 5)
     """
     builder = MODELS.get(name) if isinstance(name, str) else None
     if builder is None:
         raise ValueError(_unknown_name_message(name))
-    return builder()
+    return builder(tuple(input_shape), int(num_classes))
 
 
 def load(path_or_name, *, custom_objects=None):

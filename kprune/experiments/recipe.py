@@ -6,8 +6,9 @@ errors name the key and, when read from a file, the line.
 
 Example recipe (every key optional except ``model``)::
 
-    model: seed-cnn            # built-in name, or a .keras/.h5 path
-    data: mnist                # mnist (best available), an IDX folder, or an .npz
+    model: seed-cnn            # built-in name, or a .keras/.h5 path of any classifier
+    data: mnist                # mnist, fashion-mnist, an .npz, an IDX or image folder
+    # or: data: {source: images/, scale: auto, image_size: [32, 32], test_split: 0.2}
     subset: {train: 6000, test: 2000}
     validation: 0.1            # held out of the training images: a fraction or a count
     seed: 0
@@ -26,7 +27,7 @@ import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-__all__ = ["Recipe", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
+__all__ = ["Recipe", "DataSpec", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
 
 WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -34,6 +35,23 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 class RecipeError(ValueError):
     """A recipe that cannot run: says which key, what was wrong, and where."""
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the data comes from and how it is prepared (see :mod:`kprune.sources`).
+
+    ``source``: ``mnist``, ``fashion-mnist``, an ``.npz``, or a folder (IDX files, or
+    images in class subfolders); ``scale``: ``auto`` (pixels / 255 unless the model has
+    its own ``Rescaling``), a divisor, or null; ``image_size``: ``[height, width]`` for an
+    image folder when the model does not fix it; ``test_split``: the fraction of each
+    class an image folder without ``train/`` and ``test/`` keeps for testing.
+    """
+
+    source: str = "mnist"
+    scale: object = "auto"
+    image_size: object = None
+    test_split: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -88,7 +106,7 @@ class Recipe:
     """
 
     model: str
-    data: str = "mnist"
+    data: DataSpec = field(default_factory=DataSpec)
     subset: Subset = field(default_factory=Subset)
     validation: object = 0.1
     seed: int = 0
@@ -98,10 +116,17 @@ class Recipe:
     export: Export = field(default_factory=Export)
     base_dir: str = field(default=".", compare=False, repr=False)
 
+    def __post_init__(self):
+        if isinstance(self.data, str):  # Recipe(data="images/") is the source alone
+            object.__setattr__(self, "data", DataSpec(source=self.data))
+
     @classmethod
     def from_dict(cls, data, *, lines=None, base_dir="."):
         """Build and validate a recipe from a mapping; ``lines`` maps key paths to lines."""
         lines = lines or {}
+        if isinstance(data, dict) and isinstance(data.get("data"), str):
+            data = {**data, "data": {"source": data["data"]}}  # `data: PATH` is the source
+            lines = {**lines, "data.source": lines.get("data")}
         recipe = _build(cls, data, "", lines, skip=("base_dir",))
         recipe = replace(recipe, base_dir=str(base_dir))
         recipe.check(lines)
@@ -158,13 +183,40 @@ class Recipe:
         if self.model not in models.MODELS and not self.resolve(self.model).is_file():
             _fail("model", f"is neither a built-in model {sorted(models.MODELS)} nor an "
                   "existing .keras/.h5 file", self.model, lines)
-        if self.data != "mnist" and not self.resolve(self.data).exists():
-            _fail("data", "is neither 'mnist' nor an existing IDX folder or .npz file",
-                  self.data, lines)
+        self._check_data(lines)
         try:
             self.pruning_plan()
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise RecipeError(f"Key `plan`{_at('plan', lines)}: {err}") from None
+
+    def _check_data(self, lines):
+        from kprune.experiments.sources import NAMED_SOURCES, check_scale
+
+        spec = self.data
+        if spec.source not in NAMED_SOURCES and not self.resolve(spec.source).exists():
+            _fail("data.source", f"is neither one of {list(NAMED_SOURCES)} nor an existing "
+                  ".npz file or folder (IDX files, or images in class subfolders)",
+                  spec.source, lines)
+        try:
+            check_scale(spec.scale)
+        except ValueError:
+            _fail("data.scale", "must be 'auto', a positive number (e.g. 255) or null",
+                  spec.scale, lines)
+        size = spec.image_size
+        if size is not None and not (
+                isinstance(size, (list, tuple)) and len(size) == 2
+                and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                        for d in size)):
+            _fail("data.image_size", "must be [height, width] in pixels, or null", size, lines)
+        if not 0 < spec.test_split < 1:
+            _fail("data.test_split", "must be a fraction in (0, 1)", spec.test_split, lines)
+
+    def data_source(self):
+        """The data source as :func:`kprune.sources.load_data` takes it (paths resolved)."""
+        from kprune.experiments.sources import NAMED_SOURCES
+
+        source = self.data.source
+        return source if source in NAMED_SOURCES else str(self.resolve(source))
 
     def _check_validation(self, lines):
         value = self.validation
@@ -214,7 +266,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_NESTED = {"subset": Subset, "baseline": Training, "workflow": Workflow, "export": Export}
+_NESTED = {"data": DataSpec, "subset": Subset, "baseline": Training, "workflow": Workflow, "export": Export}
 
 
 def _build(cls, data, prefix, lines, skip=()):

@@ -2,12 +2,15 @@
 
 The run folder gets ``recipe.yaml`` (a copy), ``plan.json`` (the resolved plan),
 ``baseline.keras`` and ``pruned.keras``, the ``.tflite`` variants, ``report.json``,
-``report.md`` and the plots. The recipe's ``validation`` split is held out of the
-training images (seeded with its ``seed``); the baseline and the workflow train on the
+``report.md`` and the plots. The data is any source :mod:`kprune.sources` reads, and the
+model any tf_keras classifier (a built-in name is built on the data's shape and classes).
+The recipe's ``validation`` split is held out of the training examples (seeded with its
+``seed``); the baseline and the workflow train on the
 rest and the workflow validates on it, so the test split is touched only by the final
-report (the split sizes are logged, in the report's title and under ``extra.data`` in
-``report.json``). Everything that can be checked is checked before training
-(the recipe, the model file, the plan against the model, the output folder), and a
+report (what was loaded and the split sizes are logged, in the report's title and under
+``extra.data`` in ``report.json``). Everything that can be checked is checked before
+training (the recipe, the model file, the data against the model's input shape and class
+count, the plan against the model, the output folder), and a
 folder that already holds a finished run (a ``report.json``) is never overwritten
 unless ``force=True``.
 
@@ -58,42 +61,54 @@ def check_out_dir(out_dir, *, force=False, create=True):
     return out
 
 
-def run_recipe(recipe, out_dir, *, force=False, log=print):
-    """Run ``recipe`` (a :class:`~kprune.recipe.Recipe`) and write the run folder."""
+def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print):
+    """Run ``recipe`` (a :class:`~kprune.recipe.Recipe`) and write the run folder.
+
+    ``data`` and ``model`` replace the recipe's from Python: any source
+    :func:`kprune.sources.load_data` takes (a ``Dataset``, arrays, two ``tf.data``
+    datasets, a path), and a tf_keras classifier (left unmodified: the run trains a copy).
+    """
     from kprune import _compat
-    from kprune.experiments import data, models
+    from kprune.engines.wrap import copy_model
+    from kprune.experiments import models
     from kprune.experiments.recipe import Recipe
-    from kprune.methods.trainer import split_validation
+    from kprune.experiments.sources import load_data
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
     started = time.perf_counter()
     check_out_dir(out_dir, force=force, create=False)
-    model_ref = recipe.model if recipe.model in models.MODELS else str(recipe.resolve(recipe.model))
-    model = models.load(model_ref)
+    builtin = model is None and recipe.model in models.MODELS
+    _compat.keras.utils.set_random_seed(recipe.seed)  # a built-in model's initial weights
+    if model is not None:
+        model = copy_model(model)
+    elif not builtin:
+        model = models.load(str(recipe.resolve(recipe.model)))
+    dataset = load_data(
+        recipe.data_source() if data is None else data, model=model,
+        scale=recipe.data.scale, image_size=recipe.data.image_size,
+        test_split=recipe.data.test_split, seed=recipe.seed, verbose=False)
+    if builtin:  # the built-in architecture, on the data's shape and classes
+        model = models.build(recipe.model, input_shape=dataset.input_shape,
+                             num_classes=dataset.num_classes)
+        dataset = dataset.fit_to(model)
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
 
-    data_dir = None if recipe.data == "mnist" else recipe.resolve(recipe.data)
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir)
-    if recipe.subset.train or recipe.subset.test:
-        (x_train, y_train), (x_test, y_test) = data.subset(
-            ((x_train, y_train), (x_test, y_test)),
-            min(recipe.subset.train or len(x_train), len(x_train)),
-            min(recipe.subset.test or len(x_test), len(x_test)),
-            seed=recipe.seed,
-        )
     # The test split is only for the final report: the baseline and the workflow train on
-    # the rest of the training images, and the workflow validates (accuracy_floor) on a
+    # the rest of the training examples, and the workflow validates (accuracy_floor) on a
     # split held out of them.
-    (x_train, y_train), (x_val, y_val) = split_validation(
-        x_train, y_train, recipe.validation, seed=recipe.seed
-    )
-    sizes = {"train": len(x_train), "validation": len(x_val), "test": len(x_test)}
+    dataset = dataset.subset(recipe.subset.train, recipe.subset.test, seed=recipe.seed)
+    dataset = dataset.hold_out(recipe.validation, seed=recipe.seed)
+    x_train, y_train = dataset.x_train, dataset.y_train
+    x_val, y_val = dataset.x_val, dataset.y_val
+    x_test, y_test = dataset.x_test, dataset.y_test
+    sizes = dataset.counts
     split_text = (f"{sizes['train']:,} training / {sizes['validation']:,} validation / "
-                  f"{sizes['test']:,} test images")
-    log(f"kprune run: {recipe.model}, {split_text} (validation held out of the training "
-        f"images with seed {recipe.seed}), workflow {recipe.workflow.name}")
+                  f"{sizes['test']:,} test examples")
+    log(f"kprune run: {recipe.model} on {dataset}")
+    log(f"validation held out of the training examples with seed {recipe.seed}; "
+        f"workflow {recipe.workflow.name}")
 
     out = check_out_dir(out_dir, force=force)
     (out / FINISHED_MARKER).unlink(missing_ok=True)
@@ -138,7 +153,7 @@ def run_recipe(recipe, out_dir, *, force=False, log=print):
         plan=plan,
         latency_repeats=recipe.export.latency_repeats,
         title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
-        extra={"recipe": recipe.to_dict(), "data": sizes,
+        extra={"recipe": recipe.to_dict(), "data": dataset.to_dict(),
                "seconds": round(time.perf_counter() - started, 1), "history": history},
     )
     log("\n" + str(comparison))

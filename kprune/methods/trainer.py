@@ -20,7 +20,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 
-__all__ = ["Trainer", "accuracy", "compile_classifier", "split_validation"]
+__all__ = ["Trainer", "accuracy", "compile_classifier", "split_validation", "validation_indices"]
 
 
 class Trainer:
@@ -213,12 +213,23 @@ def split_validation(x, y, validation, *, seed=0):
             "Arguments `x` and `y` must hold the same number of examples. "
             f"Received: len(x)={len(x)}, len(y)={len(y)}"
         )
-    check_int(seed, "seed", minimum=0)
-    n = _validation_size(validation, len(x))
-    order = np.random.default_rng(seed).permutation(len(x))
-    val, train = order[:n], order[n:]
+    train, val = validation_indices(len(x), validation, seed=seed)
     x, y = np.asarray(x), np.asarray(y)
     return (x[train], y[train]), (x[val], y[val])
+
+
+def validation_indices(n_examples, validation, *, seed=0):
+    """The indices :func:`split_validation` uses: ``(train_indices, validation_indices)``.
+
+    Example:
+        >>> train, val = validation_indices(10, 0.2, seed=0)
+        >>> len(train), len(val), set(train) & set(val)
+        (8, 2, set())
+    """
+    check_int(seed, "seed", minimum=0)
+    n = _validation_size(validation, n_examples)
+    order = np.random.default_rng(seed).permutation(n_examples)
+    return order[n:], order[:n]
 
 
 def _validation_size(validation, n_examples):
