@@ -57,7 +57,9 @@ def _run(args):
     try:
         recipe.check()
     except RecipeError as err:
-        raise RecipeError(f"with --data/--model: {err}") from None
+        given = " ".join(f"--{key} {value}" for key, value in
+                         (("data", args.data), ("model", args.model)) if value is not None)
+        raise RecipeError(f"{given}: {err}" if given else str(err)) from None
     run_recipe(recipe, args.out, force=args.force)
     return 0
 

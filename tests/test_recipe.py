@@ -44,6 +44,14 @@ def write(tmp_path, text):
         ("model: missing.keras\n", r"Key `model` \(line 1\) is neither a built-in model"),
         ("model: seed-cnn\ndata: no/such/dir\n",
          r"Key `data.source` \(line 2\) is neither one of \['mnist', 'fashion-mnist'\]"),
+        ("model: seed-cnn\ndata: {source: mnist, scale: -3}\n",
+         r"Key `data.scale` \(line 2\) must be 'auto', a positive number"),
+        ("model: seed-cnn\ndata: {source: mnist, image_size: 32}\n",
+         r"Key `data.image_size` \(line 2\) must be \[height, width\]"),
+        ("model: seed-cnn\ndata:\n  source: mnist\n  test_split: 1\n",
+         r"Key `data.test_split` \(line 4\) must be a fraction in \(0, 1\)"),
+        ("model: seed-cnn\ndata: {source: mnist, split: 0.2}\n",
+         r"Unknown key `data.split` \(line 2\)\. Did you mean 'test_split'"),
         ("model: seed-cnn\nplan: {rules: [{match: fc_1}]}\n", None),
         ("model: seed-cnn\nplan: {rules: [{match: fc1, sparsity: 0.5}]}\n",
          r"Key `plan` \(line 2\): Unknown key 'sparsity' in rule"),
@@ -104,3 +112,13 @@ def test_validation_defaults_to_a_tenth_and_takes_a_fraction_or_a_count(tmp_path
     recipe = Recipe.load(write(tmp_path, "model: seed-cnn\nsubset: {train: 500}\n"
                                          "validation: 499\n"))
     assert recipe.validation == 499
+
+
+def test_data_is_a_source_or_a_mapping_and_round_trips(tmp_path):
+    short = Recipe.load(write(tmp_path, "model: seed-cnn\ndata: mnist\n"))
+    full = Recipe.from_dict({"model": "seed-cnn",
+                             "data": {"source": "mnist", "scale": 255, "image_size": [32, 32]}})
+    assert short.data.source == "mnist" and short.data.scale == "auto"
+    assert full.data.scale == 255 and full.data.image_size == [32, 32]
+    assert Recipe.from_dict(full.to_dict()) == full
+    assert Recipe(model="seed-cnn", data="images/").data.source == "images/"
