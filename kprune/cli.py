@@ -42,24 +42,15 @@ def _demo(args):
 
 
 def _run(args):
-    from dataclasses import replace
-
-    from kprune.experiments.recipe import Recipe, RecipeError
+    from kprune.experiments.recipe import Recipe
     from kprune.experiments.runner import run_recipe
 
-    recipe = Recipe.load(args.recipe)
     # --data and --model replace the recipe's; their paths are taken from here, not from
     # the recipe's folder, and checked like the recipe's own.
-    if args.data is not None:
-        recipe = replace(recipe, data=replace(recipe.data, source=_from_here(args.data)))
-    if args.model is not None:
-        recipe = replace(recipe, model=_from_here(args.model))
-    try:
-        recipe.check()
-    except RecipeError as err:
-        given = " ".join(f"--{key} {value}" for key, value in
-                         (("data", args.data), ("model", args.model)) if value is not None)
-        raise RecipeError(f"{given}: {err}" if given else str(err)) from None
+    overrides = {key: (f"--{option}", _from_here(value)) for key, option, value in
+                 (("data.source", "data", args.data), ("model", "model", args.model))
+                 if value is not None}
+    recipe = Recipe.load(args.recipe, overrides=overrides)
     run_recipe(recipe, args.out, force=args.force)
     return 0
 

@@ -294,12 +294,12 @@ def test_sensitivity_and_export_take_the_users_files(files, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--data", "nowhere.npz"], r"--data nowhere.npz: Key `data.source` is neither one of"),
+        (["--data", "nowhere.npz"], r"Key `data.source` \(--data\) is neither one of"),
         (["--data", "one_class"], r"has one class subfolder \('class_0'\)"),
         (["--data", "tiny.npz"], r"holds examples of shape \(16, 16, 3\) but model 'user_cnn'"),
         (["--data", "data.npz", "--model", "three.keras"],
          r"has 5 classes \(labels 0..4\) but model 'user_cnn' has 3 outputs"),
-        (["--model", "missing.keras"], r"--model missing.keras: Key `model` is neither a built-in"),
+        (["--model", "missing.keras"], r"Key `model` \(--model\) is neither a built-in"),
     ],
 )
 def test_bad_data_or_model_on_the_command_line_writes_nothing(files, tmp_path, args, message,
@@ -333,3 +333,16 @@ def test_sources_module_is_reachable_from_the_top():
     import kprune
 
     assert kprune.sources is sources
+
+
+def test_the_readme_template_recipe_validates_with_the_users_files(files):
+    from pathlib import Path
+
+    from kprune.experiments.recipe import Recipe
+
+    template = Path(__file__).parents[1] / "examples" / "template" / "your_model_your_data.yaml"
+    recipe = Recipe.load(template, overrides={"model": ("--model", str(files["model"])),
+                                              "data.source": ("--data", str(files["folder"]))})
+    assert recipe.data.scale == "auto" and recipe.baseline.epochs == 0
+    with pytest.raises(ValueError, match=r"Key `model` \(line \d+\) is neither a built-in"):
+        Recipe.load(template)  # its placeholders are not files

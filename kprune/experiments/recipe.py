@@ -133,19 +133,32 @@ class Recipe:
         return recipe
 
     @classmethod
-    def load(cls, path):
-        """Read and validate a recipe file; relative paths inside it are taken from its folder."""
+    def load(cls, path, *, overrides=None):
+        """Read and validate a recipe file; relative paths inside it are taken from its folder.
+
+        ``overrides`` maps keys to values that replace the file's before validation, e.g.
+        ``{"data.source": "/abs/images", "model": "my.keras"}`` from ``kprune run --data
+        --model``; errors in them name the option instead of a line.
+        """
         import yaml
 
         path = Path(path)
         if not path.is_file():
             raise RecipeError(f"Recipe file not found. Received: path={str(path)!r}")
-        text = path.read_text()
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RecipeError(f"{path}: not a text (UTF-8) file: byte {err.start:,} cannot be "
+                              "decoded; a recipe is a YAML text file") from None
         try:
             data = yaml.safe_load(text)
             lines = _key_lines(yaml.compose(text))
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        if data is None:
+            raise RecipeError(f"{path}: the recipe file is empty; it needs at least `model`")
+        for key, (option, value) in (overrides or {}).items():
+            data, lines = _override(data, lines, key, value, option)
         try:
             return cls.from_dict(data, lines=lines, base_dir=path.parent)
         except RecipeError as err:
@@ -340,7 +353,22 @@ def _fail(key, problem, value, lines):
 
 def _at(key, lines):
     line = lines.get(key)
+    if isinstance(line, str):  # given on the command line, e.g. "--data"
+        return f" ({line})"
     return "" if line is None else f" (line {line})"
+
+
+def _override(data, lines, key, value, option):
+    """``data`` with the dotted ``key`` set to ``value``; its line becomes ``option``."""
+    if not isinstance(data, dict):
+        return data, lines
+    head, _, rest = key.partition(".")
+    if rest:
+        inner = data.get(head)
+        inner = {"source": inner} if isinstance(inner, str) else dict(inner or {})
+        inner[rest] = value
+        value = inner
+    return {**data, head: value}, {**lines, key: option}
 
 
 def _key_lines(node, prefix=""):
