@@ -7,6 +7,8 @@ import re
 import matplotlib.image
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kprune import _compat
 from kprune.cli import main
@@ -346,3 +348,42 @@ def test_the_readme_template_recipe_validates_with_the_users_files(files):
     assert recipe.data.scale == "auto" and recipe.baseline.epochs == 0
     with pytest.raises(ValueError, match=r"Key `model` \(line \d+\) is neither a built-in"):
         Recipe.load(template)  # its placeholders are not files
+
+
+# -- damaged data files: one line, exit 2, nothing written -------------------------------
+
+
+def test_a_damaged_image_in_a_folder_is_named(tmp_path, capsys):
+    folder = write_folder(tmp_path / "images", n=20)
+    (folder / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match=r"an image could not be read"):
+        load_data(folder, model=user_model(), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "small.npz"
+    return write_npz(path, n_train=30, n_test=10).read_bytes()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(min_value=0, max_value=10_000),
+       flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), max_size=6))
+def test_damaged_npz_gets_one_line_through_the_cli(files, small_npz, tmp_path, cut, flips,
+                                                   capsys):
+    raw = bytearray(small_npz[: max(cut, len(small_npz) // 3) if cut < len(small_npz) else None])
+    for position, value in flips:
+        raw[position % len(raw)] ^= value
+    damaged = tmp_path / "damaged.npz"
+    damaged.write_bytes(bytes(raw))
+    out = tmp_path / "never"
+    code = main(["export", str(files["model"]), "--data", str(damaged), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.count("\n") == 1 and str(damaged) in err, err
+        assert not out.exists()
+    else:  # the damage missed everything that matters (e.g. zip padding): a full export
+        assert (out / "report.json").is_file()
+    __import__("shutil").rmtree(out, ignore_errors=True)

@@ -291,10 +291,12 @@ def _load_named_or_path(source, model, image_size, test_split, seed):
 
 def _load_npz(path):
     import zipfile
+    import zlib
 
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except unreadable as err:
         raise ValueError(f"{path}: not a readable .npz file ({_reason(err)}).") from None
     if not hasattr(npz, "files"):
         raise ValueError(f"{path}: holds a single array, not the named arrays "
@@ -308,7 +310,7 @@ def _load_npz(path):
             )
         try:
             arrays = {key: npz[key] for key in _NPZ_KEYS}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        except unreadable as err:
             raise ValueError(f"{path}: not a readable .npz file ({_reason(err)}).") from None
     return _from_arrays((arrays["x_train"], arrays["y_train"]),
                         (arrays["x_test"], arrays["y_test"]), f"npz file {path}")
