@@ -8,7 +8,7 @@ The package is grouped by concern, and imports point down only::
     kprune/methods/      trainer, workflows, sensitivity, allocation
     kprune/tflite/       export, flatbuffer reader, measure, report
     kprune/experiments/  data, built-in models, recipes, runner, demo
-    kprune/cli.py, kprune/viz.py
+    kprune/cli.py, kprune/viz.py, kprune/progress.py
 
 The top-level names and submodules are loaded lazily, so ``from kprune import masks``
 (numpy only) does not start TensorFlow.
@@ -66,6 +66,7 @@ SUBMODULES = {
     "runner": "kprune.experiments.runner",
     "demo": "kprune.experiments.demo",
     "viz": "kprune.viz",
+    "progress": "kprune.progress",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -237,8 +237,9 @@ def test_latency_rounds(files):
     assert list(result["files"]) == ["float", "int8", "sparse"]
     for name, timing in result["files"].items():
         assert set(timing) == {"median_ms", "x_faster", "x_faster_range", "round_medians_ms",
-                               "kernels"}, name
+                               "p10_ms", "p90_ms", "kernels"}, name
         assert len(timing["round_medians_ms"]) == 3 and timing["median_ms"] > 0
+        assert 0 < timing["p10_ms"] <= timing["p90_ms"]  # over all 3 x 2 timed invokes
         low, high = timing["x_faster_range"]
         assert low <= timing["x_faster"] <= high
         assert timing["kernels"] == "xnnpack"
@@ -295,6 +296,148 @@ def test_count_params_rejects_wrapped_model():
     )
     with pytest.raises(ValueError, match="call kprune.strip"):
         measure.count_params(wrapped)
+
+
+# ------------------------------------------------------------------ any data, not MNIST
+
+# Five classes on 32x32 RGB images: each class a distinct mean colour plus noise.
+COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]], np.float32) * 0.6 + 0.2
+
+
+def colour_images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(COLOURS), n)
+    x = COLOURS[y][:, None, None, :] + rng.normal(0, 0.25, (n, 32, 32, 3))
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    """A small CNN trained on the colour images, exported as float and int8."""
+    x, y = colour_images(600)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv"),
+            keras.layers.GlobalAveragePooling2D(name="pool"),
+            keras.layers.Dense(5, name="head"),
+        ],
+        name="colour",
+    )
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[:400], y[:400], epochs=5, batch_size=32, verbose=0)
+    out = tmp_path_factory.mktemp("colour")
+    paths = {
+        "float": to_tflite(model, out / "float.tflite").path,
+        "int8": to_tflite(model, out / "int8.tflite", quantize="int8",
+                          representative_data=x[:100]).path,
+    }
+    return model, (x[400:], y[400:]), paths
+
+
+def test_32x32x3_five_classes_float_and_int8_match_keras(colour):
+    model, (x, y), paths = colour
+    keras_accuracy = float(model.evaluate(x, y, verbose=0)[1])
+    assert keras_accuracy >= 0.9  # the classes are separable: the test means something
+    assert measure.evaluate_tflite(paths["float"], x, y) == pytest.approx(keras_accuracy,
+                                                                         abs=1e-6)
+    assert measure.evaluate_tflite(paths["int8"], x, y, batch_size=64) == pytest.approx(
+        keras_accuracy, abs=0.02)
+    assert measure.predict_tflite(paths["int8"], x[:7]).shape == (7, 5)
+    detail = measure.load_interpreter(paths["int8"]).get_input_details()[0]
+    assert detail["dtype"] == np.int8 and list(detail["shape"][1:]) == [32, 32, 3]
+
+
+def test_labels_as_a_column_or_one_hot(colour):
+    _, (x, y), paths = colour
+    expected = measure.evaluate_tflite(paths["float"], x, y)
+    assert measure.evaluate_tflite(paths["float"], x, y[:, None]) == expected  # CIFAR style
+    assert measure.evaluate_tflite(paths["float"], x, np.eye(5)[y]) == expected
+    assert measure.evaluate_tflite(paths["float"], x, y.astype(np.float32)) == expected
+
+
+def test_labels_the_model_cannot_output_are_refused(colour):
+    _, (x, y), paths = colour
+    with pytest.raises(ValueError, match=r"labels in \[0, 4\].*Received: labels in \[0, 9\]"):
+        measure.evaluate_tflite(paths["float"], x[:10], np.arange(10))
+    with pytest.raises(ValueError, match="integer class labels"):
+        measure.evaluate_tflite(paths["float"], x[:2], np.array([0.5, 1.0]))
+
+
+def test_latency_feeds_the_files_own_shape_and_dtype(colour):
+    _, _, paths = colour
+    for path in paths.values():
+        assert measure.latency(path, repeats=2, warmup=0)["median_ms"] > 0
+
+
+def test_inputs_out_of_the_int8_range_are_warned_about(colour, caplog):
+    _, (x, y), paths = colour
+    with caplog.at_level(logging.WARNING, logger="kprune"):
+        measure.evaluate_tflite(paths["int8"], x[:20], y[:20])
+    assert "lie outside" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="kprune"):
+        measure.evaluate_tflite(paths["int8"], x[:20] * 255, y[:20])  # not scaled as trained
+    assert "lie outside" in caplog.text and "pixels / 255" in caplog.text
+
+
+def test_flat_vector_input(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(16, activation="relu"),
+                              keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(50, 20)).astype(np.float32)
+    y = model.predict(x, verbose=0).argmax(axis=1)
+    path = to_tflite(model, tmp_path / "int8.tflite", quantize="int8",
+                     representative_data=x).path
+    assert measure.predict_tflite(path, x).shape == (50, 3)
+    assert measure.evaluate_tflite(path, x, y) >= 0.9
+    assert measure.latency(path, repeats=2, warmup=0)["median_ms"] > 0
+
+
+def test_uint8_input_without_a_scale_takes_raw_integers(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3), dtype="uint8"),
+                              keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
+                              keras.layers.Dense(4)])
+    path = to_tflite(model, tmp_path / "uint8-in.tflite").path
+    detail = measure.load_interpreter(path).get_input_details()[0]
+    assert detail["dtype"] == np.uint8 and detail["quantization"] == (0.0, 0)
+    x = np.random.default_rng(0).integers(0, 256, (20, 8, 8, 3), dtype=np.uint8)
+    np.testing.assert_allclose(measure.predict_tflite(path, x), model.predict(x, verbose=0),
+                               atol=1e-5)
+    np.testing.assert_allclose(measure.predict_tflite(path, x.astype(np.int64)),
+                               model.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="uint8 without a quantization scale"):
+        measure.predict_tflite(path, x / 255)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 255\]"):
+        measure.predict_tflite(path, x.astype(np.int64) + 1)
+    assert measure.latency(path, repeats=2, warmup=0)["median_ms"] > 0
+
+
+def test_open_dimensions_besides_the_batch_take_their_size_from_x(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.GlobalAveragePooling1D(),
+                              keras.layers.Dense(4)])
+    path = to_tflite(model, tmp_path / "sequence.tflite").path
+    x = np.random.default_rng(0).random((7, 11, 3), dtype=np.float32)
+    np.testing.assert_allclose(measure.predict_tflite(path, x, batch_size=3),
+                               model.predict(x, verbose=0), atol=1e-5)
+    assert measure.latency(path, repeats=2, warmup=0)["median_ms"] > 0
+
+
+def test_outputs_with_size_one_middle_axes_and_single_outputs(tmp_path):
+    keras.utils.set_random_seed(0)
+    conv_head = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(6, 4)])
+    x = np.random.default_rng(0).random((9, 4, 4, 3), dtype=np.float32)
+    y = conv_head.predict(x, verbose=0).reshape(9, 6).argmax(axis=1)
+    path = to_tflite(conv_head, tmp_path / "conv-head.tflite").path  # outputs (N, 1, 1, 6)
+    assert measure.evaluate_tflite(path, x, y) == 1.0
+    binary = keras.Sequential([keras.Input((5,)), keras.layers.Dense(1, activation="sigmoid")])
+    path = to_tflite(binary, tmp_path / "binary.tflite").path
+    with pytest.raises(ValueError, match=r"at least 2 classes.*\(4, 1\)"):
+        measure.evaluate_tflite(path, np.zeros((4, 5), np.float32), np.zeros(4))
 
 
 # ------------------------------------------------------------------ tensors

@@ -45,8 +45,8 @@ def test_every_submodule_is_reachable_from_the_top(name):
 
 
 # Levels of the layout, bottom first: a module may import from its own level or below.
-LEVELS = {"_compat": 0, "core": 0, "viz": 0, "engines": 1, "structural": 2, "methods": 2,
-          "tflite": 3, "experiments": 4, "cli": 5, "__init__": 5}
+LEVELS = {"_compat": 0, "core": 0, "viz": 0, "progress": 0, "engines": 1, "structural": 2,
+          "methods": 2, "tflite": 3, "experiments": 4, "cli": 5, "__init__": 5}
 KPRUNE_IMPORT = re.compile(r"^\s*(?:from|import)\s+kprune\.(\w+)", re.MULTILINE)
 
 

@@ -10,8 +10,7 @@ with per-layer targets for a chosen accuracy drop.
 Example:
     >>> from kprune import sensitivity
     >>> result = sensitivity.scan(model, x_val[:2000], y_val[:2000])
-    sensitivity: dense accuracy 0.9812 on 2,000 examples, 3 layers x 10 sparsities
-    sensitivity [1/3] fc1 (235,200 weights): 0.10 0.9812 ... 0.95 0.9650
+    sensitivity: 1/3 (fc1, 235,200 weights)
     ...
     >>> print(result)
     >>> plan = result.to_plan(max_drop_pp=0.5)
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kprune import _compat
+from kprune import progress as _progress_module
 from kprune.core import masks
 from kprune.core.checks import check_sparsity, did_you_mean
 from kprune.core.layers import is_prunable, prunable_weights
@@ -245,8 +245,11 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
             :class:`~kprune.workflows.Trainer` to fine-tune each pruned copy for
             ``finetune_epochs`` with the pruned weights held at zero.
         batch_size: evaluation batch size.
-        progress: True prints one line per layer; a callable gets each line instead;
-            False is silent.
+        progress: True shows progress over the layers and the ladder with
+            :func:`kprune.progress.track` (a bar on a terminal, one line per layer in a
+            log, nothing when :func:`kprune.progress.set_quiet` is on); False shows
+            none; a callable gets, instead, a line with the dense accuracy and one line
+            per layer with its accuracies.
 
     Returns:
         a :class:`SensitivityResult`.
@@ -286,21 +289,31 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
             f"Received: finetune_epochs={finetune_epochs!r}"
         )
     say = _progress(progress)
+    show = progress is True
 
     twin = copy_model(model)
     dense = accuracy(twin, x_val, y_val, batch_size=batch_size)
     say(f"sensitivity: dense accuracy {dense:.4f} on {len(x_val):,} examples, "
         f"{len(chosen)} layer(s) x {len(ladder)} sparsities"
         + (f", {finetune_epochs} fine-tune epoch(s) each" if finetune is not None else ""))
+    sizes = {path: sum(int(np.prod(w.variable.shape)) for w in prunable_weights(layer))
+             for path, layer in chosen}
     rows = []
-    for index, (path, _) in enumerate(chosen, start=1):
+    steps = enumerate(chosen, start=1)
+    if show:
+        steps = _progress_module.track(
+            steps, "sensitivity", total=len(chosen), unit="layer",
+            label=lambda step: f"{step[1][0]}, {sizes[step[1][0]]:,} weights")
+    for index, (path, _) in steps:
         layer = dict(_compat.iter_layers(twin))[path]
         # Every weight the layer prunes, each to the same sparsity, as tfmot would.
         weights = prunable_weights(layer)
         originals = {w.label: np.array(w.variable.numpy()) for w in weights}
         size = sum(v.size for v in originals.values())
         points = []
-        for sparsity in ladder:
+        ladder_steps = (_progress_module.track(ladder, path, unit="sparsity") if show
+                        else ladder)
+        for sparsity in ladder_steps:
             if sparsity == 0.0 and finetune is None:
                 acc = dense
             else:
@@ -375,9 +388,8 @@ def _choose(candidates, layers):
 
 
 def _progress(progress):
-    if progress is True:
-        return lambda line: print(line, flush=True)
-    if progress is False or progress is None:
+    """Where scan's text lines go: to a callable ``progress``, else nowhere."""
+    if progress is True or progress is False or progress is None:
         return lambda line: None
     if callable(progress):
         return progress

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kprune import _compat
+from kprune import _compat, progress
 
 __all__ = [
     "QUANTIZE",
@@ -344,7 +344,8 @@ def export_variants(model, out_dir, names=None, *, representative_data=None, pre
     """Export ``model`` once per named preset of :data:`VARIANTS` into ``out_dir``.
 
     Files are named ``{prefix}{name}.tflite``. Returns ``{name: ExportResult}`` in the
-    order given. Unknown names are rejected before anything is converted.
+    order given. Unknown names are rejected before anything is converted. Progress over
+    the variants is shown (see :mod:`kprune.progress`).
 
     Example:
         >>> export_variants(final, "out", ["float", "sparse-int8"],
@@ -365,7 +366,8 @@ def export_variants(model, out_dir, names=None, *, representative_data=None, pre
         )
     out_dir = Path(out_dir)
     results = {}
-    for name in names:
+    for name in progress.track(names, "export", unit="variant",
+                               label=lambda name: f"{prefix}{name}.tflite"):
         results[name] = to_tflite(
             model,
             out_dir / f"{prefix}{name}.tflite",

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kprune import progress
 from kprune.tflite.flatbuffer import TensorInfo, TfliteInfo, check_tflite, tflite_tensors
 
 __all__ = [
@@ -108,9 +109,11 @@ def load_interpreter(path, *, threads=None, delegate=True):
         ) from None
 
 
-def _prepared(path, *, threads=None, batch=None):
+def _prepared(path, *, threads=None, batch=None, sample_shape=None):
     """``(interpreter, kernels)``: allocated, the input resized to ``batch`` if allowed.
 
+    Dimensions the file leaves open (``-1`` in the input's shape signature) other than
+    the batch take their size from ``sample_shape`` (one input's shape) when given.
     The default XNNPACK delegate cannot prepare int8 or dynamic-range models whose
     weights come out of a DENSIFY op (sparse storage); such models then run on the
     builtin kernels, with a warning. ``kernels`` is ``"xnnpack"`` or ``"builtin"``.
@@ -119,9 +122,8 @@ def _prepared(path, *, threads=None, batch=None):
     def build(delegate):
         interpreter = load_interpreter(path, threads=threads, delegate=delegate)
         detail, _ = _single_input(interpreter, path)
-        signature = detail.get("shape_signature", detail["shape"])
-        if batch is not None and int(signature[0]) == -1 and int(detail["shape"][0]) != batch:
-            shape = [batch, *(int(d) for d in detail["shape"][1:])]
+        shape = _run_shape(detail, batch, sample_shape)
+        if shape != [int(d) for d in detail["shape"]]:
             interpreter.resize_tensor_input(detail["index"], shape, strict=True)
         interpreter.allocate_tensors()
         return interpreter
@@ -143,6 +145,19 @@ def _prepared(path, *, threads=None, batch=None):
         return build(False), "builtin"
     ops = [op.get("op_name") for op in interpreter._get_ops_details()]
     return interpreter, "xnnpack" if "DELEGATE" in ops else "builtin"
+
+
+def _run_shape(detail, batch, sample_shape):
+    """The input shape to run with: open dimensions filled from ``batch``/``sample_shape``."""
+    shape = [int(d) for d in detail["shape"]]
+    signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+    if batch is not None and signature[0] == -1:
+        shape[0] = batch
+    if sample_shape is not None:
+        for axis, (open_, size) in enumerate(zip(signature[1:], sample_shape), start=1):
+            if open_ == -1:
+                shape[axis] = int(size)
+    return shape
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -175,16 +190,68 @@ def _check_inputs(x, detail, path):
     return x
 
 
+def _is_quantized(detail):
+    return detail["dtype"] in (np.int8, np.uint8, np.int16) and bool(detail["quantization"][0])
+
+
 def _quantize(x, detail):
+    """``x`` as the input tensor wants it: real values quantized with the tensor's own
+    (scale, zero point); for an integer input without a scale (raw ``uint8`` pixels,
+    token ids) the integers as they are; else cast to the tensor's dtype."""
     dtype = detail["dtype"]
-    if dtype in (np.int8, np.uint8, np.int16):
+    if _is_quantized(detail):
         scale, zero_point = detail["quantization"]
-        if not scale:
-            raise ValueError(f"Input tensor {detail['name']!r} is {dtype.__name__} without a scale")
         info = np.iinfo(dtype)
         q = np.round(np.asarray(x, np.float32) / scale + zero_point)
         return np.clip(q, info.min, info.max).astype(dtype)
-    return np.asarray(x).astype(dtype, copy=False)
+    x = np.asarray(x)
+    if np.issubdtype(dtype, np.integer) and x.dtype != dtype:
+        if np.issubdtype(x.dtype, np.floating) and np.any(np.mod(x, 1) != 0):
+            raise ValueError(
+                f"The model's input {detail['name']!r} is {np.dtype(dtype).name} without a "
+                "quantization scale: it takes integers as they are (e.g. raw pixels 0-255, "
+                f"token ids). Received: x of dtype {x.dtype} with fractional values"
+            )
+        info = np.iinfo(dtype)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise ValueError(
+                f"The model's input {detail['name']!r} is {np.dtype(dtype).name}: values must "
+                f"lie in [{info.min}, {info.max}]. Received: x in [{x.min()}, {x.max()}]"
+            )
+    return x.astype(dtype, copy=False)
+
+
+def _random_input(detail, shape, rng):
+    """A random input of ``shape`` in the tensor's dtype: uniform in [0, 1) for float and
+    quantized inputs (quantized with the file's scale), the full range for unquantized
+    8-bit integers, zeros (a valid index anywhere) for other integer and bool inputs."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating) or _is_quantized(detail):
+        return _quantize(rng.random(shape, dtype=np.float32), detail)
+    if dtype in (np.int8, np.uint8):
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    return np.zeros(shape, dtype)
+
+
+def _check_range(x, detail, path):
+    """Warn when much of ``x`` lies outside what a quantized input can hold (clipped):
+    usually data not scaled as the calibration data was."""
+    if not _is_quantized(detail) or not np.asarray(x).size:
+        return
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+    values = np.asarray(x[:2048], np.float32)  # a sample is enough to warn
+    outside = float(np.mean((values < low - scale) | (values > high + scale)))
+    if outside > 0.05:
+        logger.warning(
+            "%.0f%% of the inputs lie outside [%.4g, %.4g], the range the int input of %s "
+            "can hold (its scale and zero point from calibration); they are clipped. Are "
+            "they scaled as the calibration data was (e.g. pixels / 255)? Received: x in "
+            "[%.4g, %.4g]",
+            outside * 100, low, high, path, float(values.min()), float(values.max()),
+        )
 
 
 def _dequantize(values, detail):
@@ -198,9 +265,17 @@ def _dequantize(values, detail):
 def predict_tflite(path, x, *, batch_size=256, threads=None):
     """Run ``x`` through the model in ``path``; return the (dequantized, float) outputs.
 
-    Batches of ``batch_size`` when the model's batch dimension is dynamic (the last batch
-    padded), else the model's own batch size. int8/uint8 inputs are quantized with the
-    input tensor's (scale, zero point) and int8 outputs dequantized with the output's.
+    Any input shape and dtype the file takes: batches of ``batch_size`` when the model's
+    batch dimension is dynamic (the last batch padded), else the model's own batch size;
+    other open dimensions sized from ``x``. Quantized (int8/uint8/int16) inputs are
+    quantized with the input tensor's own (scale, zero point), with a warning when much
+    of ``x`` lies outside what they can hold; integer inputs without a scale take
+    ``x``'s integers as they are. Quantized outputs are dequantized with the output's.
+    Progress over the batches is shown (see :mod:`kprune.progress`).
+
+    Example:
+        >>> predict_tflite("model-int8.tflite", x_test[:10]).shape
+        (10, 10)
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
@@ -213,10 +288,13 @@ def predict_tflite(path, x, *, batch_size=256, threads=None):
     dynamic = int(signature[0]) == -1
     batch = min(batch_size, max(len(x), 1)) if dynamic else int(detail["shape"][0])
     del probe
-    interpreter, _ = _prepared(path, threads=threads, batch=batch)
+    interpreter, _ = _prepared(path, threads=threads, batch=batch, sample_shape=x.shape[1:])
     detail, output = _single_input(interpreter, path)
+    _check_range(x, detail, path)
     chunks = []
-    for start in range(0, len(x), batch):
+    starts = range(0, len(x), batch)
+    for start in progress.track(starts, f"predict {Path(path).name}", unit="batch",
+                                per_item=False):
         chunk = x[start : start + batch]
         count = len(chunk)
         if count < batch:
@@ -230,25 +308,57 @@ def predict_tflite(path, x, *, batch_size=256, threads=None):
     return np.concatenate(chunks)
 
 
+def _labels(y, n):
+    """Integer labels from ``y``: ``(N,)`` labels, an ``(N, 1)`` column or one-hot rows."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # e.g. CIFAR-10's (N, 1) labels
+        y = y[:, 0]
+    elif y.ndim == 2:
+        y = y.argmax(axis=1)
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(
+            "Arguments `x` and `y` must hold the same number of samples, `y` as integer "
+            f"labels (or one-hot rows). Received: len(x)={n}, y.shape={np.shape(y)}"
+        )
+    if y.size and not np.all(np.mod(y, 1) == 0):
+        raise ValueError(
+            "Argument `y` must hold integer class labels (or one-hot rows). "
+            f"Received: y with fractional values, e.g. {float(y[np.mod(y, 1) != 0][0])}"
+        )
+    return y.astype(np.int64)
+
+
 def evaluate_tflite(path, x, y, *, batch_size=256, threads=None):
     """Top-1 accuracy of the ``.tflite`` at ``path`` on ``(x, y)`` in the LiteRT runtime.
 
-    ``y`` holds integer labels (or one-hot rows). Example:
+    ``x``: a batch of inputs of any shape and dtype the file takes (see
+    :func:`predict_tflite`). ``y``: integer labels, an ``(N, 1)`` column of them, or
+    one-hot rows. The model must output one score per class (``(N, K)``, size-1 middle
+    axes allowed), K >= 2.
+
+    Example:
         >>> evaluate_tflite("model.tflite", x_test, y_test)
         0.9921
     """
-    y = np.asarray(y)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(
-            "Arguments `x` and `y` must hold the same number of samples, `y` as integer "
-            f"labels. Received: len(x)={len(x)}, y.shape={y.shape}"
-        )
+    y = _labels(y, len(x))
     if len(y) == 0:
         raise ValueError("Arguments `x` and `y` are empty.")
     scores = predict_tflite(path, x, batch_size=batch_size, threads=threads)
-    return float(np.mean(scores.argmax(axis=-1) == y))
+    scores = scores.reshape(len(scores), -1) if all(
+        d == 1 for d in scores.shape[1:-1]) else scores
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(
+            "evaluate_tflite measures top-1 accuracy over class scores: the model must "
+            f"output (N, classes) with at least 2 classes. Received: outputs of shape "
+            f"{scores.shape} from path={str(path)!r} (for one sigmoid output, threshold "
+            "predict_tflite's scores yourself)"
+        )
+    if y.min() < 0 or y.max() >= scores.shape[1]:
+        raise ValueError(
+            f"Argument `y` must hold labels in [0, {scores.shape[1] - 1}]: the model outputs "
+            f"{scores.shape[1]} class scores. Received: labels in [{y.min()}, {y.max()}]"
+        )
+    return float(np.mean(scores.argmax(axis=1) == y))
 
 
 # --------------------------------------------------------------------------- sizes, latency
@@ -263,24 +373,12 @@ def file_sizes(path):
     return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
 
 
-def latency(path, *, repeats=50, warmup=5, threads=1, seed=0):
-    """Wall time of one ``invoke`` at batch 1, after ``warmup`` untimed runs.
-
-    Returns ``median_ms``, ``p10_ms``, ``p90_ms``, ``iqr_ms``, ``mean_ms``, ``min_ms``,
-    ``repeats``, ``warmup``, ``threads``, ``batch`` (1), ``runtime`` and ``kernels``
-    (``"xnnpack"``, or ``"builtin"`` where XNNPACK could not take the model). The input is
-    random (uniform in [0, 1), quantized for an int8 model).
-    """
-    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(
-                f"Argument `{name}` must be an integer >= {low}. Received: {name}={value!r}"
-            )
+def _time_invokes(path, *, repeats, warmup, threads, seed):
+    """``(times in ms, kernels)`` of ``repeats`` invokes at batch 1 after ``warmup``."""
     interpreter, kernels = _prepared(path, threads=threads, batch=1)
     detail, _ = _single_input(interpreter, path)
     rng = np.random.default_rng(seed)
-    sample = _quantize(rng.random(detail["shape"], dtype=np.float32), detail)
-    interpreter.set_tensor(detail["index"], sample)
+    interpreter.set_tensor(detail["index"], _random_input(detail, detail["shape"], rng))
     for _ in range(warmup):
         interpreter.invoke()
     times = []
@@ -288,6 +386,30 @@ def latency(path, *, repeats=50, warmup=5, threads=1, seed=0):
         start = time.perf_counter()
         interpreter.invoke()
         times.append((time.perf_counter() - start) * 1e3)
+    return times, kernels
+
+
+def latency(path, *, repeats=50, warmup=5, threads=1, seed=0):
+    """Wall time of one ``invoke`` at batch 1, after ``warmup`` untimed runs.
+
+    Returns ``median_ms``, ``p10_ms``, ``p90_ms``, ``iqr_ms``, ``mean_ms``, ``min_ms``,
+    ``repeats``, ``warmup``, ``threads``, ``batch`` (1), ``runtime`` and ``kernels``
+    (``"xnnpack"``, or ``"builtin"`` where XNNPACK could not take the model). The input
+    is random, of the file's own input shape and dtype: uniform in [0, 1) for float
+    inputs and quantized ones (quantized with the file's scale), any value for
+    unquantized 8-bit integer inputs, zeros for other integer inputs (ids).
+
+    Example:
+        >>> latency("model-int8.tflite", repeats=100)["median_ms"]
+        0.183
+    """
+    for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Argument `{name}` must be an integer >= {low}. Received: {name}={value!r}"
+            )
+    times, kernels = _time_invokes(path, repeats=repeats, warmup=warmup, threads=threads,
+                                   seed=seed)
     p10, p25, p75, p90 = np.percentile(times, [10, 25, 75, 90])
     return {
         "median_ms": float(statistics.median(times)),
@@ -324,7 +446,9 @@ def latency_rounds(paths, *, baseline, rounds=9, repeats=100, warmup=10, threads
         "files": {name: {...}}}``, each file with ``median_ms`` (median of its round
         medians), ``x_faster`` (median of the within-round ratios baseline / file; exactly
         1.0 for the baseline), ``x_faster_range`` ([min, max] of those ratios),
-        ``round_medians_ms`` and ``kernels`` (``"xnnpack"`` or ``"builtin"``).
+        ``round_medians_ms``, ``p10_ms`` and ``p90_ms`` (percentiles of all its timed
+        invokes, every round) and ``kernels`` (``"xnnpack"`` or ``"builtin"``).
+        Progress over the rounds is shown (see :mod:`kprune.progress`).
 
     Example:
         >>> t = latency_rounds({"dense": "dense.tflite", "2:4": "sparse.tflite"},
@@ -354,22 +478,26 @@ def latency_rounds(paths, *, baseline, rounds=9, repeats=100, warmup=10, threads
     for name in names:  # fail before any timing, not half-way through
         check_tflite(paths[name])
     per_round = {name: [] for name in names}
+    every = {name: [] for name in names}
     kernels = {}
-    for index in range(rounds):
+    for index in progress.track(range(rounds), "measure latency", unit="round"):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
-            timing = latency(paths[name], repeats=repeats, warmup=warmup, threads=threads,
-                             seed=seed)
-            per_round[name].append(timing["median_ms"])
-            kernels[name] = timing["kernels"]
+            times, kernels[name] = _time_invokes(paths[name], repeats=repeats, warmup=warmup,
+                                                 threads=threads, seed=seed)
+            per_round[name].append(statistics.median(times))
+            every[name].extend(times)
     files = {}
     for name in names:
         ratios = [b / t for b, t in zip(per_round[baseline], per_round[name])]
+        p10, p90 = np.percentile(every[name], [10, 90])
         files[name] = {
             "median_ms": float(statistics.median(per_round[name])),
             "x_faster": 1.0 if name == baseline else float(statistics.median(ratios)),
             "x_faster_range": [float(min(ratios)), float(max(ratios))],
             "round_medians_ms": [float(t) for t in per_round[name]],
+            "p10_ms": float(p10),
+            "p90_ms": float(p90),
             "kernels": kernels[name],
         }
     return {"rounds": rounds, "repeats": repeats, "warmup": warmup, "threads": threads,

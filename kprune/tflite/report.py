@@ -1,7 +1,8 @@
 """Compare exported ``.tflite`` variants against the dense float baseline: JSON, markdown, plots.
 
 :func:`compare` measures every variant (accuracy in LiteRT, bytes raw and gzipped,
-latency at batch 1, what the file stores) and writes into ``out_dir``:
+latency at batch 1 in interleaved rounds, what the file stores) on any evaluation data
+and writes into ``out_dir``:
 
 * ``report.json`` -- the schema below (also in ``docs/report_schema.md``);
 * ``report.md`` -- the same as tables a person reads, with notes on raw vs gzip and speed;
@@ -22,7 +23,9 @@ report.json schema (``schema_version`` 1)::
       "runtime": "ai_edge_litert" | "tf.lite",
       "baseline": name of the baseline variant,
       "test_samples": int,
-      "latency": {"batch": 1, "repeats", "warmup", "threads"},
+      "data": {"samples", "input_shape", "input_dtype", and what the caller passed:
+               e.g. "description", "source", "split", "classes"},
+      "latency": {"batch": 1, "rounds", "repeats", "warmup", "threads", "measured"},
       "variants": [
         {
           "name", "group", "path", "quantize", "sparse",
@@ -33,9 +36,11 @@ report.json schema (``schema_version`` 1)::
           "x_smaller_gzip":      baseline gzip_bytes / gzip_bytes  (vs the *baseline's* gzip),
           "params":              Keras model.count_params(), or null without a model,
           "nonzero_params":      non-zero Keras weights, or null,
-          "latency_ms_median", "latency_ms_p10", "latency_ms_p90",
+          "latency_ms_median":   median of the variant's round medians (null: not measured),
+          "latency_ms_p10", "latency_ms_p90": percentiles of all its timed invokes,
           "latency_kernels":     "xnnpack", or "builtin" where XNNPACK refused the model,
-          "x_faster":            baseline latency_ms_median / latency_ms_median,
+          "x_faster":            median over rounds of baseline / variant round medians,
+          "x_faster_range":      [min, max] of those within-round ratios,
           "sparse_storage":      the file stores tensors in TFLite's sparse format,
           "densify_ops":         number of DENSIFY ops in the file,
           "tflite_weights":      values in the file's weight tensors,
@@ -56,7 +61,8 @@ Example:
     ...     [report.Variant.from_export(dense, model=baseline_model, group="dense"),
     ...      *[report.Variant.from_export(r, model=final, group="pruned", plan=plan)
     ...        for r in runs.values()]],
-    ...     baseline="dense/float", x_test=x_test, y_test=y_test, out_dir="out/report")
+    ...     baseline="dense/float", x_test=x_test, y_test=y_test, out_dir="out/report",
+    ...     data={"source": "mnist", "split": "test", "classes": 10})
     >>> print(result)
 """
 
@@ -71,6 +77,9 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
+from kprune import progress
 from kprune.tflite import measure
 from kprune.tflite.export import ExportResult, write_atomic
 
@@ -79,6 +88,7 @@ __all__ = [
     "Report",
     "Variant",
     "compare",
+    "describe_data",
     "environment",
     "markdown",
     "markdown_table",
@@ -228,25 +238,44 @@ def _as_variant(item, index):
 
 
 def compare(variants, *, baseline, x_test, y_test, out_dir, latency_repeats=30,
-            latency_warmup=3, threads=1, batch_size=256, plots=True,
-            title="kprune comparison", extra=None):
+            latency_warmup=3, latency_rounds=5, threads=1, batch_size=256, plots=True,
+            title="kprune comparison", data=None, extra=None):
     """Measure each variant against the dense float baseline and write the report.
+
+    Accuracy runs in LiteRT on ``(x_test, y_test)`` (any input shape and dtype the files
+    take, see :func:`kprune.measure.evaluate_tflite`). Latency is timed at batch 1 by
+    :func:`kprune.measure.latency_rounds`: ``latency_rounds`` interleaved rounds over all
+    variants, each timing every file (``latency_repeats`` invokes after
+    ``latency_warmup``), so that a noisy spell on the machine hits every variant alike;
+    speed-ups are taken within a round. Progress is shown (see :mod:`kprune.progress`).
 
     Args:
         variants: :class:`Variant` objects (or ``ExportResult`` / ``(name, path)``).
         baseline: the name of the variant that is the dense float ``.tflite``; sizes,
             accuracy deltas and speed-ups are relative to it. It must not store sparse
             tensors nor hold quantized weights.
-        x_test, y_test: evaluation data (integer labels).
+        x_test, y_test: evaluation data (integer labels, an ``(N, 1)`` column of them or
+            one-hot rows).
         out_dir: folder for ``report.json``, ``report.md`` and the PNG plots (created).
-        latency_repeats, latency_warmup, threads: latency at batch 1 (0 repeats: skip).
+        latency_repeats, latency_warmup, latency_rounds, threads: latency at batch 1
+            (``latency_repeats=0`` or ``latency_rounds=0``: not measured).
         batch_size: batch for accuracy runs (where the model allows resizing).
         plots: write the PNG plots.
         title: heading of ``report.md``.
+        data: what ``x_test`` is, for the report: a short text (``"CIFAR-10 test
+            split"``) or a JSON-serialisable dict such as ``{"source": "cifar10",
+            "split": "test", "classes": 10}`` (a ``"description"`` key is used as the
+            text). Stored as ``"data"`` with ``samples``, ``input_shape`` and
+            ``input_dtype`` taken from ``x_test``; ``report.md`` says "Measured on ...".
         extra: a JSON-serialisable dict stored under ``"extra"``.
 
     Returns:
         A :class:`Report`. ``print`` it for the markdown table.
+
+    Example:
+        >>> report.compare([("dense", "dense.tflite"), ("int8", "int8.tflite")],
+        ...                baseline="dense", x_test=x, y_test=y, out_dir="out/report",
+        ...                data={"source": "cifar10", "split": "test", "classes": 10})
     """
     items = [_as_variant(item, i) for i, item in enumerate(variants)]
     names = [v.name for v in items]
@@ -258,6 +287,13 @@ def compare(variants, *, baseline, x_test, y_test, out_dir, latency_repeats=30,
             f"Argument `baseline` must name one of the variants {names}. "
             f"Received: baseline={baseline!r}"
         )
+    for name, value in (("latency_repeats", latency_repeats), ("latency_rounds", latency_rounds),
+                        ("latency_warmup", latency_warmup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(
+                f"Argument `{name}` must be an integer >= 0. Received: {name}={value!r}"
+            )
+    described = _data_description(data, x_test)
     for v in items:
         measure.check_tflite(v.path)
     out_dir = Path(out_dir)
@@ -272,45 +308,121 @@ def compare(variants, *, baseline, x_test, y_test, out_dir, latency_repeats=30,
             f"float32 weights): sizes are reported against it. Received: baseline={baseline!r} "
             f"({base.path})"
         )
-    repeats = int(latency_repeats)
     rows = []
-    for v in items:
+    for v in progress.track(items, "measure accuracy", unit="variant",
+                            label=lambda v: v.name):
         info = base_info if v is base else measure.tflite_tensors(v.path)
-        rows.append(_measure(v, info, x_test, y_test, batch_size, repeats,
-                             latency_warmup, threads))
+        rows.append(_measure(v, info, x_test, y_test, batch_size, threads))
+    measured = latency_repeats > 0 and latency_rounds > 0
+    if measured:
+        timing = measure.latency_rounds(
+            {v.name: v.path for v in items}, baseline=baseline, rounds=latency_rounds,
+            repeats=latency_repeats, warmup=latency_warmup, threads=threads)
+        for row in rows:
+            _add_latency(row, timing["files"][row["name"]])
     _relative(rows, rows[names.index(baseline)])
-    data = {
+    result = {
         "schema_version": SCHEMA_VERSION,
         "title": title,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **environment(),
         "runtime": measure.runtime_name(),
         "baseline": baseline,
-        "test_samples": int(len(y_test)),
-        "latency": {"batch": 1, "repeats": repeats, "warmup": latency_warmup,
-                    "threads": threads},
+        "test_samples": int(len(x_test)),
+        "data": described,
+        "latency": {"batch": 1, "rounds": latency_rounds, "repeats": latency_repeats,
+                    "warmup": latency_warmup, "threads": threads, "measured": measured},
         "variants": rows,
     }
     if extra is not None:
-        data["extra"] = extra
-    plot_paths = _plots(data, out_dir) if plots else ()
-    data["plots"] = [p.name for p in plot_paths]
+        result["extra"] = extra
+    plot_paths = _plots(result, out_dir) if plots else ()
+    result["plots"] = [p.name for p in plot_paths]
     json_path = out_dir / "report.json"
     md_path = out_dir / "report.md"
-    write_atomic(json_path, json.dumps(data, indent=2) + "\n")
-    write_atomic(md_path, markdown(data))
-    return Report(data=data, json_path=json_path, markdown_path=md_path, plots=tuple(plot_paths))
+    write_atomic(json_path, json.dumps(result, indent=2) + "\n")
+    write_atomic(md_path, markdown(result))
+    return Report(data=result, json_path=json_path, markdown_path=md_path,
+                  plots=tuple(plot_paths))
 
 
-def _measure(v, info, x_test, y_test, batch_size, repeats, warmup, threads):
+def _data_description(data, x_test):
+    """``data`` as the report's dict, with ``samples``, ``input_shape``, ``input_dtype``."""
+    from collections.abc import Mapping
+
+    x = x_test if hasattr(x_test, "shape") and hasattr(x_test, "dtype") else np.asarray(x_test)
+    derived = {"samples": int(len(x)), "input_shape": [int(d) for d in x.shape[1:]],
+               "input_dtype": str(x.dtype)}
+    if data is None:
+        return derived
+    if isinstance(data, str):
+        if not data.strip():
+            raise ValueError("Argument `data` must not be an empty text. Received: data=''")
+        return {"description": data, **derived}
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise TypeError(
+            "Argument `data` must be a short text or a dict with text keys describing the "
+            f"evaluation data. Received: data={data!r}"
+        )
+    given = dict(data)
+    for key in ("samples", "input_shape"):
+        if key in given and _plain(given[key]) != derived[key]:
+            raise ValueError(
+                f"Argument `data` says {key}={given[key]!r} but `x_test` has "
+                f"{key}={derived[key]!r}; the report would misstate what it was measured on. "
+                f"Received: data={data!r}"
+            )
+    try:
+        json.dumps(given)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"Argument `data` must be JSON-serialisable ({err}). Received: data={data!r}"
+        ) from None
+    return {**given, **{k: v for k, v in derived.items() if k not in given}}
+
+
+def _plain(value):
+    """Lists and tuples compared as lists of ints, numbers as ints where they are."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def describe_data(data):
+    """The text that ``report.md`` puts after "Measured on": from a report's ``data`` dict.
+
+    Example:
+        >>> describe_data({"source": "cifar10", "split": "test", "samples": 10000,
+        ...                "input_shape": [32, 32, 3], "classes": 10})
+        'cifar10 (test split): 10,000 samples of shape 32x32x3, 10 classes'
+    """
+    head = data.get("description")
+    if head is None and data.get("source") is not None:
+        head = str(data["source"]) + (f" ({data['split']} split)" if data.get("split") else "")
+    elif head is None and data.get("split"):
+        head = f"the {data['split']} split"
+    tail = []
+    if data.get("samples") is not None:
+        shape = data.get("input_shape")
+        text = f"{data['samples']:,} samples"
+        if shape:
+            text += " of shape " + "x".join(str(d) for d in shape)
+        if data.get("input_dtype"):
+            text += f" ({data['input_dtype']})"
+        tail.append(text)
+    if data.get("classes") is not None:
+        tail.append(f"{data['classes']} classes")
+    if head and tail:
+        return f"{head}: {', '.join(tail)}"
+    return head or ", ".join(tail) or "unnamed data"
+
+
+def _measure(v, info, x_test, y_test, batch_size, threads):
     sizes = measure.file_sizes(v.path)
     accuracy = measure.evaluate_tflite(v.path, x_test, y_test, batch_size=batch_size,
                                        threads=threads)
-    timing = (
-        measure.latency(v.path, repeats=repeats, warmup=warmup, threads=threads)
-        if repeats > 0
-        else {}
-    )
     counts = measure.count_params(v.model) if v.model is not None else {}
     return {
         "name": v.name,
@@ -326,11 +438,12 @@ def _measure(v, info, x_test, y_test, batch_size, repeats, warmup, threads):
         "x_smaller_gzip": None,
         "params": counts.get("params"),
         "nonzero_params": counts.get("nonzero_params"),
-        "latency_ms_median": timing.get("median_ms"),
-        "latency_ms_p10": timing.get("p10_ms"),
-        "latency_ms_p90": timing.get("p90_ms"),
-        "latency_kernels": timing.get("kernels"),
+        "latency_ms_median": None,
+        "latency_ms_p10": None,
+        "latency_ms_p90": None,
+        "latency_kernels": None,
         "x_faster": None,
+        "x_faster_range": None,
         "sparse_storage": info.sparse_storage,
         "densify_ops": info.densify_ops,
         "tflite_weights": info.weight_count,
@@ -347,13 +460,23 @@ def _measure(v, info, x_test, y_test, batch_size, repeats, warmup, threads):
     }
 
 
+def _add_latency(row, timing):
+    """Fill a row's latency fields from its entry of ``measure.latency_rounds``."""
+    row.update(
+        latency_ms_median=timing["median_ms"],
+        latency_ms_p10=timing["p10_ms"],
+        latency_ms_p90=timing["p90_ms"],
+        latency_kernels=timing["kernels"],
+        x_faster=timing["x_faster"],
+        x_faster_range=timing["x_faster_range"],
+    )
+
+
 def _relative(rows, base):
     for row in rows:
         row["accuracy_delta_pp"] = (row["accuracy"] - base["accuracy"]) * 100.0
         row["x_smaller_raw"] = base["bytes"] / row["bytes"]
         row["x_smaller_gzip"] = base["gzip_bytes"] / row["gzip_bytes"]
-        if row["latency_ms_median"] and base["latency_ms_median"]:
-            row["x_faster"] = base["latency_ms_median"] / row["latency_ms_median"]
 
 
 def _layer_rows(v):
@@ -461,16 +584,31 @@ def _storage_notes(data):
     return notes
 
 
+def _latency_text(data):
+    lat = data["latency"]
+    if not lat.get("repeats") or not lat.get("rounds", 1):
+        skipped = "latency_repeats" if not lat.get("repeats") else "latency_rounds"
+        return f"latency not measured (`{skipped}=0`)."
+    if "rounds" not in lat:  # a report written before latency was timed in rounds
+        return (f"latency at batch 1, {lat['threads']} thread(s), median of {lat['repeats']} "
+                f"runs after {lat['warmup']} warm-up runs.")
+    return (
+        f"latency at batch 1, {lat['threads']} thread(s), in {lat['rounds']} interleaved "
+        f"rounds over all variants, each timing every file ({lat['repeats']} runs after "
+        f"{lat['warmup']} warm-up runs): `latency ms` is the median of a variant's round "
+        "medians, `x faster` the median of its within-round speed-ups over the baseline."
+    )
+
+
 def markdown(data):
     """``report.md``: the variant table, per-layer tables, notes and plot links."""
-    lat = data["latency"]
     lines = [
         f"# {data['title']}",
         "",
+        f"Measured on {describe_data(data.get('data') or {'samples': data['test_samples']})}.",
+        "",
         f"Baseline: `{data['baseline']}` (dense float .tflite); all sizes and speed-ups are "
-        f"relative to its own file. Accuracy on {data['test_samples']:,} test samples in "
-        f"{data['runtime']}; latency at batch 1, {lat['threads']} thread(s), median of "
-        f"{lat['repeats']} runs after {lat['warmup']} warm-up runs.",
+        f"relative to its own file. Accuracy in {data['runtime']}; {_latency_text(data)}",
         "",
         markdown_table(data),
         "",
