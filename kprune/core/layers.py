@@ -39,6 +39,7 @@ __all__ = [
     "spec",
     "kind",
     "channel_role",
+    "channel_problem",
     "prunable_weights",
     "effective_weights",
     "is_prunable",
@@ -79,6 +80,12 @@ class LayerSpec:
     # A channelwise layer whose weights hold one value per channel on their last axis
     # (batch norm): they are sliced with the channels.
     per_channel: bool = False
+    # A depthwise layer: kernel (..., channels, multiplier) and bias (channels,) follow the
+    # channels (channelwise only with a multiplier of 1: see channel_problem).
+    depthwise: bool = False
+    # A coupling layer whose output is 0 wherever any input is 0 (Multiply): a
+    # squeeze-and-excite gate's removed channel multiplies a zero channel.
+    annihilates: bool = False
     # Preprocessing that scales the model's inputs itself (Rescaling, Normalization): the
     # data is then fed as it is, not divided by 255.
     rescales: bool = False
@@ -105,7 +112,8 @@ SPECS = {
         "conv", "producer", n_m=False,
         note="its kernel keeps output channels on the axis tfmot groups N:M along"),
     "DepthwiseConv2D": LayerSpec(
-        "depthwise", "channelwise", note="tfmot does not prune depthwise kernels"),
+        "depthwise", "channelwise", note="tfmot does not prune depthwise kernels",
+        depthwise=True),
     "Embedding": LayerSpec(
         "embedding", "opaque", n_m=False,
         note="embedding rows are looked up, not multiplied: N:M gives no speed-up"),
@@ -153,7 +161,7 @@ SPECS = {
     "UpSampling3D": _CHANNELWISE,
     "Add": _COUPLING,
     "Subtract": _COUPLING,
-    "Multiply": _COUPLING,
+    "Multiply": LayerSpec("other", "coupling", annihilates=True),
     "Average": _COUPLING,
     "Maximum": _COUPLING,
     "Minimum": _COUPLING,
@@ -221,13 +229,60 @@ def kind(layer):
 
 
 def channel_role(layer):
-    """What ``layer`` does to channels, one of :data:`ROLES` (softmax activations mix)."""
+    """What ``layer`` does to channels, one of :data:`ROLES` (softmax activations mix; a
+    ``Reshape`` that keeps the last axis, e.g. ``(N, C) -> (N, 1, 1, C)``, is channelwise)."""
     layer = _inner(layer)
     role = spec(layer).role
     if role == "channelwise" and type(layer).__name__ == "Activation":
         name = getattr(layer.activation, "__name__", "")
         return "mixing" if name in ("softmax", "log_softmax") else role
+    if type(layer).__name__ == "Reshape" and role == "reshaping" and layer.built:
+        # (N, ..., C) -> (N, ..., C) keeps each channel's identity (row-major order)
+        shape_in, shape_out = layer.input_shape, layer.output_shape
+        if (len(shape_in) > 1 and len(shape_out) > 1 and shape_in[-1] is not None
+                and shape_in[-1] == shape_out[-1]):
+            return "channelwise"
     return role
+
+
+def channel_problem(layer):
+    """Why structural pruning cannot carry channels through ``layer`` ("" when it can).
+
+    Checked here so that no other module names layer types: channels-first layers,
+    grouped convolutions, depthwise multipliers other than 1, normalisation over an axis
+    other than the channels, reshapes that change the channel axis, and layers whose
+    role is ``reshaping``, ``mixing`` or ``opaque``.
+
+    Example:
+        >>> channel_problem(tf_keras.layers.DepthwiseConv2D(3, depth_multiplier=2))
+        'depth_multiplier=2 gives several output channels per input channel'
+    """
+    layer = _inner(layer)
+    role = channel_role(layer)
+    name = type(layer).__name__
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"data_format={layer.data_format!r}: only channels_last is supported"
+    if getattr(layer, "groups", 1) != 1:
+        return f"groups={layer.groups}: grouped convolutions mix channel blocks"
+    if spec(layer).depthwise and getattr(layer, "depth_multiplier", 1) != 1:
+        return (f"depth_multiplier={layer.depth_multiplier} gives several output channels "
+                "per input channel")
+    if spec(layer).per_channel:
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        rank = len(layer.input_shape) if layer.built else None
+        if list(axes) not in ([-1], [rank - 1] if rank else [-1]):
+            return f"it normalises axis {layer.axis}, not the channel (last) axis"
+    if role == "mixing":
+        return "it normalises over all channels (softmax), so removing some changes the others"
+    if role == "reshaping":
+        return f"{name} moves channels to other positions, which kprune does not follow"
+    if role == "opaque":
+        return f"{name} is not a layer kprune knows what does to channels"
+    if role == "concatenating":
+        rank = len(layer.output_shape)
+        if layer.axis not in (-1, rank - 1):
+            return f"it concatenates along axis {layer.axis}, not the channel (last) axis"
+    return ""
 
 
 def rescales_inputs(model):

@@ -4,8 +4,13 @@ Example:
     >>> from kprune import structural
     >>> keep = structural.select_units(model, {"conv2": 0.5, "fc1": 0.5})
     >>> smaller = structural.remove_units(model, keep)
+    >>> print(structural.groups(resnet))               # functional models: coupled groups
+    >>> smaller = structural.prune(resnet, 0.5, round_to=8)
 """
 
+from kprune.structural.graph import Group, Groups, Member, groups
+from kprune.structural.importance import group_scores, prune, select
+from kprune.structural.rebuild import dead_channels
 from kprune.structural.units import (
     nonzero_units,
     remove_units,
@@ -14,4 +19,6 @@ from kprune.structural.units import (
     unit_scores,
 )
 
-__all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
+__all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary",
+           "groups", "Group", "Groups", "Member", "group_scores", "select", "prune",
+           "dead_channels"]

@@ -19,7 +19,11 @@ Three steps, each usable alone:
 
 Supported: ``Sequential`` models of ``Dense``/``Conv2D`` (channels last, no groups)
 with activations, dropout, pooling, ``BatchNormalization``, ``Flatten`` and global
-pooling between them. Anything else is refused with the layer named.
+pooling between them. :func:`nonzero_units`, :func:`remove_units` and :func:`summary`
+also take functional models (residual ``Add``, ``Concatenate``, depthwise convolutions,
+squeeze-and-excite): there ``keep`` is keyed by group id or producer name and channels
+are removed across their whole group (see :mod:`kprune.structural.graph`). Anything
+else is refused with the layer named.
 
 Example:
     >>> from kprune import structural
@@ -98,6 +102,10 @@ def nonzero_units(model):
         >>> nonzero_units(row_pruned_model)
         {'fc1': array([0, 2, 3, ...])}
     """
+    if not _is_sequential(model):
+        from kprune.structural import rebuild
+
+        return rebuild.dead_channels(model)
     chain = _chain(model)
     producers = [layer for layer in chain if _is_producer(layer)]
     keep = {}
@@ -129,6 +137,10 @@ def remove_units(model, keep):
         >>> smaller.get_layer("fc1").units
         3
     """
+    if not _is_sequential(model):
+        from kprune.structural import rebuild
+
+        return rebuild.remove(model, keep)
     chain = _chain(model)
     if not isinstance(keep, dict):
         raise TypeError(
@@ -173,8 +185,9 @@ def summary(before, after):
     from kprune.core.table import table
 
     rows = []
-    for old, new in zip(_chain(before), _chain(after)):
-        if _is_producer(old):
+    for old in before.layers:
+        if _is_producer(old) and not isinstance(old, _compat.PruneLowMagnitude):
+            new = after.get_layer(old.name)
             rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
                          f"{old.count_params():,}", f"{new.count_params():,}"))
     total = (f"total: {before.count_params():,} -> {after.count_params():,} parameters "
@@ -186,13 +199,18 @@ def summary(before, after):
 # -- internals ---------------------------------------------------------------------
 
 
-def _chain(model):
+def _is_sequential(model):
     _compat.check_model(model)
-    if not isinstance(model, keras.Sequential):
+    return isinstance(model, keras.Sequential)
+
+
+def _chain(model):
+    if not _is_sequential(model):
         raise TypeError(
-            "Structural pruning supports Sequential models (a plain chain of layers), whose "
-            "couplings are unambiguous. Rebuild the model as keras.Sequential. "
-            f"Received: model {model.name!r} of type {type(model).__name__}"
+            "select_units supports Sequential models (a plain chain of layers); for "
+            "functional models use structural.select or structural.prune, which follow "
+            f"the channel groups. Received: model {model.name!r} of type "
+            f"{type(model).__name__}"
         )
     chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for layer in chain:

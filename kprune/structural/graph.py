@@ -1,0 +1,381 @@
+"""The channel dependency graph of a model: which channels must be removed together.
+
+A filter of a convolution cannot be removed alone when a residual ``Add`` sums it with
+another convolution's filter: both go, with the batch norms after them and the matching
+input channels of every layer that reads the sum. This module follows the layer graph
+(never the names) and joins, with union-find, every tensor's channels to the channels they
+must stay aligned with:
+
+- a *producer* (``Dense``, ``Conv``) starts a new channel set: its output units ("out");
+  the producers that read it lose the matching inputs ("in");
+- a *channelwise* layer (batch norm, activations, pooling, ``DepthwiseConv2D``) keeps the
+  set; batch norm and depthwise weights are sliced with it ("channelwise");
+- a *coupling* layer (``Add``, ``Multiply``, ...) joins its inputs' sets into one; an input
+  with one channel is broadcast (squeeze-and-excite gates of shape ``(N, 1, 1, C)`` have C
+  channels and are joined to the feature map they scale);
+- ``Concatenate`` stacks its inputs' sets, each at its offset;
+- ``Flatten`` maps channel ``c`` at position ``p`` to input ``p * C + c`` of the next Dense;
+- anything else (``Reshape`` of the channel axis, ``Lambda``, softmax) refuses its channels,
+  and so do the model's inputs and outputs (never removable).
+
+Example:
+    >>> from kprune import structural
+    >>> print(structural.groups(model))        # one row per coupled channel set
+    >>> structural.groups(model)["conv1"].members
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kprune import _compat
+from kprune.core import layers
+
+__all__ = ["Member", "Group", "Groups", "groups"]
+
+keras = _compat.keras
+
+
+@dataclass(frozen=True)
+class Member:
+    """One layer's part in a group.
+
+    ``role``: "out" (a producer whose output units are the group's channels), "in" (a
+    producer whose inputs are), "channelwise" (batch norm or depthwise weights sliced with
+    them). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
+    (``axis``, of its kernel), or ``p * channels + offset + c`` for each of ``positions``
+    flattened positions.
+    """
+
+    layer: str
+    role: str
+    axis: int
+    offset: int = 0
+    positions: int = 1
+    channels: int = 0
+
+    def __str__(self):
+        where = f"@{self.offset}" if self.offset else ""
+        flat = f" x{self.positions} flat" if self.positions > 1 else ""
+        return f"{self.layer}:{self.role}{where}{flat}"
+
+
+@dataclass
+class Group:
+    """A set of channels removed together: ``size`` channels, the layers they run through."""
+
+    id: str
+    size: int
+    members: list = field(default_factory=list)
+    removable: bool = True
+    reason: str = ""
+    node: int = -1  # the union-find root (internal)
+
+    def layers(self, role=None):
+        """The names of the member layers (with ``role`` only, if given)."""
+        return [m.layer for m in self.members if role in (None, m.role)]
+
+
+class Groups:
+    """The groups of a model, in graph order; ``groups[id]`` finds one, ``print`` shows all."""
+
+    def __init__(self, model, graph, items):
+        self.model = model
+        self.graph = graph
+        self._items = items
+        self._by_id = {g.id: g for g in items}
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return self._items[key]
+        return self._by_id[key]
+
+    def __contains__(self, key):
+        return key in self._by_id
+
+    @property
+    def ids(self):
+        return list(self._by_id)
+
+    def of_producer(self, name):
+        """The group whose "out" members include producer ``name`` (None if none)."""
+        for group in self._items:
+            if name in group.layers("out"):
+                return group
+        return None
+
+    def __str__(self):
+        from kprune.core.table import table
+
+        rows = [(g.id, str(g.size), "yes" if g.removable else "no",
+                 ", ".join(map(str, g.members)) or "-", g.reason) for g in self._items]
+        return table(("group", "channels", "removable", "members", "why not"), rows)
+
+    __repr__ = __str__
+
+
+def groups(model):
+    """The coupled channel groups of a Sequential or functional tf_keras ``model``.
+
+    Example:
+        >>> gs = groups(resnet)
+        >>> gs.of_producer("conv2_block1_0_conv").layers("out")
+        ['conv2_block1_0_conv', 'conv2_block1_3_conv', 'conv2_block2_3_conv', ...]
+    """
+    return _Graph(model).groups()
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """A tensor's channel axis: segments ``(node, size)`` one after the other, and how
+    many flattened positions repeat them (1 unless a Flatten came before)."""
+
+    segments: tuple
+    positions: int = 1
+
+    @property
+    def size(self):
+        return sum(size for _, size in self.segments)
+
+    def offsets(self):
+        offset = 0
+        for node, size in self.segments:
+            yield node, size, offset
+            offset += size
+
+
+class _Graph:
+    """Union-find over channel sets, built by walking the model's layers in graph order."""
+
+    def __init__(self, model):
+        _compat.check_model(model)
+        self.model = model
+        self.parent, self.size, self.label = [], [], []
+        self.fixed, self.refused = {}, {}  # node -> reasons (not removable / refused)
+        self.members = []  # (node, Member)
+        self.readers = []  # (node, offset, tensor key): tensors read by "in" members
+        self.desc = {}  # tensor key -> _Channels
+        self.steps = []  # (layer, input keys, output keys) in graph order
+        self.treated = {}  # layer name -> the role it was followed as, or "refused"
+        self._walk()
+        self._group_list = None
+
+    # union-find
+    def new(self, label, size):
+        self.parent.append(len(self.parent))
+        self.size.append(int(size))
+        self.label.append(label)
+        return len(self.parent) - 1
+
+    def find(self, node):
+        while self.parent[node] != node:
+            self.parent[node] = self.parent[self.parent[node]]
+            node = self.parent[node]
+        return node
+
+    def union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)  # the earlier node stays the root
+
+    def block(self, desc, reason, *, refuse=True):
+        book = self.refused if refuse else self.fixed
+        for node, _, _ in desc.offsets():
+            book.setdefault(node, []).append(reason)
+
+    # the layer graph
+    def _edges(self):
+        model = self.model
+        if isinstance(model, keras.Sequential):
+            shape = model.input_shape
+            previous = ("<input>", 0)
+            yield None, [], [previous], shape
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.InputLayer):
+                    continue
+                yield layer, [previous], [(layer.name, 0)], None
+                previous = (layer.name, 0)
+            self.outputs = [previous]
+            return
+        network_nodes = model._network_nodes
+        pending = []
+        for layer in model.layers:
+            indices = [i for i in range(len(layer._inbound_nodes))
+                       if f"{layer.name}_ib-{i}" in network_nodes]
+            if len(indices) != 1:
+                raise ValueError(
+                    f"Cannot follow the channels of model {model.name!r}: layer "
+                    f"{layer.name!r} is called {len(indices)} times in it (a shared layer); "
+                    "structural pruning needs each layer used once."
+                )
+            node = layer._inbound_nodes[indices[0]]
+            inputs = [(t._keras_history.layer.name, t._keras_history.tensor_index)
+                      for t in node.keras_inputs]
+            outputs = [(layer.name, i) for i in range(len(_compat.tf.nest.flatten(node.outputs)))]
+            pending.append((layer, inputs, outputs))
+        seen = set()
+        while pending:
+            rest = []
+            for layer, inputs, outputs in pending:
+                if all(key in seen for key in inputs):
+                    seen.update(outputs)
+                    yield layer, inputs, outputs, None
+                else:
+                    rest.append((layer, inputs, outputs))
+            if len(rest) == len(pending):
+                raise ValueError(f"Cannot order the layers of model {model.name!r}.")
+            pending = rest
+        self.outputs = [(t._keras_history.layer.name, t._keras_history.tensor_index)
+                        for t in model.outputs]
+
+    def _walk(self):
+        for layer, inputs, outputs, shape in self._edges():
+            if layer is None or isinstance(layer, keras.layers.InputLayer):
+                shape = shape if layer is None else layer.output_shape
+                shape = shape[0] if isinstance(shape, list) else shape
+                name = "input" if layer is None else layer.name
+                node = self.new(f"input:{name}", shape[-1])
+                self.desc[outputs[0]] = _Channels(((node, self.size[node]),))
+                self.block(self.desc[outputs[0]], f"model input {name!r}", refuse=False)
+                self.steps.append((layer, inputs, outputs))
+                continue
+            if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
+                raise ValueError(
+                    f"Structural pruning needs plain layers; layer {layer.name!r} is a "
+                    f"{type(layer).__name__}. Strip pruning wrappers first "
+                    "(kprune.verify.strip) and flatten nested models."
+                )
+            self.steps.append((layer, inputs, outputs))
+            self._layer(layer, [self.desc[key] for key in inputs], outputs, inputs)
+        for key in self.outputs:
+            self.block(self.desc[key], f"model output {key[0]!r}", refuse=False)
+
+    def _fresh(self, layer, outputs, reason=None):
+        shapes = layer.output_shape
+        shapes = shapes if isinstance(shapes, list) else [shapes]
+        for key, shape in zip(outputs, shapes):
+            channels = shape[-1] if len(shape) > 1 and shape[-1] is not None else 1
+            node = self.new(f"output:{layer.name}", channels)
+            self.desc[key] = _Channels(((node, channels),))
+            if reason:
+                self.block(self.desc[key], reason)
+
+    def _refuse(self, layer, ins, outputs, why):
+        reason = f"layer {layer.name!r} ({type(layer).__name__}): {why}"
+        self.treated[layer.name] = "refused"
+        for desc in ins:
+            self.block(desc, reason)
+        self._fresh(layer, outputs, reason)
+
+    def _layer(self, layer, ins, outputs, inputs):
+        role = layers.channel_role(layer)
+        entry = layers.spec(layer)
+        problem = layers.channel_problem(layer)
+        self.treated[layer.name] = role
+        if role == "mixing":  # the same channels, but none can go: refuse them
+            self.desc[outputs[0]] = ins[0]
+            self.block(ins[0], f"layer {layer.name!r} ({type(layer).__name__}): {problem}")
+            return
+        if problem:
+            return self._refuse(layer, ins, outputs, problem)
+        if len(outputs) != 1:
+            return self._refuse(layer, ins, outputs, "it has several outputs")
+        out = outputs[0]
+        if role == "producer":
+            if entry.units is None or len(ins) != 1:
+                return self._refuse(layer, ins, outputs,
+                                    "kprune does not slice this layer's weights yet")
+            desc = ins[0]
+            for node, _, offset in desc.offsets():
+                member = Member(layer.name, "in", -2, offset, desc.positions, desc.size)
+                self.members.append((node, member))
+                self.readers.append((node, offset, inputs[0]))
+            node = self.new(f"output:{layer.name}", getattr(layer, entry.units))
+            self.members.append((node, Member(layer.name, "out", -1, 0, 1, self.size[node])))
+            self.desc[out] = _Channels(((node, self.size[node]),))
+        elif role == "channelwise":
+            desc = ins[0]
+            if len(ins) != 1:
+                return self._refuse(layer, ins, outputs, "it has several inputs")
+            if layer.weights and not (entry.per_channel or entry.depthwise):
+                return self._refuse(layer, ins, outputs,
+                                    "its weights are not sliced by kprune")
+            if desc.positions > 1 and (layer.weights or type(layer).__name__ == "Reshape"):
+                return self._refuse(layer, ins, outputs, "it follows a Flatten")
+            if entry.per_channel or entry.depthwise:
+                axis = -2 if entry.depthwise else -1
+                for node, _, offset in desc.offsets():
+                    self.members.append(
+                        (node, Member(layer.name, "channelwise", axis, offset, 1, desc.size)))
+            self.desc[out] = desc
+        elif role == "coupling":
+            shape = layer.output_shape
+            joined = [d for d in ins if not (d.size == 1 and shape[-1] != 1)]  # broadcast
+            first = joined[0]
+            pattern = [size for _, size in first.segments]
+            for desc in joined[1:]:
+                if ([size for _, size in desc.segments] != pattern
+                        or desc.positions != first.positions):
+                    return self._refuse(layer, ins, outputs,
+                                        "its inputs' channels are not aligned one to one")
+            for desc in joined[1:]:
+                for (a, _), (b, _) in zip(first.segments, desc.segments):
+                    self.union(a, b)
+            self.desc[out] = first
+        elif role == "concatenating":
+            if any(d.positions > 1 for d in ins):
+                return self._refuse(layer, ins, outputs, "it follows a Flatten")
+            self.desc[out] = _Channels(tuple(s for d in ins for s in d.segments))
+        elif role == "flattening":
+            desc = ins[0]
+            if desc.positions > 1:
+                return self._refuse(layer, ins, outputs, "it follows another Flatten")
+            positions = int(np.prod(layer.input_shape[1:-1], dtype=np.int64))
+            self.desc[out] = _Channels(desc.segments, positions)
+        else:  # pragma: no cover - every role is handled above
+            return self._refuse(layer, ins, outputs, f"role {role!r}")
+
+    # groups
+    def groups(self):
+        if self._group_list is not None:
+            return self._group_list
+        by_root = {}
+        for node in range(len(self.parent)):
+            by_root.setdefault(self.find(node), []).append(node)
+        members = {}
+        for node, member in self.members:
+            members.setdefault(self.find(node), []).append(member)
+        items = []
+        used = set()
+        for root, nodes in by_root.items():
+            outs = [m for m in members.get(root, []) if m.role == "out"]
+            gid = outs[0].layer if outs else self.label[root]
+            while gid in used:
+                gid += "'"
+            used.add(gid)
+            fixed = [r for n in nodes for r in self.fixed.get(n, [])]
+            refused = [r for n in nodes for r in self.refused.get(n, [])]
+            reasons = list(dict.fromkeys(fixed + refused))
+            if not outs and not reasons:
+                reasons = ["no layer makes these channels"]
+            items.append(Group(gid, self.size[root], members.get(root, []),
+                               removable=not reasons, reason="; ".join(reasons), node=root))
+        self._group_list = Groups(self.model, self, items)
+        return self._group_list
+
+    def is_refused_only(self, group):
+        """True when ``group`` has producers and only refusing layers stop its removal."""
+        nodes = [n for n in range(len(self.parent)) if self.find(n) == group.node]
+        return (bool(group.layers("out")) and not any(n in self.fixed for n in nodes)
+                and any(n in self.refused for n in nodes))

@@ -1,0 +1,164 @@
+"""Which channels of each group to keep: group scores, selection, and one-call pruning.
+
+A group's channel score adds up its "out" members' kernel norms (``"l1"``, ``"l2"``) or
+its batch norms' ``|gamma|`` (``"bn"``; groups without a batch norm fall back to ``"l1"``).
+:func:`select` keeps the highest scores of each group (``scope="layer"``: the same fraction
+everywhere) or of the whole model (``scope="global"``: scores divided by their group's
+mean, then one threshold), never removing more than ``max_fraction_per_group`` of a group.
+
+Example:
+    >>> from kprune import structural
+    >>> smaller = structural.prune(model, 0.5, round_to=8)   # then fine-tune a little
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kprune.core.checks import check_choice, did_you_mean
+from kprune.structural import graph as graph_module
+from kprune.structural import rebuild
+
+__all__ = ["group_scores", "select", "prune"]
+
+
+def group_scores(model, criterion="l1"):
+    """``{group id: score of each channel}`` for the removable groups of ``model``.
+
+    Example:
+        >>> group_scores(model)["conv1"].shape
+        (32,)
+    """
+    check_choice(criterion, ("l1", "l2", "bn"), "criterion")
+    return _scores(graph_module.groups(model), model, criterion)
+
+
+def select(model, fraction, *, criterion="l1", scope="global", round_to=None, exclude=(),
+           max_fraction_per_group=0.9):
+    """``{group id: kept indices}``: remove ``fraction`` of the channels, lowest scores first.
+
+    Args:
+        model: a Sequential or functional tf_keras model (not modified).
+        fraction: the fraction of channels to remove, in [0, 1).
+        criterion: ``"l1"``, ``"l2"`` (kernel norms, summed over a group's producers) or
+            ``"bn"`` (batch norm ``|gamma|``).
+        scope: ``"layer"`` removes ``fraction`` of every group; ``"global"`` compares all
+            groups' scores, each divided by its group's mean, against one threshold.
+        round_to: keep a multiple of this many channels per group (rounded up, never 0).
+        exclude: names of layers whose groups are left whole.
+        max_fraction_per_group: never remove more than this fraction of a group (at least
+            one channel always stays).
+
+    Example:
+        >>> select(model, 0.5, scope="layer")["conv1"].shape
+        (16,)
+    """
+    fraction = _check_fraction(fraction, "fraction")
+    check_choice(criterion, ("l1", "l2", "bn"), "criterion")
+    check_choice(scope, ("global", "layer"), "scope")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
+                                 or round_to < 1):
+        raise ValueError(
+            f"Argument `round_to` must be None or a positive integer. Received: "
+            f"round_to={round_to!r}"
+        )
+    cap = max_fraction_per_group
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap <= 1:
+        raise ValueError(
+            "Argument `max_fraction_per_group` must be a fraction in (0, 1]. "
+            f"Received: max_fraction_per_group={cap!r}"
+        )
+    groups = graph_module.groups(model)
+    names = [layer.name for layer in model.layers]
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    for name in exclude:
+        if name not in names:
+            raise ValueError(
+                f"Argument `exclude` names layer {name!r}, which is not in the model."
+                f"{did_you_mean(name, names)} Received: exclude={exclude!r}"
+            )
+    chosen = [g for g in groups if not set(g.layers()) & set(exclude)]
+    for group in chosen:
+        if groups.graph.is_refused_only(group):
+            raise ValueError(
+                f"Cannot prune group {group.id!r} (producers {group.layers('out')}): "
+                f"{group.reason}. Leave it whole with exclude=({group.id!r},) to prune "
+                "the rest."
+            )
+    chosen = [g for g in chosen if g.removable]
+    scores = _scores(groups, model, criterion, chosen)
+    if scope == "layer":
+        removed = {g.id: int(fraction * g.size) for g in chosen}
+    else:
+        pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen] or [[]])
+        owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)] or [[]])
+        lowest = np.argsort(pooled, kind="stable")[:int(fraction * len(pooled))]
+        counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
+        removed = {g.id: int(counts[i]) for i, g in enumerate(chosen)}
+    keep = {}
+    for group in chosen:
+        least = max(1, math.ceil((1 - cap) * group.size - 1e-9))
+        n_keep = max(group.size - removed[group.id], least)
+        if round_to:
+            n_keep = min(group.size, math.ceil(n_keep / round_to) * round_to)
+        order = np.argsort(-scores[group.id], kind="stable")  # ties: lower index kept
+        keep[group.id] = np.sort(order[:n_keep])
+    return keep
+
+
+def prune(model, fraction, *, criterion="l1", scope="global", round_to=None, exclude=(),
+          max_fraction_per_group=0.9):
+    """A new, smaller model without ``fraction`` of its channels (see :func:`select`).
+
+    The input model is not modified; fine-tune the result a little to recover accuracy.
+
+    Example:
+        >>> smaller = prune(resnet, 0.5)
+        >>> smaller.count_params() < resnet.count_params()
+        True
+    """
+    keep = select(model, fraction, criterion=criterion, scope=scope, round_to=round_to,
+                  exclude=exclude, max_fraction_per_group=max_fraction_per_group)
+    return rebuild.remove(model, keep)
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _check_fraction(value, argument):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Argument `{argument}` must be a number in [0, 1). "
+                        f"Received: {argument}={value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"Argument `{argument}` must be a fraction in [0, 1) (0.5 removes half of the "
+            f"channels). Received: {argument}={value!r}"
+        )
+    return float(value)
+
+
+def _normalised(scores):
+    mean = scores.mean()
+    return scores / mean if mean > 0 else np.zeros_like(scores)
+
+
+def _scores(groups, model, criterion, chosen=None):
+    found = {}
+    for group in chosen if chosen is not None else [g for g in groups if g.removable]:
+        total = np.zeros(group.size)
+        if criterion == "bn":
+            for member in group.members:
+                gamma = getattr(model.get_layer(member.layer), "gamma", None)
+                if member.role == "channelwise" and gamma is not None:
+                    values = np.asarray(gamma.numpy())
+                    total += np.abs(values[member.offset:member.offset + group.size])
+        if criterion != "bn" or not total.any():
+            for name in group.layers("out"):
+                kernel = model.get_layer(name).get_weights()[0]
+                flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
+                total += flat.sum(axis=0) if criterion != "l2" else np.sqrt((flat**2).sum(0))
+        found[group.id] = total
+    return found
+

@@ -1,0 +1,193 @@
+"""Remove channel groups from a Sequential or functional model, and find dead channels.
+
+:func:`remove` rebuilds the model from its config with fewer ``filters``/``units`` and
+copies the surviving weights, sliced along each member's axis: producers' kernels
+``(..., in, out)`` and biases, batch norm (gamma, beta, mean, variance), depthwise kernels
+``(kh, kw, C, 1)`` and biases; a ``Reshape`` that keeps the channel axis gets its new
+channel count. :func:`dead_channels` lists the channels whose removal leaves the model's
+outputs unchanged. The input model is never modified.
+
+Example:
+    >>> from kprune import structural
+    >>> smaller = structural.remove_units(resnet, {"conv2_block1_1_conv": range(0, 64, 2)})
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kprune import _compat
+from kprune.core import layers
+from kprune.core.checks import did_you_mean
+from kprune.structural import graph as graph_module
+
+__all__ = ["remove", "dead_channels"]
+
+keras = _compat.keras
+
+
+def remove(model, keep):
+    """A new model keeping, of each group in ``keep``, only the listed channels.
+
+    ``keep`` maps a group id (see :func:`kprune.structural.groups`) or the name of a
+    producer in the group to the indices of the channels to keep.
+
+    Example:
+        >>> smaller = remove(model, {"conv1": [0, 2, 3]})
+        >>> smaller.get_layer("conv1").filters
+        3
+    """
+    groups = graph_module.groups(model)
+    kept = _resolve(groups, keep)
+    graph = groups.graph
+
+    def indices(desc):
+        if not any(graph.find(node) in kept for node, _, _ in desc.offsets()):
+            return None
+        parts = [offset + kept.get(graph.find(node), np.arange(size))
+                 for node, size, offset in desc.offsets()]
+        index = np.concatenate(parts)
+        if desc.positions > 1:
+            index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
+        return index
+
+    config = model.get_config()
+    entries = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
+    new_weights = {}
+    for layer, inputs, outputs in graph.steps:
+        if layer is None or isinstance(layer, keras.layers.InputLayer):
+            continue
+        entry = layers.spec(layer)
+        role = graph.treated.get(layer.name)
+        cfg = entries[layer.name]
+        weights = layer.get_weights()
+        index_in = indices(graph.desc[inputs[0]]) if inputs and role != "refused" else None
+        index_out = indices(graph.desc[outputs[0]]) if role != "refused" else None
+        if role == "producer":
+            if index_out is not None:
+                cfg[entry.units] = len(index_out)
+                weights = [w[..., index_out] for w in weights]
+            if index_in is not None:
+                weights[0] = np.take(weights[0], index_in, axis=-2)
+        elif role == "channelwise" and index_in is not None:
+            if "target_shape" in cfg:  # a Reshape that keeps the channel axis
+                cfg["target_shape"] = [*cfg["target_shape"][:-1], len(index_in)]
+            if entry.depthwise:
+                weights = [np.take(weights[0], index_in, axis=-2)] + [
+                    np.take(w, index_in, axis=-1) for w in weights[1:]]
+            elif entry.per_channel:
+                weights = [np.take(w, index_in, axis=-1) if w.ndim else w for w in weights]
+        new_weights[layer.name] = weights
+    smaller = type(model).from_config(config)
+    for name, weights in new_weights.items():
+        smaller.get_layer(name).set_weights(weights)
+    return smaller
+
+
+def dead_channels(model):
+    """``{group id: channels to keep}`` for groups with channels that change nothing.
+
+    A channel is dead when every tensor that a producer reads it from is 0 on it for any
+    input: every producer making it has a zero kernel slice and bias (and an activation
+    with ``f(0) = 0``), and every layer on the way maps 0 to 0 (a batch norm only when its
+    ``beta - mean * gamma / sqrt(var + eps)`` is 0 too; a ``Multiply`` by a zero channel
+    gives 0). Removing dead channels leaves the outputs unchanged. Groups that are not
+    removable, or whose channels are all dead, are not listed.
+
+    Example:
+        >>> dead_channels(model)
+        {'conv1': array([0, 1, 3, 4, 5, 7])}
+    """
+    groups = graph_module.groups(model)
+    graph = groups.graph
+    zero = {}
+    for layer, inputs, outputs in graph.steps:
+        desc = graph.desc[outputs[0]]
+        role = "input" if layer is None else graph.treated.get(layer.name, "input")
+        if role == "producer":
+            weights = layer.get_weights()
+            kernel = weights[0].reshape(-1, weights[0].shape[-1])
+            zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
+        elif role == "channelwise":
+            zero[outputs[0]] = zero[inputs[0]] & _at_zero(layer, desc.size)
+        elif role == "coupling":
+            joined = [zero[key] for key in inputs]
+            combine = np.logical_or if layers.spec(layer).annihilates else np.logical_and
+            zero[outputs[0]] = np.broadcast_to(combine.reduce(
+                np.broadcast_arrays(*joined)), desc.size).copy()
+        elif role == "concatenating":
+            zero[outputs[0]] = np.concatenate([zero[key] for key in inputs])
+        elif role == "flattening":
+            zero[outputs[0]] = zero[inputs[0]]
+        else:  # inputs, refused and mixing layers: never zero
+            for key in outputs:
+                zero[key] = np.zeros(graph.desc[key].size, bool)
+    found = {}
+    for group in groups:
+        if not group.removable:
+            continue
+        readers = [(offset, key) for node, offset, key in graph.readers
+                   if graph.find(node) == group.node]
+        if not readers:
+            continue
+        alive = np.zeros(group.size, bool)
+        for offset, key in readers:
+            alive |= ~zero[key][offset:offset + group.size]
+        if not alive.all() and alive.any():
+            found[group.id] = np.flatnonzero(alive)
+    return found
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _at_zero(layer, channels):
+    """Per output channel: does ``layer`` give exactly 0 everywhere for an all-zero input?"""
+    shape = [1] + [8 if d is None else int(d) for d in layer.input_shape[1:]]
+    out = np.asarray(layer(np.zeros(shape, "float32"), training=False))
+    return np.all(out.reshape(-1, channels) == 0, axis=0)
+
+
+def _resolve(groups, keep):
+    """``keep`` (group id or producer name -> indices) as ``{root node: sorted indices}``."""
+    if not isinstance(keep, dict):
+        raise TypeError(
+            "Argument `keep` must be a dict of group id or layer name -> channel indices. "
+            f"Received: keep={keep!r}"
+        )
+    kept = {}
+    names = groups.ids + [n for g in groups for n in g.layers("out") if n not in groups]
+    for key, indices in keep.items():
+        group = groups[key] if key in groups else groups.of_producer(key)
+        if group is None:
+            raise ValueError(
+                f"Argument `keep` names {key!r}, which is neither a group id nor a layer "
+                f"whose output units a group removes.{did_you_mean(key, names)} "
+                f"Received: keep keys {list(keep)}"
+            )
+        if not group.removable:
+            raise ValueError(
+                f"Cannot remove channels of group {group.id!r} (layers "
+                f"{group.layers()}): {group.reason}. Received: keep[{key!r}]"
+            )
+        array = np.asarray(list(indices) if isinstance(indices, range) else indices)
+        if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"Channels to keep for group {group.id!r} must be a non-empty list of "
+                f"integer indices (keeping none would cut the model in two). "
+                f"Received: keep[{key!r}]={indices!r}"
+            )
+        if array.min() < 0 or array.max() >= group.size or len(np.unique(array)) != array.size:
+            raise ValueError(
+                f"Channels to keep for group {group.id!r} must be distinct indices in "
+                f"[0, {group.size}). Received: keep[{key!r}]={indices!r}"
+            )
+        array = np.sort(array)
+        if group.node in kept and not np.array_equal(kept[group.node], array):
+            raise ValueError(
+                f"Argument `keep` gives group {group.id!r} two different index lists "
+                f"(by its id and by a producer's name). Received: keep[{key!r}]={indices!r}"
+            )
+        if array.size < group.size:
+            kept[group.node] = array
+    return kept
