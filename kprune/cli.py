@@ -12,10 +12,13 @@ Example:
 """
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from kprune import progress
 
 __all__ = ["main", "build_parser"]
 
@@ -51,7 +54,10 @@ def _run(args):
                  (("data.source", "data", args.data), ("model", "model", args.model))
                  if value is not None}
     recipe = Recipe.load(args.recipe, overrides=overrides)
-    run_recipe(recipe, args.out, force=args.force)
+    result = run_recipe(recipe, args.out, force=args.force,
+                        log=(lambda line: None) if args.quiet else print)
+    if args.quiet:
+        print(f"report: {result.report.markdown_path}")
     return 0
 
 
@@ -69,7 +75,8 @@ def _load_data(spec, model, args):
     """``--data`` (any source :func:`kprune.sources.load_data` reads), fitted to ``model``."""
     from kprune.experiments.sources import load_data
 
-    return load_data(spec, model=model, scale=args.scale, seed=args.seed)
+    return load_data(spec, model=model, scale=args.scale, seed=args.seed,
+                     verbose=not args.quiet)
 
 
 def _export(args):
@@ -98,6 +105,7 @@ def _export(args):
         baseline, model, variants=[name], representative_data=data.x_train[:200],
         x_test=data.x_test[:n], y_test=data.y_test[:n], out_dir=out,
         latency_repeats=args.latency_repeats, title=f"kprune export {args.model}",
+        data={"source": data.source, "split": "test", "classes": data.num_classes},
         extra={"data": data.to_dict()},
     )
     print(report)
@@ -221,8 +229,13 @@ def build_parser():
         prog="kprune", description="Per-layer pruning for Keras models on tfmot."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress bars or lines and no training output; results, "
+                        "the files written and errors are still printed")
+    add = functools.partial(commands.add_parser, parents=[common])
 
-    demo = commands.add_parser("demo", help="the seed tutorial end to end, with the report")
+    demo = add("demo", help="the seed tutorial end to end, with the report")
     demo.add_argument("--out", default="kprune-demo", help="run folder (default: kprune-demo)")
     demo.add_argument("--data", default="mnist",
                       help="mnist (best available), a folder of MNIST IDX files, or an .npz")
@@ -231,7 +244,7 @@ def build_parser():
     demo.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     demo.set_defaults(handler=_demo)
 
-    run = commands.add_parser("run", help="run a recipe (YAML) into a run folder")
+    run = add("run", help="run a recipe (YAML) into a run folder")
     run.add_argument("recipe", help="a recipe file, see examples/")
     run.add_argument("--out", required=True, help="run folder")
     run.add_argument("--data", help=f"replace the recipe's data source: {DATA_HELP}")
@@ -240,14 +253,14 @@ def build_parser():
     run.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     run.set_defaults(handler=_run)
 
-    plan = commands.add_parser("plan", help="print the resolved pruning plan for a model")
+    plan = add("plan", help="print the resolved pruning plan for a model")
     plan.add_argument("model", help="a .keras/.h5 file or a built-in name (seed-cnn, lenet-5, ...)")
     plan.add_argument("--plan", help="a plan file (.json/.yaml); default: the built-in plan")
     plan.add_argument("--steps-per-epoch", type=int, help="pin schedules to training steps")
     plan.add_argument("--epochs", type=int, help="pin schedules to training steps")
     plan.set_defaults(handler=_plan)
 
-    exp = commands.add_parser("export", help="convert a model to TFLite, evaluate, report")
+    exp = add("export", help="convert a model to TFLite, evaluate, report")
     exp.add_argument("model", help="a pruned .keras/.h5 model (stripped or not)")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--quantize", choices=QUANTIZE, default="none")
@@ -261,11 +274,11 @@ def build_parser():
     exp.add_argument("--force", action="store_true", help="overwrite a finished report in --out")
     exp.set_defaults(handler=_export)
 
-    inspect = commands.add_parser("inspect", help="per-layer or per-tensor sparsity of a file")
+    inspect = add("inspect", help="per-layer or per-tensor sparsity of a file")
     inspect.add_argument("file", help="a .keras, .h5 or .tflite file")
     inspect.set_defaults(handler=_inspect)
 
-    sens = commands.add_parser(
+    sens = add(
         "sensitivity", help="per-layer sensitivity scan and a plan",
         description="Prune each layer alone and measure the accuracy drop, on a validation "
         "split held out of the training images (never the test split), as `kprune run` "
@@ -299,6 +312,9 @@ def main(argv=None):
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
+        if args.quiet:  # no progress bars or lines, no Keras training output
+            with progress.quiet():
+                return args.handler(args)
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
         message = " ".join(str(err).split())

@@ -187,7 +187,7 @@ def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
                  "--validation", "0.5", "--samples", "400", "--max-drop", "2"]) == 0
     printed = capsys.readouterr().out
     assert "fc1" in printed and "suggested plan" in printed
-    assert ("sensitivity on 400 validation images held out of the 1,000 training images "
+    assert ("sensitivity on 400 validation examples held out of the 1,000 training examples "
             "(validation=0.5, seed=0); the test split is not used") in printed
     table = json.loads((out / "sensitivity.json").read_text())
     assert table["max_drop_pp"] == 2.0 and table["examples"] == 400
@@ -196,3 +196,22 @@ def test_sensitivity_writes_table_plot_and_plan(tmp_path, mnist_small, capsys):
     plan = PruningPlan.load(out / "suggested_plan.yaml")
     assert {rule.match for rule in plan.rules} <= {"fc1", "fc2", "head"}
     assert (out / "sensitivity.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_quiet_prints_no_progress_and_no_training_lines(tmp_path, capsys):
+    from tests.test_runner import synthetic_mnist
+
+    data = synthetic_mnist(tmp_path / "mnist.npz", n_train=300, n_test=100)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "model": "lenet-300-100", "data": str(data), "baseline": {"epochs": 1},
+        "workflow": {"name": "gradual", "epochs": 1},
+        "export": {"variants": ["float"], "latency_repeats": 1}}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out.strip().splitlines() == [f"report: {tmp_path / 'quiet' / 'report.md'}"]
+    assert main(["run", str(recipe), "--out", str(tmp_path / "loud")]) == 0
+    captured = capsys.readouterr()
+    assert "measure accuracy: done" in captured.err and "[2/4] workflow gradual" in captured.out

@@ -79,10 +79,12 @@ def test_the_workflow_never_sees_the_test_split(tmp_path, monkeypatch):
     assert not numbers(x_val) & numbers(trainer.x)    # validation is held out of training
     assert all(record["val_accuracy"] is not None for record in result.history)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["extra"]["data"] == {"train": 400, "validation": 100, "test": 150}
+    counts = {key: report["extra"]["data"][key] for key in ("train", "validation", "test")}
+    assert counts == {"train": 400, "validation": 100, "test": 150}
+    assert report["data"]["split"] == "test" and report["data"]["samples"] == 150
     assert report["test_samples"] == 150
-    assert "400 training / 100 validation / 150 test images" in logged[0]
-    assert "400 training / 100 validation / 150 test images" in report["title"]
+    assert "400 train / 100 validation / 150 test examples of 28x28x1" in logged[0]
+    assert "400 training / 100 validation / 150 test examples" in report["title"]
 
 
 def test_a_validation_count_that_leaves_nothing_fails_before_anything_is_written(tmp_path):

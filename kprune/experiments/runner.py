@@ -89,7 +89,9 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
         scale=recipe.data.scale, image_size=recipe.data.image_size,
         test_split=recipe.data.test_split, seed=recipe.seed, verbose=False)
     if builtin:  # the built-in architecture, on the data's shape and classes
-        model = models.build(recipe.model, input_shape=dataset.input_shape,
+        shape = dataset.input_shape
+        shape = shape + (1,) if len(shape) == 2 else shape  # (H, W) images: one channel
+        model = models.build(recipe.model, input_shape=shape,
                              num_classes=dataset.num_classes)
         dataset = dataset.fit_to(model)
     plan = recipe.pruning_plan()
@@ -118,10 +120,12 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
     training = recipe.baseline
     _compile(model, training)
     initial_weights = [w.copy() for w in model.get_weights()]
-    if training.epochs:
+    if not training.epochs:
+        log("[1/4] baseline: the model as given (baseline.epochs: 0)")
+    else:
         log(f"[1/4] baseline: {training.epochs} epoch(s)")
         model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
-                  verbose=2)
+                  verbose=_fit_verbosity())
 
     log(f"[2/4] workflow {recipe.workflow.name}")
     steps_per_epoch = math.ceil(len(x_train) / training.batch_size)
@@ -153,6 +157,7 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
         plan=plan,
         latency_repeats=recipe.export.latency_repeats,
         title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
+        data=_test_split(dataset),
         extra={"recipe": recipe.to_dict(), "data": dataset.to_dict(),
                "seconds": round(time.perf_counter() - started, 1), "history": history},
     )
@@ -167,8 +172,10 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
 
 def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
                        representative_data=None, plan=None, latency_repeats=20,
-                       title="kprune comparison", extra=None):
+                       title="kprune comparison", data=None, extra=None):
     """Export the dense baseline (float) and ``pruned`` (each variant), then compare.
+
+    ``data`` describes the evaluation data for the report (see ``report.compare``).
 
     Returns the :class:`kprune.report.Report` written into ``out_dir``.
     """
@@ -182,7 +189,19 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
                 for run in runs.values()]
     return report.compare(entries, baseline="dense/float", x_test=x_test, y_test=y_test,
                           out_dir=out_dir, latency_repeats=latency_repeats, title=title,
-                          extra=extra)
+                          data=data, extra=extra)
+
+
+def _test_split(dataset):
+    """What the report says it was measured on: the test split of ``dataset``."""
+    return {"source": dataset.source, "split": "test", "classes": dataset.num_classes}
+
+
+def _fit_verbosity():
+    """Keras fit prints one line per epoch, or nothing when kprune is quiet."""
+    from kprune import progress
+
+    return 0 if progress.is_quiet() else 2
 
 
 def _compile(model, training):
@@ -203,7 +222,7 @@ def _run_workflow(recipe, model, plan, train, validation, initial_weights):
         validation_data=validation,
         batch_size=recipe.baseline.batch_size,
         compile=lambda m: _compile(m, recipe.baseline),
-        verbose=2,
+        verbose=_fit_verbosity(),
     )
     if spec.name == "gradual":
         result = workflows.gradual(model, plan, trainer=trainer, epochs=spec.epochs)
