@@ -61,6 +61,7 @@ SUBMODULES = {
     "measure": "kprune.tflite.measure",
     "report": "kprune.tflite.report",
     "data": "kprune.experiments.data",
+    "sources": "kprune.experiments.sources",
     "models": "kprune.experiments.models",
     "recipe": "kprune.experiments.recipe",
     "runner": "kprune.experiments.runner",
