@@ -1,6 +1,6 @@
 """Remove channel groups from a Sequential or functional model, and find dead channels.
 
-:func:`remove` rebuilds the model from its config with fewer ``filters``/``units`` and
+:func:`remove` clones the model, each layer from its config with fewer ``filters``/``units`` and
 copies the surviving weights, sliced along each member's axis: producers' kernels
 ``(..., in, out)`` and biases, batch norm (gamma, beta, mean, variance), depthwise kernels
 ``(kh, kw, C, 1)`` and biases; a ``Reshape`` that keeps the channel axis gets its new
@@ -51,15 +51,14 @@ def remove(model, keep):
             index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
         return index
 
-    config = model.get_config()
-    entries = {entry["config"]["name"]: entry["config"] for entry in config["layers"]}
+    entries = {}  # layer name -> its config, with the new channel counts
     new_weights = {}
     for layer, inputs, outputs in graph.steps:
         if layer is None or isinstance(layer, keras.layers.InputLayer):
             continue
         entry = layers.spec(layer)
         role = graph.treated.get(layer.name)
-        cfg = entries[layer.name]
+        cfg = entries[layer.name] = layer.get_config()
         weights = layer.get_weights()
         index_in = indices(graph.desc[inputs[0]]) if inputs and role != "refused" else None
         index_out = indices(graph.desc[outputs[0]]) if role != "refused" else None
@@ -78,7 +77,11 @@ def remove(model, keep):
             elif entry.per_channel:
                 weights = [np.take(w, index_in, axis=-1) if w.ndim else w for w in weights]
         new_weights[layer.name] = weights
-    smaller = type(model).from_config(config)
+    def rebuilt(path, layer):
+        config = entries.get(layer.name) or layer.get_config()
+        return type(layer).from_config(config)
+
+    smaller = _compat.clone_model(model, rebuilt)
     for name, weights in new_weights.items():
         smaller.get_layer(name).set_weights(weights)
     return smaller

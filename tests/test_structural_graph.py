@@ -1,0 +1,374 @@
+"""kprune.structural on functional graphs: channel groups, dead channels, select and prune."""
+
+import numpy as np
+import pytest
+
+from kprune import _compat, structural
+from kprune.core import layers as layer_specs
+
+keras = _compat.keras
+L = keras.layers
+
+
+def _x(shape, n=3):
+    return np.random.default_rng(0).random((n, *shape)).astype("float32")
+
+
+def _randomise_batch_norms(model):
+    """Give every batch norm non-trivial statistics (all four weights away from defaults)."""
+    rng = np.random.default_rng(1)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            layer.set_weights([rng.random(w.shape).astype("float32") + 0.5
+                               for w in layer.get_weights()])
+    return model
+
+
+def _residual_projection():
+    i = keras.Input((8, 8, 3), name="x")
+    a = L.Conv2D(6, 3, padding="same", name="a1")(i)
+    a = L.BatchNormalization(name="a1_bn")(a)
+    a = L.ReLU(name="a1_relu")(a)
+    a = L.Conv2D(8, 3, padding="same", name="a2")(a)
+    a = L.BatchNormalization(name="a2_bn")(a)
+    p = L.Conv2D(8, 1, name="proj")(i)
+    p = L.BatchNormalization(name="proj_bn")(p)
+    s = L.Add(name="add")([a, p])
+    s = L.Activation("relu", name="add_relu")(s)
+    s = L.Conv2D(5, 3, name="c3")(s)
+    o = L.Dense(4, name="head")(L.GlobalAveragePooling2D(name="gap")(s))
+    return _randomise_batch_norms(keras.Model(i, o, name="residual_projection"))
+
+
+def _residual_identity():
+    i = keras.Input((8, 8, 3), name="x")
+    stem = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(
+        L.Conv2D(8, 3, padding="same", name="stem")(i)))
+    a = L.ReLU(name="b1_relu")(L.Conv2D(6, 3, padding="same", name="b1")(stem))
+    a = L.BatchNormalization(name="b2_bn")(L.Conv2D(8, 3, padding="same", name="b2")(a))
+    s = L.ReLU(name="out_relu")(L.Add(name="add")([stem, a]))
+    a = L.ReLU(name="c1_relu")(L.Conv2D(6, 3, padding="same", name="c1")(s))
+    a = L.Conv2D(8, 3, padding="same", name="c2")(a)
+    s = L.Add(name="add2")([s, a])
+    o = L.Dense(4, name="head")(L.GlobalMaxPooling2D(name="gmp")(s))
+    return _randomise_batch_norms(keras.Model(i, o, name="residual_identity"))
+
+
+def _concatenated():
+    i = keras.Input((8, 8, 3), name="x")
+    a = L.Conv2D(5, 3, padding="same", activation="relu", name="left")(i)
+    b = L.Conv2D(7, 1, activation="relu", name="right")(i)
+    c = L.Concatenate(name="cat")([a, b])
+    c = L.BatchNormalization(name="cat_bn")(c)
+    c = L.Conv2D(6, 3, name="mix")(c)
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(c))
+    return _randomise_batch_norms(keras.Model(i, o, name="concatenated"))
+
+
+def _depthwise():
+    i = keras.Input((8, 8, 3), name="x")
+    x = L.ReLU(6.0, name="r1")(L.BatchNormalization(name="bn1")(L.Conv2D(8, 1, name="expand")(i)))
+    x = L.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = L.ReLU(6.0, name="r2")(L.BatchNormalization(name="bn2")(x))
+    x = L.Conv2D(6, 1, name="project")(x)
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    return _randomise_batch_norms(keras.Model(i, o, name="depthwise"))
+
+
+def _flattened():
+    i = keras.Input((6, 6, 2), name="x")
+    x = L.Conv2D(5, 3, name="conv")(i)
+    x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(x))
+    x = L.MaxPooling2D(2, name="pool")(x)
+    x = L.Dense(7, activation="relu", name="fc")(L.Flatten(name="flat")(x))
+    o = L.Dense(3, name="head")(L.Dropout(0.3, name="drop")(x))
+    return _randomise_batch_norms(keras.Model(i, o, name="flattened"))
+
+
+def _squeeze_excite():
+    i = keras.Input((8, 8, 3), name="x")
+    x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(L.Conv2D(8, 3, name="conv")(i)))
+    g = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)  # (N, 1, 1, 8)
+    g = L.Dense(3, activation="relu", name="se_reduce")(g)
+    g = L.Dense(8, activation="sigmoid", name="se_expand")(g)
+    x = L.Multiply(name="excite")([x, g])
+    x = L.Conv2D(6, 3, name="after")(x)
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    return _randomise_batch_norms(keras.Model(i, o, name="squeeze_excite"))
+
+
+MODELS = {  # model builder, group to zero channels of, channels zeroed
+    "residual_projection": (_residual_projection, "a2", [1, 4, 6]),
+    "residual_identity": (_residual_identity, "stem", [0, 3]),
+    "concatenated": (_concatenated, "right", [2, 6]),
+    "depthwise": (_depthwise, "expand", [1, 2, 7]),
+    "flattened": (_flattened, "conv", [0, 3]),
+    "squeeze_excite": (_squeeze_excite, "conv", [2, 5]),
+}
+
+
+def _zero_group(model, group, channels):
+    """Kill ``channels`` of ``group`` in place: producer columns, biases, batch norm
+    gamma/beta/mean and depthwise filters all zero, so each maps to exactly 0."""
+    for member in group.members:
+        layer = model.get_layer(member.layer)
+        weights = layer.get_weights()
+        index = np.asarray(channels) + member.offset
+        if member.role == "out":
+            for w in weights:
+                w[..., index] = 0.0
+        elif member.role == "channelwise" and layer_specs.spec(layer).depthwise:
+            weights[0][..., index, :] = 0.0
+            weights[1][index] = 0.0
+        elif member.role == "channelwise":
+            for w in weights[:3]:  # gamma, beta, moving mean (variance stays positive)
+                w[index] = 0.0
+        layer.set_weights(weights)
+
+
+def _weights(model):
+    return [w.copy() for w in model.get_weights()]
+
+
+def _assert_unchanged(model, before):
+    for old, now in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, now)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_removing_dead_channels_of_a_group_leaves_the_outputs_unchanged(name):
+    build, group_id, channels = MODELS[name]
+    model = build()
+    group = structural.groups(model)[group_id]
+    assert group.removable
+    _zero_group(model, group, channels)
+    before = _weights(model)
+    keep = structural.nonzero_units(model)
+    assert list(keep) == [group_id]
+    assert keep[group_id].tolist() == [c for c in range(group.size) if c not in channels]
+    smaller = structural.remove_units(model, keep)
+    assert smaller.count_params() < model.count_params()
+    x = _x(model.input_shape[1:])
+    np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
+    _assert_unchanged(model, before)
+    for producer in group.layers("out"):
+        assert smaller.get_layer(producer).get_weights()[0].shape[-1] == group.size - len(channels)
+
+
+def test_a_batch_norm_that_shifts_zero_keeps_the_channel_alive():
+    model = _residual_projection()
+    group = structural.groups(model)["a2"]
+    _zero_group(model, group, [1])
+    bn = model.get_layer("proj_bn")
+    weights = bn.get_weights()
+    weights[1][1] = 0.25  # beta: proj_bn maps 0 to 0.25 on channel 1
+    bn.set_weights(weights)
+    assert structural.nonzero_units(model) == {}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_prune_half_builds_a_smaller_model_with_the_same_output_shape(name):
+    model = MODELS[name][0]()
+    before = _weights(model)
+    for scope in ("global", "layer"):
+        smaller = structural.prune(model, 0.5, scope=scope)
+        x = _x(model.input_shape[1:])
+        assert smaller(x).shape == model(x).shape
+        assert smaller.count_params() < model.count_params()
+        assert [layer.name for layer in smaller.layers] == [layer.name for layer in model.layers]
+    _assert_unchanged(model, before)
+    assert structural.prune(model, 0.0).count_params() == model.count_params()
+
+
+def test_a_residual_stage_forms_one_group_and_the_head_is_never_removed():
+    groups = structural.groups(_residual_identity())
+    stage = groups["stem"]
+    assert stage.layers("out") == ["stem", "b2", "c2"]
+    assert stage.layers("channelwise") == ["stem_bn", "b2_bn"]
+    assert sorted(stage.layers("in")) == ["b1", "c1", "head"]
+    assert groups["b1"].layers() == ["b1", "b2"] and groups["b1"].removable
+    head = groups["head"]
+    assert not head.removable and "model output 'head'" in head.reason
+    assert not groups["input:x"].removable and "model input 'x'" in groups["input:x"].reason
+    text = str(groups)
+    assert "stem:out, stem_bn:channelwise" in text and "model output 'head'" in text
+    with pytest.raises(ValueError, match=r"Cannot remove channels of group 'head'.*model output"):
+        structural.remove_units(_residual_identity(), {"head": [0, 1]})
+
+
+def test_projection_and_branch_share_one_group():
+    groups = structural.groups(_residual_projection())
+    assert groups["a2"].layers("out") == ["a2", "proj"]
+    assert groups["a2"].layers("channelwise") == ["a2_bn", "proj_bn"]
+    assert groups.of_producer("proj") is groups["a2"]
+
+
+def test_concatenated_inputs_keep_their_offsets():
+    model = _concatenated()
+    groups = structural.groups(model)
+    right = {m.layer: m for m in groups["right"].members}
+    assert right["cat_bn"].offset == 5 and right["mix"].offset == 5 and right["mix"].role == "in"
+    assert {m.layer: m.offset for m in groups["left"].members} == {
+        "left": 0, "cat_bn": 0, "mix": 0}
+    smaller = structural.remove_units(model, {"right": [0, 3], "left": [4]})
+    assert smaller.get_layer("mix").get_weights()[0].shape[2] == 3
+    np.testing.assert_array_equal(smaller.get_layer("mix").get_weights()[0],
+                                  model.get_layer("mix").get_weights()[0][:, :, [4, 5, 8]])
+    np.testing.assert_array_equal(smaller.get_layer("cat_bn").get_weights()[0],
+                                  model.get_layer("cat_bn").get_weights()[0][[4, 5, 8]])
+
+
+def test_flatten_maps_each_channel_to_its_spatial_block():
+    model = _flattened()
+    member = [m for m in structural.groups(model)["conv"].members if m.layer == "fc"][0]
+    assert (member.role, member.positions, member.channels) == ("in", 4, 5)
+    smaller = structural.remove_units(model, {"conv": [1, 4]})
+    rows = [p * 5 + c for p in range(4) for c in (1, 4)]
+    np.testing.assert_array_equal(smaller.get_layer("fc").get_weights()[0],
+                                  model.get_layer("fc").get_weights()[0][rows])
+
+
+def test_squeeze_excite_couples_the_gate_and_the_first_dense_inputs():
+    groups = structural.groups(_squeeze_excite())
+    conv = groups["conv"]
+    assert conv.layers("out") == ["conv", "se_expand"]
+    assert sorted(conv.layers("in")) == ["after", "se_reduce"]
+    assert groups["se_reduce"].layers() == ["se_reduce", "se_expand"]
+
+
+def test_select_scores_round_to_cap_and_exclude():
+    model = _residual_projection()
+    scores = structural.group_scores(model)
+    kernel_norms = [np.abs(model.get_layer(n).get_weights()[0]).reshape(-1, 8).sum(0)
+                    for n in ("a2", "proj")]
+    np.testing.assert_allclose(scores["a2"], kernel_norms[0] + kernel_norms[1], rtol=1e-6)
+    gamma = sum(np.abs(model.get_layer(n).get_weights()[0]) for n in ("a2_bn", "proj_bn"))
+    np.testing.assert_allclose(structural.group_scores(model, "bn")["a2"], gamma, rtol=1e-6)
+    keep = structural.select(model, 0.5, scope="layer")
+    assert {k: len(v) for k, v in keep.items()} == {"a1": 3, "a2": 4, "c3": 3}
+    top = np.sort(np.argsort(-scores["a2"], kind="stable")[:4])
+    np.testing.assert_array_equal(keep["a2"], top)
+    assert {k: len(v) for k, v in structural.select(model, 0.5, scope="layer",
+                                                    round_to=4).items()} == {
+        "a1": 4, "a2": 4, "c3": 4}
+    capped = structural.select(model, 0.99, scope="layer", max_fraction_per_group=0.5)
+    assert {k: len(v) for k, v in capped.items()} == {"a1": 3, "a2": 4, "c3": 3}
+    assert all(len(v) >= 1 for v in structural.select(model, 0.99, scope="global").values())
+    assert list(structural.select(model, 0.5, exclude=("proj",))) == ["a1", "c3"]
+    global_keep = structural.select(model, 0.5)  # 19 channels, 9 go
+    assert sum(len(v) for v in global_keep.values()) == 19 - 9
+
+
+def test_bad_input_is_refused_with_the_layer_named_and_the_model_unchanged():
+    model = _residual_projection()
+    before = _weights(model)
+    for fraction in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"Argument `fraction` must be a fraction in \[0, 1\)"):
+            structural.prune(model, fraction)
+    with pytest.raises(ValueError, match=r"layer 'prj', which is not in the model\. Did you mean 'proj'"):
+        structural.prune(model, 0.5, exclude=("prj",))
+    with pytest.raises(ValueError, match=r"neither a group id nor a layer.*Did you mean 'c3' or 'a2'"):
+        structural.remove_units(model, {"a3": [0]})
+    with pytest.raises(ValueError, match=r"distinct indices in \[0, 8\)"):
+        structural.remove_units(model, {"proj": [0, 8]})
+    with pytest.raises(ValueError, match="two different index lists"):
+        structural.remove_units(model, {"proj": [0, 1], "a2": [0]})
+    with pytest.raises(ValueError, match="criterion"):
+        structural.select(model, 0.5, criterion="l3")
+    with pytest.raises(ValueError, match="round_to"):
+        structural.select(model, 0.5, round_to=0)
+    _assert_unchanged(model, before)
+
+
+def _with(layer):
+    i = keras.Input((6, 6, 2), name="x")
+    x = L.Conv2D(4, 3, name="conv")(i)
+    x = layer(x)
+    o = L.Dense(3, name="head")(L.Flatten(name="flat")(x))
+    return keras.Model(i, o)
+
+
+@pytest.mark.parametrize("layer, match", [
+    (L.Reshape((-1, 2), name="reshape"),
+     r"group 'conv'.*layer 'reshape' \(Reshape\): Reshape moves channels"),
+    (L.Lambda(lambda t: t * 2.0, name="double"),
+     r"group 'conv'.*layer 'double' \(Lambda\): Lambda is not a layer kprune knows"),
+    (L.Activation("softmax", name="sm"), r"layer 'sm' \(Activation\): it normalises over all"),
+    (L.DepthwiseConv2D(1, depth_multiplier=2, name="dw2"), "'dw2'.*depth_multiplier=2"),
+])
+def test_layers_it_cannot_follow_are_refused_with_the_reason(layer, match):
+    model = _with(layer)
+    before = _weights(model)
+    with pytest.raises(ValueError, match=match):
+        structural.prune(model, 0.5)
+    with pytest.raises(ValueError, match=match):
+        structural.remove_units(model, {"conv": [0, 1]})
+    assert not structural.groups(model)["conv"].removable
+    assert structural.prune(model, 0.5, exclude=("conv",)).count_params() == model.count_params()
+    _assert_unchanged(model, before)
+
+
+def test_a_reshape_that_keeps_the_channel_axis_is_followed():
+    i = keras.Input((6, 6, 2), name="x")
+    x = L.Conv2D(4, 3, name="conv")(i)
+    g = L.Reshape((1, 1, 4), name="gate_shape")(L.GlobalAveragePooling2D(name="gap")(x))
+    x = L.Multiply(name="mul")([x, g])
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap2")(x))
+    model = keras.Model(i, o)
+    smaller = structural.remove_units(model, {"conv": [0, 3]})
+    assert smaller.get_layer("gate_shape").target_shape == (1, 1, 2)
+    assert smaller(_x((6, 6, 2))).shape == (3, 3)
+
+
+def test_nested_and_shared_layers_are_refused():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="inner_fc")], name="block")
+    i = keras.Input((4,))
+    nested = keras.Model(i, L.Dense(2, name="head")(inner(i)))
+    with pytest.raises(ValueError, match="layer 'block' is a Sequential"):
+        structural.groups(nested)
+    shared = L.Dense(4, name="shared")
+    x = keras.Input((4,))
+    twice = keras.Model(x, L.Dense(2, name="head")(shared(shared(x))))
+    with pytest.raises(ValueError, match="layer 'shared' is called 2 times"):
+        structural.prune(twice, 0.5)
+
+
+def test_summary_covers_functional_models():
+    model = _residual_projection()
+    smaller = structural.prune(model, 0.5, scope="layer")
+    text = structural.summary(model, smaller)
+    assert "proj   Conv2D  8      4" in text and "head   Dense   4      4" in text
+
+
+def _application(name, shape):
+    return getattr(keras.applications, name)(weights=None, input_shape=shape, classes=10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, shape, at_most", [
+    ("ResNet50", (64, 64, 3), 0.30),  # 0.25 of the parameters stay
+    ("MobileNetV2", (96, 96, 3), 0.30),  # 0.26
+    ("DenseNet121", (64, 64, 3), 0.30),  # 0.26
+    ("EfficientNetB0", (64, 64, 3), 0.30),  # 0.27
+])
+def test_applications_prune_to_a_smaller_model(name, shape, at_most):
+    model = _application(name, shape)
+    smaller = structural.prune(model, 0.5)
+    x = _x(shape, 2)
+    assert smaller(x).shape == (2, 10)
+    assert smaller.count_params() <= at_most * model.count_params()
+
+
+@pytest.mark.slow
+def test_dead_channels_of_a_mobilenet_stage_are_removed_without_changing_its_outputs():
+    model = _application("MobileNetV2", (96, 96, 3))
+    groups = structural.groups(model)
+    stage = groups.of_producer("block_2_project")  # the residual stage of blocks 1-2
+    assert stage.layers("out") == ["block_1_project", "block_2_project"]
+    _zero_group(model, stage, [0, 5, 17])
+    keep = structural.nonzero_units(model)
+    assert list(keep) == [stage.id] and len(keep[stage.id]) == stage.size - 3
+    smaller = structural.remove_units(model, keep)
+    x = _x((96, 96, 3), 2)
+    np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert smaller.count_params() < model.count_params()
