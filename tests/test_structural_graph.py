@@ -97,6 +97,16 @@ def _squeeze_excite():
     return _randomise_batch_norms(keras.Model(i, o, name="squeeze_excite"))
 
 
+def _separable_transposed():
+    i = keras.Input((8, 8, 3), name="x")
+    x = L.SeparableConv2D(6, 3, depth_multiplier=2, padding="same", name="sep")(i)
+    x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(x))
+    x = L.Conv2DTranspose(5, 3, strides=2, activation="relu", name="up")(x)
+    x = L.SeparableConv2D(4, 3, depth_multiplier=3, name="sep2")(x)
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    return _randomise_batch_norms(keras.Model(i, o, name="separable_transposed"))
+
+
 MODELS = {  # model builder, group to zero channels of, channels zeroed
     "residual_projection": (_residual_projection, "a2", [1, 4, 6]),
     "residual_identity": (_residual_identity, "stem", [0, 3]),
@@ -104,6 +114,8 @@ MODELS = {  # model builder, group to zero channels of, channels zeroed
     "depthwise": (_depthwise, "expand", [1, 2, 7]),
     "flattened": (_flattened, "conv", [0, 3]),
     "squeeze_excite": (_squeeze_excite, "conv", [2, 5]),
+    "separable": (_separable_transposed, "sep", [1, 4]),
+    "transposed": (_separable_transposed, "up", [0, 2]),
 }
 
 
@@ -114,8 +126,12 @@ def _zero_group(model, group, channels):
         layer = model.get_layer(member.layer)
         weights = layer.get_weights()
         index = np.asarray(channels) + member.offset
-        if member.role == "out":
-            for w in weights:
+        layout = layer_specs.spec(layer).layout
+        if member.role == "out" and layout == "transposed":
+            weights[0][..., index, :] = 0.0
+            weights[1][index] = 0.0
+        elif member.role == "out":
+            for w in weights[1:] if layout == "separable" else weights:  # pointwise, bias
                 w[..., index] = 0.0
         elif member.role == "channelwise" and layer_specs.spec(layer).depthwise:
             weights[0][..., index, :] = 0.0
@@ -152,7 +168,7 @@ def test_removing_dead_channels_of_a_group_leaves_the_outputs_unchanged(name):
     np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
     _assert_unchanged(model, before)
     for producer in group.layers("out"):
-        assert smaller.get_layer(producer).get_weights()[0].shape[-1] == group.size - len(channels)
+        assert smaller.get_layer(producer).get_weights()[-1].shape == (group.size - len(channels),)
 
 
 def test_a_batch_norm_that_shifts_zero_keeps_the_channel_alive():

@@ -77,6 +77,11 @@ class LayerSpec:
     # Structural pruning: the config key that counts a producer's output units, for
     # producers whose kernel is (..., inputs, outputs) with a bias of (outputs,).
     units: str | None = None
+    # How a producer's weights hold its channels, when not as above: "separable" (a
+    # depthwise kernel (..., inputs, multiplier), then a pointwise kernel
+    # (..., inputs * multiplier, outputs) and a bias) or "transposed" (kernel
+    # (..., outputs, inputs)).
+    layout: str = ""
     # A channelwise layer whose weights hold one value per channel on their last axis
     # (batch norm): they are sliced with the channels.
     per_channel: bool = False
@@ -92,7 +97,7 @@ class LayerSpec:
 
 
 _PRODUCER_CONV = LayerSpec("conv", "producer", units="filters")
-_SEPARABLE = LayerSpec("conv", "producer")
+_SEPARABLE = LayerSpec("conv", "producer", units="filters", layout="separable")
 _CHANNELWISE = LayerSpec("other", "channelwise")
 _COUPLING = LayerSpec("other", "coupling")
 _RECURRENT = LayerSpec("recurrent", "opaque")
@@ -106,10 +111,10 @@ SPECS = {
     "SeparableConv1D": _SEPARABLE,
     "SeparableConv2D": _SEPARABLE,
     "Conv2DTranspose": LayerSpec(
-        "conv", "producer", n_m=False,
+        "conv", "producer", n_m=False, units="filters", layout="transposed",
         note="its kernel keeps output channels on the axis tfmot groups N:M along"),
     "Conv3DTranspose": LayerSpec(
-        "conv", "producer", n_m=False,
+        "conv", "producer", n_m=False, units="filters", layout="transposed",
         note="its kernel keeps output channels on the axis tfmot groups N:M along"),
     "DepthwiseConv2D": LayerSpec(
         "depthwise", "channelwise", note="tfmot does not prune depthwise kernels",

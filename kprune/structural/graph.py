@@ -297,12 +297,16 @@ class _Graph:
                 return self._refuse(layer, ins, outputs,
                                     "kprune does not slice this layer's weights yet")
             desc = ins[0]
+            if desc.positions > 1 and entry.layout:
+                return self._refuse(layer, ins, outputs, "it follows a Flatten")
+            axis_in, axis_out = (-1, -2) if entry.layout == "transposed" else (-2, -1)
             for node, _, offset in desc.offsets():
-                member = Member(layer.name, "in", -2, offset, desc.positions, desc.size)
+                member = Member(layer.name, "in", axis_in, offset, desc.positions, desc.size)
                 self.members.append((node, member))
                 self.readers.append((node, offset, inputs[0]))
             node = self.new(f"output:{layer.name}", getattr(layer, entry.units))
-            self.members.append((node, Member(layer.name, "out", -1, 0, 1, self.size[node])))
+            self.members.append(
+                (node, Member(layer.name, "out", axis_out, 0, 1, self.size[node])))
             self.desc[out] = _Channels(((node, self.size[node]),))
         elif role == "channelwise":
             desc = ins[0]

@@ -156,7 +156,7 @@ def _scores(groups, model, criterion, chosen=None):
                     total += np.abs(values[member.offset:member.offset + group.size])
         if criterion != "bn" or not total.any():
             for name in group.layers("out"):
-                kernel = model.get_layer(name).get_weights()[0]
+                kernel = rebuild.out_kernel(model.get_layer(name))
                 flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
                 total += flat.sum(axis=0) if criterion != "l2" else np.sqrt((flat**2).sum(0))
         found[group.id] = total

@@ -21,7 +21,7 @@ from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
 
-__all__ = ["remove", "dead_channels"]
+__all__ = ["remove", "dead_channels", "out_kernel"]
 
 keras = _compat.keras
 
@@ -65,9 +65,7 @@ def remove(model, keep):
         if role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)
-                weights = [w[..., index_out] for w in weights]
-            if index_in is not None:
-                weights[0] = np.take(weights[0], index_in, axis=-2)
+            weights = _slice_producer(entry.layout, weights, index_in, index_out)
         elif role == "channelwise" and index_in is not None:
             if "target_shape" in cfg:  # a Reshape that keeps the channel axis
                 cfg["target_shape"] = [*cfg["target_shape"][:-1], len(index_in)]
@@ -108,8 +106,8 @@ def dead_channels(model):
         desc = graph.desc[outputs[0]]
         role = "input" if layer is None else graph.treated.get(layer.name, "input")
         if role == "producer":
-            weights = layer.get_weights()
-            kernel = weights[0].reshape(-1, weights[0].shape[-1])
+            kernel = out_kernel(layer)
+            kernel = kernel.reshape(-1, kernel.shape[-1])
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
         elif role == "channelwise":
             zero[outputs[0]] = zero[inputs[0]] & _at_zero(layer, desc.size)
@@ -141,7 +139,46 @@ def dead_channels(model):
     return found
 
 
+def out_kernel(layer):
+    """A producer's kernel as ``(..., inputs, outputs)`` (a separable conv's pointwise one).
+
+    Example:
+        >>> out_kernel(model.get_layer("deconv")).shape   # Conv2DTranspose(8, 3) on 4
+        (3, 3, 4, 8)
+    """
+    layout = layers.spec(layer).layout
+    weights = layer.get_weights()
+    if layout == "separable":
+        return weights[1]
+    return np.swapaxes(weights[0], -1, -2) if layout == "transposed" else weights[0]
+
+
 # -- internals ---------------------------------------------------------------------
+
+
+def _slice_producer(layout, weights, index_in, index_out):
+    """A producer's weights with only the kept inputs and outputs."""
+    weights = list(weights)
+    if layout == "separable":
+        depthwise, pointwise, *bias = weights
+        if index_out is not None:
+            pointwise = pointwise[..., index_out]
+            bias = [b[index_out] for b in bias]
+        if index_in is not None:
+            multiplier = depthwise.shape[-1]
+            depthwise = np.take(depthwise, index_in, axis=-2)
+            rows = (index_in[:, None] * multiplier + np.arange(multiplier)).ravel()
+            pointwise = np.take(pointwise, rows, axis=-2)
+        return [depthwise, pointwise, *bias]
+    if layout == "transposed":
+        weights[0] = np.swapaxes(weights[0], -1, -2)
+    if index_out is not None:
+        weights = [w[..., index_out] for w in weights]
+    if index_in is not None:
+        weights[0] = np.take(weights[0], index_in, axis=-2)
+    if layout == "transposed":
+        weights[0] = np.swapaxes(weights[0], -1, -2)
+    return weights
 
 
 def _at_zero(layer, channels):

@@ -46,7 +46,8 @@ keras = _compat.keras
 
 def _is_producer(layer):
     """A layer whose output units this module can remove (``kprune.layers`` says which)."""
-    return layers.spec(layer).units is not None
+    entry = layers.spec(layer)
+    return entry.units is not None and not entry.layout  # kernel (..., inputs, outputs)
 
 
 def unit_scores(layer, criterion="l1"):
@@ -186,7 +187,8 @@ def summary(before, after):
 
     rows = []
     for old in before.layers:
-        if _is_producer(old) and not isinstance(old, _compat.PruneLowMagnitude):
+        if (layers.spec(old).units is not None
+                and not isinstance(old, _compat.PruneLowMagnitude)):
             new = after.get_layer(old.name)
             rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
                          f"{old.count_params():,}", f"{new.count_params():,}"))
