@@ -107,6 +107,15 @@ def _separable_transposed():
     return _randomise_batch_norms(keras.Model(i, o, name="separable_transposed"))
 
 
+def test_pruning_wrappers_are_refused():
+    from kprune import plan, wrap
+
+    wrapped = wrap.apply(_residual_projection(), plan.PruningPlan.default(),
+                         steps_per_epoch=10, epochs=2)
+    with pytest.raises(ValueError, match="Strip pruning wrappers first"):
+        structural.groups(wrapped)
+
+
 MODELS = {  # model builder, group to zero channels of, channels zeroed
     "residual_projection": (_residual_projection, "a2", [1, 4, 6]),
     "residual_identity": (_residual_identity, "stem", [0, 3]),
@@ -340,7 +349,7 @@ def test_nested_and_shared_layers_are_refused():
     inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="inner_fc")], name="block")
     i = keras.Input((4,))
     nested = keras.Model(i, L.Dense(2, name="head")(inner(i)))
-    with pytest.raises(ValueError, match="layer 'block' is a Sequential"):
+    with pytest.raises(ValueError, match="layer 'block' is a nested Sequential model"):
         structural.groups(nested)
     shared = L.Dense(4, name="shared")
     x = keras.Input((4,))
@@ -354,6 +363,31 @@ def test_summary_covers_functional_models():
     smaller = structural.prune(model, 0.5, scope="layer")
     text = structural.summary(model, smaller)
     assert "proj   Conv2D  8      4" in text and "head   Dense   4      4" in text
+
+
+def test_sequential_models_take_the_graph_path_too():
+    from kprune import models
+
+    model = models.lenet_5()
+    groups = structural.groups(model)
+    assert [g.id for g in groups if g.removable] == ["conv1", "conv2", "fc1"]
+    fc1 = [m for m in groups["conv2"].members if m.layer == "fc1"][0]
+    assert (fc1.positions, fc1.channels) == (16, 50)
+    smaller = structural.prune(model, 0.5, scope="layer", round_to=8)
+    assert smaller.get_layer("conv2").filters == 32 and smaller.get_layer("fc1").units == 256
+    assert smaller(_x((28, 28, 1))).shape == (3, 10)
+
+
+def test_a_gate_of_shape_n_c_broadcasts_over_the_feature_map():
+    i = keras.Input((6, 6, 2), name="x")
+    x = L.Conv2D(4, 3, name="conv")(i)
+    g = L.Dense(4, activation="sigmoid", name="gate")(L.GlobalAveragePooling2D(name="gap")(x))
+    x = L.Multiply(name="mul")([x, g])  # (N, 4, 4, 4) * (N, 4): broadcast over positions
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap2")(x))
+    model = keras.Model(i, o)
+    assert structural.groups(model)["conv"].layers("out") == ["conv", "gate"]
+    smaller = structural.prune(model, 0.5, scope="layer")
+    assert smaller.get_layer("gate").units == 2 and smaller(_x((6, 6, 2))).shape == (3, 3)
 
 
 def _application(name, shape):
@@ -388,3 +422,13 @@ def test_dead_channels_of_a_mobilenet_stage_are_removed_without_changing_its_out
     x = _x((96, 96, 3), 2)
     np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
     assert smaller.count_params() < model.count_params()
+
+
+@pytest.mark.slow
+def test_a_resnet50_stage_is_one_group_with_its_projection():
+    groups = structural.groups(_application("ResNet50", (64, 64, 3)))
+    stage = groups.of_producer("conv2_block1_0_conv")
+    assert stage.layers("out") == ["conv2_block1_0_conv", "conv2_block1_3_conv",
+                                   "conv2_block2_3_conv", "conv2_block3_3_conv"]
+    assert "conv3_block1_0_conv" in stage.layers("in") and stage.size == 256
+    assert not groups.of_producer("predictions").removable

@@ -250,11 +250,16 @@ class _Graph:
                 self.block(self.desc[outputs[0]], f"model input {name!r}", refuse=False)
                 self.steps.append((layer, inputs, outputs))
                 continue
-            if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
+            if isinstance(layer, keras.Model):
+                raise ValueError(
+                    f"Structural pruning follows the channels of one model's layers; layer "
+                    f"{layer.name!r} is a nested {type(layer).__name__} model. Rebuild the "
+                    "model with its layers inline (no model called as a layer)."
+                )
+            if isinstance(layer, _compat.PruneLowMagnitude):
                 raise ValueError(
                     f"Structural pruning needs plain layers; layer {layer.name!r} is a "
-                    f"{type(layer).__name__}. Strip pruning wrappers first "
-                    "(kprune.verify.strip) and flatten nested models."
+                    "pruning wrapper. Strip pruning wrappers first (kprune.verify.strip)."
                 )
             self.steps.append((layer, inputs, outputs))
             self._layer(layer, [self.desc[key] for key in inputs], outputs, inputs)
@@ -373,6 +378,8 @@ class _Graph:
             reasons = list(dict.fromkeys(fixed + refused))
             if not outs and not reasons:
                 reasons = ["no layer makes these channels"]
+            if len(reasons) > 2:
+                reasons = [*reasons[:2], f"and {len(reasons) - 2} more"]
             items.append(Group(gid, self.size[root], members.get(root, []),
                                removable=not reasons, reason="; ".join(reasons), node=root))
         self._group_list = Groups(self.model, self, items)
