@@ -320,6 +320,8 @@ def _with(layer):
      r"group 'conv'.*layer 'double' \(Lambda\): Lambda is not a layer kprune knows"),
     (L.Activation("softmax", name="sm"), r"layer 'sm' \(Activation\): it normalises over all"),
     (L.DepthwiseConv2D(1, depth_multiplier=2, name="dw2"), "'dw2'.*depth_multiplier=2"),
+    (L.LayerNormalization(name="ln"), r"'ln' \(LayerNormalization\): it normalises each"),
+    (L.BatchNormalization(axis=1, name="bn_rows"), "'bn_rows'.*normalises axis 1"),
 ])
 def test_layers_it_cannot_follow_are_refused_with_the_reason(layer, match):
     model = _with(layer)

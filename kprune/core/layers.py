@@ -254,9 +254,10 @@ def channel_problem(layer):
     """Why structural pruning cannot carry channels through ``layer`` ("" when it can).
 
     Checked here so that no other module names layer types: channels-first layers,
-    grouped convolutions, depthwise multipliers other than 1, normalisation over an axis
-    other than the channels, reshapes that change the channel axis, and layers whose
-    role is ``reshaping``, ``mixing`` or ``opaque``.
+    grouped convolutions, depthwise multipliers other than 1, batch norm over an axis
+    other than the channels, layer norm (its statistics run over the channels), reshapes
+    that change the channel axis, and layers whose role is ``reshaping``, ``mixing`` or
+    ``opaque``.
 
     Example:
         >>> channel_problem(tf_keras.layers.DepthwiseConv2D(3, depth_multiplier=2))
@@ -272,11 +273,15 @@ def channel_problem(layer):
     if spec(layer).depthwise and getattr(layer, "depth_multiplier", 1) != 1:
         return (f"depth_multiplier={layer.depth_multiplier} gives several output channels "
                 "per input channel")
+    if name == "LayerNormalization":
+        return ("it normalises each position over its channels (their mean and variance), "
+                "so removing some changes the others")
     if spec(layer).per_channel:
-        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         rank = len(layer.input_shape) if layer.built else None
-        if list(axes) not in ([-1], [rank - 1] if rank else [-1]):
-            return f"it normalises axis {layer.axis}, not the channel (last) axis"
+        if axes not in ([-1], [rank - 1] if rank else [-1]):
+            shown = axes[0] if len(axes) == 1 else axes
+            return f"it normalises axis {shown}, not the channel (last) axis"
     if role == "mixing":
         return "it normalises over all channels (softmax), so removing some changes the others"
     if role == "reshaping":

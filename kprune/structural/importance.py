@@ -155,8 +155,11 @@ def _scores(groups, model, criterion, chosen=None):
                     values = np.asarray(gamma.numpy())
                     total += np.abs(values[member.offset:member.offset + group.size])
         if criterion != "bn" or not total.any():
-            for name in group.layers("out"):
-                kernel = rebuild.out_kernel(model.get_layer(name))
+            for member in group.members:
+                if member.role != "out":
+                    continue
+                kernel = rebuild.out_kernel(model.get_layer(member.layer))
+                kernel = kernel[..., member.offset:member.offset + group.size]
                 flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
                 total += flat.sum(axis=0) if criterion != "l2" else np.sqrt((flat**2).sum(0))
         found[group.id] = total
