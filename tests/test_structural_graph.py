@@ -107,6 +107,29 @@ def _separable_transposed():
     return _randomise_batch_norms(keras.Model(i, o, name="separable_transposed"))
 
 
+def _concatenated_then_added():
+    i = keras.Input((6, 6, 3), name="x")
+    c = L.Concatenate(name="cat")([L.Conv2D(3, 1, name="a")(i), L.Conv2D(5, 1, name="b")(i)])
+    d = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, padding="same", name="d")(i))
+    s = L.ReLU(name="relu")(L.Add(name="add")([c, d]))
+    o = L.Dense(2, name="head")(L.GlobalAveragePooling2D(name="gap")(L.Conv2D(4, 1, name="e")(s)))
+    return _randomise_batch_norms(keras.Model(i, o, name="concatenated_then_added"))
+
+
+def test_a_concatenation_added_to_one_conv_splits_its_channels_in_two_groups():
+    model = _concatenated_then_added()
+    groups = structural.groups(model)
+    assert {m.layer: m.offset for m in groups["b"].members} == {
+        "b": 0, "d": 3, "bn": 3, "e": 3}
+    assert groups["a"].layers("out") == ["a", "d"] and groups["a"].size == 3
+    with pytest.raises(ValueError, match=r"'d', whose output channels are split over groups"):
+        structural.remove_units(model, {"d": [0]})
+    smaller = structural.remove_units(model, {"a": [1], "b": [0, 4]})
+    assert smaller.get_layer("d").filters == 3
+    np.testing.assert_array_equal(smaller.get_layer("d").get_weights()[0],
+                                  model.get_layer("d").get_weights()[0][..., [1, 3, 7]])
+
+
 def test_pruning_wrappers_are_refused():
     from kprune import plan, wrap
 
@@ -125,6 +148,7 @@ MODELS = {  # model builder, group to zero channels of, channels zeroed
     "squeeze_excite": (_squeeze_excite, "conv", [2, 5]),
     "separable": (_separable_transposed, "sep", [1, 4]),
     "transposed": (_separable_transposed, "up", [0, 2]),
+    "concatenated_then_added": (_concatenated_then_added, "b", [0, 4]),
 }
 
 
@@ -177,7 +201,8 @@ def test_removing_dead_channels_of_a_group_leaves_the_outputs_unchanged(name):
     np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
     _assert_unchanged(model, before)
     for producer in group.layers("out"):
-        assert smaller.get_layer(producer).get_weights()[-1].shape == (group.size - len(channels),)
+        units = model.get_layer(producer).get_weights()[-1].shape[0]  # its bias
+        assert smaller.get_layer(producer).get_weights()[-1].shape == (units - len(channels),)
 
 
 def test_a_batch_norm_that_shifts_zero_keeps_the_channel_alive():
@@ -402,6 +427,7 @@ def _application(name, shape):
     ("MobileNetV2", (96, 96, 3), 0.30),  # 0.26
     ("DenseNet121", (64, 64, 3), 0.30),  # 0.26
     ("EfficientNetB0", (64, 64, 3), 0.30),  # 0.27
+    ("NASNetMobile", (224, 224, 3), 0.30),  # adds concatenations to single convs
 ])
 def test_applications_prune_to_a_smaller_model(name, shape, at_most):
     model = _application(name, shape)

@@ -155,6 +155,12 @@ class _Channels:
             offset += size
 
 
+def _shifted(member, start):
+    """``member`` for the piece of its channels that starts ``start`` channels in."""
+    return Member(member.layer, member.role, member.axis, member.offset + start,
+                  member.positions, member.channels)
+
+
 class _Graph:
     """Union-find over channel sets, built by walking the model's layers in graph order."""
 
@@ -168,6 +174,7 @@ class _Graph:
         self.desc = {}  # tensor key -> _Channels
         self.steps = []  # (layer, input keys, output keys) in graph order
         self.treated = {}  # layer name -> the role it was followed as, or "refused"
+        self.retired = set()  # nodes split into pieces (see _split)
         self._walk()
         self._group_list = None
 
@@ -331,13 +338,14 @@ class _Graph:
         elif role == "coupling":
             shape = layer.output_shape
             joined = [d for d in ins if not (d.size == 1 and shape[-1] != 1)]  # broadcast
+            if (len({d.size for d in joined}) != 1
+                    or len({d.positions for d in joined}) != 1):
+                return self._refuse(layer, ins, outputs,
+                                    "its inputs' channels are not aligned one to one")
+            keys = [key for key, d in zip(inputs, ins) if any(d is j for j in joined)]
+            self._align(keys)  # e.g. a Concatenate's output added to one conv's
+            joined = [self.desc[key] for key in keys]
             first = joined[0]
-            pattern = [size for _, size in first.segments]
-            for desc in joined[1:]:
-                if ([size for _, size in desc.segments] != pattern
-                        or desc.positions != first.positions):
-                    return self._refuse(layer, ins, outputs,
-                                        "its inputs' channels are not aligned one to one")
             for desc in joined[1:]:
                 for (a, _), (b, _) in zip(first.segments, desc.segments):
                     self.union(a, b)
@@ -355,13 +363,60 @@ class _Graph:
         else:  # pragma: no cover - every role is handled above
             return self._refuse(layer, ins, outputs, f"role {role!r}")
 
+    def _align(self, keys):
+        """Split channel sets until the tensors ``keys`` have their segments at the same
+        offsets (a concatenation of two sets added to a single set splits the latter)."""
+        while True:
+            descs = [self.desc[key] for key in keys]
+            cuts = sorted({offset for d in descs for _, _, offset in d.offsets()} - {0})
+            found = [(node, [c - offset for c in cuts if offset < c < offset + size])
+                     for d in descs for node, size, offset in d.offsets()]
+            found = [(node, inside) for node, inside in found if inside]
+            if not found:
+                return
+            self._split(self.find(found[0][0]), found[0][1])
+
+    def _split(self, root, cuts):
+        """Split every node of ``root``'s set at relative offsets ``cuts`` into pieces."""
+        bounds = [0, *cuts, self.size[root]]
+        pieces = list(zip(bounds[:-1], bounds[1:]))
+        nodes = [n for n in range(len(self.parent))
+                 if n not in self.retired and self.find(n) == root]
+        parts = {}
+        for node in nodes:
+            parts[node] = [(self.new(f"{self.label[node]}[{a}:{b}]", b - a), b - a, a)
+                           for a, b in pieces]
+            for piece, _, _ in parts[node]:
+                for book in (self.fixed, self.refused):
+                    if node in book:
+                        book[piece] = list(book[node])
+            self.retired.add(node)
+        for node in nodes[1:]:
+            for (a, _, _), (b, _, _) in zip(parts[nodes[0]], parts[node]):
+                self.union(a, b)
+        self.members = [
+            (piece, _shifted(member, start)) if node in parts else (node, member)
+            for node, member in self.members
+            for piece, _, start in (parts.get(node) or [(node, 0, 0)])]
+        self.readers = [
+            (piece, offset + start, key) if node in parts else (node, offset, key)
+            for node, offset, key in self.readers
+            for piece, _, start in (parts.get(node) or [(node, 0, 0)])]
+        for key, desc in self.desc.items():
+            if any(node in parts for node, _ in desc.segments):
+                segments = tuple(
+                    (piece, size) for node, old in desc.segments
+                    for piece, size, _ in (parts.get(node) or [(node, old, 0)]))
+                self.desc[key] = _Channels(segments, desc.positions)
+
     # groups
     def groups(self):
         if self._group_list is not None:
             return self._group_list
         by_root = {}
         for node in range(len(self.parent)):
-            by_root.setdefault(self.find(node), []).append(node)
+            if node not in self.retired:
+                by_root.setdefault(self.find(node), []).append(node)
         members = {}
         for node, member in self.members:
             members.setdefault(self.find(node), []).append(member)
@@ -370,6 +425,8 @@ class _Graph:
         for root, nodes in by_root.items():
             outs = [m for m in members.get(root, []) if m.role == "out"]
             gid = outs[0].layer if outs else self.label[root]
+            if outs and (outs[0].offset or outs[0].channels != self.size[root]):
+                gid += f"[{outs[0].offset}:{outs[0].offset + self.size[root]}]"  # a piece
             while gid in used:
                 gid += "'"
             used.add(gid)
@@ -387,6 +444,7 @@ class _Graph:
 
     def is_refused_only(self, group):
         """True when ``group`` has producers and only refusing layers stop its removal."""
-        nodes = [n for n in range(len(self.parent)) if self.find(n) == group.node]
+        nodes = [n for n in range(len(self.parent))
+                 if n not in self.retired and self.find(n) == group.node]
         return (bool(group.layers("out")) and not any(n in self.fixed for n in nodes)
                 and any(n in self.refused for n in nodes))

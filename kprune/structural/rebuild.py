@@ -199,6 +199,13 @@ def _resolve(groups, keep):
     names = groups.ids + [n for g in groups for n in g.layers("out") if n not in groups]
     for key, indices in keep.items():
         group = groups[key] if key in groups else groups.of_producer(key)
+        pieces = [g.id for g in groups if key in g.layers("out")]
+        if key not in groups and len(pieces) > 1:
+            raise ValueError(
+                f"Argument `keep` names layer {key!r}, whose output channels are split over "
+                f"groups {pieces} (parts of a Concatenate added to it): key them by group "
+                f"id. Received: keep keys {list(keep)}"
+            )
         if group is None:
             raise ValueError(
                 f"Argument `keep` names {key!r}, which is neither a group id nor a layer "
