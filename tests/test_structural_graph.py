@@ -460,3 +460,23 @@ def test_a_resnet50_stage_is_one_group_with_its_projection():
                                    "conv2_block2_3_conv", "conv2_block3_3_conv"]
     assert "conv3_block1_0_conv" in stage.layers("in") and stage.size == 256
     assert not groups.of_producer("predictions").removable
+
+
+def test_in_a_sequential_model_a_unit_shifted_by_batch_norm_is_not_dead():
+    model = keras.Sequential([keras.Input((5, 5, 2)), L.Conv2D(4, 3, name="conv"),
+                              L.BatchNormalization(name="bn"), L.ReLU(name="relu"),
+                              L.Flatten(name="flat"), L.Dense(2, name="head")])
+    kernel, bias = model.get_layer("conv").get_weights()
+    kernel[..., 1], bias[1] = 0.0, 0.0
+    model.get_layer("conv").set_weights([kernel, bias])
+    gamma, beta, mean, variance = model.get_layer("bn").get_weights()
+    beta[1] = 0.5  # bn maps the zero unit to 0.5: the head reads it
+    model.get_layer("bn").set_weights([gamma, beta, mean, variance])
+    assert structural.nonzero_units(model) == {}
+    beta[1] = 0.0
+    model.get_layer("bn").set_weights([gamma, beta, mean, variance])
+    keep = structural.nonzero_units(model)
+    assert keep["conv"].tolist() == [0, 2, 3]
+    x = _x((5, 5, 2))
+    np.testing.assert_allclose(structural.remove_units(model, keep)(x).numpy(),
+                               model(x).numpy(), atol=1e-5)

@@ -92,33 +92,24 @@ def select_units(model, fractions, *, criterion="l1"):
 
 
 def nonzero_units(model):
-    """``{layer: kept indices}`` for layers with output units whose kernel slice and bias are 0.
+    """``{group: kept indices}`` for groups with output units that are always 0 where read.
 
-    Such a unit outputs ``activation(0)``: zero for linear, ReLU and tanh layers, and
-    then removing it leaves the model's outputs unchanged (unless a
-    ``BatchNormalization`` shifts the zeros; a sigmoid gives 0.5). The last layer (the
-    model's output) is never listed.
+    A unit is dead when every producer making it has a zero kernel slice and bias and an
+    activation with ``f(0) = 0`` (a sigmoid gives 0.5), and every layer between it and the
+    layers reading it maps 0 to 0 (a ``BatchNormalization`` only when its
+    ``beta - mean * gamma / sqrt(var + eps)`` is 0 too). Removing dead units leaves the
+    model's outputs unchanged. Keys are group ids: in a Sequential model, the producer's
+    name (see :func:`kprune.structural.groups`). The model's outputs are never listed.
 
     Example:
         >>> nonzero_units(row_pruned_model)
         {'fc1': array([0, 2, 3, ...])}
     """
-    if not _is_sequential(model):
-        from kprune.structural import rebuild
+    from kprune.structural import rebuild
 
-        return rebuild.dead_channels(model)
-    chain = _chain(model)
-    producers = [layer for layer in chain if _is_producer(layer)]
-    keep = {}
-    for layer in producers[:-1]:  # the last one's outputs are the model's
-        weights = layer.get_weights()
-        kernel = weights[0].reshape(-1, weights[0].shape[-1])
-        alive = np.any(kernel != 0, axis=0)
-        if len(weights) > 1:
-            alive |= weights[1] != 0
-        if not alive.all() and alive.any():
-            keep[layer.name] = np.flatnonzero(alive)
-    return keep
+    if _is_sequential(model):
+        _chain(model)  # pruning wrappers and nested models: refused as before
+    return rebuild.dead_channels(model)
 
 
 def remove_units(model, keep):
