@@ -168,7 +168,8 @@ def _zero_group(model, group, channels):
                 w[..., index] = 0.0
         elif member.role == "channelwise" and layer_specs.spec(layer).depthwise:
             weights[0][..., index, :] = 0.0
-            weights[1][index] = 0.0
+            for bias in weights[1:]:
+                bias[index] = 0.0
         elif member.role == "channelwise":
             for w in weights[:3]:  # gamma, beta, moving mean (variance stays positive)
                 w[index] = 0.0
@@ -438,16 +439,26 @@ def test_applications_prune_to_a_smaller_model(name, shape, at_most):
 
 
 @pytest.mark.slow
-def test_dead_channels_of_a_mobilenet_stage_are_removed_without_changing_its_outputs():
-    model = _application("MobileNetV2", (96, 96, 3))
-    groups = structural.groups(model)
-    stage = groups.of_producer("block_2_project")  # the residual stage of blocks 1-2
-    assert stage.layers("out") == ["block_1_project", "block_2_project"]
-    _zero_group(model, stage, [0, 5, 17])
+@pytest.mark.parametrize("name, shape, producer, out", [
+    ("MobileNetV2", (96, 96, 3), "block_2_project", ["block_1_project", "block_2_project"]),
+    ("ResNet50", (64, 64, 3), "conv2_block1_0_conv", ["conv2_block1_0_conv",
+                                                      "conv2_block1_3_conv",
+                                                      "conv2_block2_3_conv",
+                                                      "conv2_block3_3_conv"]),
+    ("EfficientNetB0", (64, 64, 3), "block2a_expand_conv",  # with its squeeze-and-excite
+     ["block2a_expand_conv", "block2a_se_expand"]),
+    ("DenseNet121", (64, 64, 3), "conv2_block1_2_conv", ["conv2_block1_2_conv"]),
+])
+def test_dead_channels_of_an_application_group_are_removed_without_changing_outputs(
+        name, shape, producer, out):
+    model = _application(name, shape)
+    group = structural.groups(model).of_producer(producer)
+    assert group.layers("out") == out
+    _zero_group(model, group, [0, 5, 17])
     keep = structural.nonzero_units(model)
-    assert list(keep) == [stage.id] and len(keep[stage.id]) == stage.size - 3
+    assert list(keep) == [group.id] and len(keep[group.id]) == group.size - 3
     smaller = structural.remove_units(model, keep)
-    x = _x((96, 96, 3), 2)
+    x = _x(shape, 2)
     np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
     assert smaller.count_params() < model.count_params()
 

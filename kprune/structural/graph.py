@@ -11,9 +11,11 @@ must stay aligned with:
 - a *channelwise* layer (batch norm, activations, pooling, ``DepthwiseConv2D``) keeps the
   set; batch norm and depthwise weights are sliced with it ("channelwise");
 - a *coupling* layer (``Add``, ``Multiply``, ...) joins its inputs' sets into one; an input
-  with one channel is broadcast (squeeze-and-excite gates of shape ``(N, 1, 1, C)`` have C
-  channels and are joined to the feature map they scale);
-- ``Concatenate`` stacks its inputs' sets, each at its offset;
+  with one channel is broadcast (squeeze-and-excite gates of shape ``(N, 1, 1, C)`` or
+  ``(N, C)`` have C channels and are joined to the feature map they scale, so the gate's
+  Dense loses outputs and the squeeze's first Dense inputs);
+- ``Concatenate`` stacks its inputs' sets, each at its offset (a concatenation added to
+  one producer's output splits that producer's set into matching pieces);
 - ``Flatten`` maps channel ``c`` at position ``p`` to input ``p * C + c`` of the next Dense;
 - anything else (``Reshape`` of the channel axis, ``Lambda``, softmax) refuses its channels,
   and so do the model's inputs and outputs (never removable).
