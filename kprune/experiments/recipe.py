@@ -11,6 +11,7 @@ Example recipe (every key optional except ``model``)::
     # or: data: {source: images/, scale: auto, image_size: [32, 32], test_split: 0.2}
     subset: {train: 6000, test: 2000}
     validation: 0.1            # held out of the training images: a fraction or a count
+    structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional, first
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
     plan: default              # default, a plan file, or {rules: [...]}
@@ -27,7 +28,7 @@ import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-__all__ = ["Recipe", "DataSpec", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
+__all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
 
 WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -73,6 +74,24 @@ class Training:
 
 
 @dataclass(frozen=True)
+class Structural:
+    """Remove channels before the sparse plan (see :func:`kprune.structural.prune`).
+
+    ``fraction`` of the channels (null: no structural step) go by ``criterion`` with
+    ``scope`` global or per layer, keeping multiples of ``round_to``, leaving the groups of
+    the ``exclude`` layers whole; the smaller model is fine-tuned ``fine_tune_epochs``, then
+    the workflow prunes it with the plan.
+    """
+
+    fraction: float | None = None
+    scope: str = "global"
+    criterion: str = "l1"
+    round_to: int | None = None
+    exclude: tuple = ()
+    fine_tune_epochs: int = 1
+
+
+@dataclass(frozen=True)
 class Workflow:
     """Which pruning workflow runs, and its knobs (see ``kprune.workflows``).
 
@@ -112,6 +131,7 @@ class Recipe:
     seed: int = 0
     baseline: Training = field(default_factory=Training)
     plan: object = "default"
+    structural: Structural = field(default_factory=Structural)
     workflow: Workflow = field(default_factory=Workflow)
     export: Export = field(default_factory=Export)
     base_dir: str = field(default=".", compare=False, repr=False)
@@ -197,6 +217,7 @@ class Recipe:
             _fail("model", f"is neither a built-in model {sorted(models.MODELS)} nor an "
                   "existing .keras/.h5 file", self.model, lines)
         self._check_data(lines)
+        self._check_structural(lines)
         try:
             self.pruning_plan()
         except (ValueError, TypeError, FileNotFoundError) as err:
@@ -223,6 +244,23 @@ class Recipe:
             _fail("data.image_size", "must be [height, width] in pixels, or null", size, lines)
         if not 0 < spec.test_split < 1:
             _fail("data.test_split", "must be a fraction in (0, 1)", spec.test_split, lines)
+
+    def _check_structural(self, lines):
+        spec = self.structural
+        if spec.fraction is None:
+            return
+        if not 0 < spec.fraction < 1:
+            _fail("structural.fraction", "must be a fraction in (0, 1) of the channels to "
+                  "remove, or null", spec.fraction, lines)
+        _choice(spec.scope, ("global", "layer"), "structural.scope", lines)
+        _choice(spec.criterion, ("l1", "l2", "bn"), "structural.criterion", lines)
+        if spec.round_to is not None:
+            _positive(spec.round_to, "structural.round_to", lines)
+        _positive(spec.fine_tune_epochs, "structural.fine_tune_epochs", lines, minimum=0)
+        if self.workflow.name == "rewind":
+            _fail("workflow.name", "cannot be 'rewind' with a structural step: the initial "
+                  "weights it rewinds to have the shapes of the model before channels were "
+                  "removed", self.workflow.name, lines)
 
     def data_source(self):
         """The data source as :func:`kprune.sources.load_data` takes it (paths resolved)."""
@@ -271,6 +309,7 @@ class Recipe:
         data = asdict(self)
         data.pop("base_dir")
         data["export"]["variants"] = list(self.export.variants)
+        data["structural"]["exclude"] = list(self.structural.exclude)
         return data
 
     def to_yaml(self):
@@ -279,7 +318,7 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_NESTED = {"data": DataSpec, "subset": Subset, "baseline": Training, "workflow": Workflow, "export": Export}
+_NESTED = {"data": DataSpec, "subset": Subset, "structural": Structural, "baseline": Training, "workflow": Workflow, "export": Export}
 
 
 def _build(cls, data, prefix, lines, skip=()):

@@ -96,6 +96,12 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
         dataset = dataset.fit_to(model)
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
+    cut = recipe.structural
+    if cut.fraction is not None:  # a graph kprune cannot prune fails here, too
+        from kprune.structural import select
+
+        select(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
+               round_to=cut.round_to, exclude=cut.exclude)
 
     # The test split is only for the final report: the baseline and the workflow train on
     # the rest of the training examples, and the workflow validates (accuracy_floor) on a
@@ -116,35 +122,56 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
     (out / FINISHED_MARKER).unlink(missing_ok=True)
     (out / "recipe.yaml").write_text(recipe.to_yaml())
 
+    stages = ["baseline", "structural", "workflow", "sparsity", "export"]
+    if cut.fraction is None:
+        stages.remove("structural")
+
+    def stage(name):
+        return f"[{stages.index(name) + 1}/{len(stages)}] {name}"
+
     _compat.keras.utils.set_random_seed(recipe.seed)
     training = recipe.baseline
     _compile(model, training)
     initial_weights = [w.copy() for w in model.get_weights()]
     if not training.epochs:
-        log("[1/4] baseline: the model as given (baseline.epochs: 0)")
+        log(f"{stage('baseline')}: the model as given (baseline.epochs: 0)")
     else:
-        log(f"[1/4] baseline: {training.epochs} epoch(s)")
+        log(f"{stage('baseline')}: {training.epochs} epoch(s)")
         model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
                   verbose=_fit_verbosity())
 
-    log(f"[2/4] workflow {recipe.workflow.name}")
+    start = model
+    if cut.fraction is not None:
+        from kprune.structural import prune, summary
+
+        log(f"{stage('structural')}: remove {cut.fraction:g} of the channels ({cut.scope}, "
+            f"{cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
+        start = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
+                      round_to=cut.round_to, exclude=cut.exclude)
+        log(summary(model, start))
+        if cut.fine_tune_epochs:
+            _compile(start, training)
+            start.fit(x_train, y_train, batch_size=training.batch_size,
+                      epochs=cut.fine_tune_epochs, verbose=_fit_verbosity())
+
+    log(f"{stage('workflow')} {recipe.workflow.name}")
     steps_per_epoch = math.ceil(len(x_train) / training.batch_size)
-    resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=recipe.workflow.epochs)
+    resolved = plan.resolve(start, steps_per_epoch=steps_per_epoch, epochs=recipe.workflow.epochs)
     log(str(resolved))
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
     final, history = _run_workflow(
-        recipe, model, plan, (x_train, y_train), (x_val, y_val), initial_weights
+        recipe, start, plan, (x_train, y_train), (x_val, y_val), initial_weights
     )
 
     from kprune.engines.saving import save_model
     from kprune.engines.verify import sparsity_report
 
     report = sparsity_report(final, plan=plan.resolve(final))
-    log("[3/4] sparsity\n" + str(report))
+    log(f"{stage('sparsity')}\n" + str(report))
     save_model(model, out / "baseline.keras")
     save_model(final, out / "pruned.keras")
 
-    log(f"[4/4] export {', '.join(recipe.export.variants)} and measure")
+    log(f"{stage('export')} {', '.join(recipe.export.variants)} and measure")
     n_cal = min(recipe.export.calibration_samples, len(x_train))
     comparison = export_and_compare(
         model,
@@ -163,8 +190,11 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
     )
     log("\n" + str(comparison))
     if training.epochs:
-        log(f"note: the pruned model kept training ({recipe.workflow.name} workflow) after the "
-            f"{training.epochs}-epoch baseline; the accuracy change includes that training.")
+        tuned = (f"{cut.fine_tune_epochs} structural fine-tune epoch(s) and "
+                 if cut.fraction is not None and cut.fine_tune_epochs else "")
+        log(f"note: the pruned model kept training ({tuned}the {recipe.workflow.name} "
+            f"workflow) after the {training.epochs}-epoch baseline; the accuracy change "
+            "includes that training.")
     log(f"report: {comparison.markdown_path} and {comparison.json_path}; plots: "
         + ", ".join(str(out / name) for name in comparison.data["plots"]))
     return RunResult(out, model, final, report, comparison, history)
