@@ -139,6 +139,15 @@ def test_pruning_wrappers_are_refused():
         structural.groups(wrapped)
 
 
+def _hard_swish():
+    i = keras.Input((8, 8, 3), name="x")
+    x = L.BatchNormalization(name="bn")(L.Conv2D(8, 3, name="conv")(i))
+    gate = L.ReLU(6.0, name="relu6")(x + 3.0) * (1.0 / 6.0)  # two TFOpLambda layers
+    x = L.Multiply(name="hard_swish")([x, gate])
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling2D(name="gap")(L.Conv2D(4, 3, name="c2")(x)))
+    return _randomise_batch_norms(keras.Model(i, o, name="hard_swish"))
+
+
 MODELS = {  # model builder, group to zero channels of, channels zeroed
     "residual_projection": (_residual_projection, "a2", [1, 4, 6]),
     "residual_identity": (_residual_identity, "stem", [0, 3]),
@@ -149,6 +158,7 @@ MODELS = {  # model builder, group to zero channels of, channels zeroed
     "separable": (_separable_transposed, "sep", [1, 4]),
     "transposed": (_separable_transposed, "up", [0, 2]),
     "concatenated_then_added": (_concatenated_then_added, "b", [0, 4]),
+    "hard_swish": (_hard_swish, "conv", [3, 7]),
 }
 
 
@@ -345,6 +355,8 @@ def _with(layer):
     (L.Lambda(lambda t: t * 2.0, name="double"),
      r"group 'conv'.*layer 'double' \(Lambda\): Lambda is not a layer kprune knows"),
     (L.Activation("softmax", name="sm"), r"layer 'sm' \(Activation\): it normalises over all"),
+    (lambda t: _compat.tf.reduce_mean(t, axis=-1, keepdims=True) + t,
+     r"\(TFOpLambda\): TFOpLambda is not a layer kprune knows"),
     (L.DepthwiseConv2D(1, depth_multiplier=2, name="dw2"), "'dw2'.*depth_multiplier=2"),
     (L.LayerNormalization(name="ln"), r"'ln' \(LayerNormalization\): it normalises each"),
     (L.BatchNormalization(axis=1, name="bn_rows"), "'bn_rows'.*normalises axis 1"),
@@ -428,6 +440,7 @@ def _application(name, shape):
     ("MobileNetV2", (96, 96, 3), 0.30),  # 0.26
     ("DenseNet121", (64, 64, 3), 0.30),  # 0.26
     ("EfficientNetB0", (64, 64, 3), 0.30),  # 0.27
+    ("MobileNetV3Small", (64, 64, 3), 0.30),  # hard-swish as TFOpLambda ops: 0.27
     ("NASNetMobile", (224, 224, 3), 0.30),  # adds concatenations to single convs
 ])
 def test_applications_prune_to_a_smaller_model(name, shape, at_most):

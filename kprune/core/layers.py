@@ -32,6 +32,7 @@ import numpy as np
 
 __all__ = [
     "SPECS",
+    "ELEMENTWISE_OPS",
     "KINDS",
     "ROLES",
     "LayerSpec",
@@ -177,6 +178,12 @@ SPECS = {
     "Reshape": LayerSpec("other", "reshaping"),
     "Permute": LayerSpec("other", "reshaping"),
 }
+#: TensorFlow ops that a functional model records as ``TFOpLambda`` layers (``x + 3.0``,
+#: ``x * (1 / 6)`` in MobileNetV3's hard-swish) and that act on each element alone: with
+#: one tensor and otherwise Python numbers they are channelwise (see channel_role).
+ELEMENTWISE_OPS = ("__operators__.add", "math.add", "math.subtract", "math.multiply",
+                   "math.truediv", "nn.relu", "nn.relu6", "math.sigmoid", "math.tanh",
+                   "nn.silu")
 _CUSTOM = LayerSpec("custom", "opaque")
 _UNKNOWN = LayerSpec("other", "opaque")
 
@@ -241,6 +248,8 @@ def channel_role(layer):
     if role == "channelwise" and type(layer).__name__ == "Activation":
         name = getattr(layer.activation, "__name__", "")
         return "mixing" if name in ("softmax", "log_softmax") else role
+    if type(layer).__name__ == "TFOpLambda" and _elementwise_op(layer):
+        return "channelwise"
     if type(layer).__name__ == "Reshape" and role == "reshaping" and layer.built:
         # (N, ..., C) -> (N, ..., C) keeps each channel's identity (row-major order)
         shape_in, shape_out = layer.input_shape, layer.output_shape
@@ -248,6 +257,21 @@ def channel_role(layer):
                 and shape_in[-1] == shape_out[-1]):
             return "channelwise"
     return role
+
+
+def _elementwise_op(layer):
+    """True for a TFOpLambda of :data:`ELEMENTWISE_OPS` on one tensor and Python numbers."""
+    if getattr(layer, "symbol", None) not in ELEMENTWISE_OPS or not layer._inbound_nodes:
+        return False
+    for node in layer._inbound_nodes:
+        kwargs = {k: v for k, v in (node.call_kwargs or {}).items() if k != "name"}
+        args = [*node.call_args, *kwargs.values()]
+        tensors = [a for a in args if hasattr(a, "_keras_history")]
+        numbers = [a for a in args
+                   if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) != 1 or len(tensors) + len(numbers) != len(args):
+            return False
+    return True
 
 
 def channel_problem(layer):
