@@ -504,3 +504,12 @@ def test_in_a_sequential_model_a_unit_shifted_by_batch_norm_is_not_dead():
     x = _x((5, 5, 2))
     np.testing.assert_allclose(structural.remove_units(model, keep)(x).numpy(),
                                model(x).numpy(), atol=1e-5)
+
+
+def test_global_selection_spreads_ties_over_the_groups():
+    model = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(8, 3, name="a"),
+                              L.BatchNormalization(name="a_bn"), L.Conv2D(4, 3, name="b"),
+                              L.BatchNormalization(name="b_bn"), L.Flatten(name="flat"),
+                              L.Dense(2, name="head")])
+    keep = structural.select(model, 0.5, criterion="bn")  # every gamma is 1
+    assert {k: len(v) for k, v in keep.items()} == {"a": 4, "b": 2}

@@ -94,7 +94,11 @@ def select(model, fraction, *, criterion="l1", scope="global", round_to=None, ex
     else:
         pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen] or [[]])
         owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)] or [[]])
-        lowest = np.argsort(pooled, kind="stable")[:int(fraction * len(pooled))]
+        # ties (e.g. untrained batch norms, all gamma 1) go evenly: by rank within a group
+        ranks = np.concatenate(
+            [np.argsort(np.argsort(scores[g.id], kind="stable"), kind="stable") / g.size
+             for g in chosen] or [[]])
+        lowest = np.lexsort((ranks, pooled))[:int(fraction * len(pooled))]
         counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
         removed = {g.id: int(counts[i]) for i, g in enumerate(chosen)}
     keep = {}
