@@ -92,6 +92,9 @@ class LayerSpec:
     # A coupling layer whose output is 0 wherever any input is 0 (Multiply): a
     # squeeze-and-excite gate's removed channel multiplies a zero channel.
     annihilates: bool = False
+    # A coupling layer whose output is the sum of its inputs (Add): a residual block
+    # ``Add([shortcut, branch])`` becomes the identity when its branch is dropped.
+    sums: bool = False
     # Preprocessing that scales the model's inputs itself (Rescaling, Normalization): the
     # data is then fed as it is, not divided by 255.
     rescales: bool = False
@@ -165,7 +168,7 @@ SPECS = {
     "UpSampling1D": _CHANNELWISE,
     "UpSampling2D": _CHANNELWISE,
     "UpSampling3D": _CHANNELWISE,
-    "Add": _COUPLING,
+    "Add": LayerSpec("other", "coupling", sums=True),
     "Subtract": _COUPLING,
     "Multiply": LayerSpec("other", "coupling", annihilates=True),
     "Average": _COUPLING,
