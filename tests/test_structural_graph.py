@@ -262,6 +262,8 @@ def test_projection_and_branch_share_one_group():
     assert groups["a2"].layers("out") == ["a2", "proj"]
     assert groups["a2"].layers("channelwise") == ["a2_bn", "proj_bn"]
     assert groups.of_producer("proj") is groups["a2"]
+    with pytest.raises(KeyError, match="No group 'a3'.*Did you mean"):
+        groups["a3"]
 
 
 def test_concatenated_inputs_keep_their_offsets():

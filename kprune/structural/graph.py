@@ -81,7 +81,16 @@ class Group:
 
 
 class Groups:
-    """The groups of a model, in graph order; ``groups[id]`` finds one, ``print`` shows all."""
+    """The groups of a model, in graph order; ``groups[id]`` finds one, ``print`` shows all.
+
+    A group's id is the name of its first producer (``"input:x"`` for a model input;
+    ``"conv[0:16]"`` for a piece of a producer's channels split by a concatenation).
+
+    Example:
+        >>> gs = groups(model)
+        >>> gs["conv1"].size, gs["conv1"].removable, gs.of_producer("proj").id
+        (64, True, 'conv1')
+    """
 
     def __init__(self, model, graph, items):
         self.model = model
@@ -98,6 +107,11 @@ class Groups:
     def __getitem__(self, key):
         if isinstance(key, int):
             return self._items[key]
+        if key not in self._by_id:
+            from kprune.core.checks import did_you_mean
+
+            raise KeyError(f"No group {key!r} in model {self.model.name!r}."
+                           f"{did_you_mean(key, self.ids)} Groups: {self.ids}")
         return self._by_id[key]
 
     def __contains__(self, key):
