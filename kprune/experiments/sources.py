@@ -195,7 +195,11 @@ class Dataset:
 
 
 def check_scale(scale):
-    """Return ``scale`` if it is ``"auto"``, ``None`` or a positive number; else raise."""
+    """Return ``scale`` if it is ``"auto"``, ``None`` or a positive number; else raise.
+
+    ``"none"`` (as a recipe or the command line may spell it) is ``None``.
+    """
+    scale = None if scale == "none" else scale
     ok = scale in ("auto", None) or (
         isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0)
     if not ok:
@@ -227,7 +231,7 @@ def load_data(source, *, model=None, scale="auto", image_size=None, test_split=0
         >>> data = load_data("images/", model=model)          # images/<class>/<file>.png
         kprune: image folder images/: 400 train / 100 test examples of 32x32x3 (float32 / 255), 5 classes
     """
-    check_scale(scale)
+    scale = check_scale(scale)
     if isinstance(source, Dataset):
         data = source
     elif isinstance(source, (str, Path)):
