@@ -6,8 +6,10 @@ Example:
     >>> smaller = structural.remove_units(model, keep)
     >>> print(structural.groups(resnet))               # functional models: coupled groups
     >>> smaller = structural.prune(resnet, 0.5, round_to=8)
+    >>> smaller = structural.drop_blocks(resnet, 2, criterion="l1")  # whole residual blocks
 """
 
+from kprune.structural.blocks import Block, block_scores, drop_blocks, residual_blocks
 from kprune.structural.graph import Group, Groups, Member, groups
 from kprune.structural.importance import group_scores, prune, select
 from kprune.structural.rebuild import dead_channels
@@ -21,4 +23,4 @@ from kprune.structural.units import (
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary",
            "groups", "Group", "Groups", "Member", "group_scores", "select", "prune",
-           "dead_channels"]
+           "dead_channels", "Block", "residual_blocks", "block_scores", "drop_blocks"]
