@@ -171,9 +171,10 @@ def build(name, *, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
 def load(path_or_name, *, custom_objects=None):
     """A built-in model by name, or a model loaded from a ``.keras``/``.h5`` file.
 
-    A built-in name (``MODELS``) builds a fresh model; anything else is read
-    with ``keras.models.load_model`` (a ``.keras`` or ``.h5`` file, or a
-    SavedModel folder), passing ``custom_objects`` through.
+    A built-in name (``MODELS``) builds a fresh model; a ``.keras``/``.h5`` file
+    is read with :func:`kprune.load_model` (a damaged or truncated file raises a
+    ``ValueError`` that names it), a SavedModel folder with
+    ``keras.models.load_model``; ``custom_objects`` is passed through.
 
     Example:
         >>> load("lenet-300-100").name
@@ -189,8 +190,12 @@ def load(path_or_name, *, custom_objects=None):
             f"{type(path_or_name).__name__}"
         )
     path = Path(path_or_name)
-    if path.exists():
+    if path.is_dir():
         return _compat.keras.models.load_model(path, custom_objects=custom_objects)
+    if path.exists():
+        from kprune.engines.saving import load_model
+
+        return load_model(path, custom_objects=custom_objects)
     if path.suffix in _MODEL_SUFFIXES or len(path.parts) > 1:
         raise FileNotFoundError(
             "Argument `path_or_name` must be a built-in model name or an existing "

@@ -7,6 +7,10 @@ itself instead of trusting the runtime's densified copies (``get_tensor`` on a
 sparse-stored tensor gives the compressed buffer, and under XNNPACK a DENSIFY output
 reads as zeros).
 
+A damaged, truncated or foreign file raises ``ValueError("PATH: not a valid .tflite file:
+...")``: every offset, length and index the reader follows is checked against the file
+first (the schema's generated code would read garbage past the end, or crash).
+
 TFLite weight layouts differ from Keras: conv kernels are (out, kh, kw, in) and Dense
 kernels (out, in), so the input channel (the axis N:M groups run along) is the *last*
 axis. int8 weights are symmetric per channel (zero point 0), so a pruned weight stays 0.
@@ -21,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-import logging
+import math
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,8 +35,6 @@ import numpy as np
 from kprune.core.table import table
 
 __all__ = ["TensorInfo", "TfliteInfo", "check_tflite", "tflite_tensors", "MIN_WEIGHT_SIZE"]
-
-logger = logging.getLogger("kprune")
 
 _IDENTIFIER = b"TFL3"
 # A constant tensor counts as a weight when it has >= 2 dims and at least this many values.
@@ -53,18 +56,37 @@ _DTYPES = {
 
 
 def check_tflite(path):
-    """Raise unless ``path`` is a file that starts like a TFLite flatbuffer; return a Path."""
+    """Raise unless ``path`` is a file that starts like a TFLite flatbuffer; return a Path.
+
+    Only the head is checked (identifier, root table offset); :func:`tflite_tensors`
+    checks the whole structure.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No .tflite file at this path. Received: path={str(path)!r}")
     with open(path, "rb") as handle:
         head = handle.read(8)
-    if len(head) < 8 or head[4:8] != _IDENTIFIER:
-        raise ValueError(
-            "File is not a TFLite model (no 'TFL3' flatbuffer identifier); it may be "
-            f"corrupt or truncated. Received: path={str(path)!r}"
-        )
+    size = path.stat().st_size
+    try:
+        _check_head(head, size)
+    except _Damaged as err:
+        raise ValueError(f"{path}: not a valid .tflite file: {err}") from None
     return path
+
+
+class _Damaged(ValueError):
+    """What is wrong with a ``.tflite`` file's bytes (the caller adds the path)."""
+
+
+def _check_head(head, size):
+    if size == 0:
+        raise _Damaged("the file is empty")
+    if size < 8 or head[4:8] != _IDENTIFIER:
+        raise _Damaged("no 'TFL3' flatbuffer identifier: not a TFLite model, or a damaged one")
+    root = struct.unpack_from("<I", head)[0]
+    if root + 4 > size:
+        raise _Damaged(f"the root table offset {root:,} is past the end of the "
+                       f"{size:,}-byte file (truncated?)")
 
 
 @dataclass(frozen=True)
@@ -224,26 +246,41 @@ def tflite_tensors(path, *, n=2, m=4, min_size=MIN_WEIGHT_SIZE, subgraph=0,
 
     Returns:
         A :class:`TfliteInfo`; ``print`` it for a table of the weight tensors.
+
+    Raises:
+        ValueError: the file is not a valid ``.tflite`` (damaged, truncated, another
+            format); the message names the file and what is wrong.
     """
     path = check_tflite(path)
-    schema = _schema()
     raw = path.read_bytes()
     try:
+        model = _parse(raw)
+        return _read(path, model, raw, n, m, min_size, subgraph, keep_values)
+    except _Damaged as err:
+        raise ValueError(f"{path}: not a valid .tflite file: {err}") from None
+
+
+def _parse(raw):
+    """The schema's ``ModelT`` of ``raw``, once its structure and indices are checked."""
+    schema = _schema()
+    _check_head(raw[:8], len(raw))
+    _Walk(raw).table(struct.unpack_from("<I", raw)[0], "Model", "model")
+    try:
         model = schema.ModelT.InitFromPackedBuf(raw, 0)
-        graph = model.subgraphs[subgraph]
-    except (IndexError, TypeError, ValueError, AttributeError) as err:
-        raise ValueError(
-            f"Cannot parse this .tflite flatbuffer ({err}). Received: path={str(path)!r}"
-        ) from None
+    except Exception as err:  # in what the walk does not cover (the op options)
+        raise _Damaged(f"the flatbuffer cannot be parsed ({type(err).__name__}: {err})") from None
+    _check_model(model, len(raw), schema)
+    return model
+
+
+def _read(path, model, raw, n, m, min_size, subgraph, keep_values):
+    schema = _schema()
+    if not -len(model.subgraphs) <= subgraph < len(model.subgraphs):
+        raise ValueError(f"Argument `subgraph` must index one of the {len(model.subgraphs)} "
+                         f"subgraphs of {path}. Received: subgraph={subgraph!r}")
+    graph = model.subgraphs[subgraph]
     types = _names(schema.TensorType)
-    builtins = _names(schema.BuiltinOperator)
-    op_names = []
-    for code in model.operatorCodes or []:
-        number = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
-        name = builtins.get(number, str(number))
-        if name == "CUSTOM" and code.customCode:
-            name = code.customCode.decode() if isinstance(code.customCode, bytes) else name
-        op_names.append(name)
+    op_names = _op_names(model, schema)
     operators = graph.operators or []
     ops = tuple(op_names[op.opcodeIndex] for op in operators)
     consumers = {}
@@ -253,8 +290,9 @@ def tflite_tensors(path, *, n=2, m=4, min_size=MIN_WEIGHT_SIZE, subgraph=0,
 
     def consumer_of(index, depth=0):
         for name, op in consumers.get(index, []):
-            if name in _PASS_THROUGH_OPS and depth < 3 and op.outputs is not None:
-                return consumer_of(int(op.outputs[0]), depth + 1)
+            outputs = [] if op.outputs is None else op.outputs
+            if name in _PASS_THROUGH_OPS and depth < 3 and len(outputs):
+                return consumer_of(int(outputs[0]), depth + 1)
             return name
         return ""
 
@@ -267,8 +305,232 @@ def tflite_tensors(path, *, n=2, m=4, min_size=MIN_WEIGHT_SIZE, subgraph=0,
     return TfliteInfo(path=str(path), tensors=tuple(tensors), ops=ops)
 
 
+def _op_names(model, schema):
+    builtins = _names(schema.BuiltinOperator)
+    names = []
+    for code in model.operatorCodes or []:
+        number = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
+        name = builtins.get(number, str(number))
+        if name == "CUSTOM" and code.customCode:
+            name = code.customCode.decode() if isinstance(code.customCode, bytes) else name
+        names.append(name)
+    return names
+
+
+# The parts of the TFLite schema that tflite_tensors reads, by table and field slot
+# (slot i is the vtable entry at byte 4 + 2i): (name, kind), where kind is a scalar's
+# size in bytes, _STR, (_VEC, item size), (_TABLE, table), (_TABLES, table) or
+# (_UNION, slot of the type field, {type: table}). Union members not listed (the op
+# options) are checked as tables only; unpacking catches the rest.
+_STR, _VEC, _TABLE, _TABLES, _UNION = "string", "vector", "table", "tables", "union"
+_INDEX_VECTORS = {1: "Int32Vector", 2: "Uint16Vector", 3: "Uint8Vector"}
+_SCHEMA = {
+    "Model": {0: ("version", 4), 1: ("operator_codes", (_TABLES, "OperatorCode")),
+              2: ("subgraphs", (_TABLES, "SubGraph")), 3: ("description", _STR),
+              4: ("buffers", (_TABLES, "Buffer")), 5: ("metadata_buffer", (_VEC, 4)),
+              6: ("metadata", (_TABLES, "Metadata")),
+              7: ("signature_defs", (_TABLES, "SignatureDef")),
+              8: ("external_buffer_groups", (_TABLES, "ExternalBufferGroup")),
+              9: ("external_buffers", (_TABLES, "ExternalBuffer"))},
+    "OperatorCode": {0: ("deprecated_builtin_code", 1), 1: ("custom_code", _STR),
+                     2: ("version", 4), 3: ("builtin_code", 4)},
+    "SubGraph": {0: ("tensors", (_TABLES, "Tensor")), 1: ("inputs", (_VEC, 4)),
+                 2: ("outputs", (_VEC, 4)), 3: ("operators", (_TABLES, "Operator")),
+                 4: ("name", _STR), 5: ("debug_metadata_index", 4)},
+    "Tensor": {0: ("shape", (_VEC, 4)), 1: ("type", 1), 2: ("buffer", 4), 3: ("name", _STR),
+               4: ("quantization", (_TABLE, "QuantizationParameters")),
+               5: ("is_variable", 1), 6: ("sparsity", (_TABLE, "SparsityParameters")),
+               7: ("shape_signature", (_VEC, 4)), 8: ("has_rank", 1),
+               9: ("variant_tensors", (_TABLES, "VariantSubType")),
+               10: ("external_buffer", 4)},
+    "Buffer": {0: ("data", (_VEC, 1)), 1: ("offset", 8), 2: ("size", 8)},
+    "Operator": {0: ("opcode_index", 4), 1: ("inputs", (_VEC, 4)), 2: ("outputs", (_VEC, 4)),
+                 3: ("builtin_options_type", 1), 4: ("builtin_options", (_UNION, 3, {})),
+                 5: ("custom_options", (_VEC, 1)), 6: ("custom_options_format", 1),
+                 7: ("mutating_variable_inputs", (_VEC, 1)),
+                 8: ("intermediates", (_VEC, 4)), 9: ("large_custom_options_offset", 8),
+                 10: ("large_custom_options_size", 8), 11: ("builtin_options_2_type", 1),
+                 12: ("builtin_options_2", (_UNION, 11, {})), 13: ("debug_metadata_index", 4)},
+    "QuantizationParameters": {0: ("min", (_VEC, 4)), 1: ("max", (_VEC, 4)),
+                               2: ("scale", (_VEC, 4)), 3: ("zero_point", (_VEC, 8)),
+                               4: ("details_type", 1),
+                               5: ("details", (_UNION, 4, {1: "CustomQuantization"})),
+                               6: ("quantized_dimension", 4)},
+    "CustomQuantization": {0: ("custom", (_VEC, 1))},
+    "SparsityParameters": {0: ("traversal_order", (_VEC, 4)), 1: ("block_map", (_VEC, 4)),
+                           2: ("dim_metadata", (_TABLES, "DimensionMetadata"))},
+    "DimensionMetadata": {0: ("format", 1), 1: ("dense_size", 4),
+                          2: ("array_segments_type", 1),
+                          3: ("array_segments", (_UNION, 2, _INDEX_VECTORS)),
+                          4: ("array_indices_type", 1),
+                          5: ("array_indices", (_UNION, 4, _INDEX_VECTORS))},
+    "Int32Vector": {0: ("values", (_VEC, 4))},
+    "Uint16Vector": {0: ("values", (_VEC, 2))},
+    "Uint8Vector": {0: ("values", (_VEC, 1))},
+    "Metadata": {0: ("name", _STR), 1: ("buffer", 4)},
+    "SignatureDef": {0: ("inputs", (_TABLES, "TensorMap")),
+                     1: ("outputs", (_TABLES, "TensorMap")), 2: ("signature_key", _STR),
+                     4: ("subgraph_index", 4)},
+    "TensorMap": {0: ("name", _STR), 1: ("tensor_index", 4)},
+    "VariantSubType": {0: ("shape", (_VEC, 4)), 1: ("type", 1), 2: ("has_rank", 1)},
+    "ExternalBufferGroup": {0: ("name", _STR)},
+    "ExternalBuffer": {0: ("id", 4), 1: ("group", 4), 2: ("offset", 8), 3: ("length", 8),
+                       4: ("packing", _STR)},
+}
+
+
+class _Walk:
+    """Check that every table, vector and string the schema reaches lies inside the file.
+
+    The schema's generated code reads raw offsets with ``struct.unpack_from``, which
+    reads garbage (a negative offset counts from the end) or raises ``struct.error``;
+    this walk reads each offset and length once and says which one is out of bounds.
+    """
+
+    def __init__(self, raw):
+        self.raw, self.size, self.seen = raw, len(raw), set()
+
+    def need(self, at, length, what):
+        if at < 0 or at + length > self.size:
+            raise _Damaged(f"{what} (bytes {at:,}..{at + length:,}) lies outside the "
+                           f"{self.size:,}-byte file (truncated or damaged)")
+
+    def unpack(self, fmt, at, what):
+        self.need(at, struct.calcsize(fmt), what)
+        return struct.unpack_from(fmt, self.raw, at)
+
+    def target(self, at, what):
+        """Where the offset stored at ``at`` points."""
+        return at + self.unpack("<I", at, what)[0]
+
+    def vector(self, at, item, what):
+        start = self.target(at, what)
+        (length,) = self.unpack("<I", start, f"{what}'s length")
+        self.need(start + 4, length * item, f"{what} ({length:,} items)")
+        return start + 4, length
+
+    def string(self, at, what):
+        start, length = self.vector(at, 1, what)
+        self.need(start + length, 1, f"{what}'s terminating zero")
+        if self.raw[start + length] != 0:
+            raise _Damaged(f"{what} does not end in a zero byte")
+        try:
+            self.raw[start : start + length].decode()
+        except UnicodeDecodeError:
+            raise _Damaged(f"{what} is not UTF-8 text") from None
+
+    def table(self, pos, name, what):
+        if (pos, name) in self.seen:
+            return
+        self.seen.add((pos, name))
+        vtable = pos - self.unpack("<i", pos, what)[0]
+        vtable_size, inline_size = self.unpack("<HH", vtable, f"{what}'s vtable")
+        if vtable_size < 4 or vtable_size % 2 or inline_size < 4:
+            raise _Damaged(f"{what} has a malformed vtable (sizes {vtable_size}, {inline_size})")
+        self.need(vtable, vtable_size, f"{what}'s vtable")
+        self.need(pos, inline_size, what)
+        slots = self.unpack(f"<{(vtable_size - 4) // 2}H", vtable + 4, f"{what}'s vtable")
+        fields = _SCHEMA.get(name, {})
+        for slot, offset in enumerate(slots):
+            field, kind = fields.get(slot, (f"field {slot}", 1))
+            if offset == 0:
+                continue
+            if offset + (kind if isinstance(kind, int) else 4) > inline_size:
+                raise _Damaged(f"{what}.{field} lies outside its table")
+            at, where = pos + offset, f"{what}.{field}"
+            if kind == _STR:
+                self.string(at, where)
+            elif isinstance(kind, int):
+                continue
+            elif kind[0] == _VEC:
+                self.vector(at, kind[1], where)
+            elif kind[0] == _TABLE:
+                self.table(self.target(at, where), kind[1], where)
+            elif kind[0] == _TABLES:
+                start, length = self.vector(at, 4, where)
+                for i in range(length):
+                    item = start + 4 * i
+                    self.table(self.target(item, f"{where}[{i}]"), kind[1], f"{where}[{i}]")
+            elif kind[0] == _UNION:
+                type_offset = slots[kind[1]]
+                member = self.raw[pos + type_offset] if type_offset else 0
+                if member:
+                    self.table(self.target(at, where), kind[2].get(member, ""), where)
+
+
+def _check_model(model, size, schema):
+    """Check what the walk cannot: indices in range, shapes, zero points, DENSIFY shapes."""
+    if not model.subgraphs:
+        raise _Damaged("it has no subgraphs")
+    buffers = model.buffers or []
+    for index, buffer in enumerate(buffers):
+        start, length = buffer.offset or 0, buffer.size or 0
+        if start > 1 and start + length > size:
+            raise _Damaged(f"buffer {index} (bytes {start:,}..{start + length:,}) lies "
+                           f"outside the {size:,}-byte file")
+    densify = schema.BuiltinOperator.DENSIFY
+    codes = [max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
+             for code in model.operatorCodes or []]
+    type_names = _names(schema.TensorType)
+    for g, graph in enumerate(model.subgraphs):
+        tensors = graph.tensors or []
+        for t, tensor in enumerate(tensors):
+            where = f"subgraph {g} tensor {t}"
+            if tensor.buffer and tensor.buffer >= len(buffers):
+                raise _Damaged(f"{where} uses buffer {tensor.buffer:,}; the file has "
+                               f"{len(buffers):,}")
+            shape = [] if tensor.shape is None else [int(d) for d in tensor.shape]
+            if any(d < 0 for d in shape):
+                raise _Damaged(f"{where} has a negative dimension in its shape {shape}")
+            _check_zero_points(tensor, shape, _DTYPES.get(type_names.get(tensor.type)), where)
+        _check_indices(graph.inputs, len(tensors), f"subgraph {g}'s inputs")
+        _check_indices(graph.outputs, len(tensors), f"subgraph {g}'s outputs")
+        for o, op in enumerate(graph.operators or []):
+            where = f"subgraph {g} operator {o}"
+            if op.opcodeIndex >= len(codes):
+                raise _Damaged(f"{where} uses operator code {op.opcodeIndex:,}; the file has "
+                               f"{len(codes):,}")
+            _check_indices(op.inputs, len(tensors), f"{where}'s inputs")
+            _check_indices(op.outputs, len(tensors), f"{where}'s outputs")
+            if codes[op.opcodeIndex] == densify:
+                _check_densify(op, tensors, where)
+
+
+def _check_indices(indices, count, what):
+    """Tensor indices lie in 0..count-1 (-1: an optional input left out)."""
+    for index in [] if indices is None else indices:
+        if not -1 <= int(index) < count:
+            raise _Damaged(f"{what} name tensor {int(index):,}; the subgraph has {count:,}")
+
+
+def _check_densify(op, tensors, where):
+    """A DENSIFY op's input (the sparse weight) and output have the same shape."""
+    if op.inputs is None or op.outputs is None or len(op.inputs) != 1 or len(op.outputs) != 1:
+        raise _Damaged(f"{where} (DENSIFY) must have one input and one output")
+    source, dense = (tensors[int(op.inputs[0])], tensors[int(op.outputs[0])])
+    shapes = [[] if t.shape is None else [int(d) for d in t.shape] for t in (source, dense)]
+    if shapes[0] != shapes[1]:
+        raise _Damaged(f"{where} (DENSIFY) turns shape {shapes[0]} into {shapes[1]}")
+
+
+def _check_zero_points(tensor, shape, dtype, where):
+    """Zero points fit the dtype, and per-channel ones the quantized dimension."""
+    q = tensor.quantization
+    if q is None or q.zeroPoint is None or dtype is None or not np.issubdtype(dtype, np.integer):
+        return
+    points = np.asarray(q.zeroPoint, np.int64)
+    info = np.iinfo(dtype)
+    if points.size and (points.min() < info.min or points.max() > info.max):
+        raise _Damaged(f"{where} has a zero point outside the {np.dtype(dtype).name} range")
+    if points.size > 1:
+        axis = int(q.quantizedDimension or 0)
+        if not 0 <= axis < len(shape) or shape[axis] != points.size:
+            raise _Damaged(f"{where} has {points.size} zero points for quantized dimension "
+                           f"{axis} of shape {shape}")
+
+
 def _buffer_bytes(model, raw, tensor):
-    if not tensor.buffer or tensor.buffer >= len(model.buffers):
+    if not tensor.buffer:  # buffer 0 is the empty one; _check_model checked the range
         return None
     buffer = model.buffers[tensor.buffer]
     if buffer.data is not None and len(buffer.data):
@@ -283,7 +545,7 @@ def _tensor_info(index, tensor, model, raw, types, consumer_of, n, m, min_size,
     name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
     shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else []))
     dtype_name = types.get(tensor.type, str(tensor.type))
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)
     data = _buffer_bytes(model, raw, tensor)
     stored_sparse = tensor.sparsity is not None
     constant = data is not None
@@ -303,19 +565,13 @@ def _tensor_info(index, tensor, model, raw, types, consumer_of, n, m, min_size,
         op=consumer_of(index),
     )
     dtype = _DTYPES.get(dtype_name)
-    if not constant or dtype is None:
+    if not constant or dtype is None or len(data) % np.dtype(dtype).itemsize:
         return TensorInfo(**base)
     values = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
     zero = _zero_points(tensor, shape, dtype)
-    dense = None
     if stored_sparse:
-        try:
-            dense = _densify(values, shape, tensor.sparsity, fill=zero)
-        except (ValueError, IndexError, TypeError, AttributeError) as err:
-            logger.warning("Cannot expand sparse tensor %r (%s); N:M not checked.", name, err)
-            # Stored values only: zeros among them plus the ones not stored at all.
-            nonzero = int(np.count_nonzero(values != np.asarray(zero).ravel()[0]))
-            return TensorInfo(**base, nonzero=nonzero, sparsity=1.0 - nonzero / size)
+        _check_sparsity(values.size, shape, tensor.sparsity, f"tensor {index} ({name!r})")
+        dense = _densify(values, shape, tensor.sparsity, fill=zero)
     elif values.size == size:
         dense = values.reshape(shape)
     else:
@@ -350,12 +606,75 @@ def _zero_points(tensor, shape, dtype):
     return points.reshape(view).astype(dtype)
 
 
+def _check_sparsity(stored, shape, sparsity, where):
+    """Raise unless the sparse metadata fits ``shape`` and the ``stored`` values.
+
+    Counts positions level by level (no arrays), so _densify then indexes only inside
+    its arrays and the dense tensor, whatever the file says.
+    """
+    rank = len(shape)
+    dims = list(sparsity.dimMetadata or [])
+    order = [int(d) for d in sparsity.traversalOrder] if sparsity.traversalOrder is not None \
+        else []
+    order = order or list(range(len(dims)))
+    block_map = [int(d) for d in sparsity.blockMap] if sparsity.blockMap is not None else []
+
+    def fail(problem):
+        raise _Damaged(f"{where}: sparse metadata {problem} (shape {list(shape)})")
+
+    if len(dims) != rank + len(block_map) or sorted(order) != list(range(len(dims))):
+        fail(f"has {len(dims)} levels, traversal order {order} and block map {block_map}")
+    if sorted(order[:rank]) != list(range(rank)) or sorted(set(block_map)) != sorted(
+            block_map) or not all(0 <= d < rank for d in block_map):
+        fail(f"has traversal order {order} and block map {block_map}")
+    sizes = []  # each level's extent
+    for level in range(len(dims)):
+        dim = order[level]
+        if level >= rank:
+            sizes.append(int(dims[level].denseSize))
+            if dims[level].format != 0 or sizes[-1] < 1:
+                fail(f"level {level}: a block level must be DENSE with a positive size")
+            continue
+        extent = shape[dim]
+        if dim in block_map:
+            block = int(dims[order.index(rank + block_map.index(dim))].denseSize)
+            if block < 1 or extent % block:
+                fail(f"level {level}: block size {block} does not divide dimension {dim}")
+            extent //= block
+        sizes.append(extent)
+    count = 1  # positions at the current level
+    for level, (meta, extent) in enumerate(zip(dims, sizes)):
+        if meta.format == 0:
+            if int(meta.denseSize) != extent:
+                fail(f"level {level}: DENSE size {meta.denseSize} where the shape gives {extent}")
+            count *= extent
+        elif meta.format == 1:
+            segments = getattr(meta.arraySegments, "values", None)
+            indices = getattr(meta.arrayIndices, "values", None)
+            if segments is None or indices is None or len(segments) != count + 1:
+                fail(f"level {level}: CSR needs {count + 1:,} segments")
+            segments = np.asarray(segments, np.int64)
+            indices = np.asarray(indices, np.int64)
+            if segments[0] != 0 or np.any(np.diff(segments) < 0) or segments[-1] != len(
+                    indices):
+                fail(f"level {level}: CSR segments are not a split of its {len(indices):,} "
+                     "indices")
+            if len(indices) and (indices.min() < 0 or indices.max() >= extent):
+                fail(f"level {level}: a CSR index lies outside 0..{extent - 1}")
+            count = len(indices)
+        else:
+            fail(f"level {level}: unknown format {meta.format}")
+    if count != stored:
+        fail(f"describes {count:,} stored values; the buffer holds {stored:,}")
+
+
 def _densify(values, shape, sparsity, *, fill=0):
     """Expand a TFLite sparse tensor (traversal order, block map, DENSE/CSR levels).
 
     A vectorised version of TFLite's ``FormatConverter::SparseToDense``: levels are
     walked in traversal order; a DENSE level of size s multiplies every position by s,
-    a CSR level expands each position into its segment of ``array_indices``.
+    a CSR level expands each position into its segment of ``array_indices``. The
+    metadata must have passed :func:`_check_sparsity`.
     """
     rank = len(shape)
     dims = list(sparsity.dimMetadata or [])
@@ -382,10 +701,6 @@ def _densify(values, shape, sparsity, *, fill=0):
             )
             columns = [np.repeat(c, counts) for c in columns]
             columns.append(indices[positions])
-    if len(positions) != values.size:
-        raise ValueError(
-            f"sparse metadata describes {len(positions)} values, the buffer holds {values.size}"
-        )
     original = [None] * rank
     for level in range(rank):
         original[order[level]] = columns[level]
