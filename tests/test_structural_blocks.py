@@ -142,6 +142,22 @@ def test_dropping_consecutive_blocks_without_activation_between():
     assert not any(layer.name.startswith(("b1_", "b2_")) for layer in smaller.layers)
 
 
+def test_wrapped_model_reads_like_the_stripped_one():
+    model = _resnet()
+    _zero_branch(model, "b1_bn2")
+    wrapped = _compat.tfmot.sparsity.keras.prune_low_magnitude(model)
+    found = B.residual_blocks(wrapped)
+    assert found == B.residual_blocks(model)  # names of the wrapped layers
+    x = _x((8, 8, 3))
+    for names in (["b1_add"], ["prune_low_magnitude_b1_add"]):
+        smaller = B.drop_blocks(wrapped, names)
+        assert isinstance(smaller.get_layer("prune_low_magnitude_stem"), _compat.PruneLowMagnitude)
+        assert smaller.count_params() < wrapped.count_params()
+        diff = np.abs(smaller.predict(x, verbose=0) - wrapped.predict(x, verbose=0)).max()
+        assert diff <= 1e-5
+    assert set(B.block_scores(wrapped, criterion="l1")) == {"b1_add", "b2_add"}
+
+
 def test_drop_by_count_l1():
     model = _resnet()
     layer = model.get_layer("b2_conv")

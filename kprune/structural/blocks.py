@@ -81,7 +81,8 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
         scores = {}
         for block in droppable:
             values = [np.abs(values).ravel() for name in block.branch
-                      for _, values in layers.effective_weights(model.get_layer(name))]
+                      for _, values in layers.effective_weights(
+                          model.get_layer(graph.own[name]))]
             scores[block.name] = float(np.mean(np.concatenate(values))) if values else 0.0
         return scores
     x_val, y_val = _check_data(data, criterion)
@@ -129,8 +130,9 @@ def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size
                 f"positive count. Received: blocks={blocks!r}")
         chosen = []
         for name in dict.fromkeys(names):
+            name = graph.shown.get(name, name)  # a pruning wrapper's name: the wrapped layer's
             if name not in by_name:
-                what = ("is not an Add layer" if name in graph.entries
+                what = ("is not an Add layer" if name in graph.own
                         else "is not a layer of the model")
                 raise ValueError(
                     f"Argument `blocks` names {name!r}, which {what}; the residual blocks "
@@ -193,9 +195,14 @@ class _Graph:
         self.sequential = isinstance(model, keras.Sequential)
         if self.sequential:
             self.entries = {layer.name: None for layer in model.layers}
+        else:
+            self.config = model.get_config()
+            self.entries = {e["name"]: e for e in self.config["layers"]}
+        # names as kprune shows them (a pruning wrapper: the wrapped layer's), both ways
+        self.shown = {n: _compat.layer_name(model.get_layer(n)) for n in self.entries}
+        self.own = {shown: n for n, shown in self.shown.items()}
+        if self.sequential:
             return
-        self.config = model.get_config()
-        self.entries = {e["name"]: e for e in self.config["layers"]}
         names = set(self.entries)
         self.inputs = {}  # (layer, node) -> [tensor key]
         self.readers = {}  # tensor key -> [(layer, node)]
@@ -215,7 +222,10 @@ class _Graph:
         for name, entry in self.entries.items():
             if not layers.spec(self.model.get_layer(name)).sums:
                 continue
-            found.append(self._block(name, entry))
+            block = self._block(name, entry)
+            found.append(Block(self.shown[name], tuple(self.shown[n] for n in block.branch),
+                               self.shown.get(block.shortcut, ""), block.droppable,
+                               block.reason))
         return found
 
     def _block(self, name, entry):
@@ -257,17 +267,17 @@ class _Graph:
         for layer in branch:
             calls = len(self.entries[layer]["inbound_nodes"])
             if calls != 1:
-                return [], f"branch layer {layer!r} is called {calls} times (shared)"
+                return [], f"branch layer {self.shown[layer]!r} is called {calls} times (shared)"
         for (reader, _), keys in ((n, self.inputs[n]) for n in self.inputs):
             if reader in branch or reader == add:
                 continue
             for key in keys:
                 if key[0] in branch:
-                    return [], (f"the output of branch layer {key[0]!r} is also read "
-                                f"outside the block (by {reader!r})")
+                    return [], (f"the output of branch layer {self.shown[key[0]]!r} is "
+                                f"also read outside the block (by {self.shown[reader]!r})")
         for key in self.outputs:
             if key[0] in branch:
-                return [], f"branch layer {key[0]!r} is a model output"
+                return [], f"branch layer {self.shown[key[0]]!r} is a model output"
         shapes = [self._shape(k) for k in (start, shortcut)]
         if None not in shapes and shapes[0] != shapes[1]:
             return [], (f"the branch's output shape {shapes[0]} differs from the "
@@ -329,8 +339,8 @@ class _Graph:
         producers = [n for n in shortcut
                      if layers.channel_role(self.model.get_layer(n)) == "producer"]
         if producers:
-            return f"shortcut is a projection ({producers[0]})"
-        return f"shortcut is not an identity ({', '.join(shortcut)})"
+            return f"shortcut is a projection ({self.shown[producers[0]]})"
+        return f"shortcut is not an identity ({', '.join(map(self.shown.get, shortcut))})"
 
     def _descendants(self, fork):
         """The tensors computed from ``fork`` (itself included)."""
@@ -353,11 +363,12 @@ class _Graph:
         entries = {e["name"]: e for e in config["layers"]}
         replace, removed = {}, set()
         for block in chosen:
-            add = self.inputs[(block.name, 0)]
-            shortcut = next(k for k in add if k[0] == block.shortcut)
-            replace[(block.name, 0, 0)] = shortcut
-            removed.update(block.branch)
-            removed.add(block.name)
+            name = self.own[block.name]
+            add = self.inputs[(name, 0)]
+            shortcut = next(k for k in add if k[0] == self.own[block.shortcut])
+            replace[(name, 0, 0)] = shortcut
+            removed.update(self.own[n] for n in block.branch)
+            removed.add(name)
 
         def resolve(key):
             while key in replace:
