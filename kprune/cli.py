@@ -105,7 +105,7 @@ def _export(args):
         baseline, model, variants=[name], representative_data=data.x_train[:200],
         x_test=data.x_test[:n], y_test=data.y_test[:n], out_dir=out,
         latency_repeats=args.latency_repeats, title=f"kprune export {args.model}",
-        data={"source": data.source, "split": "test", "classes": data.num_classes},
+        data=data.split_description("test"),
         extra={"data": data.to_dict()},
     )
     print(report)

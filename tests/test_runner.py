@@ -8,6 +8,7 @@ import pytest
 from kprune.experiments.recipe import Recipe
 from kprune.experiments.runner import run_recipe
 from kprune.methods import trainer as trainer_module
+from kprune.methods import workflows  # noqa: F401  (before Trainer is patched: keeps the real one)
 
 
 def synthetic_mnist(path, n_train=600, n_test=200):

@@ -184,7 +184,7 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
         plan=plan,
         latency_repeats=recipe.export.latency_repeats,
         title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
-        data=_test_split(dataset),
+        data=dataset.split_description("test"),
         extra={"recipe": recipe.to_dict(), "data": dataset.to_dict(),
                "seconds": round(time.perf_counter() - started, 1), "history": history},
     )
@@ -220,11 +220,6 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
     return report.compare(entries, baseline="dense/float", x_test=x_test, y_test=y_test,
                           out_dir=out_dir, latency_repeats=latency_repeats, title=title,
                           data=data, extra=extra)
-
-
-def _test_split(dataset):
-    """What the report says it was measured on: the test split of ``dataset``."""
-    return {"source": dataset.source, "split": "test", "classes": dataset.num_classes}
 
 
 def _fit_verbosity():

@@ -113,6 +113,10 @@ class Dataset:
                 "class_names": list(self.class_names) if self.class_names else None,
                 "scale": self.scale}
 
+    def split_description(self, split="test"):
+        """What a report measured on this split says: ``{"source", "split", "classes"}``."""
+        return {"source": self.source, "split": split, "classes": self.num_classes}
+
     def subset(self, n_train=None, n_test=None, *, seed=0):
         """A seeded random sample of the train and test splits (``None``: all of one).
 
