@@ -26,7 +26,7 @@ Targets: with 50 % of the channels removed globally, ResNet50 and MobileNetV2 ke
 most 40 % of their parameters and run at least 2x faster; the seed CNN runs at least 3x
 faster and loses at most 0.3 percentage points of test accuracy.
 
-    python -m benchmarks.structural_graphs            # full MNIST (~15 min on 2 cores)
+    python -m benchmarks.structural_graphs            # full MNIST (7.5 min measured on 2 cores)
     python -m benchmarks.structural_graphs --quick    # 2,000 images, small models (~1 min)
 
 Writes the results JSON (``--out``; default ``benchmarks/results/structural_graphs.json``),
@@ -71,8 +71,8 @@ TARGETS = {
     "mobilenetv2": {"row": "global-50", "params_kept_max": 0.40, "x_faster_min": 2.0},
     "seed-cnn": {"row": "global-50", "x_faster_min": 3.0, "delta_pp_min": -0.3},
 }
-#: Epochs per trained model: (dense, tune); the seed CNN takes ~1.5 min an epoch here,
-#: the residual CNN ~12 s.
+#: Epochs per trained model: (dense, tune); in the full run an epoch took ~20 s for the
+#: seed CNN, ~8 s for the residual CNN (2 cores).
 FULL = dict(n_train=None, n_test=None, epochs={"seed-cnn": (2, 1), "residual-cnn": (5, 2)},
             rounds=9, repeats=100, warmup=10)
 QUICK = dict(n_train=2000, n_test=500, epochs={"seed-cnn": (1, 1), "residual-cnn": (1, 1)},
