@@ -39,6 +39,7 @@ __all__ = [
     "load_mnist_with_source",
     "read_idx",
     "read_idx_folder",
+    "read_npz",
     "subset",
     "validate_images",
 ]
@@ -362,24 +363,48 @@ def read_idx_folder(folder):
     return _check_splits(arrays, folder)
 
 
-def _load_npz(path):
+def read_npz(path, keys=_NPZ_KEYS):
+    """The arrays ``keys`` of an ``.npz`` file, as a dict; a ``ValueError`` says what is wrong.
+
+    The message (without the path: callers name the file their own way) covers a file
+    numpy cannot read (truncated, corrupt, not a zip), a single-array file and missing keys.
+
+    Example:
+        >>> read_npz("mnist.npz")["x_train"].shape
+        (60000, 28, 28)
+    """
+    import zipfile
+    import zlib
+
+    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
         npz = np.load(path, allow_pickle=False)
-        if not hasattr(npz, "files"):
-            raise ValueError("it holds a single array, not named arrays")
-        with npz:
-            missing = [k for k in _NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise KeyError(
-                    f"missing key(s) {missing}; it must hold {list(_NPZ_KEYS)}. "
-                    f"Received keys: {sorted(npz.files)}"
-                )
-            arrays = {k: npz[k] for k in _NPZ_KEYS}
+    except unreadable as err:
+        raise ValueError(f"not a readable .npz file ({error_text(err)})") from None
+    if not hasattr(npz, "files"):
+        raise ValueError(f"it holds a single array, not the named arrays {list(keys)}")
+    with npz:
+        missing = [key for key in keys if key not in npz.files]
+        if missing:
+            raise ValueError(f"missing key(s) {missing}; it must hold {list(keys)}. "
+                             f"Received keys: {sorted(npz.files)}")
+        try:
+            return {key: npz[key] for key in keys}
+        except unreadable as err:
+            raise ValueError(f"not a readable .npz file ({error_text(err)})") from None
+
+
+def error_text(err):
+    """An exception as one short line (its message, or its type when it has none)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def _load_npz(path):
+    try:
+        arrays = read_npz(path)
     except Exception as err:
-        detail = err.args[0] if isinstance(err, KeyError) and err.args else err
-        raise ValueError(
-            f"Could not read MNIST npz file {str(path)!r}: {detail}"
-        ) from None
+        raise ValueError(f"Could not read MNIST npz file {str(path)!r}: {err}") from None
     return _check_splits(arrays, path)
 
 

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kprune.experiments.data import error_text, read_npz
+
 __all__ = ["Dataset", "load_data", "NAMED_SOURCES", "IMAGE_SUFFIXES", "check_scale"]
 
 #: Sources given by name rather than by path.
@@ -298,28 +300,10 @@ def _load_named_or_path(source, model, image_size, test_split, seed):
 
 
 def _load_npz(path):
-    import zipfile
-    import zlib
-
-    unreadable = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
-        npz = np.load(path, allow_pickle=False)
-    except unreadable as err:
-        raise ValueError(f"{path}: not a readable .npz file ({_reason(err)}).") from None
-    if not hasattr(npz, "files"):
-        raise ValueError(f"{path}: holds a single array, not the named arrays "
-                         f"{list(_NPZ_KEYS)}.")
-    with npz:
-        missing = [key for key in _NPZ_KEYS if key not in npz.files]
-        if missing:
-            raise ValueError(
-                f"{path}: missing key(s) {missing}; an .npz source must hold "
-                f"{list(_NPZ_KEYS)}. Received keys: {sorted(npz.files)}"
-            )
-        try:
-            arrays = {key: npz[key] for key in _NPZ_KEYS}
-        except unreadable as err:
-            raise ValueError(f"{path}: not a readable .npz file ({_reason(err)}).") from None
+        arrays = read_npz(path, _NPZ_KEYS)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}.") from None
     return _from_arrays((arrays["x_train"], arrays["y_train"]),
                         (arrays["x_test"], arrays["y_test"]), f"npz file {path}")
 
@@ -400,7 +384,7 @@ def _first_image_shape(folder):
                 image = _compat.tf.io.decode_image(_compat.tf.io.read_file(str(path)),
                                                    expand_animations=False)
             except (_compat.tf.errors.OpError, ValueError) as err:
-                raise ValueError(f"{path}: not a readable image ({_reason(err)}).") from None
+                raise ValueError(f"{path}: not a readable image ({error_text(err)}).") from None
             height, width, channels = image.shape
             return (int(height), int(width)), int(channels)
     raise ValueError(f"Image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
@@ -422,7 +406,7 @@ def _read_images(folder, names, size, mode):
         xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
     except (_compat.tf.errors.OpError, ValueError) as err:
         raise ValueError(f"Image folder {folder}: an image could not be read "
-                         f"({_reason(err)}).") from None
+                         f"({error_text(err)}).") from None
     return np.concatenate(xs), np.concatenate(ys).astype(np.int32), np.asarray(
         dataset.file_paths)
 
@@ -546,8 +530,3 @@ def _rescales(model):
 
 def _shape_text(shape):
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
-
-
-def _reason(err):
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) < 200 else text[:197] + "..."
