@@ -72,6 +72,18 @@ def replace_between_markers(path, begin, end, body):
     write_atomic(path, text)
 
 
+def publish(results, out, readme, *, summary, markers):
+    """Write the results JSON to ``out``, the ``summary`` table into ``readme`` between
+    ``markers`` (when ``readme`` is not None), and print both; returns 0 for ``main``."""
+    write_results(out, results)
+    print(f"results: {out}")
+    if readme is not None:
+        replace_between_markers(readme, *markers, summary)
+        print(f"table written into {readme}")
+    print(summary)
+    return 0
+
+
 def add_standard_options(parser, *, quick_help, default_out):
     """The options every benchmark takes: --quick, --out, --data, --seed, --readme, --no-readme."""
     parser.add_argument("--quick", action="store_true", help=quick_help)

@@ -30,8 +30,7 @@ from benchmarks._common import (
     environment,
     log,
     output_paths,
-    replace_between_markers,
-    write_results,
+    publish,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "han_lenet.json"
@@ -108,13 +107,8 @@ def main(argv=None):
         return 2
     results = run(args.models, data_dir=args.data, seed=args.seed, quick=args.quick,
                   repeats=args.repeats)
-    write_results(out, results)
-    print(f"results: {out}")
-    if readme is not None:
-        replace_between_markers(readme, BEGIN, END, markdown_summary(results))
-        print(f"table written into {readme}")
-    print(markdown_summary(results))
-    return 0
+    return publish(results, out, readme, summary=markdown_summary(results),
+                   markers=(BEGIN, END))
 
 
 def load_data(data_dir, *, quick, seed):

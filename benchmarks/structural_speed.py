@@ -35,8 +35,7 @@ from benchmarks._common import (
     elapsed,
     log,
     output_paths,
-    replace_between_markers,
-    write_results,
+    publish,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "structural_speed.json"
@@ -72,14 +71,8 @@ def main(argv=None):
         return 2
     out, readme = paths
     results = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick)
-    write_results(out, results)
-    print(f"results: {out}")
-    summary = markdown_summary(results)
-    if readme is not None:
-        replace_between_markers(readme, BEGIN, END, summary)
-        print(f"table written into {readme}")
-    print(summary)
-    return 0
+    return publish(results, out, readme, summary=markdown_summary(results),
+                   markers=(BEGIN, END))
 
 
 def run(*, data_dir, work, seed=0, quick=False):
