@@ -255,24 +255,21 @@ def test_run_answers_a_broken_recipe_and_a_broken_model(good, tmp_path, capsys):
 @fuzz(40)
 @given(keep=KEEP, flips=FLIPS)
 def test_fuzz_inspect_tflite(good, tmp_path, capsys, kind, keep, flips):
-    assume(keep is not None or flips)
-    path = tmp_path / "fuzzed.tflite"
-    path.write_bytes(damaged(good[kind].read_bytes(), keep, flips))
-    capsys.readouterr()
-    rc = main(["inspect", str(path)])
-    event(f"exit {rc}")
-    assert rc in (0, 2)
-    if rc == 2:
-        one_line_naming(capsys, path)
+    inspect_damaged(good[kind], tmp_path, capsys, keep, flips)
 
 
 @pytest.mark.parametrize("kind", ["keras", "h5"])
 @fuzz(12)
 @given(keep=KEEP, flips=FLIPS)
 def test_fuzz_inspect_model(good, tmp_path, capsys, kind, keep, flips):
+    inspect_damaged(good[kind], tmp_path, capsys, keep, flips)
+
+
+def inspect_damaged(original, tmp_path, capsys, keep, flips):
+    """``kprune inspect`` on a damaged copy of ``original``: exit 0, or 2 with one line."""
     assume(keep is not None or flips)
-    path = tmp_path / f"fuzzed{good[kind].suffix}"
-    path.write_bytes(damaged(good[kind].read_bytes(), keep, flips))
+    path = tmp_path / f"fuzzed{original.suffix}"
+    path.write_bytes(damaged(original.read_bytes(), keep, flips))
     capsys.readouterr()
     rc = main(["inspect", str(path)])
     event(f"exit {rc}")
