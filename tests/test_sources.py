@@ -405,3 +405,10 @@ def test_a_recipe_removes_channels_before_the_sparse_plan(files, tmp_path, capsy
     assert pruned.count_params() < dense.count_params() / 2
     report = json.loads((out / "report.json").read_text())
     assert {v["name"]: v["accuracy"] for v in report["variants"]}["pruned/int8"] > 0.8
+
+
+def test_an_image_folder_for_a_model_with_two_channels_is_refused(files):
+    with pytest.raises(ValueError, match=r"The model takes 2 channels; image folders give 1 "
+                                         r"\(grayscale\), 3 \(RGB\) or 4 \(RGBA\)\. Received: "
+                                         r"model input with 2 channels"):
+        load_data(files["folder"], model=user_model(shape=(32, 32, 2)), verbose=False)

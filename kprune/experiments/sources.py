@@ -370,7 +370,7 @@ def _image_size_and_mode(folder, model, image_size):
     if channels not in _COLOR_MODES:
         raise ValueError(
             f"The model takes {channels} channels; image folders give 1 (grayscale), 3 (RGB) "
-            "or 4 (RGBA). Received: model input with {channels} channels"
+            f"or 4 (RGBA). Received: model input with {channels} channels"
         )
     return tuple(image_size), _COLOR_MODES[channels]
 
