@@ -20,6 +20,7 @@ from kprune import _compat
 from kprune.core import layers, masks
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
+from kprune.engines import distribute
 
 __all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity"]
 
@@ -30,7 +31,8 @@ TOLERANCE = 0.01
 def strip(model):
     """A plain tf_keras model with the masks applied and the wrappers removed.
 
-    The result shares nothing with ``model``. Like tfmot's ``UpdatePruningStep`` at each
+    The result shares nothing with ``model`` and lives in the same ``tf.distribute``
+    strategy, if any. Like tfmot's ``UpdatePruningStep`` at each
     epoch end, it first writes the masks into ``model``'s own kernels. Example:
         >>> final = kprune.strip(pruned)
         >>> final.save("pruned.keras")
@@ -39,8 +41,9 @@ def strip(model):
     from kprune.engines.wrap import copy_model
 
     _compat.check_model(model)
-    for _, wrapper in wrapped_layers(model):
-        wrapper.pruning_obj.weight_mask_op()
+    with distribute.scope(model):  # a cross-replica write under tf.distribute (trap 16)
+        for _, wrapper in wrapped_layers(model):
+            wrapper.pruning_obj.weight_mask_op()
 
     def unwrap(path, layer):
         if not isinstance(layer, _compat.PruneLowMagnitude):
@@ -50,7 +53,8 @@ def strip(model):
             inner._batch_input_shape = layer._batch_input_shape
         return inner
 
-    stripped = copy_model(_compat.clone_model(model, unwrap))
+    with distribute.scope(model):  # the stripped model stays in the model's strategy
+        stripped = copy_model(_compat.clone_model(model, unwrap))
     plan = getattr(model, "_kprune_plan", None)
     if plan is not None:
         stripped._kprune_plan = plan

@@ -13,6 +13,7 @@ Example:
 
 from kprune import _compat
 from kprune.core.plan import PruningPlan
+from kprune.engines import distribute
 
 __all__ = ["apply", "copy_model", "PruneLowMagnitude"]
 
@@ -33,8 +34,11 @@ class PruneLowMagnitude(_compat.PruneLowMagnitude):
         return config
 
 
-def copy_model(model):
+def copy_model(model, *, strategy=None):
     """An independent copy of a tf_keras model: new layer objects, same weights.
+
+    The copy lives in ``strategy`` (a ``tf.distribute`` strategy) if given, else in the
+    strategy ``model`` was built under (its variables mirrored the same way), if any.
 
     Example:
         >>> twin = copy_model(model)
@@ -42,12 +46,13 @@ def copy_model(model):
         False
     """
     _compat.check_model(model)
-    twin = _compat.keras.models.clone_model(model)
-    twin.set_weights(model.get_weights())
+    with distribute.scope(model, strategy):
+        twin = _compat.keras.models.clone_model(model)
+        twin.set_weights(model.get_weights())
     return twin
 
 
-def apply(model, plan=None, *, steps_per_epoch, epochs):
+def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
     """Return a new model whose layers are wrapped for pruning as ``plan`` says.
 
     Args:
@@ -56,6 +61,8 @@ def apply(model, plan=None, *, steps_per_epoch, epochs):
         plan: a :class:`PruningPlan`; None means ``PruningPlan.default()``.
         steps_per_epoch, epochs: the length of the pruning fit, from which the
             schedules' ``end_step`` and ``frequency`` are derived.
+        strategy: a ``tf.distribute`` strategy to clone and wrap the model in; None
+            keeps the strategy ``model`` was built under (``strategy.scope()``), if any.
 
     The returned model is not compiled: compile it as you would the original.
     """
@@ -64,13 +71,14 @@ def apply(model, plan=None, *, steps_per_epoch, epochs):
         raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
     resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
     rows = {row.name: row for row in resolved.pruned}
-    twin = copy_model(model)
 
     def wrap(path, layer):
         row = rows.get(path)
         return layer if row is None else _wrap_layer(layer, row)
 
-    pruned = _compat.clone_model(twin, wrap)
+    with distribute.scope(model, strategy):
+        twin = copy_model(model, strategy=strategy)
+        pruned = _compat.clone_model(twin, wrap)
     pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
     return pruned
 
