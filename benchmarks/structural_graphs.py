@@ -10,8 +10,10 @@ this CPU:
   residual CNN trained on MNIST: parameters, MACs (``kprune.measure.count_macs``) and
   LiteRT float latency at batch 1 with one thread and with every usable thread, with 0,
   25, 50 and 75 % of the channels removed globally (``scope="global"``: each group's
-  scores divided by its mean, one threshold) and 50 % removed from every group alike
-  (``scope="layer"``);
+  scores divided by its mean, one threshold), 50 % of the channels' MAC-weighted total
+  removed globally (``cost="macs"``: a filter weighs the multiply-accumulates it takes
+  part in, so the budget goes where the compute is) and 50 % removed from every group
+  alike (``scope="layer"``);
 - the seed CNN and the residual CNN (three residual blocks with ``Add``, batch norm and
   projection shortcuts where the shape changes): the dense model trained ``dense``
   epochs is pruned and fine-tuned ``tune`` epochs; the dense baseline trains ``tune``
@@ -55,10 +57,12 @@ BEGIN = "<!-- structural_graphs:begin -->"
 END = "<!-- structural_graphs:end -->"
 
 BATCH_SIZE = 128
-#: (row name, fraction of channels removed, scope), the dense row first.
-ROWS = [("dense", 0.0, None), ("global-25", 0.25, "global"), ("global-50", 0.5, "global"),
-        ("global-75", 0.75, "global"), ("layer-50", 0.5, "layer")]
-QUICK_ROWS = ["dense", "global-50", "layer-50"]
+#: (row name, fraction removed, scope, cost), the dense row first. cost None counts
+#: channels; "macs" weighs each channel by the multiply-accumulates it takes part in.
+ROWS = [("dense", 0.0, None, None), ("global-25", 0.25, "global", None),
+        ("global-50", 0.5, "global", None), ("global-75", 0.75, "global", None),
+        ("global-50-macs", 0.5, "global", "macs"), ("layer-50", 0.5, "layer", None)]
+QUICK_ROWS = ["dense", "global-50", "global-50-macs", "layer-50"]
 #: Models from tf_keras.applications, random weights: (builder, input shape, options).
 APPLICATIONS = {"resnet50": ("ResNet50", (64, 64, 3), {}),
                 "mobilenetv2": ("MobileNetV2", (96, 96, 3), {})}
@@ -164,10 +168,10 @@ def run(*, data_dir, work, seed=0, quick=False):
         log(f"{name}: dense, {dense_epochs} epoch(s)")
         fit(trained, dense_epochs)
         built[name] = {}
-        for row, fraction, scope in rows:
+        for row, fraction, scope, cost in rows:
             log(f"{name}/{row}: {tune_epochs} more epoch(s)")
             model = (copy_model(trained) if scope is None
-                     else structural.prune(trained, fraction, scope=scope))
+                     else structural.prune(trained, fraction, scope=scope, cost=cost))
             built[name][row] = fit(model, tune_epochs)
         notes[name] = (f"trained on MNIST: dense {dense_epochs} epoch(s), then each row "
                        f"(the dense one too) {tune_epochs} more")
@@ -176,9 +180,9 @@ def run(*, data_dir, work, seed=0, quick=False):
         dense = getattr(keras.applications, builder)(weights=None, input_shape=shape,
                                                      classes=10, **options)
         log(f"{name}: {dense.count_params():,} parameters, pruning")
-        built[name] = {row: dense if scope is None else structural.prune(dense, fraction,
-                                                                         scope=scope)
-                       for row, fraction, scope in rows}
+        built[name] = {row: dense if scope is None else structural.prune(
+                           dense, fraction, scope=scope, cost=cost)
+                       for row, fraction, scope, cost in rows}
         notes[name] = f"tf_keras.applications.{builder}(weights=None), random weights"
 
     work = Path(work)
@@ -186,14 +190,15 @@ def run(*, data_dir, work, seed=0, quick=False):
     for name, variants in built.items():
         dense = variants["dense"]
         files, table = {}, []
-        for row, fraction, scope in rows:
+        for row, fraction, scope, cost in rows:
             model = variants[row]
             path = work / name / f"{row}.tflite"
             log(f"{name}/{row}: export")
             export_float(model, path)
             files[row] = path
             params, macs = model.count_params(), measure.count_macs(model)
-            entry = {"row": row, "fraction": fraction, "scope": scope, "params": params,
+            entry = {"row": row, "fraction": fraction, "scope": scope, "cost": cost,
+                     "params": params,
                      "params_kept": params / dense.count_params(), "macs": macs,
                      "macs_kept": macs / measure.count_macs(dense),
                      "bytes": measure.file_sizes(path)["bytes"],
@@ -230,7 +235,8 @@ def run(*, data_dir, work, seed=0, quick=False):
         "runtime": measure.runtime_name(),
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
         "settings": dict(cfg, batch_size=BATCH_SIZE, criterion="l1",
-                         rows=[{"row": r, "fraction": f, "scope": s} for r, f, s in rows],
+                         rows=[{"row": r, "fraction": f, "scope": s, "cost": c}
+                               for r, f, s, c in rows],
                          threads=sorted({1, threads_all})),
         "models": results_models,
         "targets": check_targets(results_models, threads_all),
@@ -265,7 +271,7 @@ def check_targets(models, threads_all):
             continue
         for entry in models[name]["rows"]:
             if entry["fraction"] != 0.5:
-                continue  # the target's row, and the layer-scope row beside it
+                continue  # the target's row, and the rows of the same fraction beside it
             got = {"params_kept": entry["params_kept"],
                    **{f"x_faster_{key}t": timing["x_faster"]
                       for key, timing in entry["latency"].items()}}
@@ -315,7 +321,8 @@ def markdown_summary(results):
     for name, model in results["models"].items():
         for entry in model["rows"]:
             removed = ("none (dense)" if entry["scope"] is None else
-                       f"{100 * entry['fraction']:.0f} % {entry['scope']}")
+                       f"{100 * entry['fraction']:.0f} % {entry['scope']}"
+                       + (f", weighted by {entry['cost']}" if entry.get("cost") else ""))
             acc = ("–", "–") if "accuracy" not in entry else (
                 f"{100 * entry['accuracy']:.2f}", f"{entry['delta_pp']:+.2f}")
             lines.append(

@@ -48,11 +48,14 @@ def test_structural_graphs_quick(mnist_dir, tmp_path):
     for entry in models["residual-cnn"]["rows"]:
         assert entry["channels"]["block1_2_conv"] == entry["channels"]["stem_conv"]
     checks = results["targets"]
-    assert [(c["model"], c["row"]) for c in checks] == [("seed-cnn", "global-50"),
-                                                          ("seed-cnn", "layer-50")]
+    assert [(c["model"], c["row"]) for c in checks] == [
+        ("seed-cnn", "global-50"), ("seed-cnn", "global-50-macs"), ("seed-cnn", "layer-50")]
+    assert [c["target_row"] for c in checks] == [True, False, False]
+    assert seed["global-50-macs"]["cost"] == "macs" and seed["global-50"]["cost"] is None
     assert all(isinstance(c["met"], bool) for c in checks)
     text = readme.read_text()
     assert "OLD" not in text and "| seed-cnn | 50 % global |" in text
+    assert "| seed-cnn | 50 % global, weighted by macs |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
 
 

@@ -19,8 +19,10 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core.checks import check_int
+from kprune.engines import seeding
 
-__all__ = ["Trainer", "accuracy", "compile_classifier", "split_validation", "validation_indices"]
+__all__ = ["Trainer", "accuracy", "compile_classifier", "ends_in_softmax", "split_validation",
+           "validation_indices"]
 
 
 class Trainer:
@@ -48,6 +50,12 @@ class Trainer:
         steps_per_epoch: batches per epoch of your ``fit`` (required with ``fit``).
         callbacks: extra Keras callbacks for every fit (CSVLogger, TensorBoard, ...).
         verbose: the built-in fit's verbosity.
+        seed: make the built-in fit deterministic: every generator seeded with it,
+            TensorFlow's op determinism on during the fit, and each epoch's shuffle a
+            function of ``(seed, epoch)`` alone (:func:`kprune.engines.seeding.epoch_order`),
+            so that the same seed gives the same weights and masks, and a fit resumed
+            at an epoch sees the batches of one never interrupted. None: Keras's own
+            shuffle, unseeded.
 
     Example:
         >>> trainer = Trainer(x, y, validation_data=(xv, yv), batch_size=128,
@@ -61,7 +69,7 @@ class Trainer:
 
     def __init__(self, x=None, y=None, *, validation_data=None, batch_size=32,
                  compile=None, fit=None, evaluate=None, steps_per_epoch=None,
-                 callbacks=(), verbose=0):
+                 callbacks=(), verbose=0, seed=None):
         if fit is not None:
             if x is not None or y is not None:
                 raise ValueError(
@@ -97,6 +105,14 @@ class Trainer:
                     "built-in fit needs a compiled model. Received: compile=False"
                 )
         check_int(batch_size, "batch_size")
+        if seed is not None:
+            check_int(seed, "seed", minimum=0)
+            if fit is not None:
+                raise ValueError(
+                    "Argument `seed` makes the built-in fit deterministic; with your own "
+                    "`fit`, seed your data pipeline yourself (and use "
+                    f"kprune.engines.seeding.deterministic). Received: seed={seed!r}, fit={fit!r}"
+                )
         if steps_per_epoch is not None:
             check_int(steps_per_epoch, "steps_per_epoch")
         if validation_data is not None:
@@ -132,6 +148,7 @@ class Trainer:
         self._steps_per_epoch = steps_per_epoch
         self.extra_callbacks = list(callbacks)
         self.verbose = verbose
+        self.seed = seed
 
     @property
     def steps_per_epoch(self):
@@ -161,21 +178,49 @@ class Trainer:
         model.compile(**kwargs)
         return model
 
-    def fit(self, model, epochs, callbacks=()):
-        """Compile and train ``model`` for ``epochs``; return one logs dict per epoch."""
+    def fit(self, model, epochs, callbacks=(), *, initial_epoch=0):
+        """Compile and train ``model`` for ``epochs``; return one logs dict per epoch.
+
+        ``initial_epoch`` (built-in fit only) resumes a fit: epochs ``initial_epoch`` to
+        ``epochs - 1`` run, as in Keras.
+        """
         check_int(epochs, "epochs")
+        check_int(initial_epoch, "initial_epoch", minimum=0)
+        if initial_epoch and self._fit is not None:
+            raise ValueError(
+                "Argument `initial_epoch` (resuming a fit) needs the built-in fit on "
+                f"arrays; your own `fit` cannot be resumed. Received: initial_epoch={initial_epoch}"
+            )
         self.compile(model)
         callbacks = list(callbacks) + self.extra_callbacks
         if self._fit is not None:
             history = self._fit(model, epochs, callbacks)
+        elif self.seed is not None:
+            with seeding.deterministic(self.seed):
+                history = model.fit(
+                    self._epochs_dataset(initial_epoch, epochs), epochs=epochs,
+                    initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
+                    callbacks=callbacks, verbose=self.verbose,
+                )
         else:
             history = model.fit(
                 self.x, self.y, batch_size=self.batch_size, epochs=epochs,
-                callbacks=callbacks, verbose=self.verbose,
+                initial_epoch=initial_epoch, callbacks=callbacks, verbose=self.verbose,
             )
         logs = getattr(history, "history", None) or {}
         count = max((len(v) for v in logs.values()), default=0)
         return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
+
+    def _epochs_dataset(self, first, last):
+        """Batches of epochs ``first`` to ``last - 1``, each in its seeded order."""
+        tf = _compat.tf
+        x, y = tf.constant(np.asarray(self.x)), tf.constant(np.asarray(self.y))
+        batches = None
+        for epoch in range(first, last):
+            order = seeding.epoch_order(len(self.x), seed=self.seed, epoch=epoch)
+            part = tf.data.Dataset.from_tensor_slices(order).batch(self.batch_size)
+            batches = part if batches is None else batches.concatenate(part)
+        return batches.map(lambda index: (tf.gather(x, index), tf.gather(y, index)))
 
     def evaluate(self, model):
         """Validation accuracy of ``model`` (a float), or None without validation data."""
@@ -295,7 +340,7 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
             f"Received: learning_rate={learning_rate!r}"
         )
     if from_logits is None:
-        from_logits = not _ends_in_softmax(model)
+        from_logits = not ends_in_softmax(model)
     keras = _compat.keras
     model.compile(
         optimizer=keras.optimizers.get(
@@ -307,7 +352,13 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
     return model
 
 
-def _ends_in_softmax(model):
+def ends_in_softmax(model):
+    """True when ``model`` outputs probabilities (its last layer is a softmax), not logits.
+
+    Example:
+        >>> ends_in_softmax(seed_cnn())     # the head is a plain Dense: logits
+        False
+    """
     from kprune.core.layers import channel_role
 
     last = model.layers[-1] if model.layers else None

@@ -11,7 +11,7 @@ Example:
 
 from kprune.structural.blocks import Block, block_scores, drop_blocks, residual_blocks
 from kprune.structural.graph import Group, Groups, Member, groups
-from kprune.structural.importance import group_scores, prune, select
+from kprune.structural.importance import channel_costs, group_scores, prune, select
 from kprune.structural.rebuild import dead_channels
 from kprune.structural.units import (
     nonzero_units,
@@ -21,6 +21,6 @@ from kprune.structural.units import (
     unit_scores,
 )
 
-__all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary",
+__all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary", "channel_costs",
            "groups", "Group", "Groups", "Member", "group_scores", "select", "prune",
            "dead_channels", "Block", "residual_blocks", "block_scores", "drop_blocks"]

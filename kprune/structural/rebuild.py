@@ -139,15 +139,18 @@ def dead_channels(model):
     return found
 
 
-def out_kernel(layer):
+def out_kernel(layer, weights=None):
     """A producer's kernel as ``(..., inputs, outputs)`` (a separable conv's pointwise one).
+
+    ``weights`` (arrays in the order of ``layer.weights``, e.g. their gradients) are laid
+    out the same way instead of the layer's own.
 
     Example:
         >>> out_kernel(model.get_layer("deconv")).shape   # Conv2DTranspose(8, 3) on 4
         (3, 3, 4, 8)
     """
     layout = layers.spec(layer).layout
-    weights = layer.get_weights()
+    weights = layer.get_weights() if weights is None else weights
     if layout == "separable":
         return weights[1]
     return np.swapaxes(weights[0], -1, -2) if layout == "transposed" else weights[0]

@@ -1,0 +1,98 @@
+"""What a layer costs at inference: multiply-accumulates from layer shapes.
+
+Used by :func:`kprune.measure.count_macs` (re-exported there) and by structural pruning's
+cost-weighted selection (``structural.prune(model, 0.5, cost="macs")``).
+
+Example:
+    >>> from kprune.core.cost import count_macs
+    >>> count_macs(build("seed-cnn"), by_layer=True)["conv2"]
+    10035200
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["count_macs"]
+
+
+def _node_shapes(layer):
+    """``[(input shape, output shape)]`` of every call of ``layer`` in its model's graph."""
+    shapes = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        ins = node.input_shapes if hasattr(node, "input_shapes") else None
+        outs = node.output_shapes
+        ins = ins[0] if isinstance(ins, list) else ins
+        outs = outs[0] if isinstance(outs, list) else outs
+        shapes.append((tuple(ins), tuple(outs)))
+    return shapes
+
+
+def _layer_macs(layer, in_shape, out_shape):
+    """Multiply-accumulates of one call of a Conv/Dense layer at batch 1 (None: not one)."""
+    from kprune import _compat
+
+    layers = _compat.keras.layers
+    if isinstance(layer, layers.Dense):
+        return int(np.prod(out_shape[1:-1], dtype=np.int64)) * int(in_shape[-1]) * layer.units
+    convs = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
+             layers.DepthwiseConv2D, layers.SeparableConv1D, layers.SeparableConv2D)
+    if not isinstance(layer, convs):  # transposed convs subclass Conv1D/2D/3D
+        return None
+    first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    spatial_in = in_shape[2:] if first else in_shape[1:-1]
+    spatial_out = out_shape[2:] if first else out_shape[1:-1]
+    in_c = int(in_shape[1] if first else in_shape[-1])
+    window = int(np.prod(layer.kernel_size, dtype=np.int64))
+    if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
+        return int(np.prod(spatial_out, dtype=np.int64)) * window * in_c * layer.depth_multiplier
+    if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
+        mid = in_c * layer.depth_multiplier
+        pixels = int(np.prod(spatial_out, dtype=np.int64))
+        return pixels * window * mid + pixels * mid * layer.filters
+    if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose,
+                          layers.Conv3DTranspose)):  # every input pixel scatters a window
+        return int(np.prod(spatial_in, dtype=np.int64)) * window * in_c * layer.filters
+    return (int(np.prod(spatial_out, dtype=np.int64)) * window * (in_c // layer.groups)
+            * layer.filters)
+
+
+def count_macs(model, *, by_layer=False):
+    """Multiply-accumulates of one forward pass at batch 1, from layer shapes.
+
+    Counts the layers that dominate inference cost: ``Dense`` (its kernel times the
+    positions it is applied at), ``Conv1D/2D/3D`` (grouped too) and their transposes,
+    ``DepthwiseConv1D/2D`` and ``SeparableConv1D/2D`` (depthwise plus pointwise), each
+    from its input and output shapes and kernel size; nested models are descended into
+    and a layer called twice counts twice. Biases, batch norm, activations, pooling and
+    element-wise layers are not counted. Every input dimension but the batch must be
+    known.
+
+    Returns:
+        The total (an int), or with ``by_layer=True`` ``{layer path: MACs}`` of the
+        counted layers, in model order.
+
+    Example:
+        >>> count_macs(build("seed-cnn"))
+        13883904
+    """
+    from kprune import _compat
+
+    _compat.check_model(model)
+    per_layer = {}
+    for path, layer in _compat.iter_layers(model):
+        layer = getattr(layer, "layer", layer)  # a pruning wrapper counts as its layer
+        total = None
+        for in_shape, out_shape in _node_shapes(layer):
+            if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
+                raise ValueError(
+                    "count_macs needs every input dimension but the batch to be known. "
+                    f"Received: layer {path!r} with input shape {in_shape} and output "
+                    f"shape {out_shape}"
+                )
+            macs = _layer_macs(layer, in_shape, out_shape)
+            if macs is not None:
+                total = (total or 0) + macs
+        if total is not None:
+            per_layer[path] = int(total)
+    return per_layer if by_layer else int(sum(per_layer.values()))
