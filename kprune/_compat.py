@@ -56,10 +56,12 @@ def check_model(model, *, argument="model"):
     """
     if _is_keras3(model):
         raise TypeError(
-            f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); kprune "
-            "builds on tfmot, which only supports tf_keras (Keras 2). Build the model "
-            "with `import tf_keras as keras` instead of `import keras` (or "
-            "`tf.keras` in Keras 3 mode) until a Keras 3 bridge exists. "
+            f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); this part of "
+            "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
+            "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
+            "kprune.sparsity_report, kprune.save_model/load_model and "
+            "kprune.export.to_tflite (TensorFlow backend); for the rest, build the model "
+            "with `import tf_keras as keras` instead of `import keras`. "
             f"Received: {argument}={model!r}"
         )
     if not isinstance(model, keras.Model):

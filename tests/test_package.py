@@ -15,8 +15,17 @@ TF_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|tf_keras|tensorflow_mod
 
 
 def test_only_compat_imports_tensorflow_tf_keras_or_tfmot():
+    # _keras3 is the one module that imports Keras 3 (``import keras``), for its engine.
     offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                 if path.name != "_compat.py" and TF_IMPORT.search(path.read_text())]
+                 if path.name not in ("_compat.py", "_keras3.py")
+                 and TF_IMPORT.search(path.read_text())]
+    assert offenders == []
+
+
+def test_only_keras3_imports_keras():
+    keras_import = re.compile(r"^\s*(import|from)\s+keras\b", re.MULTILINE)
+    offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+                 if path.name != "_keras3.py" and keras_import.search(path.read_text())]
     assert offenders == []
 
 
@@ -45,7 +54,7 @@ def test_every_submodule_is_reachable_from_the_top(name):
 
 
 # Levels of the layout, bottom first: a module may import from its own level or below.
-LEVELS = {"_compat": 0, "core": 0, "viz": 0, "progress": 0, "engines": 1, "structural": 2,
+LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines": 1, "structural": 2,
           "methods": 2, "tflite": 3, "experiments": 4, "cli": 5, "__init__": 5}
 KPRUNE_IMPORT = re.compile(r"^\s*(?:from|import)\s+kprune\.(\w+)", re.MULTILINE)
 

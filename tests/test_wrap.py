@@ -74,12 +74,13 @@ def test_nested_models_are_wrapped_inside():
     assert report["block/fc"].achieved == pytest.approx(0.5, abs=0.01)
 
 
-def test_keras3_model_is_rejected_with_advice():
+def test_keras3_model_is_refused_with_advice_where_only_tfmot_prunes():
     import keras as keras3
 
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
-    with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
-        kprune.apply(model, steps_per_epoch=1, epochs=1)
+    with pytest.raises(TypeError, match=r"Keras 3 object.*taken by kprune.apply.*"
+                                        r"import tf_keras as keras"):
+        kprune.copy_model(model)
 
 
 def test_subclassed_model_is_rejected_with_advice():

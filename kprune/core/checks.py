@@ -12,7 +12,20 @@ import difflib
 from dataclasses import fields
 
 __all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice",
-           "did_you_mean"]
+           "did_you_mean", "is_keras3"]
+
+
+def is_keras3(obj):
+    """True when ``obj`` is a Keras 3 object (``import keras``), without importing keras.
+
+    A user's subclass (a layer or model defined in ``__main__``) counts by its bases.
+
+    Example:
+        >>> is_keras3(tf_keras.layers.Dense(1)), is_keras3(keras.layers.Dense(1))
+        (False, True)
+    """
+    return any(cls.__module__ == "keras" or cls.__module__.startswith("keras.")
+               for cls in type(obj).__mro__)
 
 
 def did_you_mean(name, names):

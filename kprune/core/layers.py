@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kprune.core.checks import is_keras3
+
 __all__ = [
     "SPECS",
     "ELEMENTWISE_OPS",
@@ -48,6 +50,9 @@ __all__ = [
     "n_m_problem",
     "rescales_inputs",
     "N_M_AXIS",
+    "KERAS3_PRUNED",
+    "model_layers",
+    "unwrap",
 ]
 
 #: What plan rules can select with ``by="kind"``.
@@ -187,6 +192,18 @@ SPECS = {
 ELEMENTWISE_OPS = ("__operators__.add", "math.add", "math.subtract", "math.multiply",
                    "math.truediv", "nn.relu", "nn.relu6", "math.sigmoid", "math.tanh",
                    "nn.silu")
+#: What a Keras 3 built-in layer prunes, by class name. tfmot's registry knows only tf_keras
+#: classes; this is the same registry written out for Keras 3 (tests/test_keras3.py checks
+#: that the two agree). Any other Keras 3 layer with weights is not prunable.
+KERAS3_PRUNED = {
+    **dict.fromkeys(("Dense", "Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose",
+                     "Conv3DTranspose"), ("kernel",)),
+    **dict.fromkeys(("SeparableConv1D", "SeparableConv2D"), ("pointwise_kernel",)),
+    "Embedding": ("embeddings",),
+    "MultiHeadAttention": ("_query_dense.kernel", "_key_dense.kernel", "_value_dense.kernel",
+                           "_output_dense.kernel"),
+    **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("cell.kernel", "cell.recurrent_kernel")),
+}
 _CUSTOM = LayerSpec("custom", "opaque")
 _UNKNOWN = LayerSpec("other", "opaque")
 
@@ -208,17 +225,53 @@ class PrunableWeight:
 
 
 def _inner(layer):
+    if is_keras3(layer):
+        from kprune import _keras3
+
+        return _keras3.unwrap(layer)
     from kprune import _compat
 
     return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
 
 
+def unwrap(layer):
+    """The layer a pruning wrapper (of either engine) wraps; any other layer itself.
+
+    Example:
+        >>> unwrap(pruned.get_layer("prune_low_magnitude_fc1")).name
+        'fc1'
+    """
+    return _inner(layer)
+
+
+def model_layers(model):
+    """``(path, layer)`` of every leaf layer of ``model``, checked by the engine that owns it.
+
+    A Keras 3 model is checked and walked by :mod:`kprune._keras3`, a tf_keras one by
+    :mod:`kprune._compat`; paths read alike on both (``outer/inner``, a pruning wrapper
+    named by the layer it wraps).
+
+    Example:
+        >>> [path for path, _ in model_layers(model)]
+        ['conv1', 'pool1', 'conv2', 'flatten', 'fc1', 'head']
+    """
+    if is_keras3(model):
+        from kprune import _keras3 as engine
+    else:
+        from kprune import _compat as engine
+    engine.check_model(model)
+    return list(engine.iter_layers(model))
+
+
 def _is_builtin(layer):
-    """True when ``layer`` is exactly a tf_keras built-in class (tfmot's registry is exact)."""
-    from kprune import _compat
+    """True when ``layer`` is exactly a built-in class of its Keras (tfmot's registry is exact)."""
+    if is_keras3(layer):
+        from kprune._keras3 import keras
+    else:
+        from kprune._compat import keras
 
     cls = type(layer)
-    return getattr(_compat.keras.layers, cls.__name__, None) is cls
+    return getattr(keras.layers, cls.__name__, None) is cls
 
 
 def spec(layer):
@@ -228,11 +281,12 @@ def spec(layer):
         >>> spec(tf_keras.layers.Add()).role
         'coupling'
     """
-    from kprune import _compat
-
     layer = _inner(layer)
-    if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
-        return _CUSTOM
+    if not is_keras3(layer):
+        from kprune import _compat
+
+        if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
+            return _CUSTOM
     if _is_builtin(layer):
         return SPECS.get(type(layer).__name__, _UNKNOWN)
     return _UNKNOWN
@@ -335,7 +389,17 @@ def rescales_inputs(model):
 
 
 def _registry_labels(layer):
-    """tfmot's registry: the attribute paths of the weights it prunes (None: unsupported)."""
+    """tfmot's registry: the attribute paths of the weights it prunes (None: unsupported).
+
+    For a Keras 3 layer: :data:`KERAS3_PRUNED`; the other built-in layers :data:`SPECS`
+    knows prune nothing (``[]``)."""
+    if is_keras3(layer):
+        name = type(layer).__name__
+        if not _is_builtin(layer):
+            return None
+        if name in KERAS3_PRUNED:
+            return list(KERAS3_PRUNED[name])
+        return [] if name in SPECS else None
     from kprune import _compat
 
     registry = _compat.PruneRegistry
@@ -376,12 +440,10 @@ def prunable_weights(layer):
         >>> [w.label for w in prunable_weights(mha)]
         ['_query_dense.kernel', '_key_dense.kernel', '_value_dense.kernel', '_output_dense.kernel']
     """
-    from kprune import _compat
-
     layer = _inner(layer)
     if not layer.built:
         return ()
-    if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
+    if not is_keras3(layer) and _is_prunable_layer(layer):
         found = []
         for index, variable in enumerate(layer.get_prunable_weights()):
             name = variable.name.split("/")[-1].split(":")[0]
@@ -391,6 +453,12 @@ def prunable_weights(layer):
     if not labels:
         return ()
     return tuple(PrunableWeight(label, _resolve(layer, label)) for label in labels)
+
+
+def _is_prunable_layer(layer):
+    from kprune import _compat
+
+    return isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer)
 
 
 def is_prunable(layer):
@@ -414,6 +482,9 @@ def not_pruned_reason(layer):
     if not inner.weights:
         return "no weights"
     if _registry_labels(inner) is None and entry is not _CUSTOM:
+        if is_keras3(inner):
+            return (f"{type(inner).__name__} is not a layer kprune's Keras 3 engine prunes "
+                    f"(it prunes {', '.join(sorted(KERAS3_PRUNED))})")
         return (f"{type(inner).__name__} is not in tfmot's registry (implement "
                 "tfmot.sparsity.keras.PrunableLayer to prune it)")
     return "not pruned: no kernel"
@@ -424,10 +495,16 @@ def effective_weights(layer):
 
     For a pruning wrapper the values are ``weight * mask``; for a plain layer the weights.
     """
-    from kprune import _compat
-
     weights = prunable_weights(layer)
     values = [np.asarray(w.variable.numpy()) for w in weights]
+    if is_keras3(layer):
+        from kprune import _keras3
+
+        if _keras3.is_wrapper(layer):
+            values = [v * np.asarray(mask.numpy()) for v, mask in zip(values, layer.masks)]
+        return tuple((w.label, v) for w, v in zip(weights, values))
+    from kprune import _compat
+
     if isinstance(layer, _compat.PruneLowMagnitude):
         masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
         values = [v * np.asarray(masks[id(w.variable)].numpy()) if id(w.variable) in masks

@@ -356,10 +356,9 @@ class PruningPlan:
         Raises ValueError for a name rule that matches no layer (suggesting close
         names) and for an explicit N:M rule on a layer that cannot take it.
         """
-        from kprune import _compat
+        from kprune.core.layers import model_layers
 
-        _compat.check_model(model)
-        layers = list(_compat.iter_layers(model))
+        layers = model_layers(model)  # tf_keras or Keras 3, checked by its engine
         chosen = self._choose(layers)
         rows = []
         for path, layer in layers:

@@ -11,9 +11,10 @@ import warnings
 import numpy as np
 
 from kprune import _compat
+from kprune.core.checks import is_keras3
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
-           "wrapped_layers", "final_step"]
+           "wrapped_layers", "final_step", "write_sparsity_logs", "report_short"]
 
 
 class ScheduleWarning(UserWarning):
@@ -47,14 +48,19 @@ class SparsityLogger(_compat.keras.callbacks.Callback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        total_zeros = total_size = 0
-        for path, wrapper in wrapped_layers(self.model):
-            zeros, size = mask_sparsity(wrapper)
-            logs[f"sparsity/{path}"] = zeros / size if size else 0.0
-            total_zeros, total_size = total_zeros + zeros, total_size + size
-        logs["sparsity"] = total_zeros / total_size if total_size else 0.0
+        if logs is not None:
+            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
+                                for path, wrapper in wrapped_layers(self.model)])
+
+
+def write_sparsity_logs(logs, counts):
+    """Write ``sparsity/<path>`` and overall ``sparsity`` into ``logs`` from
+    ``(path, zeros, size)`` of each pruned layer's masks (both engines' loggers use it)."""
+    total_zeros = total_size = 0
+    for path, zeros, size in counts:
+        logs[f"sparsity/{path}"] = zeros / size if size else 0.0
+        total_zeros, total_size = total_zeros + zeros, total_size + size
+    logs["sparsity"] = total_zeros / total_size if total_size else 0.0
 
 
 def final_step(wrapper):
@@ -102,25 +108,33 @@ class ScheduleGuard(_compat.keras.callbacks.Callback):
             if reached < needed:
                 short.append(f"{path} at step {reached} of {needed} "
                              f"({needed - reached} steps short)")
-        if not short:
-            return
-        message = (
-            f"Pruning stopped short of the plan's final sparsity: {'; '.join(short)}. This "
-            f"fit ran {self.steps} training steps; the schedules were derived for more "
-            "(kprune.apply's steps_per_epoch x epochs). Steps per epoch differ when fit uses "
-            "validation_split, a drop_remainder dataset or a shorter generator: pass the "
-            "real number of batches per epoch to kprune.apply."
-        )
-        if self.strict:
-            raise RuntimeError(message)
-        warnings.warn(message, ScheduleWarning, stacklevel=2)
+        report_short(short, self.steps, strict=self.strict)
 
 
-def callbacks(*, log_dir=None, log_sparsity=True, strict=False):
+def report_short(short, steps, *, strict):
+    """Warn (or raise, if ``strict``) that the layers in ``short`` (``"path at step N of M
+    (K steps short)"``) ended a fit of ``steps`` steps below their final sparsity."""
+    if not short:
+        return
+    message = (
+        f"Pruning stopped short of the plan's final sparsity: {'; '.join(short)}. This "
+        f"fit ran {steps} training steps; the schedules were derived for more "
+        "(kprune.apply's steps_per_epoch x epochs). Steps per epoch differ when fit uses "
+        "validation_split, a drop_remainder dataset or a shorter generator: pass the "
+        "real number of batches per epoch to kprune.apply."
+    )
+    if strict:
+        raise RuntimeError(message)
+    warnings.warn(message, ScheduleWarning, stacklevel=3)
+
+
+def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
     """What ``model.fit`` needs to prune: tfmot's ``UpdatePruningStep``, sparsity logs and a
     check that the schedules were really completed.
 
     Args:
+        model: the pruned model the callbacks are for. Needed for a Keras 3 model (it
+            selects kprune's Keras 3 engine); optional for tf_keras (tfmot) models.
         log_dir: also write tfmot's TensorBoard pruning summaries there.
         log_sparsity: add :class:`SparsityLogger` (per-layer and overall sparsity in logs).
         strict: make :class:`ScheduleGuard` raise, instead of warn, when a fit ends
@@ -130,7 +144,15 @@ def callbacks(*, log_dir=None, log_sparsity=True, strict=False):
 
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(log_dir="logs"))
+        >>> keras3_pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(keras3_pruned))
     """
+    if model is not None and is_keras3(model):
+        from kprune.engines.keras3 import callbacks as keras3_callbacks
+
+        return keras3_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
+                                          strict=strict)
+    if model is not None:
+        _compat.check_model(model)
     result = [_compat.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
     if log_sparsity:
         result.append(SparsityLogger())

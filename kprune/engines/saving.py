@@ -20,10 +20,11 @@ import zipfile
 from pathlib import Path
 
 from kprune import _compat
+from kprune.core.checks import is_keras3
 from kprune.core.plan import ResolvedPlan
 from kprune.engines.wrap import PruneLowMagnitude
 
-__all__ = ["save_model", "load_model"]
+__all__ = ["save_model", "load_model", "keras_major_version"]
 
 FORMATS = (".keras", ".h5")
 # Also read: ``.hdf5``, another name for an HDF5 model file.
@@ -43,11 +44,19 @@ def _check_suffix(path, formats=FORMATS):
 
 
 def save_model(model, path):
-    """Save a tf_keras model (wrapped or stripped) as ``.keras`` or ``.h5``; returns the path."""
-    _compat.check_model(model)
-    path = _check_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(path))
+    """Save a model (wrapped or stripped) as ``.keras`` or ``.h5``; returns the path.
+
+    A Keras 3 model is saved by :mod:`kprune.engines.keras3.saving` (``.keras`` only).
+    """
+    if is_keras3(model):
+        from kprune.engines.keras3 import saving as keras3_saving
+
+        path = keras3_saving.save_model(model, path)
+    else:
+        _compat.check_model(model)
+        path = _check_suffix(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(str(path))
     plan = getattr(model, "_kprune_plan", None)
     if plan is not None:
         _write_plan(path, json.dumps(plan.to_dict()))
@@ -101,10 +110,16 @@ def load_model(path, *, compile=True, custom_objects=None):
         raise ValueError(f"{path}: not a readable Keras model file ({problem})")
     objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
     try:
-        with _compat.tfmot.sparsity.keras.prune_scope():
-            model = _compat.keras.models.load_model(
-                str(path), custom_objects=objects, compile=compile
-            )
+        if keras_major_version(path) >= 3:  # saved from Keras 3: a Keras 3 model again
+            from kprune.engines.keras3 import saving as keras3_saving
+
+            model = keras3_saving.load_model(path, compile=compile,
+                                             custom_objects=custom_objects)
+        else:
+            with _compat.tfmot.sparsity.keras.prune_scope():
+                model = _compat.keras.models.load_model(
+                    str(path), custom_objects=objects, compile=compile
+                )
         plan = _read_plan(path)
     except Exception as err:  # damage the checks above miss fails anywhere in Keras/h5py
         raise ValueError(
@@ -113,6 +128,19 @@ def load_model(path, *, compile=True, custom_objects=None):
     if plan is not None:
         model._kprune_plan = plan
     return model
+
+
+def keras_major_version(path):
+    """The major version of the Keras that wrote a ``.keras`` file (2 for tf_keras, 3 for
+    Keras 3, from its ``metadata.json``); 2 for HDF5 files and files without one."""
+    if path.suffix != ".keras":
+        return 2
+    with zipfile.ZipFile(path) as archive:
+        if "metadata.json" not in archive.namelist():
+            return 2
+        version = str(json.loads(archive.read("metadata.json")).get("keras_version", "2"))
+    major = version.split(".")[0]
+    return int(major) if major.isdigit() else 2
 
 
 def _file_problem(path):

@@ -18,6 +18,7 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core import layers, masks
+from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 from kprune.engines import distribute
@@ -29,7 +30,8 @@ TOLERANCE = 0.01
 
 
 def strip(model):
-    """A plain tf_keras model with the masks applied and the wrappers removed.
+    """A plain model with the masks applied and the wrappers removed (tf_keras or Keras 3:
+    a Keras 3 model goes to :func:`kprune.engines.keras3.verify.strip`).
 
     The result shares nothing with ``model`` and lives in the same ``tf.distribute``
     strategy, if any. Like tfmot's ``UpdatePruningStep`` at each
@@ -40,6 +42,10 @@ def strip(model):
     from kprune.engines.callbacks import wrapped_layers
     from kprune.engines.wrap import copy_model
 
+    if is_keras3(model):
+        from kprune.engines.keras3 import verify as keras3_verify
+
+        return keras3_verify.strip(model)
     _compat.check_model(model)
     with distribute.scope(model):  # a cross-replica write under tf.distribute (trap 16)
         for _, wrapper in wrapped_layers(model):
@@ -159,7 +165,7 @@ def sparsity_report(model, plan=None, *, strict=False):
     """Per-layer achieved sparsity of ``model`` (wrapped or stripped), checked against a plan.
 
     Args:
-        model: a tf_keras model, wrapped by ``kprune.apply`` or stripped.
+        model: a tf_keras or Keras 3 model, wrapped by ``kprune.apply`` or stripped.
         plan: a :class:`PruningPlan` or :class:`ResolvedPlan` to compare with; None uses
             the plan ``kprune.apply`` attached (kept by ``strip`` and by
             ``kprune.save_model``/``load_model``), if any.
@@ -167,7 +173,7 @@ def sparsity_report(model, plan=None, *, strict=False):
             than 1 percentage point; N:M: any group with too few zeros), or when there
             is no plan to compare with (a strict check of nothing would always pass).
     """
-    _compat.check_model(model)
+    model_layers = layers.model_layers(model)  # either engine's model, checked
     plan = getattr(model, "_kprune_plan", None) if plan is None else plan
     if strict and plan is None:
         raise ValueError(
@@ -185,7 +191,7 @@ def sparsity_report(model, plan=None, *, strict=False):
         )
     planned = {} if plan is None else {row.name: row for row in plan}
     rows = []
-    for path, layer in _compat.iter_layers(model):
+    for path, layer in model_layers:
         weights = layers.effective_weights(layer)
         if weights:
             rows.append(_layer_row(path, layer, weights, planned.get(path)))
@@ -200,7 +206,7 @@ def sparsity_report(model, plan=None, *, strict=False):
 
 
 def _layer_row(path, layer, weights, planned):
-    inner = layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+    inner = layers.unwrap(layer)
     parts = tuple((label, int(v.size), int(np.count_nonzero(v))) for label, v in weights)
     size = sum(part[1] for part in parts)
     nonzero = sum(part[2] for part in parts)

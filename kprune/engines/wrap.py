@@ -12,6 +12,7 @@ Example:
 """
 
 from kprune import _compat
+from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan
 from kprune.engines import distribute
 
@@ -56,8 +57,9 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
     """Return a new model whose layers are wrapped for pruning as ``plan`` says.
 
     Args:
-        model: a built tf_keras Sequential or functional model (nested ones too).
-            It is never modified.
+        model: a built tf_keras or Keras 3 Sequential or functional model (nested ones
+            too). It is never modified. A Keras 3 model is pruned by kprune's Keras 3
+            engine (:mod:`kprune.engines.keras3`), a tf_keras one by tfmot.
         plan: a :class:`PruningPlan`; None means ``PruningPlan.default()``.
         steps_per_epoch, epochs: the length of the pruning fit, from which the
             schedules' ``end_step`` and ``frequency`` are derived.
@@ -69,6 +71,13 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
     plan = PruningPlan.default() if plan is None else plan
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
+    if is_keras3(model):
+        if strategy is not None:
+            raise ValueError("Argument `strategy` (tf.distribute) is for tf_keras models; a "
+                             f"Keras 3 model is pruned as it is. Received: strategy={strategy!r}")
+        from kprune.engines.keras3 import wrap as keras3_wrap
+
+        return keras3_wrap.apply(model, plan, steps_per_epoch=steps_per_epoch, epochs=epochs)
     resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
     rows = {row.name: row for row in resolved.pruned}
 

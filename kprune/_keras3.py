@@ -1,0 +1,138 @@
+"""The one module that imports Keras 3 (``import keras``), for kprune's Keras 3 engine.
+
+It is imported only when kprune is handed a Keras 3 object, so ``import kprune`` does
+not import keras. Whatever kprune imports (tfmot sets ``TF_USE_LEGACY_KERAS=1``, which
+changes ``tf.keras``), ``import keras`` keeps giving Keras 3: the engine names it here.
+Everything else in the engine uses only ``keras`` and ``keras.ops``, so it runs on any
+Keras backend (tested: TensorFlow and JAX).
+
+Example:
+    >>> from kprune import _keras3
+    >>> model = _keras3.keras.Sequential([_keras3.keras.Input((4,)),
+    ...                                   _keras3.keras.layers.Dense(2, name="fc")])
+    >>> _keras3.check_model(model)
+    >>> [path for path, _ in _keras3.iter_layers(model)]
+    ['fc']
+"""
+
+import keras
+from keras import ops
+from keras.src.models.functional import Functional
+
+from kprune.core.checks import is_keras3
+
+__all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
+           "is_wrapper", "unwrap", "clone_model", "copy_model", "sync_state"]
+
+
+def backend():
+    """The Keras backend in use: ``"tensorflow"``, ``"jax"``, ``"torch"`` or ``"numpy"``."""
+    return keras.backend.backend()
+
+
+def _describe(obj):
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def check_model(model, *, argument="model"):
+    """Raise a clear error unless ``model`` is a built Keras 3 Sequential or functional model.
+
+    Example:
+        >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    """
+    if not is_keras3(model):
+        engine = ("a tf_keras (Keras 2) object, which kprune prunes with tfmot: pass it to "
+                  "the same kprune functions, they select the engine from the model"
+                  if type(model).__module__.startswith("tf_keras") else "not a Keras 3 object")
+        raise TypeError(
+            f"Argument `{argument}` must be a Keras 3 model (built with `import keras`); "
+            f"it is {engine}. Received: {argument} of type {_describe(model)}"
+        )
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"Argument `{argument}` must be a Keras 3 Sequential or functional model. "
+            f"Received: {argument} of type {_describe(model)}"
+        )
+    if not isinstance(model, (keras.Sequential, Functional)):
+        raise TypeError(
+            f"Argument `{argument}` is a subclassed Keras 3 model ({_describe(model)}); "
+            "kprune needs its layer graph, which subclassed models hide. Rebuild it with "
+            f"the Sequential or functional API. Received: {argument}={model.name!r}"
+        )
+    if not model.built:
+        raise ValueError(
+            f"Argument `{argument}` is not built: give it a `keras.Input` or call "
+            f"`model.build(input_shape)` first. Received: {argument}={model.name!r}"
+        )
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            check_model(layer, argument=f"{argument}/{layer.name}")
+
+
+def is_wrapper(layer):
+    """True for a Keras 3 pruning wrapper (``kprune.engines.keras3.wrap.PruneLowMagnitude``)."""
+    return getattr(type(layer), "kprune_pruning_wrapper", False)
+
+
+def unwrap(layer):
+    """The layer a pruning wrapper wraps; any other layer itself."""
+    return layer.layer if is_wrapper(layer) else layer
+
+
+def layer_name(layer):
+    """A layer's own name; for a pruning wrapper, the name of the layer it wraps."""
+    return unwrap(layer).name
+
+
+def iter_layers(model, prefix=""):
+    """Yield ``(path, layer)`` for every non-model layer, nested models included.
+
+    Paths are those of :func:`kprune._compat.iter_layers` (``"outer/inner"``; a wrapper
+    has the path of the layer it wraps), so plans read the same on both engines.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = f"{prefix}{layer_name(layer)}"
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, prefix=f"{path}/")
+        else:
+            yield path, layer
+
+
+def clone_model(model, layer_fn):
+    """Clone ``model`` (nested models too) with ``layer_fn(path, layer) -> layer`` on every
+    leaf layer; layers returned unchanged are shared with ``model``."""
+    paths = {id(layer): path for path, layer in iter_layers(model)}
+
+    def clone(layer):
+        path = paths.get(id(layer))
+        if path is None:  # not a leaf kprune names (an input layer): a fresh copy
+            return layer.__class__.from_config(layer.get_config())
+        return layer_fn(path, layer)
+
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def copy_model(model):
+    """An independent copy of a Keras 3 model: new layer objects, same weights.
+
+    Example:
+        >>> copy_model(model).layers[0] is model.layers[0]
+        False
+    """
+    check_model(model)
+    twin = keras.models.clone_model(model, recursive=True)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def sync_state(model):
+    """Make ``model``'s variables hold their current values (JAX keeps them in the
+    trainer's state during ``fit``; other backends always do).
+
+    After it, assignments to the model's variables reach the next training step.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()

@@ -1,0 +1,150 @@
+"""The callbacks a Keras 3 ``fit`` needs to prune: step counting and mask updates, sparsity
+logs, and the check that every schedule was completed.
+
+Steps are counted as tfmot counts them (the batches of a fit are steps ``1, 2, ...``) and
+the masks are recomputed before the batch of each firing step, so a plan prunes at the
+same steps on both engines.
+
+Example:
+    >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(pruned))
+    >>> history.history["sparsity/fc1"]
+"""
+
+import numpy as np
+
+from kprune import _keras3
+from kprune.engines.callbacks import report_short, write_sparsity_logs
+from kprune.engines.keras3.wrap import wrapped_layers
+
+keras = _keras3.keras
+
+__all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step"]
+
+
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Counts training steps and recomputes the masks of the layers whose schedule fires.
+
+    The step is read from the model at the start of a fit (so a reloaded model resumes)
+    and written back to it at firing steps and at each epoch end. Needs
+    ``steps_per_execution=1`` (one callback call per batch).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.step = 0
+        self.wrappers = []
+
+    def on_train_begin(self, logs=None):
+        self.wrappers = [wrapper for _, wrapper in wrapped_layers(self.model)]
+        if not self.wrappers:
+            raise ValueError(
+                "The model being trained has no kprune pruning layers; pass the model "
+                f"returned by kprune.apply. Received: model={self.model.name!r}"
+            )
+        per_execution = getattr(self.model, "steps_per_execution", 1) or 1
+        if int(per_execution) != 1:
+            raise ValueError(
+                "kprune's Keras 3 engine updates masks between batches, so it needs "
+                "`compile(..., steps_per_execution=1)`. "
+                f"Received: steps_per_execution={per_execution}"
+            )
+        _keras3.sync_state(self.model)
+        self.step = int(np.asarray(self.wrappers[0].pruning_step.numpy()))
+        for wrapper in self.wrappers:
+            wrapper.armed = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.step += 1
+        firing = [wrapper for wrapper in self.wrappers if wrapper.fires_at(self.step)]
+        if firing:
+            _keras3.sync_state(self.model)
+            for wrapper in firing:
+                wrapper.update_masks(self.step)
+            self._write_step()
+
+    def on_epoch_end(self, epoch, logs=None):
+        _keras3.sync_state(self.model)
+        self._write_step()
+
+    def on_train_end(self, logs=None):
+        for wrapper in self.wrappers:
+            wrapper.armed = False
+
+    def _write_step(self):
+        for wrapper in self.wrappers:
+            wrapper.pruning_step.assign(self.step)
+
+
+def mask_sparsity(wrapper):
+    """``(zeros, size)`` of a wrapper's masks: what its pruned weights will be."""
+    values = [np.asarray(mask.numpy()) for mask in wrapper.masks]
+    size = sum(int(v.size) for v in values)
+    return size - sum(int(np.count_nonzero(v)) for v in values), size
+
+
+class SparsityLogger(keras.callbacks.Callback):
+    """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs,
+    as the tf_keras engine's logger does (History, CSVLogger and TensorBoard see them)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            _keras3.sync_state(self.model)
+            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
+                                       for path, wrapper in wrapped_layers(self.model)])
+
+
+def final_step(wrapper):
+    """The training step at which ``wrapper``'s masks first reach their final sparsity."""
+    if wrapper.row.method == "m_by_n":
+        return 1
+    return wrapper.row.schedule.final_step
+
+
+class ScheduleGuard(keras.callbacks.Callback):
+    """At the end of ``fit``, checks that every pruned layer reached its final step
+    (see :class:`kprune.engines.callbacks.ScheduleGuard`); warns, or raises if ``strict``."""
+
+    def __init__(self, *, strict=False):
+        super().__init__()
+        self.strict = strict
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_train_end(self, logs=None):
+        _keras3.sync_state(self.model)
+        short = []
+        for path, wrapper in wrapped_layers(self.model):
+            reached = int(np.asarray(wrapper.pruning_step.numpy()))
+            needed = final_step(wrapper)
+            if reached < needed:
+                short.append(f"{path} at step {reached} of {needed} "
+                             f"({needed - reached} steps short)")
+        report_short(short, self.steps, strict=self.strict)
+
+
+def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
+    """What a Keras 3 ``fit`` needs to prune ``model`` (called by ``kprune.callbacks(model)``).
+
+    Args: as :func:`kprune.engines.callbacks.callbacks`; ``log_dir`` adds Keras's own
+    TensorBoard callback, which shows the sparsity logs.
+
+    Example:
+        >>> pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))
+    """
+    _keras3.check_model(model)
+    if not wrapped_layers(model):
+        raise ValueError(
+            "Argument `model` has no kprune pruning layers; pass the model returned by "
+            f"kprune.apply. Received: model={model.name!r}"
+        )
+    result = [UpdatePruningStep(), ScheduleGuard(strict=strict)]
+    if log_sparsity:
+        result.append(SparsityLogger())
+    if log_dir is not None:
+        result.append(keras.callbacks.TensorBoard(log_dir=str(log_dir)))
+    return result

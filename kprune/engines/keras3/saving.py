@@ -1,0 +1,52 @@
+"""Save and load Keras 3 pruned models (mid-training or stripped) as ``.keras`` files.
+
+The masks and the pruning step are variables of each pruning layer, so they are saved
+with the weights and a reloaded model resumes training where it stopped; the plan
+``kprune.apply`` attached is stored beside them, as for tf_keras models
+(:mod:`kprune.engines.saving`, which selects this module by itself).
+
+Example:
+    >>> kprune.save_model(pruned, "ckpt.keras")
+    >>> pruned = kprune.load_model("ckpt.keras")   # a Keras 3 model again; fit again
+"""
+
+from pathlib import Path
+
+from kprune import _keras3
+from kprune.engines.keras3.wrap import PruneLowMagnitude
+
+keras = _keras3.keras
+
+__all__ = ["save_model", "load_model"]
+
+
+def save_model(model, path):
+    """Save a Keras 3 model (wrapped or stripped) as ``.keras``; returns the path.
+
+    Called by ``kprune.save_model``, which then stores the plan in the file.
+
+    Example:
+        >>> save_model(pruned, "ckpt.keras")
+    """
+    _keras3.check_model(model)
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(
+            "A Keras 3 model is saved as .keras (Keras 3 writes whole models only in that "
+            f"format). Received: path={str(path)!r}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _keras3.sync_state(model)
+    model.save(str(path))
+    return path
+
+
+def load_model(path, *, compile=True, custom_objects=None):
+    """Load a Keras 3 ``.keras`` file, pruning layers included (no checks of the file:
+    ``kprune.load_model`` makes them, then calls this).
+
+    Example:
+        >>> load_model("ckpt.keras").get_layer("prune_low_magnitude_fc1").masks
+    """
+    objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
+    return keras.models.load_model(str(path), custom_objects=objects, compile=compile)

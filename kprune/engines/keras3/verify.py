@@ -1,0 +1,38 @@
+"""Strip a Keras 3 pruned model: a plain Keras 3 model holding the masked weights.
+
+``kprune.sparsity_report`` reads Keras 3 models with the tf_keras engine's own rows and
+checks (:mod:`kprune.engines.verify`); only stripping differs.
+
+Example:
+    >>> final = kprune.strip(pruned)          # selects this engine for a Keras 3 model
+    >>> print(kprune.sparsity_report(final, strict=True))
+"""
+
+from kprune import _keras3
+from kprune.core import layers
+from kprune.engines.keras3.wrap import wrapped_layers
+
+__all__ = ["strip"]
+
+
+def strip(model):
+    """A plain Keras 3 model: the wrappers removed, each pruned weight written as ``weight * mask``.
+
+    The result shares nothing with ``model``, which is not modified; it keeps the plan
+    ``kprune.apply`` attached, for ``sparsity_report``. Called by ``kprune.strip``.
+
+    Example:
+        >>> final = strip(pruned)
+        >>> final.save("pruned.keras")
+    """
+    _keras3.check_model(model)
+    _keras3.sync_state(model)
+    effective = {path: layers.effective_weights(wrapper) for path, wrapper in wrapped_layers(model)}
+    stripped = _keras3.copy_model(_keras3.clone_model(model, lambda path, layer: _keras3.unwrap(layer)))
+    for path, layer in _keras3.iter_layers(stripped):
+        for weight, (_, values) in zip(layers.prunable_weights(layer), effective.get(path, ())):
+            weight.variable.assign(values)
+    plan = getattr(model, "_kprune_plan", None)
+    if plan is not None:
+        stripped._kprune_plan = plan
+    return stripped

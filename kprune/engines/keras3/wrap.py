@@ -1,0 +1,159 @@
+"""Apply a plan to a Keras 3 model: a clone whose pruned layers are wrapped, never the model.
+
+Each pruned layer is wrapped in :class:`PruneLowMagnitude`, which holds a non-trainable
+mask per pruned weight and runs the layer with ``weight * mask``. The masks are computed
+in numpy by :mod:`kprune.core.masks` (the rules of tfmot: magnitude top-k, blocks, N:M
+along the input channels) at the firing steps of the plan's schedules, by the callback
+of :mod:`kprune.engines.keras3.callbacks`.
+
+Example:
+    >>> pruned = kprune.apply(keras3_model, kprune.PruningPlan.default(),
+    ...                       steps_per_epoch=469, epochs=2)   # selects this engine
+"""
+
+import numpy as np
+
+from kprune import _keras3
+from kprune.core import layers, masks
+from kprune.core.plan import LayerPlan
+
+keras = _keras3.keras
+ops = _keras3.ops
+
+__all__ = ["apply", "PruneLowMagnitude", "wrapped_layers"]
+
+_POOLS = {"AVG": "mean", "MAX": "max"}
+
+
+@keras.saving.register_keras_serializable(package="kprune")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """A Keras 3 layer pruned by masks: runs ``layer`` with each pruned weight times its mask.
+
+    Holds one non-trainable mask per weight that ``row.weights`` names (ones at first)
+    and the pruning step, both saved with the model, so training resumes where it
+    stopped. The masks change only in :meth:`update_masks`, which
+    ``kprune.callbacks(pruned)`` calls at the firing steps. Masked weights get no
+    gradient, so they never grow back between updates.
+
+    Args:
+        layer: the Keras 3 layer to prune.
+        row: its :class:`kprune.core.plan.LayerPlan` (or the row's ``to_dict()``).
+
+    Example:
+        >>> wrapper = PruneLowMagnitude(keras.layers.Dense(4, name="fc"), plan_row)
+        >>> wrapper.name
+        'prune_low_magnitude_fc'
+    """
+
+    kprune_pruning_wrapper = True
+
+    def __init__(self, layer, row, **kwargs):
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.row = row if isinstance(row, LayerPlan) else LayerPlan.from_dict(row)
+        self.armed = False  # set by the callback for the length of a fit
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        weights = layers.prunable_weights(self.layer)
+        labels = tuple(w.label for w in weights)
+        if labels != tuple(self.row.weights):
+            raise ValueError(
+                f"Layer {self.layer.name!r} prunes {list(labels)}, but its plan row names "
+                f"{list(self.row.weights)}. Received: row={self.row!r}"
+            )
+        flat = [w.label for w in weights if len(w.shape) != 2]
+        if self.row.block != (1, 1) and flat:
+            raise ValueError(
+                "Block sparsity needs 2-dimensional weights (as in tfmot); layer "
+                f"{self.layer.name!r} has {flat}. Received: block={self.row.block}"
+            )
+        self.masks = [
+            self.add_weight(name=f"{w.label.replace('.', '_')}_mask", shape=w.shape,
+                            dtype=w.variable.dtype, initializer="ones", trainable=False)
+            for w in weights
+        ]
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int32",
+                                            initializer="zeros", trainable=False)
+        self.built = True
+
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training and not self.armed:
+            raise RuntimeError(
+                f"Layer {self.name!r} is being trained without kprune's Keras 3 callbacks, "
+                "so its masks would never be updated. Pass the pruned model to them: "
+                "`fit(..., callbacks=kprune.callbacks(pruned))`."
+            )
+        masked = {id(w.variable): mask
+                  for w, mask in zip(layers.prunable_weights(self.layer), self.masks)}
+        mapping = [(v, ops.multiply(v.value, masked[id(v)]) if id(v) in masked else v.value)
+                   for v in self.layer.variables]
+        if training is not None:
+            kwargs["training"] = training
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            before = {id(v): scope.get_current_value(v) for v, _ in mapping}
+            outputs = self.layer(inputs, *args, **kwargs)
+        for variable, _ in mapping:  # keep the layer's own updates (e.g. seed generators)
+            value = scope.get_current_value(variable)
+            if id(variable) not in masked and value is not before[id(variable)]:
+                variable.assign(value)
+        return outputs
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        return self.layer.compute_output_spec(inputs, *args, **kwargs)
+
+    def fires_at(self, step):
+        """True when the masks are recomputed at training step ``step`` (as tfmot: an N:M
+        mask once, at step 1; an unstructured one at its schedule's firing steps)."""
+        if self.row.method == "m_by_n":
+            return step == 1
+        return self.row.schedule.fires_at(step)
+
+    def update_masks(self, step):
+        """Recompute every mask for training step ``step`` from the weights as they act
+        (``weight * mask``), and write the pruned weights as zeros."""
+        for weight, mask in zip(layers.prunable_weights(self.layer), self.masks):
+            values = np.asarray(weight.variable.numpy()) * np.asarray(mask.numpy())
+            keep = self._keep(values, step)
+            mask.assign(keep.astype(values.dtype))
+            weight.variable.assign(np.where(keep, values, 0).astype(values.dtype))
+        self.pruning_step.assign(step)
+
+    def _keep(self, values, step):
+        row = self.row
+        if row.method == "m_by_n":
+            return masks.n_m(values, row.n, row.m, axis=layers.N_M_AXIS)
+        sparsity = row.schedule.scheduled_sparsity(step)
+        if row.block != (1, 1):
+            return masks.block(values, row.block, sparsity, pool=_POOLS[row.pool])
+        return masks.magnitude(values, sparsity)
+
+    def get_config(self):
+        return {**super().get_config(), "row": self.row.to_dict()}
+
+
+def wrapped_layers(model):
+    """``(path, wrapper)`` for every Keras 3 pruning wrapper in ``model``, nested ones included."""
+    return [(path, layer) for path, layer in _keras3.iter_layers(model)
+            if _keras3.is_wrapper(layer)]
+
+
+def apply(model, plan, *, steps_per_epoch, epochs):
+    """A new Keras 3 model whose layers are wrapped for pruning as ``plan`` says.
+
+    Called by ``kprune.apply`` for a Keras 3 model (same arguments). ``model`` is never
+    modified: its weights are copied into new layers first. The result is not compiled.
+
+    Example:
+        >>> pruned = apply(model, PruningPlan.default(), steps_per_epoch=100, epochs=2)
+    """
+    resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    rows = {row.name: row for row in resolved.pruned}
+    twin = _keras3.copy_model(model)
+
+    def wrap(path, layer):
+        return layer if path not in rows else PruneLowMagnitude(layer, rows[path])
+
+    pruned = _keras3.clone_model(twin, wrap)
+    pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
+    return pruned
