@@ -31,6 +31,7 @@ __all__ = [
     "clone_model",
 ]
 
+from tensorflow.python.framework import config as tf_config  # op determinism on and off
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
     PruneRegistry,
 )

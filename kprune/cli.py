@@ -4,6 +4,7 @@ Example:
     $ kprune demo --out kprune-demo
     $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed
     $ kprune run recipe.yaml --out runs/mine --data my_images/ --model my_model.keras
+    $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed --resume  # after a kill
     $ kprune plan seed-cnn --plan plan.yaml
     $ kprune export pruned.keras --out out --quantize int8 --sparse --data mnist \\
           --compare baseline.keras
@@ -54,7 +55,7 @@ def _run(args):
                  (("data.source", "data", args.data), ("model", "model", args.model))
                  if value is not None}
     recipe = Recipe.load(args.recipe, overrides=overrides)
-    result = run_recipe(recipe, args.out, force=args.force,
+    result = run_recipe(recipe, args.out, force=args.force, resume=args.resume,
                         log=(lambda line: None) if args.quiet else print)
     if args.quiet:
         print(f"report: {result.report.markdown_path}")
@@ -250,7 +251,10 @@ def build_parser():
     run.add_argument("--data", help=f"replace the recipe's data source: {DATA_HELP}")
     run.add_argument("--model", help="replace the recipe's model: a built-in name or a "
                      ".keras/.h5 classifier")
-    run.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    run.add_argument("--force", action="store_true",
+                     help="overwrite a finished run in --out, or start an unfinished one over")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the unfinished run in --out from its latest checkpoint")
     run.set_defaults(handler=_run)
 
     plan = add("plan", help="print the resolved pruning plan for a model")

@@ -17,6 +17,7 @@ Example recipe (every key optional except ``model``)::
     plan: default              # default, a plan file, or {rules: [...]}
     workflow: {name: gradual, epochs: 1}
     export: {variants: [float, sparse, int8], calibration_samples: 200}
+    distribute: {strategy: mirrored}   # optional: mirrored or multi-worker (TF_CONFIG)
 
 Example:
     >>> recipe = Recipe.load("examples/seed_cnn.yaml")
@@ -28,7 +29,8 @@ import difflib
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-__all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export", "Subset", "RecipeError", "WORKFLOWS"]
+__all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export", "Subset",
+           "Distribute", "RecipeError", "WORKFLOWS"]
 
 WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -116,6 +118,18 @@ class Export:
 
 
 @dataclass(frozen=True)
+class Distribute:
+    """Which ``tf.distribute`` strategy trains the run (null: none, one device).
+
+    ``mirrored``: every local GPU, or the CPU's logical devices; ``multi-worker``:
+    ``MultiWorkerMirroredStrategy`` over the workers the ``TF_CONFIG`` environment
+    variable names (see :func:`kprune.engines.distribute.make`).
+    """
+
+    strategy: str | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """One experiment: model, data, baseline, plan, workflow, export. See the module doc.
 
@@ -134,6 +148,7 @@ class Recipe:
     structural: Structural = field(default_factory=Structural)
     workflow: Workflow = field(default_factory=Workflow)
     export: Export = field(default_factory=Export)
+    distribute: Distribute = field(default_factory=Distribute)
     base_dir: str = field(default=".", compare=False, repr=False)
 
     def __post_init__(self):
@@ -203,6 +218,10 @@ class Recipe:
         self._check_validation(lines)
         _choice(self.baseline.optimizer, OPTIMIZERS, "baseline.optimizer", lines)
         _choice(self.workflow.name, WORKFLOWS, "workflow.name", lines)
+        if self.distribute.strategy is not None:
+            from kprune.engines.distribute import STRATEGIES
+
+            _choice(self.distribute.strategy, STRATEGIES, "distribute.strategy", lines)
         if self.baseline.learning_rate <= 0:
             _fail("baseline.learning_rate", "must be positive", self.baseline.learning_rate, lines)
         if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
@@ -318,7 +337,8 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_NESTED = {"data": DataSpec, "subset": Subset, "structural": Structural, "baseline": Training, "workflow": Workflow, "export": Export}
+_NESTED = {"data": DataSpec, "subset": Subset, "structural": Structural, "baseline": Training, "workflow": Workflow, "export": Export,
+           "distribute": Distribute}
 
 
 def _build(cls, data, prefix, lines, skip=()):

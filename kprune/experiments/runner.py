@@ -2,7 +2,12 @@
 
 The run folder gets ``recipe.yaml`` (a copy), ``plan.json`` (the resolved plan),
 ``baseline.keras`` and ``pruned.keras``, the ``.tflite`` variants, ``report.json``,
-``report.md`` and the plots. The data is any source :mod:`kprune.sources` reads, and the
+``report.md`` and the plots, and ``checkpoints/`` (the trained baseline, and the
+workflow at every epoch: see :mod:`kprune.methods.checkpoints`) from which
+``resume=True`` (``kprune run --resume``) continues a run that was interrupted. Training
+is seeded with the recipe's ``seed`` and runs with TensorFlow's op determinism, so a
+resumed run ends with the masks and weights of one never interrupted; with
+``distribute: {strategy: ...}`` it trains under that ``tf.distribute`` strategy. The data is any source :mod:`kprune.sources` reads, and the
 model any tf_keras classifier (a built-in name is built on the data's shape and classes).
 The recipe's ``validation`` split is held out of the training examples (seeded with its
 ``seed``); the baseline and the workflow train on the
@@ -12,7 +17,8 @@ report (what was loaded and the split sizes are logged, in the report's title an
 training (the recipe, the model file, the data against the model's input shape and class
 count, the plan against the model, the output folder), and a
 folder that already holds a finished run (a ``report.json``) is never overwritten
-unless ``force=True``.
+unless ``force=True``; one that holds an unfinished run is continued with
+``resume=True``, started over with ``force=True``, and otherwise refused.
 
 Example:
     >>> from kprune.experiments.recipe import Recipe
@@ -23,15 +29,18 @@ Example:
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_recipe", "export_and_compare", "RunResult", "check_out_dir"]
+__all__ = ["run_recipe", "export_and_compare", "RunResult", "check_out_dir", "check_run_dir"]
 
 FINISHED_MARKER = "report.json"
+RECIPE_COPY = "recipe.yaml"
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass(frozen=True)
@@ -61,29 +70,82 @@ def check_out_dir(out_dir, *, force=False, create=True):
     return out
 
 
-def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print):
+def check_run_dir(out_dir, recipe, *, force=False, resume=False):
+    """Check that ``recipe`` may run into ``out_dir``: a new folder, an unfinished run of
+    the same recipe with ``resume``, or anything but a file with ``force``.
+
+    Example:
+        >>> check_run_dir("runs/seed", recipe, resume=True)   # continue an interrupted run
+    """
+    out = Path(out_dir)
+    if force and resume:
+        raise ValueError("Give --resume (continue the run in the folder) or --force (start "
+                         "it over), not both. Received: force=True, resume=True")
+    check_out_dir(out, force=force or resume, create=False)
+    copy = out / RECIPE_COPY
+    if resume:
+        if (out / FINISHED_MARKER).exists():
+            raise FileExistsError(
+                f"{out} holds a finished run ({FINISHED_MARKER}): there is nothing to resume. "
+                "Choose another --out, or pass --force (without --resume) to run it again.")
+        if not copy.is_file():
+            raise FileNotFoundError(
+                f"{out} holds no unfinished run to resume (no {RECIPE_COPY}); run without "
+                "--resume to start one there.")
+        if copy.read_text() != recipe.to_yaml():
+            changed = _first_difference(copy.read_text(), recipe.to_yaml())
+            raise ValueError(
+                f"{out} holds a run of another recipe: its {RECIPE_COPY} differs from this "
+                f"one ({changed}), so its checkpoints do not apply. Resume it with the same "
+                "recipe, or choose a fresh --out.")
+    elif copy.is_file() and not (out / FINISHED_MARKER).exists() and not force:
+        raise FileExistsError(
+            f"{out} holds an unfinished run (a {RECIPE_COPY} and no {FINISHED_MARKER}): pass "
+            "--resume to continue it from its latest checkpoint, or choose a fresh --out "
+            "(--force starts it over).")
+    return out
+
+
+def _first_difference(old, new):
+    for number, (a, b) in enumerate(zip(old.splitlines(), new.splitlines()), start=1):
+        if a != b:
+            return f"line {number}: {a.strip()!r} in the folder, {b.strip()!r} now"
+    return "one is longer"
+
+
+def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=None,
+               log=print):
     """Run ``recipe`` (a :class:`~kprune.recipe.Recipe`) and write the run folder.
+
+    ``resume=True`` continues an unfinished run in ``out_dir`` from its latest
+    checkpoint (the folder's recipe copy must equal ``recipe``).
 
     ``data`` and ``model`` replace the recipe's from Python: any source
     :func:`kprune.sources.load_data` takes (a ``Dataset``, arrays, two ``tf.data``
     datasets, a path), and a tf_keras classifier (left unmodified: the run trains a copy).
     """
     from kprune import _compat
+    from kprune.engines import distribute
     from kprune.engines.wrap import copy_model
     from kprune.experiments import models
     from kprune.experiments.recipe import Recipe
     from kprune.experiments.sources import load_data
+    from kprune.methods.checkpoints import Checkpoints
+    from kprune.methods.trainer import Trainer
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"Argument `recipe` must be a kprune Recipe. Received: recipe={recipe!r}")
     started = time.perf_counter()
-    check_out_dir(out_dir, force=force, create=False)
+    check_run_dir(out_dir, recipe, force=force, resume=resume)
+    strategy = (None if recipe.distribute.strategy is None
+                else distribute.make(recipe.distribute.strategy))
     builtin = model is None and recipe.model in models.MODELS
     _compat.keras.utils.set_random_seed(recipe.seed)  # a built-in model's initial weights
     if model is not None:
-        model = copy_model(model)
+        model = copy_model(model, strategy=strategy)
     elif not builtin:
-        model = models.load(str(recipe.resolve(recipe.model)))
+        with distribute.scope(strategy=strategy):
+            model = models.load(str(recipe.resolve(recipe.model)))
     dataset = load_data(
         recipe.data_source() if data is None else data, model=model,
         scale=recipe.data.scale, image_size=recipe.data.image_size,
@@ -91,8 +153,9 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
     if builtin:  # the built-in architecture, on the data's shape and classes
         shape = dataset.input_shape
         shape = shape + (1,) if len(shape) == 2 else shape  # (H, W) images: one channel
-        model = models.build(recipe.model, input_shape=shape,
-                             num_classes=dataset.num_classes)
+        with distribute.scope(strategy=strategy):
+            model = models.build(recipe.model, input_shape=shape,
+                                 num_classes=dataset.num_classes)
         dataset = dataset.fit_to(model)
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
@@ -116,11 +179,18 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
                   f"{sizes['test']:,} test examples")
     log(f"kprune run: {recipe.model} on {dataset}")
     log(f"validation held out of the training examples with seed {recipe.seed}; "
-        f"workflow {recipe.workflow.name}")
+        f"workflow {recipe.workflow.name}"
+        + ("" if strategy is None else f"; {recipe.distribute.strategy} strategy over "
+           f"{strategy.num_replicas_in_sync} replicas"))
 
-    out = check_out_dir(out_dir, force=force)
-    (out / FINISHED_MARKER).unlink(missing_ok=True)
-    (out / "recipe.yaml").write_text(recipe.to_yaml())
+    out = check_out_dir(out_dir, force=True)
+    checkpoints = Checkpoints(out / CHECKPOINTS)
+    if not resume:
+        (out / FINISHED_MARKER).unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        (out / RECIPE_COPY).write_text(recipe.to_yaml())
+    else:
+        log(f"resuming the run in {out} from its latest checkpoint")
 
     stages = ["baseline", "structural", "workflow", "sparsity", "export"]
     if cut.fraction is None:
@@ -133,12 +203,24 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
     training = recipe.baseline
     _compile(model, training)
     initial_weights = [w.copy() for w in model.get_weights()]
+    trainer = Trainer(
+        x_train, y_train,
+        validation_data=(x_val, y_val),
+        batch_size=training.batch_size,
+        compile=lambda m: _compile(m, training),
+        verbose=_fit_verbosity(),
+        seed=recipe.seed,
+    )
+    trained = checkpoints.find("baseline-done")
     if not training.epochs:
         log(f"{stage('baseline')}: the model as given (baseline.epochs: 0)")
+    elif trained is not None:
+        log(f"{stage('baseline')}: read back from {trained.path}")
+        model.set_weights(trained.arrays("model"))
     else:
         log(f"{stage('baseline')}: {training.epochs} epoch(s)")
-        model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
-                  verbose=_fit_verbosity())
+        trainer.fit(model, training.epochs)
+        checkpoints.save("baseline-done", {"model": model.get_weights()}, {"stage": "baseline"})
 
     start = model
     if cut.fraction is not None:
@@ -146,22 +228,20 @@ def run_recipe(recipe, out_dir, *, force=False, data=None, model=None, log=print
 
         log(f"{stage('structural')}: remove {cut.fraction:g} of the channels ({cut.scope}, "
             f"{cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
-        start = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
-                      round_to=cut.round_to, exclude=cut.exclude)
+        with distribute.scope(model):
+            start = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
+                          round_to=cut.round_to, exclude=cut.exclude)
         log(summary(model, start))
         if cut.fine_tune_epochs:
-            _compile(start, training)
-            start.fit(x_train, y_train, batch_size=training.batch_size,
-                      epochs=cut.fine_tune_epochs, verbose=_fit_verbosity())
+            trainer.fit(start, cut.fine_tune_epochs)
 
     log(f"{stage('workflow')} {recipe.workflow.name}")
     steps_per_epoch = math.ceil(len(x_train) / training.batch_size)
     resolved = plan.resolve(start, steps_per_epoch=steps_per_epoch, epochs=recipe.workflow.epochs)
     log(str(resolved))
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
-    final, history = _run_workflow(
-        recipe, start, plan, (x_train, y_train), (x_val, y_val), initial_weights
-    )
+    final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
+                                   checkpoint_dir=out / CHECKPOINTS)
 
     from kprune.engines.saving import save_model
     from kprune.engines.verify import sparsity_report
@@ -236,30 +316,24 @@ def _compile(model, training):
                                      optimizer=training.optimizer)
 
 
-def _run_workflow(recipe, model, plan, train, validation, initial_weights):
+def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_dir):
     """Dispatch to kprune.workflows; returns (stripped model, JSON-able history)."""
     from kprune.methods import workflows
-    from kprune.methods.trainer import Trainer
 
     spec = recipe.workflow
-    trainer = Trainer(
-        *train,
-        validation_data=validation,
-        batch_size=recipe.baseline.batch_size,
-        compile=lambda m: _compile(m, recipe.baseline),
-        verbose=_fit_verbosity(),
-    )
+    saved = {"checkpoint_dir": checkpoint_dir}
     if spec.name == "gradual":
-        result = workflows.gradual(model, plan, trainer=trainer, epochs=spec.epochs)
+        result = workflows.gradual(model, plan, trainer=trainer, epochs=spec.epochs, **saved)
     elif spec.name == "one-shot":
-        result = workflows.one_shot(model, plan, trainer=trainer, finetune_epochs=spec.epochs)
+        result = workflows.one_shot(model, plan, trainer=trainer, finetune_epochs=spec.epochs,
+                                    **saved)
     elif spec.name == "iterative":
         result = workflows.iterative(model, plan, trainer=trainer, rounds=spec.rounds,
                                      epochs_per_round=spec.epochs,
-                                     accuracy_floor=spec.accuracy_floor)
+                                     accuracy_floor=spec.accuracy_floor, **saved)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
-                                  to=initial_weights)
+                                  to=initial_weights, **saved)
     return result.model, _jsonable(result.history)
 
 

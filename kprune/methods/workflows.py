@@ -40,6 +40,7 @@ from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
+from kprune.methods.checkpoints import Checkpoints, FitCheckpoints
 from kprune.methods.trainer import Trainer, accuracy
 
 __all__ = [
@@ -346,14 +347,75 @@ def _check_prunes(plan, model):
 
 
 def _prune_fit(model, plan, trainer, *, epochs, stage, round, records, epoch_offset,
-               extra_callbacks=()):
-    """Apply ``plan`` to a copy of ``model``, train it, strip it: the shared loop."""
+               extra_callbacks=(), store=None):
+    """Apply ``plan`` to a copy of ``model``, train it, strip it: the shared loop.
+
+    With a checkpoint ``store``, a pruning fit already finished is read back instead of
+    run again, one interrupted resumes from its last epoch, and the result is saved.
+    """
     pruned = apply(model, plan, steps_per_epoch=trainer.steps_per_epoch, epochs=epochs)
+    key = f"{stage}-r{round}"
+    done = None if store is None else store.find(f"{key}-done")
+    if done is not None:
+        records[:] = _records(done.state)
+        final = strip(pruned)
+        final.set_weights(done.arrays("model"))
+        return final, _masks_from(done)
     recorder = _Recorder(trainer, records, stage=stage, round=round, epoch_offset=epoch_offset)
     callbacks = pruning_callbacks() + list(extra_callbacks) + [recorder]
-    trainer.fit(pruned, epochs, callbacks)
+    _fit(trainer, pruned, epochs, callbacks, store=store, key=key, records=records)
     masks = kernel_masks(pruned)
-    return strip(pruned), masks
+    final = strip(pruned)
+    if store is not None:
+        order = [(path, label) for path, by_label in masks.items() for label in by_label]
+        store.save(f"{key}-done",
+                   {"model": final.get_weights(), "masks": [masks[p][l] for p, l in order]},
+                   {"key": key, "records": _jsonable(records), "mask_order": order})
+    return final, masks
+
+
+def _fit(trainer, model, epochs, callbacks, *, store, key, records):
+    """``trainer.fit`` that checkpoints every epoch into ``store`` and resumes from it."""
+    if store is None:
+        trainer.fit(model, epochs, callbacks)
+        return
+    last = store.latest(f"{key}-epoch")
+    if last is not None:
+        records[:] = _records(last.state)
+    if last is not None and last.state["epoch"] >= epochs:  # killed after the last epoch
+        model.set_weights(last.arrays("model"))
+        return
+    saver = FitCheckpoints(store, key, resume_from=last,
+                           state=lambda: {"records": _jsonable(records)})
+    trainer.fit(model, epochs, list(callbacks) + [saver],
+                initial_epoch=0 if last is None else last.state["epoch"])
+
+
+def _records(state):
+    return [Record(**row) for row in state["records"]]
+
+
+def _jsonable(records):
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.to_dict().items()}
+            for r in records]
+
+
+def _masks_from(checkpoint):
+    masks = {}
+    for (path, label), mask in zip(checkpoint.state["mask_order"], checkpoint.arrays("masks")):
+        masks.setdefault(path, {})[label] = mask
+    return masks
+
+
+def _store(checkpoint_dir, name, plan, **lengths):
+    """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints)."""
+    if checkpoint_dir is None:
+        return None
+    import json
+
+    described = json.dumps({"workflow": name, "plan": plan.to_dict(), **lengths},
+                           sort_keys=True, default=str)
+    return Checkpoints(checkpoint_dir, fingerprint=described)
 
 
 def _start(model, trainer):
@@ -366,7 +428,7 @@ def _start(model, trainer):
     return [_record(model, trainer, stage="dense", round=0, epoch=0)]
 
 
-def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1):
+def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_dir=None):
     """Prune a trained model to the target at once, then fine-tune with the mask held.
 
     Every unstructured rule gets a constant schedule: tfmot prunes to the full target
@@ -377,6 +439,11 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1):
         plan_or_target: a :class:`PruningPlan` or a float target (see :func:`target_plan`).
         trainer: a :class:`Trainer`.
         finetune_epochs: epochs of fine-tuning (at least 1: tfmot prunes inside fit).
+        checkpoint_dir: a folder for checkpoints at every epoch (see
+            :mod:`kprune.methods.checkpoints`); if it holds some from an interrupted
+            call with the same arguments, this call resumes from the latest. With a
+            seeded trainer (``Trainer(seed=...)``) the result is the same as without
+            the interruption.
 
     Example:
         >>> result = one_shot(trained, 0.9, trainer=trainer, finetune_epochs=2)
@@ -384,15 +451,17 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1):
     plan = _scaled(as_plan(plan_or_target), 1.0, schedule=Schedule(kind="constant"))
     check_int(finetune_epochs, "finetune_epochs")
     _check_prunes(plan, model)
+    store = _store(checkpoint_dir, "one_shot", plan, epochs=finetune_epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=finetune_epochs,
-                              stage="finetune", round=0, records=records, epoch_offset=0)
+                              stage="finetune", round=0, records=records, epoch_offset=0,
+                              store=store)
     return WorkflowResult(final, records, "one_shot", plan=_resolved(final),
                           note=f"pruned at once, fine-tuned {finetune_epochs} epoch(s)",
                           masks=masks)
 
 
-def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0):
+def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpoint_dir=None):
     """Prune while training: sparsity rises on the plan's schedules (cubic by default).
 
     Args:
@@ -403,6 +472,11 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0):
         trainer: a :class:`Trainer`.
         epochs: training epochs in all.
         recover_epochs: for a float target: epochs at the final sparsity at the end.
+        checkpoint_dir: a folder for checkpoints at every epoch (see
+            :mod:`kprune.methods.checkpoints`); if it holds some from an interrupted
+            call with the same arguments, this call resumes from the latest. With a
+            seeded trainer (``Trainer(seed=...)``) the result is the same as without
+            the interruption.
 
     Example:
         >>> result = gradual(model, 0.9, trainer=trainer, epochs=6, recover_epochs=2)
@@ -422,16 +496,17 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0):
     end = None if recover_epochs == 0 else epochs - recover_epochs
     plan = as_plan(plan_or_target, schedule=Schedule(kind="polynomial", end=end))
     _check_prunes(plan, model)
+    store = _store(checkpoint_dir, "gradual", plan, epochs=epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
-                              records=records, epoch_offset=0)
+                              records=records, epoch_offset=0, store=store)
     return WorkflowResult(final, records, "gradual", plan=_resolved(final),
                           note=f"pruned on the plan's schedules over {epochs} epoch(s)",
                           masks=masks)
 
 
 def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
-              accuracy_floor=None, ladder="cubic"):
+              accuracy_floor=None, ladder="cubic", checkpoint_dir=None):
     """Prune part of the way, retrain, repeat: until the target or an accuracy floor.
 
     Round ``r`` prunes the model left by round ``r - 1`` to ``ladder[r - 1]`` times each
@@ -452,6 +527,12 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
             (``1 - (1 - r/R)^3``, big steps first, as Zhu and Gupta), ``"linear"``
             (``r/R``) or a sequence of ``rounds`` non-decreasing fractions in (0, 1],
             the last 1.
+        checkpoint_dir: a folder for checkpoints at every epoch (see
+            :mod:`kprune.methods.checkpoints`); if it holds some from an interrupted
+            call with the same arguments, this call resumes from the latest. With a
+            seeded trainer (``Trainer(seed=...)``) the result is the same as without
+            the interruption.
+            A finished round is read back, not run again.
 
     Example:
         >>> result = iterative(trained, 0.9, trainer=trainer, rounds=3,
@@ -480,6 +561,8 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
                 "Argument `accuracy_floor` needs a trainer with `validation_data` or "
                 f"`evaluate`. Received: accuracy_floor={accuracy_floor!r}"
             )
+    store = _store(checkpoint_dir, "iterative", plan, rounds=rounds, ladder=fractions,
+                   epochs_per_round=epochs_per_round, accuracy_floor=accuracy_floor)
     records = _start(model, trainer)
     dense_accuracy = records[0].val_accuracy
     if accuracy_floor is not None and accuracy_floor > dense_accuracy:
@@ -495,6 +578,7 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
         current, masks = _prune_fit(
             current, round_plan, trainer, epochs=epochs_per_round, stage="prune",
             round=index, records=records, epoch_offset=(index - 1) * epochs_per_round,
+            store=store,
         )
         accuracy = records[-1].val_accuracy
         if accuracy_floor is not None and accuracy < accuracy_floor:
@@ -517,7 +601,8 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
                           stop_round=stop_round, masks=kept_masks)
 
 
-def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=None):
+def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=None,
+           checkpoint_dir=None):
     """Lottery-ticket rewinding: train with pruning, keep the mask, rewind, retrain.
 
     1. Train a copy of ``model`` with pruning for ``epochs`` (the plan's schedules;
@@ -528,6 +613,9 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
        (a list of arrays in ``model.get_weights()`` order). Pruned weights are zeroed.
     3. Retrain ``retrain_epochs`` (default ``epochs``) with the masks fixed
        (:class:`FixedMask`): pruned weights stay exactly zero.
+
+    ``checkpoint_dir``: checkpoints at every epoch of steps 1 and 3, resumed from as in
+    :func:`gradual` (not with ``to`` an epoch number, whose snapshot is not saved).
 
     Example:
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3)
@@ -540,11 +628,20 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
     checkpoint = _checkpoint(model, to, epochs)
     plan = as_plan(plan_or_target)
     _check_prunes(plan, model)
+    late = isinstance(to, int) and to > 0
+    if late and checkpoint_dir is not None:
+        raise ValueError(
+            "Argument `checkpoint_dir` cannot be used with `to` an epoch number (late "
+            "rewinding): the weights of that epoch are not checkpointed. Rewind to 'init' "
+            f"or to a list of weights. Received: to={to}, checkpoint_dir={str(checkpoint_dir)!r}"
+        )
+    store = _store(checkpoint_dir, "rewind", plan, epochs=epochs, retrain_epochs=retrain_epochs,
+                   to=to if isinstance(to, str) else "weights")
     records = _start(model, trainer)
     snapshots = {}
-    extra = [_Snapshot(to, snapshots)] if isinstance(to, int) and to > 0 else []
+    extra = [_Snapshot(to, snapshots)] if late else []
     _, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
-                          records=records, epoch_offset=0, extra_callbacks=extra)
+                          records=records, epoch_offset=0, extra_callbacks=extra, store=store)
     rewound = copy_model(model)
     if isinstance(to, int) and to > 0:
         for path, layer in _compat.iter_layers(rewound):
@@ -561,7 +658,8 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
     records.append(_record(rewound, trainer, stage="rewind", round=0, epoch=epochs,
                            note=f"rewound to {where}, mask kept"))
     recorder = _Recorder(trainer, records, stage="retrain", round=0, epoch_offset=epochs)
-    trainer.fit(rewound, retrain_epochs, [FixedMask(masks), recorder])
+    _fit(trainer, rewound, retrain_epochs, [FixedMask(masks), recorder], store=store,
+         key="retrain-r0", records=records)
     final = copy_model(rewound)
     resolved = plan.resolve(model)
     return WorkflowResult(final, records, "rewind", plan=resolved,

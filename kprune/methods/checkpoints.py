@@ -1,0 +1,215 @@
+"""Checkpoints of a pruning run, written atomically, and resuming from the latest.
+
+A :class:`Checkpoints` folder holds one sub-folder per checkpoint, numbered in the
+order written (``0003-prune-r1-epoch2``), each with ``state.json`` (what the workflow
+needs to go on: stage, epoch, history, a fingerprint of the run) and ``arrays.npz``
+(the model's weights with its pruning wrappers' masks, thresholds and step, the
+optimizer's variables, masks, rewind weights). A checkpoint is written into a hidden
+``.partial-*`` folder, every file and the folder are fsynced, and only then is it
+renamed to its final name: a kill at any point of the write leaves the previous
+checkpoints whole, and the partial folder is ignored (and removed by the next write).
+
+:class:`FitCheckpoints` is the Keras callback that writes one at every epoch end (and
+every ``every_steps`` steps, see its doc) and restores the model and optimizer at the
+start of a resumed fit.
+
+Example:
+    >>> store = Checkpoints("runs/seed/checkpoints")
+    >>> store.save("prune-r1-epoch2", {"model": model.get_weights()}, {"epoch": 2})
+    >>> store.latest("prune-r1-epoch").state["epoch"]
+    2
+"""
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kprune import _compat
+
+__all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "optimizer_variables"]
+
+STATE_FILE = "state.json"
+ARRAYS_FILE = "arrays.npz"
+PARTIAL_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One complete checkpoint: its folder, name, ``state`` (JSON) and arrays by group."""
+
+    path: Path
+    name: str
+    state: dict
+
+    def arrays(self, group):
+        """The list of arrays saved under ``group`` (``"model"``, ``"optimizer"``, ...)."""
+        with np.load(self.path / ARRAYS_FILE) as data:
+            keys = sorted(k for k in data.files if k.startswith(f"{group}."))
+            return [data[k] for k in keys]
+
+    def groups(self):
+        with np.load(self.path / ARRAYS_FILE) as data:
+            return sorted({k.rsplit(".", 1)[0] for k in data.files})
+
+
+class Checkpoints:
+    """A folder of atomically written checkpoints (see the module doc).
+
+    Args:
+        folder: where the checkpoints live (created on the first write).
+        fingerprint: what must match to resume from these checkpoints (the workflow,
+            its plan and lengths); a folder written under another fingerprint is refused.
+
+    Example:
+        >>> store = Checkpoints(tmp / "checkpoints", fingerprint="gradual 0.8 2 epochs")
+    """
+
+    def __init__(self, folder, *, fingerprint=""):
+        self.folder = Path(folder)
+        self.fingerprint = str(fingerprint)
+        self._check_fingerprint()
+
+    def _check_fingerprint(self):
+        found = self.all()
+        if not found or not self.fingerprint:
+            return
+        theirs = found[-1].state.get("fingerprint", "")
+        if theirs and theirs != self.fingerprint:
+            raise ValueError(
+                f"The checkpoints in {self.folder} were written by another run "
+                f"({theirs}); this one is {self.fingerprint}. Resume with the same "
+                "workflow and plan, or give a fresh checkpoint folder."
+            )
+
+    def all(self):
+        """Every complete checkpoint, oldest first (partial writes are not listed)."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(PARTIAL_PREFIX) or not path.is_dir():
+                continue
+            if not (path / STATE_FILE).is_file() or not (path / ARRAYS_FILE).is_file():
+                continue
+            state = json.loads((path / STATE_FILE).read_text())
+            found.append(Checkpoint(path, path.name.split("-", 1)[1], state))
+        return found
+
+    def latest(self, prefix=""):
+        """The newest checkpoint whose name starts with ``prefix``, or None."""
+        matching = [c for c in self.all() if c.name.startswith(prefix)]
+        return matching[-1] if matching else None
+
+    def find(self, name):
+        """The newest checkpoint named exactly ``name``, or None."""
+        matching = [c for c in self.all() if c.name == name]
+        return matching[-1] if matching else None
+
+    def save(self, name, arrays, state):
+        """Write checkpoint ``name`` atomically; return it.
+
+        ``arrays`` maps group names to lists of arrays; ``state`` is JSON-able.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for stale in self.folder.glob(f"{PARTIAL_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        existing = self.all()
+        number = int(existing[-1].path.name.split("-", 1)[0]) + 1 if existing else 1
+        final = self.folder / f"{number:04d}-{name}"
+        partial = self.folder / f"{PARTIAL_PREFIX}{final.name}"
+        partial.mkdir()
+        flat = {f"{group}.{i:05d}": np.asarray(value)
+                for group, values in arrays.items() for i, value in enumerate(values)}
+        with open(partial / ARRAYS_FILE, "wb") as handle:
+            np.savez(handle, **flat)
+            _sync(handle)
+        with open(partial / STATE_FILE, "w") as handle:
+            json.dump({**state, "fingerprint": self.fingerprint}, handle, indent=1,
+                      default=_plain)
+            _sync(handle)
+        _sync_folder(partial)
+        os.rename(partial, final)
+        _sync_folder(self.folder)
+        return Checkpoint(final, name, json.loads((final / STATE_FILE).read_text()))
+
+    def prune(self, prefix, *, keep=2):
+        """Delete all but the newest ``keep`` checkpoints whose name starts with ``prefix``."""
+        matching = [c for c in self.all() if c.name.startswith(prefix)]
+        for old in matching[:-keep] if keep else matching:
+            shutil.rmtree(old.path, ignore_errors=True)
+
+
+def _plain(value):
+    """numpy scalars and arrays in a checkpoint's JSON state as plain Python."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _sync(handle):
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _sync_folder(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def optimizer_variables(optimizer):
+    """The optimizer's variables (iterations and slots), for either tf_keras optimizer API."""
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
+
+
+class FitCheckpoints(_compat.keras.callbacks.Callback):
+    """Checkpoints a fit at every epoch end; restores a resumed fit at its start.
+
+    The checkpoint ``{key}-epoch{N}`` holds the model's weights (with the pruning
+    wrappers' masks, thresholds and steps), the optimizer's variables and
+    ``state()``'s JSON (the workflow's history so far). Resume a fit by passing
+    ``resume_from`` (such a checkpoint) and ``initial_epoch=N`` to ``fit``: the weights
+    and optimizer are restored at the start of training, inside the model's strategy.
+
+    Example:
+        >>> saver = FitCheckpoints(store, "prune-r0", state=lambda: {"records": ...})
+        >>> model.fit(x, y, epochs=3, callbacks=[..., saver])
+    """
+
+    def __init__(self, store, key, *, state, resume_from=None):
+        super().__init__()
+        self.store, self.key, self._state = store, key, state
+        self.resume_from = resume_from
+
+    def on_train_begin(self, logs=None):
+        if self.resume_from is None:
+            return
+        self.model.set_weights(self.resume_from.arrays("model"))
+        saved = self.resume_from.arrays("optimizer")
+        if saved:
+            optimizer = self.model.optimizer
+            if hasattr(optimizer, "build"):  # tf_keras's optimizer API
+                optimizer.build(self.model.trainable_variables)
+            else:  # its legacy one, which optimizers.get gives by name
+                optimizer._create_all_weights(self.model.trainable_variables)
+            variables = optimizer_variables(optimizer)
+            if len(variables) != len(saved):
+                raise ValueError(
+                    f"Checkpoint {self.resume_from.path} holds {len(saved)} optimizer "
+                    f"variables, the optimizer has {len(variables)}: it was written with "
+                    "another optimizer or model."
+                )
+            for variable, value in zip(variables, saved):
+                variable.assign(value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        arrays = {"model": self.model.get_weights(),
+                  "optimizer": [v.numpy() for v in optimizer_variables(self.model.optimizer)]}
+        self.store.save(f"{self.key}-epoch{epoch + 1}", arrays,
+                        {"key": self.key, "epoch": epoch + 1, **self._state()})
+        self.store.prune(f"{self.key}-epoch")
