@@ -103,14 +103,15 @@ def test_same_tensor_twice_and_sequential():
     assert B.residual_blocks(keras.Sequential([keras.Input((3,)), L.Dense(2)])) == []
 
 
-def test_nested_model_refused():
-    inner = keras.Sequential([keras.Input((4,)), L.Dense(4)], name="inner")
+def test_a_block_inside_a_nested_model_is_found_and_dropped():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(4, name="branch")], name="inner")
     x = keras.Input((4,))
-    model = keras.Model(x, L.Add()([x, inner(x)]))
-    with pytest.raises(ValueError, match="'inner' is a nested model"):
-        B.residual_blocks(model)
-    with pytest.raises(ValueError, match="nested model"):
-        B.drop_blocks(model, 1, criterion="l1")
+    model = keras.Model(x, L.Add(name="add")([x, inner(x)]))
+    assert [(b.name, b.branch) for b in B.residual_blocks(model)] == [("add", ("branch",))]
+    shorter = B.drop_blocks(model, 1, criterion="l1")
+    assert "branch" not in [layer.name for layer in shorter.layers]
+    data = np.random.default_rng(0).random((3, 4)).astype("float32")
+    np.testing.assert_allclose(shorter(data).numpy(), data, atol=1e-6)
 
 
 @pytest.mark.parametrize("relu", [True, False])

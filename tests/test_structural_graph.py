@@ -165,8 +165,9 @@ MODELS = {  # model builder, group to zero channels of, channels zeroed
 def _zero_group(model, group, channels):
     """Kill ``channels`` of ``group`` in place: producer columns, biases, batch norm
     gamma/beta/mean and depthwise filters all zero, so each maps to exactly 0."""
+    leaves = {path.split("/")[-1]: layer for path, layer in _compat.iter_layers(model)}
     for member in group.members:
-        layer = model.get_layer(member.layer)
+        layer = leaves[member.layer]  # nested models: the layer inside them
         weights = layer.get_weights()
         index = np.asarray(channels) + member.offset
         layout = layer_specs.spec(layer).layout
@@ -387,12 +388,61 @@ def test_a_reshape_that_keeps_the_channel_axis_is_followed():
     assert smaller(_x((6, 6, 2))).shape == (3, 3)
 
 
-def test_nested_and_shared_layers_are_refused():
-    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="inner_fc")], name="block")
+def _nested():
+    """A functional model calling a Sequential block and a functional residual block."""
+    block = keras.Sequential([keras.Input((8, 8, 3)), L.Conv2D(6, 3, padding="same", name="b1"),
+                              L.BatchNormalization(name="b1_bn"), L.ReLU(name="b1_relu")],
+                             name="block")
+    r_in = keras.Input((8, 8, 6))
+    r = L.Conv2D(6, 3, padding="same", name="r1")(r_in)
+    residual = keras.Model(r_in, L.Add(name="r_add")([r_in, r]), name="residual")
+    i = keras.Input((8, 8, 3), name="x")
+    x = L.Conv2D(5, 3, name="c3")(residual(block(i)))
+    o = L.Dense(4, name="head")(L.GlobalAveragePooling2D(name="gap")(x))
+    _randomise_batch_norms(block)
+    return keras.Model(i, o, name="nested")
+
+
+def test_nested_models_are_followed_through_and_come_back_flat():
+    model = _nested()
+    before = _weights(model)
+    gs = structural.groups(model)
+    assert sorted(gs["b1"].layers()) == ["b1", "b1_bn", "c3", "r1", "r1"]  # Add couples r1
+    _zero_group(model, gs["b1"], [1, 4])
+    keep = structural.nonzero_units(model)
+    assert keep["b1"].tolist() == [0, 2, 3, 5]
+    smaller = structural.remove_units(model, keep)
+    assert not any(isinstance(layer, keras.Model) for layer in smaller.layers)
+    assert smaller.get_layer("b1").filters == 4 and smaller.get_layer("r1").filters == 4
+    x = _x((8, 8, 3))
+    np.testing.assert_allclose(smaller(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert structural.prune(model, 0.5).count_params() < model.count_params()
+    zeroed = _weights(model)
+    structural.prune(model, 0.5, scope="layer")
+    _assert_unchanged(model, zeroed)
+    assert any((a != b).any() for a, b in zip(before, zeroed))  # the zeroing was real
+
+
+def test_a_backbone_called_as_a_layer_is_pruned_like_the_application_itself():
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
+                                          include_top=False, weights=None)
+    model = keras.Sequential([keras.Input((32, 32, 3)), base,
+                              L.GlobalAveragePooling2D(name="pool"), L.Dense(10, name="cls")])
+    smaller = structural.prune(model, 0.5)
+    assert smaller.count_params() < 0.6 * model.count_params()
+    assert smaller(_x((32, 32, 3), n=2)).shape == (2, 10)
+    assert smaller.get_layer("cls").units == 10
+
+
+def test_nested_layers_named_like_outer_ones_are_refused():
+    inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="fc")], name="block")
     i = keras.Input((4,))
-    nested = keras.Model(i, L.Dense(2, name="head")(inner(i)))
-    with pytest.raises(ValueError, match="layer 'block' is a nested Sequential model"):
-        structural.groups(nested)
+    clash = keras.Model(i, L.Dense(2, name="head")(L.Dense(3, name="fc")(inner(i))))
+    with pytest.raises(ValueError, match="two layers are named 'fc'"):
+        structural.groups(clash)
+
+
+def test_shared_layers_are_refused():
     shared = L.Dense(4, name="shared")
     x = keras.Input((4,))
     twice = keras.Model(x, L.Dense(2, name="head")(shared(shared(x))))

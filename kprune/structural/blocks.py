@@ -25,6 +25,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, did_you_mean
+from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
 
@@ -52,6 +53,7 @@ class Block:
         return f"{self.name} ({len(self.branch)} branch layers, {state})"
 
 
+@follows_nesting
 def residual_blocks(model):
     """Every ``Add`` layer of functional ``model``, as a list of :class:`Block`.
 
@@ -63,6 +65,7 @@ def residual_blocks(model):
     return _Graph(model).blocks()
 
 
+@follows_nesting
 def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
     """``{block name: importance}`` for each droppable block (higher: more important).
 
@@ -94,6 +97,7 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
             for block in droppable}
 
 
+@follows_nesting
 def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size=256):
     """A new model with the branches of ``blocks`` dropped (each block becomes the identity).
 
@@ -184,13 +188,7 @@ class _Graph:
     """The tensors of a functional model's config: who makes each, who reads each."""
 
     def __init__(self, model):
-        _compat.check_model(model)
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                raise ValueError(
-                    f"Cannot find residual blocks in model {model.name!r}: layer "
-                    f"{layer.name!r} is a nested model, which kprune does not look inside "
-                    "for blocks. Build the model flat (one functional graph).")
+        _compat.check_model(model)  # nested models: inlined by the public functions
         self.model = model
         self.sequential = isinstance(model, keras.Sequential)
         if self.sequential:

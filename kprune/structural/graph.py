@@ -34,6 +34,7 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core import layers
+from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]
 
@@ -138,6 +139,7 @@ class Groups:
     __repr__ = __str__
 
 
+@follows_nesting
 def groups(model):
     """The coupled channel groups of a Sequential or functional tf_keras ``model``.
 

@@ -28,6 +28,7 @@ from kprune.core.checks import check_choice, did_you_mean
 from kprune.core.cost import count_macs
 from kprune.structural import graph as graph_module
 from kprune.structural import rebuild
+from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune"]
 
@@ -35,6 +36,7 @@ CRITERIA = ("l1", "l2", "bn", "taylor")
 COSTS = ("macs", "params")
 
 
+@follows_nesting
 def group_scores(model, criterion="l1", *, data=None):
     """``{group id: score of each channel}`` for the removable groups of ``model``.
 
@@ -48,6 +50,7 @@ def group_scores(model, criterion="l1", *, data=None):
     return _scores(graph_module.groups(model), model, criterion, data=data)
 
 
+@follows_nesting
 def channel_costs(model, cost="macs"):
     """``{group id: what one channel of the group costs}`` for the removable groups.
 
@@ -66,6 +69,7 @@ def channel_costs(model, cost="macs"):
     return _costs([g for g in groups if g.removable], model, cost)
 
 
+@follows_nesting
 def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_to=None,
            exclude=(), max_fraction_per_group=0.9, data=None):
     """``{group id: kept indices}``: remove ``fraction`` of the channels, lowest scores first.
@@ -159,6 +163,7 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     return keep
 
 
+@follows_nesting
 def prune(model, fraction, *, criterion="l1", scope="global", cost=None, round_to=None,
           exclude=(), max_fraction_per_group=0.9, data=None):
     """A new, smaller model without ``fraction`` of its channels (see :func:`select`).

@@ -20,12 +20,14 @@ from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
+from kprune.structural.nesting import follows_nesting
 
 __all__ = ["remove", "dead_channels", "out_kernel"]
 
 keras = _compat.keras
 
 
+@follows_nesting
 def remove(model, keep):
     """A new model keeping, of each group in ``keep``, only the listed channels.
 
@@ -85,6 +87,7 @@ def remove(model, keep):
     return smaller
 
 
+@follows_nesting
 def dead_channels(model):
     """``{group id: channels to keep}`` for groups with channels that change nothing.
 

@@ -38,6 +38,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, check_sparsity, did_you_mean
+from kprune.structural.nesting import follows_nesting
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
 
@@ -91,6 +92,7 @@ def select_units(model, fractions, *, criterion="l1"):
     return keep
 
 
+@follows_nesting
 def nonzero_units(model):
     """``{group: kept indices}`` for groups with output units that are always 0 where read.
 
@@ -108,10 +110,11 @@ def nonzero_units(model):
     from kprune.structural import rebuild
 
     if _is_sequential(model):
-        _chain(model)  # pruning wrappers and nested models: refused as before
+        _chain(model)  # pruning wrappers: refused as before (nested models are inlined)
     return rebuild.dead_channels(model)
 
 
+@follows_nesting
 def remove_units(model, keep):
     """A new, smaller model without the output units not listed in ``keep``.
 
@@ -168,6 +171,7 @@ def remove_units(model, keep):
     return smaller
 
 
+@follows_nesting
 def summary(before, after):
     """A text table of units and parameters per layer, before and after removal.
 
@@ -210,8 +214,9 @@ def _chain(model):
         if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
             raise TypeError(
                 f"Structural pruning needs plain layers; layer {layer.name!r} is a "
-                f"{type(layer).__name__}. Strip pruning wrappers first (kprune.verify.strip) "
-                "and flatten nested models."
+                f"{type(layer).__name__}. Strip pruning wrappers first (kprune.verify.strip); "
+                "for nested models use structural.select or structural.prune, which "
+                "inline them."
             )
     return chain
 
