@@ -1,0 +1,314 @@
+"""The Keras 3 engine: the same plans, schedules, masks and reports as tfmot, on TF and JAX."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kprune
+from kprune import _compat
+from kprune.core import layers
+from kprune.core.plan import LayerRule, PruningPlan
+from kprune.core.schedules import Schedule
+from kprune.engines.callbacks import ScheduleWarning
+from tests import keras3_models
+
+keras = pytest.importorskip("keras")
+tf_keras = _compat.keras
+ROOT = Path(__file__).parents[1]
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def same_weights(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+# -- what each Keras 3 layer prunes ---------------------------------------------------------
+
+
+def test_keras3_registry_agrees_with_tfmots_registry():
+    registry = _compat.PruneRegistry
+    for cls, labels in registry._LAYERS_WEIGHTS_MAP.items():
+        ours = getattr(keras.layers, cls.__name__, None)
+        if ours is None or not labels:
+            continue
+        assert layers.KERAS3_PRUNED[cls.__name__] == tuple(labels), cls.__name__
+    assert {name for name, labels in layers.KERAS3_PRUNED.items()
+            if "cell." not in labels[0]} == {
+        cls.__name__ for cls, labels in registry._LAYERS_WEIGHTS_MAP.items()
+        if labels and hasattr(keras.layers, cls.__name__)}
+    for cls in registry._RNN_LAYERS:
+        if cls.__name__ != "RNN":
+            assert layers.KERAS3_PRUNED[cls.__name__] == ("cell.kernel", "cell.recurrent_kernel")
+
+
+def test_the_plan_table_is_the_same_on_both_engines():
+    plan = PruningPlan.default()
+    tf_table = plan.resolve(keras3_models.seed_cnn(tf_keras), steps_per_epoch=50, epochs=2)
+    k3_table = plan.resolve(keras3_models.seed_cnn(keras), steps_per_epoch=50, epochs=2)
+    assert str(tf_table) == str(k3_table)
+    assert tf_table.to_dict() == k3_table.to_dict()
+    assert k3_table["conv1"].method == "unstructured"
+    assert k3_table["conv2"].method_label == "2:4"
+    assert k3_table["head"].method == "skip"
+
+
+def test_keras3_layers_report_kinds_and_reasons():
+    dw = keras.layers.DepthwiseConv2D(3)
+    dw.build((None, 8, 8, 4))
+    assert layers.kind(dw) == "depthwise"
+    assert layers.not_pruned_reason(dw) == "tfmot does not prune depthwise kernels"
+    sep = keras.layers.SeparableConv2D(8, 3)
+    sep.build((None, 8, 8, 4))
+    assert [w.label for w in layers.prunable_weights(sep)] == ["pointwise_kernel"]
+
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.kernel = self.add_weight(shape=(shape[-1],))
+
+        def call(self, x):
+            return x * self.kernel
+
+    scale = Scale()
+    scale.build((None, 4))
+    assert "not a layer kprune's Keras 3 engine prunes" in layers.not_pruned_reason(scale)
+
+
+# -- the same masks at the same steps as tfmot ------------------------------------------------
+
+
+def _record_masks(model, engine_masks, callback_base):
+    """A callback that records every pruned layer's masks after each training batch."""
+    record = []
+
+    class Recorder(callback_base):
+        def on_train_batch_end(self, batch, logs=None):
+            record.append(engine_masks(self.model))
+
+    return record, Recorder()
+
+
+def _tfmot_masks(model):
+    from kprune.engines.callbacks import wrapped_layers
+
+    return {path: [np.array(mask.numpy()) for _, mask, _ in wrapper.pruning_vars]
+            for path, wrapper in wrapped_layers(model)}
+
+
+def _keras3_masks(model):
+    from kprune.engines.keras3.wrap import wrapped_layers
+
+    return {path: [np.array(mask.numpy()) for mask in wrapper.masks]
+            for path, wrapper in wrapped_layers(model)}
+
+
+def test_same_masks_at_the_same_firing_steps_as_tfmot():
+    tf_model = keras3_models.small_cnn(tf_keras)
+    k3_model = keras3_models.small_cnn(keras)
+    k3_model.set_weights(tf_model.get_weights())
+    schedule = Schedule(frequency=3)
+    plan = PruningPlan.default(schedule=schedule).with_rule(
+        LayerRule("dense_a", target=0.75, schedule=schedule))
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 10
+    runs = {}
+    for name, lib, engine_masks in (("tfmot", tf_keras, _tfmot_masks),
+                                    ("keras3", keras, _keras3_masks)):
+        model = tf_model if name == "tfmot" else k3_model
+        pruned = kprune.apply(model, plan, steps_per_epoch=5, epochs=2)
+        pruned.compile(optimizer=lib.optimizers.SGD(learning_rate=0.0),
+                       loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+        record, recorder = _record_masks(pruned, engine_masks, lib.callbacks.Callback)
+        callbacks = kprune.callbacks() if name == "tfmot" else kprune.callbacks(pruned)
+        pruned.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+                   callbacks=[*callbacks, recorder])
+        runs[name] = record
+    assert len(runs["tfmot"]) == len(runs["keras3"]) == 10
+    for step, (ours, theirs) in enumerate(zip(runs["keras3"], runs["tfmot"]), start=1):
+        assert ours.keys() == theirs.keys() == {"conv_a", "conv_b", "dense_a", "dense_b"}
+        for path in ours:
+            for mine, tfmots in zip(ours[path], theirs[path]):
+                np.testing.assert_array_equal(mine, tfmots, err_msg=f"{path} at step {step}")
+    # the schedule fires at steps 1, 4, 7, 10 (at 1 its sparsity is 0: nothing changes)
+    changed = [step for step in range(2, 11)
+               if not np.array_equal(runs["keras3"][step - 1]["dense_a"][0],
+                                     runs["keras3"][step - 2]["dense_a"][0])]
+    resolved = kprune.apply(k3_model, plan, steps_per_epoch=5, epochs=2)._kprune_plan
+    assert changed == resolved["dense_a"].schedule.fire_steps()[1:] == [4, 7, 10]
+    assert runs["keras3"][0]["conv_b"][0].mean() == 0.5  # 2:4 from the first step
+
+
+# -- save mid-pruning, load, resume -----------------------------------------------------------
+
+
+def test_save_mid_pruning_and_resume(tmp_path):
+    model = keras3_models.small_cnn(keras)
+    plan = PruningPlan.default()
+    pruned = kprune.apply(model, plan, steps_per_epoch=5, epochs=2)
+    keras3_models.compile_classifier(keras, pruned)
+    x = np.random.default_rng(1).normal(size=(40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 10
+    with pytest.warns(ScheduleWarning, match=r"conv_a at step 5 of 10 \(5 steps short\)"):
+        pruned.fit(x, y, batch_size=8, epochs=1, verbose=0,
+                   callbacks=kprune.callbacks(pruned))
+    path = kprune.save_model(pruned, tmp_path / "mid.keras")
+    loaded = kprune.load_model(path)
+
+    wrapper = loaded.get_layer("prune_low_magnitude_conv_a")
+    assert type(wrapper).__module__ == "kprune.engines.keras3.wrap"
+    assert int(np.asarray(wrapper.pruning_step)) == 5
+    assert wrapper.row == pruned.get_layer("prune_low_magnitude_conv_a").row
+    assert _keras3_masks(loaded).keys() == _keras3_masks(pruned).keys()
+    for path_, masks_ in _keras3_masks(pruned).items():
+        for a, b in zip(masks_, _keras3_masks(loaded)[path_]):
+            np.testing.assert_array_equal(a, b)
+    assert loaded._kprune_plan == pruned._kprune_plan
+    assert 0 < kprune.sparsity_report(loaded)["conv_a"].achieved < 0.5  # mid-schedule
+
+    loaded.fit(x, y, batch_size=8, epochs=2, initial_epoch=1, verbose=0,
+               callbacks=kprune.callbacks(loaded, strict=True))
+    assert int(np.asarray(wrapper.pruning_step)) == 10
+    report = kprune.sparsity_report(kprune.strip(loaded), strict=True)
+    assert report["conv_a"].achieved == 0.5 and report.ok
+
+
+def test_a_keras3_model_is_saved_as_keras_only(tmp_path):
+    model = keras3_models.small_cnn(keras)
+    with pytest.raises(ValueError, match=r"Keras 3 model is saved as \.keras.*x\.h5"):
+        kprune.save_model(model, tmp_path / "x.h5")
+
+
+# -- bad input: clear errors, the model unchanged -----------------------------------------------
+
+
+def test_subclassed_keras3_model_is_refused():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.fc(x)
+
+    net = Net()
+    net(np.zeros((1, 3), np.float32))
+    before = weights_of(net)
+    with pytest.raises(TypeError, match="subclassed Keras 3 model"):
+        kprune.apply(net, steps_per_epoch=1, epochs=1)
+    assert same_weights(before, weights_of(net))
+
+
+def test_unbuilt_keras3_model_is_refused():
+    model = keras.Sequential([keras.layers.Dense(4), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="is not built"):
+        kprune.apply(model, steps_per_epoch=1, epochs=1)
+    assert not model.built
+
+
+def test_a_layer_the_engine_cannot_prune_is_refused():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    before = weights_of(model)
+    plan = PruningPlan([LayerRule("dw", target=0.5)])
+    with pytest.raises(ValueError, match="'dw' .*nothing tfmot can prune.*depthwise"):
+        kprune.apply(model, plan, steps_per_epoch=1, epochs=1)
+    assert same_weights(before, weights_of(model))
+    assert [type(layer).__name__ for layer in model.layers][1] == "DepthwiseConv2D"
+
+
+def test_fit_without_the_keras3_callbacks_says_what_is_missing():
+    pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=2, epochs=1)
+    keras3_models.compile_classifier(keras, pruned)
+    x = np.zeros((8, 8, 8, 1), np.float32)
+    with pytest.raises(RuntimeError, match=r"callbacks=kprune.callbacks\(pruned\)"):
+        pruned.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=kprune.callbacks())
+
+
+def test_tf_keras_and_keras3_objects_are_not_mixed():
+    from kprune import _keras3
+    from kprune.engines.keras3 import callbacks as keras3_callbacks
+
+    tf_model = keras3_models.small_cnn(tf_keras)
+    with pytest.raises(TypeError, match=r"must be a Keras 3 model.*tf_keras \(Keras 2\)"):
+        keras3_callbacks.callbacks(tf_model)
+    with pytest.raises(TypeError, match=r"must be a Keras 3 model.*tf_keras"):
+        _keras3.copy_model(tf_model)
+    k3_model = keras3_models.small_cnn(keras)
+    with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
+        kprune.copy_model(k3_model)  # tf_keras only
+    with pytest.raises(ValueError, match="strategy"):
+        kprune.apply(k3_model, steps_per_epoch=1, epochs=1, strategy=object())
+
+
+# -- mixed use: kprune (and tfmot) beside Keras 3 ------------------------------------------------
+
+MIXED_USE = """
+import keras
+first = keras
+import numpy as np
+import kprune
+from kprune import _compat
+tf_keras = _compat.keras
+model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, name="fc"),
+                             tf_keras.layers.Dense(2, name="head")])
+pruned = kprune.apply(model, steps_per_epoch=1, epochs=1)
+pruned.compile(optimizer="sgd", loss="mse")
+pruned.fit(np.zeros((4, 4)), np.zeros((4, 2)), verbose=0, callbacks=kprune.callbacks())
+import keras
+k3 = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc"),
+                       keras.layers.Dense(2, name="head")])
+k3_pruned = kprune.apply(k3, steps_per_epoch=1, epochs=1)
+print(keras is first, keras.__version__, type(k3_pruned).__module__,
+      type(kprune.strip(pruned)).__module__)
+"""
+
+
+def test_importing_kprune_does_not_change_what_import_keras_gives():
+    result = subprocess.run([sys.executable, "-c", MIXED_USE], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    same, version, k3_module, tf_module = result.stdout.split()[-4:]
+    assert same == "True" and version.startswith("3.")
+    assert k3_module.startswith("keras.") and tf_module.startswith("tf_keras.")
+
+
+# -- the seed CNN on real MNIST, TensorFlow and JAX ----------------------------------------------
+
+
+def _check_seed_run(result, backend):
+    assert result["backend"] == backend
+    assert result["final_type"].startswith("keras.")
+    assert result["input_unchanged"]
+    assert result["conv1_method"] == "unstructured"
+    assert result["conv1_achieved"] == pytest.approx(0.5, abs=0.01)
+    assert result["n_m_along_inputs"] == {"conv2": True, "fc1": True}
+    assert result["head_dense"] and result["head_unchanged"]
+    assert result["fc1_logged"] == 0.5
+    assert result["report_ok"]
+    assert result["accuracy"] > 0.95
+
+
+@pytest.mark.slow
+def test_seed_cnn_default_plan_on_real_mnist_tensorflow_backend(mnist_dir):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the in-process run is for the TensorFlow backend")
+    _check_seed_run(keras3_models.seed_run(mnist_dir), "tensorflow")
+
+
+@pytest.mark.slow
+def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-m", "tests.keras3_models", str(mnist_dir)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
