@@ -7,6 +7,8 @@ its results as JSON.
 import json
 import math
 import sys
+import tempfile
+from pathlib import Path
 
 
 def seed_cnn(keras):
@@ -89,7 +91,15 @@ def seed_run(mnist_dir, *, n_train=6000, n_test=2000, batch_size=64):
         groups_ok[name] = bool((np.sum(groups == 0, axis=1) >= 2).all())
     head_pruned = np.asarray(pruned.get_layer("head").kernel)
     predictions = np.asarray(final.predict(x_test, batch_size=512, verbose=0))
+    export = "not tried on the TensorFlow backend (tests/test_keras3.py exports there)"
+    if keras.backend.backend() != "tensorflow":
+        try:
+            kprune.export.to_tflite(final, Path(tempfile.mkdtemp()) / "final.tflite")
+            export = "exported"
+        except ValueError as err:
+            export = str(err)
     return {
+        "export": export,
         "backend": keras.backend.backend(),
         "final_type": f"{type(final).__module__}.{type(final).__name__}",
         "input_unchanged": all(np.array_equal(a, np.asarray(b))

@@ -249,6 +249,40 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
         kprune.apply(k3_model, steps_per_epoch=1, epochs=1, strategy=object())
 
 
+# -- TFLite export -----------------------------------------------------------------------------
+
+
+def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
+    from kprune.tflite import export, flatbuffer
+
+    pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=2, epochs=1)
+    keras3_models.compile_classifier(keras, pruned)
+    x = np.random.default_rng(2).normal(size=(16, 8, 8, 1)).astype("float32")
+    pruned.fit(x, np.arange(16) % 10, batch_size=8, verbose=0,
+               callbacks=kprune.callbacks(pruned))
+    final = kprune.strip(pruned)
+    with pytest.raises(ValueError, match="call kprune.strip first"):
+        export.to_tflite(pruned, tmp_path / "wrapped.tflite")
+    results = export.export_variants(final, tmp_path, representative_data=x)
+    assert set(results) == set(export.VARIANTS)
+    for name, result in results.items():
+        info = flatbuffer.tflite_tensors(result.path, min_size=1)
+        n_m = {t.shape: t.n_m_violations for t in info.weights}
+        # conv_b (8x3x3x8), dense_a (32x128), dense_b (16x32): 2:4 along the inputs
+        assert n_m[(8, 3, 3, 8)] == n_m[(32, 128)] == n_m[(16, 32)] == 0, name
+        assert n_m[(10, 16)] > 0, name  # the head stays dense
+        assert info.sparse_storage == result.sparse, name
+
+    # the same weights in tf_keras export to the same tensors
+    twin = keras3_models.small_cnn(tf_keras)
+    twin.set_weights(final.get_weights())
+    theirs = flatbuffer.tflite_tensors(export.to_tflite(twin, tmp_path / "tf.tflite").path,
+                                       min_size=1)
+    ours = flatbuffer.tflite_tensors(results["float"].path, min_size=1)
+    assert (sorted((t.shape, t.nonzero, t.n_m_violations) for t in ours.weights)
+            == sorted((t.shape, t.nonzero, t.n_m_violations) for t in theirs.weights))
+
+
 # -- mixed use: kprune (and tfmot) beside Keras 3 ------------------------------------------------
 
 MIXED_USE = """
@@ -295,6 +329,9 @@ def _check_seed_run(result, backend):
     assert result["fc1_logged"] == 0.5
     assert result["report_ok"]
     assert result["accuracy"] > 0.95
+    if backend != "tensorflow":
+        assert "needs the TensorFlow backend" in result["export"]
+        assert "KERAS_BACKEND=tensorflow" in result["export"]
 
 
 @pytest.mark.slow

@@ -26,9 +26,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+import tempfile
 import types
 import warnings
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from kprune import _compat, progress
+from kprune.core import layers
+from kprune.core.checks import is_keras3
 
 __all__ = [
     "QUANTIZE",
@@ -162,11 +166,10 @@ def _iter_all(model):
 
 
 def _check_stripped(model):
-    _compat.check_model(model)
-    wrapped = [
-        path for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
-    ]
+    model_layers = layers.model_layers(model)  # tf_keras or Keras 3, checked
+    if is_keras3(model):
+        _check_keras3_backend()
+    wrapped = [path for path, layer in model_layers if layers.unwrap(layer) is not layer]
     if wrapped:
         raise ValueError(
             "Argument `model` still has pruning wrappers on layers "
@@ -217,11 +220,37 @@ def _check_representative(model, data, num_calibration):
     return dataset
 
 
+def _check_keras3_backend():
+    """TFLite conversion traces the model with TensorFlow: a Keras 3 model must run on it."""
+    from kprune import _keras3
+
+    backend = _keras3.backend()
+    if backend != "tensorflow":
+        raise ValueError(
+            "TFLite export of a Keras 3 model needs the TensorFlow backend; this process "
+            f"runs Keras on {backend!r}. Save the model (kprune.save_model(final, "
+            "'final.keras')), then load and export it in a process started with "
+            f"KERAS_BACKEND=tensorflow. Received: backend={backend!r}"
+        )
+
+
+@contextlib.contextmanager
 def _converter(model):
-    """A TFLiteConverter for a tf_keras model, via a concrete function if needed."""
+    """A TFLiteConverter for ``model``, valid inside the ``with`` block.
+
+    A Keras 3 model goes through Keras 3's own ``model.export`` to a temporary SavedModel
+    (its variables are frozen there; a concrete function of it keeps ``READ_VARIABLE``
+    ops that the converter cannot run). A tf_keras model goes through
+    ``from_keras_model``, or a concrete function if that fails.
+    """
     tf = _compat.tf
+    if is_keras3(model):
+        with tempfile.TemporaryDirectory(prefix="kprune-keras3-") as folder:
+            model.export(folder, format="tf_saved_model", verbose=False)
+            yield tf.lite.TFLiteConverter.from_saved_model(folder)
+        return
     try:
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     except Exception as err:  # logged, then the documented fallback
         logger.warning(
             "TFLiteConverter.from_keras_model failed (%s: %s); converting through a "
@@ -229,13 +258,15 @@ def _converter(model):
             type(err).__name__,
             err,
         )
-    specs = [
-        tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=tensor.name.split(":")[0])
-        for tensor in model.inputs
-    ]
-    function = tf.function(lambda *args: model(list(args) if len(args) > 1 else args[0]))
-    concrete = function.get_concrete_function(*specs)
-    return tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        specs = [
+            tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype,
+                          name=tensor.name.split(":")[0])
+            for tensor in model.inputs
+        ]
+        function = tf.function(lambda *args: model(list(args) if len(args) > 1 else args[0]))
+        concrete = function.get_concrete_function(*specs)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    yield converter
 
 
 def _check_options(model, quantize, sparse, representative_data, num_calibration):
@@ -262,11 +293,17 @@ def _check_options(model, quantize, sparse, representative_data, num_calibration
 
 def convert(model, *, quantize="none", sparse=False, representative_data=None,
             num_calibration=200):
-    """Convert a stripped tf_keras model to ``.tflite`` bytes (see :func:`to_tflite`)."""
+    """Convert a stripped tf_keras or Keras 3 model to ``.tflite`` bytes (see :func:`to_tflite`)."""
     dataset, qat = _check_options(model, quantize, sparse, representative_data,
                                   num_calibration)
+    with _converter(model) as converter:
+        return _run_converter(converter, quantize, sparse, dataset, qat)
+
+
+def _run_converter(converter, quantize, sparse, dataset, qat):
+    """The ``.tflite`` bytes from ``converter`` set up for the variant (optimizations,
+    int8 calibration, float16)."""
     tf = _compat.tf
-    converter = _converter(model)
     optimizations = []
     if quantize != "none" or qat:
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -292,11 +329,12 @@ def convert(model, *, quantize="none", sparse=False, representative_data=None,
 
 def to_tflite(model, path, *, quantize="none", sparse=False, representative_data=None,
               num_calibration=200, variant=None):
-    """Convert a stripped tf_keras model and write it atomically to ``path``.
+    """Convert a stripped tf_keras or Keras 3 model and write it atomically to ``path``.
 
     Args:
         model: a tf_keras model without pruning wrappers (``kprune.strip(pruned)``), or a
-            quantization-aware model from :func:`pqat_int8`.
+            quantization-aware model from :func:`pqat_int8`; or a stripped Keras 3 model
+            on the TensorFlow backend (exported through Keras 3's ``model.export``).
         path: the ``.tflite`` file to write; its folder is created.
         quantize: ``"none"`` (float32), ``"dynamic"`` (int8 weights, float
             activations), ``"int8"`` (int8 weights and activations, int8 inputs and
