@@ -48,6 +48,7 @@ __all__ = [
     "is_prunable",
     "not_pruned_reason",
     "n_m_problem",
+    "block_problem",
     "rescales_inputs",
     "N_M_AXIS",
     "KERAS3_PRUNED",
@@ -539,4 +540,26 @@ def n_m_problem(layer, n, m):
             return f"{channels} input channel{'s' if channels != 1 else ''} < group size {m}"
         if channels % m:
             return f"{channels} input channels is not a multiple of {m}"
+    return ""
+
+
+def block_problem(layer, block):
+    """Why ``block`` (a ``(rows, columns)`` block of zeros) cannot apply to ``layer`` ("" when
+    it can).
+
+    tfmot prunes blocks only in 2-dimensional weights (a Dense kernel ``[inputs, outputs]``,
+    an Embedding's table); a conv kernel (rank 4) or attention's rank-3 kernels cannot
+    take them.
+
+    Example:
+        >>> block_problem(conv, (16, 1))
+        'kernel has rank 4; tfmot prunes blocks only in 2-dimensional weights'
+    """
+    weights = prunable_weights(layer)
+    if not weights:
+        return not_pruned_reason(layer) or "nothing to prune"
+    for weight in weights:
+        if len(weight.shape) != 2:
+            return (f"{weight.label} has rank {len(weight.shape)}; tfmot prunes blocks "
+                    "only in 2-dimensional weights")
     return ""

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "apply_mask",
     "block",
+    "block_violations",
     "is_n_m",
     "magnitude",
     "n_m",
@@ -159,6 +160,30 @@ def _grouped(values, axis, m, fill):
 # -- masks ------------------------------------------------------------------------
 
 
+def _block_shape(shape, w):
+    """``shape`` as a tuple of positive ints, one per dimension of ``w``, or ValueError."""
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else shape
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) != w.ndim
+        or not all(_is_int(b) and b > 0 for b in shape)
+    ):
+        raise ValueError(
+            f"Argument `shape` must be a tuple of {w.ndim} positive integers, one per "
+            f"dimension of `w` {w.shape}. Received: shape={shape!r}"
+        )
+    return shape
+
+
+def _blocks(values, shape):
+    """``values`` zero-padded to whole blocks of ``shape`` and split as (count, size, ...)
+    per dimension, with the axes that run inside a block."""
+    counts = [-(-dim // b) for dim, b in zip(values.shape, shape)]
+    widths = [(0, c * b - dim) for dim, b, c in zip(values.shape, shape, counts)]
+    split = tuple(x for c, b in zip(counts, shape) for x in (c, b))
+    return np.pad(values, widths).reshape(split), tuple(range(1, 2 * values.ndim, 2))
+
+
 def threshold(w, t):
     """Keep the weights with ``|w| >= t``.
 
@@ -232,25 +257,12 @@ def block(w, shape, sparsity, *, pool="mean"):
     w = _weights(w, min_ndim=1)
     sparsity = _fraction(sparsity)
     pool = _choice(pool, "pool", _POOLS)
-    shape = tuple(shape) if isinstance(shape, (tuple, list)) else shape
-    if (
-        not isinstance(shape, tuple)
-        or len(shape) != w.ndim
-        or not all(_is_int(b) and b > 0 for b in shape)
-    ):
-        raise ValueError(
-            f"Argument `shape` must be a tuple of {w.ndim} positive integers, one per "
-            f"dimension of `w` {w.shape}. Received: shape={shape!r}"
-        )
-    counts = [-(-dim // b) for dim, b in zip(w.shape, shape)]
-    widths = [(0, c * b - dim) for dim, b, c in zip(w.shape, shape, counts)]
-    split = tuple(x for c, b in zip(counts, shape) for x in (c, b))
-    inner = tuple(range(1, 2 * w.ndim, 2))
-    magnitudes = np.pad(np.abs(w).astype(float), widths).reshape(split)
+    shape = _block_shape(shape, w)
+    magnitudes, inner = _blocks(np.abs(w).astype(float), shape)
     if pool == "max":
         pooled = magnitudes.max(axis=inner)
     else:
-        real = np.pad(np.ones(w.shape), widths).reshape(split)
+        real, _ = _blocks(np.ones(w.shape), shape)
         pooled = magnitudes.sum(axis=inner) / real.sum(axis=inner)
     num_blocks = pooled.size
     keep = _keep_top(pooled, num_blocks - round(num_blocks * sparsity))
@@ -397,6 +409,24 @@ def n_m_violations(w, n, m, *, axis=None):
     groups, real = _grouped(w, axis, m, fill=0)
     zeros = np.sum((groups == 0) & real, axis=-1)
     return int(np.sum(zeros < m - n))
+
+
+def block_violations(w, shape):
+    """Number of blocks of ``shape`` that are partly zero: zeros that do not fill their block.
+
+    A partial edge block counts only its own values. Blocks wholly zero or wholly
+    non-zero are fine, so ``0`` means every zero of ``w`` lies in a block of zeros.
+
+    Example:
+        >>> block_violations(np.array([[0.0, 0.0, 1.0, 0.0]]), (1, 2))
+        1
+    """
+    w = _weights(w, finite=False, min_ndim=1)
+    shape = _block_shape(shape, w)
+    zeros, inner = _blocks((w == 0).astype(np.int64), shape)
+    real, _ = _blocks(np.ones(w.shape, np.int64), shape)
+    zeros, real = zeros.sum(axis=inner), real.sum(axis=inner)
+    return int(np.sum((zeros > 0) & (zeros < real)))
 
 
 def is_n_m(w, n, m, *, axis=None):
