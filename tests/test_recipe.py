@@ -56,6 +56,8 @@ def write(tmp_path, text):
          r"Key `structural.fraction` \(line 2\) must be a fraction in \(0, 1\)"),
         ("model: seed-cnn\nstructural: {fraction: 0.5, scope: model}\n",
          r"Key `structural.scope` \(line 2\) must be one of \['global', 'layer'\]"),
+        ("model: seed-cnn\nstructural: {fraction: 0.5, cost: flops}\n",
+         r"Key `structural.cost` \(line 2\) must be one of \['macs', 'params'\]"),
         ("model: seed-cnn\nstructural: {fraction: 0.5}\nworkflow: {name: rewind}\n",
          r"Key `workflow.name` \(line 3\) cannot be 'rewind' with a structural step"),
         ("model: seed-cnn\nplan: {rules: [{match: fc_1}]}\n", None),

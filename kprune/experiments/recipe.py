@@ -80,7 +80,8 @@ class Structural:
     """Remove channels before the sparse plan (see :func:`kprune.structural.prune`).
 
     ``fraction`` of the channels (null: no structural step) go by ``criterion`` with
-    ``scope`` global or per layer, keeping multiples of ``round_to``, leaving the groups of
+    ``scope`` global or per layer (a global budget counts channels, or with ``cost: macs``
+    or ``params`` weighs each by its cost), keeping multiples of ``round_to``, leaving the groups of
     the ``exclude`` layers whole; the smaller model is fine-tuned ``fine_tune_epochs``, then
     the workflow prunes it with the plan.
     """
@@ -88,6 +89,7 @@ class Structural:
     fraction: float | None = None
     scope: str = "global"
     criterion: str = "l1"
+    cost: str | None = None
     round_to: int | None = None
     exclude: tuple = ()
     fine_tune_epochs: int = 1
@@ -273,6 +275,8 @@ class Recipe:
                   "remove, or null", spec.fraction, lines)
         _choice(spec.scope, ("global", "layer"), "structural.scope", lines)
         _choice(spec.criterion, ("l1", "l2", "bn"), "structural.criterion", lines)
+        if spec.cost is not None:
+            _choice(spec.cost, ("macs", "params"), "structural.cost", lines)
         if spec.round_to is not None:
             _positive(spec.round_to, "structural.round_to", lines)
         _positive(spec.fine_tune_epochs, "structural.fine_tune_epochs", lines, minimum=0)

@@ -163,7 +163,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     if cut.fraction is not None:  # a graph kprune cannot prune fails here, too
         from kprune.structural import select
 
-        select(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
+        select(model, cut.fraction, criterion=cut.criterion, scope=cut.scope, cost=cut.cost,
                round_to=cut.round_to, exclude=cut.exclude)
 
     # The test split is only for the final report: the baseline and the workflow train on
@@ -226,11 +226,12 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     if cut.fraction is not None:
         from kprune.structural import prune, summary
 
-        log(f"{stage('structural')}: remove {cut.fraction:g} of the channels ({cut.scope}, "
-            f"{cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
+        weighed = f", weighted by {cut.cost}" if cut.cost else ""
+        log(f"{stage('structural')}: remove {cut.fraction:g} of the channels ({cut.scope}"
+            f"{weighed}, {cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
         with distribute.scope(model):
             start = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
-                          round_to=cut.round_to, exclude=cut.exclude)
+                          cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
         log(summary(model, start))
         if cut.fine_tune_epochs:
             trainer.fit(start, cut.fine_tune_epochs)
