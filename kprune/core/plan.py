@@ -30,11 +30,16 @@ __all__ = [
     "ResolvedPlan",
     "PlanWarning",
     "HEAD_RULE",
+    "LITERT_BLOCK",
     "SCHEMA_VERSION",
 ]
 
 SCHEMA_VERSION = 1
-METHODS = ("unstructured", "m_by_n", "skip")
+METHODS = ("unstructured", "m_by_n", "block", "skip")
+#: The run of consecutive inputs of one output unit that LiteRT's converter stores
+#: block-sparse in an int8 FULLY_CONNECTED weight (``block_map`` [1], block size 16), and
+#: its builtin int8 kernel runs block-sparse. ``block=16`` on a Dense kernel asks for it.
+LITERT_BLOCK = 16
 SELECTORS = ("name", "regex", "type", "kind")
 WHICH = ("all", "first", "last")
 POOLS = ("AVG", "MAX")
@@ -42,6 +47,10 @@ POOLS = ("AVG", "MAX")
 
 class PlanWarning(UserWarning):
     """A plan rule that selects nothing, or a layer pruned differently from what was asked."""
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -54,22 +63,32 @@ class LayerRule:
             Conv2DTranspose, SeparableConv1D/2D; see ``kprune.layers.KINDS``), as ``by`` says.
         by: ``"name"``, ``"regex"``, ``"type"`` or ``"kind"``.
         method: ``"unstructured"`` (magnitude), ``"m_by_n"`` (keep ``n`` of every
-            ``m`` consecutive weights along the input-channel axis) or ``"skip"``.
-        target: final sparsity of an unstructured layer, in [0, 1).
+            ``m`` consecutive weights along the input-channel axis), ``"block"`` (whole
+            blocks of ``block`` weights, the ones with the smallest pooled magnitude) or
+            ``"skip"``.
+        target: final sparsity of an unstructured or block layer, in [0, 1) (for
+            ``"block"``: the fraction of blocks zeroed).
         n, m: for ``m_by_n``: keep ``n`` of every ``m`` (2:4 keeps half, 1:4 a quarter).
         schedule: how sparsity grows (unstructured only: tfmot computes an N:M mask
             once, at the first training step, so an N:M rule takes a schedule only for
             the layers it lets fall back to unstructured).
         which: ``"all"`` the selected layers, or only the ``"first"`` or ``"last"``.
-        fallback: ``"unstructured"`` to prune a layer that cannot take N:M without it
-            (with the reason in the table); None makes that an error.
-        block: (height, width) of unstructured blocks (tfmot ``block_size``).
+        fallback: ``"unstructured"`` to prune a layer that cannot take N:M or blocks
+            without them (with the reason in the table); None makes that an error.
+        block: the block of weights pruned together, tfmot's ``block_size``: (rows,
+            columns) of a 2-D weight, which on a Dense kernel ``[inputs, outputs]`` is
+            (inputs, outputs). An int ``k`` means ``(k, 1)``: ``k`` consecutive inputs of
+            one output unit. ``block=16`` (:data:`LITERT_BLOCK`) is the block LiteRT
+            stores block-sparse and runs fast in an int8 ``.tflite``; a Dense block with
+            another number of inputs gets a :class:`PlanWarning` (the file will not be
+            block-sparse). Convolutions cannot take blocks (tfmot: 2-D weights only).
         pool: ``"AVG"`` or ``"MAX"``, how a block's magnitude is pooled.
         note: why this rule exists, shown in the resolved table.
 
     Example:
         >>> LayerRule("fc1", method="m_by_n", n=1, m=4)
-        >>> LayerRule(r"conv\\d", by="regex", target=0.7, block=(1, 4))
+        >>> LayerRule("fc1", method="block", block=16, target=0.95)
+        >>> LayerRule(r"fc\\d", by="regex", target=0.7, block=(4, 4))
     """
 
     match: str
@@ -123,11 +142,18 @@ class LayerRule:
                 "Argument `n` (weights kept per group) must be smaller than `m` (group "
                 f"size). Received: n={self.n}, m={self.m}"
             )
-        block = tuple(self.block)
+        block = (self.block, 1) if _is_int(self.block) else self.block
+        block = tuple(block) if isinstance(block, (tuple, list)) else (block,)
         if len(block) != 2 or not all(isinstance(b, int) and b >= 1 for b in block):
             raise ValueError(
-                "Argument `block` must be two positive integers (height, width). "
-                f"Received: block={self.block!r}"
+                "Argument `block` must be two positive integers (rows, columns), or one "
+                f"(inputs of one output unit). Received: block={self.block!r}"
+            )
+        if self.method == "block" and block == (1, 1):
+            raise ValueError(
+                "A block rule needs a block of more than one weight: block=16 prunes runs "
+                "of 16 consecutive inputs of one output unit (the blocks LiteRT stores "
+                f"block-sparse in int8). Received: method='block', block={self.block!r}"
             )
         object.__setattr__(self, "block", block)
         if not isinstance(self.schedule, Schedule):
@@ -168,7 +194,7 @@ class LayerRule:
         data = dict(data)
         if "schedule" in data:
             data["schedule"] = Schedule.from_dict(data["schedule"])
-        if "block" in data:
+        if isinstance(data.get("block"), list):
             data["block"] = tuple(data["block"])
         return cls(**data)
 
@@ -202,7 +228,7 @@ class LayerPlan:
     def method_label(self):
         if self.method == "m_by_n":
             return f"{self.n}:{self.m}"
-        if self.method == "unstructured" and self.block != (1, 1):
+        if self.block != (1, 1) and self.method in ("unstructured", "block"):
             return f"block {self.block[0]}x{self.block[1]}"
         return self.method
 
@@ -345,6 +371,24 @@ class PruningPlan:
         return cls((HEAD_RULE, LayerRule(".*", by="regex", method="unstructured",
                                          target=target, schedule=schedule or Schedule())))
 
+    @classmethod
+    def block_sparse(cls, target, *, block=LITERT_BLOCK, schedule=None):
+        """Block sparsity at ``target`` (fraction of blocks zeroed) on every Dense but the head.
+
+        The default ``block=16`` prunes runs of 16 consecutive inputs of one output
+        unit: the blocks LiteRT stores block-sparse in an int8 ``.tflite``
+        (``kprune.tflite.export`` with ``quantize="int8", sparse=True``) and runs with its
+        builtin block-sparse kernel. Other layers stay dense; add rules with
+        :meth:`with_rule` to prune them.
+
+        Example:
+            >>> plan = PruningPlan.block_sparse(0.95)
+            >>> print(plan.resolve(model))  # fc1: block 16x1, target 0.95
+        """
+        check_sparsity(target, argument="target")
+        return cls((HEAD_RULE, LayerRule("dense", by="kind", method="block", block=block,
+                                         target=target, schedule=schedule or Schedule())))
+
     def with_rule(self, rule, *, first=True):
         """A new plan with ``rule`` added (first by default, so it wins)."""
         rules = (rule,) + self.rules if first else self.rules + (rule,)
@@ -462,9 +506,9 @@ class PruningPlan:
                 str(i),
                 f"{r.by}={r.match}",
                 r.which,
-                f"{r.n}:{r.m}" if r.method == "m_by_n" else r.method,
-                "" if r.method != "unstructured" else f"{r.target:.2f}",
-                r.schedule.describe() if r.method == "unstructured" else "",
+                _rule_method_label(r),
+                f"{r.target:.2f}" if r.method in ("unstructured", "block") else "",
+                r.schedule.describe() if r.method in ("unstructured", "block") else "",
                 r.note,
             )
             for i, r in enumerate(self.rules)
@@ -491,6 +535,21 @@ def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
     if rule.method == "skip":
         return LayerPlan(method="skip", reason=rule.note or "skipped by rule", **base)
     method, reason = rule.method, rule.note
+    block = rule.block
+    if block != (1, 1) and method in ("unstructured", "block"):
+        why_not = layers.block_problem(layer, block)
+        if why_not and (method == "unstructured" or rule.fallback is None):
+            fix = ("fallback='unstructured' on the rule" if method == "block"
+                   else "block=(1, 1)")
+            raise ValueError(
+                f"Layer {path!r} cannot take blocks of {block[0]}x{block[1]}: {why_not}. "
+                f"Leave it out of the rule, or use {fix}. Received: rule={rule!r}"
+            )
+        if why_not:
+            method, block = "unstructured", (1, 1)
+            reason = f"blocks impossible ({why_not})"
+        else:
+            reason = _join(reason, _litert_block_note(path, layer, block))
     if method == "m_by_n":
         why_not = layers.n_m_problem(layer, rule.n, rule.m)
         if why_not and rule.fallback is None:
@@ -514,14 +573,51 @@ def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
     if steps_per_epoch is not None and epochs is not None:
         schedule = schedule.resolve(rule.target, steps_per_epoch=steps_per_epoch, epochs=epochs)
     return LayerPlan(
-        method="unstructured",
+        method=method,
         target=rule.target,
         schedule=schedule,
-        block=rule.block,
+        block=block,
         pool=rule.pool,
         reason=reason,
         **base,
     )
+
+
+def _litert_block_note(path, layer, block):
+    """"" or, for a Dense kernel whose blocks LiteRT will not store block-sparse, a short
+    note for the plan table (and a :class:`PlanWarning` with the whole story).
+
+    LiteRT's converter stores an int8 FULLY_CONNECTED weight block-sparse when its zeros
+    come in runs of 16 consecutive inputs of one output unit; a Dense kernel is
+    ``[inputs, outputs]``, so the block's first size must be a multiple of 16.
+    """
+    from kprune.core import layers
+
+    if layers.kind(layer) != "dense" or block[0] % LITERT_BLOCK == 0:
+        return ""
+    warnings.warn(
+        f"Layer {path!r}: blocks of {block[0]}x{block[1]} ({block[0]} input(s) x {block[1]} "
+        f"output(s) of the Dense kernel) are not runs of {LITERT_BLOCK} consecutive inputs "
+        "of one output unit, so LiteRT's converter will not store this layer block-sparse in "
+        "an int8 .tflite (it falls back to unstructured sparse storage, which XNNPACK "
+        f"refuses, or to dense). Use block={LITERT_BLOCK}, i.e. ({LITERT_BLOCK}, 1), for "
+        f"the block-sparse int8 file. Received: block={block}",
+        PlanWarning,
+        stacklevel=4,
+    )
+    return f"not block-sparse in int8 .tflite (needs {LITERT_BLOCK} inputs per block)"
+
+
+def _join(*notes):
+    return "; ".join(note for note in notes if note)
+
+
+def _rule_method_label(rule):
+    if rule.method == "m_by_n":
+        return f"{rule.n}:{rule.m}"
+    if rule.method == "block" or (rule.method == "unstructured" and rule.block != (1, 1)):
+        return f"block {rule.block[0]}x{rule.block[1]}"
+    return rule.method
 
 
 def _check_schema_version(data):
