@@ -4,7 +4,9 @@ Every row measures the weights that are really pruned, as :mod:`kprune.core.laye
 names them (a separable conv's ``pointwise_kernel``, attention's four inner kernels).
 The N:M check groups weights along the input-channel axis (the grouping TFLite
 uses) and does not count padding as pruned: tfmot's own ``is_pruned_m_by_n`` calls a
-one-input-channel conv "2:4" although nothing in it was zeroed.
+one-input-channel conv "2:4" although nothing in it was zeroed. The block check counts
+the blocks of the plan's ``block`` that are only partly zero: LiteRT stores a Dense
+kernel block-sparse only when its zeros fill whole blocks of 16 inputs.
 
 Example:
     >>> final = kprune.strip(pruned)
@@ -12,7 +14,7 @@ Example:
     >>> print(report)
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -73,7 +75,8 @@ class LayerSparsity:
 
     ``weight`` names them (``kernel``, ``pointwise_kernel``, or ``4 weights`` for
     attention); ``weights``/``nonzero`` are their totals and ``parts`` holds
-    ``(label, size, nonzero)`` for each.
+    ``(label, size, nonzero)`` for each. ``block_violations`` (block rows) counts the
+    blocks of ``block`` that are partly zero.
     """
 
     name: str
@@ -89,10 +92,13 @@ class LayerSparsity:
     n_m_violations: int | None = None
     ok: bool | None = None
     parts: tuple = ()
+    block: tuple | None = None
+    block_violations: int | None = None
 
     def to_dict(self):
         data = asdict(self)
         data["parts"] = [list(part) for part in self.parts]
+        data["block"] = None if self.block is None else list(self.block)
         return data
 
 
@@ -170,7 +176,8 @@ def sparsity_report(model, plan=None, *, strict=False):
             the plan ``kprune.apply`` attached (kept by ``strip`` and by
             ``kprune.save_model``/``load_model``), if any.
         strict: raise ValueError when a layer misses its target (unstructured: by more
-            than 1 percentage point; N:M: any group with too few zeros), or when there
+            than 1 percentage point; N:M: any group with too few zeros; blocks: also any
+            block only partly zero), or when there
             is no plan to compare with (a strict check of nothing would always pass).
     """
     model_layers = layers.model_layers(model)  # either engine's model, checked
@@ -233,12 +240,18 @@ def _layer_row(path, layer, weights, planned):
             n_m_violations=violations,
             ok=violations == 0,
         )
-    if planned.method == "unstructured":
-        # A small weight cannot land closer to the target than one value in its size.
-        ok = all(abs((1.0 - nz / n) - planned.target) <= max(TOLERANCE, 1.0 / n)
-                 for _, n, nz in parts)
-        return LayerSparsity(**base, method=planned.method_label, target=planned.target, ok=ok)
-    return LayerSparsity(**base, method="skip")
+    if planned.method not in ("unstructured", "block"):
+        return LayerSparsity(**base, method="skip")
+    # A small weight cannot land closer to the target than one block (or value) in its size.
+    grain = int(np.prod(planned.block))
+    ok = all(abs((1.0 - nz / n) - planned.target) <= max(TOLERANCE, grain / n)
+             for _, n, nz in parts)
+    row = LayerSparsity(**base, method=planned.method_label, target=planned.target, ok=ok)
+    if planned.block == (1, 1):
+        return row
+    violations = sum(masks.block_violations(v, planned.block) for _, v in weights)
+    return replace(row, block=planned.block, block_violations=violations,
+                   ok=ok and violations == 0)
 
 
 def _check_label(row):
@@ -248,4 +261,8 @@ def _check_label(row):
         if row.ok:
             return f"{row.n}:{row.m} ok"
         return f"{row.n_m_violations} groups not {row.n}:{row.m}"
+    if row.block_violations:
+        return f"{row.block_violations} blocks partly zero"
+    if row.block is not None and row.ok:
+        return f"{row.block[0]}x{row.block[1]} blocks ok"
     return "ok" if row.ok else "missed target"
