@@ -324,10 +324,11 @@ def as_plan(plan_or_target, *, schedule=None):
 
 
 def _scaled(plan, fraction, *, schedule):
-    """``plan`` with every unstructured target times ``fraction`` and ``schedule`` set."""
+    """``plan`` with every unstructured or block target times ``fraction`` and ``schedule``
+    set."""
     rules = []
     for rule in plan.rules:
-        if rule.method == "unstructured":
+        if rule.method in ("unstructured", "block"):
             rule = replace(rule, target=rule.target * fraction, schedule=schedule)
         rules.append(rule)
     return PruningPlan(tuple(rules))
