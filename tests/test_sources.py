@@ -390,19 +390,26 @@ def test_damaged_npz_gets_one_line_through_the_cli(files, small_npz, tmp_path, c
 
 
 @pytest.mark.slow
-def test_a_recipe_removes_channels_before_the_sparse_plan(files, tmp_path, capsys):
+@pytest.mark.parametrize("when, heading", [("before", "[2/5]"), ("after", "[3/5]")])
+def test_a_recipe_removes_channels_before_or_after_the_sparse_plan(files, tmp_path, capsys,
+                                                                   when, heading):
     recipe = recipe_file(files["root"], "structural", model="user.keras", data="data.npz",
                          baseline={"epochs": 5, "batch_size": 32, "learning_rate": 0.01},
-                         structural={"fraction": 0.5, "scope": "layer", "fine_tune_epochs": 1})
+                         structural={"fraction": 0.5, "scope": "layer", "fine_tune_epochs": 1,
+                                     "when": when})
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out)]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
-    assert "[2/5] structural: remove 0.5 of the channels (layer, l1)" in printed
+    assert f"{heading} structural: remove 0.5 of the channels (layer, l1)" in printed
     from kprune.engines.saving import load_model
+    from kprune.core.plan import PruningPlan
+    from kprune.engines.verify import sparsity_report
 
     dense, pruned = (load_model(out / f"{name}.keras") for name in ("baseline", "pruned"))
     assert dense.get_layer("conv2").filters == 16 and pruned.get_layer("conv2").filters == 8
     assert pruned.count_params() < dense.count_params() / 2
+    # every target reached, 2:4 on the smaller conv2 (re-formed after the removal, if after)
+    assert sparsity_report(pruned, plan=PruningPlan.default(), strict=True).ok
     report = json.loads((out / "report.json").read_text())
     assert {v["name"]: v["accuracy"] for v in report["variants"]}["pruned/int8"] > 0.8
 

@@ -11,7 +11,7 @@ Example recipe (every key optional except ``model``)::
     # or: data: {source: images/, scale: auto, image_size: [32, 32], test_split: 0.2}
     subset: {train: 6000, test: 2000}
     validation: 0.1            # held out of the training images: a fraction or a count
-    structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional, first
+    structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional; when: after
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
     plan: default              # default, a plan file, or {rules: [...]}
@@ -82,8 +82,12 @@ class Structural:
     ``fraction`` of the channels (null: no structural step) go by ``criterion`` with
     ``scope`` global or per layer (a global budget counts channels, or with ``cost: macs``
     or ``params`` weighs each by its cost), keeping multiples of ``round_to``, leaving the groups of
-    the ``exclude`` layers whole; the smaller model is fine-tuned ``fine_tune_epochs``, then
-    the workflow prunes it with the plan.
+    the ``exclude`` layers whole. ``when: before`` (the default): the smaller model is
+    fine-tuned ``fine_tune_epochs``, then the workflow prunes it with the plan. ``when:
+    after``: the workflow's sparse model loses channels, then the plan is applied again on
+    the smaller model, one-shot, and fine-tuned ``fine_tune_epochs`` (at least 1): removing
+    input channels shifts the groups of 4 that 2:4 runs along, so the masks are recomputed
+    rather than sliced.
     """
 
     fraction: float | None = None
@@ -93,6 +97,7 @@ class Structural:
     round_to: int | None = None
     exclude: tuple = ()
     fine_tune_epochs: int = 1
+    when: str = "before"
 
 
 @dataclass(frozen=True)
@@ -279,11 +284,16 @@ class Recipe:
             _choice(spec.cost, ("macs", "params"), "structural.cost", lines)
         if spec.round_to is not None:
             _positive(spec.round_to, "structural.round_to", lines)
+        _choice(spec.when, ("before", "after"), "structural.when", lines)
         _positive(spec.fine_tune_epochs, "structural.fine_tune_epochs", lines, minimum=0)
-        if self.workflow.name == "rewind":
-            _fail("workflow.name", "cannot be 'rewind' with a structural step: the initial "
-                  "weights it rewinds to have the shapes of the model before channels were "
-                  "removed", self.workflow.name, lines)
+        if spec.when == "after" and spec.fine_tune_epochs < 1:
+            _fail("structural.fine_tune_epochs", "must be at least 1 with when: after (the "
+                  "plan is applied again inside that fine-tune)", spec.fine_tune_epochs, lines)
+        if self.workflow.name == "rewind" and spec.when == "before":
+            _fail("workflow.name", "cannot be 'rewind' with a structural step before it: "
+                  "the initial weights it rewinds to have the shapes of the model before "
+                  "channels were removed (use structural.when: after)", self.workflow.name,
+                  lines)
 
     def data_source(self):
         """The data source as :func:`kprune.sources.load_data` takes it (paths resolved)."""

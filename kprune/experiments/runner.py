@@ -195,6 +195,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     stages = ["baseline", "structural", "workflow", "sparsity", "export"]
     if cut.fraction is None:
         stages.remove("structural")
+    elif cut.when == "after":  # channels go from the sparse model, the plan is re-applied
+        stages[1:3] = ["workflow", "structural"]
 
     def stage(name):
         return f"[{stages.index(name) + 1}/{len(stages)}] {name}"
@@ -223,16 +225,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         checkpoints.save("baseline-done", {"model": model.get_weights()}, {"stage": "baseline"})
 
     start = model
-    if cut.fraction is not None:
-        from kprune.structural import prune, summary
-
-        weighed = f", weighted by {cut.cost}" if cut.cost else ""
-        log(f"{stage('structural')}: remove {cut.fraction:g} of the channels ({cut.scope}"
-            f"{weighed}, {cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
-        with distribute.scope(model):
-            start = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
-                          cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
-        log(summary(model, start))
+    if cut.fraction is not None and cut.when == "before":
+        start = _remove_channels(model, cut, stage("structural"), log)
         if cut.fine_tune_epochs:
             trainer.fit(start, cut.fine_tune_epochs)
 
@@ -243,6 +237,14 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
     final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
                                    checkpoint_dir=out / CHECKPOINTS)
+    if cut.fraction is not None and cut.when == "after":
+        from kprune.methods.workflows import one_shot
+
+        smaller = _remove_channels(final, cut, stage("structural"), log)
+        log(f"the plan again on the smaller model, one-shot, {cut.fine_tune_epochs} "
+            "fine-tune epoch(s): 2:4 groups are re-formed over the inputs that remain")
+        final = one_shot(smaller, plan, trainer=trainer, finetune_epochs=cut.fine_tune_epochs,
+                         checkpoint_dir=out / CHECKPOINTS / "structural-after").model
 
     from kprune.engines.saving import save_model
     from kprune.engines.verify import sparsity_report
@@ -315,6 +317,21 @@ def _compile(model, training):
 
     return models.compile_classifier(model, learning_rate=training.learning_rate,
                                      optimizer=training.optimizer)
+
+
+def _remove_channels(model, cut, heading, log):
+    """The structural step of a recipe: ``model`` without ``cut.fraction`` of its channels."""
+    from kprune.engines import distribute
+    from kprune.structural import prune, summary
+
+    weighed = f", weighted by {cut.cost}" if cut.cost else ""
+    log(f"{heading}: remove {cut.fraction:g} of the channels ({cut.scope}{weighed}, "
+        f"{cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
+    with distribute.scope(model):
+        smaller = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
+                        cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
+    log(summary(model, smaller))
+    return smaller
 
 
 def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_dir):
