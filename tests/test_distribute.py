@@ -1,6 +1,8 @@
 """tf.distribute: apply, callbacks, strip and reports under MirroredStrategy; the recipe key."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,9 +83,45 @@ def test_an_unknown_strategy_is_refused(tmp_path, monkeypatch):
         Recipe.load(path)
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(strategy, recipe, out):
+    """Run ``kprune run`` under ``strategy``: one process on two logical CPU devices
+    (mirrored), or two worker processes on 127.0.0.1 (multi-worker, TF_CONFIG); returns
+    the run folders (one per worker) and what the first printed."""
+    command = [sys.executable, str(HELPER), "run", str(recipe), "--out"]
+    if strategy == "mirrored":
+        done = subprocess.run([*command, str(out)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [out], done.stdout
+    cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
+    workers = []
+    for index in range(2):
+        config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config)}
+        workers.append(subprocess.Popen([*command, str(out / f"worker{index}")], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))
+    try:
+        printed = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, (_, errors) in zip(workers, printed):
+        assert worker.returncode == 0, errors[-3000:]
+    return [out / f"worker{index}" for index in range(2)], printed[0][0]
+
+
 @pytest.mark.slow
-def test_kprune_run_under_mirrored_strategy_on_two_cpu_devices(tmp_path, mnist_dir):
-    """Real MNIST, ~460 steps on two replicas: the plan of a plain run, 2:4 verified, > 90 %."""
+@pytest.mark.parametrize("strategy", ["mirrored", "multi-worker"])
+def test_kprune_run_under_a_strategy(tmp_path, mnist_dir, strategy):
+    """Real MNIST, 348 steps on two replicas: the plan of a plain run, 2:4 verified, > 90 %;
+    the two workers of a multi-worker run end with the same model."""
     from kprune.experiments import models
 
     recipe = tmp_path / "recipe.yaml"
@@ -92,27 +130,29 @@ model: lenet-300-100
 data: {mnist_dir}
 subset: {{train: 4000, test: 1000}}
 validation: 300
-baseline: {{epochs: 2, batch_size: 32}}
+baseline: {{epochs: 1, batch_size: 32}}
 workflow: {{name: gradual, epochs: 2}}
 export: {{variants: [float], latency_repeats: 1}}
-distribute: {{strategy: mirrored}}
+distribute: {{strategy: {strategy}}}
 """)
-    out = tmp_path / "run"
-    done = subprocess.run([sys.executable, str(HELPER), "run", str(recipe), "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "mirrored strategy over 2 replicas" in done.stdout
+    folders, printed = launch(strategy, recipe, tmp_path / "run")
+    assert f"{strategy} strategy over 2 replicas" in printed
 
-    plan = json.loads((out / "plan.json").read_text())
     plain = kprune.PruningPlan.default().resolve(models.build("lenet-300-100"),
                                                   steps_per_epoch=116, epochs=2)
-    assert plan == plain.to_dict()
-    final = kprune.load_model(out / "pruned.keras")
-    report = kprune.sparsity_report(final, strict=True)
-    assert [r.name for r in report.rows if r.n == 2 and r.m == 4] == ["fc1", "fc2"]
-    assert all(report[name].n_m_violations == 0 for name in ("fc1", "fc2"))
-    result = json.loads((out / "report.json").read_text())
-    pruned = next(v for v in result["variants"] if v["name"] == "pruned/float")
-    assert pruned["accuracy"] > 0.9
-    last = result["extra"]["history"][-1]
-    assert last["sparsity"]["fc1"] == 0.5 and last["stage"] == "prune" and last["epoch"] == 2
+    finals = []
+    for out in folders:
+        assert json.loads((out / "plan.json").read_text()) == plain.to_dict()
+        final = kprune.load_model(out / "pruned.keras")
+        report = kprune.sparsity_report(final, strict=True)
+        assert [r.name for r in report.rows if r.n == 2 and r.m == 4] == ["fc1", "fc2"]
+        assert all(report[name].n_m_violations == 0 for name in ("fc1", "fc2"))
+        result = json.loads((out / "report.json").read_text())
+        pruned = next(v for v in result["variants"] if v["name"] == "pruned/float")
+        assert pruned["accuracy"] > 0.9
+        last = result["extra"]["history"][-1]
+        assert last["sparsity"]["fc1"] == 0.5 and last["stage"] == "prune"
+        finals.append(final.get_weights())
+    for weights in finals[1:]:
+        for got, want in zip(weights, finals[0]):
+            np.testing.assert_array_equal(got, want)

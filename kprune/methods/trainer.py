@@ -212,7 +212,12 @@ class Trainer:
         return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
 
     def _epochs_dataset(self, first, last):
-        """Batches of epochs ``first`` to ``last - 1``, each in its seeded order."""
+        """Batches of epochs ``first`` to ``last - 1``, each in its seeded order.
+
+        Under ``tf.distribute`` each batch is split among the replicas (and, with several
+        workers, each worker reads its part of every batch: tf.data's default sharding
+        after rebatching), so every strategy trains on the same batches.
+        """
         tf = _compat.tf
         x, y = tf.constant(np.asarray(self.x)), tf.constant(np.asarray(self.y))
         batches = None
