@@ -1,7 +1,7 @@
 """Models built the same way with either Keras (``tf_keras`` or Keras 3), and the seed-CNN
 MNIST run that tests/test_keras3.py runs on the TensorFlow backend in-process and on JAX in
-a subprocess (``KERAS_BACKEND=jax python -m tests.keras3_models MNIST_DIR``), which prints
-its results as JSON.
+a subprocess (``KERAS_BACKEND=jax python -m tests.keras3_models MNIST_DIR [N_TRAIN]``),
+which prints its results as JSON.
 """
 
 import json
@@ -12,24 +12,10 @@ from pathlib import Path
 
 
 def seed_cnn(keras):
-    """kprune.experiments.models.seed_cnn, layer for layer, from the given Keras module."""
-    layers = keras.layers
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28, 1), name="image"),
-            layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
-            layers.MaxPooling2D(2, name="pool1"),
-            layers.Conv2D(64, 5, padding="same", name="conv2"),
-            layers.BatchNormalization(name="bn2"),
-            layers.ReLU(name="relu2"),
-            layers.MaxPooling2D(2, name="pool2"),
-            layers.Flatten(name="flatten"),
-            layers.Dense(1024, activation="relu", name="fc1"),
-            layers.Dropout(0.4, name="dropout"),
-            layers.Dense(10, name="head"),
-        ],
-        name="seed_cnn",
-    )
+    """kprune.experiments.models.seed_cnn, built with the given Keras module."""
+    from kprune.experiments import models
+
+    return models.seed_cnn(keras=keras)
 
 
 def small_cnn(keras):
@@ -116,5 +102,6 @@ def seed_run(mnist_dir, *, n_train=6000, n_test=2000, batch_size=64):
     }
 
 
-if __name__ == "__main__":
-    print(json.dumps(seed_run(sys.argv[1])))
+if __name__ == "__main__":  # MNIST_DIR [N_TRAIN]
+    print(json.dumps(seed_run(sys.argv[1], **({"n_train": int(sys.argv[2])}
+                                                if len(sys.argv) > 2 else {}))))

@@ -345,7 +345,8 @@ def test_seed_cnn_default_plan_on_real_mnist_tensorflow_backend(mnist_dir):
 def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run([sys.executable, "-m", "tests.keras3_models", str(mnist_dir)],
+    # 4,000 training images (XLA's CPU convolutions are slower than TensorFlow's oneDNN)
+    result = subprocess.run([sys.executable, "-m", "tests.keras3_models", str(mnist_dir), "4000"],
                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")

@@ -40,20 +40,24 @@ NUM_CLASSES = 10
 _MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
-def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, *, keras=None):
     """The seed CNN: two 5x5 convs (the second with batch norm), a 1024 dense layer.
 
     3,274,890 parameters. Layers: conv1, pool1, conv2, bn2, relu2, pool2,
-    flatten, fc1, dropout, head.
+    flatten, fc1, dropout, head. ``keras``: the Keras module to build it with (default
+    tf_keras; pass ``keras`` itself for a Keras 3 model).
 
     Example:
         >>> seed_cnn().count_params()
         3274890
+        >>> import keras; type(seed_cnn(keras=keras)).__module__
+        'keras.src.models.sequential'
     """
-    layers = _compat.keras.layers
-    return _compat.keras.Sequential(
+    keras = keras or _compat.keras
+    layers = keras.layers
+    return keras.Sequential(
         [
-            _compat.keras.Input(shape=input_shape, name="image"),
+            keras.Input(shape=input_shape, name="image"),
             layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Conv2D(64, 5, padding="same", name="conv2"),
