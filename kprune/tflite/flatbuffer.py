@@ -15,6 +15,11 @@ TFLite weight layouts differ from Keras: conv kernels are (out, kh, kw, in) and 
 kernels (out, in), so the input channel (the axis N:M groups run along) is the *last*
 axis. int8 weights are symmetric per channel (zero point 0), so a pruned weight stays 0.
 
+A tensor stored *block-sparse* (the converter found its zeros in whole blocks: for an int8
+FULLY_CONNECTED weight, runs of 16 consecutive inputs of one output unit) has a
+``block_map`` in its sparsity parameters; ``TensorInfo.block_map``/``block_size`` read them
+back and ``TensorInfo.block`` gives the block shape in the tensor's layout, ``(1, 16)``.
+
 Example:
     >>> from kprune.tflite import flatbuffer
     >>> info = flatbuffer.tflite_tensors("pruned-sparse.tflite")
@@ -98,6 +103,8 @@ class TensorInfo:
     ``n_m_violations`` (groups of ``m`` along the last axis with fewer than ``m - n``
     zeros) for weight tensors whose last axis holds at least ``m`` values.
     ``op`` is the op that uses the tensor (through DENSIFY/DEQUANTIZE).
+    ``block_map``/``block_size`` are the file's block sparsity (which dimensions are cut
+    into blocks, and the block size along each), empty unless stored block-sparse.
     """
 
     index: int
@@ -115,16 +122,39 @@ class TensorInfo:
     m: int | None = None
     n_m_violations: int | None = None
     op: str = ""
+    block_map: tuple = ()
+    block_size: tuple = ()
     values: object = field(default=None, repr=False, compare=False)
 
     @property
     def n_m_ok(self):
         return None if self.n_m_violations is None else self.n_m_violations == 0
 
+    @property
+    def block(self):
+        """The block shape in the tensor's layout, ``(1, 16)`` for an int8 FULLY_CONNECTED
+        weight stored block-sparse; None unless stored block-sparse."""
+        if not self.block_map:
+            return None
+        shape = [1] * len(self.shape)
+        for dim, size in zip(self.block_map, self.block_size):
+            shape[dim] = size
+        return tuple(shape)
+
+    @property
+    def storage(self):
+        """``"dense"``, ``"sparse"`` (element-wise) or ``"block 1x16"`` (block-sparse)."""
+        if self.block is not None:
+            return "block " + "x".join(str(d) for d in self.block)
+        return "sparse" if self.stored_sparse else "dense"
+
     def to_dict(self):
         data = {key: value for key, value in asdict(self).items() if key != "values"}
         data["shape"] = list(self.shape)
         data["n_m_ok"] = self.n_m_ok
+        data["block_map"] = list(self.block_map)
+        data["block_size"] = list(self.block_size)
+        data["storage"] = self.storage
         return data
 
 
@@ -145,6 +175,11 @@ class TfliteInfo:
     def sparse_storage(self):
         """True when any tensor is stored in TFLite's sparse format."""
         return any(t.stored_sparse for t in self.tensors)
+
+    @property
+    def block_sparse(self):
+        """The weight tensors stored block-sparse (see :attr:`TensorInfo.block`)."""
+        return [t for t in self.weights if t.block is not None]
 
     @property
     def densify_ops(self):
@@ -175,6 +210,7 @@ class TfliteInfo:
         return {
             "path": self.path,
             "sparse_storage": self.sparse_storage,
+            "block_sparse": [t.name for t in self.block_sparse],
             "densify_ops": self.densify_ops,
             "ops": list(self.ops),
             "weight_count": self.weight_count,
@@ -199,7 +235,7 @@ class TfliteInfo:
                     t.op,
                     "x".join(str(d) for d in t.shape),
                     t.dtype,
-                    "sparse" if t.stored_sparse else "dense",
+                    t.storage,
                     f"{t.stored_bytes:,}",
                     "" if t.sparsity is None else f"{t.sparsity:.3f}",
                     nm,
@@ -208,6 +244,7 @@ class TfliteInfo:
         summary = (
             f"{len(self.weights)} weight tensors, {self.weight_count:,} values, sparsity "
             f"{self.weight_sparsity:.3f}; sparse storage: {'yes' if self.sparse_storage else 'no'}"
+            f"{f' ({len(self.block_sparse)} block-sparse)' if self.block_sparse else ''}"
             f", DENSIFY ops: {self.densify_ops}"
         )
         return table(header, lines) + "\n" + summary
@@ -572,6 +609,7 @@ def _tensor_info(index, tensor, model, raw, types, consumer_of, n, m, min_size,
     if stored_sparse:
         _check_sparsity(values.size, shape, tensor.sparsity, f"tensor {index} ({name!r})")
         dense = _densify(values, shape, tensor.sparsity, fill=zero)
+        base.update(_blocks(shape, tensor.sparsity))
     elif values.size == size:
         dense = values.reshape(shape)
     else:
@@ -588,6 +626,22 @@ def _tensor_info(index, tensor, model, raw, types, consumer_of, n, m, min_size,
         pattern = (~is_zero).astype(np.int8)
         extra.update(n=n, m=m, n_m_violations=masks.n_m_violations(pattern, n, m, axis=-1))
     return TensorInfo(**base, **extra)
+
+
+def _blocks(shape, sparsity):
+    """``block_map`` and ``block_size`` of checked sparse metadata (empty when not blocked)."""
+    dims, order, block_map = _levels(sparsity)
+    sizes = [int(dims[order.index(len(shape) + i)].denseSize) for i in range(len(block_map))]
+    return dict(block_map=tuple(block_map), block_size=tuple(sizes))
+
+
+def _levels(sparsity):
+    """The sparse metadata's dimension levels, traversal order and block map, as lists."""
+    dims = list(sparsity.dimMetadata or [])
+    order = [int(d) for d in sparsity.traversalOrder] if sparsity.traversalOrder is not None \
+        else []
+    block_map = [int(d) for d in sparsity.blockMap] if sparsity.blockMap is not None else []
+    return dims, order or list(range(len(dims))), block_map
 
 
 def _zero_points(tensor, shape, dtype):
@@ -613,11 +667,7 @@ def _check_sparsity(stored, shape, sparsity, where):
     its arrays and the dense tensor, whatever the file says.
     """
     rank = len(shape)
-    dims = list(sparsity.dimMetadata or [])
-    order = [int(d) for d in sparsity.traversalOrder] if sparsity.traversalOrder is not None \
-        else []
-    order = order or list(range(len(dims)))
-    block_map = [int(d) for d in sparsity.blockMap] if sparsity.blockMap is not None else []
+    dims, order, block_map = _levels(sparsity)
 
     def fail(problem):
         raise _Damaged(f"{where}: sparse metadata {problem} (shape {list(shape)})")
@@ -677,10 +727,7 @@ def _densify(values, shape, sparsity, *, fill=0):
     metadata must have passed :func:`_check_sparsity`.
     """
     rank = len(shape)
-    dims = list(sparsity.dimMetadata or [])
-    order = list(sparsity.traversalOrder) if sparsity.traversalOrder is not None else []
-    order = order or list(range(len(dims)))
-    block_map = list(sparsity.blockMap) if sparsity.blockMap is not None else []
+    dims, order, block_map = _levels(sparsity)
     positions = np.zeros(1, np.int64)
     columns = []
     for level in dims:
