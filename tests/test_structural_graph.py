@@ -361,7 +361,8 @@ def _with(layer):
     (lambda t: _compat.tf.reduce_mean(t, axis=-1, keepdims=True) + t,
      r"\(TFOpLambda\): TFOpLambda is not a layer kprune knows"),
     (L.DepthwiseConv2D(1, depth_multiplier=2, name="dw2"), "'dw2'.*depth_multiplier=2"),
-    (L.LayerNormalization(name="ln"), r"'ln' \(LayerNormalization\): it normalises each"),
+    (L.LayerNormalization(axis=[1, 2, 3], name="ln"),
+     r"'ln' \(LayerNormalization\): it normalises axis \[1, 2, 3\], not the channel"),
     (L.BatchNormalization(axis=1, name="bn_rows"), "'bn_rows'.*normalises axis 1"),
 ])
 def test_layers_it_cannot_follow_are_refused_with_the_reason(layer, match):
@@ -374,6 +375,22 @@ def test_layers_it_cannot_follow_are_refused_with_the_reason(layer, match):
     assert not structural.groups(model)["conv"].removable
     assert structural.prune(model, 0.5, exclude=("conv",)).count_params() == model.count_params()
     _assert_unchanged(model, before)
+
+
+def test_layer_norm_over_the_channels_is_followed_but_never_dead():
+    model = _with(L.LayerNormalization(name="ln"))
+    rng = np.random.default_rng(0)
+    model.get_layer("ln").set_weights([rng.random(4).astype("float32") + 0.5,
+                                       np.zeros(4, "float32")])
+    assert structural.groups(model)["conv"].layers() == ["conv", "ln", "head"]  # via Flatten
+    smaller = structural.remove_units(model, {"conv": [0, 3]})
+    np.testing.assert_array_equal(smaller.get_layer("ln").get_weights()[0],
+                                  model.get_layer("ln").get_weights()[0][[0, 3]])
+    _zero_group(model, structural.groups(model)["conv"], [1])
+    x = _x((6, 6, 2))
+    without = structural.remove_units(model, {"conv": [0, 2, 3]})
+    assert np.abs(without(x).numpy() - model(x).numpy()).max() > 1e-3  # the stats changed
+    assert structural.nonzero_units(model) == {}  # so the zero channel is not dead
 
 
 def test_a_reshape_that_keeps_the_channel_axis_is_followed():

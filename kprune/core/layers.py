@@ -104,6 +104,10 @@ class LayerSpec:
     # Preprocessing that scales the model's inputs itself (Rescaling, Normalization): the
     # data is then fed as it is, not divided by 255.
     rescales: bool = False
+    # A channelwise layer whose statistics run over the channels (LayerNormalization):
+    # channels go through it and are sliced with it, but removing one changes the others,
+    # so no channel through it is ever "dead" (removable without changing the outputs).
+    channel_statistics: bool = False
 
 
 _PRODUCER_CONV = LayerSpec("conv", "producer", units="filters")
@@ -138,7 +142,8 @@ SPECS = {
     "SimpleRNN": _RECURRENT,
     "RNN": _RECURRENT,
     "BatchNormalization": LayerSpec("other", "channelwise", per_channel=True),
-    "LayerNormalization": LayerSpec("other", "channelwise", per_channel=True),
+    "LayerNormalization": LayerSpec("other", "channelwise", per_channel=True,
+                                    channel_statistics=True),
     "ReLU": _CHANNELWISE,
     "LeakyReLU": _CHANNELWISE,
     "ELU": _CHANNELWISE,
@@ -336,8 +341,8 @@ def channel_problem(layer):
     """Why structural pruning cannot carry channels through ``layer`` ("" when it can).
 
     Checked here so that no other module names layer types: channels-first layers,
-    grouped convolutions, depthwise multipliers other than 1, batch norm over an axis
-    other than the channels, layer norm (its statistics run over the channels), reshapes
+    grouped convolutions, depthwise multipliers other than 1, batch or layer norm over an
+    axis other than the channels (or over more axes than the channels), reshapes
     that change the channel axis, and layers whose role is ``reshaping``, ``mixing`` or
     ``opaque``.
 
@@ -355,9 +360,6 @@ def channel_problem(layer):
     if spec(layer).depthwise and getattr(layer, "depth_multiplier", 1) != 1:
         return (f"depth_multiplier={layer.depth_multiplier} gives several output channels "
                 "per input channel")
-    if name == "LayerNormalization":
-        return ("it normalises each position over its channels (their mean and variance), "
-                "so removing some changes the others")
     if spec(layer).per_channel:
         axes = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         rank = len(layer.input_shape) if layer.built else None

@@ -95,7 +95,7 @@ def dead_channels(model):
     input: every producer making it has a zero kernel slice and bias (and an activation
     with ``f(0) = 0``), and every layer on the way maps 0 to 0 (a batch norm only when its
     ``beta - mean * gamma / sqrt(var + eps)`` is 0 too; a ``Multiply`` by a zero channel
-    gives 0). Removing dead channels leaves the outputs unchanged. Groups that are not
+    gives 0; a layer norm never: its statistics include every channel). Removing dead channels leaves the outputs unchanged. Groups that are not
     removable, or whose channels are all dead, are not listed.
 
     Example:
@@ -112,6 +112,8 @@ def dead_channels(model):
             kernel = out_kernel(layer)
             kernel = kernel.reshape(-1, kernel.shape[-1])
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
+        elif role == "channelwise" and layers.spec(layer).channel_statistics:
+            zero[outputs[0]] = np.zeros(desc.size, bool)  # layer norm: never dead
         elif role == "channelwise":
             zero[outputs[0]] = zero[inputs[0]] & _at_zero(layer, desc.size)
         elif role == "coupling":
