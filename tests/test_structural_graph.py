@@ -323,6 +323,18 @@ def test_select_scores_round_to_cap_and_exclude():
     assert sum(len(v) for v in global_keep.values()) == 19 - 9
 
 
+def test_select_units_on_a_graph_scores_and_cuts_whole_groups():
+    model = _residual_projection()
+    keep = structural.select_units(model, {"proj": 0.5, "a1": 0.5})
+    np.testing.assert_array_equal(keep["proj"], structural.select(model, 0.5, scope="layer")["a2"])
+    smaller = structural.remove_units(model, keep)
+    assert [smaller.get_layer(n).filters for n in ("a1", "a2", "proj")] == [3, 4, 4]
+    with pytest.raises(ValueError, match=r"Cannot remove units of 'head': model output"):
+        structural.select_units(model, {"head": 0.5})
+    with pytest.raises(ValueError, match=r"names 'prj'.*Did you mean 'proj'"):
+        structural.select_units(model, {"prj": 0.5})
+
+
 def test_bad_input_is_refused_with_the_layer_named_and_the_model_unchanged():
     model = _residual_projection()
     before = _weights(model)

@@ -65,22 +65,28 @@ def unit_scores(layer, criterion="l1"):
     return flat.sum(axis=0) if criterion == "l1" else np.sqrt((flat**2).sum(axis=0))
 
 
+@follows_nesting
 def select_units(model, fractions, *, criterion="l1"):
     """``{layer: kept indices}``: remove ``fraction`` of each named layer's lowest-norm units.
 
     ``fractions`` maps layer names to the fraction of output units to remove, in [0, 1);
-    the count is rounded down and at least one unit is kept.
+    the count is rounded down and at least one unit is kept. In a functional model a
+    name is a producer (or a group id, see :func:`kprune.structural.groups`) and the
+    scores add up over its whole group: a residual stage's convolutions lose the same
+    channels.
 
     Example:
         >>> select_units(model, {"fc1": 0.5})["fc1"].shape
         (150,)
     """
-    chain = _chain(model)
     if not isinstance(fractions, dict) or not fractions:
         raise ValueError(
             "Argument `fractions` must be a non-empty dict of layer name -> fraction of "
             f"units to remove. Received: fractions={fractions!r}"
         )
+    if not _is_sequential(model):
+        return _select_in_groups(model, fractions, criterion)
+    chain = _chain(model)
     keep = {}
     for name, fraction in fractions.items():
         layer = _producer(chain, name)
@@ -219,6 +225,28 @@ def _chain(model):
                 "inline them."
             )
     return chain
+
+
+def _select_in_groups(model, fractions, criterion):
+    """:func:`select_units` for a functional model: each name's group, scored whole."""
+    from kprune.structural import graph, importance
+
+    check_choice(criterion, ("l1", "l2"), "criterion")
+    groups = graph.groups(model)
+    scores = importance.group_scores(model, criterion)
+    keep = {}
+    for name, fraction in fractions.items():
+        check_sparsity(fraction, argument=f"fractions[{name!r}]")
+        group = groups[name] if name in groups else groups.of_producer(name)
+        if group is None:
+            known = groups.ids + [n for g in groups for n in g.layers("out")]
+            raise ValueError(f"Argument `fractions` names {name!r}, which is neither a group "
+                             f"id nor a producer layer.{did_you_mean(name, known)}")
+        if not group.removable:
+            raise ValueError(f"Cannot remove units of {name!r}: {group.reason}.")
+        n_keep = max(1, group.size - int(fraction * group.size))
+        keep[name] = np.sort(np.argsort(-scores[group.id], kind="stable")[:n_keep])
+    return keep
 
 
 def _check_producer(layer):
