@@ -173,6 +173,22 @@ def test_apply_fit_strip_gives_whole_zero_blocks_and_the_report_checks_them():
         kprune.sparsity_report(final, plan=plan, strict=True)
 
 
+def test_keras3_engine_prunes_the_same_whole_blocks():
+    keras3 = pytest.importorskip("keras")
+    model = keras3.Sequential([keras3.Input((INPUTS,)),
+                               keras3.layers.Dense(UNITS, activation="relu", name="fc"),
+                               keras3.layers.Dense(10, name="head")])
+    plan = PruningPlan([LayerRule("fc", method="block", block=16, target=0.75)])
+    pruned = kprune.apply(model, plan, steps_per_epoch=8, epochs=2)
+    pruned.compile(optimizer="adam",
+                   loss=keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = inputs(128), np.random.default_rng(0).integers(0, 10, 128)
+    pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=kprune.callbacks(pruned))
+    row = kprune.sparsity_report(kprune.strip(pruned), plan=plan, strict=True)["fc"]
+    assert row.block == (16, 1) and row.block_violations == 0
+    assert row.achieved == pytest.approx(0.75, abs=1 / 64)
+
+
 # -- the file ---------------------------------------------------------------------------
 
 
