@@ -71,12 +71,13 @@ def test_checkpoints_of_another_run_are_refused(tmp_path):
 def test_an_interrupted_workflow_resumes_to_the_same_weights(tmp_path, mnist_small, workflow):
     """Stopped in the middle of its second fit (iterative: round 2; rewind: the retraining),
     a workflow resumed from its checkpoints ends with the weights and history of one never
-    interrupted (round 1 / the pruning fit is read back, the second fit resumes at epoch 2)."""
+    interrupted (round 1 / the pruning fit is read back, the second fit resumes at epoch 2),
+    Dropout included."""
     from kprune import _compat
     from kprune.engines.seeding import set_seed
-    from kprune.experiments import models
     from kprune.methods import workflows
 
+    keras = _compat.keras
     (x, y), (x_val, y_val) = mnist_small
     x, y, x_val, y_val = x[:400], y[:400], x_val[:200], y_val[:200]
 
@@ -94,7 +95,9 @@ def test_an_interrupted_workflow_resumes_to_the_same_weights(tmp_path, mnist_sma
 
     def run(checkpoint_dir, callbacks=()):
         set_seed(0)
-        model = models.build("lenet-300-100")
+        model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(64, activation="relu", name="fc1"),
+                                  keras.layers.Dropout(0.3), keras.layers.Dense(10, name="head")])
         trainer = workflows.Trainer(x, y, validation_data=(x_val, y_val), batch_size=50,
                                     seed=4, callbacks=callbacks)
         kwargs = {"trainer": trainer, "checkpoint_dir": checkpoint_dir}

@@ -6,7 +6,8 @@ runs give identical weights and masks: :func:`deterministic` seeds every generat
 duration of the block (it is switched back off afterwards if it was off before, as it
 slows some ops down and refuses a few that have no deterministic kernel).
 :func:`epoch_order` is the shuffle of each epoch, a function of the seed and the epoch
-alone, so a run resumed at epoch ``k`` sees the same batches as one never interrupted.
+alone, so a run resumed at epoch ``k`` sees the same batches as one never interrupted, and
+:class:`EpochSeeds` does the same for the random draws of Dropout and noise layers.
 
 Example:
     >>> with deterministic(0):
@@ -20,7 +21,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 
-__all__ = ["deterministic", "set_seed", "epoch_order"]
+__all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds"]
 
 
 def set_seed(seed):
@@ -60,3 +61,52 @@ def epoch_order(n_examples, *, seed, epoch):
         True
     """
     return np.random.default_rng([seed, epoch]).permutation(n_examples)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of epoch ``epoch`` of a run seeded with ``seed`` (a 31-bit int)."""
+    return int(np.random.default_rng([seed, epoch, 1]).integers(2**31 - 1))
+
+
+class EpochSeeds(_compat.keras.callbacks.Callback):
+    """Random layers draw, in each epoch, what ``(seed, epoch)`` says, whatever came before.
+
+    TensorFlow keeps the state of the random ops Dropout uses inside the compiled train
+    step, where no checkpoint can reach it. At the start of every epoch this callback
+    seeds TensorFlow with :func:`epoch_seed` and has Keras trace the train step again
+    (a fresh random state; a second or so per epoch), and resets any ``tf.random.Generator``
+    a layer holds. A fit resumed at epoch ``k`` then draws the dropout masks of one never
+    interrupted. Models without random layers skip all of it.
+
+    Example:
+        >>> model.fit(x, y, epochs=3, callbacks=[EpochSeeds(0)])
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+        self._generators = None
+
+    def on_train_begin(self, logs=None):
+        self._generators = [layer._random_generator for layer in _all_layers(self.model)
+                            if hasattr(layer, "_random_generator")]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._generators:
+            return
+        seed = epoch_seed(self.seed, epoch)
+        _compat.tf.random.set_seed(seed)
+        for generator in self._generators:
+            state = getattr(generator, "_generator", None)
+            if isinstance(state, _compat.tf.random.Generator):
+                state.reset_from_seed(seed)
+        self.model.make_train_function(force=True)
+
+
+def _all_layers(model):
+    """Every layer of ``model``, inside nested models and pruning wrappers too."""
+    for layer in model._flatten_layers(include_self=False):
+        yield layer
+        inner = getattr(layer, "layer", None)
+        if inner is not None:
+            yield inner

@@ -51,10 +51,12 @@ class Trainer:
         callbacks: extra Keras callbacks for every fit (CSVLogger, TensorBoard, ...).
         verbose: the built-in fit's verbosity.
         seed: make the built-in fit deterministic: every generator seeded with it,
-            TensorFlow's op determinism on during the fit, and each epoch's shuffle a
-            function of ``(seed, epoch)`` alone (:func:`kprune.engines.seeding.epoch_order`),
-            so that the same seed gives the same weights and masks, and a fit resumed
-            at an epoch sees the batches of one never interrupted. None: Keras's own
+            TensorFlow's op determinism on during the fit, each epoch's shuffle a
+            function of ``(seed, epoch)`` alone (:func:`kprune.engines.seeding.epoch_order`)
+            and so the draws of Dropout and noise layers
+            (:class:`kprune.engines.seeding.EpochSeeds`): the same seed gives the same
+            weights and masks, and a fit resumed at an epoch sees the batches and draws
+            of one never interrupted. None: Keras's own
             shuffle, unseeded.
 
     Example:
@@ -200,7 +202,8 @@ class Trainer:
                 history = model.fit(
                     self._epochs_dataset(initial_epoch, epochs), epochs=epochs,
                     initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
-                    callbacks=callbacks, verbose=self.verbose,
+                    callbacks=[seeding.EpochSeeds(self.seed), *callbacks],
+                    verbose=self.verbose,
                 )
         else:
             history = model.fit(
