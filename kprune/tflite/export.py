@@ -12,7 +12,11 @@ when the interpreter is prepared. It shrinks the *raw* file, but its index array
 (or with 16-wide zero blocks): 2:4 + int8 + sparse is *larger* than 2:4 + int8. It
 does not make inference faster on x86 (XNNPACK has no sparse fast path there), and
 LiteRT's XNNPACK delegate refuses int8 or dynamic-range weights behind DENSIFY, so
-those files run on TFLite's slower builtin kernels (``kprune.measure`` says so).
+those files run on TFLite's slower builtin kernels (``kprune.measure`` says so). The
+exception is block sparsity: an int8 Dense kernel whose zeros fill blocks of 16
+consecutive inputs of one output unit (a ``method="block", block=16`` plan rule) is
+stored block-sparse (``block_map`` [1], no DENSIFY; ``kprune.flatbuffer`` reports it) and
+runs on LiteRT's builtin block-sparse kernel, smaller and faster than dense int8.
 
 Example:
     >>> from kprune import export
