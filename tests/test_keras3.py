@@ -350,3 +350,29 @@ def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
+
+
+# -- the README's Keras 3 example -----------------------------------------------------------------
+
+
+def readme_keras3_example():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- keras3-example -->", 1)[1].split("<!-- /keras3-example -->")[0]
+    return block.split("```python", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+def test_the_readme_keras3_example_runs_unchanged(mnist_small, tmp_path, monkeypatch, capsys):
+    from kprune.experiments import data
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("runs in-process on the TensorFlow backend")
+    (x, y), (x_test, y_test) = mnist_small
+    subset = ((x[:512], y[:512]), (x_test[:500], y_test[:500]))
+    monkeypatch.setattr(data, "load_mnist", lambda: subset)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(readme_keras3_example(), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "conv1" in printed and "2:4 ok" in printed
+    assert (tmp_path / "pruned.keras").is_file() and (tmp_path / "pruned-sparse.tflite").is_file()
+    assert type(kprune.load_model(tmp_path / "pruned.keras")).__module__.startswith("keras.")
