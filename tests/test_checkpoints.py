@@ -131,3 +131,59 @@ def test_late_rewinding_cannot_be_checkpointed(tmp_path):
                                          r"number.*Received: to=1"):
         workflows.rewind(models.build("lenet-300-100"), 0.8, trainer=trainer, epochs=2, to=1,
                          checkpoint_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_fit_interrupted_between_epochs_resumes_from_its_step_checkpoint(tmp_path, mnist_small):
+    """checkpoint_steps=3 with 8 steps per epoch; stopped at step 5 of epoch 2, resumed from
+    the checkpoint at step 3: the weights of a run never interrupted."""
+    from kprune import _compat
+    from kprune.engines.seeding import set_seed
+    from kprune.experiments import models
+    from kprune.methods import workflows
+
+    (x, y), (x_val, y_val) = mnist_small
+
+    class Interrupt(_compat.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1 and batch == 4:
+                raise KeyboardInterrupt
+
+    def run(checkpoint_dir, callbacks=()):
+        set_seed(0)
+        trainer = workflows.Trainer(x[:400], y[:400], validation_data=(x_val[:100], y_val[:100]),
+                                    batch_size=50, seed=2, callbacks=callbacks)
+        return workflows.gradual(models.build("lenet-300-100"), 0.8, trainer=trainer, epochs=3,
+                                 checkpoint_dir=checkpoint_dir,
+                                 checkpoint_steps=None if checkpoint_dir is None else 3)
+
+    reference = run(None)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, [Interrupt()])
+    saved = [p.name.split("-", 1)[1] for p in sorted(tmp_path.iterdir())]
+    assert saved == ["prune-r0-epoch1", "prune-r0-epoch1-step3"]
+    resumed = run(tmp_path)
+    for want, got in zip(reference.model.get_weights(), resumed.model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+    def without_loss(history):  # the resumed epoch's mean loss covers its last 5 steps only
+        return [{**r.to_dict(), "loss": None} for r in history]
+
+    assert without_loss(resumed.history) == without_loss(reference.history)
+
+
+def test_step_checkpoints_need_a_folder_and_a_seeded_trainer(tmp_path):
+    from kprune.experiments import models
+    from kprune.methods import workflows
+
+    model = models.build("lenet-300-100")
+    trainer = workflows.Trainer(np.zeros((4, 28, 28, 1)), np.zeros(4), batch_size=2)
+    with pytest.raises(ValueError, match=r"`checkpoint_steps` needs a `checkpoint_dir`"):
+        workflows.gradual(model, 0.8, trainer=trainer, epochs=1, checkpoint_steps=10)
+    with pytest.raises(ValueError, match=r"`checkpoint_steps` needs a seeded trainer "
+                                         r"\(Trainer\(seed=...\)\)"):
+        workflows.gradual(model, 0.8, trainer=trainer, epochs=1, checkpoint_dir=tmp_path,
+                          checkpoint_steps=10)

@@ -24,6 +24,7 @@ def write_recipe(path, data, **changes):
         "plan": "{rules: [{match: fc1, target: 0.8}, {match: fc2, method: m_by_n}]}",
         "workflow": "{name: gradual, epochs: 3}",
         "export": "{variants: [float], latency_repeats: 1}",
+        "checkpoint_steps": "7",  # 18 steps per epoch: checkpoints at steps 7 and 14 too
     }
     spec.update(changes)
     path.write_text("".join(f"{key}: {value}\n" for key, value in spec.items()))
@@ -53,12 +54,14 @@ def test_a_run_killed_mid_pruning_resumes_to_the_masks_of_an_uninterrupted_one(
                                 "--out", str(killed), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for("*-prune-r0-epoch1", killed / "checkpoints", process)
+        first = wait_for("*-prune-r0-epoch*", killed / "checkpoints", process)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL
+    assert first.name.endswith("-prune-r0-epoch0-step7")  # the first pruning checkpoint
+    assert not list((killed / "checkpoints").glob("*-prune-r0-epoch3"))  # killed before the end
     assert not (killed / "report.json").exists()
     assert not list((killed / "checkpoints").glob("*-prune-r0-done"))
 
@@ -77,7 +80,9 @@ def test_a_run_killed_mid_pruning_resumes_to_the_masks_of_an_uninterrupted_one(
     reports = [json.loads((folder / "report.json").read_text()) for folder in (whole, killed)]
     accuracy = [{v["name"]: v["accuracy"] for v in r["variants"]} for r in reports]
     assert accuracy[0] == accuracy[1]
-    assert reports[0]["extra"]["history"] == reports[1]["extra"]["history"]
+    # (an epoch resumed from a step checkpoint logs the mean loss of its last steps only)
+    histories = [[{**row, "loss": None} for row in r["extra"]["history"]] for r in reports]
+    assert histories[0] == histories[1]
 
     capsys.readouterr()
     assert main(["run", str(recipe), "--out", str(killed), "--resume"]) == 2
@@ -121,3 +126,11 @@ def test_resume_refuses_folders_it_cannot_continue(tmp_path, fake_data, capsys, 
     error = " ".join(capsys.readouterr().err.split())
     assert re.search(message, error), error
     assert not (out / "checkpoints").exists()
+
+
+def test_checkpoint_steps_must_be_positive():
+    from kprune.experiments.recipe import Recipe, RecipeError
+
+    with pytest.raises(RecipeError, match=r"Key `checkpoint_steps` must be a positive integer\. "
+                                          r"Received: checkpoint_steps=0"):
+        Recipe.from_dict({"model": "lenet-5", "checkpoint_steps": 0})

@@ -18,6 +18,7 @@ Example recipe (every key optional except ``model``)::
     workflow: {name: gradual, epochs: 1}
     export: {variants: [float, sparse, int8], calibration_samples: 200}
     distribute: {strategy: mirrored}   # optional: mirrored or multi-worker (TF_CONFIG)
+    checkpoint_steps: 200      # optional: checkpoint inside epochs too (every epoch always)
 
 Example:
     >>> recipe = Recipe.load("examples/seed_cnn.yaml")
@@ -142,7 +143,10 @@ class Recipe:
 
     ``validation`` (a fraction in (0, 1) or a count) is held out of the (subset) training
     images with ``seed``: the workflow validates on it (``accuracy_floor``), and the test
-    split is used only for the final report.
+    split is used only for the final report. ``seed`` also seeds the model's initial
+    weights and every fit (shuffles, dropout, op determinism: two runs on one machine
+    give the same masks and weights). ``distribute`` picks a ``tf.distribute`` strategy;
+    ``checkpoint_steps`` adds checkpoints inside epochs to those at every epoch end.
     """
 
     model: str
@@ -156,6 +160,7 @@ class Recipe:
     workflow: Workflow = field(default_factory=Workflow)
     export: Export = field(default_factory=Export)
     distribute: Distribute = field(default_factory=Distribute)
+    checkpoint_steps: int | None = None
     base_dir: str = field(default=".", compare=False, repr=False)
 
     def __post_init__(self):
@@ -225,6 +230,8 @@ class Recipe:
         self._check_validation(lines)
         _choice(self.baseline.optimizer, OPTIMIZERS, "baseline.optimizer", lines)
         _choice(self.workflow.name, WORKFLOWS, "workflow.name", lines)
+        if self.checkpoint_steps is not None:
+            _positive(self.checkpoint_steps, "checkpoint_steps", lines)
         if self.distribute.strategy is not None:
             from kprune.engines.distribute import STRATEGIES
 

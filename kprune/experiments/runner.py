@@ -339,7 +339,7 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
     from kprune.methods import workflows
 
     spec = recipe.workflow
-    saved = {"checkpoint_dir": checkpoint_dir}
+    saved = {"checkpoint_dir": checkpoint_dir, "checkpoint_steps": recipe.checkpoint_steps}
     if spec.name == "gradual":
         result = workflows.gradual(model, plan, trainer=trainer, epochs=spec.epochs, **saved)
     elif spec.name == "one-shot":

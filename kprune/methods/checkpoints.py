@@ -63,14 +63,17 @@ class Checkpoints:
         folder: where the checkpoints live (created on the first write).
         fingerprint: what must match to resume from these checkpoints (the workflow,
             its plan and lengths); a folder written under another fingerprint is refused.
+        every_steps: also checkpoint every this many training steps inside an epoch
+            (:class:`FitCheckpoints`); None: at epoch ends only.
 
     Example:
         >>> store = Checkpoints(tmp / "checkpoints", fingerprint="gradual 0.8 2 epochs")
     """
 
-    def __init__(self, folder, *, fingerprint=""):
+    def __init__(self, folder, *, fingerprint="", every_steps=None):
         self.folder = Path(folder)
         self.fingerprint = str(fingerprint)
+        self.every_steps = every_steps
         self._check_fingerprint()
 
     def _check_fingerprint(self):
@@ -168,13 +171,17 @@ def optimizer_variables(optimizer):
 
 
 class FitCheckpoints(_compat.keras.callbacks.Callback):
-    """Checkpoints a fit at every epoch end; restores a resumed fit at its start.
+    """Checkpoints a fit at every epoch end (and every ``store.every_steps`` steps);
+    restores a resumed fit at its start.
 
-    The checkpoint ``{key}-epoch{N}`` holds the model's weights (with the pruning
+    The checkpoint ``{key}-epoch{N}`` (after ``N`` epochs) or ``{key}-epoch{N}-step{S}``
+    (``S`` steps into the next one) holds the model's weights (with the pruning
     wrappers' masks, thresholds and steps), the optimizer's variables and
-    ``state()``'s JSON (the workflow's history so far). Resume a fit by passing
-    ``resume_from`` (such a checkpoint) and ``initial_epoch=N`` to ``fit``: the weights
-    and optimizer are restored at the start of training, inside the model's strategy.
+    ``state()``'s JSON (the workflow's history so far), with ``epoch`` and ``step``.
+    Resume by passing ``resume_from`` (such a checkpoint) and starting the fit there
+    (``Trainer.fit(initial_epoch=N, initial_step=S)``): the weights and optimizer are
+    restored at the start of training, inside the model's strategy. Only the two
+    newest checkpoints of ``key`` are kept.
 
     Example:
         >>> saver = FitCheckpoints(store, "prune-r0", state=lambda: {"records": ...})
@@ -185,12 +192,16 @@ class FitCheckpoints(_compat.keras.callbacks.Callback):
         super().__init__()
         self.store, self.key, self._state = store, key, state
         self.resume_from = resume_from
+        self._offset = 0  # steps of the current epoch run before this fit started
 
     def on_train_begin(self, logs=None):
+        self._offset = 0
         if self.resume_from is None:
             return
-        self.model.set_weights(self.resume_from.arrays("model"))
-        saved = self.resume_from.arrays("optimizer")
+        checkpoint, self.resume_from = self.resume_from, None  # restored once
+        self._offset = checkpoint.state.get("step", 0)
+        self.model.set_weights(checkpoint.arrays("model"))
+        saved = checkpoint.arrays("optimizer")
         if saved:
             optimizer = self.model.optimizer
             if hasattr(optimizer, "build"):  # tf_keras's optimizer API
@@ -200,16 +211,29 @@ class FitCheckpoints(_compat.keras.callbacks.Callback):
             variables = optimizer_variables(optimizer)
             if len(variables) != len(saved):
                 raise ValueError(
-                    f"Checkpoint {self.resume_from.path} holds {len(saved)} optimizer "
+                    f"Checkpoint {checkpoint.path} holds {len(saved)} optimizer "
                     f"variables, the optimizer has {len(variables)}: it was written with "
                     "another optimizer or model."
                 )
             for variable, value in zip(variables, saved):
                 variable.assign(value)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        every = self.store.every_steps
+        step = self._offset + batch + 1
+        if every and step % every == 0 and step < self._offset + self.params["steps"]:
+            self._save(f"{self.key}-epoch{self._epoch}-step{step}", self._epoch, step)
+
     def on_epoch_end(self, epoch, logs=None):
+        self._offset = 0
+        self._save(f"{self.key}-epoch{epoch + 1}", epoch + 1, 0)
+
+    def _save(self, name, epoch, step):
         arrays = {"model": self.model.get_weights(),
                   "optimizer": [v.numpy() for v in optimizer_variables(self.model.optimizer)]}
-        self.store.save(f"{self.key}-epoch{epoch + 1}", arrays,
-                        {"key": self.key, "epoch": epoch + 1, **self._state()})
+        self.store.save(name, arrays, {"key": self.key, "epoch": epoch, "step": step,
+                                       **self._state()})
         self.store.prune(f"{self.key}-epoch")

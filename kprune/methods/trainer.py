@@ -20,6 +20,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 from kprune.engines import seeding
+from kprune.engines.callbacks import ScheduleGuard
 
 __all__ = ["Trainer", "accuracy", "compile_classifier", "ends_in_softmax", "split_validation",
            "validation_indices"]
@@ -180,18 +181,27 @@ class Trainer:
         model.compile(**kwargs)
         return model
 
-    def fit(self, model, epochs, callbacks=(), *, initial_epoch=0):
+    def fit(self, model, epochs, callbacks=(), *, initial_epoch=0, initial_step=0):
         """Compile and train ``model`` for ``epochs``; return one logs dict per epoch.
 
         ``initial_epoch`` (built-in fit only) resumes a fit: epochs ``initial_epoch`` to
-        ``epochs - 1`` run, as in Keras.
+        ``epochs - 1`` run, as in Keras. ``initial_step`` (seeded trainer only) starts
+        inside epoch ``initial_epoch``, after that many of its batches: the rest of that
+        epoch runs as a fit of its own (without :class:`ScheduleGuard`), then the others.
         """
         check_int(epochs, "epochs")
         check_int(initial_epoch, "initial_epoch", minimum=0)
+        check_int(initial_step, "initial_step", minimum=0)
         if initial_epoch and self._fit is not None:
             raise ValueError(
                 "Argument `initial_epoch` (resuming a fit) needs the built-in fit on "
                 f"arrays; your own `fit` cannot be resumed. Received: initial_epoch={initial_epoch}"
+            )
+        if initial_step and self.seed is None:
+            raise ValueError(
+                "Argument `initial_step` (resuming inside an epoch) needs a seeded trainer "
+                "(Trainer(seed=...)), whose batches are known in advance. Received: "
+                f"initial_step={initial_step}"
             )
         self.compile(model)
         callbacks = list(callbacks) + self.extra_callbacks
@@ -199,12 +209,25 @@ class Trainer:
             history = self._fit(model, epochs, callbacks)
         elif self.seed is not None:
             with seeding.deterministic(self.seed):
-                history = model.fit(
-                    self._epochs_dataset(initial_epoch, epochs), epochs=epochs,
-                    initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
-                    callbacks=[seeding.EpochSeeds(self.seed), *callbacks],
-                    verbose=self.verbose,
-                )
+                history = None
+                if initial_step:  # the rest of the interrupted epoch
+                    partial = [c for c in callbacks if not isinstance(c, ScheduleGuard)]
+                    history = model.fit(
+                        self._epochs_dataset(initial_epoch, initial_epoch + 1,
+                                             skip=initial_step),
+                        epochs=initial_epoch + 1, initial_epoch=initial_epoch,
+                        steps_per_epoch=self.steps_per_epoch - initial_step,
+                        callbacks=[seeding.EpochSeeds(self.seed), *partial],
+                        verbose=self.verbose,
+                    )
+                    initial_epoch += 1
+                if initial_epoch < epochs:
+                    history = model.fit(
+                        self._epochs_dataset(initial_epoch, epochs), epochs=epochs,
+                        initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
+                        callbacks=[seeding.EpochSeeds(self.seed), *callbacks],
+                        verbose=self.verbose,
+                    )
         else:
             history = model.fit(
                 self.x, self.y, batch_size=self.batch_size, epochs=epochs,
@@ -214,8 +237,9 @@ class Trainer:
         count = max((len(v) for v in logs.values()), default=0)
         return [{k: v[i] for k, v in logs.items() if i < len(v)} for i in range(count)]
 
-    def _epochs_dataset(self, first, last):
-        """Batches of epochs ``first`` to ``last - 1``, each in its seeded order.
+    def _epochs_dataset(self, first, last, *, skip=0):
+        """Batches of epochs ``first`` to ``last - 1``, each in its seeded order (the
+        first ``skip`` batches of epoch ``first`` left out).
 
         Under ``tf.distribute`` each batch is split among the replicas (and, with several
         workers, each worker reads its part of every batch: tf.data's default sharding
@@ -227,6 +251,7 @@ class Trainer:
         for epoch in range(first, last):
             order = seeding.epoch_order(len(self.x), seed=self.seed, epoch=epoch)
             part = tf.data.Dataset.from_tensor_slices(order).batch(self.batch_size)
+            part = part.skip(skip) if epoch == first else part
             batches = part if batches is None else batches.concatenate(part)
         return batches.map(lambda index: (tf.gather(x, index), tf.gather(y, index)))
 

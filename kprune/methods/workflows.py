@@ -380,16 +380,23 @@ def _fit(trainer, model, epochs, callbacks, *, store, key, records):
     if store is None:
         trainer.fit(model, epochs, callbacks)
         return
+    if store.every_steps and trainer.seed is None:
+        raise ValueError(
+            "Argument `checkpoint_steps` needs a seeded trainer (Trainer(seed=...)): a fit "
+            "resumed inside an epoch must know which batches that epoch had left. "
+            f"Received: checkpoint_steps={store.every_steps}, a trainer without seed"
+        )
     last = store.latest(f"{key}-epoch")
+    epoch, step = (0, 0) if last is None else (last.state["epoch"], last.state.get("step", 0))
     if last is not None:
         records[:] = _records(last.state)
-    if last is not None and last.state["epoch"] >= epochs:  # killed after the last epoch
+    if epoch >= epochs:  # killed after the last epoch
         model.set_weights(last.arrays("model"))
         return
     saver = FitCheckpoints(store, key, resume_from=last,
                            state=lambda: {"records": _jsonable(records)})
-    trainer.fit(model, epochs, list(callbacks) + [saver],
-                initial_epoch=0 if last is None else last.state["epoch"])
+    trainer.fit(model, epochs, list(callbacks) + [saver], initial_epoch=epoch,
+                initial_step=step)
 
 
 def _records(state):
@@ -408,15 +415,22 @@ def _masks_from(checkpoint):
     return masks
 
 
-def _store(checkpoint_dir, name, plan, **lengths):
+def _store(checkpoint_dir, checkpoint_steps, name, plan, **lengths):
     """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints)."""
     if checkpoint_dir is None:
+        if checkpoint_steps is not None:
+            raise ValueError(
+                "Argument `checkpoint_steps` needs a `checkpoint_dir` to write into. "
+                f"Received: checkpoint_steps={checkpoint_steps!r}, checkpoint_dir=None"
+            )
         return None
+    if checkpoint_steps is not None:
+        check_int(checkpoint_steps, "checkpoint_steps")
     import json
 
     described = json.dumps({"workflow": name, "plan": plan.to_dict(), **lengths},
                            sort_keys=True, default=str)
-    return Checkpoints(checkpoint_dir, fingerprint=described)
+    return Checkpoints(checkpoint_dir, fingerprint=described, every_steps=checkpoint_steps)
 
 
 def _start(model, trainer):
@@ -429,7 +443,8 @@ def _start(model, trainer):
     return [_record(model, trainer, stage="dense", round=0, epoch=0)]
 
 
-def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_dir=None):
+def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_dir=None,
+             checkpoint_steps=None):
     """Prune a trained model to the target at once, then fine-tune with the mask held.
 
     Every unstructured rule gets a constant schedule: tfmot prunes to the full target
@@ -445,6 +460,9 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_di
             call with the same arguments, this call resumes from the latest. With a
             seeded trainer (``Trainer(seed=...)``) the result is the same as without
             the interruption.
+        checkpoint_steps: also checkpoint every this many steps inside an epoch (needs
+            a seeded trainer); resuming from one is exact for models without random
+            layers (Dropout draws resume exactly only from epoch checkpoints).
 
     Example:
         >>> result = one_shot(trained, 0.9, trainer=trainer, finetune_epochs=2)
@@ -452,7 +470,7 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_di
     plan = _scaled(as_plan(plan_or_target), 1.0, schedule=Schedule(kind="constant"))
     check_int(finetune_epochs, "finetune_epochs")
     _check_prunes(plan, model)
-    store = _store(checkpoint_dir, "one_shot", plan, epochs=finetune_epochs)
+    store = _store(checkpoint_dir, checkpoint_steps, "one_shot", plan, epochs=finetune_epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=finetune_epochs,
                               stage="finetune", round=0, records=records, epoch_offset=0,
@@ -462,7 +480,8 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_di
                           masks=masks)
 
 
-def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpoint_dir=None):
+def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpoint_dir=None,
+            checkpoint_steps=None):
     """Prune while training: sparsity rises on the plan's schedules (cubic by default).
 
     Args:
@@ -478,6 +497,9 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpo
             call with the same arguments, this call resumes from the latest. With a
             seeded trainer (``Trainer(seed=...)``) the result is the same as without
             the interruption.
+        checkpoint_steps: also checkpoint every this many steps inside an epoch (needs
+            a seeded trainer); resuming from one is exact for models without random
+            layers (Dropout draws resume exactly only from epoch checkpoints).
 
     Example:
         >>> result = gradual(model, 0.9, trainer=trainer, epochs=6, recover_epochs=2)
@@ -497,7 +519,7 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpo
     end = None if recover_epochs == 0 else epochs - recover_epochs
     plan = as_plan(plan_or_target, schedule=Schedule(kind="polynomial", end=end))
     _check_prunes(plan, model)
-    store = _store(checkpoint_dir, "gradual", plan, epochs=epochs)
+    store = _store(checkpoint_dir, checkpoint_steps, "gradual", plan, epochs=epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
                               records=records, epoch_offset=0, store=store)
@@ -507,7 +529,8 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpo
 
 
 def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
-              accuracy_floor=None, ladder="cubic", checkpoint_dir=None):
+              accuracy_floor=None, ladder="cubic", checkpoint_dir=None,
+              checkpoint_steps=None):
     """Prune part of the way, retrain, repeat: until the target or an accuracy floor.
 
     Round ``r`` prunes the model left by round ``r - 1`` to ``ladder[r - 1]`` times each
@@ -533,6 +556,9 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
             call with the same arguments, this call resumes from the latest. With a
             seeded trainer (``Trainer(seed=...)``) the result is the same as without
             the interruption.
+        checkpoint_steps: also checkpoint every this many steps inside an epoch (needs
+            a seeded trainer); resuming from one is exact for models without random
+            layers (Dropout draws resume exactly only from epoch checkpoints).
             A finished round is read back, not run again.
 
     Example:
@@ -562,7 +588,7 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
                 "Argument `accuracy_floor` needs a trainer with `validation_data` or "
                 f"`evaluate`. Received: accuracy_floor={accuracy_floor!r}"
             )
-    store = _store(checkpoint_dir, "iterative", plan, rounds=rounds, ladder=fractions,
+    store = _store(checkpoint_dir, checkpoint_steps, "iterative", plan, rounds=rounds, ladder=fractions,
                    epochs_per_round=epochs_per_round, accuracy_floor=accuracy_floor)
     records = _start(model, trainer)
     dense_accuracy = records[0].val_accuracy
@@ -603,7 +629,7 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
 
 
 def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=None,
-           checkpoint_dir=None):
+           checkpoint_dir=None, checkpoint_steps=None):
     """Lottery-ticket rewinding: train with pruning, keep the mask, rewind, retrain.
 
     1. Train a copy of ``model`` with pruning for ``epochs`` (the plan's schedules;
@@ -615,8 +641,9 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
     3. Retrain ``retrain_epochs`` (default ``epochs``) with the masks fixed
        (:class:`FixedMask`): pruned weights stay exactly zero.
 
-    ``checkpoint_dir``: checkpoints at every epoch of steps 1 and 3, resumed from as in
-    :func:`gradual` (not with ``to`` an epoch number, whose snapshot is not saved).
+    ``checkpoint_dir``, ``checkpoint_steps``: checkpoints at every epoch of steps 1 and 3
+    (and every that many steps), resumed from as in :func:`gradual` (not with ``to`` an
+    epoch number, whose snapshot is not saved).
 
     Example:
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3)
@@ -636,7 +663,7 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
             "rewinding): the weights of that epoch are not checkpointed. Rewind to 'init' "
             f"or to a list of weights. Received: to={to}, checkpoint_dir={str(checkpoint_dir)!r}"
         )
-    store = _store(checkpoint_dir, "rewind", plan, epochs=epochs, retrain_epochs=retrain_epochs,
+    store = _store(checkpoint_dir, checkpoint_steps, "rewind", plan, epochs=epochs, retrain_epochs=retrain_epochs,
                    to=to if isinstance(to, str) else "weights")
     records = _start(model, trainer)
     snapshots = {}
