@@ -102,6 +102,16 @@ def test_blocks_the_converter_will_not_store_block_sparse_are_told():
     assert caught == []
 
 
+def test_a_dense_whose_inputs_are_not_a_multiple_of_16_is_told():
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(64, name="fc"),
+                              keras.layers.Dense(10, name="head")])
+    resolved, caught = plan_warnings(PruningPlan.block_sparse(0.9), model)
+    assert len(caught) == 1
+    assert "its 100 inputs are not a multiple of 16" in str(caught[0].message)
+    assert "drops the weights of the last 4 inputs" in str(caught[0].message)
+    assert "loses the partial last block" in resolved["fc"].reason
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -233,6 +243,31 @@ def test_blocks_of_16_outputs_are_not_stored_block_sparse(tmp_path):
     assert fc.block is None and fc.block_map == () and fc.storage != "block 1x16"
     assert info.block_sparse == []  # ...and the file's table says so after export
     assert "block 1x16" not in str(info)
+
+
+def test_the_converter_drops_a_partial_last_block(tmp_path):
+    # Why the plan warns above: LiteRT's converter stores a 100-input kernel block-sparse
+    # (blocks 0..5 of 16 inputs) and loses inputs 96..99. The reader reads the file as it
+    # is (the partial block is allowed), so the lost weights show as zeros.
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((100,)), keras.layers.Dense(64, name="fc")])
+    w = rng.normal(size=(100, 64)).astype(np.float32)
+    kernel = np.where(masks.block(w, (16, 1), 0.9), w, 0)
+    model.get_layer("fc").set_weights([kernel, np.zeros(64, np.float32)])
+    data = rng.random((50, 100), dtype=np.float32)
+    sparse = int8_file(model, tmp_path / "sparse.tflite", sparse=True, data=data)
+    dense = int8_file(model, tmp_path / "dense.tflite", sparse=False, data=data)
+    fc = flatbuffer.tflite_tensors(sparse, keep_values=True).weights[0]
+    assert fc.block == (1, 16) and fc.shape == (64, 100)
+    kept_tail = np.any(kernel[96:] != 0, axis=0)  # output units with weights in 96..99
+    assert kept_tail.any()
+    assert np.all(fc.values[kept_tail, 96:] == 0)
+    dense_fc = flatbuffer.tflite_tensors(dense, keep_values=True).weights[0]
+    np.testing.assert_array_equal(fc.values[:, :96], dense_fc.values[:, :96])
+    x = rng.random((20, 100), dtype=np.float32)
+    step = measure.load_interpreter(dense).get_output_details()[0]["quantization"][0]
+    wrong = np.abs(measure.predict_tflite(sparse, x) - measure.predict_tflite(dense, x))
+    assert wrong.max() > 5 * step
 
 
 @pytest.mark.slow

@@ -584,28 +584,40 @@ def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
 
 
 def _litert_block_note(path, layer, block):
-    """"" or, for a Dense kernel whose blocks LiteRT will not store block-sparse, a short
-    note for the plan table (and a :class:`PlanWarning` with the whole story).
+    """"" or, for a Dense kernel that LiteRT will not store (or run) right block-sparse, a
+    short note for the plan table and a :class:`PlanWarning` with the whole story.
 
     LiteRT's converter stores an int8 FULLY_CONNECTED weight block-sparse when its zeros
     come in runs of 16 consecutive inputs of one output unit; a Dense kernel is
-    ``[inputs, outputs]``, so the block's first size must be a multiple of 16.
+    ``[inputs, outputs]``, so the block's first size must be a multiple of 16. And when
+    the number of inputs is not a multiple of 16, the converter drops the weights of the
+    last, partial block of every output unit (measured: wrong outputs in LiteRT).
     """
     from kprune.core import layers
 
-    if layers.kind(layer) != "dense" or block[0] % LITERT_BLOCK == 0:
+    if layers.kind(layer) != "dense":
         return ""
-    warnings.warn(
-        f"Layer {path!r}: blocks of {block[0]}x{block[1]} ({block[0]} input(s) x {block[1]} "
-        f"output(s) of the Dense kernel) are not runs of {LITERT_BLOCK} consecutive inputs "
-        "of one output unit, so LiteRT's converter will not store this layer block-sparse in "
-        "an int8 .tflite (it falls back to unstructured sparse storage, which XNNPACK "
-        f"refuses, or to dense). Use block={LITERT_BLOCK}, i.e. ({LITERT_BLOCK}, 1), for "
-        f"the block-sparse int8 file. Received: block={block}",
-        PlanWarning,
-        stacklevel=4,
-    )
-    return f"not block-sparse in int8 .tflite (needs {LITERT_BLOCK} inputs per block)"
+    inputs = layers.prunable_weights(layer)[0].shape[0]
+    if block[0] % LITERT_BLOCK:
+        story = (f"blocks of {block[0]}x{block[1]} ({block[0]} input(s) x {block[1]} "
+                 f"output(s) of the Dense kernel) are not runs of {LITERT_BLOCK} consecutive "
+                 "inputs of one output unit, so LiteRT's converter will not store this layer "
+                 "block-sparse in an int8 .tflite (it falls back to unstructured sparse "
+                 f"storage, which XNNPACK refuses, or to dense). Use block={LITERT_BLOCK}, "
+                 f"i.e. ({LITERT_BLOCK}, 1), for the block-sparse int8 file")
+        note = f"not block-sparse in int8 .tflite (needs {LITERT_BLOCK} inputs per block)"
+    elif inputs % LITERT_BLOCK:
+        story = (f"its {inputs} inputs are not a multiple of {LITERT_BLOCK}: when LiteRT's "
+                 "converter stores the kernel block-sparse (int8 with sparse storage) it "
+                 f"drops the weights of the last {inputs % LITERT_BLOCK} inputs of every "
+                 "output unit (the partial block), and the file computes wrong outputs. "
+                 "Export it without sparse storage, or leave this layer out of the rule")
+        note = f"{inputs} inputs: int8 sparse file loses the partial last block"
+    else:
+        return ""
+    warnings.warn(f"Layer {path!r}: {story}. Received: block={block}", PlanWarning,
+                  stacklevel=4)
+    return note
 
 
 def _join(*notes):

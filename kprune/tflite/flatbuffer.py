@@ -686,11 +686,11 @@ def _check_sparsity(stored, shape, sparsity, where):
                 fail(f"level {level}: a block level must be DENSE with a positive size")
             continue
         extent = shape[dim]
-        if dim in block_map:
+        if dim in block_map:  # a partial last block is padded (the converter does so)
             block = int(dims[order.index(rank + block_map.index(dim))].denseSize)
-            if block < 1 or extent % block:
-                fail(f"level {level}: block size {block} does not divide dimension {dim}")
-            extent //= block
+            if block < 1:
+                fail(f"level {level}: block size {block} along dimension {dim}")
+            extent = -(-extent // block)
         sizes.append(extent)
     count = 1  # positions at the current level
     for level, (meta, extent) in enumerate(zip(dims, sizes)):
@@ -756,5 +756,7 @@ def _densify(values, shape, sparsity, *, fill=0):
         original[dim] = original[dim] * int(dims[level].denseSize) + columns[level]
     dense = np.empty(shape, values.dtype)
     dense[...] = fill
-    dense[tuple(original)] = values
+    # Drop the padding of partial last blocks (positions past the shape).
+    inside = np.logical_and.reduce([o < n for o, n in zip(original, shape)]) if rank else True
+    dense[tuple(o[inside] for o in original) if rank else ()] = values[inside]
     return dense
