@@ -109,13 +109,18 @@ def _keras3_masks(model):
             for path, wrapper in wrapped_layers(model)}
 
 
+@pytest.mark.filterwarnings("ignore::kprune.core.plan.PlanWarning")  # 2x4 blocks, not 16x1
 def test_same_masks_at_the_same_firing_steps_as_tfmot():
+    # unstructured on a cubic schedule (conv_a, dense_a), 2:4 along the inputs (conv_b),
+    # 2x4 max-pooled blocks on a constant schedule (dense_b), head skipped
     tf_model = keras3_models.small_cnn(tf_keras)
     k3_model = keras3_models.small_cnn(keras)
     k3_model.set_weights(tf_model.get_weights())
     schedule = Schedule(frequency=3)
     plan = PruningPlan.default(schedule=schedule).with_rule(
-        LayerRule("dense_a", target=0.75, schedule=schedule))
+        LayerRule("dense_a", target=0.75, schedule=schedule)).with_rule(
+        LayerRule("dense_b", target=0.5, block=(2, 4), pool="MAX",
+                  schedule=Schedule(kind="constant", frequency=3)))
     x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
     y = np.arange(40) % 10
     runs = {}
@@ -143,6 +148,8 @@ def test_same_masks_at_the_same_firing_steps_as_tfmot():
     resolved = kprune.apply(k3_model, plan, steps_per_epoch=5, epochs=2)._kprune_plan
     assert changed == resolved["dense_a"].schedule.fire_steps()[1:] == [4, 7, 10]
     assert runs["keras3"][0]["conv_b"][0].mean() == 0.5  # 2:4 from the first step
+    block_mask = runs["keras3"][0]["dense_b"][0]  # constant: the target at the first step
+    assert 0.45 < 1 - block_mask.mean() < 0.55 and (block_mask[0::2] == block_mask[1::2]).all()
 
 
 # -- save mid-pruning, load, resume -----------------------------------------------------------

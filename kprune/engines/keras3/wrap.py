@@ -120,6 +120,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.pruning_step.assign(step)
 
     def _keep(self, values, step):
+        """The keep-mask of one weight at ``step``: tfmot's rules, by kprune.core.masks.
+
+        Blocks start at index 0 (``masks.block``). tfmot pools blocks with ``SAME``
+        padding, which, for a weight whose shape is not a multiple of the block, splits
+        the padding over both ends and shifts the pooled windows against the mask it
+        expands from index 0; the two agree when the shape is a multiple of the block.
+        """
         row = self.row
         if row.method == "m_by_n":
             return masks.n_m(values, row.n, row.m, axis=layers.N_M_AXIS)
