@@ -65,6 +65,26 @@ def test_apply_moves_a_plain_model_into_the_strategy_given(seeded):
     assert type(pruned.weights[0]).__name__ == "MirroredVariable"
 
 
+def test_iterative_and_rewind_run_and_end_in_the_models_strategy(seeded):
+    """Round 2 prunes round 1's stripped model, rewind's FixedMask writes mirrored kernels
+    (gradual runs under two strategies below)."""
+    from kprune.engines import distribute
+    from kprune.experiments import models
+    from kprune.methods import workflows
+
+    strategy = one_device_strategy()
+    with strategy.scope():
+        model = models.build("lenet-300-100")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((200, 28, 28, 1)).astype("float32"), rng.integers(0, 10, 200)
+    trainer = workflows.Trainer(x, y, validation_data=(x[:50], y[:50]), batch_size=50, seed=0)
+    results = [workflows.iterative(model, 0.8, trainer=trainer, rounds=2),
+               workflows.rewind(model, 0.8, trainer=trainer, epochs=1)]
+    for result in results:
+        assert distribute.strategy_of(result.model) is strategy, result.workflow
+        assert result.report()["fc1"].achieved == pytest.approx(0.8, abs=0.01), result.workflow
+
+
 def test_an_unknown_strategy_is_refused(tmp_path, monkeypatch):
     from kprune.engines import distribute
 
