@@ -32,7 +32,7 @@ def write_recipe(path, data, **changes):
 
 
 def wait_for(pattern, folder, process, timeout=240):
-    """The first complete checkpoint matching ``pattern`` (the process must still run)."""
+    """The first path matching ``pattern`` in ``folder`` (the process must still run)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = sorted(folder.glob(pattern)) if folder.is_dir() else []
@@ -54,7 +54,7 @@ def test_a_run_killed_mid_pruning_resumes_to_the_masks_of_an_uninterrupted_one(
                                 "--out", str(killed), "--quiet"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        first = wait_for("*-prune-r0-epoch*", killed / "checkpoints", process)
+        first = wait_for("[0-9]*-prune-r0-epoch*", killed / "checkpoints", process)  # complete
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
