@@ -280,9 +280,13 @@ def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
         assert n_m[(10, 16)] > 0, name  # the head stays dense
         assert info.sparse_storage == result.sparse, name
 
-    # the same weights in tf_keras export to the same tensors
+    # the same weights in tf_keras: the same sparsity report, and the same tensors exported
     twin = keras3_models.small_cnn(tf_keras)
     twin.set_weights(final.get_weights())
+    plan = PruningPlan.default()
+    ours_report = kprune.sparsity_report(final, plan=plan, strict=True)
+    assert ours_report == kprune.sparsity_report(twin, plan=plan, strict=True)
+    assert str(ours_report) == str(kprune.sparsity_report(twin, plan=plan))
     theirs = flatbuffer.tflite_tensors(export.to_tflite(twin, tmp_path / "tf.tflite").path,
                                        min_size=1)
     ours = flatbuffer.tflite_tensors(results["float"].path, min_size=1)
