@@ -15,6 +15,7 @@ import kprune
 from kprune import LayerRule, PruningPlan
 from kprune.core import masks
 from kprune.core.plan import LITERT_BLOCK, PlanWarning
+from kprune.engines.wrap import copy_model
 from kprune.tflite import export, flatbuffer, measure
 
 from helpers import keras, tiny_cnn
@@ -157,14 +158,41 @@ def test_block_violations_counts_blocks_only_partly_zero():
         masks.block_violations(kernel, (16,))
 
 
-def test_apply_fit_strip_gives_whole_zero_blocks_and_the_report_checks_them():
-    plan = PruningPlan([LayerRule("fc", method="block", block=16, target=0.75)])
+def pruned_in_blocks(target):
+    """dense_model's fc pruned by a block=16 rule to ``target`` (apply, fit, strip)."""
+    plan = PruningPlan([LayerRule("fc", method="block", block=16, target=target)])
     rng = np.random.default_rng(0)
     x, y = inputs(128), rng.integers(0, 10, 128)
     pruned = kprune.apply(dense_model(), plan, steps_per_epoch=8, epochs=2)
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=kprune.callbacks())
-    final = kprune.strip(pruned)
+    return kprune.strip(pruned), plan
+
+
+@pytest.fixture(scope="module")
+def blocks_75():
+    """(stripped model, plan): fc pruned to 75 % of its 16-input blocks. Do not modify."""
+    return pruned_in_blocks(0.75)
+
+
+def test_export_warns_when_a_planned_block_layer_is_not_stored_block_sparse(tmp_path,
+                                                                            blocks_75):
+    final, _ = blocks_75
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", export.BlockSparseWarning)
+        path = int8_file(final, tmp_path / "ok.tflite", sparse=True)
+    assert [t.shape for t in flatbuffer.tflite_tensors(path).block_sparse] == [(UNITS, INPUTS)]
+    # Too few zero blocks: the converter keeps the kernel dense, and kprune says so.
+    final, _ = pruned_in_blocks(0.2)
+    with pytest.warns(export.BlockSparseWarning, match=r"the plan prunes \['fc'\] in blocks "
+                                                       r"of 16 inputs, but the converter did not"):
+        path = int8_file(final, tmp_path / "few.tflite", sparse=True)
+    assert flatbuffer.tflite_tensors(path).block_sparse == []
+
+
+def test_apply_fit_strip_gives_whole_zero_blocks_and_the_report_checks_them(blocks_75):
+    final, plan = blocks_75
+    rng = np.random.default_rng(0)
     report = kprune.sparsity_report(final, plan=plan, strict=True)
     row = report["fc"]
     assert row.block == (16, 1) and row.block_violations == 0 and row.ok
@@ -172,6 +200,7 @@ def test_apply_fit_strip_gives_whole_zero_blocks_and_the_report_checks_them():
     assert "16x1 blocks ok" in str(report)
     assert report.to_dict()["layers"][0]["block"] == [16, 1]
     # The same sparsity, unstructured, is not in whole blocks: the check says so.
+    final = copy_model(final)
     kernel = final.get_layer("fc").get_weights()[0]
     scattered = np.where(masks.magnitude(kernel + 1e-3 * rng.normal(size=kernel.shape), 0.75),
                          kernel, 0)
