@@ -23,7 +23,7 @@ from helpers import keras, tiny_cnn
 INPUTS, UNITS = 256, 64
 
 
-def dense_model(kernel=None, *, seed=0):
+def dense_model(kernel=None):
     """Input(256) -> fc (Dense 64, the kernel given) -> head (Dense 10)."""
     model = keras.Sequential(
         [keras.Input((INPUTS,)), keras.layers.Dense(UNITS, activation="relu", name="fc"),
@@ -226,6 +226,14 @@ def test_keras3_engine_prunes_the_same_whole_blocks():
     row = kprune.sparsity_report(kprune.strip(pruned), plan=plan, strict=True)["fc"]
     assert row.block == (16, 1) and row.block_violations == 0
     assert row.achieved == pytest.approx(0.75, abs=1 / 64)
+
+
+def test_a_saved_block_model_keeps_its_plan(tmp_path, blocks_75):
+    final, _ = blocks_75
+    loaded = kprune.load_model(kprune.save_model(final, tmp_path / "blocks.keras"))
+    assert loaded._kprune_plan["fc"].method == "block"
+    assert loaded._kprune_plan["fc"].block == (16, 1)
+    assert kprune.sparsity_report(loaded, strict=True)["fc"].block_violations == 0
 
 
 # -- the file ---------------------------------------------------------------------------
