@@ -53,6 +53,45 @@ def test_a_model_built_in_a_strategy_is_pruned_stripped_and_reported_in_it(seede
     assert report["fc1"].n_m_violations == 0 and report["fc1"].achieved == 0.5
 
 
+def test_a_custom_training_loop_prunes_under_a_strategy(seeded):
+    """strategy.run steps, PruningStepper writing the masks at epoch ends (trap 16 there too)."""
+    from kprune import _compat
+    from kprune.experiments import models
+
+    tf, keras = _compat.tf, _compat.keras
+    strategy = one_device_strategy()
+    with strategy.scope():
+        model = models.build("lenet-300-100")
+    pruned = kprune.apply(model, steps_per_epoch=4, epochs=2)
+    with strategy.scope():
+        optimizer = keras.optimizers.Adam()
+    loss = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=keras.losses.Reduction.NONE)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.random((64, 28, 28, 1)).astype("float32"), np.arange(64) % 10)).batch(16)
+    batches = strategy.experimental_distribute_dataset(data)
+
+    @tf.function
+    def train_step(x, y):
+        def replica_step(x, y):
+            with tf.GradientTape() as tape:
+                value = tf.nn.compute_average_loss(loss(y, pruned(x, training=True)),
+                                                   global_batch_size=16)
+            grads = tape.gradient(value, pruned.trainable_variables)
+            optimizer.apply_gradients(zip(grads, pruned.trainable_variables))
+
+        strategy.run(replica_step, args=(x, y))
+
+    with kprune.PruningStepper(pruned) as stepper:
+        for _ in range(2):
+            for x, y in batches:
+                train_step(x, y)
+            stepper.end_epoch()
+    report = kprune.sparsity_report(kprune.strip(pruned), strict=True)
+    assert report["fc1"].achieved == 0.5 and report["fc1"].n_m_violations == 0
+
+
 def test_apply_moves_a_plain_model_into_the_strategy_given(seeded):
     from kprune.engines import distribute
     from kprune.experiments import models

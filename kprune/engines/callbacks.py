@@ -12,6 +12,7 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core.checks import is_keras3
+from kprune.engines import distribute
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
            "wrapped_layers", "final_step", "write_sparsity_logs", "report_short"]
@@ -187,11 +188,13 @@ class PruningStepper:
         self._update.set_model(model)
 
     def begin(self):
-        self._update.on_train_begin()
+        with distribute.scope(self._update.model):
+            self._update.on_train_begin()
         return self
 
     def end_epoch(self):
-        self._update.on_epoch_end(0)
+        with distribute.scope(self._update.model):  # a cross-replica write under tf.distribute
+            self._update.on_epoch_end(0)
 
     def __enter__(self):
         return self.begin()
