@@ -41,7 +41,8 @@ def _plan(args):
 def _demo(args):
     from kprune.experiments.demo import run_demo
 
-    run_demo(args.out, full=args.full, data=args.data, epochs=args.epochs, force=args.force)
+    run_demo(args.out, full=args.full, data=args.data, epochs=args.epochs, force=args.force,
+             resume=args.resume)
     return 0
 
 
@@ -243,6 +244,8 @@ def build_parser():
     demo.add_argument("--full", action="store_true", help="all of MNIST and two epochs each")
     demo.add_argument("--epochs", type=int, help="epochs for the baseline and pruning fits")
     demo.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    demo.add_argument("--resume", action="store_true",
+                      help="continue the unfinished demo in --out from its latest checkpoint")
     demo.set_defaults(handler=_demo)
 
     run = add("run", help="run a recipe (YAML) into a run folder")

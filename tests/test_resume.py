@@ -108,6 +108,8 @@ def fake_data(tmp_path):
     ("other", [], r"holds an unfinished run \(a recipe.yaml and no report.json\): pass --resume "
                   r"to continue it from its latest checkpoint, or choose a fresh --out"),
     ("other", ["--resume", "--force"], r"Give --resume .* or --force .*, not both"),
+    ("finished", ["--resume"], r"holds a finished run \(report.json\): there is nothing to "
+                               r"resume\. Choose another --out, or pass --force"),
 ])
 def test_resume_refuses_folders_it_cannot_continue(tmp_path, fake_data, capsys, folder,
                                                    arguments, message):
@@ -122,10 +124,26 @@ def test_resume_refuses_folders_it_cannot_continue(tmp_path, fake_data, capsys, 
     if folder == "other":
         other = write_recipe(tmp_path / "other.yaml", fake_data, seed="6")
         (out / "recipe.yaml").write_text(Recipe.load(other).to_yaml())
+    if folder == "finished":
+        (out / "recipe.yaml").write_text(Recipe.load(recipe).to_yaml())
+        (out / "report.json").write_text("{}")
     assert main(["run", str(recipe), "--out", str(out), *arguments]) == 2
     error = " ".join(capsys.readouterr().err.split())
     assert re.search(message, error), error
     assert not (out / "checkpoints").exists()
+
+
+def test_an_interrupted_demo_is_refused_and_named_the_option_that_resumes_it(tmp_path,
+                                                                             capsys):
+    from kprune.experiments.demo import demo_recipe
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "recipe.yaml").write_text(demo_recipe().to_yaml())
+    assert main(["demo", "--out", str(out)]) == 2
+    assert "holds an unfinished run" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--resume", "--force"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_checkpoint_steps_must_be_positive():

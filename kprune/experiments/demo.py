@@ -32,7 +32,10 @@ def demo_recipe(*, full=False, data="mnist", epochs=None):
     return recipe
 
 
-def run_demo(out_dir, *, full=False, data="mnist", epochs=None, force=False, log=print):
-    """Run the seed recipe into ``out_dir``; returns the :class:`~kprune.runner.RunResult`."""
+def run_demo(out_dir, *, full=False, data="mnist", epochs=None, force=False, resume=False,
+             log=print):
+    """Run the seed recipe into ``out_dir``; returns the :class:`~kprune.runner.RunResult`.
+
+    ``resume=True`` continues a demo that was interrupted (see ``run_recipe``)."""
     return run_recipe(demo_recipe(full=full, data=data, epochs=epochs), out_dir, force=force,
-                      log=log)
+                      resume=resume, log=log)
