@@ -128,6 +128,11 @@ def _prepared(path, *, threads=None, batch=None, sample_shape=None):
         if shape != [int(d) for d in detail["shape"]]:
             interpreter.resize_tensor_input(detail["index"], shape, strict=True)
         interpreter.allocate_tensors()
+        if delegate:
+            # XNNPACK prepares some nodes only at the first invoke (a FULLY_CONNECTED fed by
+            # a reshape computed at run time, as Keras 3's Flatten makes): fail here, not later
+            interpreter.set_tensor(detail["index"], np.zeros(shape, detail["dtype"]))
+            interpreter.invoke()
         return interpreter
 
     try:
