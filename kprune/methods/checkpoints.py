@@ -3,8 +3,9 @@
 A :class:`Checkpoints` folder holds one sub-folder per checkpoint, numbered in the
 order written (``0003-prune-r1-epoch2``), each with ``state.json`` (what the workflow
 needs to go on: stage, epoch, history, a fingerprint of the run) and ``arrays.npz``
-(the model's weights with its pruning wrappers' masks, thresholds and step, the
-optimizer's variables, masks, rewind weights). A checkpoint is written into a hidden
+(the model's weights with its pruning wrappers' masks, thresholds and step, and the
+optimizer's variables; for a finished pruning fit, the stripped weights and the masks).
+A checkpoint is written into a hidden
 ``.partial-*`` folder, every file and the folder are fsynced, and only then is it
 renamed to its final name: a kill at any point of the write leaves the previous
 checkpoints whole, and the partial folder is ignored (and removed by the next write).
