@@ -38,6 +38,11 @@ def test_block_sparse_quick(mnist_dir, tmp_path):
     assert [(b["shape"], b["block_size"]) for b in block_file["block_sparse"]] == [
         ([1024, 3136], [16])]
     assert rows["block-95/sparse-int8"]["bytes"] < rows["dense/int8"]["bytes"] / 8
+    # kprune.report's per-tensor rows say how the file stores each weight.
+    storage = {tuple(t["shape"]): (t["storage"], t["block_size"])
+               for t in rows["block-95/sparse-int8"]["tensors"]}
+    assert storage[(1024, 3136)] == ("block 1x16", [16])
+    assert storage[(64, 5, 5, 32)] == ("dense", [])
     assert model["latency"]["baseline"] == "dense/int8"
     for name, timing in model["latency"]["files"].items():
         assert timing["median_ms"] > 0 and 0.0 <= rows[name]["accuracy"] <= 1.0

@@ -46,7 +46,8 @@ report.json schema (``schema_version`` 1)::
           "tflite_weights":      values in the file's weight tensors,
           "tflite_weight_nonzero", "tflite_weight_sparsity": read back from the file,
           "layers":  [{"name", "method", "target", "achieved"}]  (Keras side, per layer),
-          "tensors": [{"name", "op", "shape", "dtype", "stored_sparse", "sparsity",
+          "tensors": [{"name", "op", "shape", "dtype", "stored_sparse", "storage"
+                       ("dense", "sparse" or "block 1x16"), "block_size", "sparsity",
                        "n", "m", "n_m_violations"}]  (weight tensors of the .tflite)
         }, ...
       ]
@@ -452,8 +453,8 @@ def _measure(v, info, x_test, y_test, batch_size, threads):
         "layers": _layer_rows(v),
         "tensors": [
             {key: t.to_dict()[key] for key in (
-                "name", "op", "shape", "dtype", "stored_sparse", "sparsity", "n", "m",
-                "n_m_violations")}
+                "name", "op", "shape", "dtype", "stored_sparse", "storage", "block_size",
+                "sparsity", "n", "m", "n_m_violations")}
             for t in info.weights
         ],
         **({"extra": dict(v.extra)} if v.extra else {}),
