@@ -13,8 +13,8 @@ MACHINE_PATH = re.compile(r"(/(?:tmp|home|root|work|Users|private|var/folders)/|
 
 def test_the_tutorials_are_all_there():
     names = [path.stem for path in NOTEBOOKS]
-    assert names[:5] == ["01_quickstart", "02_structured_2by4", "03_granularities",
-                         "04_export_and_quantize", "05_workflows_and_sensitivity"]
+    assert names[:6] == ["01_quickstart", "02_structured_2by4", "03_granularities",
+                         "04_export_and_quantize", "05_workflows_and_sensitivity", "06_keras3"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
