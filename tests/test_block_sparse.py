@@ -228,6 +228,20 @@ def test_keras3_engine_prunes_the_same_whole_blocks():
     assert row.achieved == pytest.approx(0.75, abs=1 / 64)
 
 
+def test_iterative_rounds_scale_a_block_rule_and_keep_whole_blocks():
+    from kprune.methods import workflows
+
+    rng = np.random.default_rng(0)
+    trainer = workflows.Trainer(inputs(128), rng.integers(0, 10, 128), batch_size=16)
+    plan = PruningPlan([LayerRule("fc", method="block", block=16, target=0.75)])
+    result = workflows.iterative(dense_model(), plan, trainer=trainer, rounds=2,
+                                 ladder="linear")
+    assert [r.sparsity["fc"] for r in result.history] == pytest.approx([0, 0.375, 0.75],
+                                                                       abs=1 / 64)
+    row = kprune.sparsity_report(result.model, plan=plan, strict=True)["fc"]
+    assert row.block_violations == 0
+
+
 def test_a_saved_block_model_keeps_its_plan(tmp_path, blocks_75):
     final, _ = blocks_75
     loaded = kprune.load_model(kprune.save_model(final, tmp_path / "blocks.keras"))
