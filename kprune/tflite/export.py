@@ -229,15 +229,20 @@ def _check_representative(model, data, num_calibration):
     return dataset
 
 
+#: Keras 3 backends whose ``model.export(format="tf_saved_model")`` the converter reads (JAX
+#: through jax2tf; checked: the same predictions in LiteRT).
+KERAS3_EXPORT_BACKENDS = ("tensorflow", "jax")
+
+
 def _check_keras3_backend():
-    """TFLite conversion traces the model with TensorFlow: a Keras 3 model must run on it."""
+    """A Keras 3 model is converted from Keras 3's own SavedModel export: TF or JAX backend."""
     from kprune import _keras3
 
     backend = _keras3.backend()
-    if backend != "tensorflow":
+    if backend not in KERAS3_EXPORT_BACKENDS:
         raise ValueError(
-            "TFLite export of a Keras 3 model needs the TensorFlow backend; this process "
-            f"runs Keras on {backend!r}. Save the model (kprune.save_model(final, "
+            "TFLite export of a Keras 3 model needs the TensorFlow or JAX backend; this "
+            f"process runs Keras on {backend!r}. Save the model (kprune.save_model(final, "
             "'final.keras')), then load and export it in a process started with "
             f"KERAS_BACKEND=tensorflow. Received: backend={backend!r}"
         )
@@ -305,8 +310,30 @@ def convert(model, *, quantize="none", sparse=False, representative_data=None,
     """Convert a stripped tf_keras or Keras 3 model to ``.tflite`` bytes (see :func:`to_tflite`)."""
     dataset, qat = _check_options(model, quantize, sparse, representative_data,
                                   num_calibration)
-    with _converter(model) as converter:
-        return _run_converter(converter, quantize, sparse, dataset, qat)
+    try:
+        with _converter(model) as converter:
+            return _run_converter(converter, quantize, sparse, dataset, qat)
+    except Exception as err:  # Keras 3 off TensorFlow: say which backend converts it
+        backend = _keras3_backend(model)
+        if backend in (None, "tensorflow"):
+            raise
+        text = " ".join(str(err).split())
+        raise ValueError(
+            f"The TFLite converter cannot read this Keras 3 model's export from the {backend} "
+            "backend (a model whose layers keep random state, e.g. Dropout, writes that "
+            "state in its export). Save it (kprune.save_model(final, 'final.keras')), then "
+            "load and export it in a process started with KERAS_BACKEND=tensorflow. "
+            f"Converter said: {type(err).__name__}: {text[:300]}"
+        ) from err
+
+
+def _keras3_backend(model):
+    """The Keras backend of a Keras 3 model; None for a tf_keras model."""
+    if not is_keras3(model):
+        return None
+    from kprune import _keras3
+
+    return _keras3.backend()
 
 
 def _run_converter(converter, quantize, sparse, dataset, qat):
@@ -343,7 +370,7 @@ def to_tflite(model, path, *, quantize="none", sparse=False, representative_data
     Args:
         model: a tf_keras model without pruning wrappers (``kprune.strip(pruned)``), or a
             quantization-aware model from :func:`pqat_int8`; or a stripped Keras 3 model
-            on the TensorFlow backend (exported through Keras 3's ``model.export``).
+            on the TensorFlow or JAX backend (exported through Keras 3's ``model.export``).
         path: the ``.tflite`` file to write; its folder is created.
         quantize: ``"none"`` (float32), ``"dynamic"`` (int8 weights, float
             activations), ``"int8"`` (int8 weights and activations, int8 inputs and
