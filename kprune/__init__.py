@@ -4,6 +4,7 @@ The package is grouped by concern, and imports point down only::
 
     kprune/core/         plan, schedules, layers (what each layer prunes), masks: no engine
     kprune/engines/      the tf_keras engine on tfmot: wrap, callbacks, verify, saving
+                         (engines/keras3/: the Keras 3 engine, any backend)
     kprune/structural/   physical removal of units (smaller dense layers)
     kprune/methods/      trainer, workflows, sensitivity, allocation
     kprune/tflite/       export, flatbuffer reader, measure, report
