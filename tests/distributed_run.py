@@ -7,6 +7,8 @@ the tests that train under ``tf.distribute`` run this script in a fresh process:
 
 Under ``MultiWorkerMirroredStrategy`` each worker process runs it with its own
 ``TF_CONFIG``; the logical devices are then left alone (one device per worker).
+``agree FOLDER`` instead has the workers agree on the checkpoints in their FOLDERs
+(``Checkpoints.agree``) and prints the name of the newest one left.
 """
 
 import os
@@ -21,5 +23,18 @@ if "TF_CONFIG" not in os.environ:
 
 from kprune.cli import main  # noqa: E402  (after the devices are configured)
 
+
+def agree(folder):
+    from kprune.engines import distribute
+    from kprune.methods.checkpoints import Checkpoints
+
+    store = Checkpoints(folder)
+    store.agree(distribute.make("multi-worker"))
+    print(store.latest().path.name)
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["agree"]:
+        sys.exit(agree(sys.argv[2]))
     sys.exit(main(sys.argv[1:]))

@@ -148,24 +148,17 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def launch(strategy, recipe, out):
-    """Run ``kprune run`` under ``strategy``: one process on two logical CPU devices
-    (mirrored), or two worker processes on 127.0.0.1 (multi-worker, TF_CONFIG); returns
-    the run folders (one per worker) and what the first printed."""
-    command = [sys.executable, str(HELPER), "run", str(recipe), "--out"]
-    if strategy == "mirrored":
-        done = subprocess.run([*command, str(out)], capture_output=True, text=True,
-                              timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return [out], done.stdout
+def two_workers(command_of):
+    """Run ``command_of(index)`` (helper arguments) as two workers on 127.0.0.1 with their
+    TF_CONFIG; returns what each printed."""
     cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(2)]}
     workers = []
     for index in range(2):
         config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(config)}
-        workers.append(subprocess.Popen([*command, str(out / f"worker{index}")], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True))
+        workers.append(subprocess.Popen([sys.executable, str(HELPER), *command_of(index)],
+                                        env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True))
     try:
         printed = [worker.communicate(timeout=300) for worker in workers]
     finally:
@@ -173,7 +166,35 @@ def launch(strategy, recipe, out):
             worker.kill()
     for worker, (_, errors) in zip(workers, printed):
         assert worker.returncode == 0, errors[-3000:]
-    return [out / f"worker{index}" for index in range(2)], printed[0][0]
+    return [out for out, _ in printed]
+
+
+def launch(strategy, recipe, out):
+    """Run ``kprune run`` under ``strategy``: one process on two logical CPU devices
+    (mirrored), or two worker processes on 127.0.0.1 (multi-worker, TF_CONFIG); returns
+    the run folders (one per worker) and what the first printed."""
+    command = ["run", str(recipe), "--out"]
+    if strategy == "mirrored":
+        done = subprocess.run([sys.executable, str(HELPER), *command, str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return [out], done.stdout
+    printed = two_workers(lambda index: [*command, str(out / f"worker{index}")])
+    return [out / f"worker{index}" for index in range(2)], printed[0]
+
+
+def test_workers_a_checkpoint_apart_resume_from_the_same_one(tmp_path):
+    """Worker 1 was killed while writing checkpoint 3, which worker 0 finished: both go
+    on from checkpoint 2."""
+    from kprune.methods.checkpoints import Checkpoints
+
+    for index, count in ((0, 3), (1, 2)):
+        store = Checkpoints(tmp_path / f"worker{index}")
+        for epoch in range(1, count + 1):
+            store.save(f"prune-r0-epoch{epoch}", {"model": [np.zeros(2)]}, {"epoch": epoch})
+    printed = two_workers(lambda index: ["agree", str(tmp_path / f"worker{index}")])
+    assert [line.split()[-1] for line in printed] == ["0002-prune-r0-epoch2"] * 2
+    assert not (tmp_path / "worker0" / "0003-prune-r0-epoch3").exists()
 
 
 @pytest.mark.slow

@@ -185,6 +185,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
 
     out = check_out_dir(out_dir, force=True)
     checkpoints = Checkpoints(out / CHECKPOINTS)
+    if resume:
+        checkpoints.agree(strategy)  # the workers of a multi-worker run resume together
     if not resume:
         (out / FINISHED_MARKER).unlink(missing_ok=True)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)

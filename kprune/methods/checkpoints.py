@@ -140,6 +140,29 @@ class Checkpoints:
         _sync_folder(self.folder)
         return Checkpoint(final, name, json.loads((final / STATE_FILE).read_text()))
 
+    def agree(self, strategy):
+        """Under a strategy with several workers, make every worker's newest checkpoint the
+        same: a worker one checkpoint ahead of another (killed while the other was still
+        writing) drops its newest. A no-op for one worker or no strategy.
+
+        Every worker writes the same checkpoints at the same steps into its own folder, so
+        after a kill they are at most one apart; all workers must call this together (it
+        is a collective), as ``kprune run --resume`` and the workflows do.
+
+        Example:
+            >>> Checkpoints("run/worker0/checkpoints").agree(strategy)
+        """
+        workers = getattr(getattr(strategy, "extended", None), "_num_workers", 1)
+        if workers < 2:
+            return
+        tf = _compat.tf
+        found = self.all()
+        newest = int(found[-1].path.name.split("-", 1)[0]) if found else 0
+        mean = strategy.reduce(tf.distribute.ReduceOp.MEAN,
+                               strategy.run(lambda: tf.constant(float(newest))), axis=None)
+        if newest > float(mean) + 1e-6:
+            shutil.rmtree(found[-1].path)
+
     def prune(self, prefix, *, keep=2):
         """Delete all but the newest ``keep`` checkpoints whose name starts with ``prefix``."""
         matching = [c for c in self.all() if c.name.startswith(prefix)]

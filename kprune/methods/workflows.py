@@ -36,6 +36,7 @@ from kprune.core.checks import check_int
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
+from kprune.engines import distribute
 from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
@@ -415,8 +416,9 @@ def _masks_from(checkpoint):
     return masks
 
 
-def _store(checkpoint_dir, checkpoint_steps, name, plan, **lengths):
-    """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints)."""
+def _store(checkpoint_dir, checkpoint_steps, name, plan, *, model, **lengths):
+    """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints),
+    agreed on by the workers of ``model``'s strategy (see :meth:`Checkpoints.agree`)."""
     if checkpoint_dir is None:
         if checkpoint_steps is not None:
             raise ValueError(
@@ -430,7 +432,9 @@ def _store(checkpoint_dir, checkpoint_steps, name, plan, **lengths):
 
     described = json.dumps({"workflow": name, "plan": plan.to_dict(), **lengths},
                            sort_keys=True, default=str)
-    return Checkpoints(checkpoint_dir, fingerprint=described, every_steps=checkpoint_steps)
+    store = Checkpoints(checkpoint_dir, fingerprint=described, every_steps=checkpoint_steps)
+    store.agree(distribute.strategy_of(model))
+    return store
 
 
 def _start(model, trainer):
@@ -470,7 +474,8 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_di
     plan = _scaled(as_plan(plan_or_target), 1.0, schedule=Schedule(kind="constant"))
     check_int(finetune_epochs, "finetune_epochs")
     _check_prunes(plan, model)
-    store = _store(checkpoint_dir, checkpoint_steps, "one_shot", plan, epochs=finetune_epochs)
+    store = _store(checkpoint_dir, checkpoint_steps, "one_shot", plan, model=model,
+                   epochs=finetune_epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=finetune_epochs,
                               stage="finetune", round=0, records=records, epoch_offset=0,
@@ -519,7 +524,7 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpo
     end = None if recover_epochs == 0 else epochs - recover_epochs
     plan = as_plan(plan_or_target, schedule=Schedule(kind="polynomial", end=end))
     _check_prunes(plan, model)
-    store = _store(checkpoint_dir, checkpoint_steps, "gradual", plan, epochs=epochs)
+    store = _store(checkpoint_dir, checkpoint_steps, "gradual", plan, model=model, epochs=epochs)
     records = _start(model, trainer)
     final, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
                               records=records, epoch_offset=0, store=store)
@@ -588,7 +593,8 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
                 "Argument `accuracy_floor` needs a trainer with `validation_data` or "
                 f"`evaluate`. Received: accuracy_floor={accuracy_floor!r}"
             )
-    store = _store(checkpoint_dir, checkpoint_steps, "iterative", plan, rounds=rounds, ladder=fractions,
+    store = _store(checkpoint_dir, checkpoint_steps, "iterative", plan, model=model,
+                   rounds=rounds, ladder=fractions,
                    epochs_per_round=epochs_per_round, accuracy_floor=accuracy_floor)
     records = _start(model, trainer)
     dense_accuracy = records[0].val_accuracy
@@ -663,7 +669,8 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
             "rewinding): the weights of that epoch are not checkpointed. Rewind to 'init' "
             f"or to a list of weights. Received: to={to}, checkpoint_dir={str(checkpoint_dir)!r}"
         )
-    store = _store(checkpoint_dir, checkpoint_steps, "rewind", plan, epochs=epochs, retrain_epochs=retrain_epochs,
+    store = _store(checkpoint_dir, checkpoint_steps, "rewind", plan, model=model,
+                   epochs=epochs, retrain_epochs=retrain_epochs,
                    to=to if isinstance(to, str) else "weights")
     records = _start(model, trainer)
     snapshots = {}
