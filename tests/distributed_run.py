@@ -21,7 +21,7 @@ if "TF_CONFIG" not in os.environ:
     _compat.tf.config.set_logical_device_configuration(
         cpu, [_compat.tf.config.LogicalDeviceConfiguration()] * 2)
 
-from kprune.cli import main  # noqa: E402  (after the devices are configured)
+from kprune.cli import main  # after the devices are configured
 
 
 def agree(folder):

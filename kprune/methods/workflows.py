@@ -370,8 +370,8 @@ def _prune_fit(model, plan, trainer, *, epochs, stage, round, records, epoch_off
     final = strip(pruned)
     if store is not None:
         order = [(path, label) for path, by_label in masks.items() for label in by_label]
-        store.save(f"{key}-done",
-                   {"model": final.get_weights(), "masks": [masks[p][l] for p, l in order]},
+        flat = [masks[path][label] for path, label in order]
+        store.save(f"{key}-done", {"model": final.get_weights(), "masks": flat},
                    {"key": key, "records": _jsonable(records), "mask_order": order})
     return final, masks
 
