@@ -325,6 +325,8 @@ def main(argv=None):
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as err:
         message = " ".join(str(err).split())
+        # a damaged file's bytes can reach the message as lone surrogates: show them escaped
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         print(f"kprune {args.command}: error: {message}", file=sys.stderr)
         return 2
 

@@ -265,6 +265,16 @@ def test_fuzz_inspect_model(good, tmp_path, capsys, kind, keep, flips):
     inspect_damaged(good[kind], tmp_path, capsys, keep, flips)
 
 
+def test_an_undecodable_byte_in_the_error_is_printed_escaped(good, tmp_path, capsys):
+    """A flipped byte in an .h5 layer name reached the message as a lone surrogate, and
+    printing it raised UnicodeEncodeError (found by the fuzz test below)."""
+    path = tmp_path / "fuzzed.h5"
+    path.write_bytes(damaged(good["h5"].read_bytes(), None, [(3424, 128)]))
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 2
+    one_line_naming(capsys, path)
+
+
 def inspect_damaged(original, tmp_path, capsys, keep, flips):
     """``kprune inspect`` on a damaged copy of ``original``: exit 0, or 2 with one line."""
     assume(keep is not None or flips)
