@@ -61,8 +61,8 @@ def check_model(model, *, argument="model"):
             "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
             "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
             "kprune.sparsity_report, kprune.save_model/load_model and "
-            "kprune.export.to_tflite (TensorFlow backend); for the rest, build the model "
-            "with `import tf_keras as keras` instead of `import keras`. "
+            "kprune.export.to_tflite (TensorFlow or JAX backend); for the rest, build the "
+            "model with `import tf_keras as keras` instead of `import keras`. "
             f"Received: {argument}={model!r}"
         )
     if not isinstance(model, keras.Model):
