@@ -240,6 +240,15 @@ def test_fit_without_the_keras3_callbacks_says_what_is_missing():
         pruned.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=kprune.callbacks())
 
 
+def test_steps_per_execution_above_one_is_refused():
+    pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=2, epochs=1)
+    pruned.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
+    x = np.zeros((16, 8, 8, 1), np.float32)
+    with pytest.raises(ValueError, match=r"steps_per_execution=1.*Received: steps_per_execution=2"):
+        pruned.fit(x, np.zeros((16, 10)), batch_size=8, verbose=0,
+                   callbacks=kprune.callbacks(pruned))
+
+
 def test_tf_keras_and_keras3_objects_are_not_mixed():
     from kprune import _keras3
     from kprune.engines.keras3 import callbacks as keras3_callbacks
