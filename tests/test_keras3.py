@@ -292,6 +292,17 @@ def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
         # sparse int8 FULLY_CONNECTED at the first invoke, and measure falls back)
         assert 0.0 <= measure.evaluate_tflite(result.path, x, np.arange(16) % 10) <= 1.0
 
+    # the comparison report takes the Keras 3 model (parameter counts)
+    from kprune.tflite import report as tflite_report
+
+    variants = [tflite_report.Variant.from_export(results[name], model=final)
+                for name in ("float", "sparse")]
+    compared = tflite_report.compare(variants, baseline="float", x_test=x, y_test=np.arange(16) % 10,
+                                     out_dir=tmp_path / "report", latency_repeats=0)
+    rows = {row["name"]: row for row in compared.data["variants"]}
+    assert rows["sparse"]["params"] == final.count_params()
+    assert rows["sparse"]["nonzero_params"] < final.count_params()
+
     # the same weights in tf_keras: the same sparsity report, and the same tensors exported
     twin = keras3_models.small_cnn(tf_keras)
     twin.set_weights(final.get_weights())

@@ -512,16 +512,16 @@ def latency_rounds(paths, *, baseline, rounds=9, repeats=100, warmup=10, threads
 
 
 def count_params(model):
-    """``{"params": model.count_params(), "nonzero_params": non-zero weights}`` of a Keras model.
+    """``{"params": model.count_params(), "nonzero_params": non-zero weights}`` of a Keras model
+    (tf_keras or Keras 3).
 
     All weights count (biases and batch-norm statistics too), as in ``count_params``.
     The model must be stripped (``kprune.strip``): a wrapper's kernel is not yet masked.
     """
-    from kprune import _compat
+    from kprune.core import layers
 
-    _compat.check_model(model)
-    wrapped = [p for p, layer in _compat.iter_layers(model)
-               if isinstance(layer, _compat.PruneLowMagnitude)]
+    wrapped = [p for p, layer in layers.model_layers(model)  # tf_keras or Keras 3, checked
+               if layers.unwrap(layer) is not layer]
     if wrapped:
         raise ValueError(
             f"Argument `model` still has pruning wrappers on {wrapped}; call kprune.strip "
