@@ -98,3 +98,29 @@ def test_schedule_guard_is_silent_when_every_schedule_completed(recwarn):
     model = pruned_mlp(epochs=1, steps_per_epoch=6)
     model.fit(x, y, batch_size=16, verbose=0, callbacks=kprune.callbacks(strict=True))
     assert not [w for w in recwarn if "stopped short" in str(w.message)]
+
+
+def test_kprune_callbacks_add_no_per_batch_hook():
+    # A callback overriding a batch hook makes Keras run Python after every training step
+    # (issue 14: pruning overhead); the guard reads the optimizer's step counter instead.
+    model = pruned_mlp()
+    hooks = keras.callbacks.CallbackList(kprune.callbacks(), model=model)
+    assert not hooks._should_call_train_batch_hooks
+    assert keras.callbacks.CallbackList([keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: None)], model=model)._should_call_train_batch_hooks
+
+
+def test_schedule_guard_counts_the_steps_of_each_fit():
+    from kprune.engines.callbacks import ScheduleGuard, training_step
+
+    x, y = data()
+    model = pruned_mlp(epochs=2, steps_per_epoch=6)
+    assert training_step(model) == 0  # no optimizer step yet
+    guard = ScheduleGuard()
+    with pytest.warns(UserWarning, match="ran 4 training steps"):
+        model.fit(x[:64], y[:64], batch_size=16, verbose=0,
+                  callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
+    assert guard.steps == 4
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+              callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
+    assert guard.steps == 12 and training_step(model) == 16

@@ -15,7 +15,8 @@ from kprune.core.checks import is_keras3
 from kprune.engines import distribute
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
-           "wrapped_layers", "final_step", "write_sparsity_logs", "report_short"]
+           "wrapped_layers", "final_step", "training_step", "write_sparsity_logs",
+           "report_short"]
 
 
 class ScheduleWarning(UserWarning):
@@ -94,14 +95,16 @@ class ScheduleGuard(_compat.keras.callbacks.Callback):
         super().__init__()
         self.strict = strict
         self.steps = 0
+        self._first_step = 0
 
+    # No per-batch hook: a callback overriding on_train_batch_end makes Keras call Python
+    # after every step; the steps of this fit are read from the step counters instead.
     def on_train_begin(self, logs=None):
         self.steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
+        self._first_step = training_step(self.model)
 
     def on_train_end(self, logs=None):
+        self.steps = training_step(self.model) - self._first_step
         short = []
         for path, wrapper in wrapped_layers(self.model):
             reached = int(_compat.keras.backend.get_value(wrapper.pruning_step))
@@ -110,6 +113,24 @@ class ScheduleGuard(_compat.keras.callbacks.Callback):
                 short.append(f"{path} at step {reached} of {needed} "
                              f"({needed - reached} steps short)")
         report_short(short, self.steps, strict=self.strict)
+
+
+def training_step(model):
+    """How many training steps ``model`` has run: its optimizer's ``iterations`` (the
+    wrappers' largest ``pruning_step`` if it has no optimizer), read without a callback
+    per batch.
+
+    Example:
+        >>> before = training_step(pruned); pruned.fit(x, y, epochs=1, callbacks=callbacks())
+        >>> training_step(pruned) - before          # the steps of that fit
+        469
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        return int(_compat.keras.backend.get_value(optimizer.iterations))
+    steps = [int(_compat.keras.backend.get_value(wrapper.pruning_step))
+             for _, wrapper in wrapped_layers(model)]
+    return max([0, *steps])
 
 
 def report_short(short, steps, *, strict):
