@@ -29,6 +29,7 @@ __all__ = [
     "iter_layers",
     "layer_name",
     "clone_model",
+    "tf_config",
 ]
 
 from tensorflow.python.framework import config as tf_config  # op determinism on and off

@@ -402,8 +402,8 @@ def test_a_recipe_removes_channels_before_or_after_the_sparse_plan(files, tmp_pa
     assert main(["run", str(recipe), "--out", str(out)]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert f"{heading} structural: remove 0.5 of the channels (layer, l1)" in printed
-    from kprune.engines.saving import load_model
     from kprune.core.plan import PruningPlan
+    from kprune.engines.saving import load_model
     from kprune.engines.verify import sparsity_report
 
     dense, pruned = (load_model(out / f"{name}.keras") for name in ("baseline", "pruned"))
