@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core.checks import check_sparsity, did_you_mean
 from kprune.core.layers import prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
@@ -127,7 +126,7 @@ def global_plan(model, target, *, exclude=(), schedule=None):
     """A plan that prunes the smallest ``target`` fraction of all prunable kernels at once.
 
     Args:
-        model: a (trained) tf_keras model; only read.
+        model: a (trained) tf_keras or Keras 3 model; only read.
         target: global sparsity in [0, 1) over the kernels of the layers taking part.
         exclude: layer names (or nested paths) to leave dense and out of the ranking.
             Nothing is excluded by default: as in Han et al. 2015, the classifier head
@@ -148,14 +147,13 @@ def global_plan(model, target, *, exclude=(), schedule=None):
     """
     from kprune.methods.sensitivity import prunable_layers
 
-    _compat.check_model(model)
+    layers = prunable_layers(model)  # checks the model, on either engine
     target = check_sparsity(target, argument="target")
     schedule = Schedule() if schedule is None else schedule
     if not isinstance(schedule, Schedule):
         raise TypeError(
             f"Argument `schedule` must be a kprune.Schedule or None. Received: schedule={schedule!r}"
         )
-    layers = prunable_layers(model)
     if not layers:
         raise ValueError(
             f"Model {model.name!r} has no prunable layer (no weight tfmot can prune); "

@@ -25,7 +25,7 @@ from kprune import _compat
 from kprune import progress as _progress_module
 from kprune.core import masks
 from kprune.core.checks import check_sparsity, did_you_mean
-from kprune.core.layers import is_prunable, prunable_weights
+from kprune.core.layers import is_prunable, model_layers, prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
@@ -227,8 +227,14 @@ class SensitivityResult:
 
 
 def prunable_layers(model):
-    """``[(path, layer)]`` of the layers tfmot can prune (``kprune.layers.is_prunable``)."""
-    return [(path, layer) for path, layer in _compat.iter_layers(model) if is_prunable(layer)]
+    """``[(path, layer)]`` of the layers kprune can prune (``kprune.layers.is_prunable``), in a
+    tf_keras or Keras 3 model (checked by the engine that owns it).
+
+    Example:
+        >>> [path for path, _ in prunable_layers(model)]
+        ['conv1', 'conv2', 'fc1', 'head']
+    """
+    return [(path, layer) for path, layer in model_layers(model) if is_prunable(layer)]
 
 
 def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, finetune=None,
