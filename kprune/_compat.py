@@ -62,7 +62,7 @@ def check_model(model, *, argument="model"):
             "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
             "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
             "kprune.sparsity_report, kprune.save_model/load_model, "
-            "kprune.allocation.global_plan and "
+            "kprune.allocation.global_plan, kprune.sensitivity.scan and "
             "kprune.export.to_tflite (TensorFlow or JAX backend); for the rest, build the "
             "model with `import tf_keras as keras` instead of `import keras`. "
             f"Received: {argument}={model!r}"

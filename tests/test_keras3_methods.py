@@ -50,3 +50,55 @@ def test_global_plan_refuses_a_subclassed_keras3_model():
     net(np.zeros((1, 3), np.float32))
     with pytest.raises(TypeError, match="subclassed Keras 3 model"):
         allocation.global_plan(net, 0.5)
+
+
+def _two_layer(lib):
+    return lib.Sequential([lib.Input((28, 28, 1)), lib.layers.Flatten(name="flatten"),
+                           lib.layers.Dense(32, activation="relu", name="fc"),
+                           lib.layers.Dense(10, name="head")], name="two_layer")
+
+
+@pytest.fixture(scope="module")
+def trained_twins(mnist_small):
+    """A two-layer MNIST classifier trained 1 epoch in tf_keras, and its Keras 3 twin."""
+    from kprune.methods.trainer import Trainer
+
+    (x, y), _ = mnist_small
+    tf_keras.utils.set_random_seed(0)
+    tf_model = _two_layer(tf_keras)
+    Trainer(x, y, batch_size=64).fit(tf_model, 1)
+    k3_model = _two_layer(keras)
+    k3_model.set_weights(tf_model.get_weights())
+    return tf_model, k3_model
+
+
+@pytest.mark.slow
+def test_sensitivity_scan_of_a_keras3_model_matches_its_tf_keras_twin(trained_twins,
+                                                                     mnist_small):
+    from kprune import sensitivity
+
+    tf_model, k3_model = trained_twins
+    _, (x_val, y_val) = mnist_small
+    x_val, y_val = x_val[:1000], y_val[:1000]
+    before = [np.array(w) for w in k3_model.get_weights()]
+    ours = sensitivity.scan(k3_model, x_val, y_val, sparsities=(0.5, 0.95), progress=False)
+    theirs = sensitivity.scan(tf_model, x_val, y_val, sparsities=(0.5, 0.95), progress=False)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, k3_model.get_weights()))
+    assert ours.layers == theirs.layers == ["fc", "head"]
+    assert ours.dense_accuracy > 0.7  # chance is 0.1
+    for mine, tfmots in zip(ours.rows, theirs.rows):
+        assert (mine.layer, mine.type, mine.weights, mine.sparsity) == (
+            tfmots.layer, tfmots.type, tfmots.weights, tfmots.sparsity)
+        assert abs(mine.accuracy - tfmots.accuracy) <= 0.002  # one example of 1,000
+    assert ours.curve("fc")[-1][1] < ours.dense_accuracy  # 95 % of fc removed costs accuracy
+    assert ours.to_plan(max_drop_pp=1.0) == theirs.to_plan(max_drop_pp=1.0)
+
+
+def test_sensitivity_finetune_on_a_keras3_model_says_it_is_not_supported():
+    from kprune import sensitivity
+    from kprune.methods.trainer import Trainer
+
+    _, k3_model = _twins()
+    x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
+    with pytest.raises(ValueError, match="`finetune` is not supported for a Keras 3 model"):
+        sensitivity.scan(k3_model, x, y, finetune=Trainer(x, y), progress=False)

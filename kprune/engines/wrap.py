@@ -36,16 +36,26 @@ class PruneLowMagnitude(_compat.PruneLowMagnitude):
 
 
 def copy_model(model, *, strategy=None):
-    """An independent copy of a tf_keras model: new layer objects, same weights.
+    """An independent copy of a tf_keras or Keras 3 model: new layer objects, same weights.
 
-    The copy lives in ``strategy`` (a ``tf.distribute`` strategy) if given, else in the
-    strategy ``model`` was built under (its variables mirrored the same way), if any.
+    The copy of a tf_keras model lives in ``strategy`` (a ``tf.distribute`` strategy) if
+    given, else in the strategy ``model`` was built under (its variables mirrored the same
+    way), if any. A Keras 3 model is copied by :func:`kprune._keras3.copy_model`.
 
     Example:
         >>> twin = copy_model(model)
         >>> twin.layers[1] is model.layers[1]
         False
     """
+    if is_keras3(model):
+        if strategy is not None:
+            raise ValueError(
+                "Argument `strategy` (a tf.distribute strategy) applies to tf_keras models; "
+                f"a Keras 3 model is copied as it is. Received: strategy={strategy!r}"
+            )
+        from kprune import _keras3
+
+        return _keras3.copy_model(model)
     _compat.check_model(model)
     with distribute.scope(model, strategy):
         twin = _compat.keras.models.clone_model(model)

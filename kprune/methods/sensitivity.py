@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune import _compat
 from kprune import progress as _progress_module
 from kprune.core import masks
-from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.checks import check_sparsity, did_you_mean, is_keras3
 from kprune.core.layers import is_prunable, model_layers, prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
@@ -242,14 +241,15 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     """Prune one layer at a time over a ladder of sparsities and evaluate each.
 
     Args:
-        model: a trained tf_keras model (never modified; the scan works on a copy).
+        model: a trained tf_keras or Keras 3 model (never modified; the scan works on a
+            copy).
         x_val, y_val: validation data (integer or one-hot labels); a few thousand
             examples are usually enough.
         sparsities: the ladder, fractions in [0, 1).
         layers: layer paths to scan; None = every prunable layer.
         finetune: None (no retraining, the default) or a
             :class:`~kprune.workflows.Trainer` to fine-tune each pruned copy for
-            ``finetune_epochs`` with the pruned weights held at zero.
+            ``finetune_epochs`` with the pruned weights held at zero (tf_keras models only).
         batch_size: evaluation batch size.
         progress: True shows progress over the layers and the ladder with
             :func:`kprune.progress.track` (a bar on a terminal, one line per layer in a
@@ -265,7 +265,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     """
     from kprune.methods.workflows import FixedMask, Trainer, accuracy
 
-    _compat.check_model(model)
+    candidates = prunable_layers(model)  # checks the model, on either engine
     ladder = _check_ladder(sparsities)
     if len(x_val) != len(y_val):
         raise ValueError(
@@ -274,9 +274,8 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
         )
     if len(x_val) == 0:
         raise ValueError("Arguments `x_val` and `y_val` must not be empty. Received: 0 examples")
-    candidates = prunable_layers(model)
     if not candidates:
-        kinds = sorted({type(layer).__name__ for _, layer in _compat.iter_layers(model)})
+        kinds = sorted({type(layer).__name__ for _, layer in model_layers(model)})
         raise ValueError(
             f"Model {model.name!r} has no prunable layer (no layer with a weight that tfmot "
             f"can prune); nothing to scan. Received: a model with layer types {kinds}"
@@ -285,6 +284,12 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     if finetune is not None and not isinstance(finetune, Trainer):
         raise TypeError(
             "Argument `finetune` must be None or a kprune.workflows.Trainer. "
+            f"Received: finetune={finetune!r}"
+        )
+    if finetune is not None and is_keras3(model):
+        raise ValueError(
+            "Argument `finetune` is not supported for a Keras 3 model yet (the fixed-mask "
+            "fine-tune runs on tf_keras); scan it without fine-tuning. "
             f"Received: finetune={finetune!r}"
         )
     if finetune is not None and (isinstance(finetune_epochs, bool)
@@ -311,7 +316,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
             steps, "sensitivity", total=len(chosen), unit="layer",
             label=lambda step: f"{step[1][0]}, {sizes[step[1][0]]:,} weights")
     for index, (path, _) in steps:
-        layer = dict(_compat.iter_layers(twin))[path]
+        layer = dict(model_layers(twin))[path]
         # Every weight the layer prunes, each to the same sparsity, as tfmot would.
         weights = prunable_weights(layer)
         originals = {w.label: np.array(w.variable.numpy()) for w in weights}
@@ -330,7 +335,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
                     _assign(weights, originals, None)
                 else:
                     tuned = copy_model(model)
-                    _assign(prunable_weights(dict(_compat.iter_layers(tuned))[path]),
+                    _assign(prunable_weights(dict(model_layers(tuned))[path]),
                             originals, keep)
                     finetune.fit(tuned, finetune_epochs, [FixedMask({path: keep})])
                     acc = accuracy(tuned, x_val, y_val, batch_size=batch_size)
