@@ -260,9 +260,11 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
         _keras3.copy_model(tf_model)
     k3_model = keras3_models.small_cnn(keras)
     with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
-        kprune.copy_model(k3_model)  # tf_keras only
+        kprune.PruningStepper(k3_model)  # tf_keras only
     with pytest.raises(ValueError, match="strategy"):
         kprune.apply(k3_model, steps_per_epoch=1, epochs=1, strategy=object())
+    with pytest.raises(ValueError, match=r"`strategy`.*applies to tf_keras models"):
+        kprune.copy_model(k3_model, strategy=object())
 
 
 # -- TFLite export -----------------------------------------------------------------------------
@@ -320,15 +322,15 @@ def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
 # -- what the Keras 3 engine does not reach yet: the clear error, naming what it does ----------
 
 
-@pytest.mark.parametrize("name", ["one_shot", "PruningStepper", "select_units"])
+@pytest.mark.parametrize("name", ["rewind", "PruningStepper", "select_units"])
 def test_parts_without_keras3_support_say_so(name):
     from kprune import structural, workflows
 
     model = keras3_models.small_cnn(keras)
     x, y = np.zeros((16, 8, 8, 1), np.float32), np.arange(16) % 10
     calls = {
-        "one_shot": lambda: workflows.one_shot(model, 0.5,
-                                               trainer=workflows.Trainer(x, y, batch_size=8)),
+        "rewind": lambda: workflows.rewind(model, 0.5, epochs=2,
+                                           trainer=workflows.Trainer(x, y, batch_size=8)),
         "PruningStepper": lambda: kprune.PruningStepper(model),
         "select_units": lambda: structural.select_units(model, {"dense_a": 0.5}),
     }

@@ -102,3 +102,51 @@ def test_sensitivity_finetune_on_a_keras3_model_says_it_is_not_supported():
     x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
     with pytest.raises(ValueError, match="`finetune` is not supported for a Keras 3 model"):
         sensitivity.scan(k3_model, x, y, finetune=Trainer(x, y), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workflow", ["one_shot", "gradual", "iterative"])
+def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
+        workflow, trained_twins, mnist_small):
+    from kprune import workflows
+    from kprune.core.checks import is_keras3
+    from kprune.engines.keras3.wrap import wrapped_layers
+
+    _, k3_model = trained_twins
+    (x, y), (x_val, y_val) = mnist_small
+    before = [np.array(w) for w in k3_model.get_weights()]
+    trainer = workflows.Trainer(x[:2000], y[:2000], validation_data=(x_val[:1000], y_val[:1000]),
+                                batch_size=64)
+    keras.utils.set_random_seed(0)
+    if workflow == "one_shot":
+        result = workflows.one_shot(k3_model, 0.8, trainer=trainer, finetune_epochs=1)
+    elif workflow == "gradual":
+        result = workflows.gradual(k3_model, 0.8, trainer=trainer, epochs=2)
+    else:
+        result = workflows.iterative(k3_model, 0.8, trainer=trainer, rounds=2)
+        assert result.note == "reached the target at round 2 of 2"
+    final = result.model
+    assert is_keras3(final) and not wrapped_layers(final)
+    assert [layer.name for layer in final.layers] == ["flatten", "fc", "head"]
+    report = kprune.sparsity_report(final, plan=result.plan, strict=True)
+    assert report.ok and abs(report["fc"].achieved - 0.8) < 0.01
+    assert report["head"].achieved == 0.0
+    assert result.masks.keys() == {"fc"}
+    assert np.array_equal(result.masks["fc"]["kernel"], np.asarray(final.get_layer("fc").kernel) != 0)
+    assert [r.stage for r in result.history] == ["dense"] + ["finetune" if workflow == "one_shot"
+                                                            else "prune"] * (len(result.history) - 1)
+    assert result.final.sparsity["fc"] == pytest.approx(0.8, abs=0.01)
+    assert result.accuracy > 0.6  # chance is 0.1
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, k3_model.get_weights()))
+
+
+def test_workflows_on_keras3_refuse_a_seeded_trainer_and_checkpoints(tmp_path):
+    from kprune import workflows
+
+    _, k3_model = _twins()
+    x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
+    with pytest.raises(ValueError, match=r"seeded Trainer.*keras.utils.set_random_seed"):
+        workflows.one_shot(k3_model, 0.5, trainer=workflows.Trainer(x, y, seed=0))
+    with pytest.raises(ValueError, match="`checkpoint_dir` is not supported for a Keras 3"):
+        workflows.gradual(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2,
+                          checkpoint_dir=tmp_path)

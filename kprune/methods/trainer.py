@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int
+from kprune.core.checks import check_int, is_keras3
 from kprune.engines import seeding
 from kprune.engines.callbacks import ScheduleGuard
 
@@ -203,6 +203,13 @@ class Trainer:
                 "(Trainer(seed=...)), whose batches are known in advance. Received: "
                 f"initial_step={initial_step}"
             )
+        if self.seed is not None and is_keras3(model):
+            raise ValueError(
+                "A seeded Trainer (Trainer(seed=...)) makes tf_keras fits deterministic; "
+                "for a Keras 3 model, leave `seed` out and seed with "
+                "`keras.utils.set_random_seed` instead. "
+                f"Received: seed={self.seed}, a Keras 3 model {model.name!r}"
+            )
         self.compile(model)
         callbacks = list(callbacks) + self.extra_callbacks
         if self._fit is not None:
@@ -352,7 +359,7 @@ def accuracy(model, x, y, *, batch_size=256):
 
 
 def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logits=None):
-    """Compile ``model`` for MNIST-style classification; return it.
+    """Compile ``model`` (tf_keras or Keras 3) for MNIST-style classification; return it.
 
     ``optimizer`` (a Keras optimizer name, Adam by default) at ``learning_rate``,
     ``SparseCategoricalCrossentropy`` and accuracy.
@@ -374,8 +381,11 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
         )
     if from_logits is None:
         from_logits = not ends_in_softmax(model)
-    keras = _compat.keras
-    model.compile(
+    if is_keras3(model):
+        from kprune._keras3 import keras
+    else:
+        keras = _compat.keras
+    model.compile(  # keywords only: Keras 3's third positional argument is loss_weights
         optimizer=keras.optimizers.get(
             {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
         ),

@@ -17,6 +17,11 @@ Each returns a :class:`WorkflowResult`: the pruned, stripped model and a history
 A float target means "unstructured magnitude pruning at that sparsity for every
 prunable layer except the classifier head" (see :func:`target_plan`).
 
+:func:`one_shot`, :func:`gradual` and :func:`iterative` also take a Keras 3 model (built
+with ``import keras``) and return a stripped Keras 3 model, pruned by kprune's Keras 3
+engine (without ``checkpoint_dir`` and with an unseeded :class:`Trainer`); :func:`rewind`
+is tf_keras only.
+
 Example:
     >>> from kprune import workflows
     >>> trainer = workflows.Trainer(x_train, y_train, validation_data=(x_val, y_val),
@@ -26,13 +31,14 @@ Example:
     >>> result.model                      # stripped tf_keras model, 90% sparse
 """
 
+import functools
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from kprune import _compat
 from kprune.core import layers
-from kprune.core.checks import check_int
+from kprune.core.checks import check_int, is_keras3
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
@@ -97,7 +103,7 @@ class WorkflowResult:
     """What a workflow returns: the final stripped model and its history.
 
     Attributes:
-        model: the pruned tf_keras model, wrappers stripped, masks applied.
+        model: the pruned model (of the input's Keras), wrappers stripped, masks applied.
         history: :class:`Record` rows, in order.
         workflow: the workflow's name.
         plan: the resolved plan of the last pruning step (None for a dense result).
@@ -166,8 +172,9 @@ class WorkflowResult:
         return f"{self.workflow}: {self.note}\n{text}" if self.note else text
 
 
-class _Recorder(_compat.keras.callbacks.Callback):
-    """Appends a :class:`Record` to ``records`` at the end of every epoch."""
+class _RecordEpochs:
+    """Appends a :class:`Record` to ``records`` at the end of every epoch (the methods of
+    :class:`_Recorder`, on either engine's Callback: see :func:`_recorder`)."""
 
     def __init__(self, trainer, records, *, stage, round, epoch_offset):
         super().__init__()
@@ -183,6 +190,24 @@ class _Recorder(_compat.keras.callbacks.Callback):
                 epoch=self._offset + epoch + 1, loss=None if loss is None else float(loss),
             )
         )
+
+
+class _Recorder(_RecordEpochs, _compat.keras.callbacks.Callback):
+    """:class:`_RecordEpochs` as a tf_keras callback."""
+
+
+@functools.cache
+def _keras3_recorder():
+    from kprune._keras3 import keras
+
+    return type("_Recorder", (_RecordEpochs, keras.callbacks.Callback),
+                {"__doc__": ":class:`_RecordEpochs` as a Keras 3 callback."})
+
+
+def _recorder(model, *args, **kwargs):
+    """A :class:`_RecordEpochs` callback of ``model``'s Keras."""
+    cls = _keras3_recorder() if is_keras3(model) else _Recorder
+    return cls(*args, **kwargs)
 
 
 def _record(model, trainer, *, stage, round, epoch, loss=None, note=""):
@@ -288,8 +313,17 @@ class FixedMask(_compat.keras.callbacks.Callback):
 def kernel_masks(model):
     """``{layer path: {weight label: keep-mask}}`` of every pruning wrapper in ``model``.
 
-    The masks are tfmot's own, for each weight the wrapper prunes.
+    The masks are the engine's own (tfmot's, or the Keras 3 engine's), for each weight the
+    wrapper prunes.
+
+    Example:
+        >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
+        0.5
     """
+    if is_keras3(model):
+        from kprune.engines.keras3.wrap import kernel_masks as keras3_masks
+
+        return keras3_masks(model)
     out = {}
     for path, wrapper in wrapped_layers(model):
         by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
@@ -363,8 +397,9 @@ def _prune_fit(model, plan, trainer, *, epochs, stage, round, records, epoch_off
         final = strip(pruned)
         final.set_weights(done.arrays("model"))
         return final, _masks_from(done)
-    recorder = _Recorder(trainer, records, stage=stage, round=round, epoch_offset=epoch_offset)
-    callbacks = pruning_callbacks() + list(extra_callbacks) + [recorder]
+    recorder = _recorder(pruned, trainer, records, stage=stage, round=round,
+                         epoch_offset=epoch_offset)
+    callbacks = pruning_callbacks(pruned) + list(extra_callbacks) + [recorder]
     _fit(trainer, pruned, epochs, callbacks, store=store, key=key, records=records)
     masks = kernel_masks(pruned)
     final = strip(pruned)
@@ -419,6 +454,12 @@ def _masks_from(checkpoint):
 def _store(checkpoint_dir, checkpoint_steps, name, plan, *, model, **lengths):
     """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints),
     agreed on by the workers of ``model``'s strategy (see :meth:`Checkpoints.agree`)."""
+    if checkpoint_dir is not None and is_keras3(model):
+        raise ValueError(
+            "Argument `checkpoint_dir` is not supported for a Keras 3 model yet (workflow "
+            "checkpoints are tf_keras only); run without it. "
+            f"Received: checkpoint_dir={str(checkpoint_dir)!r}"
+        )
     if checkpoint_dir is None:
         if checkpoint_steps is not None:
             raise ValueError(
@@ -438,7 +479,7 @@ def _store(checkpoint_dir, checkpoint_steps, name, plan, *, model, **lengths):
 
 
 def _start(model, trainer):
-    _compat.check_model(model)
+    layers.model_layers(model)  # checks the model, on either engine
     if not isinstance(trainer, Trainer):
         raise TypeError(
             "Argument `trainer` must be a kprune.workflows.Trainer (arrays or your own "
@@ -455,7 +496,7 @@ def one_shot(model, plan_or_target, *, trainer, finetune_epochs=1, checkpoint_di
     at the first step and keeps re-pruning to it during the fine-tune.
 
     Args:
-        model: a trained tf_keras model (not modified).
+        model: a trained tf_keras or Keras 3 model (not modified).
         plan_or_target: a :class:`PruningPlan` or a float target (see :func:`target_plan`).
         trainer: a :class:`Trainer`.
         finetune_epochs: epochs of fine-tuning (at least 1: tfmot prunes inside fit).
@@ -490,7 +531,7 @@ def gradual(model, plan_or_target, *, trainer, epochs, recover_epochs=0, checkpo
     """Prune while training: sparsity rises on the plan's schedules (cubic by default).
 
     Args:
-        model: a tf_keras model, trained or not (not modified).
+        model: a tf_keras or Keras 3 model, trained or not (not modified).
         plan_or_target: a :class:`PruningPlan` (its schedules are used as they are) or
             a float target, pruned on a cubic schedule from 0 that ends
             ``recover_epochs`` before the end of training.
@@ -545,7 +586,7 @@ def iterative(model, plan_or_target, *, trainer, rounds, epochs_per_round=1,
     (the dense model if round 1 already fell below).
 
     Args:
-        model: a trained tf_keras model (not modified).
+        model: a trained tf_keras or Keras 3 model (not modified).
         plan_or_target: a :class:`PruningPlan` or a float target.
         trainer: a :class:`Trainer` (with validation data when a floor is given).
         rounds: number of rounds (>= 1).

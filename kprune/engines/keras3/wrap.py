@@ -20,7 +20,7 @@ from kprune.core.plan import LayerPlan
 keras = _keras3.keras
 ops = _keras3.ops
 
-__all__ = ["apply", "PruneLowMagnitude", "wrapped_layers"]
+__all__ = ["apply", "PruneLowMagnitude", "wrapped_layers", "kernel_masks"]
 
 _POOLS = {"AVG": "mean", "MAX": "max"}
 
@@ -143,6 +143,20 @@ def wrapped_layers(model):
     """``(path, wrapper)`` for every Keras 3 pruning wrapper in ``model``, nested ones included."""
     return [(path, layer) for path, layer in _keras3.iter_layers(model)
             if _keras3.is_wrapper(layer)]
+
+
+def kernel_masks(model):
+    """``{layer path: {weight label: keep-mask}}`` of every Keras 3 pruning wrapper in
+    ``model``: the masks it holds, for each weight it prunes (as the tfmot engine's
+    ``kprune.methods.workflows.kernel_masks`` gives them).
+
+    Example:
+        >>> kernel_masks(pruned)["conv2"]["kernel"].mean()   # 2:4 keeps half
+        0.5
+    """
+    return {path: {w.label: np.asarray(mask.numpy()) != 0
+                   for w, mask in zip(layers.prunable_weights(wrapper.layer), wrapper.masks)}
+            for path, wrapper in wrapped_layers(model)}
 
 
 def apply(model, plan, *, steps_per_epoch, epochs):
