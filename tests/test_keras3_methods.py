@@ -150,3 +150,57 @@ def test_workflows_on_keras3_refuse_a_seeded_trainer_and_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="`checkpoint_dir` is not supported for a Keras 3"):
         workflows.gradual(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2,
                           checkpoint_dir=tmp_path)
+
+
+ON_JAX = """
+import json, sys
+import keras, numpy as np
+import kprune
+from kprune import allocation, sensitivity, workflows
+from tests import keras3_models
+
+weights = np.load(sys.argv[1])
+model = keras3_models.small_cnn(keras)
+model.set_weights([weights[f"w{i}"] for i in range(len(weights.files))])
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+y = x.reshape(64, -1)[:, :10].argmax(1)
+trainer = workflows.Trainer(x, y, validation_data=(x, y), batch_size=16)
+out = {"backend": keras.backend.backend(),
+       "plan": allocation.global_plan(model, 0.8).to_dict(),
+       "allocation": allocation.global_plan(model, 0.8).allocation.to_dict(),
+       "scanned": sensitivity.scan(model, x, y, sparsities=(0.5,), progress=False).layers}
+for name, result in (("one_shot", workflows.one_shot(model, 0.8, trainer=trainer)),
+                     ("gradual", workflows.gradual(model, 0.8, trainer=trainer, epochs=2))):
+    report = kprune.sparsity_report(result.model, plan=result.plan, strict=True)
+    out[name] = {"ok": report.ok, "module": type(result.model).__module__,
+                 "sparsity": result.sparsity}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tf_model = keras3_models.small_cnn(tf_keras)
+    np.savez(tmp_path / "weights.npz", **{f"w{i}": w for i, w in enumerate(tf_model.get_weights())})
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    run = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path / "weights.npz")],
+                         capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "jax"
+    theirs = allocation.global_plan(tf_model, 0.8)  # the same plan as on tf_keras
+    assert out["plan"] == theirs.to_dict()
+    assert out["allocation"] == theirs.allocation.to_dict()
+    assert out["scanned"] == ["conv_a", "conv_b", "dense_a", "dense_b", "head"]
+    for name in ("one_shot", "gradual"):
+        assert out[name]["ok"] and out[name]["module"].startswith("keras.")
+        assert out[name]["sparsity"]["dense_a"] == pytest.approx(0.8, abs=0.01)
+        assert out[name]["sparsity"]["head"] == 0.0
