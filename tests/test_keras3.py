@@ -322,15 +322,12 @@ def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
 # -- what the Keras 3 engine does not reach yet: the clear error, naming what it does ----------
 
 
-@pytest.mark.parametrize("name", ["rewind", "PruningStepper", "select_units"])
+@pytest.mark.parametrize("name", ["PruningStepper", "select_units"])
 def test_parts_without_keras3_support_say_so(name):
-    from kprune import structural, workflows
+    from kprune import structural
 
     model = keras3_models.small_cnn(keras)
-    x, y = np.zeros((16, 8, 8, 1), np.float32), np.arange(16) % 10
     calls = {
-        "rewind": lambda: workflows.rewind(model, 0.5, epochs=2,
-                                           trainer=workflows.Trainer(x, y, batch_size=8)),
         "PruningStepper": lambda: kprune.PruningStepper(model),
         "select_units": lambda: structural.select_units(model, {"dense_a": 0.5}),
     }

@@ -94,18 +94,24 @@ def test_sensitivity_scan_of_a_keras3_model_matches_its_tf_keras_twin(trained_tw
     assert ours.to_plan(max_drop_pp=1.0) == theirs.to_plan(max_drop_pp=1.0)
 
 
-def test_sensitivity_finetune_on_a_keras3_model_says_it_is_not_supported():
+@pytest.mark.slow
+def test_sensitivity_finetune_on_a_keras3_model_recovers_accuracy(trained_twins, mnist_small):
     from kprune import sensitivity
     from kprune.methods.trainer import Trainer
 
-    _, k3_model = _twins()
-    x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
-    with pytest.raises(ValueError, match="`finetune` is not supported for a Keras 3 model"):
-        sensitivity.scan(k3_model, x, y, finetune=Trainer(x, y), progress=False)
+    _, k3_model = trained_twins
+    (x, y), (x_val, y_val) = mnist_small
+    plain = sensitivity.scan(k3_model, x_val[:1000], y_val[:1000], sparsities=(0.95,),
+                             layers=["fc"], progress=False)
+    tuned = sensitivity.scan(k3_model, x_val[:1000], y_val[:1000], sparsities=(0.95,),
+                             layers=["fc"], progress=False,
+                             finetune=Trainer(x[:2000], y[:2000], batch_size=64))
+    assert tuned.finetune_epochs == 1
+    assert tuned.curve("fc")[0][1] > plain.curve("fc")[0][1]  # fine-tuning recovers some
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workflow", ["one_shot", "gradual", "iterative"])
+@pytest.mark.parametrize("workflow", ["one_shot", "gradual", "iterative", "rewind"])
 def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
         workflow, trained_twins, mnist_small):
     from kprune import workflows
@@ -122,9 +128,12 @@ def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
         result = workflows.one_shot(k3_model, 0.8, trainer=trainer, finetune_epochs=1)
     elif workflow == "gradual":
         result = workflows.gradual(k3_model, 0.8, trainer=trainer, epochs=2)
-    else:
+    elif workflow == "iterative":
         result = workflows.iterative(k3_model, 0.8, trainer=trainer, rounds=2)
         assert result.note == "reached the target at round 2 of 2"
+    else:  # the mask of one pruning epoch, rewound to the weights given, retrained masked
+        result = workflows.rewind(k3_model, 0.8, trainer=trainer, epochs=1)
+        assert [r.stage for r in result.history] == ["dense", "prune", "rewind", "retrain"]
     final = result.model
     assert is_keras3(final) and not wrapped_layers(final)
     assert [layer.name for layer in final.layers] == ["flatten", "fc", "head"]
@@ -133,8 +142,9 @@ def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
     assert report["head"].achieved == 0.0
     assert result.masks.keys() == {"fc"}
     assert np.array_equal(result.masks["fc"]["kernel"], np.asarray(final.get_layer("fc").kernel) != 0)
-    assert [r.stage for r in result.history] == ["dense"] + ["finetune" if workflow == "one_shot"
-                                                            else "prune"] * (len(result.history) - 1)
+    if workflow != "rewind":
+        stage = "finetune" if workflow == "one_shot" else "prune"
+        assert [r.stage for r in result.history] == ["dense"] + [stage] * (len(result.history) - 1)
     assert result.final.sparsity["fc"] == pytest.approx(0.8, abs=0.01)
     assert result.accuracy > 0.6  # chance is 0.1
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, k3_model.get_weights()))
@@ -147,6 +157,8 @@ def test_workflows_on_keras3_refuse_a_seeded_trainer_and_checkpoints(tmp_path):
     x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
     with pytest.raises(ValueError, match=r"seeded Trainer.*keras.utils.set_random_seed"):
         workflows.one_shot(k3_model, 0.5, trainer=workflows.Trainer(x, y, seed=0))
+    with pytest.raises(ValueError, match=r"`to` as an epoch number.*tf_keras only"):
+        workflows.rewind(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2, to=1)
     with pytest.raises(ValueError, match="`checkpoint_dir` is not supported for a Keras 3"):
         workflows.gradual(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2,
                           checkpoint_dir=tmp_path)
@@ -169,18 +181,23 @@ trainer = workflows.Trainer(x, y, validation_data=(x, y), batch_size=16)
 out = {"backend": keras.backend.backend(),
        "plan": allocation.global_plan(model, 0.8).to_dict(),
        "allocation": allocation.global_plan(model, 0.8).allocation.to_dict(),
-       "scanned": sensitivity.scan(model, x, y, sparsities=(0.5,), progress=False).layers}
+       "scanned": sensitivity.scan(model, x, y, sparsities=(0.5,), progress=False,
+                                   layers=["dense_a"], finetune=trainer).layers}
 for name, result in (("one_shot", workflows.one_shot(model, 0.8, trainer=trainer)),
-                     ("gradual", workflows.gradual(model, 0.8, trainer=trainer, epochs=2))):
+                     ("gradual", workflows.gradual(model, 0.8, trainer=trainer, epochs=2)),
+                     ("rewind", workflows.rewind(model, 0.8, trainer=trainer, epochs=1))):
     report = kprune.sparsity_report(result.model, plan=result.plan, strict=True)
+    kept = np.asarray(result.model.get_layer("dense_a").kernel) != 0
     out[name] = {"ok": report.ok, "module": type(result.model).__module__,
-                 "sparsity": result.sparsity}
+                 "sparsity": result.sparsity,
+                 "zeros_are_the_mask": bool((kept == result.masks["dense_a"]["kernel"]).all())}
 print(json.dumps(out))
 """
 
 
 @pytest.mark.slow
 def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path):
+    # fine-tunes and rewind's retraining hold their masks through the JAX trainer's state
     import json
     import os
     import subprocess
@@ -199,8 +216,9 @@ def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path):
     theirs = allocation.global_plan(tf_model, 0.8)  # the same plan as on tf_keras
     assert out["plan"] == theirs.to_dict()
     assert out["allocation"] == theirs.allocation.to_dict()
-    assert out["scanned"] == ["conv_a", "conv_b", "dense_a", "dense_b", "head"]
-    for name in ("one_shot", "gradual"):
+    assert out["scanned"] == ["dense_a"]
+    for name in ("one_shot", "gradual", "rewind"):
         assert out[name]["ok"] and out[name]["module"].startswith("keras.")
         assert out[name]["sparsity"]["dense_a"] == pytest.approx(0.8, abs=0.01)
         assert out[name]["sparsity"]["head"] == 0.0
+        assert out[name]["zeros_are_the_mask"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from kprune import progress as _progress_module
 from kprune.core import masks
-from kprune.core.checks import check_sparsity, did_you_mean, is_keras3
+from kprune.core.checks import check_sparsity, did_you_mean
 from kprune.core.layers import is_prunable, model_layers, prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
@@ -249,7 +249,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
         layers: layer paths to scan; None = every prunable layer.
         finetune: None (no retraining, the default) or a
             :class:`~kprune.workflows.Trainer` to fine-tune each pruned copy for
-            ``finetune_epochs`` with the pruned weights held at zero (tf_keras models only).
+            ``finetune_epochs`` with the pruned weights held at zero.
         batch_size: evaluation batch size.
         progress: True shows progress over the layers and the ladder with
             :func:`kprune.progress.track` (a bar on a terminal, one line per layer in a
@@ -263,7 +263,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     Example:
         >>> result = scan(model, x_val, y_val, sparsities=(0.5, 0.9), layers=["fc1"])
     """
-    from kprune.methods.workflows import FixedMask, Trainer, accuracy
+    from kprune.methods.workflows import Trainer, accuracy, fixed_mask
 
     candidates = prunable_layers(model)  # checks the model, on either engine
     ladder = _check_ladder(sparsities)
@@ -284,12 +284,6 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     if finetune is not None and not isinstance(finetune, Trainer):
         raise TypeError(
             "Argument `finetune` must be None or a kprune.workflows.Trainer. "
-            f"Received: finetune={finetune!r}"
-        )
-    if finetune is not None and is_keras3(model):
-        raise ValueError(
-            "Argument `finetune` is not supported for a Keras 3 model yet (the fixed-mask "
-            "fine-tune runs on tf_keras); scan it without fine-tuning. "
             f"Received: finetune={finetune!r}"
         )
     if finetune is not None and (isinstance(finetune_epochs, bool)
@@ -337,7 +331,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
                     tuned = copy_model(model)
                     _assign(prunable_weights(dict(model_layers(tuned))[path]),
                             originals, keep)
-                    finetune.fit(tuned, finetune_epochs, [FixedMask({path: keep})])
+                    finetune.fit(tuned, finetune_epochs, [fixed_mask(tuned, {path: keep})])
                     acc = accuracy(tuned, x_val, y_val, batch_size=batch_size)
             points.append(SensitivityPoint(
                 layer=path, type=type(layer).__name__, weights=int(size),

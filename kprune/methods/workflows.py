@@ -17,10 +17,10 @@ Each returns a :class:`WorkflowResult`: the pruned, stripped model and a history
 A float target means "unstructured magnitude pruning at that sparsity for every
 prunable layer except the classifier head" (see :func:`target_plan`).
 
-:func:`one_shot`, :func:`gradual` and :func:`iterative` also take a Keras 3 model (built
-with ``import keras``) and return a stripped Keras 3 model, pruned by kprune's Keras 3
-engine (without ``checkpoint_dir`` and with an unseeded :class:`Trainer`); :func:`rewind`
-is tf_keras only.
+:func:`one_shot`, :func:`gradual`, :func:`iterative` and :func:`rewind` also take a Keras 3
+model (built with ``import keras``) and return a stripped Keras 3 model, pruned by kprune's
+Keras 3 engine (without ``checkpoint_dir``, with an unseeded :class:`Trainer`, and for
+:func:`rewind` without late rewinding to an epoch number).
 
 Example:
     >>> from kprune import workflows
@@ -56,6 +56,7 @@ __all__ = [
     "Record",
     "WorkflowResult",
     "FixedMask",
+    "fixed_mask",
     "target_plan",
     "as_plan",
     "kernel_masks",
@@ -232,8 +233,9 @@ def _report(model):
 # -- fixed masks -----------------------------------------------------------------
 
 
-class FixedMask(_compat.keras.callbacks.Callback):
-    """Keeps pruned weights exactly zero: multiplies them by fixed masks after every batch.
+class _FixedMasks:
+    """Keeps pruned weights exactly zero: multiplies them by fixed masks after every batch
+    (the methods of :class:`FixedMask`, on either engine's Callback: see :func:`fixed_mask`).
 
     Args:
         masks: ``{layer path: {weight label: keep-mask}}`` as :func:`kernel_masks` gives
@@ -263,7 +265,8 @@ class FixedMask(_compat.keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
-        found = dict(_compat.iter_layers(model))
+        found = dict(layers.model_layers(model) if is_keras3(model)
+                     else _compat.iter_layers(model))
         pairs = []
         for path, mask in self.masks.items():
             weights = {w.label: w.variable
@@ -293,8 +296,11 @@ class FixedMask(_compat.keras.callbacks.Callback):
                         f"FixedMask's mask for layer {path!r} ({label}) has shape "
                         f"{keep.shape}, but the weight has shape {tuple(variable.shape)}."
                     )
-                pairs.append((variable, _compat.tf.constant(keep, dtype=variable.dtype)))
+                pairs.append((variable, self._constant(keep, variable.dtype)))
         self._pairs = pairs
+
+    def _constant(self, keep, dtype):
+        return _compat.tf.constant(keep, dtype=dtype)
 
     def apply(self):
         for variable, mask in self._pairs:
@@ -308,6 +314,42 @@ class FixedMask(_compat.keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.apply()
+
+
+class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
+    """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
+
+    Example:
+        >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
+    """
+
+
+@functools.cache
+def _keras3_fixed_mask():
+    from kprune import _keras3
+
+    class Keras3FixedMask(_FixedMasks, _keras3.keras.callbacks.Callback):
+        """:class:`_FixedMasks` as a Keras 3 callback (on JAX, the model's variables are
+        synchronised with the trainer's state before each multiplication)."""
+
+        def _constant(self, keep, dtype):
+            return _keras3.ops.convert_to_tensor(keep, dtype=dtype)
+
+        def apply(self):
+            _keras3.sync_state(self.model)
+            super().apply()
+
+    return Keras3FixedMask
+
+
+def fixed_mask(model, masks):
+    """A :class:`FixedMask` callback of ``model``'s Keras (tf_keras or Keras 3).
+
+    Example:
+        >>> model.fit(x, y, callbacks=[fixed_mask(model, kernel_masks(pruned))])
+    """
+    cls = _keras3_fixed_mask() if is_keras3(model) else FixedMask
+    return cls(masks)
 
 
 def kernel_masks(model):
@@ -696,7 +738,12 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3)
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3, to=1)
     """
-    _compat.check_model(model)
+    layers.model_layers(model)  # checks the model, on either engine
+    if is_keras3(model) and isinstance(to, int) and not isinstance(to, bool):
+        raise ValueError(
+            "Argument `to` as an epoch number (late rewinding) is tf_keras only; rewind a "
+            f"Keras 3 model to 'init' or to a list of weights. Received: to={to!r}"
+        )
     check_int(epochs, "epochs")
     retrain_epochs = epochs if retrain_epochs is None else retrain_epochs
     check_int(retrain_epochs, "retrain_epochs")
@@ -725,7 +772,7 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
                 layer.set_weights(snapshots[path])
     else:
         rewound.set_weights(checkpoint)
-    fixed = FixedMask(masks)
+    fixed = fixed_mask(rewound, masks)
     fixed.set_model(rewound)
     fixed.apply()
     where = {"init": "initial weights"}.get(to if isinstance(to, str) else None) or (
@@ -733,8 +780,9 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
     )
     records.append(_record(rewound, trainer, stage="rewind", round=0, epoch=epochs,
                            note=f"rewound to {where}, mask kept"))
-    recorder = _Recorder(trainer, records, stage="retrain", round=0, epoch_offset=epochs)
-    _fit(trainer, rewound, retrain_epochs, [FixedMask(masks), recorder], store=store,
+    recorder = _recorder(rewound, trainer, records, stage="retrain", round=0,
+                         epoch_offset=epochs)
+    _fit(trainer, rewound, retrain_epochs, [fixed_mask(rewound, masks), recorder], store=store,
          key="retrain-r0", records=records)
     final = copy_model(rewound)
     resolved = plan.resolve(model)
