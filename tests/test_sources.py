@@ -251,7 +251,8 @@ def test_kprune_run_on_the_users_model_and_data(files, tmp_path, model, data, le
                                                 capsys):
     recipe = recipe_file(files["root"], f"recipe-{model}-{data}".replace(".", "-"),
                          model=model, data=data,
-                         baseline={"epochs": 5, "batch_size": 32, "learning_rate": learning_rate})
+                         baseline={"epochs": 5, "batch_size": 32, "learning_rate": learning_rate},
+                         workflow={"name": "gradual", "epochs": 2})
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out)]) == 0, capsys.readouterr().err
     names = {p.name for p in out.iterdir()}
