@@ -28,7 +28,7 @@ Targets: with 50 % of the channels removed globally, ResNet50 and MobileNetV2 ke
 most 40 % of their parameters and run at least 2x faster; the seed CNN runs at least 3x
 faster and loses at most 0.3 percentage points of test accuracy.
 
-    python -m benchmarks.structural_graphs            # full MNIST (7.5 min measured on 2 cores)
+    python -m benchmarks.structural_graphs            # full MNIST (15.5 min on 2 shared cores)
     python -m benchmarks.structural_graphs --quick    # 2,000 images, small models (~1 min)
 
 Writes the results JSON (``--out``; default ``benchmarks/results/structural_graphs.json``),
