@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -147,11 +148,16 @@ def _prepared(path, *, threads=None, batch=None, sample_shape=None):
             "The XNNPACK delegate cannot prepare %s (%s); running it on TFLite's builtin "
             "kernels instead (latency is then not comparable with XNNPACK runs).",
             path,
-            str(err).strip(),
+            _runtime_message(err),
         )
         return build(False), "builtin"
     ops = [op.get("op_name") for op in interpreter._get_ops_details()]
     return interpreter, "xnnpack" if "DELEGATE" in ops else "builtin"
+
+
+def _runtime_message(err):
+    """LiteRT's error on one line, its messages apart ("node #8Node number 10" otherwise)."""
+    return re.sub(r"(?<=\S)(?=Node number)", "; ", " ".join(str(err).split()))
 
 
 def _run_shape(detail, batch, sample_shape):
