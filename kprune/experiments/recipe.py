@@ -14,6 +14,7 @@ Example recipe (every key optional except ``model``)::
     structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional; when: after
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
+    # baseline: {..., trained_as_long: true}: compare with a dense model trained as long
     plan: default              # default, a plan file, or {rules: [...]}
     workflow: {name: gradual, epochs: 1}
     export: {variants: [float, sparse, int8], calibration_samples: 200}
@@ -68,12 +69,21 @@ class Subset:
 
 @dataclass(frozen=True)
 class Training:
-    """How the dense baseline is trained (``epochs: 0`` uses a saved model as it is)."""
+    """How the dense baseline is trained (``epochs: 0`` uses a saved model as it is).
+
+    ``trained_as_long: true``: the report compares the pruned model with a dense control
+    trained on from the baseline for as many epochs as the pruned model got after it
+    (structural fine-tune and workflow), so both trained as many epochs in total; that
+    control is the run's ``baseline.keras`` and ``dense-float.tflite`` (the baseline
+    before those epochs is kept as ``baseline-start.keras``). Default false: the report
+    compares with the baseline as trained (``epochs``).
+    """
 
     epochs: int = 1
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 0.001
+    trained_as_long: bool = False
 
 
 @dataclass(frozen=True)
