@@ -94,3 +94,49 @@ def test_a_validation_count_that_leaves_nothing_fails_before_anything_is_written
                                          r"examples: it holds out 600 of 600"):
         run_recipe(spec, tmp_path / "run", log=lambda *_: None)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_trained_as_long_compares_with_a_dense_control_of_as_many_epochs(tmp_path, monkeypatch):
+    from kprune.engines.saving import load_model
+    from kprune.tflite.measure import predict_tflite
+
+    fits = []
+    real_fit = trainer_module.Trainer.fit
+
+    def recording_fit(self, model, epochs, *args, **kwargs):
+        fits.append(epochs)
+        return real_fit(self, model, epochs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", recording_fit)
+    spec = recipe(tmp_path, baseline={"epochs": 1, "batch_size": 50, "trained_as_long": True},
+                  structural={"fraction": 0.5, "fine_tune_epochs": 1},
+                  workflow={"name": "one-shot", "epochs": 2})
+    result = run_recipe(spec, tmp_path / "run", log=lambda *_: None)
+
+    # baseline 1, structural fine-tune 1, one-shot 2, then the dense control 1 + 2 more
+    assert fits == [1, 1, 2, 3]
+    run = tmp_path / "run"
+    for name in ("baseline.keras", "baseline-start.keras", "pruned.keras",
+                 "dense-float.tflite", "pruned-float.tflite"):
+        assert (run / name).is_file(), name
+    report = json.loads((run / "report.json").read_text())
+    assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 3,
+                                         "dense_after_baseline": 3}
+    control, start = load_model(run / "baseline.keras"), load_model(run / "baseline-start.keras")
+    assert control.count_params() == start.count_params()  # dense, not structurally pruned
+    assert not np.allclose(control.get_weights()[0], start.get_weights()[0])
+    # the report's dense file is the control's export, and RunResult.baseline is the control
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(predict_tflite(run / "dense-float.tflite", x),
+                               control.predict(x, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(result.baseline.predict(x, verbose=0),
+                               control.predict(x, verbose=0), atol=1e-5)
+
+
+def test_trained_as_long_must_be_a_bool(tmp_path):
+    from kprune.experiments.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"Key `baseline.trained_as_long` must be a bool. "
+                                          r"Received: baseline.trained_as_long='yes'"):
+        recipe(tmp_path, baseline={"epochs": 1, "trained_as_long": "yes"})

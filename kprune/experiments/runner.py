@@ -1,7 +1,10 @@
 """Run a recipe into a run folder: baseline, workflow, strip, verify, export, report.
 
 The run folder gets ``recipe.yaml`` (a copy), ``plan.json`` (the resolved plan),
-``baseline.keras`` and ``pruned.keras``, the ``.tflite`` variants, ``report.json``,
+``baseline.keras`` (the dense model the report compares with: with ``baseline:
+{trained_as_long: true}`` a control trained on for as many epochs as the pruned model got
+after the baseline, the baseline itself then kept as ``baseline-start.keras``) and
+``pruned.keras``, ``dense-float.tflite`` and the pruned ``.tflite`` variants, ``report.json``,
 ``report.md`` and the plots, and ``checkpoints/`` (the trained baseline, and the
 workflow at every epoch: see :mod:`kprune.methods.checkpoints`) from which
 ``resume=True`` (``kprune run --resume``) continues a run that was interrupted. Training
@@ -253,13 +256,21 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
 
     report = sparsity_report(final, plan=plan.resolve(final))
     log(f"{stage('sparsity')}\n" + str(report))
-    save_model(model, out / "baseline.keras")
+    epochs = {"baseline": training.epochs,
+              "pruned_after_baseline": _epochs_after_baseline(cut, history)}
+    dense = model
+    if training.trained_as_long:  # the dense control: as many epochs in total as the pruned
+        save_model(model, out / "baseline-start.keras")
+        dense = _train_as_long(model, epochs["pruned_after_baseline"], trainer, checkpoints,
+                               log)
+        epochs["dense_after_baseline"] = epochs["pruned_after_baseline"]
+    save_model(dense, out / "baseline.keras")
     save_model(final, out / "pruned.keras")
 
     log(f"{stage('export')} {', '.join(recipe.export.variants)} and measure")
     n_cal = min(recipe.export.calibration_samples, len(x_train))
     comparison = export_and_compare(
-        model,
+        dense,
         final,
         variants=recipe.export.variants,
         representative_data=x_train[:n_cal],
@@ -271,10 +282,11 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
         data=dataset.split_description("test"),
         extra={"recipe": recipe.to_dict(), "data": dataset.to_dict(),
-               "seconds": round(time.perf_counter() - started, 1), "history": history},
+               "seconds": round(time.perf_counter() - started, 1), "history": history,
+               "epochs": epochs},
     )
     log("\n" + str(comparison))
-    if training.epochs:
+    if training.epochs and not training.trained_as_long:
         tuned = (f"{cut.fine_tune_epochs} structural fine-tune epoch(s) and "
                  if cut.fraction is not None and cut.fine_tune_epochs else "")
         log(f"note: the pruned model kept training ({tuned}the {recipe.workflow.name} "
@@ -282,7 +294,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
             "includes that training.")
     log(f"report: {comparison.markdown_path} and {comparison.json_path}; plots: "
         + ", ".join(str(out / name) for name in comparison.data["plots"]))
-    return RunResult(out, model, final, report, comparison, history)
+    return RunResult(out, dense, final, report, comparison, history)
 
 
 def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
@@ -319,6 +331,31 @@ def _compile(model, training):
 
     return models.compile_classifier(model, learning_rate=training.learning_rate,
                                      optimizer=training.optimizer)
+
+
+def _epochs_after_baseline(cut, history):
+    """Epochs the pruned model trained after the baseline: the structural fine-tune and
+    the workflow's epochs (the last epoch of its history)."""
+    tuned = cut.fine_tune_epochs if cut.fraction is not None else 0
+    return tuned + max((record.get("epoch", 0) for record in history), default=0)
+
+
+def _train_as_long(model, epochs, trainer, checkpoints, log):
+    """A copy of the dense ``model`` trained ``epochs`` more (read back when resuming)."""
+    from kprune.engines.wrap import copy_model
+
+    control = copy_model(model)
+    trained = checkpoints.find("control-done")
+    if trained is not None:
+        log(f"dense control trained as long: read back from {trained.path}")
+        control.set_weights(trained.arrays("model"))
+        return control
+    log(f"dense control trained as long: the baseline {epochs} more epoch(s), as many as "
+        "the pruned model trained after it")
+    if epochs:
+        trainer.fit(control, epochs)
+    checkpoints.save("control-done", {"model": control.get_weights()}, {"stage": "control"})
+    return control
 
 
 def _remove_channels(model, cut, heading, log):
