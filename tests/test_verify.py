@@ -35,6 +35,10 @@ def test_strip_gives_a_plain_independent_model_with_masks_applied():
     assert report["conv_a"].achieved == pytest.approx(0.5, abs=0.01)
     assert report["head"].achieved == 0.0
     assert report["head"].method == "skip"
+    with pytest.raises(KeyError, match=r"No layer 'conv_c' in the report\. Did you mean .*'conv_a'"):
+        report["conv_c"]
+    with pytest.raises(KeyError, match=r"No layer 'haed' in the plan\. Did you mean 'head'"):
+        plan.resolve(final)["haed"]
 
 
 def test_report_uses_the_plan_apply_attached():

@@ -39,6 +39,22 @@ def did_you_mean(name, names):
     return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
+def by_name(items, name, *, what, within, name_of=lambda item: item.name):
+    """The item of ``items`` called ``name``; a ``KeyError`` naming close names otherwise.
+
+    Example:
+        >>> by_name([{"name": "float"}], "float", what="variant", within="the comparison",
+        ...         name_of=lambda row: row["name"])
+        {'name': 'float'}
+    """
+    names = []
+    for item in items:
+        if name_of(item) == name:
+            return item
+        names.append(name_of(item))
+    raise KeyError(f"No {what} {name!r} in {within}.{did_you_mean(name, names)} Known: {names}")
+
+
 def check_sparsity(value, *, argument="sparsity"):
     """Raise unless ``value`` is a fraction in [0, 1); return it as a float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -19,7 +19,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune.core.checks import check_choice, check_keys, check_sparsity, did_you_mean
+from kprune.core.checks import by_name, check_choice, check_keys, check_sparsity, did_you_mean
 from kprune.core.schedules import ResolvedSchedule, Schedule
 from kprune.core.table import table
 
@@ -272,10 +272,7 @@ class ResolvedPlan:
         return len(self.rows)
 
     def __getitem__(self, name):
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(name)
+        return by_name(self.rows, name, what="layer", within="the plan")
 
     @property
     def pruned(self):

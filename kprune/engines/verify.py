@@ -20,7 +20,7 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core import layers, masks
-from kprune.core.checks import is_keras3
+from kprune.core.checks import by_name, is_keras3
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 from kprune.engines import distribute
@@ -129,10 +129,7 @@ class SparsityReport:
         return 1.0 - self.nonzero / self.weights if self.weights else 0.0
 
     def __getitem__(self, name):
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(name)
+        return by_name(self.rows, name, what="layer", within="the report")
 
     def to_dict(self):
         return {

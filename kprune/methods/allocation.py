@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.checks import by_name, check_sparsity, did_you_mean
 from kprune.core.layers import prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
@@ -76,10 +76,7 @@ class Allocation:
         return 1.0 - self.kept / self.weights if self.weights else 0.0
 
     def __getitem__(self, name):
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(name)
+        return by_name(self.rows, name, what="layer", within="the allocation")
 
     def to_dict(self):
         return {
@@ -213,13 +210,13 @@ def _check_exclude(exclude, layers):
     if isinstance(exclude, str):
         exclude = [exclude]
     paths = [path for path, _ in layers]
-    by_name = {layer.name: path for path, layer in layers}
+    path_by_name = {layer.name: path for path, layer in layers}
     out = set()
     for name in exclude:
         if name in paths:
             out.add(name)
-        elif name in by_name:
-            out.add(by_name[name])
+        elif name in path_by_name:
+            out.add(path_by_name[name])
         else:
             hint = did_you_mean(str(name), paths)
             raise ValueError(

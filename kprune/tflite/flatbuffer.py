@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kprune.core.checks import by_name
 from kprune.core.table import table
 
 __all__ = ["TensorInfo", "TfliteInfo", "check_tflite", "tflite_tensors", "MIN_WEIGHT_SIZE"]
@@ -201,10 +202,7 @@ class TfliteInfo:
         return 1.0 - sum(t.nonzero for t in readable) / total if total else 0.0
 
     def __getitem__(self, name):
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise KeyError(name)
+        return by_name(self.tensors, name, what="tensor", within=repr(self.path))
 
     def to_dict(self):
         return {

@@ -81,6 +81,7 @@ from pathlib import Path
 import numpy as np
 
 from kprune import progress
+from kprune.core.checks import by_name
 from kprune.tflite import measure
 from kprune.tflite.export import ExportResult, write_atomic
 
@@ -216,10 +217,8 @@ class Report:
         return self.data["variants"]
 
     def __getitem__(self, name):
-        for row in self.variants:
-            if row["name"] == name:
-                return row
-        raise KeyError(name)
+        return by_name(self.variants, name, what="variant", within="the comparison",
+                       name_of=lambda row: row["name"])
 
     def __str__(self):
         return markdown_table(self.data)
