@@ -264,11 +264,19 @@ def _callback_hooks_ms(pruned, *, repeats=10):
     return result
 
 
-def run(*, data_dir, seed=0, quick=False):
-    """Measure every model in turn; return the results dict."""
+def run(*, data_dir, seed=0, quick=False, settings=None):
+    """Measure every model in turn; return the results dict.
+
+    ``settings`` replaces entries of the mode's settings (``FULL`` or ``QUICK``), e.g.
+    ``{"models": ["seed-cnn"], "rounds": 1}`` (``benchmarks.records --quick`` does).
+    """
     from kprune import _compat, data
 
-    cfg = QUICK if quick else FULL
+    cfg = {**(QUICK if quick else FULL), **(settings or {})}
+    unknown = set(cfg) - set(FULL)
+    if unknown:
+        raise ValueError(f"Argument `settings` takes the keys {sorted(FULL)}. Received: "
+                         f"settings={settings!r}")
     (x_train, y_train), _ = data.load_mnist(data_dir, verbose=False)
     x, y = x_train[: cfg["n_train"]], y_train[: cfg["n_train"]]
     load_before = os.getloadavg()

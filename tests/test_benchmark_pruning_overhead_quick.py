@@ -58,3 +58,9 @@ def test_mobilenetv2_is_built_for_padded_mnist():
 def test_missing_data_is_a_clear_error(tmp_path, capsys):
     assert pruning_overhead.main(["--quick", "--data", str(tmp_path / "nowhere")]) == 2
     assert "MNIST not found" in capsys.readouterr().err
+
+
+def test_unknown_settings_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"Argument `settings` takes the keys .*Received: "
+                                         r"settings=\{'round': 1\}"):
+        pruning_overhead.run(data_dir=tmp_path, settings={"round": 1})
