@@ -34,7 +34,7 @@ from pathlib import Path
 __all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export", "Subset",
            "Distribute", "RecipeError", "WORKFLOWS"]
 
-WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind")
+WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind", "variational")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
@@ -116,7 +116,11 @@ class Workflow:
     """Which pruning workflow runs, and its knobs (see ``kprune.workflows``).
 
     ``epochs`` is the pruning fit (gradual), the fine-tune (one-shot), the epochs per
-    round (iterative) or the retraining (rewind).
+    round (iterative), the retraining (rewind) or the variational training
+    (variational: sparse variational dropout, :mod:`kprune.methods.variational`, on the
+    plan's layers, or on every Dense and Conv2D with ``plan: default``; its own keys are
+    ``threshold``, ``kl_ramp_epochs`` and ``finetune_epochs``, the fine-tune with the
+    zeros held that follows).
     """
 
     name: str = "gradual"
@@ -124,6 +128,9 @@ class Workflow:
     rounds: int = 3
     accuracy_floor: float | None = None
     rewind_to: str = "init"
+    threshold: float = 3.0
+    kl_ramp_epochs: int = 0
+    finetune_epochs: int = 0
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,7 @@ class Recipe:
         if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
             _fail("workflow.accuracy_floor", "must be a fraction in (0, 1)",
                   self.workflow.accuracy_floor, lines)
+        self._check_variational(lines)
         if self.workflow.rewind_to != "init":
             _fail("workflow.rewind_to", "must be 'init' (rewind to the initial weights)",
                   self.workflow.rewind_to, lines)
@@ -265,6 +273,20 @@ class Recipe:
             self.pruning_plan()
         except (ValueError, TypeError, FileNotFoundError) as err:
             raise RecipeError(f"Key `plan`{_at('plan', lines)}: {err}") from None
+
+    def _check_variational(self, lines):
+        spec, default = self.workflow, Workflow()
+        if spec.name != "variational":
+            for key in ("threshold", "kl_ramp_epochs", "finetune_epochs"):
+                if getattr(spec, key) != getattr(default, key):
+                    _fail(f"workflow.{key}", "is used only by workflow.name: variational",
+                          getattr(spec, key), lines)
+            return
+        if not -10 < spec.threshold < 10:
+            _fail("workflow.threshold", "must be a log_alpha in (-10, 10) (3 drops weights "
+                  "whose dropout rate is above 0.95)", spec.threshold, lines)
+        _positive(spec.kl_ramp_epochs, "workflow.kl_ramp_epochs", lines, minimum=0)
+        _positive(spec.finetune_epochs, "workflow.finetune_epochs", lines, minimum=0)
 
     def _check_data(self, lines):
         from kprune.experiments.sources import NAMED_SOURCES, check_scale
