@@ -1,5 +1,6 @@
 """The Keras 3 engine: the same plans, schedules, masks and reports as tfmot, on TF and JAX."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -407,27 +408,70 @@ def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
 
 
-# -- the README's Keras 3 example -----------------------------------------------------------------
+# -- the README's Keras 3 example, run as a user runs it, on TensorFlow and on JAX ----------------
+
+README_DATA_LINE = "(x, y), (x_test, y_test) = data.load_mnist()"
 
 
-def readme_keras3_example():
+def readme_keras3_example(mnist_dir, *, n_train=2000, n_test=500):
+    """The code between the README's ``keras3-example`` markers, with one substitution: its
+    data line loads ``n_train``/``n_test`` images of the official MNIST at ``mnist_dir``
+    (``data.subset``) instead of the whole set found by ``data.load_mnist()``, to keep the
+    test short. Nothing else is changed.
+    """
     text = (ROOT / "README.md").read_text()
     block = text.split("<!-- keras3-example -->", 1)[1].split("<!-- /keras3-example -->")[0]
-    return block.split("```python", 1)[1].split("```", 1)[0]
+    code = block.split("```python", 1)[1].split("```", 1)[0]
+    assert code.count(README_DATA_LINE) == 1, "the README example's data line changed"
+    return code.replace(README_DATA_LINE, "(x, y), (x_test, y_test) = data.subset("
+                        f"data.load_mnist({str(mnist_dir)!r}), {n_train}, {n_test}, seed=0)")
+
+
+def printed_table(output, header, *, until):
+    """The lines of ``output`` from the one starting with ``header`` up to the first line
+    for which ``until(line)`` is true (excluded)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    return list(itertools.takewhile(lambda line: not until(line), lines[start:]))
 
 
 @pytest.mark.slow
-def test_the_readme_keras3_example_runs_unchanged(mnist_small, tmp_path, monkeypatch, capsys):
-    from kprune.experiments import data
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_readme_keras3_example_runs_unchanged(backend, mnist_dir, tmp_path):
+    from kprune.experiments import models
+    from kprune.tflite import flatbuffer
 
-    if keras.backend.backend() != "tensorflow":
-        pytest.skip("runs in-process on the TensorFlow backend")
-    (x, y), (x_test, y_test) = mnist_small
-    subset = ((x[:512], y[:512]), (x_test[:500], y_test[:500]))
-    monkeypatch.setattr(data, "load_mnist", lambda: subset)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(readme_keras3_example(), "README.md", "exec"), {})
-    printed = capsys.readouterr().out
-    assert "conv1" in printed and "2:4 ok" in printed
-    assert (tmp_path / "pruned.keras").is_file() and (tmp_path / "pruned-sparse.tflite").is_file()
-    assert type(kprune.load_model(tmp_path / "pruned.keras")).__module__.startswith("keras.")
+    if backend == "jax":
+        pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", readme_keras3_example(mnist_dir)],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout.replace("\r", "\n")
+
+    # the plan table a tf_keras user gets for the same model, steps and epochs
+    tf_plan = PruningPlan.default().resolve(models.seed_cnn(), steps_per_epoch=32, epochs=2)
+    assert printed_table(output, "layer    type", until=lambda line: line.startswith("Epoch")
+                         ) == str(tf_plan).splitlines()
+    # the sparsity report: conv1 at its target, 2:4 on conv2 and fc1, the head dense
+    report = {line.split()[0]: line.split()
+              for line in printed_table(output, "layer  type    weight", until=lambda line:
+                                        line.startswith("total:"))[2:]}
+    assert report["conv1"][5:] == ["0.500", "unstructured", "0.500", "ok"]
+    for name in ("conv2", "fc1"):
+        assert report[name][5:] == ["0.500", "2:4", "0.500", "2:4", "ok"], report[name]
+    assert report["head"][5:] == ["0.000", "skip"] and len(report) == 4
+    saved = kprune.load_model(tmp_path / "pruned.keras")
+    assert type(saved).__module__.startswith("keras.")
+    assert [row.name for row in kprune.sparsity_report(saved, strict=True).rows] == [
+        "conv1", "conv2", "fc1", "head"]
+
+    tflite = tmp_path / "pruned-sparse.tflite"
+    if backend != "tensorflow":
+        assert not tflite.exists()  # the example exports from the TensorFlow backend only
+        return
+    info = flatbuffer.tflite_tensors(tflite)
+    n_m = {t.shape: t.n_m_violations for t in info.weights}
+    assert n_m[(64, 5, 5, 32)] == n_m[(1024, 3136)] == 0  # conv2, fc1: 2:4 along the inputs
+    assert n_m[(10, 1024)] > 0  # the head stays dense
+    assert info.sparse_storage
