@@ -16,13 +16,15 @@ Example:
 """
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.models.functional import Functional
 
 from kprune.core.checks import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
-           "is_wrapper", "unwrap", "clone_model", "copy_model", "sync_state"]
+           "is_wrapper", "unwrap", "clone_model", "copy_model", "sync_state",
+           "weight_gradients"]
 
 
 def backend():
@@ -136,3 +138,45 @@ def sync_state(model):
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:
         sync()
+
+
+def weight_gradients(model, loss_fn, x, y):
+    """``{id(variable): d loss / d variable}`` (numpy) for every weight of ``model``, the
+    loss ``loss_fn(y, model(x, training=False))`` taken on one batch.
+
+    Gradients need the backend: TensorFlow and JAX are supported; another backend gets a
+    clear error.
+
+    Example:
+        >>> grads = weight_gradients(model, keras.losses.MeanSquaredError(), x, y)
+        >>> grads[id(model.get_layer("fc").kernel)].shape
+        (4, 2)
+    """
+    variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+    name = backend()
+    if name == "tensorflow":
+        from kprune._compat import tf
+
+        values = [v.value for v in variables]
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            loss = loss_fn(y, model(x, training=False))
+        found = tape.gradient(loss, values)
+    elif name == "jax":
+        import jax
+
+        n_trainable = len(model.trainable_variables)
+
+        def loss_of(values):
+            outputs, _ = model.stateless_call(values[:n_trainable], values[n_trainable:], x,
+                                              training=False)
+            return loss_fn(y, outputs)
+
+        found = jax.grad(loss_of)([v.value for v in variables])
+    else:
+        raise ValueError(
+            f"Gradients of a Keras 3 model are taken on the TensorFlow or JAX backend only. "
+            f"Received: a model on the {name!r} backend"
+        )
+    return {id(v): np.zeros(v.shape, "float32") if g is None else np.asarray(g)
+            for v, g in zip(variables, found)}
