@@ -35,8 +35,7 @@ from benchmarks._common import (
     add_standard_options,
     log,
     output_paths,
-    replace_between_markers,
-    write_results,
+    publish,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "export_sizes.json"
@@ -105,13 +104,8 @@ def main(argv=None):
     )
     results = run(config, work=work, data_dir=args.data, seed=args.seed, pqat=args.pqat,
                   quick=args.quick)
-    write_results(out, results)
-    print(f"results: {out}\nreport:  {results['report']['markdown']}")
-    if readme is not None:
-        replace_between_markers(readme, BEGIN, END, markdown_summary(results))
-        print(f"tables written into {readme}")
-    print(markdown_summary(results))
-    return 0
+    print(f"report:  {results['report']['markdown']}")
+    return publish(results, out, readme, summary=markdown_summary(results), markers=(BEGIN, END))
 
 
 def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
