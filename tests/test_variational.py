@@ -1,0 +1,176 @@
+"""kprune.methods.variational: sparse variational dropout on real tf_keras layers."""
+
+import numpy as np
+import pytest
+
+from kprune import _compat
+from kprune.methods import variational
+from kprune.methods.trainer import Trainer
+
+keras = _compat.keras
+tf = _compat.tf
+
+
+def small_model():
+    """conv (valid) -> pool -> flatten -> fc (relu) -> dropout -> head."""
+    inputs = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(6, activation="relu", name="fc")(x)
+    x = keras.layers.Dropout(0.1, name="drop")(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(x), name="small")
+
+
+def test_neg_kl_is_zero_for_pure_noise_and_grows_with_precision():
+    values = variational.neg_kl(tf.constant([-10.0, -3.0, 0.0, 3.0, 10.0])).numpy()
+    assert np.all(values <= 0)
+    assert np.all(np.diff(values) > 0)              # more noise, less KL
+    assert values[-1] == pytest.approx(0, abs=1e-4)  # log_alpha -> inf: free
+    # log_alpha -> -inf: -KL ~ 0.5 * log_alpha - k1 (the log-uniform prior's limit)
+    assert values[0] == pytest.approx(0.5 * -10.0 - 0.63576, abs=0.01)
+
+
+def test_lrt_mean_and_variance_are_those_of_the_deterministic_layer():
+    layer = variational.VariationalDense(5, threshold=9.9)
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 7)), tf.float32)
+    layer(x)
+    layer.set_log_sigma2(tf.fill(layer.kernel.shape, np.log(0.01)))
+    deterministic = (x @ layer.kernel + layer.bias).numpy()
+    assert np.allclose(layer(x, training=False).numpy(), deterministic, atol=1e-5)
+    draws = layer(tf.tile(x, [3000, 1]), training=True).numpy().reshape(3000, 4, 5)
+    assert np.allclose(draws.mean(axis=0), deterministic, atol=0.02)
+    expected_var = (x.numpy() ** 2) @ np.full((7, 5), 0.01)
+    assert np.allclose(draws.var(axis=0), expected_var, rtol=0.15)
+
+
+def test_conv_lrt_with_tiny_noise_is_the_plain_convolution():
+    layer = variational.VariationalConv2D(3, 3, activation="relu")
+    plain = keras.layers.Conv2D(3, 3, activation="relu")
+    x = tf.random.normal((2, 6, 6, 2), seed=1)
+    layer(x), plain(x)
+    plain.set_weights([layer.kernel.numpy(), np.full(3, 0.1, np.float32)])
+    layer.bias.assign(np.full(3, 0.1, np.float32))
+    layer.set_log_sigma2(tf.fill(layer.kernel.shape, -40.0))
+    assert np.allclose(layer(x, training=True), plain(x), atol=1e-3)  # sqrt(1e-8) noise
+    assert np.allclose(layer(x, training=False), plain(x), atol=1e-5)
+
+
+def test_inference_drops_the_weights_whose_log_alpha_reaches_the_threshold():
+    layer = variational.VariationalDense(2, use_bias=False, threshold=3.0)
+    x = tf.ones((1, 2))
+    layer(x)
+    layer.kernel.assign([[1.0, 0.1], [0.5, 2.0]])
+    # log_alpha = log_sigma2 - log(theta^2): 4 - 0 = 4 (dropped), 0 - log(0.01) = 4.6
+    # (dropped), 2 - log(0.25) = 3.39 (dropped), -5 - log(4) = -6.4 (kept)
+    layer.set_log_sigma2([[4.0, 0.0], [2.0, -5.0]])
+    assert layer.keep_mask().numpy().tolist() == [[0, 0], [0, 1]]
+    assert layer(x, training=False).numpy().tolist() == [[0.0, 2.0]]
+    layer.set_log_sigma2([[2.9, 0.0], [2.0, -5.0]])   # log_alpha 2.9 < 3: kept
+    assert layer.keep_mask().numpy()[0, 0] == 1
+
+
+def test_folding_constant_units_keeps_the_outputs_and_zeroes_their_biases():
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    weights = model.get_weights()
+    weights[0][..., 1] = 0
+    weights[1][1] = 0.7            # conv channel 1: relu(0.7) everywhere
+    weights[2][:, 2] = 0
+    weights[3][2] = -0.3           # fc unit 2: relu(-0.3) = 0
+    weights[2][:, 4] = 0
+    weights[3][4] = 0.2            # fc unit 4: 0.2
+    weights[4][5] = 0              # fc unit 5: nobody reads it
+    model.set_weights(weights)
+    x = np.random.default_rng(0).random((5, 12, 12, 1)).astype("float32")
+    before, (_, nonzero_before) = model(x).numpy(), variational.nonzero_params(model)
+
+    assert variational.fold_constant_units(model) == 4
+    after = model.get_weights()
+    assert np.allclose(model(x).numpy(), before, atol=1e-5)
+    assert after[1][1] == 0 and after[3][2] == after[3][4] == 0
+    assert not after[2][np.arange(100) % 4 == 1].any()   # channel 1's rows after flatten
+    assert not after[4][[2, 4, 5]].any() and not after[2][:, 5].any() and after[3][5] == 0
+    assert variational.nonzero_params(model)[1] == nonzero_before - 178
+    assert variational.fold_constant_units(model) == 0     # nothing left to fold
+
+
+def test_a_same_padded_consumer_is_not_folded_into():
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(2, 3, padding="same", activation="relu", name="a")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", name="b")(x))
+    weights = model.get_weights()
+    weights[0][..., 0], weights[1][0] = 0, 0.5
+    model.set_weights(weights)
+    assert variational.fold_constant_units(model) == 0   # the border sees the padding
+    assert model.get_weights()[1][0] == 0.5
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    model = small_model()
+    data = (np.zeros((4, 12, 12, 1), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="`threshold` must be a number in"):
+        variational.sparsify(model, data, epochs=1, threshold=12)
+    with pytest.raises(ValueError, match="`threshold` must be a number in"):
+        variational.sparsify(model, data, epochs=1, threshold="3")
+    with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
+        variational.sparsify(model, data, epochs=0)
+    with pytest.raises(ValueError, match=r"names \['fc9'\].*Those are: \['conv', 'fc', "
+                                         r"'head'\]"):
+        variational.sparsify(model, data, epochs=1, layers=["fc9"])
+    with pytest.raises(TypeError, match="kprune Trainer or a pair"):
+        variational.sparsify(model, data[0], epochs=1)
+    no_layer = keras.Sequential([keras.Input((4,)), keras.layers.Activation("relu")])
+    with pytest.raises(ValueError, match="has no layer for variational sparsification"):
+        variational.sparsify(no_layer, (np.zeros((2, 4)), np.zeros(2)), epochs=1)
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    with pytest.raises(TypeError, match="subclassed model cannot be rebuilt"):
+        variational.sparsify(Subclassed(), data, epochs=1)
+
+
+def test_a_keras3_model_is_refused():
+    from kprune import _keras3
+
+    model = _keras3.keras.Sequential([_keras3.keras.Input((4,)), _keras3.keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match="trains tf_keras models; this is a Keras 3 model"):
+        variational.sparsify(model, (np.zeros((2, 4)), np.zeros(2)), epochs=1)
+
+
+@pytest.mark.slow
+def test_sparsity_grows_during_training_and_the_input_is_untouched(mnist_small, seeded):
+    from kprune.experiments import models
+
+    (x, y), (x_test, y_test) = mnist_small
+    dense = models.compile_classifier(models.build("lenet-300-100"))
+    dense.fit(x[:3000], y[:3000], epochs=1, batch_size=100, verbose=0)
+    before = [w.copy() for w in dense.get_weights()]
+    dense_accuracy = (dense.predict(x_test, verbose=0).argmax(1) == y_test).mean()
+    trainer = Trainer(x[:3000], y[:3000], validation_data=(x[3000:], y[3000:]),
+                      batch_size=100, seed=0)
+
+    result = variational.sparsify(dense, trainer, epochs=3, layers=["fc1", "fc2"],
+                                  finetune_epochs=1)
+
+    assert all(np.array_equal(a, b) for a, b in zip(before, dense.get_weights()))
+    kept = [row["kept"] for row in result.history if row["stage"] == "variational"]
+    assert kept[0] > kept[1] > kept[2] and kept[2] < 0.5
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert result.history[-1]["stage"] == "finetune"
+    assert set(result.kept) == {"fc1", "fc2"}
+    assert not any(isinstance(layer, variational.VariationalDense)
+                   for layer in result.model.layers)
+    fc1 = result.model.get_layer("fc1").get_weights()[0]
+    assert result.kept["fc1"] == pytest.approx(np.count_nonzero(fc1) / fc1.size)
+    assert np.count_nonzero(result.model.get_layer("head").get_weights()[0]) == 1000
+    params, nonzero = variational.nonzero_params(result.model)
+    assert params == 266_610 and nonzero == result.nonzero < params / 2
+    accuracy = (result.model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
+    assert accuracy > dense_accuracy - 0.05
