@@ -1,0 +1,354 @@
+"""Issue 14's records in one run: the three record recipes, block-sparse speed, pruning overhead.
+
+Five rows, each measured on this machine and checked against its target:
+
+- ``seed-cnn``: ``examples/seed_cnn_max_compression.yaml`` through
+  :func:`kprune.experiments.runner.run_recipe`: the smallest pruned ``.tflite`` at least
+  40x smaller raw than ``dense-float.tflite`` (the dense control trained as many epochs),
+  losing at most 0.2 pp test accuracy against it.
+- ``lenet-300-100``, ``lenet-5``: ``examples/lenet_300_100_record.yaml`` and
+  ``examples/lenet_5_record.yaml`` (read at run time; a missing file is reported and its row
+  skipped): at least 50x / 150x fewer non-zero weights (kernels and biases, counted on
+  ``pruned.keras`` against ``baseline.keras``), at most +0.1 pp test error over the dense
+  model trained as long (the pruned float file against ``dense-float.tflite``), the recipe
+  finishing in at most 20 minutes.
+- ``speed``: the ``seed-cnn`` run's ``pruned-sparse-int8.tflite`` (block-sparse storage)
+  against its ``pruned-int8.tflite`` (the same weights stored dense) in LiteRT, batch 1, one
+  thread, interleaved rounds (:func:`kprune.tflite.measure.latency_rounds`): at least 1.3x
+  faster (median of the within-round ratios), at the accuracy of the ``seed-cnn`` row.
+- ``overhead``: :func:`benchmarks.pruning_overhead.run` (a pruning ``fit`` step with
+  ``kprune.callbacks()`` against a dense one, interleaved rounds): at most 1.10x on the seed
+  CNN, LeNet-5 and MobileNetV2 reported beside it.
+
+    python -m benchmarks.records                   # every row, full MNIST
+    python -m benchmarks.records --only seed-cnn   # one row; the JSON's other rows are kept
+    python -m benchmarks.records --quick           # 1,000 images, one epoch per stage
+
+Writes one results JSON (``--out``; default ``benchmarks/results/records.json``) whose rows
+each carry their own timestamp, seed, seconds, versions and machine (``--only`` replaces that
+row and keeps the others), the run folders (``--work``; default ``runs/records``), and in
+full mode the headline table into the top-level ``README.md`` between the ``records``
+markers, beside the published figures. The recipe rows use each recipe's own ``seed``;
+``--seed`` seeds the overhead row.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import pruning_overhead
+from benchmarks._common import REPO, add_standard_options, environment, log, output_paths, publish
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "records.json"
+HEADLINE_README = REPO / "README.md"
+MARKERS = ("<!-- records:begin -->", "<!-- records:end -->")
+EXAMPLES = REPO / "examples"
+ROWS = ("seed-cnn", "lenet-300-100", "lenet-5", "speed", "overhead")
+RECIPES = {"seed-cnn": "seed_cnn_max_compression.yaml",
+           "lenet-300-100": "lenet_300_100_record.yaml",
+           "lenet-5": "lenet_5_record.yaml"}
+#: What each row must reach (issue 14).
+TARGETS = {
+    "seed-cnn": {"min_x_smaller_raw": 40.0, "max_loss_pp": 0.2},
+    "lenet-300-100": {"min_x_fewer_nonzero": 50.0, "max_error_increase_pp": 0.1,
+                      "max_seconds": 1200},
+    "lenet-5": {"min_x_fewer_nonzero": 150.0, "max_error_increase_pp": 0.1,
+                "max_seconds": 1200},
+    "speed": {"min_x_faster": 1.3},
+    "overhead": {"max_ratio": pruning_overhead.TARGET},
+}
+#: Published figures beside each row (MNIST; from the papers' tables).
+PUBLISHED = {
+    "seed-cnn": "Deep Compression 40x (LeNet-300-100) / 39x (LeNet-5) storage",
+    "lenet-300-100": "Han 12x; DNS 56x; Sparse VD 68x",
+    "lenet-5": "Han 12x; DNS 111x; Sparse VD 280x",
+    "speed": "tfmot: 1.4x on a Pixel 4 (XNNPACK), none on x86",
+    "overhead": "",
+}
+TITLES = {"seed-cnn": "Seed CNN, smallest `.tflite`", "lenet-300-100": "LeNet-300-100",
+          "lenet-5": "LeNet-5", "speed": "Seed CNN, block-sparse int8 speed",
+          "overhead": "Pruning `fit` overhead"}
+SPEED_FILES = {"pruned/int8": "pruned-int8.tflite",
+               "pruned/sparse-int8": "pruned-sparse-int8.tflite",
+               "dense/float": "dense-float.tflite"}
+FULL = {"subset": None, "speed_rounds": 15, "speed_repeats": 200, "overhead": None}
+#: Quick: a few thousand images and one epoch per stage, few latency rounds, the overhead
+#: of the seed CNN alone in one round (a smoke test of every row).
+QUICK = {"subset": {"train": 1000, "test": 300}, "speed_rounds": 2, "speed_repeats": 5,
+         "overhead": {"models": ["seed-cnn"], "n_train": 128, "rounds": 1, "epoch_rounds": 1}}
+SHARED = ("This 2-core machine is shared with other agents running tests and benchmarks "
+          "while this one measures: timings are slower and noisier than on an idle machine.")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.records",
+                                     description=__doc__.split("\n\n")[0])
+    add_standard_options(parser, quick_help="1,000 training images, one epoch per stage, few "
+                                            "rounds (a smoke test)", default_out=DEFAULT_OUT)
+    parser.add_argument("--only", choices=ROWS, action="append",
+                        help="run only this row (repeatable); the JSON keeps the others")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "records",
+                        help="folder for the run folders (default: runs/records)")
+    return parser
+
+
+def main(argv=None):
+    """Run the rows; returns 0 (2 if the MNIST files are missing)."""
+    args = build_parser().parse_args(argv)
+    paths = output_paths(args, name="records", default_out=DEFAULT_OUT)
+    if paths is None:
+        return 2
+    out, readme = paths
+    if readme is not None and args.readme is None:
+        readme = HEADLINE_README  # the headline table goes into the top-level README
+    previous = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
+    rows = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick,
+               only=args.only, previous=previous.get("rows", {}))
+    results = {"benchmark": "records", "updated": _now(), "rows": rows, "targets": TARGETS,
+               "published": PUBLISHED}
+    return publish(results, out, readme, summary=markdown_summary(results), markers=MARKERS)
+
+
+def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None):
+    """Run the ``only`` rows (all by default) and return every row, the others from
+    ``previous`` (a results JSON's ``rows``)."""
+    rows = {name: row for name, row in (previous or {}).items() if name in ROWS}
+    cfg = QUICK if quick else FULL
+    work = Path(work)
+    for name in only or ROWS:
+        log(f"row {name}")
+        started = time.perf_counter()
+        if name in RECIPES:
+            row = recipe_row(name, work, data_dir=data_dir, cfg=cfg)
+        elif name == "speed":
+            row = speed_row(work, cfg=cfg, seed_cnn=rows.get("seed-cnn"))
+        else:
+            row = overhead_row(data_dir=data_dir, seed=seed, quick=quick, cfg=cfg)
+        row.update({"mode": "quick" if quick else "full", "created": _now(),
+                    "seconds": round(time.perf_counter() - started, 1),
+                    "shared_machine": SHARED, **environment()})
+        rows[name] = row
+        log(f"row {name}: {row['status']}" + (f", target {'met' if row['met'] else 'missed'}"
+                                              if row["status"] == "measured" else
+                                              f" ({row['reason']})"))
+    return {name: rows[name] for name in ROWS if name in rows}
+
+
+def _now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _skipped(reason):
+    log(f"skipped: {reason}")
+    return {"status": "skipped", "reason": reason, "met": None}
+
+
+def load_recipe(name, data_dir, *, subset=None):
+    """The row's recipe from ``examples/`` (None if the file is missing), its data the
+    ``data_dir`` files; with ``subset`` a quick version: those images, one epoch per stage,
+    two latency repeats."""
+    from kprune.experiments.recipe import Recipe
+
+    path = EXAMPLES / RECIPES[name]
+    if not path.is_file():
+        return None
+    recipe = Recipe.load(path, overrides={"data.source": ("--data", str(data_dir))})
+    if subset is None:
+        return recipe
+    spec = recipe.to_dict()
+    spec["subset"] = dict(subset)
+    spec["baseline"]["epochs"] = min(spec["baseline"]["epochs"], 1)
+    spec["workflow"]["epochs"] = 1
+    spec["structural"]["fine_tune_epochs"] = min(spec["structural"]["fine_tune_epochs"], 1)
+    spec["export"]["latency_repeats"] = 2
+    return Recipe.from_dict(spec, base_dir=recipe.base_dir)
+
+
+def recipe_row(name, work, *, data_dir, cfg):
+    """Run one record recipe through ``run_recipe``; its figures read from the run folder."""
+    from kprune.experiments.runner import run_recipe
+
+    from kprune.experiments.recipe import RecipeError
+
+    try:
+        recipe = load_recipe(name, data_dir, subset=cfg["subset"])
+    except RecipeError as err:
+        return _skipped(f"examples/{RECIPES[name]} does not load: {err}")
+    if recipe is None:
+        return _skipped(f"examples/{RECIPES[name]} does not exist (yet)")
+    started = time.perf_counter()
+    run_recipe(recipe, work / name, force=True, log=log)
+    seconds = time.perf_counter() - started
+    row = {"status": "measured", "recipe": f"examples/{RECIPES[name]}",
+           "command": f"kprune run examples/{RECIPES[name]} --data ../shared/data/mnist "
+                      f"--out runs/{name}",
+           "seed": recipe.seed, "run_dir": str(work / name), "recipe_seconds": round(seconds, 1),
+           **run_figures(work / name)}
+    target = TARGETS[name]
+    if name == "seed-cnn":
+        best = row["smallest"]
+        row["met"] = bool(row["trained_as_long"] and best["x_smaller_raw"] >= target[
+            "min_x_smaller_raw"] and best["accuracy_delta_pp"] >= -target["max_loss_pp"])
+    else:
+        row["met"] = bool(row["trained_as_long"]
+                          and row["x_fewer_nonzero"] >= target["min_x_fewer_nonzero"]
+                          and row["error_increase_pp"] <= target["max_error_increase_pp"]
+                          and seconds <= target["max_seconds"])
+    return row
+
+
+def run_figures(run_dir):
+    """What a finished run folder shows: bytes and block-sparse tensors read from the
+    ``.tflite`` files; accuracies (LiteRT, test split) and weights (non-zeros counted on
+    the dense control and the pruned Keras models) from ``report.json``."""
+    from kprune.tflite import flatbuffer, measure
+
+    run_dir = Path(run_dir)
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = {row["name"]: row for row in report["variants"]}
+    dense = rows["dense/float"]
+    dense_bytes = measure.file_sizes(run_dir / "dense-float.tflite")
+    files = {}
+    for row in report["variants"]:
+        if row["group"] != "pruned":
+            continue
+        path = run_dir / Path(row["path"]).name
+        sizes = measure.file_sizes(path)
+        info = flatbuffer.tflite_tensors(path)
+        files[row["name"]] = {
+            "file": path.name, **sizes, "accuracy": row["accuracy"],
+            "accuracy_delta_pp": (row["accuracy"] - dense["accuracy"]) * 100,
+            "x_smaller_raw": dense_bytes["bytes"] / sizes["bytes"],
+            "x_smaller_gzip": dense_bytes["gzip_bytes"] / sizes["gzip_bytes"],
+            "block_sparse": [{"shape": list(t.shape), "block_size": list(t.block_size)}
+                             for t in info.block_sparse]}
+    smallest = min(files, key=lambda name: files[name]["bytes"])
+    pruned = rows[smallest]
+    counts = {"baseline": {key: dense[key] for key in ("params", "nonzero_params")},
+              "pruned": {key: pruned[key] for key in ("params", "nonzero_params")}}
+    reference = files.get("pruned/float") or files[smallest]
+    epochs = report["extra"].get("epochs", {})
+    return {
+        "dense": {"file": "dense-float.tflite", **dense_bytes, "accuracy": dense["accuracy"]},
+        "files": files,
+        "smallest": {"name": smallest, **files[smallest]},
+        "params": counts,
+        "x_fewer_nonzero": counts["baseline"]["params"] / counts["pruned"]["nonzero_params"],
+        "error_increase_pp": -reference["accuracy_delta_pp"],
+        "epochs": epochs,
+        "trained_as_long": epochs.get("dense_after_baseline", -1)
+        >= epochs.get("pruned_after_baseline", 0),
+        "test_samples": report["test_samples"],
+    }
+
+
+def speed_row(work, *, cfg, seed_cnn):
+    """Block-sparse int8 against the same weights stored dense, from the seed-cnn run."""
+    from kprune.tflite import measure
+
+    run_dir = work / "seed-cnn"
+    missing = [file for file in SPEED_FILES.values() if not (run_dir / file).is_file()]
+    if missing:
+        return _skipped(f"the seed-cnn run folder {run_dir} lacks {missing}: run the "
+                        "seed-cnn row first")
+    latency = measure.latency_rounds({name: run_dir / file for name, file in SPEED_FILES.items()},
+                                     baseline="pruned/int8", rounds=cfg["speed_rounds"],
+                                     repeats=cfg["speed_repeats"])
+    block = latency["files"]["pruned/sparse-int8"]
+    accuracy_met = None if seed_cnn is None else seed_cnn.get("met")
+    return {"status": "measured", "run_dir": str(run_dir), "latency": latency,
+            "x_faster": block["x_faster"], "x_faster_range": block["x_faster_range"],
+            "seed_cnn_row_created": None if seed_cnn is None else seed_cnn.get("created"),
+            "accuracy_target_met": accuracy_met,
+            "met": bool(block["x_faster"] >= TARGETS["speed"]["min_x_faster"] and accuracy_met)}
+
+
+def overhead_row(*, data_dir, seed, quick, cfg):
+    """``benchmarks.pruning_overhead`` as it runs on its own (quick: the seed CNN, 1 round)."""
+    results = pruning_overhead.run(data_dir=data_dir, seed=seed, quick=quick,
+                                   settings=cfg["overhead"])
+    for key in ("versions", "machine", "seconds"):  # the row carries its own
+        results.pop(key, None)
+    target = results["target"]
+    return {"status": "measured", "seed": seed, "ratio": target["ratio"],
+            "ratio_range": results["models"][target["model"]]["kprune_vs_dense"]["ratio_range"],
+            "met": target["met"], "pruning_overhead": results}
+
+
+def _cell(row, name):
+    """The measured column of a row."""
+    if row is None:
+        return "not run yet"
+    if row["status"] != "measured":
+        return f"not run: {row['reason']}"
+    if name == "seed-cnn":
+        best = row["smallest"]
+        return (f"{best['x_smaller_raw']:.1f}x raw, {best['x_smaller_gzip']:.1f}x gzip "
+                f"(`{best['file']}`, {best['bytes']:,} bytes); {best['accuracy']:.2%} vs "
+                f"{row['dense']['accuracy']:.2%} dense ({best['accuracy_delta_pp']:+.2f} pp)")
+    if name in RECIPES:
+        return (f"{row['x_fewer_nonzero']:.1f}x fewer non-zeros; error "
+                f"{row['error_increase_pp']:+.2f} pp; {row['recipe_seconds'] / 60:.1f} min")
+    if name == "speed":
+        low, high = row["x_faster_range"]
+        ms = row["latency"]["files"]
+        return (f"{row['x_faster']:.2f}x [{low:.2f}, {high:.2f}] faster than int8 stored dense "
+                f"({ms['pruned/sparse-int8']['median_ms']:.3f} vs "
+                f"{ms['pruned/int8']['median_ms']:.3f} ms)")
+    models = row["pruning_overhead"]["models"]
+    others = ", ".join(f"{model} {models[model]['kprune_vs_dense']['ratio']:.2f}x"
+                       for model in models if model != "seed-cnn")
+    low, high = row["ratio_range"]
+    return f"{row['ratio']:.2f}x [{low:.2f}, {high:.2f}] a dense step" + (
+        f" ({others})" if others else "")
+
+
+def _target_text(name):
+    target = TARGETS[name]
+    if name == "seed-cnn":
+        return (f">= {target['min_x_smaller_raw']:.0f}x smaller raw, <= "
+                f"{target['max_loss_pp']} pp loss")
+    if name in RECIPES:
+        return (f">= {target['min_x_fewer_nonzero']:.0f}x fewer non-zeros, <= "
+                f"+{target['max_error_increase_pp']} pp error, <= "
+                f"{target['max_seconds'] // 60} min")
+    if name == "speed":
+        return f">= {target['min_x_faster']}x faster than dense int8"
+    return f"<= {target['max_ratio']:.2f}x a dense step"
+
+
+def markdown_summary(results):
+    """The headline table (and how each row was measured) for the top-level README."""
+    rows = results["rows"]
+    lines = ["| record | target | measured here | published | |",
+             "|---|---|---|---|---|"]
+    for name in ROWS:
+        row = rows.get(name)
+        verdict = ("" if row is None or row["status"] != "measured"
+                   else "**met**" if row["met"] else "**missed**")
+        lines.append(f"| {TITLES[name]} | {_target_text(name)} | {_cell(row, name)} | "
+                     f"{PUBLISHED[name]} | {verdict} |")
+    lines.append("")
+    for name in ROWS:
+        row = rows.get(name)
+        if row is None or row["status"] != "measured":
+            continue
+        how = (f"`{row['command']}` (seed {row['seed']}, {row['test_samples']:,} test images)"
+               if name in RECIPES else
+               "on the seed-cnn run's files, batch 1, one thread, "
+               f"{row['latency']['rounds']} interleaved rounds of {row['latency']['repeats']} runs"
+               if name == "speed" else
+               "`python -m benchmarks.pruning_overhead`'s measurement, "
+               f"{row['pruning_overhead']['settings']['rounds']} interleaved rounds")
+        lines.append(f"- {TITLES[name]}: {how}; {row['mode']} mode, {row['created']}, "
+                     f"{row['seconds'] / 60:.1f} min, {row['machine']['cpus_usable']} CPUs "
+                     "shared with other jobs.")
+    lines += ["", "`python -m benchmarks.records` (`--only ROW` for one row; "
+              "`benchmarks/results/records.json`)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""benchmarks.records --quick into a temporary folder; the seed CNN record recipe's stages.
+
+One quick run serves both tests (module fixture): ``examples/seed_cnn_max_compression.yaml``
+on 1,000 images, one epoch per stage, through ``run_recipe``, then the speed and overhead rows.
+The LeNet recipes belong to another piece of work: here ``examples/`` is a folder holding the
+seed CNN recipe alone, so their rows say they were skipped, and why.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks import records  # on sys.path through setup.cfg's pythonpath
+
+
+@pytest.fixture(scope="module")
+def quick_run(mnist_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("records")
+    examples = tmp / "examples"
+    examples.mkdir()
+    shutil.copy(records.EXAMPLES / records.RECIPES["seed-cnn"], examples)
+    readme = tmp / "README.md"
+    readme.write_text(f"before\n{records.MARKERS[0]}\nOLD\n{records.MARKERS[1]}\nafter\n")
+    out = tmp / "records.json"
+    saved, records.EXAMPLES = records.EXAMPLES, examples
+    try:
+        code = records.main(["--quick", "--out", str(out), "--work", str(tmp / "work"),
+                             "--data", str(mnist_dir), "--readme", str(readme)])
+    finally:
+        records.EXAMPLES = saved
+    assert code == 0
+    return json.loads(out.read_text()), tmp / "work" / "seed-cnn", readme, tmp
+
+
+@pytest.mark.slow
+def test_seed_cnn_max_compression_stages(quick_run):
+    """Each stage of the record recipe did what it says, read from the run folder."""
+    from kprune.engines.saving import load_model
+    from kprune.tflite import flatbuffer
+
+    _, run, _, _ = quick_run
+    for name in ("baseline.keras", "baseline-start.keras", "pruned.keras", "dense-float.tflite",
+                 "pruned-float.tflite", "pruned-int8.tflite", "pruned-sparse-int8.tflite"):
+        assert (run / name).is_file(), name
+    report = json.loads((run / "report.json").read_text())
+    # baseline 1 epoch, gradual 1 epoch; the dense control got that 1 epoch too
+    assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 1,
+                                         "dense_after_baseline": 1}
+    # non-zeros on the weights: fc1 keeps 5 % of its kernel, in whole 16-input blocks
+    pruned, control = load_model(run / "pruned.keras"), load_model(run / "baseline.keras")
+    kernel = pruned.get_layer("fc1").get_weights()[0]
+    assert kernel.shape == (3136, 1024)
+    assert np.count_nonzero(kernel) / kernel.size == pytest.approx(0.05, abs=0.005)
+    blocks = kernel.reshape(196, 16, 1024)
+    assert set(np.count_nonzero(blocks, axis=1).ravel().tolist()) <= {0, 16}
+    assert np.count_nonzero(pruned.get_layer("head").get_weights()[0]) == 10240  # skipped
+    assert np.count_nonzero(control.get_layer("fc1").get_weights()[0]) > 0.99 * kernel.size
+    # the block-sparse storage, read back from the file: fc1 alone, blocks of 16 inputs
+    info = flatbuffer.tflite_tensors(run / "pruned-sparse-int8.tflite")
+    assert [(list(t.shape), list(t.block_map), list(t.block_size))
+            for t in info.block_sparse] == [([1024, 3136], [1], [16])]
+    assert info.densify_ops == 0
+    assert flatbuffer.tflite_tensors(run / "pruned-int8.tflite").block_sparse == []
+    # sizes read from the files: > 40x smaller raw than the dense float file
+    dense_bytes = (run / "dense-float.tflite").stat().st_size
+    assert dense_bytes / (run / "pruned-sparse-int8.tflite").stat().st_size > 40
+    assert (run / "pruned-int8.tflite").stat().st_size < dense_bytes / 3.5
+
+
+@pytest.mark.slow
+def test_records_quick_json_and_readme(quick_run, mnist_dir):
+    results, run, readme, tmp = quick_run
+    assert list(results["rows"]) == list(records.ROWS)
+    rows = results["rows"]
+    for name in ("lenet-300-100", "lenet-5"):
+        assert rows[name]["status"] == "skipped" and "does not exist" in rows[name]["reason"]
+    seed = rows["seed-cnn"]
+    assert seed["status"] == "measured" and seed["mode"] == "quick" and seed["seed"] == 0
+    assert {"tensorflow", "tfmot"} <= set(seed["versions"]) and seed["machine"]["cpus_usable"]
+    assert seed["smallest"]["name"] == "pruned/sparse-int8"
+    assert seed["smallest"]["bytes"] == (run / "pruned-sparse-int8.tflite").stat().st_size
+    assert seed["dense"]["bytes"] == (run / "dense-float.tflite").stat().st_size
+    assert seed["smallest"]["x_smaller_raw"] == pytest.approx(
+        seed["dense"]["bytes"] / seed["smallest"]["bytes"])
+    assert seed["trained_as_long"] and seed["x_fewer_nonzero"] > 14  # 3,274,890 / 224,186
+    assert seed["met"] == (seed["smallest"]["x_smaller_raw"] >= 40
+                           and seed["smallest"]["accuracy_delta_pp"] >= -0.2)
+    speed = rows["speed"]
+    assert speed["latency"]["baseline"] == "pruned/int8" and speed["latency"]["rounds"] == 2
+    low, high = speed["x_faster_range"]
+    assert low <= speed["x_faster"] <= high
+    assert speed["met"] == (speed["x_faster"] >= 1.3 and seed["met"])
+    overhead = rows["overhead"]
+    assert list(overhead["pruning_overhead"]["models"]) == ["seed-cnn"]
+    assert overhead["met"] == (overhead["ratio"] <= 1.10)
+    text = readme.read_text()
+    assert "OLD" not in text and text.endswith("after\n")
+    assert "| Seed CNN, smallest `.tflite` |" in text and "Sparse VD 68x" in text
+    assert "not run: examples/lenet_5_record.yaml does not exist" in text
+
+    # --only replaces that row in place and keeps the others (with their timestamps)
+    out = tmp / "records.json"
+    code = records.main(["--quick", "--only", "speed", "--out", str(out), "--work",
+                         str(tmp / "work"), "--data", str(mnist_dir), "--no-readme"])
+    assert code == 0
+    again = json.loads(out.read_text())["rows"]
+    assert again["seed-cnn"] == seed and again["overhead"] == overhead
+    assert again["lenet-5"] == rows["lenet-5"]
+    assert again["speed"]["created"] >= speed["created"]
+    assert again["speed"]["latency"] != speed["latency"]  # measured again
+
+
+def test_a_recipe_that_does_not_load_is_skipped_with_its_error(tmp_path, monkeypatch):
+    (tmp_path / records.RECIPES["lenet-5"]).write_text("model: lenet-5\nworkflow: {bogus: 1}\n")
+    monkeypatch.setattr(records, "EXAMPLES", tmp_path)
+    row = records.recipe_row("lenet-5", tmp_path / "work", data_dir=tmp_path, cfg=records.FULL)
+    assert row["status"] == "skipped" and row["met"] is None
+    assert "lenet_5_record.yaml does not load" in row["reason"]
+    assert "Unknown key `workflow.bogus`" in row["reason"]
+
+
+def test_speed_without_the_seed_cnn_run_is_skipped(tmp_path):
+    row = records.speed_row(tmp_path, cfg=records.QUICK, seed_cnn=None)
+    assert row["status"] == "skipped" and "run the seed-cnn row first" in row["reason"]
