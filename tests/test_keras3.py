@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,7 +66,7 @@ def test_keras3_layers_report_kinds_and_reasons():
     dw = keras.layers.DepthwiseConv2D(3)
     dw.build((None, 8, 8, 4))
     assert layers.kind(dw) == "depthwise"
-    assert layers.not_pruned_reason(dw) == "tfmot does not prune depthwise kernels"
+    assert layers.not_pruned_reason(dw) == "kprune's Keras 3 engine does not prune depthwise kernels"
     sep = keras.layers.SeparableConv2D(8, 3)
     sep.build((None, 8, 8, 4))
     assert [w.label for w in layers.prunable_weights(sep)] == ["pointwise_kernel"]
@@ -80,6 +81,41 @@ def test_keras3_layers_report_kinds_and_reasons():
     scale = Scale()
     scale.build((None, 4))
     assert "not a layer kprune's Keras 3 engine prunes" in layers.not_pruned_reason(scale)
+
+
+@pytest.mark.parametrize(("engine", "who"), [("tf_keras", "tfmot"),
+                                             ("keras3", "kprune's Keras 3 engine")])
+def test_messages_name_the_engine_that_prunes_the_model(engine, who):
+    from kprune.methods import allocation, sensitivity
+
+    lib = tf_keras if engine == "tf_keras" else keras
+    built = {}
+    for name, layer, shape in (("dw", lib.layers.DepthwiseConv2D(3), (None, 8, 8, 4)),
+                               ("conv1d", lib.layers.Conv1D(8, 3), (None, 12, 8)),
+                               ("transposed", lib.layers.Conv2DTranspose(8, 3), (None, 6, 6, 8)),
+                               ("conv", lib.layers.Conv2D(8, 3), (None, 6, 6, 8))):
+        layer.build(shape)
+        built[name] = layer
+    assert layers.not_pruned_reason(built["dw"]) == f"{who} does not prune depthwise kernels"
+    assert layers.n_m_problem(built["conv1d"], 2, 4) == (
+        f"kernel has rank 3; {who} groups N:M only in rank-2 and rank-4 weights")
+    assert layers.n_m_problem(built["transposed"], 2, 4) == (
+        f"Conv2DTranspose: its kernel keeps output channels on the axis {who} groups N:M along")
+    assert layers.block_problem(built["conv"], (16, 1)) == (
+        f"kernel has rank 4; {who} prunes blocks only in 2-dimensional weights")
+
+    inputs = lib.Input((8, 8, 4))
+    outputs = lib.layers.ReLU()(lib.layers.DepthwiseConv2D(3, name="dw")(inputs))
+    bare = lib.Model(inputs, outputs, name="bare")
+    who = re.escape(who)
+    with pytest.raises(ValueError, match=rf"'dw' \(DepthwiseConv2D\) has nothing {who} can "
+                                         rf"prune \({who} does not prune depthwise kernels\)"):
+        PruningPlan([LayerRule("dw", target=0.5)]).resolve(bare)
+    with pytest.raises(ValueError, match=rf"'bare' has no prunable layer \(no weight {who} can"):
+        allocation.global_plan(bare, 0.5)
+    x, y = np.zeros((2, 8, 8, 4), np.float32), np.zeros(2)
+    with pytest.raises(ValueError, match=rf"no layer with a weight that {who} can prune\)"):
+        sensitivity.scan(bare, x, y, progress=False)
 
 
 # -- the same masks at the same steps as tfmot ------------------------------------------------
@@ -227,7 +263,7 @@ def test_a_layer_the_engine_cannot_prune_is_refused():
     model = keras.Model(inputs, outputs)
     before = weights_of(model)
     plan = PruningPlan([LayerRule("dw", target=0.5)])
-    with pytest.raises(ValueError, match="'dw' .*nothing tfmot can prune.*depthwise"):
+    with pytest.raises(ValueError, match="'dw' .*nothing kprune's Keras 3 engine can prune.*depthwise"):
         kprune.apply(model, plan, steps_per_epoch=1, epochs=1)
     assert same_weights(before, weights_of(model))
     assert [type(layer).__name__ for layer in model.layers][1] == "DepthwiseConv2D"

@@ -12,7 +12,7 @@ import difflib
 from dataclasses import fields
 
 __all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice",
-           "did_you_mean", "is_keras3"]
+           "did_you_mean", "is_keras3", "pruner"]
 
 
 def is_keras3(obj):
@@ -26,6 +26,17 @@ def is_keras3(obj):
     """
     return any(cls.__module__ == "keras" or cls.__module__.startswith("keras.")
                for cls in type(obj).__mro__)
+
+
+def pruner(obj):
+    """Who prunes ``obj`` (a model or layer), as messages name it: ``"tfmot"`` for tf_keras,
+    ``"kprune's Keras 3 engine"`` for Keras 3 (which follows tfmot's rules, not tfmot).
+
+    Example:
+        >>> pruner(tf_keras.layers.Dense(1)), pruner(keras.layers.Dense(1))
+        ('tfmot', "kprune's Keras 3 engine")
+    """
+    return "kprune's Keras 3 engine" if is_keras3(obj) else "tfmot"
 
 
 def did_you_mean(name, names):

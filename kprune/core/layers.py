@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kprune.core.checks import is_keras3
+from kprune.core.checks import is_keras3, pruner
 
 __all__ = [
     "SPECS",
@@ -79,7 +79,7 @@ class LayerSpec:
 
     kind: str
     role: str
-    note: str = ""
+    note: str = ""  # "{pruner}" stands for who prunes the layer (see checks.pruner)
     n_m: bool = True  # may its prunable weights take N:M (where their rank allows)?
     # Structural pruning: the config key that counts a producer's output units, for
     # producers whose kernel is (..., inputs, outputs) with a bias of (outputs,).
@@ -126,12 +126,12 @@ SPECS = {
     "SeparableConv2D": _SEPARABLE,
     "Conv2DTranspose": LayerSpec(
         "conv", "producer", n_m=False, units="filters", layout="transposed",
-        note="its kernel keeps output channels on the axis tfmot groups N:M along"),
+        note="its kernel keeps output channels on the axis {pruner} groups N:M along"),
     "Conv3DTranspose": LayerSpec(
         "conv", "producer", n_m=False, units="filters", layout="transposed",
-        note="its kernel keeps output channels on the axis tfmot groups N:M along"),
+        note="its kernel keeps output channels on the axis {pruner} groups N:M along"),
     "DepthwiseConv2D": LayerSpec(
-        "depthwise", "channelwise", note="tfmot does not prune depthwise kernels",
+        "depthwise", "channelwise", note="{pruner} does not prune depthwise kernels",
         depthwise=True),
     "Embedding": LayerSpec(
         "embedding", "opaque", n_m=False,
@@ -481,7 +481,7 @@ def not_pruned_reason(layer):
     inner = _inner(layer)
     entry = spec(inner)
     if entry.note and entry.kind == "depthwise":
-        return entry.note
+        return entry.note.format(pruner=pruner(inner))
     if not inner.weights:
         return "no weights"
     if _registry_labels(inner) is None and entry is not _CUSTOM:
@@ -531,11 +531,11 @@ def n_m_problem(layer, n, m):
     if not weights:
         return not_pruned_reason(layer) or "nothing to prune"
     if not entry.n_m:
-        return f"{type(_inner(layer)).__name__}: {entry.note}"
+        return f"{type(_inner(layer)).__name__}: {entry.note.format(pruner=pruner(layer))}"
     for weight in weights:
         rank = len(weight.shape)
         if rank not in (2, 4):
-            return (f"{weight.label} has rank {rank}; tfmot groups N:M only in rank-2 "
+            return (f"{weight.label} has rank {rank}; {pruner(layer)} groups N:M only in rank-2 "
                     "and rank-4 weights")
         channels = weight.shape[N_M_AXIS]
         if channels < m:
@@ -562,6 +562,6 @@ def block_problem(layer, block):
         return not_pruned_reason(layer) or "nothing to prune"
     for weight in weights:
         if len(weight.shape) != 2:
-            return (f"{weight.label} has rank {len(weight.shape)}; tfmot prunes blocks "
+            return (f"{weight.label} has rank {len(weight.shape)}; {pruner(layer)} prunes blocks "
                     "only in 2-dimensional weights")
     return ""

@@ -19,7 +19,14 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune.core.checks import by_name, check_choice, check_keys, check_sparsity, did_you_mean
+from kprune.core.checks import (
+    by_name,
+    check_choice,
+    check_keys,
+    check_sparsity,
+    did_you_mean,
+    pruner,
+)
 from kprune.core.schedules import ResolvedSchedule, Schedule
 from kprune.core.table import table
 
@@ -523,7 +530,7 @@ def _resolve_layer(path, layer, rule, *, steps_per_epoch, epochs):
         reason = layers.not_pruned_reason(layer)
         if rule is not None and rule.method != "skip" and rule.by == "name":
             raise ValueError(
-                f"Layer {path!r} ({type(layer).__name__}) has nothing tfmot can prune "
+                f"Layer {path!r} ({type(layer).__name__}) has nothing {pruner(layer)} can prune "
                 f"({reason}); remove the rule or set method='skip'. Received: rule={rule!r}"
             )
         return LayerPlan(method="skip", reason=reason, **dict(base, weights=()))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune.core.checks import by_name, check_sparsity, did_you_mean
+from kprune.core.checks import by_name, check_sparsity, did_you_mean, pruner
 from kprune.core.layers import prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
@@ -153,7 +153,7 @@ def global_plan(model, target, *, exclude=(), schedule=None):
         )
     if not layers:
         raise ValueError(
-            f"Model {model.name!r} has no prunable layer (no weight tfmot can prune); "
+            f"Model {model.name!r} has no prunable layer (no weight {pruner(model)} can prune); "
             "there is nothing to allocate."
         )
     excluded = _check_exclude(exclude, layers)

@@ -23,7 +23,7 @@ import numpy as np
 
 from kprune import progress as _progress_module
 from kprune.core import masks
-from kprune.core.checks import check_sparsity, did_you_mean
+from kprune.core.checks import check_sparsity, did_you_mean, pruner
 from kprune.core.layers import is_prunable, model_layers, prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
@@ -277,8 +277,8 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
     if not candidates:
         kinds = sorted({type(layer).__name__ for _, layer in model_layers(model)})
         raise ValueError(
-            f"Model {model.name!r} has no prunable layer (no layer with a weight that tfmot "
-            f"can prune); nothing to scan. Received: a model with layer types {kinds}"
+            f"Model {model.name!r} has no prunable layer (no layer with a weight that "
+            f"{pruner(model)} can prune); nothing to scan. Received: a model with layer types {kinds}"
         )
     chosen = _choose(candidates, layers)
     if finetune is not None and not isinstance(finetune, Trainer):
