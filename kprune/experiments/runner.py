@@ -254,7 +254,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     from kprune.engines.saving import save_model
     from kprune.engines.verify import sparsity_report
 
-    report = sparsity_report(final, plan=plan.resolve(final))
+    learned = recipe.workflow.name == "variational"  # no targets: the KL term chose them
+    report = sparsity_report(final, plan=None if learned else plan.resolve(final))
     log(f"{stage('sparsity')}\n" + str(report))
     epochs = {"baseline": training.epochs,
               "pruned_after_baseline": _epochs_after_baseline(cut, history)}
@@ -277,7 +278,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         x_test=x_test,
         y_test=y_test,
         out_dir=out,
-        plan=plan,
+        plan=None if learned else plan,
         latency_repeats=recipe.export.latency_repeats,
         title=f"kprune run: {recipe.model}, {recipe.workflow.name} ({split_text})",
         data=dataset.split_description("test"),
@@ -388,6 +389,13 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
         result = workflows.iterative(model, plan, trainer=trainer, rounds=spec.rounds,
                                      epochs_per_round=spec.epochs,
                                      accuracy_floor=spec.accuracy_floor, **saved)
+    elif spec.name == "variational":  # plan: default = every Dense and Conv2D learns
+        from kprune.methods import variational
+
+        result = variational.sparsify(
+            model, trainer, epochs=spec.epochs, threshold=spec.threshold,
+            layers=None if recipe.plan == "default" else plan,
+            kl_ramp_epochs=spec.kl_ramp_epochs, finetune_epochs=spec.finetune_epochs)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)
