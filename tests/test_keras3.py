@@ -223,6 +223,38 @@ def test_save_mid_pruning_and_resume(tmp_path):
     assert report["conv_a"].achieved == 0.5 and report.ok
 
 
+BATCH_HOOKS = [f"on_{kind}batch_{when}" for kind in ("", "train_", "test_", "predict_")
+               for when in ("begin", "end")]
+
+
+def test_keras3_callbacks_hook_only_the_batch_begin_the_masks_need():
+    from keras.src import backend as keras_backend
+
+    pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=5, epochs=2)
+    keras3_models.compile_classifier(keras, pruned)
+    hooks = kprune.callbacks(pruned)
+    overridden = {(type(callback).__name__, hook) for callback in hooks for hook in BATCH_HOOKS
+                  if not getattr(getattr(callback, hook), "_is_default", False)}
+    # the step counter and mask update, before each batch; no batch-end hook, so Keras 3
+    # still dispatches batch ends asynchronously where the backend allows it
+    assert overridden == {("UpdatePruningStep", "on_train_batch_begin")}
+    listed = keras.callbacks.CallbackList(hooks, model=pruned)
+    assert listed._async_train == keras_backend.IS_THREAD_SAFE
+
+    # the guard reads each fit's steps from the optimizer, across two fits
+    guard = next(c for c in hooks if type(c).__name__ == "ScheduleGuard")
+    x = np.random.default_rng(3).normal(size=(40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 10
+    with pytest.warns(ScheduleWarning, match=r"conv_a at step 5 of 10.*ran 5 training steps"):
+        pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=hooks)
+    assert guard.steps == 5
+    guard.strict = True  # a second fit of 4 steps ends one step short
+    with pytest.raises(RuntimeError, match=r"conv_a at step 9 of 10.*ran 4 training steps"):
+        pruned.fit(x[:32], y[:32], batch_size=8, epochs=2, initial_epoch=1, verbose=0,
+                   callbacks=hooks)
+    assert guard.steps == 4
+
+
 def test_a_keras3_model_is_saved_as_keras_only(tmp_path):
     model = keras3_models.small_cnn(keras)
     with pytest.raises(ValueError, match=r"Keras 3 model is saved as \.keras.*x\.h5"):

@@ -18,7 +18,8 @@ from kprune.engines.keras3.wrap import wrapped_layers
 
 keras = _keras3.keras
 
-__all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step"]
+__all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step",
+           "training_step"]
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -102,29 +103,55 @@ def final_step(wrapper):
 
 class ScheduleGuard(keras.callbacks.Callback):
     """At the end of ``fit``, checks that every pruned layer reached its final step
-    (see :class:`kprune.engines.callbacks.ScheduleGuard`); warns, or raises if ``strict``."""
+    (see :class:`kprune.engines.callbacks.ScheduleGuard`); warns, or raises if ``strict``.
+
+    Like the tf_keras guard it has no per-batch hook (a callback overriding
+    ``on_train_batch_end`` makes Keras call Python after every step, and stops Keras 3
+    from dispatching batch-end callbacks asynchronously): the steps of a fit are read from
+    :func:`training_step` at its start and end.
+    """
 
     def __init__(self, *, strict=False):
         super().__init__()
         self.strict = strict
         self.steps = 0
+        self._first_step = 0
 
     def on_train_begin(self, logs=None):
         self.steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
+        self._first_step = training_step(self.model)
 
     def on_train_end(self, logs=None):
-        _keras3.sync_state(self.model)
+        self.steps = training_step(self.model) - self._first_step
         short = []
         for path, wrapper in wrapped_layers(self.model):
-            reached = int(np.asarray(wrapper.pruning_step.numpy()))
+            reached = _value(wrapper.pruning_step)
             needed = final_step(wrapper)
             if reached < needed:
                 short.append(f"{path} at step {reached} of {needed} "
                              f"({needed - reached} steps short)")
         report_short(short, self.steps, strict=self.strict)
+
+
+def _value(variable):
+    return int(np.asarray(variable.numpy()))
+
+
+def training_step(model):
+    """How many training steps a Keras 3 ``model`` has run: its optimizer's ``iterations``
+    (the wrappers' largest ``pruning_step`` if it has no optimizer), as
+    :func:`kprune.engines.callbacks.training_step` reads a tf_keras model's.
+
+    Example:
+        >>> before = training_step(pruned); pruned.fit(x, y, callbacks=callbacks(pruned))
+        >>> training_step(pruned) - before          # the steps of that fit
+        469
+    """
+    _keras3.sync_state(model)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        return _value(optimizer.iterations)
+    return max([0, *(_value(wrapper.pruning_step) for _, wrapper in wrapped_layers(model))])
 
 
 def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
