@@ -1,0 +1,72 @@
+"""The LeNet record recipes (issue 14), quick: a small MNIST subset, one epoch per stage.
+
+Each stage is checked on what it left behind: the dense control trained as long as the
+pruned model, the variational stage's zeros counted on the saved weights (kernels and
+biases), folded units, and the files of the run folder.
+"""
+
+from dataclasses import replace
+from pathlib import Path
+
+import json
+
+import numpy as np
+import pytest
+
+from kprune.experiments.recipe import Recipe
+from kprune.experiments.runner import run_recipe
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+def quick(name, mnist_dir):
+    recipe = Recipe.load(EXAMPLES / name, overrides={"data.source": ("--data", str(mnist_dir))})
+    return replace(recipe, subset=replace(recipe.subset, train=1500, test=300), validation=300,
+                   baseline=replace(recipe.baseline, epochs=1),
+                   workflow=replace(recipe.workflow, epochs=1, kl_ramp_epochs=0,
+                                    finetune_epochs=1),
+                   export=replace(recipe.export, variants=("float",), latency_repeats=1))
+
+
+def units_without_inputs_have_no_bias(model):
+    """Every Dense/Conv2D unit with no incoming weight, but the head's, has a zero bias."""
+    layers = [layer for layer in model.layers if type(layer).__name__ in ("Dense", "Conv2D")]
+    for layer in layers[:-1]:
+        kernel, bias = layer.get_weights()
+        silent = ~kernel.reshape(-1, kernel.shape[-1]).any(axis=0)
+        if bias[silent].any():
+            return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet_300_100_record.yaml", "lenet_5_record.yaml"])
+def test_record_recipe_quick(name, mnist_dir, tmp_path):
+    from kprune.engines.saving import load_model
+    from kprune.methods.variational import nonzero_params
+
+    recipe = quick(name, mnist_dir)
+    assert recipe.workflow.name == "variational" and recipe.baseline.trained_as_long
+    out = tmp_path / "run"
+    result = run_recipe(recipe, out, log=lambda *_: None)
+
+    for file in ("baseline.keras", "baseline-start.keras", "pruned.keras",
+                 "dense-float.tflite", "pruned-float.tflite", "report.json"):
+        assert (out / file).is_file(), file
+    report = json.loads((out / "report.json").read_text())
+    # baseline (1) -> variational (1) -> fine-tune with the zeros held (1); the dense
+    # control trained on from the baseline for as many epochs
+    assert [row["stage"] for row in result.history] == ["variational", "finetune"]
+    assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 2,
+                                         "dense_after_baseline": 2}
+
+    pruned, dense = load_model(out / "pruned.keras"), load_model(out / "baseline.keras")
+    params, nonzero = nonzero_params(pruned)
+    assert params == nonzero_params(dense)[0] == dense.count_params()
+    assert nonzero < 0.9 * params                       # the variational stage zeroed weights
+    assert units_without_inputs_have_no_bias(pruned)    # constants folded forward
+    pruned_row = next(v for v in report["variants"] if v["name"] == "pruned/float")
+    assert pruned_row["nonzero_params"] == nonzero      # kernels and biases, from the weights
+    start = load_model(out / "baseline-start.keras")
+    assert not all(np.array_equal(a, b) for a, b in zip(start.get_weights(),
+                                                        dense.get_weights()))
