@@ -119,8 +119,8 @@ class Workflow:
     round (iterative), the retraining (rewind) or the variational training
     (variational: sparse variational dropout, :mod:`kprune.methods.variational`, on the
     plan's layers, or on every Dense and Conv2D with ``plan: default``; its own keys are
-    ``threshold``, ``kl_ramp_epochs`` and ``finetune_epochs``, the fine-tune with the
-    zeros held that follows).
+    ``threshold``, ``kl_weight``, ``kl_ramp_epochs`` and ``finetune_epochs``, the fine-tune
+    with the zeros held that follows).
     """
 
     name: str = "gradual"
@@ -129,6 +129,7 @@ class Workflow:
     accuracy_floor: float | None = None
     rewind_to: str = "init"
     threshold: float = 3.0
+    kl_weight: float = 1.0
     kl_ramp_epochs: int = 0
     finetune_epochs: int = 0
 
@@ -277,7 +278,7 @@ class Recipe:
     def _check_variational(self, lines):
         spec, default = self.workflow, Workflow()
         if spec.name != "variational":
-            for key in ("threshold", "kl_ramp_epochs", "finetune_epochs"):
+            for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs"):
                 if getattr(spec, key) != getattr(default, key):
                     _fail(f"workflow.{key}", "is used only by workflow.name: variational",
                           getattr(spec, key), lines)
@@ -285,6 +286,9 @@ class Recipe:
         if not -10 < spec.threshold < 10:
             _fail("workflow.threshold", "must be a log_alpha in (-10, 10) (3 drops weights "
                   "whose dropout rate is above 0.95)", spec.threshold, lines)
+        if not spec.kl_weight > 0:
+            _fail("workflow.kl_weight", "must be a positive number (1: the variational "
+                  "bound; more: sparser)", spec.kl_weight, lines)
         _positive(spec.kl_ramp_epochs, "workflow.kl_ramp_epochs", lines, minimum=0)
         _positive(spec.finetune_epochs, "workflow.finetune_epochs", lines, minimum=0)
 
