@@ -395,7 +395,8 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
         result = variational.sparsify(
             model, trainer, epochs=spec.epochs, threshold=spec.threshold,
             layers=None if recipe.plan == "default" else plan,
-            kl_ramp_epochs=spec.kl_ramp_epochs, finetune_epochs=spec.finetune_epochs)
+            kl_weight=spec.kl_weight, kl_ramp_epochs=spec.kl_ramp_epochs,
+            finetune_epochs=spec.finetune_epochs)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)
