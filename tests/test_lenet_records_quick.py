@@ -70,3 +70,20 @@ def test_record_recipe_quick(name, mnist_dir, tmp_path):
     start = load_model(out / "baseline-start.keras")
     assert not all(np.array_equal(a, b) for a, b in zip(start.get_weights(),
                                                         dense.get_weights()))
+
+
+@pytest.mark.parametrize("workflow, message", [
+    ({"name": "gradual", "threshold": 2.0}, "`workflow.threshold` is used only by "
+                                            "workflow.name: variational"),
+    ({"name": "one-shot", "kl_weight": 3}, "`workflow.kl_weight` is used only by"),
+    ({"name": "variational", "threshold": 12}, "`workflow.threshold` must be a log_alpha in"),
+    ({"name": "variational", "kl_weight": 0}, "`workflow.kl_weight` must be a positive"),
+    ({"name": "variational", "kl_ramp_epochs": -1}, "`workflow.kl_ramp_epochs` must be an "
+                                                    "integer >= 0"),
+    ({"name": "variational", "finetune_epochs": -2}, "`workflow.finetune_epochs` must be"),
+])
+def test_variational_recipe_keys_are_validated(workflow, message):
+    from kprune.experiments.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict({"model": "lenet-5", "workflow": workflow})
