@@ -57,6 +57,7 @@ SUBMODULES = {
     "workflows": "kprune.methods.workflows",
     "sensitivity": "kprune.methods.sensitivity",
     "allocation": "kprune.methods.allocation",
+    "variational": "kprune.methods.variational",
     "export": "kprune.tflite.export",
     "flatbuffer": "kprune.tflite.flatbuffer",
     "measure": "kprune.tflite.measure",
