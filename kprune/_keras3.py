@@ -166,13 +166,21 @@ def weight_gradients(model, loss_fn, x, y):
         import jax
 
         n_trainable = len(model.trainable_variables)
+        values = [v.value for v in variables]
+        floats = [i for i, v in enumerate(values) if jax.numpy.issubdtype(v.dtype,
+                                                                          jax.numpy.floating)]
 
-        def loss_of(values):
-            outputs, _ = model.stateless_call(values[:n_trainable], values[n_trainable:], x,
+        def loss_of(chosen):  # of the floating variables (not e.g. a Dropout's seed)
+            every = list(values)
+            for i, value in zip(floats, chosen):
+                every[i] = value
+            outputs, _ = model.stateless_call(every[:n_trainable], every[n_trainable:], x,
                                               training=False)
             return loss_fn(y, outputs)
 
-        found = jax.grad(loss_of)([v.value for v in variables])
+        found = [None] * len(values)
+        for i, grad in zip(floats, jax.grad(loss_of)([values[i] for i in floats])):
+            found[i] = grad
     else:
         raise ValueError(
             f"Gradients of a Keras 3 model are taken on the TensorFlow or JAX backend only. "

@@ -13,11 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprune.core import layers as layer_registry
+from kprune.core.checks import is_keras3
+
 __all__ = ["count_macs"]
 
 
 def _node_shapes(layer):
     """``[(input shape, output shape)]`` of every call of ``layer`` in its model's graph."""
+    if is_keras3(layer):  # Keras 3 nodes keep their tensors, not their shapes
+        return [(tuple(node.input_tensors[0].shape), tuple(node.outputs[0].shape))
+                for node in layer._inbound_nodes if node.input_tensors]
     shapes = []
     for node in getattr(layer, "_inbound_nodes", []):
         ins = node.input_shapes if hasattr(node, "input_shapes") else None
@@ -30,9 +36,7 @@ def _node_shapes(layer):
 
 def _layer_macs(layer, in_shape, out_shape):
     """Multiply-accumulates of one call of a Conv/Dense layer at batch 1 (None: not one)."""
-    from kprune import _compat
-
-    layers = _compat.keras.layers
+    layers = layer_registry.engine(layer).keras.layers
     if isinstance(layer, layers.Dense):
         return int(np.prod(out_shape[1:-1], dtype=np.int64)) * int(in_shape[-1]) * layer.units
     convs = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
@@ -66,7 +70,7 @@ def count_macs(model, *, by_layer=False):
     from its input and output shapes and kernel size; nested models are descended into
     and a layer called twice counts twice. Biases, batch norm, activations, pooling and
     element-wise layers are not counted. Every input dimension but the batch must be
-    known.
+    known. Takes tf_keras and Keras 3 models.
 
     Returns:
         The total (an int), or with ``by_layer=True`` ``{layer path: MACs}`` of the
@@ -76,11 +80,8 @@ def count_macs(model, *, by_layer=False):
         >>> count_macs(build("seed-cnn"))
         13883904
     """
-    from kprune import _compat
-
-    _compat.check_model(model)
     per_layer = {}
-    for path, layer in _compat.iter_layers(model):
+    for path, layer in layer_registry.model_layers(model):  # either engine, checked
         layer = getattr(layer, "layer", layer)  # a pruning wrapper counts as its layer
         total = None
         for in_shape, out_shape in _node_shapes(layer):

@@ -54,6 +54,9 @@ __all__ = [
     "KERAS3_PRUNED",
     "model_layers",
     "unwrap",
+    "engine",
+    "input_shape",
+    "output_shape",
 ]
 
 #: What plan rules can select with ``by="kind"``.
@@ -250,6 +253,56 @@ def unwrap(layer):
     return _inner(layer)
 
 
+def engine(obj):
+    """The module that owns ``obj``'s Keras: :mod:`kprune._keras3` for a Keras 3 object,
+    :mod:`kprune._compat` (tf_keras) otherwise.
+
+    Both give ``keras`` (the Keras module itself), ``check_model``, ``iter_layers``,
+    ``layer_name`` and ``clone_model(model, layer_fn)``, so that code written once serves
+    either engine.
+
+    Example:
+        >>> engine(model).keras.Sequential       # tf_keras's or Keras 3's
+    """
+    if is_keras3(obj):
+        from kprune import _keras3 as module
+    else:
+        from kprune import _compat as module
+    return module
+
+
+def _shape(tensors):
+    if isinstance(tensors, (list, tuple)):
+        return [tuple(t.shape) for t in tensors]
+    return tuple(tensors.shape)
+
+
+def input_shape(layer):
+    """``layer``'s input shape, as tf_keras's ``layer.input_shape`` gives it on either engine
+    (a tuple; a list of tuples for several inputs). Keras 3 layers have no such attribute:
+    the shape of their first call's input is read.
+
+    Example:
+        >>> input_shape(model.get_layer("fc1"))
+        (None, 1568)
+    """
+    if is_keras3(layer):
+        return _shape(layer.input)
+    return layer.input_shape
+
+
+def output_shape(layer):
+    """``layer``'s output shape on either engine (see :func:`input_shape`).
+
+    Example:
+        >>> output_shape(model.get_layer("fc1"))
+        (None, 128)
+    """
+    if is_keras3(layer):
+        return _shape(layer.output)
+    return layer.output_shape
+
+
 def model_layers(model):
     """``(path, layer)`` of every leaf layer of ``model``, checked by the engine that owns it.
 
@@ -261,12 +314,9 @@ def model_layers(model):
         >>> [path for path, _ in model_layers(model)]
         ['conv1', 'pool1', 'conv2', 'flatten', 'fc1', 'head']
     """
-    if is_keras3(model):
-        from kprune import _keras3 as engine
-    else:
-        from kprune import _compat as engine
-    engine.check_model(model)
-    return list(engine.iter_layers(model))
+    owner = engine(model)
+    owner.check_model(model)
+    return list(owner.iter_layers(model))
 
 
 def _is_builtin(layer):
@@ -315,7 +365,7 @@ def channel_role(layer):
         return "channelwise"
     if type(layer).__name__ == "Reshape" and role == "reshaping" and layer.built:
         # (N, ..., C) -> (N, ..., C) keeps each channel's identity (row-major order)
-        shape_in, shape_out = layer.input_shape, layer.output_shape
+        shape_in, shape_out = input_shape(layer), output_shape(layer)
         if (len(shape_in) > 1 and len(shape_out) > 1 and shape_in[-1] is not None
                 and shape_in[-1] == shape_out[-1]):
             return "channelwise"
@@ -362,7 +412,7 @@ def channel_problem(layer):
                 "per input channel")
     if spec(layer).per_channel:
         axes = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-        rank = len(layer.input_shape) if layer.built else None
+        rank = len(input_shape(layer)) if layer.built else None
         if axes not in ([-1], [rank - 1] if rank else [-1]):
             shown = axes[0] if len(axes) == 1 else axes
             return f"it normalises axis {shown}, not the channel (last) axis"
@@ -373,7 +423,7 @@ def channel_problem(layer):
     if role == "opaque":
         return f"{name} is not a layer kprune knows what does to channels"
     if role == "concatenating":
-        rank = len(layer.output_shape)
+        rank = len(output_shape(layer))
         if layer.axis not in (-1, rank - 1):
             return f"it concatenates along axis {layer.axis}, not the channel (last) axis"
     return ""

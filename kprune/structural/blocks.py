@@ -22,14 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
-
-keras = _compat.keras
 
 CRITERIA = ("sensitivity", "l1")
 
@@ -188,16 +185,17 @@ class _Graph:
     """The tensors of a functional model's config: who makes each, who reads each."""
 
     def __init__(self, model):
-        _compat.check_model(model)  # nested models: inlined by the public functions
+        self.engine = layers.engine(model)  # tf_keras or Keras 3: the model's own
+        self.engine.check_model(model)  # nested models: inlined by the public functions
         self.model = model
-        self.sequential = isinstance(model, keras.Sequential)
+        self.sequential = isinstance(model, self.engine.keras.Sequential)
         if self.sequential:
             self.entries = {layer.name: None for layer in model.layers}
         else:
             self.config = model.get_config()
             self.entries = {e["name"]: e for e in self.config["layers"]}
         # names as kprune shows them (a pruning wrapper: the wrapped layer's), both ways
-        self.shown = {n: _compat.layer_name(model.get_layer(n)) for n in self.entries}
+        self.shown = {n: self.engine.layer_name(model.get_layer(n)) for n in self.entries}
         self.own = {shown: n for n, shown in self.shown.items()}
         if self.sequential:
             return
@@ -284,10 +282,10 @@ class _Graph:
 
     def _shape(self, key):
         layer = self.model.get_layer(key[0])
-        if len(layer.inbound_nodes) != 1:  # node indices of the config may differ
+        if len(layer._inbound_nodes) != 1:  # node indices of the config may differ
             return None
         try:
-            shape = layer.output_shape
+            shape = layers.output_shape(layer)
         except (AttributeError, RuntimeError, ValueError):
             return None
         if isinstance(shape, list):
@@ -390,7 +388,7 @@ class _Graph:
         config["output_layers"] = rewrite(config["output_layers"])
         custom = {e["class_name"]: type(self.model.get_layer(e["name"]))
                   for e in config["layers"]}
-        new = keras.Model.from_config(config, custom_objects=custom)
+        new = self.engine.keras.Model.from_config(config, custom_objects=custom)
         for layer in new.layers:
             layer.set_weights(self.model.get_layer(layer.name).get_weights())
         return new

@@ -32,13 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
+from kprune.core.checks import is_keras3
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]
-
-keras = _compat.keras
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,8 @@ class Groups:
 
 @follows_nesting
 def groups(model):
-    """The coupled channel groups of a Sequential or functional tf_keras ``model``.
+    """The coupled channel groups of a Sequential or functional ``model`` (tf_keras or
+    Keras 3: the same groups for the same architecture).
 
     Example:
         >>> gs = groups(resnet)
@@ -152,6 +151,52 @@ def groups(model):
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+# Reading the layer graph: the one place where tf_keras and Keras 3 differ (tf_keras nodes
+# keep ``keras_inputs`` and their tensors' ``_keras_history.layer``; Keras 3 nodes keep
+# ``input_tensors`` and ``_keras_history.operation``, and a model lists its own nodes in
+# ``_nodes_by_depth``, not by name in ``_network_nodes``).
+
+
+def _calls(model, layer):
+    """The nodes (calls) of ``layer`` that belong to functional ``model``'s graph."""
+    if is_keras3(model):
+        ours = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
+        return [node for node in layer._inbound_nodes if id(node) in ours]
+    network = model._network_nodes
+    return [node for index, node in enumerate(layer._inbound_nodes)
+            if f"{layer.name}_ib-{index}" in network]
+
+
+def _origin(tensor):
+    """``(name of the layer that made tensor, which of its outputs it is)``."""
+    history = tensor._keras_history
+    made_by = history.operation if is_keras3(tensor) else history.layer
+    return made_by.name, history.tensor_index
+
+
+def _node_io(node):
+    """A node's input tensor keys (see :func:`_origin`) and its number of outputs."""
+    if is_keras3(node):
+        return [_origin(t) for t in node.input_tensors], len(node.outputs)
+    from kprune import _compat
+
+    return ([_origin(t) for t in node.keras_inputs],
+            len(_compat.tf.nest.flatten(node.outputs)))
+
+
+def _check_only_layers(model):
+    """Refuse a Keras 3 model whose graph calls ``keras.ops`` directly (not a layer)."""
+    layer_class = layers.engine(model).keras.layers.Layer
+    for operation in getattr(model, "operations", []) if is_keras3(model) else []:
+        if not isinstance(operation, layer_class):
+            raise ValueError(
+                f"Cannot follow the channels of model {model.name!r}: it calls operation "
+                f"{operation.name!r} ({type(operation).__name__}, a `keras.ops` function), "
+                "not a layer. Structural pruning follows layers only: use the matching "
+                "layer (e.g. `keras.layers.Add`, `keras.layers.Activation`) instead."
+            )
 
 
 @dataclass(frozen=True)
@@ -183,8 +228,9 @@ class _Graph:
     """Union-find over channel sets, built by walking the model's layers in graph order."""
 
     def __init__(self, model):
-        _compat.check_model(model)
+        layers.engine(model).check_model(model)
         self.model = model
+        self.keras = layers.engine(model).keras
         self.parent, self.size, self.label = [], [], []
         self.fixed, self.refused = {}, {}  # node -> reasons (not removable / refused)
         self.members = []  # (node, Member)
@@ -221,7 +267,7 @@ class _Graph:
 
     # the layer graph
     def _edges(self):
-        model = self.model
+        model, keras = self.model, self.keras
         if isinstance(model, keras.Sequential):
             shape = model.input_shape
             previous = ("<input>", 0)
@@ -233,22 +279,18 @@ class _Graph:
                 previous = (layer.name, 0)
             self.outputs = [previous]
             return
-        network_nodes = model._network_nodes
+        _check_only_layers(model)
         pending = []
         for layer in model.layers:
-            indices = [i for i in range(len(layer._inbound_nodes))
-                       if f"{layer.name}_ib-{i}" in network_nodes]
-            if len(indices) != 1:
+            calls = _calls(model, layer)
+            if len(calls) != 1:
                 raise ValueError(
                     f"Cannot follow the channels of model {model.name!r}: layer "
-                    f"{layer.name!r} is called {len(indices)} times in it (a shared layer); "
+                    f"{layer.name!r} is called {len(calls)} times in it (a shared layer); "
                     "structural pruning needs each layer used once."
                 )
-            node = layer._inbound_nodes[indices[0]]
-            inputs = [(t._keras_history.layer.name, t._keras_history.tensor_index)
-                      for t in node.keras_inputs]
-            outputs = [(layer.name, i) for i in range(len(_compat.tf.nest.flatten(node.outputs)))]
-            pending.append((layer, inputs, outputs))
+            inputs, count = _node_io(calls[0])
+            pending.append((layer, inputs, [(layer.name, i) for i in range(count)]))
         seen = set()
         while pending:
             rest = []
@@ -261,13 +303,13 @@ class _Graph:
             if len(rest) == len(pending):
                 raise ValueError(f"Cannot order the layers of model {model.name!r}.")
             pending = rest
-        self.outputs = [(t._keras_history.layer.name, t._keras_history.tensor_index)
-                        for t in model.outputs]
+        self.outputs = [_origin(t) for t in model.outputs]
 
     def _walk(self):
+        keras = self.keras
         for layer, inputs, outputs, shape in self._edges():
             if layer is None or isinstance(layer, keras.layers.InputLayer):
-                shape = shape if layer is None else layer.output_shape
+                shape = shape if layer is None else layers.output_shape(layer)
                 shape = shape[0] if isinstance(shape, list) else shape
                 name = "input" if layer is None else layer.name
                 node = self.new(f"input:{name}", shape[-1])
@@ -281,7 +323,7 @@ class _Graph:
                     f"{layer.name!r} is a nested {type(layer).__name__} model. Rebuild the "
                     "model with its layers inline (no model called as a layer)."
                 )
-            if isinstance(layer, _compat.PruneLowMagnitude):
+            if layers.unwrap(layer) is not layer:
                 raise ValueError(
                     f"Structural pruning needs plain layers; layer {layer.name!r} is a "
                     "pruning wrapper. Strip pruning wrappers first (kprune.verify.strip)."
@@ -292,7 +334,7 @@ class _Graph:
             self.block(self.desc[key], f"model output {key[0]!r}", refuse=False)
 
     def _fresh(self, layer, outputs, reason=None):
-        shapes = layer.output_shape
+        shapes = layers.output_shape(layer)
         shapes = shapes if isinstance(shapes, list) else [shapes]
         for key, shape in zip(outputs, shapes):
             channels = shape[-1] if len(shape) > 1 and shape[-1] is not None else 1
@@ -354,7 +396,7 @@ class _Graph:
                         (node, Member(layer.name, "channelwise", axis, offset, 1, desc.size)))
             self.desc[out] = desc
         elif role == "coupling":
-            shape = layer.output_shape
+            shape = layers.output_shape(layer)
             joined = [d for d in ins if not (d.size == 1 and shape[-1] != 1)]  # broadcast
             if (len({d.size for d in joined}) != 1
                     or len({d.positions for d in joined}) != 1):
@@ -376,7 +418,7 @@ class _Graph:
             desc = ins[0]
             if desc.positions > 1:
                 return self._refuse(layer, ins, outputs, "it follows another Flatten")
-            positions = int(np.prod(layer.input_shape[1:-1], dtype=np.int64))
+            positions = int(np.prod(layers.input_shape(layer)[1:-1], dtype=np.int64))
             self.desc[out] = _Channels(desc.segments, positions)
         else:  # pragma: no cover - every role is handled above
             return self._refuse(layer, ins, outputs, f"role {role!r}")

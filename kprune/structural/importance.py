@@ -24,7 +24,8 @@ import math
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_choice, did_you_mean
+from kprune.core import layers
+from kprune.core.checks import check_choice, did_you_mean, is_keras3
 from kprune.core.cost import count_macs
 from kprune.structural import graph as graph_module
 from kprune.structural import rebuild
@@ -75,7 +76,7 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     """``{group id: kept indices}``: remove ``fraction`` of the channels, lowest scores first.
 
     Args:
-        model: a Sequential or functional tf_keras model (not modified).
+        model: a Sequential or functional model, tf_keras or Keras 3 (not modified).
         fraction: the fraction of channels to remove, in [0, 1).
         criterion: ``"l1"``, ``"l2"`` (kernel norms, summed over a group's producers),
             ``"bn"`` (batch norm ``|gamma|``) or ``"taylor"`` (``|w * grad|`` summed over
@@ -228,11 +229,16 @@ def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
     from kprune.methods.trainer import ends_in_softmax
 
-    tf = _compat.tf
     x, y = (np.asarray(part) for part in data)
-    loss_fn = _compat.keras.losses.SparseCategoricalCrossentropy(
+    loss_fn = layers.engine(model).keras.losses.SparseCategoricalCrossentropy(
         from_logits=not ends_in_softmax(model))
     variables = {layer.name: layer.weights for layer in model.layers if layer.weights}
+    if is_keras3(model):  # the backend's own gradients (TensorFlow or JAX)
+        from kprune import _keras3
+
+        grads = _keras3.weight_gradients(model, loss_fn, x, y)
+        return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
+    tf = _compat.tf
     with tf.GradientTape() as tape:
         tape.watch([v for vs in variables.values() for v in vs])
         loss = loss_fn(y, model(x, training=False))

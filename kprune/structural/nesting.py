@@ -4,7 +4,8 @@ A backbone called as a layer (``keras.Sequential([base, GlobalAveragePooling2D()
 Dense(10)])``, or ``base(x)`` inside a functional model) hides its layers from the outer
 graph. :func:`inline` rebuilds the model with every nested model's layers called in its
 place, weights copied, so the channel graph sees one set of layers; the structural
-functions call it themselves and return flat models.
+functions call it themselves and return flat models. tf_keras and Keras 3 models alike
+(the result has the model's own Keras).
 
 Example:
     >>> from kprune.structural.nesting import inline
@@ -18,6 +19,8 @@ from __future__ import annotations
 import functools
 
 from kprune import _compat
+from kprune.core import layers
+from kprune.core.checks import is_keras3
 
 __all__ = ["inline", "is_nested", "follows_nesting"]
 
@@ -27,7 +30,8 @@ tf = _compat.tf
 
 def is_nested(model):
     """True when ``model`` calls another model as one of its layers."""
-    return any(isinstance(layer, keras.Model) for layer in model.layers)
+    model_class = layers.engine(model).keras.Model
+    return any(isinstance(layer, model_class) for layer in model.layers)
 
 
 def inline(model):
@@ -40,17 +44,26 @@ def inline(model):
         >>> flat = inline(model)
         >>> flat(x).numpy() == model(x).numpy()
     """
-    _compat.check_model(model)
+    owner = layers.engine(model)
+    owner.check_model(model)
     if not is_nested(model):
         return model
-    for path, layer in _compat.iter_layers(model):
+    for path, layer in owner.iter_layers(model):
         if not getattr(layer, "_is_graph_network", True):
             raise ValueError(f"Cannot inline layer {path!r}: it is not a functional model.")
     clones, sources = {}, {}
-    inputs = [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
-              for t in model.inputs]
+    if is_keras3(model):
+        inputs = [owner.keras.Input(batch_shape=t.shape, dtype=t.dtype,
+                                    name=t._keras_history.operation.name)
+                  for t in model.inputs]
+    else:
+        inputs = [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
+                  for t in model.inputs]
     outputs = _call(model, inputs, clones, sources)
-    flat = keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0], name=model.name)
+    if is_keras3(model) and len(inputs) == 1:
+        inputs = inputs[0]  # called with one array, as the nested model was
+    flat = owner.keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0],
+                             name=model.name)
     for name, layer in clones.items():
         layer.set_weights(sources[name].get_weights())
     return flat
@@ -68,28 +81,43 @@ def follows_nesting(function):
 
 def _call(model, inputs, clones, sources):
     """Call the layers of ``model`` on ``inputs`` in graph order; return its outputs."""
-    if not getattr(model, "_is_graph_network", False):
-        raise ValueError(
-            f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
-            "built without an Input, or a subclassed model).")
+    if is_keras3(model):  # Keras 3 nodes: .operation and .arguments; a Sequential's
+        graph = getattr(model, "_functional", None) or model  # graph is its _functional
+        tree = layers.engine(model).keras.tree
+        flatten, map_structure = tree.flatten, tree.map_structure
+    else:
+        if not getattr(model, "_is_graph_network", False):
+            raise ValueError(
+                f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
+                "built without an Input, or a subclassed model).")
+        graph, flatten, map_structure = model, tf.nest.flatten, tf.nest.map_structure
+    input_layer = layers.engine(model).keras.layers.InputLayer
+    model_class = layers.engine(model).keras.Model
     found = {id(t): new for t, new in zip(model.inputs, inputs)}
 
     def mapped(value):
         return found[id(value)] if id(value) in found else value
 
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.layer
-            if isinstance(layer, keras.layers.InputLayer):
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            layer, call = _node_call(node)
+            if isinstance(layer, input_layer):
                 continue
-            args, kwargs = tf.nest.map_structure(mapped, (node.call_args, node.call_kwargs))
-            if isinstance(layer, keras.Model):
-                result = _call(layer, tf.nest.flatten(args), clones, sources)
+            args, kwargs = map_structure(mapped, call)
+            if isinstance(layer, model_class):
+                result = _call(layer, flatten(args), clones, sources)
             else:
                 result = _clone(layer, clones, sources)(*args, **kwargs)
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(result)):
+            for old, new in zip(flatten(node.outputs), flatten(result)):
                 found[id(old)] = new
     return [found[id(t)] for t in model.outputs]
+
+
+def _node_call(node):
+    """``(layer, (args, kwargs))`` of one call in a model's graph, on either engine."""
+    if is_keras3(node):
+        return node.operation, (node.arguments.args, node.arguments.kwargs)
+    return node.layer, (node.call_args, node.call_kwargs)
 
 
 def _clone(layer, clones, sources):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
@@ -24,12 +23,13 @@ from kprune.structural.nesting import follows_nesting
 
 __all__ = ["remove", "dead_channels", "out_kernel"]
 
-keras = _compat.keras
-
 
 @follows_nesting
 def remove(model, keep):
     """A new model keeping, of each group in ``keep``, only the listed channels.
+
+    The new model is built with ``model``'s own Keras (a tf_keras model gives a tf_keras
+    model, a Keras 3 model a Keras 3 model), each layer from its config.
 
     ``keep`` maps a group id (see :func:`kprune.structural.groups`) or the name of a
     producer in the group to the indices of the channels to keep.
@@ -55,8 +55,9 @@ def remove(model, keep):
 
     entries = {}  # layer name -> its config, with the new channel counts
     new_weights = {}
+    owner = layers.engine(model)
     for layer, inputs, outputs in graph.steps:
-        if layer is None or isinstance(layer, keras.layers.InputLayer):
+        if layer is None or isinstance(layer, owner.keras.layers.InputLayer):
             continue
         entry = layers.spec(layer)
         role = graph.treated.get(layer.name)
@@ -77,11 +78,12 @@ def remove(model, keep):
             elif entry.per_channel:
                 weights = [np.take(w, index_in, axis=-1) if w.ndim else w for w in weights]
         new_weights[layer.name] = weights
+
     def rebuilt(path, layer):
         config = entries.get(layer.name) or layer.get_config()
         return type(layer).from_config(config)
 
-    smaller = _compat.clone_model(model, rebuilt)
+    smaller = owner.clone_model(model, rebuilt)
     for name, weights in new_weights.items():
         smaller.get_layer(name).set_weights(weights)
     return smaller
@@ -191,7 +193,7 @@ def _slice_producer(layout, weights, index_in, index_out):
 
 def _at_zero(layer, channels):
     """Per output channel: does ``layer`` give exactly 0 everywhere for an all-zero input?"""
-    shape = [1] + [8 if d is None else int(d) for d in layer.input_shape[1:]]
+    shape = [1] + [8 if d is None else int(d) for d in layers.input_shape(layer)[1:]]
     try:
         out = np.asarray(layer(np.zeros(shape, "float32"), training=False))
     except (TypeError, ValueError):  # a TFOpLambda needs its other arguments: not 0

@@ -35,14 +35,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, check_sparsity, did_you_mean
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary"]
-
-keras = _compat.keras
 
 
 def _is_producer(layer):
@@ -125,12 +122,12 @@ def remove_units(model, keep):
     """A new, smaller model without the output units not listed in ``keep``.
 
     Args:
-        model: a built tf_keras ``Sequential`` model (not modified).
+        model: a built ``Sequential`` model, tf_keras or Keras 3 (not modified).
         keep: ``{layer name: indices of the output units to keep}``, as from
             :func:`select_units` or :func:`nonzero_units`.
 
     Returns:
-        A new ``Sequential`` model (uncompiled) with the same layer names, fewer units in
+        A new ``Sequential`` model of the same Keras (uncompiled) with the same layer names, fewer units in
         the named layers, and the surviving weights copied.
 
     Example:
@@ -159,11 +156,12 @@ def remove_units(model, keep):
             bn_slices[batch_norm] = indices
     config = model.get_config()
     for layer_config in config["layers"]:
+        layer_config.pop("build_config", None)  # Keras 3: built again from the new shapes
         name = layer_config["config"].get("name")
         if name in out_slices:
             key = layers.spec(model.get_layer(name)).units
             layer_config["config"][key] = len(out_slices[name])
-    smaller = keras.Sequential.from_config(config)
+    smaller = layers.engine(model).keras.Sequential.from_config(config)
     for old, new in zip(chain, _chain(smaller)):
         weights = old.get_weights()
         if old.name in out_slices:
@@ -188,8 +186,7 @@ def summary(before, after):
 
     rows = []
     for old in before.layers:
-        if (layers.spec(old).units is not None
-                and not isinstance(old, _compat.PruneLowMagnitude)):
+        if layers.spec(old).units is not None and layers.unwrap(old) is old:
             new = after.get_layer(old.name)
             rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
                          f"{old.count_params():,}", f"{new.count_params():,}"))
@@ -203,8 +200,9 @@ def summary(before, after):
 
 
 def _is_sequential(model):
-    _compat.check_model(model)
-    return isinstance(model, keras.Sequential)
+    owner = layers.engine(model)
+    owner.check_model(model)
+    return isinstance(model, owner.keras.Sequential)
 
 
 def _chain(model):
@@ -215,9 +213,10 @@ def _chain(model):
             f"the channel groups. Received: model {model.name!r} of type "
             f"{type(model).__name__}"
         )
+    keras = layers.engine(model).keras
     chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for layer in chain:
-        if isinstance(layer, (keras.Model, _compat.PruneLowMagnitude)):
+        if isinstance(layer, keras.Model) or layers.unwrap(layer) is not layer:
             raise TypeError(
                 f"Structural pruning needs plain layers; layer {layer.name!r} is a "
                 f"{type(layer).__name__}. Strip pruning wrappers first (kprune.verify.strip); "
@@ -312,14 +311,14 @@ def _follow(chain, position, indices):
             _check_not_mixing(layer, producer)
         elif role == "channelwise" and entry.per_channel:
             axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-            if list(axes) not in ([-1], [len(layer.input_shape) - 1]):
+            if list(axes) not in ([-1], [len(layers.input_shape(layer)) - 1]):
                 raise ValueError(
                     f"Cannot remove units of layer {producer.name!r}: {type(layer).__name__} "
                     f"{layer.name!r} normalises axis {layer.axis}, not the channel axis."
                 )
             per_channel.append(layer.name)
         elif role == "flattening":
-            shape = layer.input_shape[1:]
+            shape = layers.input_shape(layer)[1:]
             positions = int(np.prod(shape[:-1]))
             channels = shape[-1]
             mapped = (np.arange(positions)[:, None] * channels + mapped[None, :]).ravel()
