@@ -293,13 +293,13 @@ def _cell(row, name):
         best = row["smallest"]
         return (f"{row['x_faster']:.2f}x [{low:.2f}, {high:.2f}] faster than int8 stored dense "
                 f"({ms['pruned/sparse-int8']['median_ms']:.3f} vs "
-                f"{ms['pruned/int8']['median_ms']:.3f} ms); {best['accuracy']:.2%} vs "
-                f"{row['dense']['accuracy']:.2%} dense ({best['accuracy_delta_pp']:+.2f} pp)")
+                f"{ms['pruned/int8']['median_ms']:.3f} ms); {best['accuracy'] * 100:.2f} % vs "
+                f"{row['dense']['accuracy'] * 100:.2f} % dense ({best['accuracy_delta_pp']:+.2f} pp)")
     if name == "seed-cnn":
         best = row["smallest"]
         return (f"{best['x_smaller_raw']:.1f}x raw, {best['x_smaller_gzip']:.1f}x gzip "
-                f"(`{best['file']}`, {best['bytes']:,} bytes); {best['accuracy']:.2%} vs "
-                f"{row['dense']['accuracy']:.2%} dense ({best['accuracy_delta_pp']:+.2f} pp)")
+                f"(`{best['file']}`, {best['bytes']:,} bytes); {best['accuracy'] * 100:.2f} % vs "
+                f"{row['dense']['accuracy'] * 100:.2f} % dense ({best['accuracy_delta_pp']:+.2f} pp)")
     if name in RECIPES:
         return (f"{row['x_fewer_nonzero']:.1f}x fewer non-zeros; error "
                 f"{row['error_increase_pp']:+.2f} pp; {row['recipe_seconds'] / 60:.1f} min")
