@@ -329,7 +329,7 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
         _keras3.copy_model(tf_model)
     k3_model = keras3_models.small_cnn(keras)
     with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
-        kprune.PruningStepper(k3_model)  # tf_keras only
+        _compat.check_model(k3_model)  # what every tf_keras-only part checks first
     with pytest.raises(ValueError, match="strategy"):
         kprune.apply(k3_model, steps_per_epoch=1, epochs=1, strategy=object())
     with pytest.raises(ValueError, match=r"`strategy`.*applies to tf_keras models"):
@@ -388,21 +388,18 @@ def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
             == sorted((t.shape, t.nonzero, t.n_m_violations) for t in theirs.weights))
 
 
-# -- what the Keras 3 engine does not reach yet: the clear error, naming what it does ----------
+# -- what the Keras 3 engine does not reach: the clear error, naming what to do instead ---------
 
 
-@pytest.mark.parametrize("name", ["PruningStepper", "select_units"])
-def test_parts_without_keras3_support_say_so(name):
-    from kprune import structural
+def test_pqat_says_it_is_tf_keras_only_and_what_to_do_for_keras3():
+    from kprune.tflite import export
 
-    model = keras3_models.small_cnn(keras)
-    calls = {
-        "PruningStepper": lambda: kprune.PruningStepper(model),
-        "select_units": lambda: structural.select_units(model, {"dense_a": 0.5}),
-    }
-    with pytest.raises(TypeError, match=r"Keras 3 object.*only supports tf_keras.*taken by "
-                                        r"kprune.apply, kprune.callbacks\(model\)"):
-        calls[name]()
+    final = kprune.strip(kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=2,
+                                      epochs=1))
+    x = np.zeros((4, 8, 8, 1), np.float32)
+    with pytest.raises(TypeError, match=r"pqat_int8 needs tfmot.*tf_keras models only.*"
+                                        r"quantize='int8', representative_data=x"):
+        export.pqat_int8(final, x, np.zeros(4))
 
 
 # -- mixed use: kprune (and tfmot) beside Keras 3 ------------------------------------------------

@@ -150,18 +150,42 @@ def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, k3_model.get_weights()))
 
 
-def test_workflows_on_keras3_refuse_a_seeded_trainer_and_checkpoints(tmp_path):
-    from kprune import workflows
+def _check_methods_run(out, backend):
+    assert out["backend"] == backend
+    assert out["seeded_twice_same"] and out["other_seed_differs"]  # the same seed, the same weights
+    # interrupted after its first epoch, resumed: the masks and weights of a run never stopped
+    assert out["interrupted"]
+    assert out["checkpoints"] == ["prune-r0-done", "prune-r0-epoch1", "prune-r0-epoch2"]
+    assert out["resumed_same_masks"] and out["resumed_same_weights"]
+    assert out["rewind_note"] == "rewound to weights after epoch 1, mask kept"
+    assert out["rewind_ok"] and out["rewind_zeros_are_the_mask"]
+    assert out["stepper_fired"][0] == 1  # the 2:4 masks, at the first step
+    assert out["stepper_report"] == {"conv_a": ["unstructured", 0.5], "conv_b": ["2:4", 0.5],
+                                     "dense_a": ["2:4", 0.5], "dense_b": ["2:4", 0.5],
+                                     "head": ["skip", 0.0]}
 
-    _, k3_model = _twins()
-    x, y = np.zeros((8, 8, 8, 1), np.float32), np.arange(8)
-    with pytest.raises(ValueError, match=r"seeded Trainer.*keras.utils.set_random_seed"):
-        workflows.one_shot(k3_model, 0.5, trainer=workflows.Trainer(x, y, seed=0))
-    with pytest.raises(ValueError, match=r"`to` as an epoch number.*tf_keras only"):
-        workflows.rewind(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2, to=1)
-    with pytest.raises(ValueError, match="`checkpoint_dir` is not supported for a Keras 3"):
-        workflows.gradual(k3_model, 0.5, trainer=workflows.Trainer(x, y), epochs=2,
-                          checkpoint_dir=tmp_path)
+
+def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_keras3(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("runs in-process on the TensorFlow backend")
+    _check_methods_run(keras3_models.methods_run(tmp_path), "tensorflow")
+
+
+@pytest.mark.slow
+def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_the_jax_backend(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import json, pathlib, sys; from tests import keras3_models; "
+            "print(json.dumps(keras3_models.methods_run(pathlib.Path(sys.argv[1]))))")
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=600, cwd=root, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    _check_methods_run(json.loads(run.stdout.strip().splitlines()[-1]), "jax")
 
 
 ON_JAX = """

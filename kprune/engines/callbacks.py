@@ -186,32 +186,55 @@ def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
 class PruningStepper:
     """Pruning in a custom training loop (no ``fit``), which tfmot leaves to you.
 
-    Call the model with ``training=True`` in your step: the wrappers count steps and
-    update masks themselves. ``begin()`` (or entering the ``with`` block) arms them;
-    ``end_epoch()`` (or leaving the block) writes the masks into the kernels.
+    Call the model with ``training=True`` in your step, and ``step()`` before it.
+    ``begin()`` (or entering the ``with`` block) arms the pruning layers; ``end_epoch()``
+    (or leaving the block) writes the masks into the kernels.
+
+    On tf_keras, tfmot's wrappers count steps and update masks themselves (``step()``
+    does nothing). On Keras 3 (any backend) ``step()`` advances the step and recomputes
+    the masks at the schedule's firing steps, as ``fit`` with ``kprune.callbacks(model)``
+    does; it returns True when it changed them (on JAX, a loop that holds the model's
+    state itself, through ``stateless_call``, reads ``model.non_trainable_variables``
+    again then).
 
     Example:
         >>> with kprune.PruningStepper(pruned) as stepper:
         ...     for epoch in range(2):
         ...         for x, y in dataset:
+        ...             stepper.step()
         ...             train_step(x, y)          # uses pruned(x, training=True)
         ...         stepper.end_epoch()
     """
 
     def __init__(self, model):
-        _compat.check_model(model)
-        if not wrapped_layers(model):
-            raise ValueError(
-                "Argument `model` has no pruning wrappers; pass the model returned by "
-                f"kprune.apply. Received: model={model.name!r}"
-            )
-        self._update = _compat.tfmot.sparsity.keras.UpdatePruningStep()
+        self._keras3 = is_keras3(model)
+        if self._keras3:
+            from kprune.engines.keras3 import callbacks as keras3_callbacks
+
+            keras3_callbacks.callbacks(model)  # checks the model and its pruning layers
+            self._update = keras3_callbacks.UpdatePruningStep()
+        else:
+            _compat.check_model(model)
+            if not wrapped_layers(model):
+                raise ValueError(
+                    "Argument `model` has no pruning wrappers; pass the model returned by "
+                    f"kprune.apply. Received: model={model.name!r}"
+                )
+            self._update = _compat.tfmot.sparsity.keras.UpdatePruningStep()
         self._update.set_model(model)
 
     def begin(self):
         with distribute.scope(self._update.model):
             self._update.on_train_begin()
         return self
+
+    def step(self):
+        """Before each training step: on Keras 3, count it and update the masks that
+        fire (True when some did); on tf_keras, nothing (False)."""
+        if not self._keras3:
+            return False
+        self._update.on_train_batch_begin(0)
+        return any(wrapper.fires_at(self._update.step) for wrapper in self._update.wrappers)
 
     def end_epoch(self):
         with distribute.scope(self._update.model):  # a cross-replica write under tf.distribute
@@ -222,4 +245,6 @@ class PruningStepper:
 
     def __exit__(self, *exc):
         self.end_epoch()
+        if self._keras3:
+            self._update.on_train_end()  # disarms the pruning layers
         return False

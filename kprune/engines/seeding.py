@@ -9,40 +9,51 @@ slows some ops down and refuses a few that have no deterministic kernel).
 alone, so a run resumed at epoch ``k`` sees the same batches as one never interrupted, and
 :class:`EpochSeeds` does the same for the random draws of Dropout and noise layers.
 
+Keras 3 models (``import keras``, TensorFlow or JAX backend) are seeded the same way:
+``deterministic(seed, model)`` also seeds Keras 3, and :func:`epoch_seeds` gives the
+callback of the model's Keras (on Keras 3 it resets every layer's ``SeedGenerator``).
+
 Example:
     >>> with deterministic(0):
     ...     result = workflows.gradual(model, 0.8, trainer=trainer, epochs=2)
 """
 
 import contextlib
+import functools
 
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int
+from kprune.core.checks import check_int, is_keras3
 
-__all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds"]
+__all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds", "epoch_seeds"]
 
 
-def set_seed(seed):
-    """Seed Python's ``random``, numpy and TensorFlow with ``seed`` (a non-negative int).
+def set_seed(seed, model=None):
+    """Seed Python's ``random``, numpy and TensorFlow with ``seed`` (a non-negative int);
+    for a Keras 3 ``model``, Keras 3's own generators too (its backend's included).
 
     Example:
         >>> set_seed(0)
     """
     check_int(seed, "seed", minimum=0)
     _compat.keras.utils.set_random_seed(seed)
+    if model is not None and is_keras3(model):
+        from kprune import _keras3
+
+        _keras3.keras.utils.set_random_seed(seed)
 
 
 @contextlib.contextmanager
-def deterministic(seed):
-    """Seed everything with ``seed`` and run TensorFlow ops deterministically in the block.
+def deterministic(seed, model=None):
+    """Seed everything with ``seed`` (see :func:`set_seed`) and run TensorFlow ops
+    deterministically in the block.
 
     Example:
         >>> with deterministic(3):
         ...     model.fit(x, y, epochs=1)
     """
-    set_seed(seed)
+    set_seed(seed, model)
     config = _compat.tf_config
     was_on = config.is_op_determinism_enabled()
     config.enable_op_determinism()
@@ -110,3 +121,50 @@ def _all_layers(model):
         inner = getattr(layer, "layer", None)
         if inner is not None:
             yield inner
+
+
+class _SeedGeneratorEpochs:
+    """:class:`EpochSeeds` for Keras 3: at the start of every epoch, each layer's
+    ``SeedGenerator`` (Dropout's, noise layers') restarts from ``(seed, epoch, its index)``.
+
+    Keras 3 layers keep their random state in these generators' variables, which the
+    train step reads (on JAX, once the trainer's state is synchronised), so no retracing
+    is needed. A model without random layers does nothing.
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+        self._generators = []
+
+    def on_train_begin(self, logs=None):
+        self._generators = [generator for layer in self.model._flatten_layers()
+                            for generator in getattr(layer, "_seed_generators", ())]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._generators:
+            return
+        from kprune import _keras3
+
+        _keras3.sync_state(self.model)
+        for index, generator in enumerate(self._generators):
+            start = np.random.default_rng([self.seed, epoch, 2, index]).integers(2**31 - 1)
+            generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))
+
+
+@functools.cache
+def _keras3_epoch_seeds():
+    from kprune import _keras3
+
+    return type("Keras3EpochSeeds", (_SeedGeneratorEpochs, _keras3.keras.callbacks.Callback),
+                {"__doc__": _SeedGeneratorEpochs.__doc__})
+
+
+def epoch_seeds(model, seed):
+    """The per-epoch seeding callback of ``model``'s Keras: :class:`EpochSeeds` for
+    tf_keras, its Keras 3 counterpart (``SeedGenerator`` states) for Keras 3.
+
+    Example:
+        >>> model.fit(x, y, epochs=3, callbacks=[epoch_seeds(model, 0)])
+    """
+    return _keras3_epoch_seeds()(seed) if is_keras3(model) else EpochSeeds(seed)

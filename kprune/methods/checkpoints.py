@@ -21,6 +21,7 @@ Example:
     2
 """
 
+import functools
 import json
 import os
 import shutil
@@ -30,8 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from kprune import _compat
+from kprune.core.checks import is_keras3
 
-__all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "optimizer_variables"]
+__all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "fit_checkpoints",
+           "optimizer_variables"]
 
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
@@ -194,7 +197,7 @@ def optimizer_variables(optimizer):
     return list(variables() if callable(variables) else variables)
 
 
-class FitCheckpoints(_compat.keras.callbacks.Callback):
+class _FitCheckpoints:
     """Checkpoints a fit at every epoch end (and every ``store.every_steps`` steps);
     restores a resumed fit at its start.
 
@@ -207,10 +210,16 @@ class FitCheckpoints(_compat.keras.callbacks.Callback):
     restored at the start of training, inside the model's strategy. Only the two
     newest checkpoints of ``key`` are kept.
 
+    :class:`FitCheckpoints` is this callback for tf_keras models; :func:`fit_checkpoints`
+    gives the one of a model's Keras (tf_keras or Keras 3).
+
     Example:
         >>> saver = FitCheckpoints(store, "prune-r0", state=lambda: {"records": ...})
         >>> model.fit(x, y, epochs=3, callbacks=[..., saver])
     """
+
+    def _sync(self):
+        """Make the model's variables hold their current values (Keras 3 on JAX)."""
 
     def __init__(self, store, key, *, state, resume_from=None):
         super().__init__()
@@ -256,8 +265,37 @@ class FitCheckpoints(_compat.keras.callbacks.Callback):
         self._save(f"{self.key}-epoch{epoch + 1}", epoch + 1, 0)
 
     def _save(self, name, epoch, step):
+        self._sync()
         arrays = {"model": self.model.get_weights(),
                   "optimizer": [v.numpy() for v in optimizer_variables(self.model.optimizer)]}
         self.store.save(name, arrays, {"key": self.key, "epoch": epoch, "step": step,
                                        **self._state()})
         self.store.prune(f"{self.key}-epoch")
+
+
+class FitCheckpoints(_FitCheckpoints, _compat.keras.callbacks.Callback):
+    """:class:`_FitCheckpoints` as a tf_keras callback (see there)."""
+
+
+@functools.cache
+def _keras3_fit_checkpoints():
+    from kprune import _keras3
+
+    class Keras3FitCheckpoints(_FitCheckpoints, _keras3.keras.callbacks.Callback):
+        """:class:`_FitCheckpoints` as a Keras 3 callback (on JAX, the trainer's state is
+        synchronised into the model's variables before they are saved)."""
+
+        def _sync(self):
+            _keras3.sync_state(self.model)
+
+    return Keras3FitCheckpoints
+
+
+def fit_checkpoints(model, store, key, *, state, resume_from=None):
+    """The :class:`_FitCheckpoints` callback of ``model``'s Keras (tf_keras or Keras 3).
+
+    Example:
+        >>> saver = fit_checkpoints(pruned, store, "prune-r0", state=lambda: {})
+    """
+    cls = _keras3_fit_checkpoints() if is_keras3(model) else FitCheckpoints
+    return cls(store, key, state=state, resume_from=resume_from)

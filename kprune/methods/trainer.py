@@ -203,19 +203,12 @@ class Trainer:
                 "(Trainer(seed=...)), whose batches are known in advance. Received: "
                 f"initial_step={initial_step}"
             )
-        if self.seed is not None and is_keras3(model):
-            raise ValueError(
-                "A seeded Trainer (Trainer(seed=...)) makes tf_keras fits deterministic; "
-                "for a Keras 3 model, leave `seed` out and seed with "
-                "`keras.utils.set_random_seed` instead. "
-                f"Received: seed={self.seed}, a Keras 3 model {model.name!r}"
-            )
         self.compile(model)
         callbacks = list(callbacks) + self.extra_callbacks
         if self._fit is not None:
             history = self._fit(model, epochs, callbacks)
         elif self.seed is not None:
-            with seeding.deterministic(self.seed):
+            with seeding.deterministic(self.seed, model):
                 history = None
                 if initial_step:  # the rest of the interrupted epoch
                     partial = [c for c in callbacks if not isinstance(c, ScheduleGuard)]
@@ -224,16 +217,16 @@ class Trainer:
                                              skip=initial_step),
                         epochs=initial_epoch + 1, initial_epoch=initial_epoch,
                         steps_per_epoch=self.steps_per_epoch - initial_step,
-                        callbacks=[seeding.EpochSeeds(self.seed), *partial],
-                        verbose=self.verbose,
+                        callbacks=[seeding.epoch_seeds(model, self.seed), *partial],
+                        verbose=self.verbose, shuffle=False,  # the dataset is in seeded order
                     )
                     initial_epoch += 1
                 if initial_epoch < epochs:
                     history = model.fit(
                         self._epochs_dataset(initial_epoch, epochs), epochs=epochs,
                         initial_epoch=initial_epoch, steps_per_epoch=self.steps_per_epoch,
-                        callbacks=[seeding.EpochSeeds(self.seed), *callbacks],
-                        verbose=self.verbose,
+                        callbacks=[seeding.epoch_seeds(model, self.seed), *callbacks],
+                        verbose=self.verbose, shuffle=False,
                     )
         else:
             history = model.fit(

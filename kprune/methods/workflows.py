@@ -19,8 +19,8 @@ prunable layer except the classifier head" (see :func:`target_plan`).
 
 :func:`one_shot`, :func:`gradual`, :func:`iterative` and :func:`rewind` also take a Keras 3
 model (built with ``import keras``) and return a stripped Keras 3 model, pruned by kprune's
-Keras 3 engine (without ``checkpoint_dir``, with an unseeded :class:`Trainer`, and for
-:func:`rewind` without late rewinding to an epoch number).
+Keras 3 engine, with the same options (``checkpoint_dir``, a seeded :class:`Trainer`,
+:func:`rewind` to an epoch number) on the TensorFlow and JAX backends.
 
 Example:
     >>> from kprune import workflows
@@ -47,7 +47,7 @@ from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
-from kprune.methods.checkpoints import Checkpoints, FitCheckpoints
+from kprune.methods.checkpoints import Checkpoints, fit_checkpoints
 from kprune.methods.trainer import Trainer, accuracy
 
 __all__ = [
@@ -471,8 +471,8 @@ def _fit(trainer, model, epochs, callbacks, *, store, key, records):
     if epoch >= epochs:  # killed after the last epoch
         model.set_weights(last.arrays("model"))
         return
-    saver = FitCheckpoints(store, key, resume_from=last,
-                           state=lambda: {"records": _jsonable(records)})
+    saver = fit_checkpoints(model, store, key, resume_from=last,
+                            state=lambda: {"records": _jsonable(records)})
     trainer.fit(model, epochs, list(callbacks) + [saver], initial_epoch=epoch,
                 initial_step=step)
 
@@ -496,12 +496,6 @@ def _masks_from(checkpoint):
 def _store(checkpoint_dir, checkpoint_steps, name, plan, *, model, **lengths):
     """The workflow's :class:`Checkpoints` in ``checkpoint_dir`` (None: no checkpoints),
     agreed on by the workers of ``model``'s strategy (see :meth:`Checkpoints.agree`)."""
-    if checkpoint_dir is not None and is_keras3(model):
-        raise ValueError(
-            "Argument `checkpoint_dir` is not supported for a Keras 3 model yet (workflow "
-            "checkpoints are tf_keras only); run without it. "
-            f"Received: checkpoint_dir={str(checkpoint_dir)!r}"
-        )
     if checkpoint_dir is None:
         if checkpoint_steps is not None:
             raise ValueError(
@@ -739,11 +733,6 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
         >>> result = rewind(fresh_model, 0.9, trainer=trainer, epochs=3, to=1)
     """
     layers.model_layers(model)  # checks the model, on either engine
-    if is_keras3(model) and isinstance(to, int) and not isinstance(to, bool):
-        raise ValueError(
-            "Argument `to` as an epoch number (late rewinding) is tf_keras only; rewind a "
-            f"Keras 3 model to 'init' or to a list of weights. Received: to={to!r}"
-        )
     check_int(epochs, "epochs")
     retrain_epochs = epochs if retrain_epochs is None else retrain_epochs
     check_int(retrain_epochs, "retrain_epochs")
@@ -762,12 +751,12 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
                    to=to if isinstance(to, str) else "weights")
     records = _start(model, trainer)
     snapshots = {}
-    extra = [_Snapshot(to, snapshots)] if late else []
+    extra = [_snapshot(model, to, snapshots)] if late else []
     _, masks = _prune_fit(model, plan, trainer, epochs=epochs, stage="prune", round=0,
                           records=records, epoch_offset=0, extra_callbacks=extra, store=store)
     rewound = copy_model(model)
     if isinstance(to, int) and to > 0:
-        for path, layer in _compat.iter_layers(rewound):
+        for path, layer in layers.model_layers(rewound):
             if path in snapshots:
                 layer.set_weights(snapshots[path])
     else:
@@ -796,8 +785,10 @@ def rewind(model, plan_or_target, *, trainer, epochs, to="init", retrain_epochs=
 WORKFLOWS = {"one_shot": one_shot, "gradual": gradual, "iterative": iterative, "rewind": rewind}
 
 
-class _Snapshot(_compat.keras.callbacks.Callback):
-    """Saves every layer's own weights (inside wrappers) at the end of epoch ``epoch``."""
+class _SnapshotEpoch:
+    """Saves every layer's own weights (inside wrappers) at the end of epoch ``epoch``
+    (either engine: Keras syncs a JAX trainer's state into the variables before
+    ``on_epoch_end``)."""
 
     def __init__(self, epoch, out):
         super().__init__()
@@ -806,9 +797,25 @@ class _Snapshot(_compat.keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 != self._epoch:
             return
-        for path, layer in _compat.iter_layers(self.model):
-            inner = layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
-            self._out[path] = [np.array(w) for w in inner.get_weights()]
+        for path, layer in layers.model_layers(self.model):
+            self._out[path] = [np.array(w) for w in layers.unwrap(layer).get_weights()]
+
+
+class _Snapshot(_SnapshotEpoch, _compat.keras.callbacks.Callback):
+    """:class:`_SnapshotEpoch` as a tf_keras callback."""
+
+
+@functools.cache
+def _keras3_snapshot():
+    from kprune._keras3 import keras
+
+    return type("_Snapshot", (_SnapshotEpoch, keras.callbacks.Callback),
+                {"__doc__": ":class:`_SnapshotEpoch` as a Keras 3 callback."})
+
+
+def _snapshot(model, epoch, out):
+    """A :class:`_SnapshotEpoch` callback of ``model``'s Keras."""
+    return (_keras3_snapshot() if is_keras3(model) else _Snapshot)(epoch, out)
 
 
 def _checkpoint(model, to, epochs):

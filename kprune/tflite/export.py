@@ -521,6 +521,14 @@ def pqat_int8(model, x, y, *, epochs=1, batch_size=128, learning_rate=1e-4,
     from kprune.engines.wrap import copy_model
     from kprune.methods.trainer import compile_classifier
 
+    if is_keras3(model):
+        raise TypeError(
+            "pqat_int8 needs tfmot's quantization-aware training, which supports tf_keras "
+            "models only (tfmot has no Keras 3 support and Keras 3 has no pruning-preserving "
+            "QAT). For a Keras 3 model use post-training int8, which keeps the zeros: "
+            "to_tflite(final, path, quantize='int8', representative_data=x, sparse=True). "
+            f"Received: a Keras 3 model {model.name!r}"
+        )
     _check_stripped(model)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -25,8 +25,9 @@ __all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", 
 class UpdatePruningStep(keras.callbacks.Callback):
     """Counts training steps and recomputes the masks of the layers whose schedule fires.
 
-    The step is read from the model at the start of a fit (so a reloaded model resumes)
-    and written back to it at firing steps and at each epoch end. Needs
+    The step is read from the model before the first batch of a fit (so a reloaded
+    model, or one a later callback restores at the start of the fit, resumes) and
+    written back to it at firing steps and at each epoch end. Needs
     ``steps_per_execution=1`` (one callback call per batch).
     """
 
@@ -49,12 +50,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 "`compile(..., steps_per_execution=1)`. "
                 f"Received: steps_per_execution={per_execution}"
             )
-        _keras3.sync_state(self.model)
-        self.step = int(np.asarray(self.wrappers[0].pruning_step.numpy()))
+        self.step = None  # read at the first batch, once every callback has begun
         for wrapper in self.wrappers:
             wrapper.armed = True
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self.step is None:
+            _keras3.sync_state(self.model)
+            self.step = _value(self.wrappers[0].pruning_step)
         self.step += 1
         firing = [wrapper for wrapper in self.wrappers if wrapper.fires_at(self.step)]
         if firing:
@@ -64,8 +67,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._write_step()
 
     def on_epoch_end(self, epoch, logs=None):
-        _keras3.sync_state(self.model)
-        self._write_step()
+        if self.step is not None:
+            _keras3.sync_state(self.model)
+            self._write_step()
 
     def on_train_end(self, logs=None):
         for wrapper in self.wrappers:
