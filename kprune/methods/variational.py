@@ -483,7 +483,9 @@ def _fold(producer, passing, consumer):
     if constant and getattr(producer.activation, "__name__", "") != "softmax":
         values = producer.activation(tf.constant(bias[None, :])).numpy()[0]
         probe = np.zeros((len(constant),) + shape[1:], np.float32)
-        probe[np.arange(len(constant)), ..., constant] = values[constant]
+        # (advanced indices around the ellipsis come first: one value per probe)
+        probe[np.arange(len(constant)), ..., constant] = values[constant].reshape(
+            (-1,) + (1,) * (len(shape) - 2))
         effect = _linear(consumer, _through(passing, tf.constant(probe)))
         effect = effect.numpy().reshape(len(constant), -1, effect.shape[-1])
         uniform = np.all(np.abs(effect - effect[:, :1]) <= 1e-5 * (1 + np.abs(effect[:, :1])),
