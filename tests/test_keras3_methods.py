@@ -165,6 +165,7 @@ def _check_methods_run(out, backend):
                                      "head": ["skip", 0.0]}
 
 
+@pytest.mark.slow  # nine short fits
 def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_keras3(tmp_path):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("runs in-process on the TensorFlow backend")
