@@ -94,6 +94,9 @@ def build_parser():
                         help="run only this row (repeatable); the JSON keeps the others")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "records",
                         help="folder for the run folders (default: runs/records)")
+    parser.add_argument("--repeat-seeds", type=int, nargs="+", default=(), metavar="SEED",
+                        help="also run the recipe rows with these seeds (a row is met only "
+                             "if every seed's run is)")
     return parser
 
 
@@ -108,15 +111,16 @@ def main(argv=None):
         readme = HEADLINE_README  # the headline table goes into the top-level README
     previous = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
     rows = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick,
-               only=args.only, previous=previous.get("rows", {}))
+               only=args.only, previous=previous.get("rows", {}),
+               repeat_seeds=args.repeat_seeds)
     results = {"benchmark": "records", "updated": _now(), "rows": rows, "targets": TARGETS,
                "published": PUBLISHED}
     return publish(results, out, readme, summary=markdown_summary(results), markers=MARKERS)
 
 
-def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None):
+def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None, repeat_seeds=()):
     """Run the ``only`` rows (all by default) and return every row, the others from
-    ``previous`` (a results JSON's ``rows``)."""
+    ``previous`` (a results JSON's ``rows``); recipe rows also with ``repeat_seeds``."""
     rows = {name: row for name, row in (previous or {}).items() if name in ROWS}
     cfg = QUICK if quick else FULL
     work = Path(work)
@@ -124,7 +128,7 @@ def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None):
         log(f"row {name}")
         started = time.perf_counter()
         if name in RECIPES:
-            row = recipe_row(name, work, data_dir=data_dir, cfg=cfg)
+            row = recipe_row(name, work, data_dir=data_dir, cfg=cfg, repeat_seeds=repeat_seeds)
         else:
             row = overhead_row(data_dir=data_dir, seed=seed, quick=quick, cfg=cfg)
         row.update({"mode": "quick" if quick else "full", "created": _now(),
@@ -146,19 +150,21 @@ def _skipped(reason):
     return {"status": "skipped", "reason": reason, "met": None}
 
 
-def load_recipe(name, data_dir, *, subset=None):
+def load_recipe(name, data_dir, *, subset=None, seed=None):
     """The row's recipe from ``examples/`` (None if the file is missing), its data the
-    ``data_dir`` files; with ``subset`` a quick version: those images, one epoch per stage,
-    two latency repeats, at most 32 int8 calibration images."""
+    ``data_dir`` files, with ``seed`` if given; with ``subset`` a quick version: those
+    images, one epoch per stage, two latency repeats, at most 32 int8 calibration images."""
     from kprune.experiments.recipe import Recipe
 
     path = EXAMPLES / RECIPES[name]
     if not path.is_file():
         return None
     recipe = Recipe.load(path, overrides={"data.source": ("--data", str(data_dir))})
-    if subset is None:
-        return recipe
     spec = recipe.to_dict()
+    if seed is not None:
+        spec["seed"] = seed
+    if subset is None:
+        return Recipe.from_dict(spec, base_dir=recipe.base_dir)
     spec["subset"] = dict(subset)
     spec["baseline"]["epochs"] = min(spec["baseline"]["epochs"], 1)
     spec["workflow"]["epochs"] = 1
@@ -168,8 +174,12 @@ def load_recipe(name, data_dir, *, subset=None):
     return Recipe.from_dict(spec, base_dir=recipe.base_dir)
 
 
-def recipe_row(name, work, *, data_dir, cfg):
-    """Run one record recipe through ``run_recipe``; its figures read from the run folder."""
+def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
+    """Run one record recipe through ``run_recipe``; its figures read from the run folder.
+
+    With ``repeat_seeds`` the recipe runs again with each (into ``NAME-seedS``): their
+    figures go under ``repeats`` and the row is met only if every run is.
+    """
     from kprune.experiments.recipe import RecipeError
     from kprune.experiments.runner import run_recipe
 
@@ -190,6 +200,25 @@ def recipe_row(name, work, *, data_dir, cfg):
     if name == "speed":
         row.update(speed_figures(work / name, cfg=cfg))
     row["met"] = _met(name, row, seconds)
+    repeats = []
+    for seed in repeat_seeds:
+        if seed == recipe.seed:
+            continue
+        log(f"row {name}, seed {seed}")
+        folder = work / f"{name}-seed{seed}"
+        started = time.perf_counter()
+        run_recipe(load_recipe(name, data_dir, subset=cfg["subset"], seed=seed), folder,
+                   force=True, log=log)
+        again = {"seed": seed, "run_dir": str(folder),
+                 "recipe_seconds": round(time.perf_counter() - started, 1),
+                 **run_figures(folder)}
+        if name == "speed":
+            again.update(speed_figures(folder, cfg=cfg))
+        again["met"] = _met(name, again, again["recipe_seconds"])
+        repeats.append(again)
+    if repeats:
+        row["repeats"] = repeats
+        row["met"] = bool(row["met"] and all(again["met"] for again in repeats))
     return row
 
 
@@ -287,6 +316,11 @@ def _cell(row, name):
         return "not run yet"
     if row["status"] != "measured":
         return f"not run: {row['reason']}"
+    return _main_cell(row, name) + "".join(
+        f"; seed {again['seed']}: " + _main_cell(again, name) for again in row.get("repeats", ()))
+
+
+def _main_cell(row, name):
     if name == "speed":
         low, high = row["x_faster_range"]
         ms = row["latency"]["files"]
@@ -342,7 +376,8 @@ def markdown_summary(results):
         row = rows.get(name)
         if row is None or row["status"] != "measured":
             continue
-        how = (f"`{row['command']}` (seed {row['seed']}, {row['test_samples']:,} test images)"
+        seeds = ", ".join(str(run["seed"]) for run in [row, *row.get("repeats", ())])
+        how = (f"`{row['command']}` (seed {seeds}, {row['test_samples']:,} test images)"
                + (f", then LiteRT at batch 1, one thread, {row['latency']['rounds']} "
                   f"interleaved rounds of {row['latency']['repeats']} runs"
                   if name == "speed" else "")

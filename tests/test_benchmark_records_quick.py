@@ -134,3 +134,12 @@ def test_a_recipe_that_does_not_load_is_skipped_with_its_error(tmp_path, monkeyp
     assert row["status"] == "skipped" and row["met"] is None
     assert "lenet_5_record.yaml does not load" in row["reason"]
     assert "Unknown key `workflow.bogus`" in row["reason"]
+
+
+def test_a_recipe_row_loads_with_another_seed_for_repeats(mnist_dir):
+    recipe = records.load_recipe("seed-cnn", mnist_dir, seed=5)
+    assert recipe.seed == 5 and recipe.structural.fraction == 0.5
+    assert recipe.data.source == str(mnist_dir)
+    quick = records.load_recipe("seed-cnn", mnist_dir, subset={"train": 100, "test": 50}, seed=5)
+    assert quick.seed == 5 and quick.workflow.epochs == 1 and quick.subset.train == 100
+    assert records.build_parser().parse_args(["--repeat-seeds", "1", "2"]).repeat_seeds == [1, 2]
