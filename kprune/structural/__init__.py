@@ -1,5 +1,8 @@
 """Structural pruning: physically remove neurons and filters, giving a smaller dense model.
 
+Every function takes a tf_keras or a Keras 3 (``import keras``, any of the TensorFlow and
+JAX backends) Sequential or functional model and returns a model of the same Keras.
+
 Example:
     >>> from kprune import structural
     >>> keep = structural.select_units(model, {"conv2": 0.5, "fc1": 0.5})
