@@ -383,7 +383,9 @@ def markdown_summary(results):
                   if name == "speed" else "")
                if name in RECIPES else
                "`python -m benchmarks.pruning_overhead`'s measurement, "
-               f"{row['pruning_overhead']['settings']['rounds']} interleaved rounds")
+               f"{row['pruning_overhead']['settings']['rounds']} interleaved rounds, load "
+               f"average {row['pruning_overhead']['load_average']['before'][0]:.2f} before and "
+               f"{row['pruning_overhead']['load_average']['after'][0]:.2f} after")
         lines.append(f"- {TITLES[name]}: {how}; {row['mode']} mode, {row['created']}, "
                      f"{row['seconds'] / 60:.1f} min, {row['machine']['cpus_usable']} CPUs "
                      "shared with other jobs.")
