@@ -5,10 +5,9 @@ pruned model, the variational stage's zeros counted on the saved weights (kernel
 biases), folded units, and the files of the run folder.
 """
 
+import json
 from dataclasses import replace
 from pathlib import Path
-
-import json
 
 import numpy as np
 import pytest

@@ -153,7 +153,6 @@ def test_sparsity_grows_during_training_and_the_input_is_untouched(mnist_small, 
     dense = models.compile_classifier(models.build("lenet-300-100"))
     dense.fit(x[:3000], y[:3000], epochs=1, batch_size=100, verbose=0)
     before = [w.copy() for w in dense.get_weights()]
-    dense_accuracy = (dense.predict(x_test, verbose=0).argmax(1) == y_test).mean()
     trainer = Trainer(x[:3000], y[:3000], validation_data=(x[3000:], y[3000:]),
                       batch_size=100, seed=0)
 
