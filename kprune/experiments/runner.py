@@ -238,7 +238,10 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     log(f"{stage('workflow')} {recipe.workflow.name}")
     steps_per_epoch = math.ceil(len(x_train) / training.batch_size)
     resolved = plan.resolve(start, steps_per_epoch=steps_per_epoch, epochs=recipe.workflow.epochs)
-    log(str(resolved))
+    log(str(resolved) if recipe.workflow.name != "variational" else
+        "variational: each layer's sparsity is learned (the KL term), not the plan's "
+        "method or target; the plan only picks the layers (plan: default = every Dense "
+        "and Conv2D)")
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
     final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
                                    checkpoint_dir=out / CHECKPOINTS)
