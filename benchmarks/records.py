@@ -377,7 +377,8 @@ def markdown_summary(results):
         if row is None or row["status"] != "measured":
             continue
         seeds = ", ".join(str(run["seed"]) for run in [row, *row.get("repeats", ())])
-        how = (f"`{row['command']}` (seed {seeds}, {row['test_samples']:,} test images)"
+        how = (f"`{row['command']}` (seed{'s' if row.get('repeats') else ''} {seeds}, "
+               f"{row['test_samples']:,} test images)"
                + (f", then LiteRT at batch 1, one thread, {row['latency']['rounds']} "
                   f"interleaved rounds of {row['latency']['repeats']} runs"
                   if name == "speed" else "")
