@@ -63,7 +63,7 @@ def check_model(model, *, argument="model"):
             "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
             "kprune.sparsity_report, kprune.save_model/load_model, kprune.PruningStepper, "
             "kprune.allocation.global_plan, kprune.sensitivity.scan, "
-            "kprune.workflows.one_shot/gradual/iterative/rewind and "
+            "kprune.workflows.one_shot/gradual/iterative/rewind, kprune.structural and "
             "kprune.export.to_tflite (TensorFlow or JAX backend); for the rest, build the "
             "model with `import tf_keras as keras` instead of `import keras`. "
             f"Received: {argument}={model!r}"
