@@ -140,3 +140,36 @@ def test_trained_as_long_must_be_a_bool(tmp_path):
     with pytest.raises(RecipeError, match=r"Key `baseline.trained_as_long` must be a bool. "
                                           r"Received: baseline.trained_as_long='yes'"):
         recipe(tmp_path, baseline={"epochs": 1, "trained_as_long": "yes"})
+
+
+@pytest.mark.slow
+def test_learning_rate_decay_restarts_with_every_fit(tmp_path, monkeypatch):
+    from kprune import _compat
+
+    rates = []  # per fit, the rate each epoch trained at
+    real_fit = trainer_module.Trainer.fit
+
+    class Record(_compat.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rates[-1].append(round(float(self.model.optimizer.learning_rate), 6))
+
+    def recording_fit(self, model, epochs, callbacks=(), **kwargs):
+        rates.append([])
+        return real_fit(self, model, epochs, [*callbacks, Record()], **kwargs)
+
+    monkeypatch.setattr(trainer_module.Trainer, "fit", recording_fit)
+    spec = recipe(tmp_path, baseline={"epochs": 2, "batch_size": 50, "learning_rate": 0.01,
+                                      "learning_rate_decay": 0.5, "trained_as_long": True},
+                  workflow={"name": "one-shot", "epochs": 3})
+    run_recipe(spec, tmp_path / "run", log=lambda *_: None)
+    # baseline 2 epochs, one-shot fine-tune 3, dense control 3: each from 0.01, halving
+    assert rates == [[0.01, 0.005], [0.01, 0.005, 0.0025], [0.01, 0.005, 0.0025]]
+
+
+@pytest.mark.parametrize("decay", [0, 1.5, -0.9])
+def test_learning_rate_decay_must_be_a_factor_in_0_1(tmp_path, decay):
+    from kprune.experiments.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match=r"Key `baseline.learning_rate_decay` must be in "
+                                          r"\(0, 1\] \(the factor per epoch"):
+        recipe(tmp_path, baseline={"epochs": 1, "learning_rate_decay": decay})

@@ -14,6 +14,7 @@ Example recipe (every key optional except ``model``)::
     structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional; when: after
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
+    # baseline: {..., learning_rate_decay: 0.95}: each fit's rate falls 5 % an epoch
     # baseline: {..., trained_as_long: true}: compare with a dense model trained as long
     plan: default              # default, a plan file, or {rules: [...]}
     workflow: {name: gradual, epochs: 1}
@@ -77,12 +78,18 @@ class Training:
     control is the run's ``baseline.keras`` and ``dense-float.tflite`` (the baseline
     before those epochs is kept as ``baseline-start.keras``). Default false: the report
     compares with the baseline as trained (``epochs``).
+
+    ``learning_rate_decay``: every fit of the run (baseline, structural fine-tune,
+    workflow, dense control) starts at ``learning_rate`` and multiplies it by this each
+    epoch, ``learning_rate * decay ** epoch`` (1: constant; 0.95 over 40 epochs ends near
+    an eighth).
     """
 
     epochs: int = 1
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 0.001
+    learning_rate_decay: float = 1.0
     trained_as_long: bool = False
 
 
@@ -256,6 +263,9 @@ class Recipe:
             _choice(self.distribute.strategy, STRATEGIES, "distribute.strategy", lines)
         if self.baseline.learning_rate <= 0:
             _fail("baseline.learning_rate", "must be positive", self.baseline.learning_rate, lines)
+        if not 0 < self.baseline.learning_rate_decay <= 1:
+            _fail("baseline.learning_rate_decay", "must be in (0, 1] (the factor per epoch; "
+                  "1: a constant rate)", self.baseline.learning_rate_decay, lines)
         if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
             _fail("workflow.accuracy_floor", "must be a fraction in (0, 1)",
                   self.workflow.accuracy_floor, lines)

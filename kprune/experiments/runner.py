@@ -215,6 +215,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         validation_data=(x_val, y_val),
         batch_size=training.batch_size,
         compile=lambda m: _compile(m, training),
+        callbacks=_decay(model, training),
         verbose=_fit_verbosity(),
         seed=recipe.seed,
     )
@@ -342,6 +343,16 @@ def _epochs_after_baseline(cut, history):
     the workflow's epochs (the last epoch of its history)."""
     tuned = cut.fine_tune_epochs if cut.fraction is not None else 0
     return tuned + max((record.get("epoch", 0) for record in history), default=0)
+
+
+def _decay(model, training):
+    """The callbacks that decay each fit's learning rate (none for a constant rate)."""
+    from kprune.core.layers import engine
+
+    rate, decay = training.learning_rate, training.learning_rate_decay
+    if decay == 1:
+        return []
+    return [engine(model).keras.callbacks.LearningRateScheduler(lambda e: rate * decay**e)]
 
 
 def _train_as_long(model, epochs, trainer, checkpoints, log):
