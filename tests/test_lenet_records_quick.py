@@ -80,6 +80,9 @@ def test_record_recipe_quick(name, mnist_dir, tmp_path):
     ({"name": "variational", "kl_ramp_epochs": -1}, "`workflow.kl_ramp_epochs` must be an "
                                                     "integer >= 0"),
     ({"name": "variational", "finetune_epochs": -2}, "`workflow.finetune_epochs` must be"),
+    ({"name": "gradual", "distill": 0.5}, "`workflow.distill` is used only by"),
+    ({"name": "variational", "distill": 1}, r"`workflow.distill` must be a fraction in \[0, "
+                                            r"1\) \(the dense model's share"),
 ])
 def test_variational_recipe_keys_are_validated(workflow, message):
     from kprune.experiments.recipe import RecipeError

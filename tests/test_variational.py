@@ -121,6 +121,13 @@ def test_bad_inputs_are_refused_with_the_reason():
         variational.sparsify(model, data, epochs=1, layers=["fc9"])
     with pytest.raises(TypeError, match="kprune Trainer or a pair"):
         variational.sparsify(model, data[0], epochs=1)
+    for share in (1, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match=r"`distill` must be a fraction in \[0, 1\) "
+                                             r"\(the dense model's share of the targets\)"):
+            variational.sparsify(model, data, epochs=1, distill=share)
+    own_fit = Trainer(fit=lambda model, epochs, callbacks: None, steps_per_epoch=1)
+    with pytest.raises(ValueError, match="`distill` needs a trainer on arrays"):
+        variational.sparsify(model, own_fit, epochs=1, distill=0.5)
     no_layer = keras.Sequential([keras.Input((4,)), keras.layers.Activation("relu")])
     with pytest.raises(ValueError, match="has no layer for variational sparsification"):
         variational.sparsify(no_layer, (np.zeros((2, 4)), np.zeros(2)), epochs=1)
@@ -174,3 +181,25 @@ def test_sparsity_grows_during_training_and_the_input_is_untouched(mnist_small, 
     assert params == 266_610 and nonzero == result.nonzero < params / 2
     accuracy = (result.model.predict(x_test, verbose=0).argmax(1) == y_test).mean()
     assert accuracy > 0.7   # the KL term weighs 3,000 images heavily: far above chance (0.1)
+
+
+def test_distill_trains_towards_the_dense_models_predictions(seeded):
+    """Labels that always contradict a confident dense model: without distillation the
+    sparse copy learns them and leaves the dense model's answers; with ``distill=0.9`` it
+    keeps them."""
+    teacher = small_model()
+    x = np.random.default_rng(0).random((512, 12, 12, 1), dtype=np.float32)
+    teacher.predict(x[:1], verbose=0)
+    head = teacher.get_layer("head")
+    head.kernel.assign(head.kernel * 50)  # confident: its softmax is near one-hot
+    answers = teacher.predict(x, verbose=0).argmax(1)
+    wrong = (answers + 1) % 3
+    trainer = Trainer(x, wrong, batch_size=32, seed=0,
+                      compile=dict(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"],
+                                   loss=keras.losses.SparseCategoricalCrossentropy(True)))
+
+    def agreement(distill):
+        model = variational.sparsify(teacher, trainer, epochs=4, distill=distill).model
+        return float((model.predict(x, verbose=0).argmax(1) == answers).mean())
+
+    assert agreement(0.0) < 0.2 and agreement(0.9) > 0.8

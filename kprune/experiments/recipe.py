@@ -126,8 +126,9 @@ class Workflow:
     round (iterative), the retraining (rewind) or the variational training
     (variational: sparse variational dropout, :mod:`kprune.methods.variational`, on the
     plan's layers, or on every Dense and Conv2D with ``plan: default``; its own keys are
-    ``threshold``, ``kl_weight``, ``kl_ramp_epochs`` and ``finetune_epochs``, the fine-tune
-    with the zeros held that follows).
+    ``threshold``, ``kl_weight``, ``kl_ramp_epochs``, ``finetune_epochs``, the fine-tune
+    with the zeros held that follows, and ``distill``, the dense model's share of the
+    targets in both).
     """
 
     name: str = "gradual"
@@ -139,6 +140,7 @@ class Workflow:
     kl_weight: float = 1.0
     kl_ramp_epochs: int = 0
     finetune_epochs: int = 0
+    distill: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,8 @@ class Recipe:
     def _check_variational(self, lines):
         spec, default = self.workflow, Workflow()
         if spec.name != "variational":
-            for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs"):
+            for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs",
+                        "distill"):
                 if getattr(spec, key) != getattr(default, key):
                     _fail(f"workflow.{key}", "is used only by workflow.name: variational",
                           getattr(spec, key), lines)
@@ -301,6 +304,9 @@ class Recipe:
                   "bound; more: sparser)", spec.kl_weight, lines)
         _positive(spec.kl_ramp_epochs, "workflow.kl_ramp_epochs", lines, minimum=0)
         _positive(spec.finetune_epochs, "workflow.finetune_epochs", lines, minimum=0)
+        if not 0 <= spec.distill < 1:
+            _fail("workflow.distill", "must be a fraction in [0, 1) (the dense model's share "
+                  "of the targets; 0: the labels alone)", spec.distill, lines)
 
     def _check_data(self, lines):
         from kprune.experiments.sources import NAMED_SOURCES, check_scale

@@ -410,7 +410,7 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
             model, trainer, epochs=spec.epochs, threshold=spec.threshold,
             layers=None if recipe.plan == "default" else plan,
             kl_weight=spec.kl_weight, kl_ramp_epochs=spec.kl_ramp_epochs,
-            finetune_epochs=spec.finetune_epochs)
+            finetune_epochs=spec.finetune_epochs, distill=spec.distill)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)

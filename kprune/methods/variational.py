@@ -31,7 +31,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import is_keras3
 from kprune.core.table import table
-from kprune.methods.trainer import Trainer
+from kprune.methods.trainer import Trainer, ends_in_softmax
 
 __all__ = ["sparsify", "VariationalResult", "VariationalDense", "VariationalConv2D",
            "neg_kl", "fold_constant_units", "nonzero_params", "LOG_ALPHA_CLIP"]
@@ -187,7 +187,7 @@ class VariationalResult:
 
 
 def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epochs=0,
-             kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0):
+             kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0, distill=0.0):
     """Train ``model`` by sparse variational dropout; return the zeroed plain model.
 
     Args:
@@ -214,6 +214,9 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
         finetune_epochs: then train the zeroed plain model this many epochs with its
             zeros held (:class:`kprune.methods.workflows.FixedMask` on the sparsified
             kernels; folded biases stay zero, as nothing reads their units).
+        distill: a fraction in [0, 1): both stages train towards ``(1 - distill) *
+            labels + distill * model's predictions``, distilling the dense ``model``
+            given (temperature 1) into its sparse copy; needs a trainer on arrays.
 
     Returns:
         :class:`VariationalResult`.
@@ -247,6 +250,12 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
     if not isinstance(trainer, Trainer):
         raise TypeError("Argument `trainer` must be a kprune Trainer or a pair (x_train, "
                         f"y_train). Received: trainer={trainer!r}")
+    if isinstance(distill, bool) or not isinstance(distill, (int, float)) or not (
+            0 <= distill < 1):
+        raise ValueError("Argument `distill` must be a fraction in [0, 1) (the dense "
+                         f"model's share of the targets). Received: distill={distill!r}")
+    if distill:
+        trainer = _distilling(trainer, model, distill)
     names = _selected(model, layers)
     examples = len(trainer.x) if trainer.x is not None else (
         trainer.steps_per_epoch * trainer.batch_size)
@@ -292,6 +301,33 @@ def nonzero_params(model):
     """
     arrays = model.get_weights()
     return (int(sum(a.size for a in arrays)), int(sum(np.count_nonzero(a) for a in arrays)))
+
+
+def _distilling(trainer, teacher, share):
+    """``trainer`` with targets ``(1 - share) * one-hot labels + share * teacher's
+    probabilities``, compiled with its optimizer and a categorical cross-entropy."""
+    if trainer.x is None:
+        raise ValueError("Argument `distill` needs a trainer on arrays (x, y): its labels "
+                         "are mixed with the dense model's predictions. Received: a "
+                         "Trainer with its own `fit`")
+    outputs = teacher.predict(trainer.x, batch_size=1024, verbose=0)
+    probabilities = outputs if ends_in_softmax(teacher) else tf.nn.softmax(outputs).numpy()
+
+    labels = np.asarray(trainer.y)
+    if labels.ndim == 1 or labels.shape[-1] == 1:
+        labels = np.eye(probabilities.shape[-1])[labels.reshape(-1).astype(int)]
+
+    def compile(model):
+        trainer.compile(model)  # the caller's optimizer and rate
+        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
+                      loss=keras.losses.CategoricalCrossentropy(
+                          from_logits=not ends_in_softmax(model)))
+
+    targets = ((1 - share) * labels + share * probabilities).astype("float32")
+    return Trainer(trainer.x, targets, validation_data=trainer.validation_data,
+                   batch_size=trainer.batch_size, compile=compile,
+                   callbacks=trainer.extra_callbacks, verbose=trainer.verbose,
+                   seed=trainer.seed)
 
 
 class _KLRamp(keras.callbacks.Callback):
