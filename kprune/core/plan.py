@@ -306,7 +306,7 @@ class ResolvedPlan:
                 r.name,
                 r.type,
                 f"{r.params:,}",
-                r.weights_label,
+                r.weights_label if r.pruned else "",
                 r.method_label,
                 "" if r.target is None else f"{r.target:.2f}",
                 "" if r.schedule is None else r.schedule.describe(),
