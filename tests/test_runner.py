@@ -1,6 +1,7 @@
 """run_recipe: the workflow trains and validates on training images only; test is for the report."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -165,11 +166,17 @@ def test_learning_rate_decay_restarts_with_every_fit(tmp_path, monkeypatch):
     # baseline 2 epochs, one-shot fine-tune 3, dense control 3: each from 0.01, halving
     assert rates == [[0.01, 0.005], [0.01, 0.005, 0.0025], [0.01, 0.005, 0.0025]]
 
+    rates.clear()
+    spec = replace(spec, baseline=replace(spec.baseline, learning_rate_decay="cosine"))
+    run_recipe(spec, tmp_path / "cosine", log=lambda *_: None)
+    assert rates == [[0.01, 0.005], [0.01, 0.0075, 0.0025], [0.01, 0.0075, 0.0025]]
 
-@pytest.mark.parametrize("decay", [0, 1.5, -0.9])
-def test_learning_rate_decay_must_be_a_factor_in_0_1(tmp_path, decay):
+
+@pytest.mark.parametrize("decay", [0, 1.5, -0.9, "linear", True])
+def test_learning_rate_decay_must_be_a_factor_in_0_1_or_cosine(tmp_path, decay):
     from kprune.experiments.recipe import RecipeError
 
-    with pytest.raises(RecipeError, match=r"Key `baseline.learning_rate_decay` must be in "
-                                          r"\(0, 1\] \(the factor per epoch"):
+    with pytest.raises(RecipeError, match=r"Key `baseline.learning_rate_decay` must be a "
+                                          r"factor per epoch in \(0, 1\] \(1: a constant "
+                                          r"rate\) or 'cosine'"):
         recipe(tmp_path, baseline={"epochs": 1, "learning_rate_decay": decay})

@@ -15,6 +15,7 @@ Example recipe (every key optional except ``model``)::
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
     # baseline: {..., learning_rate_decay: 0.95}: each fit's rate falls 5 % an epoch
+    # (or cosine: each fit anneals it towards 0)
     # baseline: {..., trained_as_long: true}: compare with a dense model trained as long
     plan: default              # default, a plan file, or {rules: [...]}
     workflow: {name: gradual, epochs: 1}
@@ -79,17 +80,17 @@ class Training:
     before those epochs is kept as ``baseline-start.keras``). Default false: the report
     compares with the baseline as trained (``epochs``).
 
-    ``learning_rate_decay``: every fit of the run (baseline, structural fine-tune,
-    workflow, dense control) starts at ``learning_rate`` and multiplies it by this each
-    epoch, ``learning_rate * decay ** epoch`` (1: constant; 0.95 over 40 epochs ends near
-    an eighth).
+    ``learning_rate_decay``: how the rate falls within each fit of the run (baseline,
+    structural fine-tune, workflow, dense control): 1 keeps it constant; a factor in
+    (0, 1) multiplies it by that every epoch (``learning_rate * decay ** epoch``);
+    ``cosine`` anneals it from ``learning_rate`` towards 0 over the fit's epochs.
     """
 
     epochs: int = 1
     batch_size: int = 64
     optimizer: str = "adam"
     learning_rate: float = 0.001
-    learning_rate_decay: float = 1.0
+    learning_rate_decay: object = 1.0
     trained_as_long: bool = False
 
 
@@ -265,9 +266,11 @@ class Recipe:
             _choice(self.distribute.strategy, STRATEGIES, "distribute.strategy", lines)
         if self.baseline.learning_rate <= 0:
             _fail("baseline.learning_rate", "must be positive", self.baseline.learning_rate, lines)
-        if not 0 < self.baseline.learning_rate_decay <= 1:
-            _fail("baseline.learning_rate_decay", "must be in (0, 1] (the factor per epoch; "
-                  "1: a constant rate)", self.baseline.learning_rate_decay, lines)
+        decay = self.baseline.learning_rate_decay
+        if decay != "cosine" and (isinstance(decay, bool) or not isinstance(decay, (int, float))
+                                  or not 0 < decay <= 1):
+            _fail("baseline.learning_rate_decay", "must be a factor per epoch in (0, 1] (1: a "
+                  "constant rate) or 'cosine'", decay, lines)
         if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
             _fail("workflow.accuracy_floor", "must be a fraction in (0, 1)",
                   self.workflow.accuracy_floor, lines)

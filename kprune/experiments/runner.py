@@ -346,13 +346,24 @@ def _epochs_after_baseline(cut, history):
 
 
 def _decay(model, training):
-    """The callbacks that decay each fit's learning rate (none for a constant rate)."""
+    """The callbacks that lower the rate within each fit (none for a constant rate)."""
+    import math
+
     from kprune.core.layers import engine
 
     rate, decay = training.learning_rate, training.learning_rate_decay
     if decay == 1:
         return []
-    return [engine(model).keras.callbacks.LearningRateScheduler(lambda e: rate * decay**e)]
+
+    class Decay(engine(model).keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if decay == "cosine":
+                factor = 0.5 * (1 + math.cos(math.pi * epoch / self.params["epochs"]))
+            else:
+                factor = decay**epoch
+            self.model.optimizer.learning_rate = rate * factor
+
+    return [Decay()]
 
 
 def _train_as_long(model, epochs, trainer, checkpoints, log):
