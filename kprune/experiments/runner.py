@@ -347,8 +347,6 @@ def _epochs_after_baseline(cut, history):
 
 def _decay(model, training):
     """The callbacks that lower the rate within each fit (none for a constant rate)."""
-    import math
-
     from kprune.core.layers import engine
 
     rate, decay = training.learning_rate, training.learning_rate_decay
