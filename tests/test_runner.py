@@ -171,12 +171,19 @@ def test_learning_rate_decay_restarts_with_every_fit(tmp_path, monkeypatch):
     run_recipe(spec, tmp_path / "cosine", log=lambda *_: None)
     assert rates == [[0.01, 0.005], [0.01, 0.0075, 0.0025], [0.01, 0.0075, 0.0025]]
 
+    # workflow.learning_rate_decay: the fits after the baseline (fine-tune, control) decay so
+    rates.clear()
+    spec = replace(spec, workflow=replace(spec.workflow, learning_rate_decay=0.5))
+    run_recipe(spec, tmp_path / "after", log=lambda *_: None)
+    assert rates == [[0.01, 0.005], [0.01, 0.005, 0.0025], [0.01, 0.005, 0.0025]]
 
+
+@pytest.mark.parametrize("key", ["baseline", "workflow"])
 @pytest.mark.parametrize("decay", [0, 1.5, -0.9, "linear", True])
-def test_learning_rate_decay_must_be_a_factor_in_0_1_or_cosine(tmp_path, decay):
+def test_learning_rate_decay_must_be_a_factor_in_0_1_or_cosine(tmp_path, key, decay):
     from kprune.experiments.recipe import RecipeError
 
-    with pytest.raises(RecipeError, match=r"Key `baseline.learning_rate_decay` must be a "
+    with pytest.raises(RecipeError, match=rf"Key `{key}.learning_rate_decay` must be a "
                                           r"factor per epoch in \(0, 1\] \(1: a constant "
                                           r"rate\) or 'cosine'"):
-        recipe(tmp_path, baseline={"epochs": 1, "learning_rate_decay": decay})
+        recipe(tmp_path, **{key: {"epochs": 1, "learning_rate_decay": decay}})

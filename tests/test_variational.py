@@ -125,6 +125,13 @@ def test_bad_inputs_are_refused_with_the_reason():
         with pytest.raises(ValueError, match=r"`distill` must be a fraction in \[0, 1\) "
                                              r"\(the dense model's share of the targets\)"):
             variational.sparsify(model, data, epochs=1, distill=share)
+    for temperature in (0.5, 0, True, float("inf"), "2"):
+        with pytest.raises(ValueError, match=r"`temperature` must be a number >= 1 \(1: the "
+                                             r"teacher's probabilities as they are\)"):
+            variational.sparsify(model, data, epochs=1, distill=0.5, temperature=temperature)
+    with pytest.raises(TypeError, match=r"`teacher` must be a Keras classifier \(or None: "
+                                        r"the dense `model`\). Received: teacher='model.keras'"):
+        variational.sparsify(model, data, epochs=1, distill=0.5, teacher="model.keras")
     own_fit = Trainer(fit=lambda model, epochs, callbacks: None, steps_per_epoch=1)
     with pytest.raises(ValueError, match="`distill` needs a trainer on arrays"):
         variational.sparsify(model, own_fit, epochs=1, distill=0.5)
@@ -198,8 +205,43 @@ def test_distill_trains_towards_the_dense_models_predictions(seeded):
                       compile=dict(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"],
                                    loss=keras.losses.SparseCategoricalCrossentropy(True)))
 
-    def agreement(distill):
-        model = variational.sparsify(teacher, trainer, epochs=4, distill=distill).model
+    def agreement(distill, start=teacher, **options):
+        model = variational.sparsify(start, trainer, epochs=4, distill=distill,
+                                     **options).model
         return float((model.predict(x, verbose=0).argmax(1) == answers).mean())
 
     assert agreement(0.0) < 0.2 and agreement(0.9) > 0.8
+    # from an untrained start, distilling the confident model given as `teacher`
+    assert agreement(0.9, small_model(), teacher=teacher) > 0.8
+
+
+def test_distillation_loss_is_hintons_at_any_temperature(seeded, tmp_path):
+    """The compiled loss is ``(1 - d) * CE(labels, p) + d * T**2 * CE(q_T, p_T)``, the
+    teacher's and the model's probabilities softened by ``T`` (checked in numpy), and the
+    model comes back compiled with the caller's loss, so that it saves and loads."""
+    from kprune.engines.saving import load_model, save_model
+
+    x = np.random.default_rng(1).random((64, 12, 12, 1), dtype=np.float32)
+    labels = np.random.default_rng(2).integers(0, 3, 64)
+    teacher, student = small_model(), small_model()  # logits, two different inits
+
+    def softmax(z, t=1.0):
+        e = np.exp(z / t - (z / t).max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    share, t = 0.7, 4.0
+    trainer = variational._distilling(Trainer(x, labels, batch_size=64), teacher, share, t)
+    trainer.compile(student)
+    z_t, z_s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    hard = -np.log(softmax(z_s)[np.arange(64), labels])
+    soft = -(softmax(z_t, t) * np.log(softmax(z_s, t))).sum(1)
+    expected = ((1 - share) * hard + share * t**2 * soft).mean()
+    assert float(student.evaluate(x, trainer.y, verbose=0)[0]) == pytest.approx(expected,
+                                                                                rel=1e-4)
+
+    result = variational.sparsify(student, Trainer(x, labels, batch_size=32, seed=0), epochs=1,
+                                  finetune_epochs=1, distill=share, temperature=t,
+                                  teacher=teacher)
+    path = save_model(result.model, tmp_path / "distilled.keras")
+    np.testing.assert_allclose(load_model(path).predict(x, verbose=0),
+                               result.model.predict(x, verbose=0), atol=1e-6)

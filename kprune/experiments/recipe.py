@@ -19,6 +19,7 @@ Example recipe (every key optional except ``model``)::
     # baseline: {..., trained_as_long: true}: compare with a dense model trained as long
     plan: default              # default, a plan file, or {rules: [...]}
     workflow: {name: gradual, epochs: 1}
+    # workflow: {..., learning_rate_decay: 0.95}: the fits after the baseline decay so
     export: {variants: [float, sparse, int8], calibration_samples: 200}
     distribute: {strategy: mirrored}   # optional: mirrored or multi-worker (TF_CONFIG)
     checkpoint_steps: 200      # optional: checkpoint inside epochs too (every epoch always)
@@ -81,7 +82,8 @@ class Training:
     compares with the baseline as trained (``epochs``).
 
     ``learning_rate_decay``: how the rate falls within each fit of the run (baseline,
-    structural fine-tune, workflow, dense control): 1 keeps it constant; a factor in
+    structural fine-tune, workflow, dense control; ``workflow.learning_rate_decay``, when
+    given, replaces it in every fit after the baseline): 1 keeps it constant; a factor in
     (0, 1) multiplies it by that every epoch (``learning_rate * decay ** epoch``);
     ``cosine`` anneals it from ``learning_rate`` towards 0 over the fit's epochs.
     """
@@ -129,7 +131,9 @@ class Workflow:
     plan's layers, or on every Dense and Conv2D with ``plan: default``; its own keys are
     ``threshold``, ``kl_weight``, ``kl_ramp_epochs``, ``finetune_epochs``, the fine-tune
     with the zeros held that follows, and ``distill``, the dense model's share of the
-    targets in both).
+    targets in both). ``learning_rate_decay`` (null: the baseline's) is the decay of
+    every fit after the baseline: the structural fine-tune, the workflow's and the dense
+    control's, which so trains as the baseline did, then as the pruned model did.
     """
 
     name: str = "gradual"
@@ -142,6 +146,7 @@ class Workflow:
     kl_ramp_epochs: int = 0
     finetune_epochs: int = 0
     distill: float = 0.0
+    learning_rate_decay: object = None
 
 
 @dataclass(frozen=True)
@@ -266,11 +271,14 @@ class Recipe:
             _choice(self.distribute.strategy, STRATEGIES, "distribute.strategy", lines)
         if self.baseline.learning_rate <= 0:
             _fail("baseline.learning_rate", "must be positive", self.baseline.learning_rate, lines)
-        decay = self.baseline.learning_rate_decay
-        if decay != "cosine" and (isinstance(decay, bool) or not isinstance(decay, (int, float))
-                                  or not 0 < decay <= 1):
-            _fail("baseline.learning_rate_decay", "must be a factor per epoch in (0, 1] (1: a "
-                  "constant rate) or 'cosine'", decay, lines)
+        for key, decay in (("baseline", self.baseline.learning_rate_decay),
+                           ("workflow", self.workflow.learning_rate_decay)):
+            if key == "workflow" and decay is None:  # the baseline's
+                continue
+            if decay != "cosine" and (isinstance(decay, bool) or not isinstance(
+                    decay, (int, float)) or not 0 < decay <= 1):
+                _fail(f"{key}.learning_rate_decay", "must be a factor per epoch in (0, 1] (1: "
+                      "a constant rate) or 'cosine'", decay, lines)
         if self.workflow.accuracy_floor is not None and not 0 < self.workflow.accuracy_floor < 1:
             _fail("workflow.accuracy_floor", "must be a fraction in (0, 1)",
                   self.workflow.accuracy_floor, lines)

@@ -210,15 +210,14 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     training = recipe.baseline
     _compile(model, training)
     initial_weights = [w.copy() for w in model.get_weights()]
-    trainer = Trainer(
-        x_train, y_train,
-        validation_data=(x_val, y_val),
-        batch_size=training.batch_size,
-        compile=lambda m: _compile(m, training),
-        callbacks=_decay(model, training),
-        verbose=_fit_verbosity(),
-        seed=recipe.seed,
-    )
+
+    def trainer_with(decay):
+        return Trainer(x_train, y_train, validation_data=(x_val, y_val),
+                       batch_size=training.batch_size, compile=lambda m: _compile(m, training),
+                       callbacks=_decay(model, training.learning_rate, decay),
+                       verbose=_fit_verbosity(), seed=recipe.seed)
+
+    trainer = trainer_with(training.learning_rate_decay)
     trained = checkpoints.find("baseline-done")
     if not training.epochs:
         log(f"{stage('baseline')}: the model as given (baseline.epochs: 0)")
@@ -230,6 +229,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         trainer.fit(model, training.epochs)
         checkpoints.save("baseline-done", {"model": model.get_weights()}, {"stage": "baseline"})
 
+    if recipe.workflow.learning_rate_decay is not None:  # the fits after the baseline
+        trainer = trainer_with(recipe.workflow.learning_rate_decay)
     start = model
     if cut.fraction is not None and cut.when == "before":
         start = _remove_channels(model, cut, stage("structural"), log)
@@ -345,11 +346,11 @@ def _epochs_after_baseline(cut, history):
     return tuned + max((record.get("epoch", 0) for record in history), default=0)
 
 
-def _decay(model, training):
-    """The callbacks that lower the rate within each fit (none for a constant rate)."""
+def _decay(model, rate, decay):
+    """The callbacks that lower the rate from ``rate`` within each fit by ``decay`` (a
+    factor per epoch or ``cosine``; none for a constant rate)."""
     from kprune.core.layers import engine
 
-    rate, decay = training.learning_rate, training.learning_rate_decay
     if decay == 1:
         return []
 

@@ -187,7 +187,8 @@ class VariationalResult:
 
 
 def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epochs=0,
-             kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0, distill=0.0):
+             kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0, distill=0.0,
+             temperature=1.0, teacher=None):
     """Train ``model`` by sparse variational dropout; return the zeroed plain model.
 
     Args:
@@ -214,9 +215,17 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
         finetune_epochs: then train the zeroed plain model this many epochs with its
             zeros held (:class:`kprune.methods.workflows.FixedMask` on the sparsified
             kernels; folded biases stay zero, as nothing reads their units).
-        distill: a fraction in [0, 1): both stages train towards ``(1 - distill) *
-            labels + distill * model's predictions``, distilling the dense ``model``
-            given (temperature 1) into its sparse copy; needs a trainer on arrays.
+        distill: a fraction in [0, 1): knowledge distillation (Hinton et al. 2015) from
+            ``teacher`` into the sparse copy in both stages; the loss is ``(1 - distill)
+            *`` the cross-entropy with the labels ``+ distill * temperature ** 2 *`` the
+            cross-entropy from the teacher's probabilities to the model's, both softened
+            by ``temperature`` (at 1: training towards ``(1 - distill) * labels + distill
+            * teacher's probabilities``). Needs a trainer on arrays.
+        temperature: the softening (a number >= 1); higher passes on more of how the
+            teacher ranks the wrong classes, and weighs the teacher more against the KL
+            term (a larger ``kl_weight`` gives the same sparsity).
+        teacher: the Keras classifier distilled from (None: ``model``, the dense start);
+            a dense model trained longer makes a better teacher at temperatures above 1.
 
     Returns:
         :class:`VariationalResult`.
@@ -254,8 +263,17 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
             0 <= distill < 1):
         raise ValueError("Argument `distill` must be a fraction in [0, 1) (the dense "
                          f"model's share of the targets). Received: distill={distill!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            1 <= temperature < math.inf):
+        raise ValueError("Argument `temperature` must be a number >= 1 (1: the teacher's "
+                         f"probabilities as they are). Received: temperature={temperature!r}")
+    if teacher is not None and not isinstance(teacher, keras.Model):
+        raise TypeError("Argument `teacher` must be a Keras classifier (or None: the dense "
+                        f"`model`). Received: teacher={teacher!r}")
+    given = trainer
     if distill:
-        trainer = _distilling(trainer, model, distill)
+        trainer = _distilling(trainer, model if teacher is None else teacher, distill,
+                              temperature)
     names = _selected(model, layers)
     examples = len(trainer.x) if trainer.x is not None else (
         trainer.steps_per_epoch * trainer.batch_size)
@@ -286,6 +304,8 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
         history += [{"stage": "finetune", "epoch": epochs + i + 1, **entry}
                     for i, entry in enumerate(logs)]
         fold_constant_units(plain)
+        if distill:  # compiled as the caller's trainer says, not with the distillation loss
+            given.compile(plain)                      # (which a saved model cannot keep)
     kept = {name: float(np.count_nonzero(plain.get_layer(name).kernel.numpy())
                         / np.prod(plain.get_layer(name).kernel.shape)) for name in names}
     params, nonzero = nonzero_params(plain)
@@ -303,31 +323,47 @@ def nonzero_params(model):
     return (int(sum(a.size for a in arrays)), int(sum(np.count_nonzero(a) for a in arrays)))
 
 
-def _distilling(trainer, teacher, share):
-    """``trainer`` with targets ``(1 - share) * one-hot labels + share * teacher's
-    probabilities``, compiled with its optimizer and a categorical cross-entropy."""
+def _distilling(trainer, teacher, share, temperature):
+    """``trainer`` with the distillation loss of :func:`sparsify` (its optimizer and rate):
+    each example's target row holds the one-hot label, then the teacher's probabilities
+    softened by ``temperature``."""
     if trainer.x is None:
         raise ValueError("Argument `distill` needs a trainer on arrays (x, y): its labels "
                          "are mixed with the dense model's predictions. Received: a "
                          "Trainer with its own `fit`")
     outputs = teacher.predict(trainer.x, batch_size=1024, verbose=0)
-    probabilities = outputs if ends_in_softmax(teacher) else tf.nn.softmax(outputs).numpy()
-
+    softened = tf.nn.softmax(_log_probabilities(teacher, outputs) / temperature).numpy()
+    classes = softened.shape[-1]
     labels = np.asarray(trainer.y)
     if labels.ndim == 1 or labels.shape[-1] == 1:
-        labels = np.eye(probabilities.shape[-1])[labels.reshape(-1).astype(int)]
+        labels = np.eye(classes)[labels.reshape(-1).astype(int)]
 
     def compile(model):
-        trainer.compile(model)  # the caller's optimizer and rate
-        model.compile(optimizer=model.optimizer, metrics=["accuracy"],
-                      loss=keras.losses.CategoricalCrossentropy(
-                          from_logits=not ends_in_softmax(model)))
+        def distillation(targets, outputs):
+            log_p = _log_probabilities(model, outputs)
+            hard = -tf.reduce_sum(targets[:, :classes] * log_p, axis=-1)
+            soft = -tf.reduce_sum(targets[:, classes:]
+                                  * tf.nn.log_softmax(log_p / temperature), axis=-1)
+            return (1 - share) * hard + share * temperature**2 * soft
 
-    targets = ((1 - share) * labels + share * probabilities).astype("float32")
+        def accuracy(targets, outputs):  # against the labels
+            return keras.metrics.categorical_accuracy(targets[:, :classes], outputs)
+
+        trainer.compile(model)  # the caller's optimizer and rate
+        model.compile(optimizer=model.optimizer, loss=distillation, metrics=[accuracy])
+
+    targets = np.concatenate([labels, softened], axis=-1).astype("float32")
     return Trainer(trainer.x, targets, validation_data=trainer.validation_data,
                    batch_size=trainer.batch_size, compile=compile,
                    callbacks=trainer.extra_callbacks, verbose=trainer.verbose,
                    seed=trainer.seed)
+
+
+def _log_probabilities(model, outputs):
+    """Log-probabilities from ``model``'s outputs (softmax probabilities or logits)."""
+    if ends_in_softmax(model):
+        return tf.math.log(tf.maximum(tf.convert_to_tensor(outputs), 1e-30))
+    return tf.nn.log_softmax(outputs)
 
 
 class _KLRamp(keras.callbacks.Callback):
