@@ -39,13 +39,28 @@ def units_without_inputs_have_no_bias(model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["lenet_300_100_record.yaml", "lenet_5_record.yaml"])
-def test_record_recipe_quick(name, mnist_dir, tmp_path):
+@pytest.mark.parametrize("name, changes", [
+    ("lenet_300_100_record.yaml", {}),
+    ("lenet_5_record.yaml", {}),
+    # the options: distil the dense control it is compared with, at temperature 4
+    ("lenet_300_100_record.yaml", {"teacher": "control", "temperature": 4.0}),
+])
+def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     from kprune.engines.saving import load_model
+    from kprune.methods import variational
     from kprune.methods.variational import nonzero_params
 
     recipe = quick(name, mnist_dir)
+    recipe = replace(recipe, workflow=replace(recipe.workflow, **changes))
     assert recipe.workflow.name == "variational" and recipe.baseline.trained_as_long
+    teachers = []  # the weights of the model each variational run distilled
+    sparsify = variational.sparsify
+
+    def recording_sparsify(*args, teacher=None, **kwargs):
+        teachers.append(None if teacher is None else teacher.get_weights())
+        return sparsify(*args, teacher=teacher, **kwargs)
+
+    monkeypatch.setattr(variational, "sparsify", recording_sparsify)
     out = tmp_path / "run"
     result = run_recipe(recipe, out, log=lambda *_: None)
 
@@ -69,6 +84,12 @@ def test_record_recipe_quick(name, mnist_dir, tmp_path):
     start = load_model(out / "baseline-start.keras")
     assert not all(np.array_equal(a, b) for a, b in zip(start.get_weights(),
                                                         dense.get_weights()))
+    # teacher: control = the pruned model learned from the very control it is compared with
+    assert len(teachers) == 1 and recipe.workflow.distill > 0
+    if recipe.workflow.teacher == "control":
+        assert all(np.array_equal(a, b) for a, b in zip(teachers[0], dense.get_weights()))
+    else:
+        assert teachers[0] is None  # the baseline it starts from
 
 
 @pytest.mark.parametrize("workflow, message", [
@@ -83,9 +104,23 @@ def test_record_recipe_quick(name, mnist_dir, tmp_path):
     ({"name": "gradual", "distill": 0.5}, "`workflow.distill` is used only by"),
     ({"name": "variational", "distill": 1}, r"`workflow.distill` must be a fraction in \[0, "
                                             r"1\) \(the dense model's share"),
+    ({"name": "gradual", "temperature": 2}, "`workflow.temperature` is used only by"),
+    ({"name": "variational", "distill": 0.5, "temperature": 0.5},
+     r"`workflow.temperature` must be a number >= 1 \(1: the teacher's probabilities"),
+    ({"name": "variational", "distill": 0.5, "temperature": "2"},
+     "`workflow.temperature` must be"),
+    ({"name": "variational", "distill": 0.5, "teacher": "expert"},
+     r"`workflow.teacher` must be one of \['baseline', 'control'\]"),
+    ({"name": "variational", "temperature": 4}, "`workflow.temperature` is used only with "
+                                                "workflow.distill above 0"),
+    ({"name": "variational", "distill": 0.5, "teacher": "control", "trained_as_long": False},
+     "`workflow.teacher` 'control' distils the dense control, which only "
+     "baseline.trained_as_long: true trains"),
 ])
 def test_variational_recipe_keys_are_validated(workflow, message):
     from kprune.experiments.recipe import RecipeError
 
+    workflow = dict(workflow)
+    baseline = {"trained_as_long": workflow.pop("trained_as_long", True)}
     with pytest.raises(RecipeError, match=message):
-        Recipe.from_dict({"model": "lenet-5", "workflow": workflow})
+        Recipe.from_dict({"model": "lenet-5", "baseline": baseline, "workflow": workflow})

@@ -38,6 +38,7 @@ __all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export",
            "Distribute", "RecipeError", "WORKFLOWS"]
 
 WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind", "variational")
+TEACHERS = ("baseline", "control")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
@@ -131,7 +132,10 @@ class Workflow:
     plan's layers, or on every Dense and Conv2D with ``plan: default``; its own keys are
     ``threshold``, ``kl_weight``, ``kl_ramp_epochs``, ``finetune_epochs``, the fine-tune
     with the zeros held that follows, and ``distill``, the dense model's share of the
-    targets in both). ``learning_rate_decay`` (null: the baseline's) is the decay of
+    targets in both), distilled at ``temperature`` from ``teacher``: ``baseline`` (the
+    dense model the workflow starts from) or ``control`` (the dense control of
+    ``baseline.trained_as_long``, then trained before the workflow rather than after:
+    the pruned model learns from the model it is compared with). ``learning_rate_decay`` (null: the baseline's) is the decay of
     every fit after the baseline: the structural fine-tune, the workflow's and the dense
     control's, which so trains as the baseline did, then as the pruned model did.
     """
@@ -146,6 +150,8 @@ class Workflow:
     kl_ramp_epochs: int = 0
     finetune_epochs: int = 0
     distill: float = 0.0
+    temperature: float = 1.0
+    teacher: str = "baseline"
     learning_rate_decay: object = None
 
 
@@ -302,7 +308,7 @@ class Recipe:
         spec, default = self.workflow, Workflow()
         if spec.name != "variational":
             for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs",
-                        "distill"):
+                        "distill", "temperature", "teacher"):
                 if getattr(spec, key) != getattr(default, key):
                     _fail(f"workflow.{key}", "is used only by workflow.name: variational",
                           getattr(spec, key), lines)
@@ -318,6 +324,17 @@ class Recipe:
         if not 0 <= spec.distill < 1:
             _fail("workflow.distill", "must be a fraction in [0, 1) (the dense model's share "
                   "of the targets; 0: the labels alone)", spec.distill, lines)
+        if not spec.temperature >= 1:
+            _fail("workflow.temperature", "must be a number >= 1 (1: the teacher's "
+                  "probabilities as they are)", spec.temperature, lines)
+        _choice(spec.teacher, TEACHERS, "workflow.teacher", lines)
+        for key in ("temperature", "teacher"):
+            if not spec.distill and getattr(spec, key) != getattr(default, key):
+                _fail(f"workflow.{key}", "is used only with workflow.distill above 0",
+                      getattr(spec, key), lines)
+        if spec.teacher == "control" and not self.baseline.trained_as_long:
+            _fail("workflow.teacher", "'control' distils the dense control, which only "
+                  "baseline.trained_as_long: true trains", spec.teacher, lines)
 
     def _check_data(self, lines):
         from kprune.experiments.sources import NAMED_SOURCES, check_scale

@@ -245,8 +245,12 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         "method or target; the plan only picks the layers (plan: default = every Dense "
         "and Conv2D)")
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
+    control, control_epochs = None, None  # the dense control, trained first as the teacher
+    if recipe.workflow.teacher == "control":
+        control_epochs = _planned_epochs_after_baseline(recipe, cut)
+        control = _train_as_long(model, control_epochs, trainer, checkpoints, log)
     final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
-                                   checkpoint_dir=out / CHECKPOINTS)
+                                   checkpoint_dir=out / CHECKPOINTS, teacher=control)
     if cut.fraction is not None and cut.when == "after":
         from kprune.methods.workflows import one_shot
 
@@ -267,9 +271,11 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     dense = model
     if training.trained_as_long:  # the dense control: as many epochs in total as the pruned
         save_model(model, out / "baseline-start.keras")
-        dense = _train_as_long(model, epochs["pruned_after_baseline"], trainer, checkpoints,
-                               log)
-        epochs["dense_after_baseline"] = epochs["pruned_after_baseline"]
+        if control is None:
+            control_epochs = epochs["pruned_after_baseline"]
+            control = _train_as_long(model, control_epochs, trainer, checkpoints, log)
+        dense = control
+        epochs["dense_after_baseline"] = control_epochs
     save_model(dense, out / "baseline.keras")
     save_model(final, out / "pruned.keras")
 
@@ -346,6 +352,13 @@ def _epochs_after_baseline(cut, history):
     return tuned + max((record.get("epoch", 0) for record in history), default=0)
 
 
+def _planned_epochs_after_baseline(recipe, cut):
+    """The epochs a variational workflow will train after the baseline (as
+    :func:`_epochs_after_baseline` counts them when it has)."""
+    tuned = cut.fine_tune_epochs if cut.fraction is not None else 0
+    return tuned + recipe.workflow.epochs + recipe.workflow.finetune_epochs
+
+
 def _decay(model, rate, decay):
     """The callbacks that lower the rate from ``rate`` within each fit by ``decay`` (a
     factor per epoch or ``cosine``; none for a constant rate)."""
@@ -398,8 +411,12 @@ def _remove_channels(model, cut, heading, log):
     return smaller
 
 
-def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_dir):
-    """Dispatch to kprune.workflows; returns (stripped model, JSON-able history)."""
+def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_dir,
+                  teacher=None):
+    """Dispatch to kprune.workflows; returns (stripped model, JSON-able history).
+
+    ``teacher``: the model the variational workflow distils (None: the one it starts from).
+    """
     from kprune.methods import workflows
 
     spec = recipe.workflow
@@ -420,7 +437,8 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
             model, trainer, epochs=spec.epochs, threshold=spec.threshold,
             layers=None if recipe.plan == "default" else plan,
             kl_weight=spec.kl_weight, kl_ramp_epochs=spec.kl_ramp_epochs,
-            finetune_epochs=spec.finetune_epochs, distill=spec.distill)
+            finetune_epochs=spec.finetune_epochs, distill=spec.distill,
+            temperature=spec.temperature, teacher=teacher)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)

@@ -324,39 +324,53 @@ def nonzero_params(model):
 
 
 def _distilling(trainer, teacher, share, temperature):
-    """``trainer`` with the distillation loss of :func:`sparsify` (its optimizer and rate):
-    each example's target row holds the one-hot label, then the teacher's probabilities
-    softened by ``temperature``."""
+    """``trainer`` with the distillation loss of :func:`sparsify` (its optimizer and rate).
+
+    At temperature 1 the targets are ``(1 - share) * labels + share * teacher's
+    probabilities`` under Keras's cross-entropy; above it each example's target row holds
+    the one-hot label, then the teacher's softened probabilities, for Hinton's loss.
+    """
     if trainer.x is None:
         raise ValueError("Argument `distill` needs a trainer on arrays (x, y): its labels "
                          "are mixed with the dense model's predictions. Received: a "
                          "Trainer with its own `fit`")
     outputs = teacher.predict(trainer.x, batch_size=1024, verbose=0)
-    softened = tf.nn.softmax(_log_probabilities(teacher, outputs) / temperature).numpy()
+    if temperature == 1:
+        softened = outputs if ends_in_softmax(teacher) else tf.nn.softmax(outputs).numpy()
+    else:
+        softened = tf.nn.softmax(_log_probabilities(teacher, outputs) / temperature).numpy()
     classes = softened.shape[-1]
     labels = np.asarray(trainer.y)
     if labels.ndim == 1 or labels.shape[-1] == 1:
         labels = np.eye(classes)[labels.reshape(-1).astype(int)]
 
+    def distillation(targets, outputs, model):
+        log_p = _log_probabilities(model, outputs)
+        hard = -tf.reduce_sum(targets[:, :classes] * log_p, axis=-1)
+        soft = -tf.reduce_sum(targets[:, classes:] * tf.nn.log_softmax(log_p / temperature),
+                              axis=-1)
+        return (1 - share) * hard + share * temperature**2 * soft
+
+    def accuracy(targets, outputs):  # against the labels
+        return keras.metrics.categorical_accuracy(targets[:, :classes], outputs)
+
     def compile(model):
-        def distillation(targets, outputs):
-            log_p = _log_probabilities(model, outputs)
-            hard = -tf.reduce_sum(targets[:, :classes] * log_p, axis=-1)
-            soft = -tf.reduce_sum(targets[:, classes:]
-                                  * tf.nn.log_softmax(log_p / temperature), axis=-1)
-            return (1 - share) * hard + share * temperature**2 * soft
-
-        def accuracy(targets, outputs):  # against the labels
-            return keras.metrics.categorical_accuracy(targets[:, :classes], outputs)
-
         trainer.compile(model)  # the caller's optimizer and rate
-        model.compile(optimizer=model.optimizer, loss=distillation, metrics=[accuracy])
+        if temperature == 1:
+            loss, metrics = keras.losses.CategoricalCrossentropy(
+                from_logits=not ends_in_softmax(model)), ["accuracy"]
+        else:
+            loss, metrics = (lambda y, out: distillation(y, out, model)), [accuracy]
+        model.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
 
-    targets = np.concatenate([labels, softened], axis=-1).astype("float32")
-    return Trainer(trainer.x, targets, validation_data=trainer.validation_data,
-                   batch_size=trainer.batch_size, compile=compile,
-                   callbacks=trainer.extra_callbacks, verbose=trainer.verbose,
-                   seed=trainer.seed)
+    if temperature == 1:
+        targets = (1 - share) * labels + share * softened
+    else:
+        targets = np.concatenate([labels, softened], axis=-1)
+    return Trainer(trainer.x, targets.astype("float32"),
+                   validation_data=trainer.validation_data, batch_size=trainer.batch_size,
+                   compile=compile, callbacks=trainer.extra_callbacks,
+                   verbose=trainer.verbose, seed=trainer.seed)
 
 
 def _log_probabilities(model, outputs):
