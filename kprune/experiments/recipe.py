@@ -135,9 +135,11 @@ class Workflow:
     targets in both), distilled at ``temperature`` from ``teacher``: ``baseline`` (the
     dense model the workflow starts from) or ``control`` (the dense control of
     ``baseline.trained_as_long``, then trained before the workflow rather than after:
-    the pruned model learns from the model it is compared with). ``learning_rate_decay`` (null: the baseline's) is the decay of
-    every fit after the baseline: the structural fine-tune, the workflow's and the dense
-    control's, which so trains as the baseline did, then as the pruned model did.
+    the pruned model learns from the model it is compared with).
+
+    ``learning_rate_decay`` (null: the baseline's) is the decay of every fit after the
+    baseline: the structural fine-tune, the workflow's and the dense control's, which so
+    trains as the baseline did, then as the pruned model did.
     """
 
     name: str = "gradual"

@@ -304,8 +304,8 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
         history += [{"stage": "finetune", "epoch": epochs + i + 1, **entry}
                     for i, entry in enumerate(logs)]
         fold_constant_units(plain)
-        if distill:  # compiled as the caller's trainer says, not with the distillation loss
-            given.compile(plain)                      # (which a saved model cannot keep)
+        if distill:  # compiled as the caller's trainer says: a saved model cannot keep
+            given.compile(plain)  # the distillation loss
     kept = {name: float(np.count_nonzero(plain.get_layer(name).kernel.numpy())
                         / np.prod(plain.get_layer(name).kernel.shape)) for name in names}
     params, nonzero = nonzero_params(plain)
