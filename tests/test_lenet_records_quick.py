@@ -71,6 +71,8 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     # baseline (1) -> variational (1) -> fine-tune with the zeros held (1); the dense
     # control trained on from the baseline for as many epochs
     assert [row["stage"] for row in result.history] == ["variational", "finetune"]
+    for name in ("variational-epoch1", "variational-done", "finetune-epoch1"):  # resumable
+        assert list((out / "checkpoints").glob(f"*-{name}")), name
     assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 2,
                                          "dense_after_baseline": 2}
 
@@ -116,11 +118,17 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     ({"name": "variational", "distill": 0.5, "teacher": "control", "trained_as_long": False},
      "`workflow.teacher` 'control' distils the dense control, which only "
      "baseline.trained_as_long: true trains"),
+    ({"name": "variational", "checkpoint_steps": 50}, r"`checkpoint_steps` is not used by "
+                                                     r"workflow.name: variational \(it "
+                                                     r"checkpoints at every epoch end\)"),
 ])
 def test_variational_recipe_keys_are_validated(workflow, message):
     from kprune.experiments.recipe import RecipeError
 
     workflow = dict(workflow)
-    baseline = {"trained_as_long": workflow.pop("trained_as_long", True)}
+    spec = {"model": "lenet-5", "workflow": workflow,
+            "baseline": {"trained_as_long": workflow.pop("trained_as_long", True)}}
+    if "checkpoint_steps" in workflow:
+        spec["checkpoint_steps"] = workflow.pop("checkpoint_steps")
     with pytest.raises(RecipeError, match=message):
-        Recipe.from_dict({"model": "lenet-5", "baseline": baseline, "workflow": workflow})
+        Recipe.from_dict(spec)

@@ -246,3 +246,54 @@ def test_distillation_loss_is_hintons_at_any_temperature(seeded, tmp_path):
     path = save_model(result.model, tmp_path / "distilled.keras")
     np.testing.assert_allclose(load_model(path).predict(x, verbose=0),
                                result.model.predict(x, verbose=0), atol=1e-6)
+
+
+class _Kill(keras.callbacks.Callback):
+    """Raises after the ``after``-th epoch end of all fits (after that epoch's checkpoint:
+    the trainer's own callbacks run last), and counts the epochs begun."""
+
+    def __init__(self, after=None):
+        super().__init__()
+        self.after, self.ended, self.begun = after, 0, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begun.append(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ended += 1
+        if self.ended == self.after:
+            raise RuntimeError("killed")
+
+
+@pytest.mark.parametrize("killed_after, resumed", [
+    (2, [2, 0, 1]),   # in the variational stage: its last epoch, then the fine-tune
+    (4, [1]),         # in the fine-tune: only its last epoch
+])
+def test_sparsify_resumes_from_its_epoch_checkpoints(seeded, tmp_path, killed_after, resumed):
+    x = np.random.default_rng(0).random((128, 12, 12, 1), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 128)
+    options = dict(epochs=3, finetune_epochs=2, kl_weight=2.0, checkpoint_dir=tmp_path)
+
+    def run(kill):
+        trainer = Trainer(x, y, batch_size=32, seed=0, callbacks=[kill])
+        return variational.sparsify(small_model(), trainer, **options)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run(_Kill(after=killed_after))
+    counted = _Kill()
+    result = run(counted)
+    assert counted.begun == resumed
+    assert [(row["stage"], row["epoch"]) for row in result.history] == [
+        ("variational", 1), ("variational", 2), ("variational", 3), ("finetune", 4),
+        ("finetune", 5)]
+    assert all("loss" in row for row in result.history)
+    # the zeros the variational stage left are still zeros after the resumed fine-tune
+    from kprune.methods.checkpoints import Checkpoints
+
+    zeroed = Checkpoints(tmp_path).find("variational-done").arrays("model")
+    assert sum(int((w == 0).sum()) for w in zeroed) > 0
+    for before, after in zip(zeroed, result.model.get_weights()):
+        assert not after[before == 0].any()
+
+    with pytest.raises(ValueError, match="were written by another run"):
+        variational.sparsify(small_model(), (x, y), **{**options, "epochs": 4})

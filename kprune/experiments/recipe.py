@@ -334,6 +334,9 @@ class Recipe:
             if not spec.distill and getattr(spec, key) != getattr(default, key):
                 _fail(f"workflow.{key}", "is used only with workflow.distill above 0",
                       getattr(spec, key), lines)
+        if self.checkpoint_steps is not None:
+            _fail("checkpoint_steps", "is not used by workflow.name: variational (it "
+                  "checkpoints at every epoch end)", self.checkpoint_steps, lines)
         if spec.teacher == "control" and not self.baseline.trained_as_long:
             _fail("workflow.teacher", "'control' distils the dense control, which only "
                   "baseline.trained_as_long: true trains", spec.teacher, lines)

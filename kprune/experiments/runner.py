@@ -438,7 +438,7 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
             layers=None if recipe.plan == "default" else plan,
             kl_weight=spec.kl_weight, kl_ramp_epochs=spec.kl_ramp_epochs,
             finetune_epochs=spec.finetune_epochs, distill=spec.distill,
-            temperature=spec.temperature, teacher=teacher)
+            temperature=spec.temperature, teacher=teacher, checkpoint_dir=checkpoint_dir)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)

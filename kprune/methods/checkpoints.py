@@ -34,7 +34,7 @@ from kprune import _compat
 from kprune.core.checks import is_keras3
 
 __all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "fit_checkpoints",
-           "optimizer_variables"]
+           "resumable_fit", "optimizer_variables"]
 
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
@@ -299,3 +299,35 @@ def fit_checkpoints(model, store, key, *, state, resume_from=None):
     """
     cls = _keras3_fit_checkpoints() if is_keras3(model) else FitCheckpoints
     return cls(store, key, state=state, resume_from=resume_from)
+
+
+def resumable_fit(trainer, model, epochs, callbacks, *, store, key, state, restore):
+    """``trainer.fit`` that checkpoints every epoch into ``store`` under ``key`` and, when
+    ``store`` holds some from an interrupted fit, resumes after the newest.
+
+    ``state()`` (JSON-able: the caller's history so far) is saved with each checkpoint and
+    ``restore(state)`` called with the one resumed from. ``store`` None: a plain fit.
+
+    Example:
+        >>> resumable_fit(trainer, model, 5, [recorder], store=store, key="finetune",
+        ...               state=lambda: {"rows": rows}, restore=lambda s: rows.extend(s["rows"]))
+    """
+    if store is None:
+        trainer.fit(model, epochs, callbacks)
+        return
+    if store.every_steps and trainer.seed is None:
+        raise ValueError(
+            "Argument `checkpoint_steps` needs a seeded trainer (Trainer(seed=...)): a fit "
+            "resumed inside an epoch must know which batches that epoch had left. "
+            f"Received: checkpoint_steps={store.every_steps}, a trainer without seed"
+        )
+    last = store.latest(f"{key}-epoch")
+    epoch, step = (0, 0) if last is None else (last.state["epoch"], last.state.get("step", 0))
+    if last is not None:
+        restore(last.state)
+    if epoch >= epochs:  # killed after the last epoch
+        model.set_weights(last.arrays("model"))
+        return
+    saver = fit_checkpoints(model, store, key, resume_from=last, state=state)
+    trainer.fit(model, epochs, list(callbacks) + [saver], initial_epoch=epoch,
+                initial_step=step)

@@ -23,6 +23,7 @@ Example:
     >>> result.model                  # plain tf_keras model, zeros where log_alpha >= 3
 """
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -188,7 +189,7 @@ class VariationalResult:
 
 def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epochs=0,
              kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0, distill=0.0,
-             temperature=1.0, teacher=None):
+             temperature=1.0, teacher=None, checkpoint_dir=None):
     """Train ``model`` by sparse variational dropout; return the zeroed plain model.
 
     Args:
@@ -226,6 +227,11 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
             term (a larger ``kl_weight`` gives the same sparsity).
         teacher: the Keras classifier distilled from (None: ``model``, the dense start);
             a dense model trained longer makes a better teacher at temperatures above 1.
+        checkpoint_dir: a folder for a checkpoint at every epoch of both stages (see
+            :mod:`kprune.methods.checkpoints`); if it holds some from an interrupted run
+            with the same arguments, the run goes on after the newest. Resumed epochs
+            draw other noise than an uninterrupted run would: the result is as good,
+            not bit for bit the same.
 
     Returns:
         :class:`VariationalResult`.
@@ -278,31 +284,34 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
     examples = len(trainer.x) if trainer.x is not None else (
         trainer.steps_per_epoch * trainer.batch_size)
 
+    store = _store(checkpoint_dir, names=names, epochs=epochs, threshold=threshold,
+                   kl_ramp_epochs=kl_ramp_epochs, kl_weight=kl_weight,
+                   noise_speedup=noise_speedup, finetune_epochs=finetune_epochs,
+                   distill=distill, temperature=temperature)
     variational = _variational_copy(model, names, threshold=threshold,
                                     noise_speedup=noise_speedup)
     ramp = _KLRamp([variational.get_layer(n) for n in names], kl_weight=kl_weight,
                    ramp_epochs=kl_ramp_epochs, examples=examples)
-    logs = trainer.fit(variational, epochs, callbacks=[ramp])
-    history = [{"stage": "variational", **row, **entry} for row, entry in zip(ramp.rows, logs)]
-
+    rows = _Rows("variational", extra=ramp.row)
     plain = keras.models.clone_model(model)
-    plain.set_weights(model.get_weights())
-    for name in names:
-        layer = variational.get_layer(name)
-        plain.get_layer(name).kernel.assign(layer.kernel * layer.keep_mask())
-        if layer.use_bias:
-            plain.get_layer(name).bias.assign(layer.bias)
-    for other in plain.layers:  # the layers that trained as they are
-        if other.name not in names and other.weights:
-            other.set_weights(variational.get_layer(other.name).get_weights())
-    fold_constant_units(plain)
+    done = None if store is None else store.find("variational-done")
+    if done is not None:  # resumed after the variational stage
+        plain.set_weights(done.arrays("model"))
+        rows.restore(done.state)
+    else:
+        _resumable(trainer, variational, epochs, [ramp, rows], store, rows)
+        _copy_zeroed(variational, plain, names)
+        fold_constant_units(plain)
+        if store is not None:
+            store.save("variational-done", {"model": plain.get_weights()}, rows.state())
+    history = rows.rows
     if finetune_epochs:
         from kprune.methods.workflows import FixedMask
 
         held = FixedMask({name: plain.get_layer(name).kernel.numpy() != 0 for name in names})
-        logs = trainer.fit(plain, finetune_epochs, callbacks=[held])
-        history += [{"stage": "finetune", "epoch": epochs + i + 1, **entry}
-                    for i, entry in enumerate(logs)]
+        tuned = _Rows("finetune", offset=epochs)
+        _resumable(trainer, plain, finetune_epochs, [held, tuned], store, tuned)
+        history = history + tuned.rows
         fold_constant_units(plain)
         if distill:  # compiled as the caller's trainer says: a saved model cannot keep
             given.compile(plain)  # the distillation loss
@@ -310,6 +319,36 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
                         / np.prod(plain.get_layer(name).kernel.shape)) for name in names}
     params, nonzero = nonzero_params(plain)
     return VariationalResult(plain, kept, history, params, nonzero)
+
+
+def _copy_zeroed(variational, plain, names):
+    """Into ``plain``: the variational model's weights, zero where ``log_alpha`` is at or
+    above the threshold."""
+    for layer in plain.layers:
+        source = variational.get_layer(layer.name)
+        if layer.name in names:
+            layer.kernel.assign(source.kernel * source.keep_mask())
+            if layer.use_bias:
+                layer.bias.assign(source.bias)
+        elif layer.weights:  # the layers that trained as they are
+            layer.set_weights(source.get_weights())
+
+
+def _store(checkpoint_dir, **options):
+    """The :class:`Checkpoints` of a :func:`sparsify` run (None without a folder)."""
+    if checkpoint_dir is None:
+        return None
+    from kprune.methods.checkpoints import Checkpoints
+
+    described = json.dumps({"workflow": "variational", **options}, sort_keys=True)
+    return Checkpoints(checkpoint_dir, fingerprint=described)
+
+
+def _resumable(trainer, model, epochs, callbacks, store, rows):
+    from kprune.methods.checkpoints import resumable_fit
+
+    resumable_fit(trainer, model, epochs, callbacks, store=store, key=rows.stage,
+                  state=rows.state, restore=rows.restore)
 
 
 def nonzero_params(model):
@@ -380,15 +419,35 @@ def _log_probabilities(model, outputs):
     return tf.nn.log_softmax(outputs)
 
 
+class _Rows(keras.callbacks.Callback):
+    """The history of a stage: at each epoch end a row of ``stage``, ``epoch`` (counted
+    on from ``offset``), ``extra(epoch)`` and Keras's logs; kept in checkpoints."""
+
+    def __init__(self, stage, *, offset=0, extra=lambda epoch: {}):
+        super().__init__()
+        self.stage, self.offset, self.extra = stage, offset, extra
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"stage": self.stage, "epoch": self.offset + epoch + 1,
+                          **self.extra(epoch),
+                          **{key: float(value) for key, value in (logs or {}).items()}})
+
+    def state(self):
+        return {"rows": self.rows}
+
+    def restore(self, state):
+        self.rows[:] = [row for row in state["rows"] if row["stage"] == self.stage]
+
+
 class _KLRamp(keras.callbacks.Callback):
     """Sets every variational layer's ``kl_scale`` to ``kl_weight(epoch) / examples`` at the
-    start of each epoch, and records the fraction kept at its end."""
+    start of each epoch."""
 
     def __init__(self, layers, *, kl_weight, ramp_epochs, examples):
         super().__init__()
         self.layers, self.kl_weight = layers, kl_weight
         self.ramp_epochs, self.examples = ramp_epochs, examples
-        self.rows = []
 
     def weight(self, epoch):
         if not self.ramp_epochs:
@@ -399,11 +458,11 @@ class _KLRamp(keras.callbacks.Callback):
         for layer in self.layers:
             layer.kl_scale.assign(self.weight(epoch) / self.examples)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def row(self, epoch):
+        """What a history row says of the variational layers after ``epoch``."""
         kept = sum(float(tf.reduce_sum(layer.keep_mask())) for layer in self.layers)
         total = sum(int(np.prod(layer.kernel.shape)) for layer in self.layers)
-        self.rows.append({"epoch": epoch + 1, "kl_weight": self.weight(epoch),
-                          "kept": kept / total})
+        return {"kl_weight": self.weight(epoch), "kept": kept / total}
 
 
 def _check_model(model):

@@ -47,7 +47,7 @@ from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
-from kprune.methods.checkpoints import Checkpoints, fit_checkpoints
+from kprune.methods.checkpoints import Checkpoints, resumable_fit
 from kprune.methods.trainer import Trainer, accuracy
 
 __all__ = [
@@ -455,26 +455,11 @@ def _prune_fit(model, plan, trainer, *, epochs, stage, round, records, epoch_off
 
 def _fit(trainer, model, epochs, callbacks, *, store, key, records):
     """``trainer.fit`` that checkpoints every epoch into ``store`` and resumes from it."""
-    if store is None:
-        trainer.fit(model, epochs, callbacks)
-        return
-    if store.every_steps and trainer.seed is None:
-        raise ValueError(
-            "Argument `checkpoint_steps` needs a seeded trainer (Trainer(seed=...)): a fit "
-            "resumed inside an epoch must know which batches that epoch had left. "
-            f"Received: checkpoint_steps={store.every_steps}, a trainer without seed"
-        )
-    last = store.latest(f"{key}-epoch")
-    epoch, step = (0, 0) if last is None else (last.state["epoch"], last.state.get("step", 0))
-    if last is not None:
-        records[:] = _records(last.state)
-    if epoch >= epochs:  # killed after the last epoch
-        model.set_weights(last.arrays("model"))
-        return
-    saver = fit_checkpoints(model, store, key, resume_from=last,
-                            state=lambda: {"records": _jsonable(records)})
-    trainer.fit(model, epochs, list(callbacks) + [saver], initial_epoch=epoch,
-                initial_step=step)
+    def restore(state):
+        records[:] = _records(state)
+
+    resumable_fit(trainer, model, epochs, callbacks, store=store, key=key,
+                  state=lambda: {"records": _jsonable(records)}, restore=restore)
 
 
 def _records(state):
