@@ -71,8 +71,8 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     # baseline (1) -> variational (1) -> fine-tune with the zeros held (1); the dense
     # control trained on from the baseline for as many epochs
     assert [row["stage"] for row in result.history] == ["variational", "finetune"]
-    for name in ("variational-epoch1", "variational-done", "finetune-epoch1"):  # resumable
-        assert list((out / "checkpoints").glob(f"*-{name}")), name
+    for checkpoint in ("variational-epoch1", "variational-done", "finetune-epoch1"):
+        assert list((out / "checkpoints").glob(f"*-{checkpoint}")), checkpoint  # resumable
     assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 2,
                                          "dense_after_baseline": 2}
 
