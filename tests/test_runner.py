@@ -187,3 +187,56 @@ def test_learning_rate_decay_must_be_a_factor_in_0_1_or_cosine(tmp_path, key, de
                                           r"factor per epoch in \(0, 1\] \(1: a constant "
                                           r"rate\) or 'cosine'"):
         recipe(tmp_path, **{key: {"epochs": 1, "learning_rate_decay": decay}})
+
+
+def keras3_classifier(path):
+    """A small Keras 3 CNN saved as .keras (a user's own model, not a built-in one)."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+        keras.layers.Conv2D(16, 3, activation="relu", name="conv2"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(32, activation="relu", name="fc1"),
+        keras.layers.Dense(10, name="head")])
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_a_keras3_model_runs_through_every_stage(tmp_path):
+    """Channels removed, the rate decayed per fit, gradual pruning with step checkpoints,
+    a dense control trained as long, export: a Keras 3 model goes where a tf_keras one
+    does, and comes back as Keras 3."""
+    from kprune.core.checks import is_keras3
+    from kprune.engines.saving import load_model
+
+    spec = recipe(tmp_path, model=str(keras3_classifier(tmp_path / "mine.keras")),
+                  baseline={"epochs": 1, "batch_size": 50, "learning_rate_decay": "cosine",
+                            "trained_as_long": True},
+                  structural={"fraction": 0.5, "fine_tune_epochs": 1},
+                  plan="default", checkpoint_steps=4,
+                  workflow={"name": "gradual", "epochs": 2, "learning_rate_decay": 0.9})
+    result = run_recipe(spec, tmp_path / "run", log=lambda *_: None)
+    pruned, control = (load_model(tmp_path / "run" / name)
+                       for name in ("pruned.keras", "baseline.keras"))
+    assert is_keras3(pruned) and is_keras3(control)
+    # channels and units removed (half of them, globally); the control keeps them all
+    assert control.get_layer("fc1").kernel.shape[-1] == 32
+    assert pruned.get_layer("fc1").kernel.shape[-1] < 32
+    assert pruned.count_params() < 0.5 * control.count_params()
+    assert result.sparsity.ok and any(row.ok for row in result.sparsity.rows)  # targets met
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["extra"]["epochs"] == {"baseline": 1, "pruned_after_baseline": 3,
+                                         "dense_after_baseline": 3}
+    assert list((tmp_path / "run" / "checkpoints").glob("*-prune-r0-epoch1-step4"))
+
+
+def test_a_keras3_model_is_refused_by_the_variational_workflow_before_training(tmp_path):
+    spec = recipe(tmp_path, model=str(keras3_classifier(tmp_path / "mine.keras")),
+                  workflow={"name": "variational"})
+    with pytest.raises(TypeError, match="variational.sparsify trains tf_keras models; this "
+                                        "is a Keras 3 model"):
+        run_recipe(spec, tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained

@@ -31,7 +31,7 @@ def test_neg_kl_is_zero_for_pure_noise_and_grows_with_precision():
     assert values[0] == pytest.approx(0.5 * -10.0 - 0.63576, abs=0.01)
 
 
-def test_lrt_mean_and_variance_are_those_of_the_deterministic_layer():
+def test_lrt_mean_and_variance_are_those_of_the_deterministic_layer(seeded):
     layer = variational.VariationalDense(5, threshold=9.9)
     x = tf.constant(np.random.default_rng(0).normal(size=(4, 7)), tf.float32)
     layer(x)

@@ -168,6 +168,10 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
 
         select(model, cut.fraction, criterion=cut.criterion, scope=cut.scope, cost=cut.cost,
                round_to=cut.round_to, exclude=cut.exclude)
+    if recipe.workflow.name == "variational":  # a model it cannot train fails here, too
+        from kprune.methods.variational import check_model
+
+        check_model(model)
 
     # The test split is only for the final report: the baseline and the workflow train on
     # the rest of the training examples, and the workflow validates (accuracy_floor) on a

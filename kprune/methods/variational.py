@@ -34,8 +34,9 @@ from kprune.core.checks import is_keras3
 from kprune.core.table import table
 from kprune.methods.trainer import Trainer, ends_in_softmax
 
-__all__ = ["sparsify", "VariationalResult", "VariationalDense", "VariationalConv2D",
-           "neg_kl", "fold_constant_units", "nonzero_params", "LOG_ALPHA_CLIP"]
+__all__ = ["sparsify", "check_model", "VariationalResult", "VariationalDense",
+           "VariationalConv2D", "neg_kl", "fold_constant_units", "nonzero_params",
+           "LOG_ALPHA_CLIP"]
 
 keras = _compat.keras
 tf = _compat.tf
@@ -240,7 +241,7 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
         >>> result = sparsify(model, trainer, epochs=20, kl_ramp_epochs=5)
         >>> print(result)
     """
-    _check_model(model)
+    check_model(model)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
             -LOG_ALPHA_CLIP < threshold < LOG_ALPHA_CLIP):
         raise ValueError(
@@ -465,7 +466,9 @@ class _KLRamp(keras.callbacks.Callback):
         return {"kl_weight": self.weight(epoch), "kept": kept / total}
 
 
-def _check_model(model):
+def check_model(model):
+    """Raise unless :func:`sparsify` can train ``model`` (a Sequential or functional
+    tf_keras model), saying why."""
     if is_keras3(model):
         raise TypeError(
             "variational.sparsify trains tf_keras models; this is a Keras 3 model. Build "
