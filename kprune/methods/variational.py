@@ -375,38 +375,40 @@ def _distilling(trainer, teacher, share, temperature):
                          "are mixed with the dense model's predictions. Received: a "
                          "Trainer with its own `fit`")
     outputs = teacher.predict(trainer.x, batch_size=1024, verbose=0)
-    if temperature == 1:
-        softened = outputs if ends_in_softmax(teacher) else tf.nn.softmax(outputs).numpy()
-    else:
-        softened = tf.nn.softmax(_log_probabilities(teacher, outputs) / temperature).numpy()
-    classes = softened.shape[-1]
+    classes = outputs.shape[-1]
     labels = np.asarray(trainer.y)
     if labels.ndim == 1 or labels.shape[-1] == 1:
         labels = np.eye(classes)[labels.reshape(-1).astype(int)]
 
-    def distillation(targets, outputs, model):
-        log_p = _log_probabilities(model, outputs)
-        hard = -tf.reduce_sum(targets[:, :classes] * log_p, axis=-1)
-        soft = -tf.reduce_sum(targets[:, classes:] * tf.nn.log_softmax(log_p / temperature),
-                              axis=-1)
-        return (1 - share) * hard + share * temperature**2 * soft
+    if temperature == 1:  # mixed targets, Keras's own cross-entropy
+        probabilities = outputs if ends_in_softmax(teacher) else tf.nn.softmax(outputs).numpy()
+        targets = (1 - share) * labels + share * probabilities
 
-    def accuracy(targets, outputs):  # against the labels
-        return keras.metrics.categorical_accuracy(targets[:, :classes], outputs)
+        def loss_and_metrics(model):
+            return (keras.losses.CategoricalCrossentropy(from_logits=not ends_in_softmax(model)),
+                    ["accuracy"])
+    else:  # [labels, softened teacher] per row, Hinton's loss
+        softened = tf.nn.softmax(_log_probabilities(teacher, outputs) / temperature).numpy()
+        targets = np.concatenate([labels, softened], axis=-1)
+
+        def loss_and_metrics(model):
+            def distillation(targets, outputs):
+                log_p = _log_probabilities(model, outputs)
+                hard = -tf.reduce_sum(targets[:, :classes] * log_p, axis=-1)
+                soft = -tf.reduce_sum(targets[:, classes:]
+                                      * tf.nn.log_softmax(log_p / temperature), axis=-1)
+                return (1 - share) * hard + share * temperature**2 * soft
+
+            def accuracy(targets, outputs):  # against the labels
+                return keras.metrics.categorical_accuracy(targets[:, :classes], outputs)
+
+            return distillation, [accuracy]
 
     def compile(model):
         trainer.compile(model)  # the caller's optimizer and rate
-        if temperature == 1:
-            loss, metrics = keras.losses.CategoricalCrossentropy(
-                from_logits=not ends_in_softmax(model)), ["accuracy"]
-        else:
-            loss, metrics = (lambda y, out: distillation(y, out, model)), [accuracy]
+        loss, metrics = loss_and_metrics(model)
         model.compile(optimizer=model.optimizer, loss=loss, metrics=metrics)
 
-    if temperature == 1:
-        targets = (1 - share) * labels + share * softened
-    else:
-        targets = np.concatenate([labels, softened], axis=-1)
     return Trainer(trainer.x, targets.astype("float32"),
                    validation_data=trainer.validation_data, batch_size=trainer.batch_size,
                    compile=compile, callbacks=trainer.extra_callbacks,
@@ -438,7 +440,7 @@ class _Rows(keras.callbacks.Callback):
         return {"rows": self.rows}
 
     def restore(self, state):
-        self.rows[:] = [row for row in state["rows"] if row["stage"] == self.stage]
+        self.rows[:] = state["rows"]
 
 
 class _KLRamp(keras.callbacks.Callback):
