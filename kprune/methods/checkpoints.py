@@ -34,7 +34,7 @@ from kprune import _compat
 from kprune.core.checks import is_keras3
 
 __all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "fit_checkpoints",
-           "resumable_fit", "optimizer_variables"]
+           "resumable_fit", "run_checkpoints", "optimizer_variables"]
 
 STATE_FILE = "state.json"
 ARRAYS_FILE = "arrays.npz"
@@ -171,6 +171,24 @@ class Checkpoints:
         matching = [c for c in self.all() if c.name.startswith(prefix)]
         for old in matching[:-keep] if keep else matching:
             shutil.rmtree(old.path, ignore_errors=True)
+
+
+def run_checkpoints(folder, description, *, model, every_steps=None):
+    """The :class:`Checkpoints` of one run in ``folder`` (None without a folder), whose
+    fingerprint is ``description`` (a dict, JSON-encoded) and whose newest checkpoint the
+    workers of ``model``'s strategy agree on (:meth:`Checkpoints.agree`).
+
+    Example:
+        >>> store = run_checkpoints("run/checkpoints", {"workflow": "gradual"}, model=model)
+    """
+    if folder is None:
+        return None
+    from kprune.engines import distribute
+
+    described = json.dumps(description, sort_keys=True, default=str)
+    store = Checkpoints(folder, fingerprint=described, every_steps=every_steps)
+    store.agree(distribute.strategy_of(model))
+    return store
 
 
 def _plain(value):

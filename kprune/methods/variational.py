@@ -23,7 +23,6 @@ Example:
     >>> result.model                  # plain tf_keras model, zeros where log_alpha >= 3
 """
 
-import json
 import math
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import is_keras3
 from kprune.core.table import table
+from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, ends_in_softmax
 
 __all__ = ["sparsify", "check_model", "VariationalResult", "VariationalDense",
@@ -285,10 +285,12 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
     examples = len(trainer.x) if trainer.x is not None else (
         trainer.steps_per_epoch * trainer.batch_size)
 
-    store = _store(checkpoint_dir, names=names, epochs=epochs, threshold=threshold,
-                   kl_ramp_epochs=kl_ramp_epochs, kl_weight=kl_weight,
-                   noise_speedup=noise_speedup, finetune_epochs=finetune_epochs,
-                   distill=distill, temperature=temperature)
+    store = run_checkpoints(
+        checkpoint_dir, dict(workflow="variational", names=names, epochs=epochs,
+                             threshold=threshold, kl_ramp_epochs=kl_ramp_epochs,
+                             kl_weight=kl_weight, noise_speedup=noise_speedup,
+                             finetune_epochs=finetune_epochs, distill=distill,
+                             temperature=temperature), model=model)
     variational = _variational_copy(model, names, threshold=threshold,
                                     noise_speedup=noise_speedup)
     ramp = _KLRamp([variational.get_layer(n) for n in names], kl_weight=kl_weight,
@@ -335,19 +337,7 @@ def _copy_zeroed(variational, plain, names):
             layer.set_weights(source.get_weights())
 
 
-def _store(checkpoint_dir, **options):
-    """The :class:`Checkpoints` of a :func:`sparsify` run (None without a folder)."""
-    if checkpoint_dir is None:
-        return None
-    from kprune.methods.checkpoints import Checkpoints
-
-    described = json.dumps({"workflow": "variational", **options}, sort_keys=True)
-    return Checkpoints(checkpoint_dir, fingerprint=described)
-
-
 def _resumable(trainer, model, epochs, callbacks, store, rows):
-    from kprune.methods.checkpoints import resumable_fit
-
     resumable_fit(trainer, model, epochs, callbacks, store=store, key=rows.stage,
                   state=rows.state, restore=rows.restore)
 

@@ -42,12 +42,11 @@ from kprune.core.checks import check_int, is_keras3
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
-from kprune.engines import distribute
 from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
-from kprune.methods.checkpoints import Checkpoints, resumable_fit
+from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, accuracy
 
 __all__ = [
@@ -490,13 +489,8 @@ def _store(checkpoint_dir, checkpoint_steps, name, plan, *, model, **lengths):
         return None
     if checkpoint_steps is not None:
         check_int(checkpoint_steps, "checkpoint_steps")
-    import json
-
-    described = json.dumps({"workflow": name, "plan": plan.to_dict(), **lengths},
-                           sort_keys=True, default=str)
-    store = Checkpoints(checkpoint_dir, fingerprint=described, every_steps=checkpoint_steps)
-    store.agree(distribute.strategy_of(model))
-    return store
+    return run_checkpoints(checkpoint_dir, {"workflow": name, "plan": plan.to_dict(), **lengths},
+                           model=model, every_steps=checkpoint_steps)
 
 
 def _start(model, trainer):
