@@ -103,6 +103,7 @@ def test_begin_after_training_is_refused():
         ({"unit": "batches"}, "`unit` must be one of"),
         ({"frequency": 0}, "`frequency` must be a positive integer"),
         ({"begin": -1}, "`begin` must be a non-negative number"),
+        ({"power": float("nan")}, "`power` must be a non-negative number"),
         ({"initial_sparsity": 1.0}, "`initial_sparsity` must be a fraction"),
     ],
 )

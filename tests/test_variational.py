@@ -114,8 +114,10 @@ def test_bad_inputs_are_refused_with_the_reason():
         variational.sparsify(model, data, epochs=1, threshold=12)
     with pytest.raises(ValueError, match="`threshold` must be a number in"):
         variational.sparsify(model, data, epochs=1, threshold="3")
-    with pytest.raises(ValueError, match="`epochs` must be an integer >= 1"):
+    with pytest.raises(ValueError, match="`epochs` must be a positive integer"):
         variational.sparsify(model, data, epochs=0)
+    with pytest.raises(ValueError, match="`kl_weight` must be a non-negative number"):
+        variational.sparsify(model, data, epochs=1, kl_weight=float("nan"))
     with pytest.raises(ValueError, match=r"names \['fc9'\].*Those are: \['conv', 'fc', "
                                          r"'head'\]"):
         variational.sparsify(model, data, epochs=1, layers=["fc9"])

@@ -9,6 +9,7 @@ Example:
 """
 
 import difflib
+import math
 from dataclasses import fields
 
 __all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice",
@@ -90,8 +91,9 @@ def check_int(value, argument, *, minimum=1):
 
 
 def check_number(value, argument, *, minimum=0):
-    """Raise unless ``value`` is a real number (not a bool) >= ``minimum``; return it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+    """Raise unless ``value`` is a finite real number (not a bool) >= ``minimum``; return it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            minimum <= value < math.inf):  # NaN fails the comparison too
         kind = "a non-negative number" if minimum == 0 else f"a number >= {minimum}"
         raise ValueError(f"Argument `{argument}` must be {kind}. Received: {argument}={value!r}")
     return value

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
+from kprune.core.checks import check_int, check_number, is_keras3
 from kprune.core.table import table
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, ends_in_softmax
@@ -248,15 +248,10 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
             f"Argument `threshold` must be a number in ({-LOG_ALPHA_CLIP:g}, "
             f"{LOG_ALPHA_CLIP:g}) (log_alpha is clipped to that range; 3 drops weights "
             f"whose dropout rate is above 0.95). Received: threshold={threshold!r}")
-    for name, value, minimum in (("epochs", epochs, 1), ("kl_ramp_epochs", kl_ramp_epochs, 0),
-                                 ("finetune_epochs", finetune_epochs, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"Argument `{name}` must be an integer >= {minimum}. "
-                             f"Received: {name}={value!r}")
-    if isinstance(kl_weight, bool) or not isinstance(kl_weight, (int, float)) or not (
-            kl_weight >= 0 and math.isfinite(kl_weight)):
-        raise ValueError("Argument `kl_weight` must be a non-negative number. "
-                         f"Received: kl_weight={kl_weight!r}")
+    check_int(epochs, "epochs")
+    check_int(kl_ramp_epochs, "kl_ramp_epochs", minimum=0)
+    check_int(finetune_epochs, "finetune_epochs", minimum=0)
+    check_number(kl_weight, "kl_weight")
     if isinstance(noise_speedup, bool) or not isinstance(noise_speedup, (int, float)) or not (
             0 < noise_speedup < math.inf):
         raise ValueError("Argument `noise_speedup` must be a positive number. "
