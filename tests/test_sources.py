@@ -94,6 +94,18 @@ def test_a_model_with_its_own_rescaling_gets_the_pixels_as_they_are(files):
     assert load_data(files["npz"], model=model, scale=255, verbose=False).x_train.max() <= 1
 
 
+def test_a_keras3_model_with_its_own_rescaling_gets_the_pixels_as_they_are(files):
+    import keras as keras3
+
+    def classifier(*first):
+        return keras3.Sequential([keras3.Input(SHAPE), *first, keras3.layers.Flatten(),
+                                  keras3.layers.Dense(5, "softmax")])
+
+    rescaling = classifier(keras3.layers.Rescaling(1 / 255))
+    assert load_data(files["npz"], model=rescaling, verbose=False).x_train.max() > 200
+    assert load_data(files["npz"], model=classifier(), verbose=False).x_train.max() <= 1
+
+
 def test_image_folder_takes_the_model_input_size_and_splits_per_class(files):
     model = user_model(shape=(24, 24, 1))  # grayscale, smaller: resized by Keras
     data = load_data(files["folder"], model=model, test_split=0.2, seed=0, verbose=False)
