@@ -42,8 +42,11 @@ def units_without_inputs_have_no_bias(model):
 @pytest.mark.parametrize("name, changes", [
     ("lenet_300_100_record.yaml", {}),
     ("lenet_5_record.yaml", {}),
-    # the options: distil the dense control it is compared with, at temperature 4
-    ("lenet_300_100_record.yaml", {"teacher": "control", "temperature": 4.0}),
+    # the options: distil the dense control it is compared with, at temperature 4, then
+    # the baseline in the fine-tune, at temperature 2
+    ("lenet_300_100_record.yaml", {"teacher": "control", "temperature": 4.0,
+                                   "finetune_teacher": "baseline",
+                                   "finetune_temperature": 2.0}),
 ])
 def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     from kprune.engines.saving import load_model
@@ -53,12 +56,13 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     recipe = quick(name, mnist_dir)
     recipe = replace(recipe, workflow=replace(recipe.workflow, **changes))
     assert recipe.workflow.name == "variational" and recipe.baseline.trained_as_long
-    teachers = []  # the weights of the model each variational run distilled
+    teachers = []  # the weights of the models each variational run distilled, per stage
     sparsify = variational.sparsify
 
-    def recording_sparsify(*args, teacher=None, **kwargs):
-        teachers.append(None if teacher is None else teacher.get_weights())
-        return sparsify(*args, teacher=teacher, **kwargs)
+    def recording_sparsify(*args, teacher=None, finetune_teacher=None, **kwargs):
+        teachers.append([None if t is None else t.get_weights()
+                         for t in (teacher, finetune_teacher)])
+        return sparsify(*args, teacher=teacher, finetune_teacher=finetune_teacher, **kwargs)
 
     monkeypatch.setattr(variational, "sparsify", recording_sparsify)
     out = tmp_path / "run"
@@ -86,12 +90,16 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     start = load_model(out / "baseline-start.keras")
     assert not all(np.array_equal(a, b) for a, b in zip(start.get_weights(),
                                                         dense.get_weights()))
-    # teacher: control = the pruned model learned from the very control it is compared with
-    assert len(teachers) == 1 and recipe.workflow.distill > 0
-    if recipe.workflow.teacher == "control":
-        assert all(np.array_equal(a, b) for a, b in zip(teachers[0], dense.get_weights()))
-    else:
-        assert teachers[0] is None  # the baseline it starts from
+    # control = the pruned model learned from the very control it is compared with;
+    # baseline = from the dense model it started from
+    spec = recipe.workflow
+    assert len(teachers) == 1 and spec.distill > 0
+    models = {"control": dense.get_weights(), "baseline": start.get_weights(), None: None}
+    for given, name in zip(teachers[0], (spec.teacher, spec.finetune_teacher)):
+        if name is None:
+            assert given is None
+        else:
+            assert all(np.array_equal(a, b) for a, b in zip(given, models[name])), name
 
 
 @pytest.mark.parametrize("workflow, message", [
@@ -118,6 +126,17 @@ def test_record_recipe_quick(name, changes, mnist_dir, tmp_path, monkeypatch):
     ({"name": "variational", "distill": 0.5, "teacher": "control", "trained_as_long": False},
      "`workflow.teacher` 'control' distils the dense control, which only "
      "baseline.trained_as_long: true trains"),
+    ({"name": "variational", "distill": 0.5, "finetune_teacher": "expert"},
+     r"`workflow.finetune_teacher` must be one of \['baseline', 'control'\]"),
+    ({"name": "variational", "distill": 0.5, "finetune_temperature": 0.5},
+     r"`workflow.finetune_temperature` must be a number >= 1"),
+    ({"name": "variational", "finetune_teacher": "control"},
+     "`workflow.finetune_teacher` is used only with workflow.distill above 0"),
+    ({"name": "gradual", "finetune_temperature": 4}, "`workflow.finetune_temperature` is "
+                                                     "used only by workflow.name: variational"),
+    ({"name": "variational", "distill": 0.5, "finetune_teacher": "control",
+      "trained_as_long": False},
+     "`workflow.finetune_teacher` 'control' distils the dense control, which only "),
     ({"name": "variational", "checkpoint_steps": 50}, r"`checkpoint_steps` is not used by "
                                                      r"workflow.name: variational \(it "
                                                      r"checkpoints at every epoch end\)"),

@@ -134,6 +134,15 @@ def test_bad_inputs_are_refused_with_the_reason():
     with pytest.raises(TypeError, match=r"`teacher` must be a Keras classifier \(or None: "
                                         r"the dense `model`\). Received: teacher='model.keras'"):
         variational.sparsify(model, data, epochs=1, distill=0.5, teacher="model.keras")
+    with pytest.raises(ValueError, match=r"`finetune_temperature` must be a number >= 1"):
+        variational.sparsify(model, data, epochs=1, distill=0.5, finetune_temperature=0.5)
+    with pytest.raises(TypeError, match=r"`finetune_teacher` must be a Keras classifier \(or "
+                                        r"None: the variational stage's\)"):
+        variational.sparsify(model, data, epochs=1, distill=0.5, finetune_teacher="x.keras")
+    for extra in ({"finetune_teacher": model}, {"finetune_temperature": 4}):
+        with pytest.raises(ValueError, match=r"`finetune_teacher` and `finetune_temperature` "
+                                             r"distil in the fine-tune.*Received: distill=0"):
+            variational.sparsify(model, data, epochs=1, **extra)
     own_fit = Trainer(fit=lambda model, epochs, callbacks: None, steps_per_epoch=1)
     with pytest.raises(ValueError, match="`distill` needs a trainer on arrays"):
         variational.sparsify(model, own_fit, epochs=1, distill=0.5)
@@ -196,11 +205,8 @@ def test_distill_trains_towards_the_dense_models_predictions(seeded):
     """Labels that always contradict a confident dense model: without distillation the
     sparse copy learns them and leaves the dense model's answers; with ``distill=0.9`` it
     keeps them."""
-    teacher = small_model()
     x = np.random.default_rng(0).random((512, 12, 12, 1), dtype=np.float32)
-    teacher.predict(x[:1], verbose=0)
-    head = teacher.get_layer("head")
-    head.kernel.assign(head.kernel * 50)  # confident: its softmax is near one-hot
+    teacher = confident(small_model(), x)
     answers = teacher.predict(x, verbose=0).argmax(1)
     wrong = (answers + 1) % 3
     trainer = Trainer(x, wrong, batch_size=32, seed=0,
@@ -215,6 +221,35 @@ def test_distill_trains_towards_the_dense_models_predictions(seeded):
     assert agreement(0.0) < 0.2 and agreement(0.9) > 0.8
     # from an untrained start, distilling the confident model given as `teacher`
     assert agreement(0.9, small_model(), teacher=teacher) > 0.8
+
+
+def test_the_finetune_distils_its_own_teacher(seeded):
+    """The variational stage distils the model it starts from; ``finetune_teacher`` is
+    what the fine-tune (with the zeros held) learns from instead."""
+    x = np.random.default_rng(0).random((512, 12, 12, 1), dtype=np.float32)
+    first, second = confident(small_model(), x), confident(small_model(), x)
+    answers = [m.predict(x, verbose=0).argmax(1) for m in (first, second)]
+    assert (answers[0] == answers[1]).mean() < 0.6  # two teachers that disagree
+    trainer = Trainer(x, answers[0], batch_size=32, seed=0,
+                      compile=dict(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"],
+                                   loss=keras.losses.SparseCategoricalCrossentropy(True)))
+
+    def agreement(**options):
+        model = variational.sparsify(first, trainer, epochs=2, finetune_epochs=6,
+                                     distill=0.9, **options).model
+        return [float((model.predict(x, verbose=0).argmax(1) == a).mean()) for a in answers]
+
+    plain, own = agreement(), agreement(finetune_teacher=second, finetune_temperature=2)
+    assert plain[0] > 0.8 and plain[1] < 0.3
+    assert own[1] > 0.7 and own[0] < 0.3
+
+
+def confident(model, x):
+    """``model`` with its head scaled up: its softmax is near one-hot on ``x``."""
+    model.predict(x[:1], verbose=0)
+    head = model.get_layer("head")
+    head.kernel.assign(head.kernel * 50)
+    return model
 
 
 def test_distillation_loss_is_hintons_at_any_temperature(seeded, tmp_path):

@@ -135,7 +135,10 @@ class Workflow:
     targets in both), distilled at ``temperature`` from ``teacher``: ``baseline`` (the
     dense model the workflow starts from) or ``control`` (the dense control of
     ``baseline.trained_as_long``, then trained before the workflow rather than after:
-    the pruned model learns from the model it is compared with).
+    the pruned model learns from the model it is compared with). ``finetune_teacher`` and
+    ``finetune_temperature`` (null: as the variational stage) are the fine-tune's: it
+    leaves the sparsity as it is, so it can distil the control at a high temperature
+    while the variational stage keeps the teacher its ``kl_weight`` was chosen with.
 
     ``learning_rate_decay`` (null: the baseline's) is the decay of every fit after the
     baseline: the structural fine-tune, the workflow's and the dense control's, which so
@@ -154,6 +157,8 @@ class Workflow:
     distill: float = 0.0
     temperature: float = 1.0
     teacher: str = "baseline"
+    finetune_teacher: str | None = None
+    finetune_temperature: float | None = None
     learning_rate_decay: object = None
 
 
@@ -310,7 +315,8 @@ class Recipe:
         spec, default = self.workflow, Workflow()
         if spec.name != "variational":
             for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs",
-                        "distill", "temperature", "teacher"):
+                        "distill", "temperature", "teacher", "finetune_teacher",
+                        "finetune_temperature"):
                 if getattr(spec, key) != getattr(default, key):
                     _fail(f"workflow.{key}", "is used only by workflow.name: variational",
                           getattr(spec, key), lines)
@@ -326,20 +332,25 @@ class Recipe:
         if not 0 <= spec.distill < 1:
             _fail("workflow.distill", "must be a fraction in [0, 1) (the dense model's share "
                   "of the targets; 0: the labels alone)", spec.distill, lines)
-        if not spec.temperature >= 1:
-            _fail("workflow.temperature", "must be a number >= 1 (1: the teacher's "
-                  "probabilities as they are)", spec.temperature, lines)
+        for key in ("temperature", "finetune_temperature"):
+            value = getattr(spec, key)
+            if value is not None and not value >= 1:
+                _fail(f"workflow.{key}", "must be a number >= 1 (1: the teacher's "
+                      "probabilities as they are)", value, lines)
         _choice(spec.teacher, TEACHERS, "workflow.teacher", lines)
-        for key in ("temperature", "teacher"):
+        if spec.finetune_teacher is not None:
+            _choice(spec.finetune_teacher, TEACHERS, "workflow.finetune_teacher", lines)
+        for key in ("temperature", "teacher", "finetune_teacher", "finetune_temperature"):
             if not spec.distill and getattr(spec, key) != getattr(default, key):
                 _fail(f"workflow.{key}", "is used only with workflow.distill above 0",
                       getattr(spec, key), lines)
         if self.checkpoint_steps is not None:
             _fail("checkpoint_steps", "is not used by workflow.name: variational (it "
                   "checkpoints at every epoch end)", self.checkpoint_steps, lines)
-        if spec.teacher == "control" and not self.baseline.trained_as_long:
-            _fail("workflow.teacher", "'control' distils the dense control, which only "
-                  "baseline.trained_as_long: true trains", spec.teacher, lines)
+        for key in ("teacher", "finetune_teacher"):
+            if getattr(spec, key) == "control" and not self.baseline.trained_as_long:
+                _fail(f"workflow.{key}", "'control' distils the dense control, which only "
+                      "baseline.trained_as_long: true trains", "control", lines)
 
     def _check_data(self, lines):
         from kprune.experiments.sources import NAMED_SOURCES, check_scale

@@ -250,11 +250,11 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         "and Conv2D)")
     (out / "plan.json").write_text(json.dumps(resolved.to_dict(), indent=2))
     control, control_epochs = None, None  # the dense control, trained first as the teacher
-    if recipe.workflow.teacher == "control":
+    if "control" in (recipe.workflow.teacher, recipe.workflow.finetune_teacher):
         control_epochs = _planned_epochs_after_baseline(recipe, cut)
         control = _train_as_long(model, control_epochs, trainer, checkpoints, log)
     final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
-                                   checkpoint_dir=out / CHECKPOINTS, teacher=control)
+                                   checkpoint_dir=out / CHECKPOINTS, control=control)
     if cut.fraction is not None and cut.when == "after":
         from kprune.methods.workflows import one_shot
 
@@ -416,10 +416,11 @@ def _remove_channels(model, cut, heading, log):
 
 
 def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_dir,
-                  teacher=None):
+                  control=None):
     """Dispatch to kprune.workflows; returns (stripped model, JSON-able history).
 
-    ``teacher``: the model the variational workflow distils (None: the one it starts from).
+    ``control``: the dense control, trained already where the variational workflow
+    distils it (``teacher`` or ``finetune_teacher: control``).
     """
     from kprune.methods import workflows
 
@@ -437,12 +438,15 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
     elif spec.name == "variational":  # plan: default = every Dense and Conv2D learns
         from kprune.methods import variational
 
+        teachers = {None: None, "baseline": model, "control": control}
         result = variational.sparsify(
             model, trainer, epochs=spec.epochs, threshold=spec.threshold,
             layers=None if recipe.plan == "default" else plan,
             kl_weight=spec.kl_weight, kl_ramp_epochs=spec.kl_ramp_epochs,
             finetune_epochs=spec.finetune_epochs, distill=spec.distill,
-            temperature=spec.temperature, teacher=teacher, checkpoint_dir=checkpoint_dir)
+            temperature=spec.temperature, teacher=teachers[spec.teacher],
+            finetune_teacher=teachers[spec.finetune_teacher],
+            finetune_temperature=spec.finetune_temperature, checkpoint_dir=checkpoint_dir)
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)

@@ -190,7 +190,8 @@ class VariationalResult:
 
 def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epochs=0,
              kl_weight=1.0, noise_speedup=1.0, finetune_epochs=0, distill=0.0,
-             temperature=1.0, teacher=None, checkpoint_dir=None):
+             temperature=1.0, teacher=None, finetune_teacher=None,
+             finetune_temperature=None, checkpoint_dir=None):
     """Train ``model`` by sparse variational dropout; return the zeroed plain model.
 
     Args:
@@ -228,6 +229,10 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
             term (a larger ``kl_weight`` gives the same sparsity).
         teacher: the Keras classifier distilled from (None: ``model``, the dense start);
             a dense model trained longer makes a better teacher at temperatures above 1.
+        finetune_teacher, finetune_temperature: the fine-tune's own teacher and
+            temperature (None: the variational stage's). The fine-tune does not change
+            the sparsity, so a strong teacher at a high temperature can be distilled
+            there without the KL term's weight having to grow to match it.
         checkpoint_dir: a folder for a checkpoint at every epoch of both stages (see
             :mod:`kprune.methods.checkpoints`); if it holds some from an interrupted run
             with the same arguments, the run goes on after the newest. Resumed epochs
@@ -265,17 +270,23 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
             0 <= distill < 1):
         raise ValueError("Argument `distill` must be a fraction in [0, 1) (the dense "
                          f"model's share of the targets). Received: distill={distill!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            1 <= temperature < math.inf):
-        raise ValueError("Argument `temperature` must be a number >= 1 (1: the teacher's "
-                         f"probabilities as they are). Received: temperature={temperature!r}")
-    if teacher is not None and not isinstance(teacher, keras.Model):
-        raise TypeError("Argument `teacher` must be a Keras classifier (or None: the dense "
-                        f"`model`). Received: teacher={teacher!r}")
-    given = trainer
+    _check_temperature(temperature, "temperature")
+    _check_teacher(teacher, "teacher", "the dense `model`")
+    if finetune_temperature is not None:
+        _check_temperature(finetune_temperature, "finetune_temperature")
+    _check_teacher(finetune_teacher, "finetune_teacher", "the variational stage's")
+    if not distill and (finetune_teacher is not None or finetune_temperature is not None):
+        raise ValueError("Arguments `finetune_teacher` and `finetune_temperature` distil in "
+                         "the fine-tune, with the share `distill`: it must be above 0. "
+                         f"Received: distill={distill!r}")
+    given = finetuner = trainer
     if distill:
-        trainer = _distilling(trainer, model if teacher is None else teacher, distill,
-                              temperature)
+        teacher = model if teacher is None else teacher
+        trainer = finetuner = _distilling(given, teacher, distill, temperature)
+        if finetune_teacher is not None or finetune_temperature is not None:
+            finetuner = _distilling(
+                given, teacher if finetune_teacher is None else finetune_teacher, distill,
+                temperature if finetune_temperature is None else finetune_temperature)
     names = _selected(model, layers)
     examples = len(trainer.x) if trainer.x is not None else (
         trainer.steps_per_epoch * trainer.batch_size)
@@ -285,7 +296,8 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
                              threshold=threshold, kl_ramp_epochs=kl_ramp_epochs,
                              kl_weight=kl_weight, noise_speedup=noise_speedup,
                              finetune_epochs=finetune_epochs, distill=distill,
-                             temperature=temperature), model=model)
+                             temperature=temperature,
+                             finetune_temperature=finetune_temperature), model=model)
     variational = _variational_copy(model, names, threshold=threshold,
                                     noise_speedup=noise_speedup)
     ramp = _KLRamp([variational.get_layer(n) for n in names], kl_weight=kl_weight,
@@ -308,7 +320,7 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
 
         held = FixedMask({name: plain.get_layer(name).kernel.numpy() != 0 for name in names})
         tuned = _Rows("finetune", offset=epochs)
-        _resumable(trainer, plain, finetune_epochs, [held, tuned], store, tuned)
+        _resumable(finetuner, plain, finetune_epochs, [held, tuned], store, tuned)
         history = history + tuned.rows
         fold_constant_units(plain)
         if distill:  # compiled as the caller's trainer says: a saved model cannot keep
@@ -317,6 +329,19 @@ def sparsify(model, trainer, *, epochs, layers=None, threshold=3.0, kl_ramp_epoc
                         / np.prod(plain.get_layer(name).kernel.shape)) for name in names}
     params, nonzero = nonzero_params(plain)
     return VariationalResult(plain, kept, history, params, nonzero)
+
+
+def _check_temperature(value, argument):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            1 <= value < math.inf):
+        raise ValueError(f"Argument `{argument}` must be a number >= 1 (1: the teacher's "
+                         f"probabilities as they are). Received: {argument}={value!r}")
+
+
+def _check_teacher(value, argument, none_means):
+    if value is not None and not isinstance(value, keras.Model):
+        raise TypeError(f"Argument `{argument}` must be a Keras classifier (or None: "
+                        f"{none_means}). Received: {argument}={value!r}")
 
 
 def _copy_zeroed(variational, plain, names):
