@@ -97,6 +97,9 @@ def build_parser():
     parser.add_argument("--repeat-seeds", type=int, nargs="+", default=(), metavar="SEED",
                         help="also run the recipe rows with these seeds (a row is met only "
                              "if every seed's run is)")
+    parser.add_argument("--from-runs", action="store_true",
+                        help="read the recipe rows' figures again from their run folders "
+                             "(no training; timings kept), e.g. after a new figure is added")
     return parser
 
 
@@ -112,19 +115,27 @@ def main(argv=None):
     previous = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
     rows = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick,
                only=args.only, previous=previous.get("rows", {}),
-               repeat_seeds=args.repeat_seeds)
+               repeat_seeds=args.repeat_seeds, from_runs=args.from_runs)
     results = {"benchmark": "records", "updated": _now(), "rows": rows, "targets": TARGETS,
                "published": PUBLISHED}
     return publish(results, out, readme, summary=markdown_summary(results), markers=MARKERS)
 
 
-def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None, repeat_seeds=()):
+def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None, repeat_seeds=(),
+        from_runs=False):
     """Run the ``only`` rows (all by default) and return every row, the others from
-    ``previous`` (a results JSON's ``rows``); recipe rows also with ``repeat_seeds``."""
+    ``previous`` (a results JSON's ``rows``); recipe rows also with ``repeat_seeds``.
+    ``from_runs``: the recipe rows of ``previous`` read again from their run folders
+    (:func:`reread_row`) instead of run."""
     rows = {name: row for name, row in (previous or {}).items() if name in ROWS}
     cfg = QUICK if quick else FULL
     work = Path(work)
     for name in only or ROWS:
+        if from_runs:
+            if name in RECIPES and rows.get(name, {}).get("status") == "measured":
+                log(f"row {name}: figures read again from its run folders")
+                rows[name] = reread_row(name, rows[name], data_dir=data_dir, cfg=cfg)
+            continue
         log(f"row {name}")
         started = time.perf_counter()
         if name in RECIPES:
@@ -196,7 +207,7 @@ def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
            "command": f"kprune run examples/{RECIPES[name]} --data ../shared/data/mnist "
                       f"--out runs/{name}",
            "seed": recipe.seed, "run_dir": str(work / name), "recipe_seconds": round(seconds, 1),
-           **run_figures(work / name)}
+           **run_figures(work / name, test=test_split(name, data_dir, subset=cfg["subset"]))}
     if name == "speed":
         row.update(speed_figures(work / name, cfg=cfg))
     row["met"] = _met(name, row, seconds)
@@ -211,7 +222,8 @@ def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
                    force=True, log=log)
         again = {"seed": seed, "run_dir": str(folder),
                  "recipe_seconds": round(time.perf_counter() - started, 1),
-                 **run_figures(folder)}
+                 **run_figures(folder, test=test_split(name, data_dir, subset=cfg["subset"],
+                                                       seed=seed))}
         if name == "speed":
             again.update(speed_figures(folder, cfg=cfg))
         again["met"] = _met(name, again, again["recipe_seconds"])
@@ -219,6 +231,20 @@ def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
     if repeats:
         row["repeats"] = repeats
         row["met"] = bool(row["met"] and all(again["met"] for again in repeats))
+    return row
+
+
+def reread_row(name, row, *, data_dir, cfg):
+    """``row`` (from a previous results JSON) with its figures read again from its run
+    folders, every seed's: no training, its timings and latencies kept."""
+    runs = [row, *row.get("repeats", ())]
+    for run in runs:
+        folder = Path(run["run_dir"])
+        test = test_split(name, data_dir, subset=cfg["subset"], seed=run["seed"])
+        run.update(run_figures(folder if folder.is_absolute() else REPO / folder, test=test))
+        run["met"] = _met(name, run, run["recipe_seconds"])
+    row["met"] = all(run["met"] for run in runs)
+    row["figures_read_again"] = _now()
     return row
 
 
@@ -239,10 +265,11 @@ def _met(name, row, seconds):
                 and seconds <= target["max_seconds"])
 
 
-def run_figures(run_dir):
+def run_figures(run_dir, *, test=None):
     """What a finished run folder shows: bytes and block-sparse tensors read from the
     ``.tflite`` files; accuracies (LiteRT, test split) and weights (non-zeros counted on
-    the dense control and the pruned Keras models) from ``report.json``."""
+    the dense control and the pruned Keras models) from ``report.json``; with ``test``
+    (the run's test images and labels) the error gap's standard error (:func:`paired_gap`)."""
     from kprune.tflite import flatbuffer, measure
 
     run_dir = Path(run_dir)
@@ -270,7 +297,13 @@ def run_figures(run_dir):
               "pruned": {key: pruned[key] for key in ("params", "nonzero_params")}}
     reference = files.get("pruned/float") or files[smallest]
     epochs = report["extra"].get("epochs", {})
-    return {
+    paired = {}
+    if test is not None:
+        paired = {"paired": paired_gap(run_dir, reference["file"], test)}
+        if abs(paired["paired"]["error_increase_pp"] + reference["accuracy_delta_pp"]) > 1e-6:
+            raise RuntimeError(f"{run_dir}: the test split read again does not give the "
+                               "report's accuracies; the gap's standard error would be wrong")
+    return {**paired,
         "dense": {"file": "dense-float.tflite", **dense_bytes, "accuracy": dense["accuracy"]},
         "files": files,
         "smallest": {"name": smallest, **files[smallest]},
@@ -282,6 +315,59 @@ def run_figures(run_dir):
         >= epochs.get("pruned_after_baseline", 0),
         "test_samples": report["test_samples"],
     }
+
+
+def test_split(name, data_dir, *, subset=None, seed=None):
+    """The row's test images and labels, loaded as ``kprune run`` loads them."""
+    from kprune.experiments.sources import load_data
+
+    recipe = load_recipe(name, data_dir, subset=subset, seed=seed)
+    data = load_data(recipe.data_source(), scale=recipe.data.scale,
+                     image_size=recipe.data.image_size, test_split=recipe.data.test_split,
+                     seed=recipe.seed, verbose=False)
+    data = data.subset(recipe.subset.train, recipe.subset.test, seed=recipe.seed)
+    return data.x_test, data.y_test
+
+
+def paired_gap(run_dir, reference, test):
+    """How far the error gap between ``dense-float.tflite`` and the ``reference`` file of a
+    run folder can be trusted: both files run on ``test``; the gap is the mean of the
+    per-image differences (wrong in one, right in the other), its standard error theirs.
+
+    Example:
+        >>> paired_gap("runs/records/lenet-5", "pruned-float.tflite", (x_test, y_test))
+        {'error_increase_pp': 0.28, 'standard_error_pp': 0.09, 'only_dense_wrong': 31, ...}
+    """
+    from kprune.tflite import measure
+
+    x, y = test
+    wrong = {}
+    for file in ("dense-float.tflite", reference):
+        path = Path(run_dir) / file
+        shape = measure.load_interpreter(path).get_input_details()[0]["shape"][1:]
+        scores = measure.predict_tflite(path, x.reshape((len(x), *shape)))
+        wrong[file] = scores.argmax(axis=1) != y
+    return paired_difference(wrong[reference], wrong["dense-float.tflite"])
+
+
+def paired_difference(wrong_a, wrong_b):
+    """The error of ``a`` minus that of ``b`` (in pp) on the same images, with its standard
+    error from the images where exactly one of them is wrong.
+
+    Example:
+        >>> paired_difference(np.array([1, 0, 0, 0]), np.array([0, 0, 0, 0]))["error_increase_pp"]
+        25.0
+    """
+    import numpy as np
+
+    wrong_a, wrong_b = np.asarray(wrong_a, bool), np.asarray(wrong_b, bool)
+    n = len(wrong_a)
+    only_a, only_b = int(np.sum(wrong_a & ~wrong_b)), int(np.sum(wrong_b & ~wrong_a))
+    mean = (only_a - only_b) / n
+    variance = (only_a + only_b) / n - mean**2  # of the per-image differences in {-1, 0, 1}
+    return {"error_increase_pp": 100 * mean,
+            "standard_error_pp": 100 * float(np.sqrt(variance / n)),
+            "only_pruned_wrong": only_a, "only_dense_wrong": only_b, "images": n}
 
 
 def speed_figures(run_dir, *, cfg):
@@ -335,8 +421,11 @@ def _main_cell(row, name):
                 f"(`{best['file']}`, {best['bytes']:,} bytes); {best['accuracy'] * 100:.2f} % vs "
                 f"{row['dense']['accuracy'] * 100:.2f} % dense ({best['accuracy_delta_pp']:+.2f} pp)")
     if name in RECIPES:
+        paired = row.get("paired")
+        spread = "" if paired is None else f" ± {paired['standard_error_pp']:.2f}"
         return (f"{row['x_fewer_nonzero']:.1f}x fewer non-zeros; error "
-                f"{row['error_increase_pp']:+.2f} pp; {row['recipe_seconds'] / 60:.1f} min")
+                f"{row['error_increase_pp']:+.2f}{spread} pp; "
+                f"{row['recipe_seconds'] / 60:.1f} min")
     models = row["pruning_overhead"]["models"]
     others = ", ".join(f"{model} {models[model]['kprune_vs_dense']['ratio']:.2f}x"
                        for model in models if model != "seed-cnn")
@@ -390,6 +479,11 @@ def markdown_summary(results):
         lines.append(f"- {TITLES[name]}: {how}; {row['mode']} mode, {row['created']}, "
                      f"{row['seconds'] / 60:.1f} min, {row['machine']['cpus_usable']} CPUs "
                      "shared with other jobs.")
+    if any("paired" in (rows.get(name) or {}) for name in RECIPES):
+        lines += ["", "± is the standard error of an error gap, from the test images that "
+                  "exactly one of the two models (pruned/float, dense/float) gets wrong: "
+                  "a gap within about two of them of the target is not told apart from it "
+                  "by one run."]
     lines += ["", "`python -m benchmarks.records` (`--only ROW` for one row; "
               "`benchmarks/results/records.json`)."]
     return "\n".join(lines)

@@ -99,6 +99,14 @@ def test_records_quick_json_and_readme(quick_run, mnist_dir, monkeypatch):
     assert seed["trained_as_long"] and seed["x_fewer_nonzero"] > 14  # 3,274,890 / 224,186
     assert seed["met"] == (seed["smallest"]["x_smaller_raw"] >= 40
                            and seed["smallest"]["accuracy_delta_pp"] >= -0.2)
+    # the gap's standard error, from the two files run again on the run's 300 test images
+    paired = seed["paired"]
+    assert paired["images"] == seed["test_samples"] == 300
+    assert paired["error_increase_pp"] == pytest.approx(seed["error_increase_pp"])
+    assert paired["error_increase_pp"] == pytest.approx(
+        100 * (paired["only_pruned_wrong"] - paired["only_dense_wrong"]) / 300)
+    assert 0 <= paired["standard_error_pp"] <= 100 * np.sqrt(
+        (paired["only_pruned_wrong"] + paired["only_dense_wrong"]) / 300**2)
     speed = records.speed_figures(run, cfg=records.QUICK)  # the speed row's latency part
     assert speed["latency"]["baseline"] == "pruned/int8" and speed["latency"]["rounds"] == 2
     assert set(speed["latency"]["files"]) == {"pruned/int8", "pruned/sparse-int8",
@@ -125,6 +133,24 @@ def test_records_quick_json_and_readme(quick_run, mnist_dir, monkeypatch):
     assert again["seed-cnn"] == seed and again["overhead"] == overhead
     assert again["lenet-5"] == rows["lenet-5"]
     assert again["speed"]["created"] >= rows["speed"]["created"]
+
+    # --from-runs reads the recipe rows' figures again from their run folders, no training
+    code = records.main(["--quick", "--from-runs", "--out", str(out), "--work",
+                         str(tmp / "work"), "--data", str(mnist_dir), "--no-readme"])
+    assert code == 0
+    reread = json.loads(out.read_text())["rows"]
+    assert reread["seed-cnn"].pop("figures_read_again") >= seed["created"]
+    assert reread["seed-cnn"] == seed and reread["overhead"] == overhead
+
+
+def test_paired_difference_counts_the_images_one_model_gets_wrong():
+    pruned = np.array([1, 1, 0, 0, 1, 0, 0, 0], bool)
+    dense = np.array([1, 0, 1, 0, 0, 0, 0, 0], bool)
+    gap = records.paired_difference(pruned, dense)
+    assert (gap["only_pruned_wrong"], gap["only_dense_wrong"], gap["images"]) == (2, 1, 8)
+    differences = pruned.astype(int) - dense.astype(int)  # -1, 0 or 1 per image
+    assert gap["error_increase_pp"] == pytest.approx(100 * differences.mean())
+    assert gap["standard_error_pp"] == pytest.approx(100 * differences.std() / np.sqrt(8))
 
 
 def test_a_recipe_that_does_not_load_is_skipped_with_its_error(tmp_path, monkeypatch):
