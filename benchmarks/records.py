@@ -132,9 +132,16 @@ def run(*, data_dir, work, seed=0, quick=False, only=None, previous=None, repeat
     work = Path(work)
     for name in only or ROWS:
         if from_runs:
-            if name in RECIPES and rows.get(name, {}).get("status") == "measured":
-                log(f"row {name}: figures read again from its run folders")
-                rows[name] = reread_row(name, rows[name], data_dir=data_dir, cfg=cfg)
+            row = rows.get(name, {})
+            if name not in RECIPES or row.get("status") != "measured":
+                continue
+            missing = [run["run_dir"] for run in [row, *row.get("repeats", ())]
+                       if not (_run_folder(run) / "report.json").is_file()]
+            if missing:
+                log(f"row {name}: kept as it was, its run folders are not here: {missing}")
+                continue
+            log(f"row {name}: figures read again from its run folders")
+            rows[name] = reread_row(name, row, data_dir=data_dir, cfg=cfg)
             continue
         log(f"row {name}")
         started = time.perf_counter()
@@ -239,13 +246,17 @@ def reread_row(name, row, *, data_dir, cfg):
     folders, every seed's: no training, its timings and latencies kept."""
     runs = [row, *row.get("repeats", ())]
     for run in runs:
-        folder = Path(run["run_dir"])
         test = test_split(name, data_dir, subset=cfg["subset"], seed=run["seed"])
-        run.update(run_figures(folder if folder.is_absolute() else REPO / folder, test=test))
+        run.update(run_figures(_run_folder(run), test=test))
         run["met"] = _met(name, run, run["recipe_seconds"])
     row["met"] = all(run["met"] for run in runs)
     row["figures_read_again"] = _now()
     return row
+
+
+def _run_folder(run):
+    folder = Path(run["run_dir"])
+    return folder if folder.is_absolute() else REPO / folder
 
 
 def _met(name, row, seconds):

@@ -143,6 +143,14 @@ def test_records_quick_json_and_readme(quick_run, mnist_dir, monkeypatch):
     assert reread["seed-cnn"] == seed and reread["overhead"] == overhead
 
 
+def test_from_runs_keeps_a_row_whose_run_folders_are_gone(tmp_path, capsys):
+    row = {"status": "measured", "run_dir": str(tmp_path / "gone"), "seed": 0, "met": False}
+    rows = records.run(data_dir=tmp_path, work=tmp_path, only=["lenet-5"],
+                       previous={"lenet-5": dict(row)}, from_runs=True)
+    assert rows["lenet-5"] == row
+    assert "kept as it was, its run folders are not here" in capsys.readouterr().out
+
+
 def test_paired_difference_counts_the_images_one_model_gets_wrong():
     pruned = np.array([1, 1, 0, 0, 1, 0, 0, 0], bool)
     dense = np.array([1, 0, 1, 0, 0, 0, 0, 0], bool)
