@@ -214,7 +214,7 @@ def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
            "command": f"kprune run examples/{RECIPES[name]} --data ../shared/data/mnist "
                       f"--out runs/{name}",
            "seed": recipe.seed, "run_dir": str(work / name), "recipe_seconds": round(seconds, 1),
-           **run_figures(work / name, test=test_split(name, data_dir, subset=cfg["subset"]))}
+           **run_figures(work / name, test=test_split(recipe))}
     if name == "speed":
         row.update(speed_figures(work / name, cfg=cfg))
     row["met"] = _met(name, row, seconds)
@@ -225,12 +225,11 @@ def recipe_row(name, work, *, data_dir, cfg, repeat_seeds=()):
         log(f"row {name}, seed {seed}")
         folder = work / f"{name}-seed{seed}"
         started = time.perf_counter()
-        run_recipe(load_recipe(name, data_dir, subset=cfg["subset"], seed=seed), folder,
-                   force=True, log=log)
+        again_recipe = load_recipe(name, data_dir, subset=cfg["subset"], seed=seed)
+        run_recipe(again_recipe, folder, force=True, log=log)
         again = {"seed": seed, "run_dir": str(folder),
                  "recipe_seconds": round(time.perf_counter() - started, 1),
-                 **run_figures(folder, test=test_split(name, data_dir, subset=cfg["subset"],
-                                                       seed=seed))}
+                 **run_figures(folder, test=test_split(again_recipe))}
         if name == "speed":
             again.update(speed_figures(folder, cfg=cfg))
         again["met"] = _met(name, again, again["recipe_seconds"])
@@ -246,7 +245,7 @@ def reread_row(name, row, *, data_dir, cfg):
     folders, every seed's: no training, its timings and latencies kept."""
     runs = [row, *row.get("repeats", ())]
     for run in runs:
-        test = test_split(name, data_dir, subset=cfg["subset"], seed=run["seed"])
+        test = test_split(load_recipe(name, data_dir, subset=cfg["subset"], seed=run["seed"]))
         run.update(run_figures(_run_folder(run), test=test))
         run["met"] = _met(name, run, run["recipe_seconds"])
     row["met"] = all(run["met"] for run in runs)
@@ -328,11 +327,10 @@ def run_figures(run_dir, *, test=None):
     }
 
 
-def test_split(name, data_dir, *, subset=None, seed=None):
-    """The row's test images and labels, loaded as ``kprune run`` loads them."""
+def test_split(recipe):
+    """The test images and labels of ``recipe``'s run, loaded as ``kprune run`` loads them."""
     from kprune.experiments.sources import load_data
 
-    recipe = load_recipe(name, data_dir, subset=subset, seed=seed)
     data = load_data(recipe.data_source(), scale=recipe.data.scale,
                      image_size=recipe.data.image_size, test_split=recipe.data.test_split,
                      seed=recipe.seed, verbose=False)
