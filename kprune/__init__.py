@@ -40,6 +40,7 @@ _LAZY = {
     "SparsityReport": "kprune.engines.verify",
     "save_model": "kprune.engines.saving",
     "load_model": "kprune.engines.saving",
+    "prune_post_training": "kprune.methods.post_training",
 }
 
 # Submodules reachable as ``kprune.NAME`` (and ``from kprune import NAME``) wherever
@@ -58,6 +59,9 @@ SUBMODULES = {
     "sensitivity": "kprune.methods.sensitivity",
     "allocation": "kprune.methods.allocation",
     "variational": "kprune.methods.variational",
+    "post_training": "kprune.methods.post_training",
+    "calibration": "kprune.methods.calibration",
+    "layerwise": "kprune.core.layerwise",
     "export": "kprune.tflite.export",
     "flatbuffer": "kprune.tflite.flatbuffer",
     "measure": "kprune.tflite.measure",

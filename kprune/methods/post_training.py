@@ -1,0 +1,246 @@
+"""Post-training pruning: a pretrained model pruned from a few hundred unlabeled examples,
+with no retraining (magnitude, Wanda, SparseGPT; unstructured or N:M as the plan says).
+
+The layers are pruned in order, each from the calibration inputs that the model *as
+already pruned* gives it (as SparseGPT and Wanda do): the layer's inputs are captured
+batch by batch through the engine, reduced to their statistics
+(:class:`kprune.core.layerwise.InputStatistics`), and the layer is solved alone
+(:mod:`kprune.core.layerwise`). A Dense layer is its kernel ``[inputs, outputs]``; a
+convolution is its kernel as ``[kh * kw * in, out]`` over its input patches. Only one
+layer's statistics are in memory at a time: ``8 d²`` bytes for a layer of ``d`` inputs
+(SparseGPT holds about three such matrices while it solves).
+
+Example:
+    >>> pruned, report = kprune.prune_post_training(model, x_train[:512], method="sparsegpt")
+    >>> print(report)                                  # per layer: reached, error, time
+    >>> kprune.sparsity_report(pruned, strict=True)    # checks the plan it carries
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+
+import numpy as np
+
+from kprune import progress
+from kprune.core import layers, layerwise
+from kprune.core.checks import check_int, check_number, did_you_mean
+from kprune.core.plan import PruningPlan, ResolvedPlan
+from kprune.core.table import table
+from kprune.engines import capture
+from kprune.engines.wrap import copy_model
+from kprune.methods.calibration import calibration_batches, example_count
+
+__all__ = ["METHODS", "prune_post_training", "PostTrainingReport", "LayerResult"]
+
+#: The post-training methods, by name.
+METHODS = ("magnitude", "wanda", "sparsegpt")
+#: Rows of captured inputs turned into patches at once (bounds a convolution's memory).
+_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerResult:
+    """What post-training pruning did to one layer.
+
+    ``error`` is the relative squared error of the layer's matrix product on the
+    calibration inputs it saw, ``||X(w' - w)||² / ||Xw||²``; ``memory_bytes`` the arrays
+    the solver held (statistics, solver copies, one chunk of inputs).
+    """
+
+    name: str
+    type: str
+    method: str
+    target: float | None = None
+    achieved: float | None = None
+    error: float | None = None
+    inputs: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    memory_bytes: int = 0
+    reason: str = ""
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class PostTrainingReport:
+    """One :class:`LayerResult` per prunable layer, printable as a table."""
+
+    method: str
+    examples: int
+    rows: tuple
+
+    def __getitem__(self, name):
+        from kprune.core.checks import by_name
+
+        return by_name(self.rows, name, what="layer", within="the report")
+
+    @property
+    def pruned(self):
+        return [row for row in self.rows if row.achieved is not None]
+
+    def to_dict(self):
+        return {"method": self.method, "examples": self.examples,
+                "layers": [row.to_dict() for row in self.rows]}
+
+    def __str__(self):
+        header = ("layer", "type", "method", "target", "reached", "error", "inputs", "rows",
+                  "time", "memory", "note")
+        lines = []
+        for r in self.rows:
+            if r.achieved is None:
+                lines.append((r.name, r.type, "skip", "", "", "", "", "", "", "", r.reason))
+                continue
+            lines.append((r.name, r.type, r.method, f"{r.target:.3f}", f"{r.achieved:.3f}",
+                          f"{r.error:.4f}", str(r.inputs), f"{r.rows:,}", f"{r.seconds:.2f} s",
+                          f"{r.memory_bytes / 2**20:.1f} MiB", r.reason))
+        return (f"post-training pruning: {self.method}, {self.examples:,} calibration examples\n"
+                + table(header, lines))
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"Argument `method` must be one of {METHODS}.{did_you_mean(method, METHODS)} "
+                         f"Received: method={method!r}")
+
+
+def _matrix_problem(layer):
+    """Why ``layer`` is not a matrix product of its captured input ("" when it is)."""
+    entry = layers.spec(layer)
+    if entry.units is None or entry.layout or entry.kind not in ("dense", "conv"):
+        name = type(layers.unwrap(layer)).__name__
+        return (f"{name} is not a Dense or convolution kernel applied to its input; "
+                "post-training methods solve those only")
+    problem = layers.channel_problem(layer) if entry.kind == "conv" else ""
+    if "data_format" in problem or "groups" in problem:
+        return problem
+    return ""
+
+
+def _rows(layer, x, inputs):
+    """The captured input ``x`` as rows of the layer's matrix product, in chunks."""
+    if layers.kind(layer) == "dense":
+        yield x.reshape(-1, inputs)
+        return
+    per_example = max(1, x[0].size * inputs // max(x.shape[-1], 1)) * 8
+    step = max(1, _CHUNK_BYTES // per_example)
+    for start in range(0, len(x), step):
+        yield layerwise.patches(x[start:start + step], layer.kernel_size, strides=layer.strides,
+                                padding=layer.padding, dilation_rate=layer.dilation_rate)
+
+
+def _solve(method, kernel, stats, row, *, block_size, dampening):
+    target = dict(n_m=(row.n, row.m)) if row.method == "m_by_n" else dict(sparsity=row.target)
+    if method == "sparsegpt":
+        return layerwise.sparsegpt(kernel, stats.hessian(), block_size=block_size,
+                                   dampening=dampening, **target)
+    if method == "wanda":
+        return kernel * layerwise.wanda_mask(kernel, stats.input_norms(), **target)
+    return kernel * layerwise.magnitude_mask(kernel, **target)
+
+
+def _prune_layer(model, row, batches, method, *, block_size, dampening):
+    layer = dict(layers.model_layers(model))[row.name]
+    (weight,) = layers.prunable_weights(layer)
+    start = time.perf_counter()
+    original = capture.to_numpy(weight.variable)
+    inputs = int(np.prod(original.shape[:-1]))
+    kernel = original.reshape(inputs, original.shape[-1]).astype(np.float64)
+    stats = layerwise.InputStatistics(inputs)
+    chunk = 0
+    for x in capture.layer_inputs(model, row.name, batches):
+        for rows in _rows(layer, x, inputs):
+            chunk = max(chunk, rows.nbytes)
+            stats.add(rows)
+    if method == "sparsegpt" and stats.rows < inputs:
+        warnings.warn(
+            f"Layer {row.name!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
+            "Hessian is singular, and SparseGPT runs on the dampened one. Give more examples.",
+            layerwise.SingularHessianWarning, stacklevel=3)
+    pruned = _solve(method, kernel, stats, row, block_size=block_size, dampening=dampening)
+    weight.variable.assign(pruned.reshape(original.shape).astype(original.dtype))
+    solver_copies = 3 if method == "sparsegpt" else 1
+    return LayerResult(
+        name=row.name, type=row.type, method=f"{method} {row.method_label}", target=row.target,
+        achieved=float(np.mean(pruned == 0)),
+        error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
+        inputs=inputs, rows=stats.rows, seconds=time.perf_counter() - start,
+        memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+
+
+def _plan_rows(model, plan):
+    """The resolved plan, with the rows post-training pruning cannot solve turned to skips."""
+    resolved = plan.resolve(model)
+    rows = []
+    for row in resolved:
+        if not row.pruned:
+            rows.append(row)
+            continue
+        if row.method == "block":
+            raise ValueError(
+                f"Post-training pruning takes unstructured and N:M rows; layer {row.name!r} "
+                f"asks for blocks of {row.block[0]}x{row.block[1]}. Use an unstructured or "
+                "N:M rule for it.")
+        layer = dict(layers.model_layers(model))[row.name]
+        problem = (_matrix_problem(layer) or
+                   ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
+                   or capture.capture_problem(model, row.name))
+        if problem:
+            row = dataclasses.replace(row, method="skip", target=None, n=None, m=None,
+                                      schedule=None, reason=problem)
+        rows.append(row)
+    return ResolvedPlan(tuple(rows))
+
+
+def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,
+                        block_size=128, dampening=0.01):
+    """A copy of ``model`` with the plan's zeros, from calibration data and no training.
+
+    Args:
+        model: a built tf_keras or Keras 3 Sequential or functional model (never modified).
+        calibration: unlabeled model inputs (see
+            :func:`kprune.methods.calibration.calibration_batches`): an array, a dict of
+            arrays, a ``tf.data.Dataset`` or an iterable of batches.
+        plan: a :class:`PruningPlan` (each row's target, or its N:M); None: the default plan.
+            Schedules are ignored: the targets are reached at once.
+        method: ``"magnitude"``, ``"wanda"`` or ``"sparsegpt"``.
+        batch_size: examples per batch when ``calibration`` is an array.
+        block_size: SparseGPT's columns (inputs) per lazy update; a multiple of ``m`` for N:M.
+        dampening: SparseGPT's dampening, as a share of the Hessian's mean diagonal.
+
+    Returns:
+        ``(pruned, report)``: the pruned model (carrying its resolved plan, so
+        ``kprune.sparsity_report(pruned, strict=True)`` checks it) and a
+        :class:`PostTrainingReport`.
+
+    Example:
+        >>> pruned, report = prune_post_training(model, x[:256], method="wanda")
+    """
+    _check_method(method)
+    plan = PruningPlan.default() if plan is None else plan
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
+    check_int(block_size, "block_size")
+    check_number(dampening, "dampening")
+    resolved = _plan_rows(model, plan)
+    for row in resolved.pruned:
+        if row.method == "m_by_n" and block_size % row.m:
+            raise ValueError(f"Argument `block_size` must be a multiple of the N:M group size "
+                             f"{row.m} (layer {row.name!r}). Received: block_size={block_size}")
+    batches = calibration_batches(model, calibration, batch_size=batch_size)
+    pruned = copy_model(model)
+    results = {}
+    for row in progress.track(resolved.pruned, f"post-training ({method})", unit="layer",
+                              label=lambda r: r.name):
+        results[row.name] = _prune_layer(pruned, row, batches, method, block_size=block_size,
+                                         dampening=dampening)
+    report_rows = tuple(
+        results.get(row.name) or LayerResult(name=row.name, type=row.type, method="skip",
+                                             reason=row.reason)
+        for row in resolved if row.weights)
+    pruned._kprune_plan = resolved  # read by sparsity_report and save_model
+    return pruned, PostTrainingReport(method, example_count(batches), report_rows)
