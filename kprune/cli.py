@@ -10,6 +10,7 @@ Example:
           --compare baseline.keras
     $ kprune inspect out/pruned-sparse-int8.tflite
     $ kprune sensitivity baseline.keras --data mnist --out sens  # on a validation split
+    $ kprune post-training baseline.keras --data mnist --method sparsegpt --out pt
 """
 
 import argparse
@@ -188,6 +189,47 @@ def _sensitivity(args):
     return 0
 
 
+def _post_training(args):
+    import json
+
+    from kprune.core.plan import PruningPlan
+    from kprune.engines.saving import save_model
+    from kprune.experiments import models
+    from kprune.experiments.runner import check_out_dir, export_and_compare
+    from kprune.methods import post_training
+    from kprune.tflite.export import VARIANTS
+
+    post_training.check_method(args.method)
+    unknown = [name for name in args.variants if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"Unknown export variant {unknown[0]!r}. Known variants: {list(VARIANTS)}. "
+                         f"Received: --variants {' '.join(args.variants)}")
+    plan = PruningPlan.default() if args.plan is None else PruningPlan.load(args.plan)
+    model = models.load(args.model)
+    data = _load_data(args.data, model, args)
+    check_out_dir(args.out, force=args.force, create=False)  # before any work
+    calibration = data.x_train[:args.calibration]
+    print(f"post-training pruning ({args.method}) on {len(calibration):,} calibration "
+          "examples from the training split; no labels, no training")
+    pruned, result = post_training.prune_post_training(model, calibration, plan,
+                                                       method=args.method)
+    print(result)
+    out = check_out_dir(args.out, force=args.force)
+    (out / "post_training.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    save_model(pruned, out / "pruned.keras")
+    n = args.test_samples
+    report = export_and_compare(
+        model, pruned, variants=args.variants, representative_data=data.x_train[:200],
+        x_test=data.x_test[:n], y_test=data.y_test[:n], out_dir=out,
+        latency_repeats=args.latency_repeats, title=f"kprune post-training {args.model}",
+        data=data.split_description("test"),
+        extra={"data": data.to_dict(), "post_training": result.to_dict()})
+    print(report)
+    print(f"wrote {out / 'pruned.keras'}, {out / 'post_training.json'}; "
+          f"report: {report.markdown_path}")
+    return 0
+
+
 def _fraction_or_count(text):
     """``--validation``: ``"5000"`` is a count, ``"0.1"`` a fraction (checked when used)."""
     try:
@@ -308,6 +350,29 @@ def build_parser():
     sens.add_argument("--max-drop", type=float, default=1.0,
                       help="accuracy drop (percentage points) allowed per layer in the plan")
     sens.set_defaults(handler=_sensitivity)
+
+    post = add("post-training",
+               help="prune a trained model from calibration data, no retraining",
+               description="Prune a trained model in one shot from unlabeled examples of "
+               "its training split (magnitude, Wanda or SparseGPT; the plan's targets and "
+               "N:M), then save it, export it to TFLite and compare it with the dense model.")
+    post.add_argument("model", help="a trained .keras/.h5 model")
+    post.add_argument("--data", default="mnist",
+                      help=f"{DATA_HELP} (calibration from its training split, evaluation "
+                      "on its test split)")
+    _data_options(post)
+    post.add_argument("--method", default="sparsegpt", help="magnitude, wanda or sparsegpt "
+                      "(default: sparsegpt)")
+    post.add_argument("--plan", help="a plan file (.json/.yaml); default: the built-in plan")
+    post.add_argument("--calibration", type=int, default=512,
+                      help="calibration examples (default: 512)")
+    post.add_argument("--out", required=True, help="output folder")
+    post.add_argument("--variants", nargs="+", default=["float", "sparse"],
+                      help="TFLite variants to export (default: float sparse)")
+    post.add_argument("--test-samples", type=int, default=10000, help="test images to evaluate")
+    post.add_argument("--latency-repeats", type=int, default=20)
+    post.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
+    post.set_defaults(handler=_post_training)
     return parser
 
 

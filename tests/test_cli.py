@@ -215,3 +215,55 @@ def test_quiet_prints_no_progress_and_no_training_lines(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(tmp_path / "loud")]) == 0
     captured = capsys.readouterr()
     assert "measure accuracy: done" in captured.err and "[2/4] workflow gradual" in captured.out
+
+
+@pytest.mark.slow
+def test_post_training_writes_the_pruned_model_its_report_and_the_tflite_files(tmp_path,
+                                                                                mnist_small,
+                                                                                capsys):
+    import kprune
+    from kprune import models
+    from kprune.engines.saving import save_model
+
+    (x, y), (x_test, y_test) = mnist_small
+    model = models.compile_classifier(models.seed_cnn())
+    model.fit(x[:3000], y[:3000], batch_size=64, epochs=1, verbose=0)
+    path = save_model(model, tmp_path / "trained.keras")
+    np_path = tmp_path / "mnist.npz"
+    np.savez(np_path, x_train=(x[:1000] * 255).astype("uint8")[..., 0], y_train=y[:1000],
+             x_test=(x_test[:300] * 255).astype("uint8")[..., 0], y_test=y_test[:300])
+    out = tmp_path / "pt"
+    assert main(["post-training", str(path), "--data", str(np_path), "--out", str(out),
+                 "--calibration", "256", "--variants", "sparse", "--latency-repeats", "2",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "post-training pruning (sparsegpt) on 256 calibration examples" in printed
+    result = json.loads((out / "post_training.json").read_text())
+    assert result["method"] == "sparsegpt" and result["examples"] == 256
+    rows = {row["name"]: row for row in result["layers"]}
+    # at least half: SparseGPT also zeroes the weights of inputs that never fire
+    assert rows["fc1"]["method"] == "sparsegpt 2:4" and 0.5 <= rows["fc1"]["achieved"] < 0.51
+    assert rows["head"]["achieved"] is None and rows["head"]["reason"] == "classifier head"
+    pruned = kprune.load_model(out / "pruned.keras")
+    kprune.sparsity_report(pruned, strict=True)
+    report = json.loads((out / "report.json").read_text())
+    accuracies = {v["name"]: v["accuracy"] for v in report["variants"]}
+    assert accuracies["dense/float"] > 0.8, accuracies
+    assert accuracies["pruned/sparse"] > accuracies["dense/float"] - 0.05, accuracies
+    assert (out / "pruned-sparse.tflite").stat().st_size < (out / "dense-float.tflite").stat().st_size
+    # a finished folder is refused before any work
+    assert main(["post-training", str(path), "--data", str(np_path), "--out", str(out)]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "sparsgpt"], "Did you mean 'sparsegpt'"),
+    (["--variants", "floaty"], "Unknown export variant 'floaty'"),
+    (["--plan", "nope.yaml"], "Plan file not found"),
+])
+def test_post_training_refuses_bad_input_and_writes_nothing(tmp_path, argv, message, capsys):
+    out = tmp_path / "never"
+    assert main(["post-training", "seed-cnn", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()

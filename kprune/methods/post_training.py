@@ -33,7 +33,8 @@ from kprune.engines import capture
 from kprune.engines.wrap import copy_model
 from kprune.methods.calibration import calibration_batches, example_count
 
-__all__ = ["METHODS", "prune_post_training", "PostTrainingReport", "LayerResult"]
+__all__ = ["METHODS", "prune_post_training", "check_method", "PostTrainingReport",
+           "LayerResult"]
 
 #: The post-training methods, by name.
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -102,7 +103,8 @@ class PostTrainingReport:
                 + table(header, lines))
 
 
-def _check_method(method):
+def check_method(method):
+    """Raise unless ``method`` is one of :data:`METHODS` (the closest name suggested)."""
     if method not in METHODS:
         raise ValueError(f"Argument `method` must be one of {METHODS}.{did_you_mean(method, METHODS)} "
                          f"Received: method={method!r}")
@@ -220,7 +222,7 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
     Example:
         >>> pruned, report = prune_post_training(model, x[:256], method="wanda")
     """
-    _check_method(method)
+    check_method(method)
     plan = PruningPlan.default() if plan is None else plan
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
