@@ -226,7 +226,7 @@ def test_post_training_writes_the_pruned_model_its_report_and_the_tflite_files(t
     from kprune.engines.saving import save_model
 
     (x, y), (x_test, y_test) = mnist_small
-    model = models.compile_classifier(models.seed_cnn())
+    model = models.compile_classifier(models.lenet_300_100())
     model.fit(x[:3000], y[:3000], batch_size=64, epochs=1, verbose=0)
     path = save_model(model, tmp_path / "trained.keras")
     np_path = tmp_path / "mnist.npz"

@@ -244,8 +244,8 @@ def reconstruction_error(kernel, pruned, hessian):
     """
     delta = np.asarray(pruned, np.float64) - np.asarray(kernel, np.float64)
     kernel = np.asarray(kernel, np.float64)
-    change = float(np.einsum("io,ij,jo->", delta, hessian, delta))
-    total = float(np.einsum("io,ij,jo->", kernel, hessian, kernel))
+    change = float(np.sum((hessian @ delta) * delta))
+    total = float(np.sum((hessian @ kernel) * kernel))
     return change / total if total > 0 else 0.0
 
 

@@ -1,0 +1,351 @@
+"""Post-training pruning without retraining: magnitude, Wanda and SparseGPT side by side.
+
+Two parts, in one run, each model trained here and then pruned from calibration data only
+(``kprune.prune_post_training``; no labels, no fine-tune):
+
+- ``lm``: a small GPT-style byte-level language model in Keras 3 (token and position
+  embeddings, pre-norm blocks of causal self-attention whose query, key, value and output
+  projections are ``Dense`` layers, and a ``Dense`` feed-forward), trained on the Python
+  standard library's own source files (every machine has them): the files sorted by name,
+  every 10th held out, every 10th after the first calibration, the rest training. Each
+  method at 50 % unstructured and 2:4 on every projection and feed-forward ``Dense``
+  (embeddings and the output head left dense); held-out perplexity and seconds.
+- ``cnn``: the seed CNN and a MobileNetV2-style network (inverted residual blocks of 1x1
+  expand, depthwise 3x3, 1x1 project, batch norm) trained on MNIST, then each method at
+  50 %, 70 %, 90 % (every conv and Dense but the head) and the default plan (first conv
+  unstructured 50 %, the rest 2:4), 512 calibration images from the training split;
+  test accuracy in Keras.
+
+    python -m benchmarks.post_training            # the full run (minutes on 2 cores)
+    python -m benchmarks.post_training --quick    # a smoke test
+
+Writes the results JSON (``--out``; default ``benchmarks/results/post_training.json``) and,
+in full mode, the tables into ``benchmarks/README.md`` between the ``post_training`` markers.
+"""
+
+import argparse
+import math
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import (
+    REPO,
+    add_standard_options,
+    elapsed,
+    environment,
+    log,
+    output_paths,
+    publish,
+)
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "post_training.json"
+BEGIN = "<!-- post_training:begin -->"
+END = "<!-- post_training:end -->"
+METHODS = ("magnitude", "wanda", "sparsegpt")
+#: Published rows (perplexity on WikiText2), for the README beside ours.
+PUBLISHED = [
+    dict(source="LLaMA-2-7B, Wanda repository README", dense=5.12,
+         unstructured={"magnitude": 14.89, "wanda": 6.42, "sparsegpt": 6.51},
+         n_m={"magnitude": 54.59, "wanda": 11.02, "sparsegpt": 10.17}),
+    dict(source="OPT-125M, SparseGPT paper table 1", dense=27.66,
+         unstructured={"magnitude": 193.0, "sparsegpt": 36.85}, n_m={}),
+]
+FULL = dict(lm=dict(context=64, width=128, heads=4, blocks=4, ffn=512, steps=3000, batch=32,
+                    train_bytes=4_000_000, calibration=128, held_out=512),
+            cnn=dict(n_train=None, n_test=None, epochs=2, calibration=512,
+                     targets=(0.5, 0.7, 0.9)))
+QUICK = dict(lm=dict(context=32, width=32, heads=2, blocks=1, ffn=64, steps=60, batch=16,
+                     train_bytes=200_000, calibration=32, held_out=64),
+             cnn=dict(n_train=2000, n_test=500, epochs=1, calibration=128, targets=(0.5,)))
+
+
+def _keras():
+    from kprune import _keras3
+
+    return _keras3.keras
+
+
+# -- the language model ---------------------------------------------------------------------
+
+
+def corpus(train_bytes):
+    """``(train, calibration, held_out)`` byte arrays from the standard library's sources."""
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    parts = {"train": [], "calibration": [], "held_out": []}
+    for index, path in enumerate(files):
+        split = ("held_out" if index % 10 == 0 else "calibration" if index % 10 == 1
+                 else "train")
+        parts[split].append(path.read_bytes())
+    joined = {k: np.frombuffer(b"\n".join(v), np.uint8).astype("int32") for k, v in parts.items()}
+    joined["train"] = joined["train"][:train_bytes]
+    return joined["train"], joined["calibration"], joined["held_out"], len(files)
+
+
+def windows(tokens, context, count, seed):
+    """``count`` windows of ``context + 1`` bytes at random offsets (inputs, next bytes)."""
+    starts = np.random.default_rng(seed).integers(0, len(tokens) - context - 1, size=count)
+    rows = np.stack([tokens[s:s + context + 1] for s in starts])
+    return rows[:, :-1], rows[:, 1:]
+
+
+def language_model(*, context, width, heads, blocks, ffn, **_):
+    """The GPT-style model: every projection a top-level ``Dense`` that kprune can reach."""
+    keras = _keras()
+    ops = keras.ops
+
+    class CausalAttention(keras.layers.Layer):
+        """Scaled dot-product attention over ``heads`` heads, causal; no weights."""
+
+        def call(self, q, k, v):
+            b, t = ops.shape(q)[0], ops.shape(q)[1]
+
+            def split(x):
+                return ops.transpose(ops.reshape(x, (b, t, heads, width // heads)), (0, 2, 1, 3))
+
+            q, k, v = split(q), split(k), split(v)
+            scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(width // heads)
+            mask = ops.tril(ops.ones((t, t), "bool"))
+            scores = ops.where(mask, scores, -1e9)
+            out = ops.matmul(ops.softmax(scores, axis=-1), v)
+            return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (b, t, width))
+
+    class AddPositions(keras.layers.Layer):
+        def build(self, input_shape):
+            self.table = self.add_weight(shape=(context, width), initializer="random_normal",
+                                         name="positions")
+
+        def call(self, x):
+            return x + self.table[None, : ops.shape(x)[1]]
+
+    tokens = keras.Input((context,), dtype="int32", name="tokens")
+    h = AddPositions(name="positions")(keras.layers.Embedding(256, width, name="embed")(tokens))
+    for i in range(blocks):
+        a = keras.layers.LayerNormalization(name=f"ln_{i}_a")(h)
+        q, k, v = (keras.layers.Dense(width, name=f"{n}_{i}")(a) for n in ("query", "key",
+                                                                           "value"))
+        a = CausalAttention(name=f"attention_{i}")(q, k, v)
+        h = keras.layers.Add()([h, keras.layers.Dense(width, name=f"out_{i}")(a)])
+        f = keras.layers.LayerNormalization(name=f"ln_{i}_f")(h)
+        f = keras.layers.Dense(ffn, activation="gelu", name=f"ffn_up_{i}")(f)
+        h = keras.layers.Add()([h, keras.layers.Dense(width, name=f"ffn_down_{i}")(f)])
+    h = keras.layers.LayerNormalization(name="ln_final")(h)
+    return keras.Model(tokens, keras.layers.Dense(256, name="head")(h), name="byte_gpt")
+
+
+def perplexity(model, x, y):
+    """``exp`` of the mean next-byte cross-entropy on ``(x, y)``."""
+    keras = _keras()
+    logits = model.predict(x, batch_size=64, verbose=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
+    return float(np.exp(float(keras.ops.convert_to_numpy(loss))))
+
+
+def run_lm(cfg, seed):
+    import kprune
+
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    train, calibration, held_out, files = corpus(cfg["train_bytes"])
+    x, y = windows(train, cfg["context"], cfg["steps"] * cfg["batch"], seed)
+    model = language_model(**cfg)
+    steps = cfg["steps"]
+    schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps, warmup_target=None)
+    model.compile(optimizer=keras.optimizers.Adam(schedule),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
+    train_seconds = time.perf_counter() - start
+    x_eval, y_eval = windows(held_out, cfg["context"], cfg["held_out"], seed + 1)
+    x_cal, _ = windows(calibration, cfg["context"], cfg["calibration"], seed + 2)
+    dense = perplexity(model, x_eval, y_eval)
+    log(f"lm: trained {steps} steps in {train_seconds:.0f} s; held-out perplexity {dense:.3f}")
+    plans = {"50%": kprune.PruningPlan.uniform(0.5), "2:4": _n_m_plan()}
+    rows = []
+    for plan_name, plan in plans.items():
+        for method in METHODS:
+            start = time.perf_counter()
+            pruned, report = kprune.prune_post_training(model, x_cal, plan, method=method)
+            seconds = time.perf_counter() - start
+            verified = kprune.sparsity_report(pruned)  # against the plan it carries
+            ppl = perplexity(pruned, x_eval, y_eval)
+            rows.append(dict(plan=plan_name, method=method, perplexity=ppl,
+                             ratio_to_dense=ppl / dense, seconds=seconds,
+                             layers=len(report.pruned), plan_met=verified.ok,
+                             mean_error=float(np.mean([r.error for r in report.pruned]))))
+            log(f"lm {plan_name} {method}: perplexity {ppl:.3f} ({ppl / dense:.2f}x dense), "
+                f"{seconds:.1f} s")
+    return dict(config=cfg, corpus=dict(files=files, train_bytes=len(train),
+                                        calibration_bytes=len(calibration),
+                                        held_out_bytes=len(held_out),
+                                        rule="stdlib *.py sorted by name; index % 10 == 0 held "
+                                             "out, == 1 calibration, else training"),
+                parameters=int(model.count_params()), train_seconds=train_seconds,
+                dense_perplexity=dense, rows=rows)
+
+
+def _n_m_plan():
+    from kprune.core.plan import HEAD_RULE, LayerRule, PruningPlan
+
+    return PruningPlan((HEAD_RULE, LayerRule("dense", by="kind", method="m_by_n")))
+
+
+# -- the CNNs -------------------------------------------------------------------------------
+
+
+def mobilenet_v2_style(keras):
+    """Inverted residual blocks (expand 1x1, depthwise 3x3, project 1x1) on 28x28x1."""
+    layers = keras.layers
+
+    def block(x, expand, out, stride, name):
+        h = layers.Conv2D(expand, 1, use_bias=False, name=f"{name}_expand")(x)
+        h = layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_bn1")(h))
+        h = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                                   name=f"{name}_dw")(h)
+        h = layers.ReLU(6.0)(layers.BatchNormalization(name=f"{name}_bn2")(h))
+        h = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_project")(h)
+        h = layers.BatchNormalization(name=f"{name}_bn3")(h)
+        return layers.Add()([x, h]) if stride == 1 and x.shape[-1] == out else h
+
+    inputs = keras.Input((28, 28, 1))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", name="stem")(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="stem_bn")(x))
+    for i, (expand, out, stride) in enumerate([(64, 24, 1), (96, 24, 1), (96, 32, 2),
+                                               (128, 32, 1)]):
+        x = block(x, expand, out, stride, f"block{i}")
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10, name="head")(x), name="mobilenet_v2_style")
+
+
+def run_cnn(cfg, data_dir, seed):
+    import kprune
+    from kprune import _compat, data, models
+
+    _compat.keras.utils.set_random_seed(seed)
+    (x, y), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+    x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]
+    x_test, y_test = x_test[:cfg["n_test"]], y_test[:cfg["n_test"]]
+    plans = {f"{t:.0%}": kprune.PruningPlan.uniform(t) for t in cfg["targets"]}
+    plans["default (2:4)"] = kprune.PruningPlan.default()
+    results = {}
+    for name, build in (("seed CNN", models.seed_cnn),
+                        ("MobileNetV2-style", lambda: mobilenet_v2_style(_compat.keras))):
+        model = models.compile_classifier(build())
+        start = time.perf_counter()
+        model.fit(x, y, batch_size=64, epochs=cfg["epochs"], verbose=0)
+        dense = float(model.evaluate(x_test, y_test, verbose=0)[1])
+        log(f"cnn {name}: trained in {time.perf_counter() - start:.0f} s, accuracy {dense:.4f}")
+        rows = []
+        for plan_name, plan in plans.items():
+            for method in METHODS:
+                start = time.perf_counter()
+                pruned, report = kprune.prune_post_training(model, x[:cfg["calibration"]], plan,
+                                                            method=method)
+                seconds = time.perf_counter() - start
+                # not strict: a row that misses its target is recorded as such (SparseGPT
+                # zeroes every weight of an input that never fires, which can overshoot)
+                verified = kprune.sparsity_report(pruned)  # against the plan it carries
+                accuracy = float(models.compile_classifier(pruned).evaluate(x_test, y_test,
+                                                                            verbose=0)[1])
+                rows.append(dict(plan=plan_name, method=method, accuracy=accuracy,
+                                 drop_pp=100 * (dense - accuracy), seconds=seconds,
+                                 sparsity=verified.sparsity, layers=len(report.pruned),
+                                 plan_met=verified.ok,
+                                 missed=[r.name for r in verified.mismatches]))
+                log(f"cnn {name} {plan_name} {method}: {accuracy:.4f} ({seconds:.1f} s)")
+        results[name] = dict(parameters=int(model.count_params()), dense_accuracy=dense,
+                             rows=rows)
+    return dict(config={**cfg, "targets": list(cfg["targets"])}, test_images=len(x_test),
+                models=results)
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def markdown_summary(results):
+    lm = results["lm"]
+    by = {(r["plan"], r["method"]): r for r in lm["rows"]}
+    lines = [
+        f"Held-out perplexity of the byte-level LM ({lm['parameters']:,} parameters, "
+        f"{lm['config']['blocks']} blocks, trained {lm['config']['steps']} steps here; "
+        f"dense {lm['dense_perplexity']:.3f}), pruned with no retraining "
+        f"({lm['config']['calibration']} calibration sequences of {lm['config']['context']} "
+        "bytes), beside the published rows:",
+        "",
+        "| model | dense | magnitude 50 % | Wanda 50 % | SparseGPT 50 % | "
+        "2:4 magnitude / SparseGPT / Wanda |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(plan, method):
+        row = by[(plan, method)]
+        return f"{row['perplexity']:.3f} ({row['ratio_to_dense']:.2f}x)"
+
+    lines.append(f"| byte GPT here (kprune) | {lm['dense_perplexity']:.3f} | "
+                 f"{cell('50%', 'magnitude')} | {cell('50%', 'wanda')} | "
+                 f"{cell('50%', 'sparsegpt')} | {cell('2:4', 'magnitude')} / "
+                 f"{cell('2:4', 'sparsegpt')} / {cell('2:4', 'wanda')} |")
+    for row in PUBLISHED:
+        u, n = row["unstructured"], row["n_m"]
+
+        def show(table, key):
+            return f"{table[key]:g}" if key in table else ""
+
+        lines.append(f"| {row['source']} | {row['dense']:g} | {show(u, 'magnitude')} | "
+                     f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
+                     f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')} |")
+    seconds = ", ".join(f"{m} {np.mean([r['seconds'] for r in lm['rows'] if r['method'] == m]):.1f} s"
+                        for m in METHODS)
+    lines += ["", f"Pruning time per run (mean over the two plans): {seconds}.", ""]
+    for name, model in results["cnn"]["models"].items():
+        plans = list(dict.fromkeys(r["plan"] for r in model["rows"]))
+        cells = {(r["plan"], r["method"]): f"{r['accuracy']:.4f}" + ("" if r["plan_met"] else " *")
+                 for r in model["rows"]}
+        lines += [f"{name} on MNIST ({model['parameters']:,} parameters; dense "
+                  f"{model['dense_accuracy']:.4f} on {results['cnn']['test_images']:,} test "
+                  "images), accuracy with no fine-tune:", "",
+                  "| plan | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
+        lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in METHODS) + " |"
+                  for plan in plans]
+        lines.append("")
+    lines.append("\\* a layer reached more zeros than its target by over 1 pp (SparseGPT zeroes "
+                 "every weight of an input that never fires on the calibration data).")
+    return "\n".join(lines).rstrip()
+
+
+def run(*, data_dir, seed, quick):
+    cfg = QUICK if quick else FULL
+    results = dict(benchmark="post_training", quick=quick, seed=seed,
+                   environment=environment())
+    results["lm"] = run_lm(dict(cfg["lm"]), seed)
+    results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed)
+    results["seconds"] = elapsed()
+    return results
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.post_training",
+        description="Magnitude, Wanda and SparseGPT with no retraining, on a byte-level LM "
+                    "trained here and on MNIST CNNs.")
+    add_standard_options(parser, quick_help="tiny models and data (a smoke test)",
+                         default_out=DEFAULT_OUT)
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
+    args = build_parser().parse_args(argv)
+    paths = output_paths(args, name="post_training", default_out=DEFAULT_OUT)
+    if paths is None:
+        return 2
+    out, readme = paths
+    results = run(data_dir=args.data, seed=args.seed, quick=args.quick)
+    return publish(results, out, readme, summary=markdown_summary(results),
+                   markers=(BEGIN, END))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
