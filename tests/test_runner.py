@@ -240,3 +240,34 @@ def test_a_keras3_model_is_refused_by_the_variational_workflow_before_training(t
                                         "is a Keras 3 model"):
         run_recipe(spec, tmp_path / "run", log=lambda *_: None)
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
+
+
+@pytest.mark.slow
+def test_the_post_training_workflow_calibrates_on_training_images_and_keeps_its_zeros(
+        tmp_path, monkeypatch):
+    from kprune.methods import post_training
+
+    seen, zeros = [], []
+    real = post_training.prune_post_training
+
+    def recording(model, calibration, plan, **options):
+        seen.append(np.asarray(calibration))
+        pruned, report = real(model, calibration, plan, **options)
+        zeros.append({name: pruned.get_layer(name).kernel.numpy() == 0 for name in ("fc1", "fc2")})
+        return pruned, report
+
+    monkeypatch.setattr(post_training, "prune_post_training", recording)
+    plan = {"rules": [{"match": "fc1", "target": 0.5}, {"match": "fc2", "method": "m_by_n"}]}
+    spec = recipe(tmp_path, plan=plan, workflow={
+        "name": "post-training", "method": "wanda", "calibration": 64,
+        "finetune_epochs": 1})
+    result = run_recipe(spec, tmp_path / "run", log=lambda line: None)
+    assert len(seen[-1]) == 64 and not is_test(seen[-1]).any()
+    report = result.sparsity
+    assert report["fc1"].achieved == pytest.approx(0.5, abs=0.01)
+    assert report["fc2"].n_m_violations == 0
+    stage = result.history[0]
+    assert stage["stage"] == "post-training" and stage["report"]["method"] == "wanda"
+    assert result.history[-1]["stage"] == "finetune"
+    for name, zero in zeros[-1].items():  # the fine-tune kept every zero
+        assert np.all(result.pruned.get_layer(name).kernel.numpy()[zero] == 0)

@@ -37,7 +37,7 @@ from pathlib import Path
 __all__ = ["Recipe", "DataSpec", "Structural", "Training", "Workflow", "Export", "Subset",
            "Distribute", "RecipeError", "WORKFLOWS"]
 
-WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind", "variational")
+WORKFLOWS = ("gradual", "one-shot", "iterative", "rewind", "variational", "post-training")
 TEACHERS = ("baseline", "control")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -143,6 +143,11 @@ class Workflow:
     ``learning_rate_decay`` (null: the baseline's) is the decay of every fit after the
     baseline: the structural fine-tune, the workflow's and the dense control's, which so
     trains as the baseline did, then as the pruned model did.
+
+    ``post-training`` prunes the baseline at once from ``calibration`` unlabeled examples
+    of the training split with ``method`` (``magnitude``, ``wanda`` or ``sparsegpt``:
+    :func:`kprune.methods.post_training.prune_post_training`), no training; then
+    ``finetune_epochs`` (0: none) fine-tune it with its zeros held (``epochs`` is unused).
     """
 
     name: str = "gradual"
@@ -160,6 +165,8 @@ class Workflow:
     finetune_teacher: str | None = None
     finetune_temperature: float | None = None
     learning_rate_decay: object = None
+    method: str = "sparsegpt"
+    calibration: int = 512
 
 
 @dataclass(frozen=True)
@@ -313,11 +320,23 @@ class Recipe:
 
     def _check_variational(self, lines):
         spec, default = self.workflow, Workflow()
+        if spec.name != "post-training":
+            for key in ("method", "calibration"):
+                if getattr(spec, key) != getattr(default, key):
+                    _fail(f"workflow.{key}", "is used only by workflow.name: post-training",
+                          getattr(spec, key), lines)
+        else:
+            from kprune.methods.post_training import METHODS
+
+            _choice(spec.method, METHODS, "workflow.method", lines)
+            _positive(spec.calibration, "workflow.calibration", lines)
+            _positive(spec.finetune_epochs, "workflow.finetune_epochs", lines, minimum=0)
         if spec.name != "variational":
+            shared = ("finetune_epochs",) if spec.name == "post-training" else ()
             for key in ("threshold", "kl_weight", "kl_ramp_epochs", "finetune_epochs",
                         "distill", "temperature", "teacher", "finetune_teacher",
                         "finetune_temperature"):
-                if getattr(spec, key) != getattr(default, key):
+                if key not in shared and getattr(spec, key) != getattr(default, key):
                     _fail(f"workflow.{key}", "is used only by workflow.name: variational",
                           getattr(spec, key), lines)
             return

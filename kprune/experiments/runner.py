@@ -447,6 +447,17 @@ def _run_workflow(recipe, model, plan, trainer, initial_weights, *, checkpoint_d
             temperature=spec.temperature, teacher=teachers[spec.teacher],
             finetune_teacher=teachers[spec.finetune_teacher],
             finetune_temperature=spec.finetune_temperature, checkpoint_dir=checkpoint_dir)
+    elif spec.name == "post-training":  # from calibration data; then the zeros held
+        from kprune.methods.post_training import prune_post_training
+
+        pruned, report = prune_post_training(model, trainer.x[:spec.calibration], plan,
+                                             method=spec.method)
+        record = {"stage": "post-training", "report": report.to_dict()}
+        if not spec.finetune_epochs:
+            return pruned, _jsonable([record])
+        result = workflows.one_shot(pruned, plan, trainer=trainer,
+                                    finetune_epochs=spec.finetune_epochs, **saved)
+        return result.model, _jsonable([record, *result.history])
     else:
         result = workflows.rewind(model, plan, trainer=trainer, epochs=spec.epochs,
                                   to=initial_weights, **saved)
