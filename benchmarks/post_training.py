@@ -255,8 +255,18 @@ def run_cnn(cfg, data_dir, seed):
                                  plan_met=verified.ok,
                                  missed=[r.name for r in verified.mismatches]))
                 log(f"cnn {name} {plan_name} {method}: {accuracy:.4f} ({seconds:.1f} s)")
+        # the same 50 % runs with the batch-norm statistics left as trained
+        stale = {}
+        for method in METHODS:
+            pruned, _ = kprune.prune_post_training(model, x[:cfg["calibration"]],
+                                                   plans[f"{cfg['targets'][0]:.0%}"],
+                                                   method=method, recalibrate=False)
+            stale[method] = float(models.compile_classifier(pruned).evaluate(
+                x_test, y_test, verbose=0)[1])
+            log(f"cnn {name} {cfg['targets'][0]:.0%} {method}, batch norm as trained: "
+                f"{stale[method]:.4f}")
         results[name] = dict(parameters=int(model.count_params()), dense_accuracy=dense,
-                             rows=rows)
+                             rows=rows, stale_batch_norm=stale)
     return dict(config={**cfg, "targets": list(cfg["targets"])}, test_images=len(x_test),
                 models=results)
 
@@ -295,7 +305,8 @@ def markdown_summary(results):
 
         lines.append(f"| {row['source']} | {row['dense']:g} | {show(u, 'magnitude')} | "
                      f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
-                     f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')} |")
+                     + (f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')}"
+                        if n else "") + " |")
     seconds = ", ".join(f"{m} {np.mean([r['seconds'] for r in lm['rows'] if r['method'] == m]):.1f} s"
                         for m in METHODS)
     lines += ["", f"Pruning time per run (mean over the two plans): {seconds}.", ""]
@@ -309,6 +320,8 @@ def markdown_summary(results):
                   "| plan | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
         lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in METHODS) + " |"
                   for plan in plans]
+        lines.append(f"| {plans[0]}, batch norm as trained | "
+                     + " | ".join(f"{model['stale_batch_norm'][m]:.4f}" for m in METHODS) + " |")
         lines.append("")
     lines.append("\\* a layer reached more zeros than its target by over 1 pp (SparseGPT zeroes "
                  "every weight of an input that never fires on the calibration data).")

@@ -202,3 +202,37 @@ def small_mnist_cnn():
         tf_keras.layers.Dense(64, activation="relu", name="fc1"),
         tf_keras.layers.Dense(10, name="head"),
     ])
+
+
+def bn_model(k):
+    k.utils.set_random_seed(0)
+    inputs = k.Input((6, 6, 3))
+    h = k.layers.BatchNormalization(name="bn_in")(inputs)
+    h = k.layers.Conv2D(8, 3, name="conv")(h)
+    h = k.layers.BatchNormalization(name="bn")(h)
+    h = k.layers.GlobalAveragePooling2D()(k.layers.ReLU()(h))
+    return k.Model(inputs, k.layers.Dense(2, name="head")(h))
+
+
+@pytest.mark.parametrize("engine", [tf_keras, keras], ids=["tf_keras", "keras3"])
+def test_batch_norm_after_a_pruned_layer_gets_the_statistics_of_its_new_inputs(engine):
+    model = bn_model(engine)
+    x = np.random.default_rng(7).normal(2.0, 3.0, size=(64, 6, 6, 3)).astype("float32")
+    before = {name: [np.asarray(v) for v in model.get_layer(name).get_weights()]
+              for name in ("bn_in", "bn")}
+    plan = PruningPlan.uniform(0.5)
+    pruned, report = prune_post_training(model, x, plan, method="magnitude")
+    assert report.recalibrated == ("bn",)  # bn_in comes before the first pruned layer
+    bn_in = pruned.get_layer("bn_in")
+    np.testing.assert_array_equal(np.asarray(bn_in.moving_mean), before["bn_in"][2])
+    conv = pruned.get_layer("conv")
+    outputs = np.asarray(conv(bn_in(x, training=False)), np.float64).reshape(-1, 8)
+    bn = pruned.get_layer("bn")
+    np.testing.assert_allclose(np.asarray(bn.moving_mean), outputs.mean(axis=0), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(bn.moving_variance), outputs.var(axis=0), rtol=1e-4,
+                               atol=1e-5)
+    kept, report = prune_post_training(model, x, plan, method="magnitude", recalibrate=False)
+    assert report.recalibrated == ()
+    np.testing.assert_array_equal(np.asarray(kept.get_layer("bn").moving_variance),
+                                  before["bn"][3])

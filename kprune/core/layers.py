@@ -107,6 +107,10 @@ class LayerSpec:
     # Preprocessing that scales the model's inputs itself (Rescaling, Normalization): the
     # data is then fed as it is, not divided by 255.
     rescales: bool = False
+    # A channelwise layer that normalises with running statistics (batch norm:
+    # ``moving_mean`` and ``moving_variance`` per channel), which pruning the layers before
+    # it makes stale.
+    running_statistics: bool = False
     # A channelwise layer whose statistics run over the channels (LayerNormalization):
     # channels go through it and are sliced with it, but removing one changes the others,
     # so no channel through it is ever "dead" (removable without changing the outputs).
@@ -144,7 +148,8 @@ SPECS = {
     "GRU": _RECURRENT,
     "SimpleRNN": _RECURRENT,
     "RNN": _RECURRENT,
-    "BatchNormalization": LayerSpec("other", "channelwise", per_channel=True),
+    "BatchNormalization": LayerSpec("other", "channelwise", per_channel=True,
+                                    running_statistics=True),
     "LayerNormalization": LayerSpec("other", "channelwise", per_channel=True,
                                     channel_statistics=True),
     "ReLU": _CHANNELWISE,

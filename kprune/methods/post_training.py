@@ -33,8 +33,8 @@ from kprune.engines import capture
 from kprune.engines.wrap import copy_model
 from kprune.methods.calibration import calibration_batches, example_count
 
-__all__ = ["METHODS", "prune_post_training", "check_method", "PostTrainingReport",
-           "LayerResult"]
+__all__ = ["METHODS", "prune_post_training", "recalibrate_batch_norm", "check_method",
+           "PostTrainingReport", "LayerResult"]
 
 #: The post-training methods, by name.
 METHODS = ("magnitude", "wanda", "sparsegpt")
@@ -69,11 +69,13 @@ class LayerResult:
 
 @dataclasses.dataclass(frozen=True)
 class PostTrainingReport:
-    """One :class:`LayerResult` per prunable layer, printable as a table."""
+    """One :class:`LayerResult` per prunable layer, printable as a table;
+    ``recalibrated``: the batch-norm layers whose statistics were recomputed."""
 
     method: str
     examples: int
     rows: tuple
+    recalibrated: tuple = ()
 
     def __getitem__(self, name):
         from kprune.core.checks import by_name
@@ -86,7 +88,8 @@ class PostTrainingReport:
 
     def to_dict(self):
         return {"method": self.method, "examples": self.examples,
-                "layers": [row.to_dict() for row in self.rows]}
+                "layers": [row.to_dict() for row in self.rows],
+                "recalibrated": list(self.recalibrated)}
 
     def __str__(self):
         header = ("layer", "type", "method", "target", "reached", "error", "inputs", "rows",
@@ -99,8 +102,12 @@ class PostTrainingReport:
             lines.append((r.name, r.type, r.method, f"{r.target:.3f}", f"{r.achieved:.3f}",
                           f"{r.error:.4f}", str(r.inputs), f"{r.rows:,}", f"{r.seconds:.2f} s",
                           f"{r.memory_bytes / 2**20:.1f} MiB", r.reason))
-        return (f"post-training pruning: {self.method}, {self.examples:,} calibration examples\n"
+        text = (f"post-training pruning: {self.method}, {self.examples:,} calibration examples\n"
                 + table(header, lines))
+        if self.recalibrated:
+            text += (f"\nbatch-norm statistics recomputed on the calibration data: "
+                     f"{', '.join(self.recalibrated)}")
+        return text
 
 
 def check_method(method):
@@ -174,6 +181,49 @@ def _prune_layer(model, row, batches, method, *, block_size, dampening):
         memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
 
 
+def _has_running_statistics(model, path, layer):
+    return layers.spec(layer).running_statistics and not capture.capture_problem(model, path)
+
+
+def _recalibrate(model, path, layer, batches):
+    """Set one batch norm's moving mean and variance to those of its inputs on ``batches``."""
+    axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+    count, total, squares = 0, 0.0, 0.0
+    for x in capture.layer_inputs(model, path, batches):
+        x = np.moveaxis(np.asarray(x, np.float64), axis, -1)
+        x = x.reshape(-1, x.shape[-1])
+        count += len(x)
+        total = total + x.sum(axis=0)
+        squares = squares + (x * x).sum(axis=0)
+    mean = total / count
+    variance = np.maximum(squares / count - mean * mean, 0.0)
+    dtype = capture.to_numpy(layer.moving_mean).dtype
+    layer.moving_mean.assign(mean.astype(dtype))
+    layer.moving_variance.assign(variance.astype(dtype))
+
+
+def recalibrate_batch_norm(model, batches):
+    """Recompute the moving mean and variance of every batch-norm layer of ``model`` (in
+    place, in graph order) from what it receives on ``batches``; returns their paths.
+
+    Pruning the layers before a batch norm changes the statistics of its inputs, and its
+    stored ones then shift every channel (a CNN can fall to chance with no weight of its
+    own wrong). Each layer's statistics are taken with the ones before it already updated.
+    :func:`prune_post_training` does this as it goes, for the batch norms after the first
+    pruned layer.
+
+    Example:
+        >>> recalibrate_batch_norm(pruned, calibration_batches(pruned, x[:512]))
+        ['bn1', 'block1/bn2']
+    """
+    done = []
+    for path, layer in layers.model_layers(model):
+        if _has_running_statistics(model, path, layer):
+            _recalibrate(model, path, layer, batches)
+            done.append(path)
+    return done
+
+
 def _plan_rows(model, plan):
     """The resolved plan, with the rows post-training pruning cannot solve turned to skips."""
     resolved = plan.resolve(model)
@@ -199,7 +249,7 @@ def _plan_rows(model, plan):
 
 
 def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,
-                        block_size=128, dampening=0.01):
+                        block_size=128, dampening=0.01, recalibrate=True):
     """A copy of ``model`` with the plan's zeros, from calibration data and no training.
 
     Args:
@@ -213,6 +263,9 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         batch_size: examples per batch when ``calibration`` is an array.
         block_size: SparseGPT's columns (inputs) per lazy update; a multiple of ``m`` for N:M.
         dampening: SparseGPT's dampening, as a share of the Hessian's mean diagonal.
+        recalibrate: give every batch norm after the first pruned layer the statistics of
+            what it receives on the calibration data (as :func:`recalibrate_batch_norm`),
+            in order; no effect on a model without batch norm.
 
     Returns:
         ``(pruned, report)``: the pruned model (carrying its resolved plan, so
@@ -235,14 +288,27 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
                              f"{row.m} (layer {row.name!r}). Received: block_size={block_size}")
     batches = calibration_batches(model, calibration, batch_size=batch_size)
     pruned = copy_model(model)
-    results = {}
-    for row in progress.track(resolved.pruned, f"post-training ({method})", unit="layer",
-                              label=lambda r: r.name):
-        results[row.name] = _prune_layer(pruned, row, batches, method, block_size=block_size,
-                                         dampening=dampening)
+    rows = {row.name: row for row in resolved.pruned}
+    # In graph order: each pruned layer solved, and (with ``recalibrate``) each batch norm
+    # after the first of them given the statistics of what it now receives.
+    first = next((i for i, (path, _) in enumerate(layers.model_layers(pruned)) if path in rows),
+                 None)
+    steps = [(path, layer) for i, (path, layer) in enumerate(layers.model_layers(pruned))
+             if path in rows or (recalibrate and first is not None and i > first
+                                 and _has_running_statistics(pruned, path, layer))]
+    results, recalibrated = {}, []
+    for path, layer in progress.track(steps, f"post-training ({method})", unit="layer",
+                                      label=lambda step: step[0]):
+        if path in rows:
+            results[path] = _prune_layer(pruned, rows[path], batches, method,
+                                         block_size=block_size, dampening=dampening)
+        else:
+            _recalibrate(pruned, path, layer, batches)
+            recalibrated.append(path)
     report_rows = tuple(
         results.get(row.name) or LayerResult(name=row.name, type=row.type, method="skip",
                                              reason=row.reason)
         for row in resolved if row.weights)
     pruned._kprune_plan = resolved  # read by sparsity_report and save_model
-    return pruned, PostTrainingReport(method, example_count(batches), report_rows)
+    return pruned, PostTrainingReport(method, example_count(batches), report_rows,
+                                      tuple(recalibrated))
