@@ -124,9 +124,11 @@ def _matrix_problem(layer):
         name = type(layers.unwrap(layer)).__name__
         return (f"{name} is not a Dense or convolution kernel applied to its input; "
                 "post-training methods solve those only")
-    problem = layers.channel_problem(layer) if entry.kind == "conv" else ""
-    if "data_format" in problem or "groups" in problem:
-        return problem
+    layer = layers.unwrap(layer)
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return f"data_format={layer.data_format!r}: only channels_last layers are solved"
+    if getattr(layer, "groups", 1) != 1:
+        return f"groups={layer.groups}: grouped convolutions are not solved"
     return ""
 
 
@@ -152,8 +154,7 @@ def _solve(method, kernel, stats, row, *, block_size, dampening):
     return kernel * layerwise.magnitude_mask(kernel, **target)
 
 
-def _prune_layer(model, row, batches, method, *, block_size, dampening):
-    layer = dict(layers.model_layers(model))[row.name]
+def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
     (weight,) = layers.prunable_weights(layer)
     start = time.perf_counter()
     original = capture.to_numpy(weight.variable)
@@ -300,7 +301,7 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
     for path, layer in progress.track(steps, f"post-training ({method})", unit="layer",
                                       label=lambda step: step[0]):
         if path in rows:
-            results[path] = _prune_layer(pruned, rows[path], batches, method,
+            results[path] = _prune_layer(pruned, layer, rows[path], batches, method,
                                          block_size=block_size, dampening=dampening)
         else:
             _recalibrate(pruned, path, layer, batches)
