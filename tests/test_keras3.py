@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -19,7 +20,6 @@ from kprune.core.schedules import Schedule
 from kprune.engines.callbacks import ScheduleWarning
 from tests import keras3_models
 
-keras = pytest.importorskip("keras")
 tf_keras = _compat.keras
 ROOT = Path(__file__).parents[1]
 
@@ -463,12 +463,10 @@ def test_seed_cnn_default_plan_on_real_mnist_tensorflow_backend(mnist_dir):
 
 
 @pytest.mark.slow
-def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
-    pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir, jax_env):
     # 4,000 training images (XLA's CPU convolutions are slower than TensorFlow's oneDNN)
     result = subprocess.run([sys.executable, "-m", "tests.keras3_models", str(mnist_dir), "4000"],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=jax_env)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
 
@@ -502,13 +500,12 @@ def printed_table(output, header, *, until):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_the_readme_keras3_example_runs_unchanged(backend, mnist_dir, tmp_path):
+def test_the_readme_keras3_example_runs_unchanged(backend, mnist_dir, tmp_path, request):
     from kprune.experiments import models
     from kprune.tflite import flatbuffer
 
-    if backend == "jax":
-        pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    env = {**(request.getfixturevalue("jax_env") if backend == "jax" else os.environ),
+           "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", readme_keras3_example(mnist_dir)],
                             capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
