@@ -55,7 +55,7 @@ EXPORTS = [("dense", "float"), ("dense", "int8"), ("block-95", "int8"),
 FULL = dict(n_train=None, n_test=None, dense_epochs=2, tune_epochs=2, layer_rounds=15,
             layer_repeats=200, rounds=9, repeats=100, exports=EXPORTS)
 #: Quick: fewer images, rounds and conversions (no block-95/int8), to stay a smoke test.
-QUICK = dict(n_train=256, n_test=200, dense_epochs=1, tune_epochs=1, layer_rounds=2,
+QUICK = dict(n_train=2048, n_test=500, dense_epochs=1, tune_epochs=1, layer_rounds=2,
              layer_repeats=10, rounds=2, repeats=5,
              exports=[pair for pair in EXPORTS if pair != ("block-95", "int8")])
 NOISE = ("The machine is shared with other agents running tests while this benchmark "
