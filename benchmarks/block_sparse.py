@@ -25,7 +25,7 @@ other agents running tests while it measures, so latency ratios are noisy: quote
 range, not just the median.
 
     python -m benchmarks.block_sparse            # full MNIST (measured time in the JSON)
-    python -m benchmarks.block_sparse --quick    # 256 images, few rounds (a smoke test)
+    python -m benchmarks.block_sparse --quick    # 2,048 images, few rounds (a smoke test)
 
 Writes the results JSON (``--out``; default ``benchmarks/results/block_sparse.json``), the
 .tflite files and report (``--work``; default ``runs/block_sparse``), and in full mode the
@@ -68,7 +68,7 @@ def build_parser():
         description="Block-sparse int8 .tflite (blocks of 16 inputs) against dense int8: "
                     "bytes raw and gzipped, accuracy and LiteRT latency.",
     )
-    add_standard_options(parser, quick_help="256 training images, few rounds (a smoke test)",
+    add_standard_options(parser, quick_help="2,048 training images, few rounds (a smoke test)",
                          default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "block_sparse",
                         help="folder for the .tflite files and the report")
