@@ -25,7 +25,7 @@ other agents running tests while it measures, so latency ratios are noisy: quote
 range, not just the median.
 
     python -m benchmarks.block_sparse            # full MNIST (measured time in the JSON)
-    python -m benchmarks.block_sparse --quick    # 256 images, few rounds (a smoke test)
+    python -m benchmarks.block_sparse --quick    # 2,048 images, few rounds (a smoke test)
 
 Writes the results JSON (``--out``; default ``benchmarks/results/block_sparse.json``), the
 .tflite files and report (``--work``; default ``runs/block_sparse``), and in full mode the
@@ -55,7 +55,7 @@ EXPORTS = [("dense", "float"), ("dense", "int8"), ("block-95", "int8"),
 FULL = dict(n_train=None, n_test=None, dense_epochs=2, tune_epochs=2, layer_rounds=15,
             layer_repeats=200, rounds=9, repeats=100, exports=EXPORTS)
 #: Quick: fewer images, rounds and conversions (no block-95/int8), to stay a smoke test.
-QUICK = dict(n_train=256, n_test=200, dense_epochs=1, tune_epochs=1, layer_rounds=2,
+QUICK = dict(n_train=2048, n_test=500, dense_epochs=1, tune_epochs=1, layer_rounds=2,
              layer_repeats=10, rounds=2, repeats=5,
              exports=[pair for pair in EXPORTS if pair != ("block-95", "int8")])
 NOISE = ("The machine is shared with other agents running tests while this benchmark "
@@ -68,7 +68,7 @@ def build_parser():
         description="Block-sparse int8 .tflite (blocks of 16 inputs) against dense int8: "
                     "bytes raw and gzipped, accuracy and LiteRT latency.",
     )
-    add_standard_options(parser, quick_help="256 training images, few rounds (a smoke test)",
+    add_standard_options(parser, quick_help="2,048 training images, few rounds (a smoke test)",
                          default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "block_sparse",
                         help="folder for the .tflite files and the report")

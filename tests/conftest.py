@@ -4,8 +4,14 @@ Without the official MNIST at ../shared/data/mnist every test that needs it (the
 ones: integration, notebooks, demo, benchmarks) is skipped; the run then ends with one
 line that says how many and why, and records the count in the pytest cache
 (``kprune/skipped_for_missing_mnist``), which ``.ci/run`` checks is 0.
+
+Every other skip is recorded too (``kprune/skips``: test and reason), and those whose
+reason is not on the allow-list ``tests/allowed_skips.txt`` (``kprune/unlisted_skips``):
+``.ci/run`` fails on any of them, so a file that skips itself whole cannot go unseen.
 """
 
+import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +20,9 @@ import pytest
 MNIST_DIR = (Path(__file__).parents[1] / ".." / "shared" / "data" / "mnist").resolve()
 MISSING_MNIST = "official MNIST not found at ../shared/data/mnist"
 SKIP_COUNT_KEY = "kprune/skipped_for_missing_mnist"  # in the pytest cache; read by .ci/run
+SKIPS_KEY = "kprune/skips"                   # every skip: [test, reason]
+UNLISTED_SKIPS_KEY = "kprune/unlisted_skips"  # those not on the allow-list; .ci/run wants []
+ALLOWED_SKIPS = Path(__file__).with_name("allowed_skips.txt")
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +31,15 @@ def mnist_dir():
     if not MNIST_DIR.is_dir():
         pytest.skip(f"{MISSING_MNIST} ({MNIST_DIR})")
     return MNIST_DIR
+
+
+@pytest.fixture
+def jax_env():
+    """The environment of a subprocess on Keras 3's JAX backend. JAX is in the dev extra:
+    a missing JAX fails the test (it is not skipped)."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.fail("JAX is not installed; it is in the dev extra: pip install -e '.[dev]'")
+    return {**os.environ, "KERAS_BACKEND": "jax"}
 
 
 def skipped_for_missing_mnist(reports):
@@ -38,11 +56,50 @@ def missing_mnist_line(count):
             "the tests that train on it did not run")
 
 
+def skip_reason(report):
+    """The reason a skipped-test report gives (pytest's "Skipped: " prefix removed)."""
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def parse_allowed_skips(text):
+    """The allowed skip reasons of an allow-list: one per line, ``reason | why it may
+    skip``; blank lines and ``#`` comments are ignored. A line without its why is refused."""
+    allowed = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        reason, _, why = (part.strip() for part in line.partition("|"))
+        if not reason or not why:
+            raise ValueError(f"allowed_skips.txt line {number}: write `reason | why it may "
+                             f"skip`. Received: {line!r}")
+        allowed.append(reason)
+    return allowed
+
+
+def unlisted_skips(skips, allowed):
+    """The ``(test, reason)`` pairs of ``skips`` whose reason is not exactly one of
+    ``allowed``."""
+    return [[test, reason] for test, reason in skips if reason not in allowed]
+
+
 def pytest_terminal_summary(terminalreporter, config):
-    count = skipped_for_missing_mnist(terminalreporter.stats.get("skipped", []))
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = skipped_for_missing_mnist(skipped)
+    skips = [[report.nodeid, skip_reason(report)] for report in skipped]
+    allowed = parse_allowed_skips(ALLOWED_SKIPS.read_text()) if ALLOWED_SKIPS.is_file() else []
+    unlisted = unlisted_skips(skips, allowed)
     cache = getattr(config, "cache", None)
     if cache is not None:
         cache.set(SKIP_COUNT_KEY, count)
+        cache.set(SKIPS_KEY, skips)
+        cache.set(UNLISTED_SKIPS_KEY, unlisted)
+    for test, reason in unlisted:
+        if MISSING_MNIST not in reason:  # those are summed up in the closing line
+            terminalreporter.write_line(f"skipped for a reason not in tests/allowed_skips.txt: "
+                                        f"{test}: {reason}", yellow=True)
     line = missing_mnist_line(count)
     if line:
         terminalreporter.write_line(line, yellow=True, bold=True)

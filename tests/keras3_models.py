@@ -50,7 +50,8 @@ def compile_classifier(keras, model, learning_rate=1e-3):
 
 
 def seed_run(mnist_dir, *, n_train=6000, n_test=2000, batch_size=64):
-    """Dense epoch, then the default plan for one epoch, strip, report: the facts to check."""
+    """Dense epoch, then the default plan for one epoch, strip, report, and the exported
+    files' outputs against Keras's (every variant on TensorFlow): the facts to check."""
     import keras
     import numpy as np
 
@@ -80,8 +81,9 @@ def seed_run(mnist_dir, *, n_train=6000, n_test=2000, batch_size=64):
         groups_ok[name] = bool((np.sum(groups == 0, axis=1) >= 2).all())
     head_pruned = np.asarray(pruned.get_layer("head").kernel)
     predictions = np.asarray(final.predict(x_test, batch_size=512, verbose=0))
-    export = None  # on TensorFlow, tests/test_keras3.py exports every variant
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() == "tensorflow":
+        export = tflite_agreement(final, x_train[:200], x_test[:500], predictions[:500])
+    else:
         export = jax_export(final, x_test)
     return {
         "export": export,
@@ -99,6 +101,29 @@ def seed_run(mnist_dir, *, n_train=6000, n_test=2000, batch_size=64):
         "report_ok": report.ok,
         "accuracy": float(np.mean(np.argmax(predictions, -1) == y_test)),
     }
+
+
+def tflite_agreement(final, calibration, x, logits):
+    """Every TFLite variant of ``final`` (TensorFlow backend) run in LiteRT on ``x``: per
+    variant, the share of images given Keras's class (``logits``: Keras's outputs) and the
+    largest difference from Keras's logits."""
+    import shutil
+
+    import numpy as np
+
+    import kprune
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        results = kprune.export.export_variants(final, folder, representative_data=calibration)
+        found = {}
+        for name, result in results.items():
+            got = kprune.measure.predict_tflite(result.path, x)
+            found[name] = {"agreement": float(np.mean(got.argmax(-1) == logits.argmax(-1))),
+                           "max_difference": float(np.abs(got - logits).max())}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return found
 
 
 def jax_export(final, x_test):

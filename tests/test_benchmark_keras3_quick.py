@@ -26,7 +26,7 @@ def test_keras3_overhead_quick(mnist_dir, tmp_path):
     assert 0 < low <= high and results["ratio"] > 0 and results["epoch_ratio"] > 0
     medians = results["ms_per_step"]
     assert results["ratio"] == pytest.approx(medians["pruned"] / medians["dense"], rel=0.01)
-    assert results["met"] == (results["ratio"] <= 1.10)
+    assert results["target"] == 1.10  # the README's target, written here on its own
     text = readme.read_text()
     assert "OLD" not in text and "Pruned / dense, median step" in text and text.endswith("after\n")
 

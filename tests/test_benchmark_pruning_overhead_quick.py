@@ -44,7 +44,7 @@ def test_pruning_overhead_quick(mnist_dir, tmp_path):
         "ScheduleGuard.on_train_begin+on_train_end", "SparsityLogger.on_epoch_end"}
     target = results["target"]
     assert target["ratio"] == seed["kprune_vs_dense"]["ratio"]
-    assert target["met"] == (target["ratio"] <= 1.10)
+    assert target["max_ratio"] == 1.10  # the README's target, written here on its own
     text = readme.read_text()
     assert "OLD" not in text and "| seed-cnn |" in text and text.endswith("after\n")
 

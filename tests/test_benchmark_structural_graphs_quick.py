@@ -42,7 +42,8 @@ def test_structural_graphs_quick(mnist_dir, tmp_path):
     seed = {entry["row"]: entry for entry in models["seed-cnn"]["rows"]}
     assert seed["dense"]["params"] == 3_274_890 and seed["dense"]["macs"] == 13_883_904
     assert seed["layer-50"]["channels"] == {"conv1": 16, "conv2": 32, "fc1": 512, "head": 10}
-    assert 0.0 < seed["global-50"]["accuracy"] <= 1.0
+    # trained on 2,000 images: well above chance (0.1), also with half the channels gone
+    assert seed["dense"]["accuracy"] > 0.85 and seed["global-50"]["accuracy"] > 0.8
     # The residual CNN's first block adds its input back: its second conv keeps the stem's
     # channels, whatever the scope.
     for entry in models["residual-cnn"]["rows"]:

@@ -213,7 +213,8 @@ def test_apply_fit_strip_gives_whole_zero_blocks_and_the_report_checks_them(bloc
 
 
 def test_keras3_engine_prunes_the_same_whole_blocks():
-    keras3 = pytest.importorskip("keras")
+    import keras as keras3
+
     model = keras3.Sequential([keras3.Input((INPUTS,)),
                                keras3.layers.Dense(UNITS, activation="relu", name="fc"),
                                keras3.layers.Dense(10, name="head")])

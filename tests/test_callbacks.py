@@ -43,11 +43,31 @@ def test_sparsity_reaches_history_and_csv(tmp_path):
     assert float(rows[-1]["sparsity/fc1"]) == pytest.approx(0.8, abs=0.01)
 
 
+def pruning_scalars(log_dir):
+    """{tag: {step: value}} of the sparsity and threshold scalars in ``log_dir``'s events."""
+    tf = _compat.tf
+    found = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.endswith(("/sparsity", "/threshold")):
+                    found.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor))
+    return found
+
+
 def test_tensorboard_summaries_are_written(tmp_path):
     x, y = data()
     model = pruned_mlp()
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=kprune.callbacks(log_dir=tmp_path))
-    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    scalars = pruning_scalars(tmp_path)
+    assert set(scalars) == {f"prune_low_magnitude_{name}/{tag}" for name in ("fc1", "fc2")
+                            for tag in ("mask:0/sparsity", "threshold:0/threshold")}
+    fc1, fc2 = (scalars[f"prune_low_magnitude_{n}/mask:0/sparsity"] for n in ("fc1", "fc2"))
+    # tfmot writes them as each epoch begins (steps 0 and 6): fc1 on its cubic way from 0 to
+    # 0.8 over steps 1..12, fc2 at 2:4 from the first step
+    assert fc1[0] == 0.0 and fc1[6] == pytest.approx(0.8 * (1 - (1 - 5 / 11) ** 3), abs=1e-3)
+    assert fc2 == {0: 0.0, 6: 0.5}
 
 
 def test_fit_without_update_step_fails_as_tfmot_does():

@@ -1,4 +1,5 @@
-"""The closing line for tests skipped without MNIST, and the count that .ci/run checks."""
+"""The closing line for tests skipped without MNIST, the count that .ci/run checks, and the
+allow-list of skips that .ci/run accepts."""
 
 import json
 import shutil
@@ -8,9 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SKIP_COUNT_KEY, missing_mnist_line
+from tests.conftest import (
+    ALLOWED_SKIPS,
+    SKIP_COUNT_KEY,
+    UNLISTED_SKIPS_KEY,
+    missing_mnist_line,
+    parse_allowed_skips,
+    unlisted_skips,
+)
 
 CONFTEST = Path(__file__).with_name("conftest.py")
+CI_RUN = Path(__file__).parents[1] / ".ci" / "run"
 
 
 def test_the_line_says_how_many_and_why():
@@ -21,10 +30,34 @@ def test_the_line_says_how_many_and_why():
     assert missing_mnist_line(7).startswith("7 tests were skipped: official MNIST not found")
 
 
-def run_pytest(clone):
-    """pytest, as a subprocess, in a throwaway clone holding only our conftest and 3 tests."""
-    (clone / "tests").mkdir(parents=True)
+def test_skips_off_the_allow_list_are_named_with_their_test():
+    allowed = parse_allowed_skips("# a comment\n\nPOSIX signals | not on Windows\n"
+                                  "no GPU here | CI machines have none\n")
+    assert allowed == ["POSIX signals", "no GPU here"]
+    skips = [["t.py::a", "POSIX signals"], ["t.py", "could not import 'keras': No module"],
+             ["t.py::b", "POSIX signals on Tuesdays"], ["t.py::c", "no GPU here"]]
+    assert unlisted_skips(skips, allowed) == [["t.py", "could not import 'keras': No module"],
+                                              ["t.py::b", "POSIX signals on Tuesdays"]]
+    assert unlisted_skips([], allowed) == [] and unlisted_skips(skips[:1], []) == skips[:1]
+
+
+@pytest.mark.parametrize("line", ["POSIX signals", "POSIX signals |", "| not on Windows"])
+def test_an_allowed_skip_needs_its_reason_and_why(line):
+    with pytest.raises(ValueError, match=r"line 2: write `reason \| why it may skip`"):
+        parse_allowed_skips(f"# skips\n{line}\n")
+
+
+def test_the_allow_list_is_short_and_says_why():
+    allowed = parse_allowed_skips(ALLOWED_SKIPS.read_text())
+    assert allowed == ["POSIX signals"]  # widen it in review, not by accident
+
+
+def run_pytest(clone, allowed=""):
+    """pytest, as a subprocess, in a throwaway clone holding only our conftest and 4 tests;
+    ``allowed`` is the clone's tests/allowed_skips.txt."""
+    (clone / "tests").mkdir(parents=True, exist_ok=True)
     shutil.copy(CONFTEST, clone / "tests" / "conftest.py")
+    (clone / "tests" / "allowed_skips.txt").write_text(allowed)
     (clone / "tests" / "test_some.py").write_text(
         "import pytest\n"
         "def test_needs_mnist(mnist_dir): pass\n"
@@ -54,3 +87,32 @@ def test_a_run_without_mnist_ends_with_one_line_and_records_the_count(tmp_path, 
         assert closing == [missing_mnist_line(2)], result.stdout
         assert lines[-2:-1] == closing  # just above pytest's own "1 passed, 3 skipped"
         assert lines[-1].startswith("1 passed, 3 skipped")
+
+
+def ci_check_skips(clone):
+    """``.ci/run --check-skips`` on the clone's pytest cache."""
+    (clone / ".ci").mkdir(exist_ok=True)
+    shutil.copy(CI_RUN, clone / ".ci" / "run")
+    return subprocess.run(["bash", str(clone / ".ci" / "run"), "--check-skips"],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_ci_fails_on_a_skip_off_the_allow_list(tmp_path):
+    (tmp_path / "shared" / "data" / "mnist").mkdir(parents=True)  # MNIST "found"
+    clone = tmp_path / "clone"
+    result, _ = run_pytest(clone)
+    assert ("skipped for a reason not in tests/allowed_skips.txt: "
+            "tests/test_some.py::test_skipped_for_another_reason: not today") in result.stdout
+    unlisted = json.loads((clone / ".pytest_cache" / "v" / UNLISTED_SKIPS_KEY).read_text())
+    assert unlisted == [["tests/test_some.py::test_skipped_for_another_reason", "not today"]]
+    refused = ci_check_skips(clone)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "CI: 1 test(s) skipped for a reason not in tests/allowed_skips.txt:",
+        "  tests/test_some.py::test_skipped_for_another_reason: not today"]
+
+    result, _ = run_pytest(clone, allowed="not today | the test says so\n")
+    assert result.returncode == 0, result.stdout
+    accepted = ci_check_skips(clone)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "1 test(s) skipped, each for a reason in tests/allowed_skips.txt" in accepted.stdout

@@ -173,9 +173,9 @@ def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_keras3(tmp_path)
 
 
 @pytest.mark.slow
-def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_the_jax_backend(tmp_path):
+def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_the_jax_backend(tmp_path,
+                                                                               jax_env):
     import json
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -184,7 +184,7 @@ def test_seeded_trainers_checkpoints_late_rewind_and_stepper_on_the_jax_backend(
             "print(json.dumps(keras3_models.methods_run(pathlib.Path(sys.argv[1]))))")
     root = Path(__file__).resolve().parents[1]
     run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                         text=True, timeout=600, cwd=root, env={**os.environ, "KERAS_BACKEND": "jax"})
+                         text=True, timeout=600, cwd=root, env=jax_env)
     assert run.returncode == 0, run.stderr[-3000:]
     _check_methods_run(json.loads(run.stdout.strip().splitlines()[-1]), "jax")
 
@@ -221,10 +221,9 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path):
+def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path, jax_env):
     # fine-tunes and rewind's retraining hold their masks through the JAX trainer's state
     import json
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -232,9 +231,8 @@ def test_allocation_scan_and_workflows_on_the_jax_backend(tmp_path):
     tf_model = keras3_models.small_cnn(tf_keras)
     np.savez(tmp_path / "weights.npz", **{f"w{i}": w for i, w in enumerate(tf_model.get_weights())})
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
     run = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path / "weights.npz")],
-                         capture_output=True, text=True, timeout=300, cwd=root, env=env)
+                         capture_output=True, text=True, timeout=300, cwd=root, env=jax_env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["backend"] == "jax"

@@ -372,7 +372,9 @@ class _Depthwise:
 
 
 def test_prune_layer_on_a_real_dense_layer():
-    keras = pytest.importorskip("tf_keras")
+    from kprune import _compat
+
+    keras = _compat.keras
     layer = keras.layers.Dense(4, name="fc")
     layer.build((None, 8))
     layer.kernel.assign(np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32))

@@ -59,3 +59,71 @@ def test_runs_top_to_bottom_in_quick_mode(path, mnist_dir, tmp_path):
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
+    text = "\n".join(out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+                     for out in outputs)
+    check = CHECKS.get(path.stem)
+    if check is not None:
+        check(text, tmp_path)
+
+
+def report_rows(text):
+    """The rows of the sparsity report printed in ``text``, split on spaces, by layer."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer  type    weight"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if line.startswith("total:"):
+            return rows
+        rows[line.split()[0]] = line.split()
+    raise AssertionError("the sparsity report has no total line")
+
+
+def check_seed_report(text):
+    """conv1 unstructured at 0.5, conv2 and fc1 2:4, the head left dense, all checked ok."""
+    rows = report_rows(text)
+    assert list(rows) == ["conv1", "conv2", "fc1", "head"]
+    assert rows["conv1"][5:] == ["0.500", "unstructured", "0.500", "ok"]
+    assert rows["conv2"][5:] == rows["fc1"][5:] == ["0.500", "2:4", "0.500", "2:4", "ok"]
+    assert rows["head"][5:] == ["0.000", "skip"]
+
+
+def printed_accuracy(text, pattern):
+    """The accuracies that ``pattern``'s groups match in ``text``, as floats."""
+    found = re.search(pattern, text)
+    assert found, pattern
+    return [float(value) for value in found.groups()]
+
+
+def check_02_structured_2by4(text, folder):
+    assert "Layer 'conv1' cannot take 2:4 sparsity: 1 input channel < group size 4" in text
+    assert "LayerPlan(name='conv1', type='Conv2D', params=832, method='unstructured'" in text
+    assert "reason='2:4 impossible (1 input channel < group size 4)'" in text
+    check_seed_report(text)
+    assert "fc1 is 2:4: True" in text
+    dense, pruned = printed_accuracy(text, r"test accuracy: dense (\S+) -> 2:4 pruned (\S+)")
+    assert dense > 0.8 and pruned > 0.8  # 6,000 images, one epoch each (quick; unseeded:
+    # dense 0.91-0.97 seen), chance 0.1
+
+
+def check_06_keras3(text, folder):
+    import kprune
+
+    assert "on the tensorflow backend" in text
+    assert "the same table as for the tf_keras seed CNN: True" in text
+    assert ("{'sparsity/conv1': [0.5], 'sparsity/conv2': [0.5], 'sparsity/fc1': [0.5], "
+            "'sparsity': [0.5]}") in text
+    check_seed_report(text)
+    assert "input model unchanged: True" in text
+    dense, pruned = printed_accuracy(text, r"test accuracy: dense (\S+) -> pruned (\S+)")
+    assert dense > 0.85 and pruned > 0.85  # 3,000 images, one epoch each (quick): 0.944
+    saved = kprune.load_model(folder / "final.keras", compile=False)
+    assert type(saved).__module__.startswith("keras.")
+    assert kprune.sparsity_report(saved, strict=True).ok
+    for name in ("float", "sparse", "sparse-int8"):  # LiteRT: the Keras model's accuracy
+        assert (folder / "keras3-tflite" / f"{name}.tflite").is_file(), name
+        litert, = printed_accuracy(text, rf"\n{name} +[\d,]+ bytes +LiteRT accuracy (\S+)")
+        assert litert == pytest.approx(pruned, abs=0.01), name
+
+
+#: What a notebook must print or save, beyond running without error.
+CHECKS = {"02_structured_2by4": check_02_structured_2by4, "06_keras3": check_06_keras3}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat
+from kprune import LayerRule, PruningPlan, _compat, masks
 from kprune.engines.callbacks import ScheduleWarning
 
 from helpers import keras, tiny_mlp
@@ -56,11 +56,19 @@ def test_plain_tfmot_config_drops_m_by_n():
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_stripped_model_saves_plainly(tmp_path, suffix):
-    model = tiny_mlp()
-    final = kprune.strip(model)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32)
+    pruned = kprune.apply(tiny_mlp(), PruningPlan([LayerRule("fc1", method="m_by_n")]),
+                          steps_per_epoch=2, epochs=1)
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=kprune.callbacks())
+    final = kprune.strip(pruned)
     path = kprune.save_model(final, tmp_path / f"final{suffix}")
-    loaded = keras.models.load_model(str(path))
-    assert [w.shape for w in loaded.weights] == [w.shape for w in final.weights]
+    loaded = keras.models.load_model(str(path))  # plain tf_keras: no kprune objects needed
+    assert [w.name for w in loaded.weights] == [w.name for w in final.weights]
+    for got, want in zip(loaded.get_weights(), final.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)  # the values, zeros included
+    assert masks.is_n_m(loaded.get_layer("fc1").kernel.numpy(), 2, 4)
 
 
 def test_bad_paths(tmp_path):

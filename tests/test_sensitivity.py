@@ -87,11 +87,15 @@ def test_table_dict_and_plan(result, trained, tmp_path):
     chosen = result.to_plan(max_drop_pp=budget).rules[1]
     assert chosen.match == "head" and chosen.target >= 0.5
     assert result.max_sparsity("head", budget) == chosen.target
-    strict = result.to_plan(max_drop_pp=0.0)
-    resolved = strict.resolve(trained)
-    for row in resolved.rows:
-        if row.name in result.layers and row.method == "unstructured":
-            assert row.target in (0.5, 0.8, 0.95)
+    # a budget both layers meet at 0.5, one of them exactly (a drop equal to the budget is
+    # within it): each resolves to unstructured at a ladder sparsity
+    half = {p.layer: p.drop_pp for p in result.rows if p.sparsity == 0.5}
+    both = max(*half.values(), 0.0)
+    resolved = result.to_plan(max_drop_pp=both).resolve(trained)
+    for layer in result.layers:
+        assert resolved[layer].method == "unstructured", layer
+        assert resolved[layer].target == result.max_sparsity(layer, both), layer
+        assert resolved[layer].target in (0.5, 0.8, 0.95), layer
     assert PruningPlan.from_json(plan.to_json()) == plan
 
 

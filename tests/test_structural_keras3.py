@@ -3,7 +3,6 @@ twin with the same weights, Keras 3 models back whose outputs equal the original
 removed channels zeroed; on the TensorFlow backend in-process and on JAX in a subprocess."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -327,8 +326,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
-def test_structural_pruning_on_the_jax_backend_matches_the_tf_keras_twin(tmp_path):
-    pytest.importorskip("jax")
+def test_structural_pruning_on_the_jax_backend_matches_the_tf_keras_twin(tmp_path, jax_env):
     saved, expected = {}, {}
     for name in ON_JAX_MODELS:
         theirs, _ = twins(name)
@@ -344,9 +342,8 @@ def test_structural_pruning_on_the_jax_backend_matches_the_tf_keras_twin(tmp_pat
         expected[name] = found
     np.savez(tmp_path / "weights.npz", **saved)
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
     run = subprocess.run([sys.executable, "-c", ON_JAX, str(tmp_path / "weights.npz")],
-                         capture_output=True, text=True, timeout=300, cwd=root, env=env)
+                         capture_output=True, text=True, timeout=300, cwd=root, env=jax_env)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["backend"] == "jax"
