@@ -1,6 +1,7 @@
 """Post-training pruning on real models of both engines: propagation, agreement, refusals."""
 
 
+import keras
 import numpy as np
 import pytest
 
@@ -12,7 +13,6 @@ from kprune.methods.post_training import prune_post_training
 from tests import helpers
 
 tf_keras = _compat.keras
-keras = pytest.importorskip("keras")
 
 
 def two_dense(k, seed=0):
