@@ -56,10 +56,11 @@ PUBLISHED = [
 FULL = dict(lm=dict(context=64, width=128, heads=4, blocks=4, ffn=512, steps=3000, batch=32,
                     train_bytes=4_000_000, calibration=128, held_out=512),
             cnn=dict(n_train=None, n_test=None, epochs=2, calibration=512,
-                     targets=(0.5, 0.7, 0.9)))
+                     targets=(0.5, 0.7, 0.9), finetune_plans=("70%", "default (2:4)")))
 QUICK = dict(lm=dict(context=32, width=32, heads=2, blocks=1, ffn=64, steps=60, batch=16,
                      train_bytes=200_000, calibration=32, held_out=64),
-             cnn=dict(n_train=2000, n_test=500, epochs=1, calibration=128, targets=(0.5,)))
+             cnn=dict(n_train=2000, n_test=500, epochs=1, calibration=128, targets=(0.5,),
+                      finetune_plans=()))
 
 
 def _keras():
@@ -267,8 +268,44 @@ def run_cnn(cfg, data_dir, seed):
                 f"{stale[method]:.4f}")
         results[name] = dict(parameters=int(model.count_params()), dense_accuracy=dense,
                              rows=rows, stale_batch_norm=stale)
+        if cfg["finetune_plans"] and name == "seed CNN":
+            results[name]["finetune"] = finetune_rows(model, plans, cfg, x, y, x_test, y_test,
+                                                      seed)
     return dict(config={**cfg, "targets": list(cfg["targets"])}, test_images=len(x_test),
                 models=results)
+
+
+def finetune_rows(model, plans, cfg, x, y, x_test, y_test, seed):
+    """One epoch after each: post-training pruning then a fine-tune that keeps its zeros,
+    against the gradual workflow over the same epoch and the dense model trained as long."""
+    import kprune
+    from kprune import models
+    from kprune.methods import workflows
+
+    def score(m):
+        return float(models.compile_classifier(m).evaluate(x_test, y_test, verbose=0)[1])
+
+    trainer = workflows.Trainer(x, y, batch_size=64, seed=seed)
+    control = models.compile_classifier(kprune.copy_model(model))
+    trainer.fit(control, 1)
+    rows = [dict(plan="dense", method="dense control, 1 more epoch", accuracy=score(control))]
+    log(f"finetune: dense control {rows[0]['accuracy']:.4f}")
+    for plan_name in cfg["finetune_plans"]:
+        plan = plans[plan_name]
+        for method in ("magnitude", "sparsegpt"):
+            pruned, _ = kprune.prune_post_training(model, x[:cfg["calibration"]], plan,
+                                                   method=method)
+            tuned = workflows.one_shot(pruned, plan, trainer=trainer, finetune_epochs=1).model
+            kprune.sparsity_report(tuned, plan=plan, strict=True)
+            rows.append(dict(plan=plan_name, method=f"{method} + 1 epoch fine-tune",
+                             accuracy=score(tuned)))
+            log(f"finetune {plan_name} {method}: {rows[-1]['accuracy']:.4f}")
+        gradual = workflows.gradual(model, plan, trainer=trainer, epochs=1).model
+        rows.append(dict(plan=plan_name, method="gradual, 1 epoch", accuracy=score(gradual)))
+        log(f"finetune {plan_name} gradual: {rows[-1]['accuracy']:.4f}")
+    return rows
+
+
 
 
 # -- summary ----------------------------------------------------------------------------------
@@ -322,6 +359,11 @@ def markdown_summary(results):
                   for plan in plans]
         lines.append(f"| {plans[0]}, batch norm as trained | "
                      + " | ".join(f"{model['stale_batch_norm'][m]:.4f}" for m in METHODS) + " |")
+        if model.get("finetune"):
+            lines += ["", f"{name}, one more epoch of training after each (same trainer, data "
+                      "order and rate):", "", "| plan | run | accuracy |", "|---|---|---|"]
+            lines += [f"| {r['plan']} | {r['method']} | {r['accuracy']:.4f} |"
+                      for r in model["finetune"]]
         lines.append("")
     lines.append("\\* a layer reached more zeros than its target by over 1 pp (SparseGPT zeroes "
                  "every weight of an input that never fires on the calibration data).")
