@@ -19,6 +19,7 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
+from kprune.structural import heads
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["remove", "dead_channels", "out_kernel"]
@@ -65,7 +66,13 @@ def remove(model, keep):
         weights = layer.get_weights()
         index_in = indices(graph.desc[inputs[0]]) if inputs and role != "refused" else None
         index_out = indices(graph.desc[outputs[0]]) if role != "refused" else None
-        if role == "producer":
+        if role == "attention":
+            keys, head_node = graph.attention[layer.name]
+            index_parts = {part: indices(graph.desc[key]) for part, key in keys.items()}
+            cfg, weights = heads.slice_attention(layer, cfg, kept.get(graph.find(head_node)),
+                                                 index_parts, index_out)
+            entries[layer.name] = cfg
+        elif role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)
             weights = _slice_producer(entry.layout, weights, index_in, index_out)
@@ -110,7 +117,11 @@ def dead_channels(model):
     for layer, inputs, outputs in graph.steps:
         desc = graph.desc[outputs[0]]
         role = "input" if layer is None else graph.treated.get(layer.name, "input")
-        if role == "producer":
+        if role == "attention":  # no activation after the output projection
+            bias = heads.part_weights(layer)["output"][1:]
+            zero[outputs[0]] = np.all(out_kernel(layer) == 0, axis=0) & np.all(
+                [b == 0 for b in bias] or [True], axis=0)
+        elif role == "producer":
             kernel = out_kernel(layer)
             kernel = kernel.reshape(-1, kernel.shape[-1])
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
@@ -133,6 +144,11 @@ def dead_channels(model):
     found = {}
     for group in groups:
         if not group.removable:
+            continue
+        if "heads" in {m.role for m in group.members}:  # a head adding nothing
+            alive = ~heads.dead_heads(model.get_layer(group.layers("heads")[0]))
+            if not alive.all() and alive.any():
+                found[group.id] = np.flatnonzero(alive)
             continue
         readers = [(offset, key) for node, offset, key in graph.readers
                    if graph.find(node) == group.node]
@@ -157,6 +173,8 @@ def out_kernel(layer, weights=None):
         (3, 3, 4, 8)
     """
     layout = layers.spec(layer).layout
+    if layout == "attention":
+        return heads.output_kernel(layer, weights)
     weights = layer.get_weights() if weights is None else weights
     if layout == "separable":
         return weights[1]
