@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kprune import _compat, structural
+from kprune import _compat, measure, structural
 
 tf_keras = _compat.keras
 ENGINES = {"keras3": keras, "tf_keras": tf_keras}
@@ -201,3 +201,12 @@ def test_attention_it_cannot_slice_is_refused_with_the_reason():
                "attention gate" in group.reason for group in gs)
     with pytest.raises(ValueError, match=r"'mha_1' \(MultiHeadAttention\): use_gate=True"):
         structural.prune(gated, 0.5, strict=True)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_attention_layer_costs_its_projections_scores_and_values(engine):
+    model = cross_attention(ENGINES[engine])  # 6 queries of 32, 5 values of 24, 4 heads
+    macs = structural.channel_costs(model, "macs")
+    expected = (6 * 32 * 4 * 8 + 5 * 24 * 4 * (8 + 6) + 6 * 5 * 4 * (8 + 6) + 6 * 4 * 6 * 32)
+    assert measure.count_macs(model, by_layer=True)["cross"] == expected == 19152
+    assert macs["cross/heads"] == pytest.approx(expected / 4)  # every term is linear in heads
