@@ -17,6 +17,10 @@ must stay aligned with:
 - ``Concatenate`` stacks its inputs' sets, each at its offset (a concatenation added to
   one producer's output splits that producer's set into matching pieces);
 - ``Flatten`` maps channel ``c`` at position ``p`` to input ``p * C + c`` of the next Dense;
+- a ``MultiHeadAttention`` reads its query, key and value tensors ("in", each its own:
+  cross-attention couples them apart), makes its output channels ("out") and adds a group
+  of its heads ("heads", id ``"<layer>/heads"``; one head is never removed), see
+  :mod:`kprune.structural.heads`;
 - anything else (``Reshape`` of the channel axis, ``Lambda``, softmax) refuses its channels,
   and so do the model's inputs and outputs (never removable).
 
@@ -46,7 +50,7 @@ class Member:
 
     ``role``: "out" (a producer whose output units are the group's channels), "in" (a
     producer whose inputs are), "channelwise" (batch norm or depthwise weights sliced with
-    them). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
+    them), "heads" (an attention layer whose heads are the group's units). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
     (``axis``, of its kernel), or ``p * channels + offset + c`` for each of ``positions``
     flattened positions.
     """
