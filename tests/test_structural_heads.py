@@ -1,6 +1,7 @@
 """kprune.structural on transformers: attention heads as groups (kprune.structural.heads),
 feed-forward neurons, and a budget that leaves whole what it cannot prune, on both engines."""
 
+import re
 import warnings
 
 import keras
@@ -98,6 +99,7 @@ def test_zero_heads_and_neurons_go_without_changing_the_outputs(engine):
         np.testing.assert_array_equal(q, model.get_layer(name).get_weights()[0][:, kept, :])
     assert [smaller.get_layer(f"ffn_up_{b}").get_config()["units"] for b in (1, 2)] == [64, 64]
     assert smaller.count_params() < model.count_params()
+    assert re.search(r"mha_1 +MultiHeadAttention +4 +2 ", structural.summary(model, smaller))
     assert type(smaller).__module__.startswith(k.Model.__module__.split(".")[0])
     # the same heads and neurons are found dead, and removed alike
     dead = structural.nonzero_units(model)
