@@ -28,8 +28,10 @@ from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, did_you_mean, is_keras3
 from kprune.core.cost import count_macs
+from kprune.methods.calibration import calibration_batches
 from kprune.structural import graph as graph_module
 from kprune.structural import heads, rebuild
+from kprune.structural.correct import CORRECTIONS
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
@@ -200,19 +202,37 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
 
 @follows_nesting
 def prune(model, fraction, *, criterion="l1", scope="global", cost=None, round_to=None,
-          exclude=(), max_fraction_per_group=0.9, data=None, strict=False):
+          exclude=(), max_fraction_per_group=0.9, data=None, strict=False, correct=None,
+          calibration=None):
     """A new, smaller model without ``fraction`` of its prunable channels and heads (see
     :func:`select`).
 
     What cannot be pruned is left whole: a :class:`LeftWhole` warning lists the groups
-    that a layer stopped (``strict=True`` raises instead). The input model is not
-    modified; fine-tune the result a little to recover accuracy.
+    that a layer stopped (``strict=True`` raises instead). ``correct="least_squares"``
+    then re-fits every ``Dense`` that lost inputs (a feed-forward block's second Dense)
+    on ``calibration`` inputs, so that its output changes least (see
+    :func:`kprune.structural.correct`). The input model is not modified; fine-tune the
+    result a little to recover accuracy.
 
     Example:
         >>> smaller = prune(resnet, 0.5)
         >>> smaller.count_params() < resnet.count_params()
         True
+        >>> closer = prune(transformer, 0.5, correct="least_squares", calibration=x[:256])
     """
+    if correct is not None:
+        check_choice(correct, CORRECTIONS, "correct")
+        if calibration is None:
+            raise ValueError(
+                "correct='least_squares' re-fits layers on calibration inputs: pass "
+                "calibration=x (model inputs, no labels). Received: calibration=None"
+            )
+        calibration = calibration_batches(model, calibration)  # checked before any work
+    elif calibration is not None:
+        raise ValueError(
+            "Argument `calibration` is only used by correct='least_squares'. Received: "
+            f"correct=None with calibration={_short(calibration)}"
+        )
     keep = select(model, fraction, criterion=criterion, scope=scope, cost=cost,
                   round_to=round_to, exclude=exclude,
                   max_fraction_per_group=max_fraction_per_group, data=data, strict=strict)
@@ -222,7 +242,12 @@ def prune(model, fraction, *, criterion="l1", scope="global", cost=None, round_t
         warnings.warn(
             "structural.prune left whole what it cannot prune (strict=True raises "
             "instead):\n" + keep.left_table(stopped), LeftWhole, stacklevel=3)
-    return rebuild.remove(model, keep)
+    smaller = rebuild.remove(model, keep)
+    if correct is not None:
+        from kprune.structural.correct import correct as least_squares
+
+        smaller = least_squares(model, smaller, keep, calibration)
+    return smaller
 
 
 class LeftWhole(UserWarning):

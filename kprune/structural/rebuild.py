@@ -22,7 +22,7 @@ from kprune.structural import graph as graph_module
 from kprune.structural import heads
 from kprune.structural.nesting import follows_nesting
 
-__all__ = ["remove", "dead_channels", "out_kernel"]
+__all__ = ["remove", "kept_channels", "dead_channels", "out_kernel"]
 
 
 @follows_nesting
@@ -45,14 +45,7 @@ def remove(model, keep):
     graph = groups.graph
 
     def indices(desc):
-        if not any(graph.find(node) in kept for node, _, _ in desc.offsets()):
-            return None
-        parts = [offset + kept.get(graph.find(node), np.arange(size))
-                 for node, size, offset in desc.offsets()]
-        index = np.concatenate(parts)
-        if desc.positions > 1:
-            index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
-        return index
+        return _indices(graph, kept, desc)
 
     entries = {}  # layer name -> its config, with the new channel counts
     new_weights = {}
@@ -94,6 +87,28 @@ def remove(model, keep):
     for name, weights in new_weights.items():
         smaller.get_layer(name).set_weights(weights)
     return smaller
+
+
+def kept_channels(model, keep):
+    """``{producer name: (inputs kept, outputs kept)}`` for the producers (``Dense``,
+    convolutions) that ``keep`` changes; ``None`` where a side keeps everything.
+
+    Example:
+        >>> kept_channels(model, {"fc1": [0, 2]})["fc2"]
+        (array([0, 2]), None)
+    """
+    groups = graph_module.groups(model)
+    kept = _resolve(groups, keep)
+    graph = groups.graph
+    found = {}
+    for layer, inputs, outputs in graph.steps:
+        if layer is None or graph.treated.get(layer.name) != "producer":
+            continue
+        index_in = _indices(graph, kept, graph.desc[inputs[0]])
+        index_out = _indices(graph, kept, graph.desc[outputs[0]])
+        if index_in is not None or index_out is not None:
+            found[layer.name] = (index_in, index_out)
+    return found
 
 
 @follows_nesting
@@ -182,6 +197,18 @@ def out_kernel(layer, weights=None):
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _indices(graph, kept, desc):
+    """The indices of tensor ``desc``'s channels that ``kept`` keeps (None: all)."""
+    if not any(graph.find(node) in kept for node, _, _ in desc.offsets()):
+        return None
+    parts = [offset + kept.get(graph.find(node), np.arange(size))
+             for node, size, offset in desc.offsets()]
+    index = np.concatenate(parts)
+    if desc.positions > 1:
+        index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
+    return index
 
 
 def _slice_producer(layout, weights, index_in, index_out):

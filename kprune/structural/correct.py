@@ -1,0 +1,111 @@
+"""Least-squares correction after removal: re-fit the layer after the removed units.
+
+Removing neurons of a feed-forward block's first ``Dense`` (or any producer) takes away
+part of what the next ``Dense`` reads. With a calibration set (inputs only, no labels)
+that next layer's kernel and bias can be re-fitted so that its pre-activation output on
+the pruned model's activations comes as close as possible, in the least-squares sense,
+to the original model's on the original activations (Kwon et al. 2022 tune their masks
+the same way, with no retraining). The layers are re-fitted in graph order, each on the
+inputs of the already corrected model, so that every fit sees the corrections before it.
+
+Only ``Dense`` layers (applied to any rank: every position is one row) are re-fitted; a
+convolution or an attention output projection that lost inputs keeps its sliced weights.
+
+Example:
+    >>> from kprune import structural
+    >>> smaller = structural.prune(model, 0.5, correct="least_squares", calibration=x[:512])
+    >>> keep = structural.select(model, 0.5)
+    >>> fixed = structural.correct(model, structural.remove_units(model, keep), keep, x[:512])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kprune.core import layers
+from kprune.engines.capture import layer_inputs
+from kprune.methods.calibration import calibration_batches
+from kprune.structural import rebuild
+from kprune.structural.nesting import inline
+
+__all__ = ["CORRECTIONS", "correct", "refitted_layers"]
+
+#: What ``correct=`` accepts in :func:`kprune.structural.prune`.
+CORRECTIONS = ("least_squares",)
+
+
+def refitted_layers(model, keep):
+    """The names of the ``Dense`` layers that :func:`correct` re-fits after ``keep``: those
+    that lose inputs, in graph order.
+
+    Example:
+        >>> refitted_layers(transformer, {"ffn_up_1": range(64)})
+        ['ffn_down_1']
+    """
+    found = rebuild.kept_channels(inline(model), keep)
+    return [name for name, (index_in, _) in found.items()
+            if index_in is not None and _is_plain_dense(model.get_layer(name))]
+
+
+def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
+    """A copy of ``pruned`` whose ``Dense`` layers that lost inputs are re-fitted on
+    ``calibration`` to give the original's pre-activation outputs (least squares).
+
+    Args:
+        original: the model before removal (not modified).
+        pruned: the model :func:`kprune.structural.remove_units` built from ``original``
+            and ``keep`` (not modified: a corrected copy is returned).
+        keep: what was kept (a :class:`kprune.structural.Selection` or ``{group id:
+            indices}``), to map each layer's kept inputs and outputs.
+        calibration: model inputs without labels: an array, a dict of arrays, a
+            ``tf.data.Dataset`` or an iterable of batches (see
+            :func:`kprune.methods.calibration.calibration_batches`).
+        batch_size: examples per batch when ``calibration`` is an array.
+        ridge: a damping of the normal equations, relative to their mean diagonal, so
+            that inputs that never vary do not make the fit singular.
+
+    Example:
+        >>> fixed = correct(model, smaller, keep, x_train[:512])
+    """
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
+        raise ValueError(f"Argument `ridge` must be a number >= 0. Received: ridge={ridge!r}")
+    original = inline(original)
+    batches = calibration_batches(original, calibration, batch_size=batch_size)
+    fixed = _copy(pruned)
+    found = rebuild.kept_channels(original, keep)
+    for name in refitted_layers(original, keep):
+        index_in, index_out = found[name]
+        kernel, *bias = original.get_layer(name).get_weights()
+        if index_out is not None:
+            kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
+        gram, cross = 0.0, 0.0
+        for before, after in zip(layer_inputs(original, name, batches),
+                                 layer_inputs(fixed, name, batches)):
+            before = before.reshape(-1, before.shape[-1]).astype(np.float64)
+            after = after.reshape(-1, after.shape[-1]).astype(np.float64)
+            target = before @ kernel + (bias[0] if bias else 0.0)
+            rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
+            gram = gram + rows.T @ rows
+            cross = cross + rows.T @ target
+        gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
+        solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
+        weights = [solved[:-1], solved[-1]] if bias else [solved]
+        fixed.get_layer(name).set_weights(weights)
+    return fixed
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _is_plain_dense(layer):
+    entry = layers.spec(layer)
+    return entry.kind == "dense" and entry.role == "producer" and not entry.layout
+
+
+def _copy(model):
+    """An independent copy of ``model`` (same Keras, same weights)."""
+    owner = layers.engine(model)
+    twin = owner.clone_model(model, lambda path, layer: type(layer).from_config(
+        layer.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
