@@ -264,6 +264,13 @@ def test_bad_correction_arguments_are_refused_before_any_work():
     with pytest.raises(ValueError, match=r"must hold batches shaped like the model's input "
                        r"'tokens' \(None, 12\) int32\. Received: a batch of shape \(4, 7\)"):
         structural.prune(model, 0.5, correct="least_squares", calibration=_tokens(4, 7))
+    with pytest.raises(ValueError, match=r"Argument `criterion` must be one of .*Received: "
+                       r"criterion='tailor' Did you mean 'taylor'\?"):
+        structural.prune(model, 0.5, criterion="tailor")
+    for fraction in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"Argument `fraction` must be a fraction in "
+                           rf"\[0, 1\).*Received: fraction={fraction}"):
+            structural.prune(model, fraction)
     with pytest.raises(ValueError, match=r"Argument `ridge` must be a number >= 0"):
         structural.correct(model, model, {}, _tokens(), ridge=-1)
     assert _unchanged(model, before)
