@@ -274,3 +274,40 @@ def test_bad_correction_arguments_are_refused_before_any_work():
     with pytest.raises(ValueError, match=r"Argument `ridge` must be a number >= 0"):
         structural.correct(model, model, {}, _tokens(), ridge=-1)
     assert _unchanged(model, before)
+
+
+def patch_transformer(k):
+    """A residual stream made by a Dense (no embedding, no norm): prunable through attention."""
+    L = k.layers
+    i = k.Input((9, 12), name="patches")
+    x = L.Dense(16, name="patch")(i)
+    x = L.Add(name="add_a")([x, L.MultiHeadAttention(2, 4, name="mha")(x, x)])
+    f = L.Dense(16, name="ffn_down")(L.Dense(32, activation="relu", name="ffn_up")(x))
+    x = L.Add(name="add_f")([x, f])
+    o = L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="pool")(x))
+    return k.Model(i, o, name="patch_transformer")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_residual_stream_through_attention_loses_its_query_key_value_rows_and_output_columns(
+        engine):
+    k = ENGINES[engine]
+    k.utils.set_random_seed(4)
+    model = patch_transformer(k)
+    stream = structural.groups(model)["patch"]
+    assert stream.removable and {"mha:in", "mha:out"} <= set(map(str, stream.members))
+    dead = [1, 5, 6, 11]
+    for name in ("patch", "ffn_down"):
+        kernel, bias = model.get_layer(name).get_weights()
+        kernel[:, dead], bias[dead] = 0.0, 0.0
+        model.get_layer(name).set_weights([kernel, bias])
+    weights = model.get_layer("mha").get_weights()
+    weights[6][..., dead], weights[7][dead] = 0.0, 0.0  # output columns and bias
+    model.get_layer("mha").set_weights(weights)
+    keep = structural.nonzero_units(model)
+    assert len(keep["patch"]) == 12
+    smaller = structural.remove_units(model, keep)
+    shapes = [tuple(w.shape) for w in smaller.get_layer("mha").get_weights()]
+    assert shapes[0] == shapes[2] == shapes[4] == (12, 2, 4) and shapes[6:] == [(2, 4, 12), (12,)]
+    x = np.random.default_rng(0).random((3, 9, 12)).astype("float32")
+    assert np.abs(_out(smaller, x) - _out(model, x)).max() <= 1e-5
