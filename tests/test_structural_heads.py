@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kprune import _compat, measure, structural
+from kprune.structural import heads
 
 tf_keras = _compat.keras
 ENGINES = {"keras3": keras, "tf_keras": tf_keras}
@@ -311,3 +312,36 @@ def test_a_residual_stream_through_attention_loses_its_query_key_value_rows_and_
     assert shapes[0] == shapes[2] == shapes[4] == (12, 2, 4) and shapes[6:] == [(2, 4, 12), (12,)]
     x = np.random.default_rng(0).random((3, 9, 12)).astype("float32")
     assert np.abs(_out(smaller, x) - _out(model, x)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_attention_output_projection_is_refitted_after_head_removal(engine):
+    k = ENGINES[engine]
+    k.utils.set_random_seed(0)
+    model = cross_attention(k)
+    layer = model.get_layer("cross")
+    rng = np.random.default_rng(1)
+    x = [_tokens(8, 6, 30), rng.random((8, 5, 10)).astype("float32")]
+    # the probe's attended values, times the output projection, give the layer's output
+    feed = k.Model(model.inputs, [model.get_layer("embed").output, model.get_layer("ctx").output])
+    query, value = (np.asarray(t) for t in feed(x))
+    context = heads.context_probe(layer, lambda probe, q, v, key: np.asarray(probe(q, v, key=key)))
+    kernel, bias = layer.get_weights()[6:]
+    rebuilt = context(query, value, value) @ kernel.reshape(-1, 32) + bias
+    expected = np.asarray(layer(query, value)).reshape(-1, 32)
+    np.testing.assert_allclose(rebuilt, expected, atol=1e-5)
+
+    k.utils.set_random_seed(0)
+    model = text_transformer(k)
+    calibration = _tokens(128)
+    held_out = np.random.default_rng(5).integers(0, 50, (64, 12)).astype("int32")
+    options = dict(exclude=("ffn_up_1", "ffn_up_2"), scope="layer")  # heads only
+    assert structural.refitted_layers(model, structural.select(model, 0.5, **options)) == [
+        "mha_1", "mha_2"]
+    plain = structural.prune(model, 0.5, **options)
+    fixed = structural.prune(model, 0.5, correct="least_squares", calibration=calibration,
+                             **options)
+    errors = {label: float(np.mean((_out(pruned, held_out) - _out(model, held_out)) ** 2))
+              for label, pruned in (("plain", plain), ("fixed", fixed))}
+    # measured: 0.44 -> 0.046 (Keras 3), 0.011 -> 0.0005 (tf_keras) with 256 examples
+    assert errors["fixed"] < 0.3 * errors["plain"]

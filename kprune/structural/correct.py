@@ -8,8 +8,10 @@ to the original model's on the original activations (Kwon et al. 2022 tune their
 the same way, with no retraining). The layers are re-fitted in graph order, each on the
 inputs of the already corrected model, so that every fit sees the corrections before it.
 
-Only ``Dense`` layers (applied to any rank: every position is one row) are re-fitted; a
-convolution or an attention output projection that lost inputs keeps its sliced weights.
+Re-fitted: ``Dense`` layers (applied to any rank: every position is one row) and the
+output projection of a ``MultiHeadAttention`` that lost heads, on the values its kept heads
+attend to; a convolution, or an attention layer called with a mask, keeps its sliced
+weights.
 
 Example:
     >>> from kprune import structural
@@ -23,9 +25,10 @@ from __future__ import annotations
 import numpy as np
 
 from kprune.core import layers
-from kprune.engines.capture import layer_inputs
+from kprune.core.checks import is_keras3
+from kprune.engines.capture import layer_inputs, to_numpy
 from kprune.methods.calibration import calibration_batches
-from kprune.structural import rebuild
+from kprune.structural import heads, rebuild
 from kprune.structural.nesting import inline
 
 __all__ = ["CORRECTIONS", "correct", "refitted_layers"]
@@ -35,21 +38,34 @@ CORRECTIONS = ("least_squares",)
 
 
 def refitted_layers(model, keep):
-    """The names of the ``Dense`` layers that :func:`correct` re-fits after ``keep``: those
-    that lose inputs, in graph order.
+    """The names of the layers that :func:`correct` re-fits after ``keep``, in graph order:
+    the ``Dense`` layers that lose inputs and the ``MultiHeadAttention`` layers that lose
+    heads or inputs (their output projection), unless called with a mask.
 
     Example:
         >>> refitted_layers(transformer, {"ffn_up_1": range(64)})
         ['ffn_down_1']
     """
-    found = rebuild.kept_channels(inline(model), keep)
-    return [name for name, (index_in, _) in found.items()
-            if index_in is not None and _is_plain_dense(model.get_layer(name))]
+    model = inline(model)
+    found = rebuild.kept_channels(model, keep)
+    names = []
+    for name, (index_in, _) in found.items():
+        layer = model.get_layer(name)
+        if _is_plain_dense(layer) and index_in is not None:
+            names.append(name)
+        elif layers.spec(layer).layout == "attention" and not _attention_call(model, layer)[1]:
+            if any(v is not None for v in index_in.values()):
+                names.append(name)
+    return names
 
 
 def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
-    """A copy of ``pruned`` whose ``Dense`` layers that lost inputs are re-fitted on
+    """A copy of ``pruned`` whose layers after removed units are re-fitted on
     ``calibration`` to give the original's pre-activation outputs (least squares).
+
+    A ``Dense`` that lost inputs gets a new kernel and bias; a ``MultiHeadAttention`` that
+    lost heads (or inputs) a new output projection, fitted on the values its kept heads
+    attend to. The layers are fitted in graph order, each on the already corrected model.
 
     Args:
         original: the model before removal (not modified).
@@ -74,27 +90,68 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
     fixed = _copy(pruned)
     found = rebuild.kept_channels(original, keep)
     for name in refitted_layers(original, keep):
-        index_in, index_out = found[name]
-        kernel, *bias = original.get_layer(name).get_weights()
+        _, index_out = found[name]
+        layer = original.get_layer(name)
+        if _is_plain_dense(layer):
+            kernel, *bias = layer.get_weights()
+            pairs = zip(layer_inputs(original, name, batches), layer_inputs(fixed, name, batches))
+        else:  # the output projection of an attention layer, on what its heads attend to
+            kernel, *bias = heads.part_weights(layer)["output"]
+            kernel = kernel.reshape(-1, kernel.shape[-1])
+            pairs = zip(_contexts(original, name, batches), _contexts(fixed, name, batches))
         if index_out is not None:
             kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
-        gram, cross = 0.0, 0.0
-        for before, after in zip(layer_inputs(original, name, batches),
-                                 layer_inputs(fixed, name, batches)):
-            before = before.reshape(-1, before.shape[-1]).astype(np.float64)
-            after = after.reshape(-1, after.shape[-1]).astype(np.float64)
-            target = before @ kernel + (bias[0] if bias else 0.0)
-            rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
-            gram = gram + rows.T @ rows
-            cross = cross + rows.T @ target
-        gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
-        solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
-        weights = [solved[:-1], solved[-1]] if bias else [solved]
-        fixed.get_layer(name).set_weights(weights)
+        solved = _least_squares(pairs, kernel, bias, ridge)
+        target = fixed.get_layer(name)
+        if _is_plain_dense(layer):
+            target.set_weights(solved)
+        else:
+            dense = target._output_dense  # (heads, value_dim, outputs) on both engines
+            shape = tuple(dense.kernel.shape)
+            dense.set_weights([solved[0].reshape(shape), *solved[1:]])
     return fixed
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _least_squares(pairs, kernel, bias, ridge):
+    """``[kernel, bias?]`` fitted so that ``after @ kernel + bias`` matches ``before @
+    kernel + bias`` over the ``(before, after)`` input pairs (every position a row)."""
+    gram, cross = 0.0, 0.0
+    for before, after in pairs:
+        before = before.reshape(-1, before.shape[-1]).astype(np.float64)
+        after = after.reshape(-1, after.shape[-1]).astype(np.float64)
+        target = before @ kernel + (bias[0] if bias else 0.0)
+        rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
+        gram = gram + rows.T @ rows
+        cross = cross + rows.T @ target
+    gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
+    solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
+    return [solved[:-1], solved[-1]] if bias else [solved]
+
+
+def _attention_call(model, layer):
+    """``({part: tensor}, other tensors)`` of ``layer``'s call in ``model``."""
+    from kprune.structural.graph import _calls
+
+    node = _calls(model, layer)[0]
+    if is_keras3(node):
+        return heads.inputs_of(node.arguments.args, node.arguments.kwargs)
+    return heads.inputs_of(node.call_args, node.call_kwargs)
+
+
+def _contexts(model, name, batches):
+    """Yield, per batch, what attention layer ``name``'s output projection reads."""
+    layer = model.get_layer(name)
+    parts, _ = _attention_call(model, layer)
+    tensors = [parts["query"], parts["value"], parts["key"]]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    feed = layers.engine(model).keras.Model(inputs, tensors)
+    context = heads.context_probe(layer, lambda probe, q, v, k: to_numpy(probe(q, v, key=k)))
+    for batch in batches:
+        query, value, key = (to_numpy(t) for t in feed(batch, training=False))
+        yield context(query, value, key)
 
 
 def _is_plain_dense(layer):

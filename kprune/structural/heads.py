@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["PARTS", "num_heads", "part_weights", "per_head", "output_kernel", "dead_heads",
-           "slice_attention", "inputs_of"]
+           "slice_attention", "inputs_of", "context_probe"]
 
 #: The projections of a MultiHeadAttention, in the order of its weights.
 PARTS = ("query", "key", "value", "output")
@@ -99,6 +99,37 @@ def inputs_of(node_args, node_kwargs):
     found.setdefault("key", found["value"])
     rest = [a for a in args[3:] + list(kwargs.values()) if hasattr(a, "_keras_history")]
     return found, rest
+
+
+def context_probe(layer, call):
+    """A function ``(query, value, key) -> context`` giving, for ``layer``'s weights, what
+    its output projection reads: every head's attended values, ``(positions, heads *
+    value_dim)``. It is a twin of the layer whose output projection is the identity.
+
+    ``call(probe, query, value, key)`` calls a layer on numpy inputs (the engine's way)."""
+    config = dict(layer.get_config())
+    parts = part_weights(layer)
+    heads, value_dim = parts["output"][0].shape[:2]
+    width = heads * value_dim
+    config.update(name=f"{layer.name}_context", output_shape=width)
+    probe = type(layer).from_config(config)
+    state = {}
+
+    def context(query, value, key):
+        if "built" not in state:
+            call(probe, query, value, key)  # builds it; then its weights are set
+            mine = dict(parts, output=[np.eye(width, dtype=parts["output"][0].dtype).reshape(
+                heads, value_dim, width), np.zeros(width, parts["output"][0].dtype)])
+            order = {id(v): i for i, v in enumerate(probe.weights)}
+            values = [None] * len(probe.weights)
+            for part in PARTS:
+                for variable, array in zip(getattr(probe, _DENSE[part]).weights, mine[part]):
+                    values[order[id(variable)]] = array
+            probe.set_weights(values)
+            state["built"] = True
+        return np.asarray(call(probe, query, value, key)).reshape(-1, width)
+
+    return context
 
 
 def slice_attention(layer, config, index_heads, index_in, index_out):

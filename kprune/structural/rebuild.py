@@ -91,7 +91,9 @@ def remove(model, keep):
 
 def kept_channels(model, keep):
     """``{producer name: (inputs kept, outputs kept)}`` for the producers (``Dense``,
-    convolutions) that ``keep`` changes; ``None`` where a side keeps everything.
+    convolutions) that ``keep`` changes; ``None`` where a side keeps everything. For an
+    attention layer the first item is ``{"heads": ..., "query": ..., "key": ...,
+    "value": ...}``: the heads and each input's channels kept (``None``: all).
 
     Example:
         >>> kept_channels(model, {"fc1": [0, 2]})["fc2"]
@@ -102,11 +104,20 @@ def kept_channels(model, keep):
     graph = groups.graph
     found = {}
     for layer, inputs, outputs in graph.steps:
-        if layer is None or graph.treated.get(layer.name) != "producer":
+        role = None if layer is None else graph.treated.get(layer.name)
+        if role not in ("producer", "attention"):
             continue
-        index_in = _indices(graph, kept, graph.desc[inputs[0]])
         index_out = _indices(graph, kept, graph.desc[outputs[0]])
-        if index_in is not None or index_out is not None:
+        if role == "attention":
+            keys, head_node = graph.attention[layer.name]
+            index_in = {part: _indices(graph, kept, graph.desc[key])
+                        for part, key in keys.items()}
+            index_in["heads"] = kept.get(graph.find(head_node))
+            changed = any(v is not None for v in index_in.values())
+        else:
+            index_in = _indices(graph, kept, graph.desc[inputs[0]])
+            changed = index_in is not None
+        if changed or index_out is not None:
             found[layer.name] = (index_in, index_out)
     return found
 
