@@ -297,13 +297,12 @@ class Selection(dict):
         rows = [(g.id, _unit(g), str(g.size), str(len(self[g.id])),
                  str(g.size - len(self[g.id]))) for g in self.chosen]
         removed, total = self.budget()
-        what = f"{self.cost} of" if self.cost else ""
-        units = sorted({_unit(g) for g in self.chosen}) or ["channels"]
+        units = " and ".join(sorted({_unit(g) for g in self.chosen}) or ["channels"])
+        what = f"{self.cost} of the prunable {units}" if self.cost else f"prunable {units}"
         share = removed / total if total else 0.0
         line = (f"fraction {self.fraction:g} ({self.scope}) of the prunable budget: removed "
-                f"{what} {removed:,.0f} of {total:,.0f} prunable {' and '.join(units)} "
-                f"({share:.1%}) in {len(self.chosen)} groups; {len(self.left)} groups "
-                "left whole").replace("  ", " ")
+                f"{removed:,.0f} of {total:,.0f} {what} ({share:.1%}) in "
+                f"{len(self.chosen)} groups; {len(self.left)} groups left whole")
         parts = [table(("group", "unit", "size", "kept", "removed"), rows), line]
         if self.left:
             parts.append(self.left_table())
