@@ -1,10 +1,12 @@
 """kprune.structural.blocks: residual blocks found from the graph, branches dropped."""
 
+import keras as keras3
 import numpy as np
 import pytest
 
 from kprune import _compat
 from kprune.structural import blocks as B
+from tests.test_structural_heads import patch_transformer
 
 keras = _compat.keras
 L = keras.layers
@@ -235,3 +237,29 @@ def test_resnet50_blocks_and_drop():
     assert len(B.residual_blocks(smaller)) == 15
     three = B.drop_blocks(model, 3, criterion="l1")
     assert len(three.layers) == len(model.layers) - 3 * 9
+
+
+@pytest.mark.parametrize("engine", ["keras3", "tf_keras"])
+def test_block_influence_ranks_a_transformer_sub_block_that_changes_nothing_first(engine):
+    k = keras3 if engine == "keras3" else keras
+    k.utils.set_random_seed(6)
+    model = patch_transformer(k)
+    kernel, bias = model.get_layer("ffn_down").get_weights()
+    model.get_layer("ffn_down").set_weights([kernel * 0.0, bias * 0.0])  # adds nothing
+    x = np.random.default_rng(0).random((6, 9, 12)).astype("float32")
+    scores = B.block_scores(model, criterion="influence", data=x)
+    assert set(scores) == {"add_a", "add_f"}
+    assert scores["add_f"] == pytest.approx(0.0, abs=1e-6) and scores["add_a"] > 1e-3
+    feed = k.Model(model.inputs[0], [model.get_layer("patch").output,
+                                     model.get_layer("add_a").output])
+    before, after = (np.asarray(t).reshape(-1, 16) for t in feed(x))
+    cosine = np.sum(before * after, 1) / np.linalg.norm(before, axis=1) / np.linalg.norm(
+        after, axis=1)
+    assert scores["add_a"] == pytest.approx(float(np.mean(1 - cosine)), rel=1e-4)
+    shorter = B.drop_blocks(model, 1, criterion="influence", data=x)
+    assert "ffn_up" not in [layer.name for layer in shorter.layers]
+    assert np.abs(np.asarray(shorter(x)) - np.asarray(model(x))).max() <= 1e-5
+    with pytest.raises(ValueError, match=r"criterion='influence' .* pass data=x"):
+        B.block_scores(model, criterion="influence")
+    with pytest.raises(ValueError, match=r"must hold batches shaped like the model's input"):
+        B.drop_blocks(model, 1, criterion="influence", data=x[:, :4])

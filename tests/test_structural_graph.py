@@ -381,7 +381,9 @@ def test_layers_it_cannot_follow_are_refused_with_the_reason(layer, match):
     model = _with(layer)
     before = _weights(model)
     with pytest.raises(ValueError, match=match):
-        structural.prune(model, 0.5)
+        structural.prune(model, 0.5, strict=True)
+    with pytest.warns(structural.LeftWhole, match=match.removeprefix("group 'conv'.*")):
+        assert structural.prune(model, 0.5).count_params() == model.count_params()
     with pytest.raises(ValueError, match=match):
         structural.remove_units(model, {"conv": [0, 1]})
     assert not structural.groups(model)["conv"].removable

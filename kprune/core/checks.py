@@ -100,11 +100,12 @@ def check_number(value, argument, *, minimum=0):
 
 
 def check_choice(value, choices, argument):
-    """Raise unless ``value`` is one of ``choices``; return it."""
+    """Raise unless ``value`` is one of ``choices`` (naming the close ones); return it."""
     if value not in choices:
+        close = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
         raise ValueError(
             f"Argument `{argument}` must be one of {tuple(choices)}. "
-            f"Received: {argument}={value!r}"
+            f"Received: {argument}={value!r}{close}"
         )
     return value
 

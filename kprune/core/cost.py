@@ -61,13 +61,40 @@ def _layer_macs(layer, in_shape, out_shape):
             * layer.filters)
 
 
+def _attention_calls(layer):
+    """``[(query shape, value shape)]`` of every call of a MultiHeadAttention (its first
+    two tensor inputs; the value is the query when it is called with one)."""
+    calls = []
+    for node in getattr(layer, "_inbound_nodes", []):
+        tensors = node.input_tensors if is_keras3(layer) else node.keras_inputs
+        shapes = [tuple(t.shape) for t in tensors]
+        if shapes:
+            calls.append((shapes[0], shapes[1] if len(shapes) > 1 else shapes[0]))
+    return calls
+
+
+def _attention_macs(layer, query, value):
+    """MACs of one MultiHeadAttention call: the four projections, the scores and the
+    weighted sum of the values."""
+    config = layer.get_config()
+    heads, key_dim = config["num_heads"], config["key_dim"]
+    value_dim = config.get("value_dim") or key_dim
+    t_q = int(np.prod(query[1:-1], dtype=np.int64))
+    t_v = int(np.prod(value[1:-1], dtype=np.int64))
+    d_out = int(np.prod(layer._output_dense.kernel.shape[2:], dtype=np.int64))
+    return (t_q * query[-1] * heads * key_dim + t_v * value[-1] * heads * (key_dim + value_dim)
+            + t_q * t_v * heads * (key_dim + value_dim) + t_q * heads * value_dim * d_out)
+
+
 def count_macs(model, *, by_layer=False):
     """Multiply-accumulates of one forward pass at batch 1, from layer shapes.
 
     Counts the layers that dominate inference cost: ``Dense`` (its kernel times the
     positions it is applied at), ``Conv1D/2D/3D`` (grouped too) and their transposes,
     ``DepthwiseConv1D/2D`` and ``SeparableConv1D/2D`` (depthwise plus pointwise), each
-    from its input and output shapes and kernel size; nested models are descended into
+    from its input and output shapes and kernel size, and ``MultiHeadAttention`` (its
+    four projections, the scores and the weighted values, from its query and value
+    shapes); nested models are descended into
     and a layer called twice counts twice. Biases, batch norm, activations, pooling and
     element-wise layers are not counted. Every input dimension but the batch must be
     known. Takes tf_keras and Keras 3 models.
@@ -84,6 +111,11 @@ def count_macs(model, *, by_layer=False):
     for path, layer in layer_registry.model_layers(model):  # either engine, checked
         layer = getattr(layer, "layer", layer)  # a pruning wrapper counts as its layer
         total = None
+        if layer_registry.spec(layer).layout == "attention":
+            calls = _attention_calls(layer)
+            if calls:
+                per_layer[path] = int(sum(_attention_macs(layer, q, v) for q, v in calls))
+            continue
         for in_shape, out_shape in _node_shapes(layer):
             if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
                 raise ValueError(

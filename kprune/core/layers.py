@@ -68,9 +68,12 @@ KINDS = ("conv", "dense", "depthwise", "embedding", "attention", "recurrent", "c
 #: ``concatenating`` stacks its inputs' channels; ``flattening`` maps each channel to its
 #: positions in a flat vector (Flatten); ``reshaping`` moves channels in ways kprune does
 #: not follow (Reshape, Permute); ``mixing`` combines channels (softmax): no removal across
-#: it; ``opaque``: kprune does not know, and refuses to guess.
+#: it; ``attention``: a producer of its output channels (the output projection) that reads
+#: its query, key and value inputs through their projections, and whose heads are a
+#: removable group of their own (MultiHeadAttention, see kprune.structural.heads);
+#: ``opaque``: kprune does not know, and refuses to guess.
 ROLES = ("producer", "channelwise", "coupling", "concatenating", "flattening", "reshaping",
-         "mixing", "opaque")
+         "mixing", "attention", "opaque")
 #: The axis that N:M groups run along, as tfmot groups them: the second-to-last of a
 #: rank-2 or rank-4 weight (a Keras kernel's input channels).
 N_M_AXIS = -2
@@ -90,7 +93,9 @@ class LayerSpec:
     # How a producer's weights hold its channels, when not as above: "separable" (a
     # depthwise kernel (..., inputs, multiplier), then a pointwise kernel
     # (..., inputs * multiplier, outputs) and a bias) or "transposed" (kernel
-    # (..., outputs, inputs)).
+    # (..., outputs, inputs)) or "attention" (query/key/value kernels (inputs, heads, dim),
+    # an output kernel (heads, dim, outputs): see kprune.structural.heads; ``units`` then
+    # counts the heads).
     layout: str = ""
     # A channelwise layer whose weights hold one value per channel on their last axis
     # (batch norm): they are sliced with the channels.
@@ -143,7 +148,8 @@ SPECS = {
     "Embedding": LayerSpec(
         "embedding", "opaque", n_m=False,
         note="embedding rows are looked up, not multiplied: N:M gives no speed-up"),
-    "MultiHeadAttention": LayerSpec("attention", "opaque"),
+    "MultiHeadAttention": LayerSpec("attention", "attention", units="num_heads",
+                                    layout="attention"),
     "LSTM": _RECURRENT,
     "GRU": _RECURRENT,
     "SimpleRNN": _RECURRENT,
@@ -421,6 +427,13 @@ def channel_problem(layer):
         if axes not in ([-1], [rank - 1] if rank else [-1]):
             shown = axes[0] if len(axes) == 1 else axes
             return f"it normalises axis {shown}, not the channel (last) axis"
+    if role == "attention":
+        config = layer.get_config()
+        if config.get("use_gate"):
+            return "use_gate=True: kprune does not slice the attention gate's heads yet"
+        shape = config.get("output_shape")
+        if isinstance(shape, (list, tuple)) and len(shape) != 1:
+            return f"output_shape={tuple(shape)}: several output axes are not followed"
     if role == "mixing":
         return "it normalises over all channels (softmax), so removing some changes the others"
     if role == "reshaping":

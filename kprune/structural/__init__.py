@@ -9,12 +9,21 @@ Example:
     >>> smaller = structural.remove_units(model, keep)
     >>> print(structural.groups(resnet))               # functional models: coupled groups
     >>> smaller = structural.prune(resnet, 0.5, round_to=8)
+    >>> print(structural.select(transformer, 0.5))      # heads and neurons; what is left whole
     >>> smaller = structural.drop_blocks(resnet, 2, criterion="l1")  # whole residual blocks
 """
 
 from kprune.structural.blocks import Block, block_scores, drop_blocks, residual_blocks
+from kprune.structural.correct import correct, refitted_layers
 from kprune.structural.graph import Group, Groups, Member, groups
-from kprune.structural.importance import channel_costs, group_scores, prune, select
+from kprune.structural.importance import (
+    LeftWhole,
+    Selection,
+    channel_costs,
+    group_scores,
+    prune,
+    select,
+)
 from kprune.structural.rebuild import dead_channels
 from kprune.structural.units import (
     nonzero_units,
@@ -25,5 +34,5 @@ from kprune.structural.units import (
 )
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary", "channel_costs",
-           "groups", "Group", "Groups", "Member", "group_scores", "select", "prune",
-           "dead_channels", "Block", "residual_blocks", "block_scores", "drop_blocks"]
+           "groups", "Group", "Groups", "Member", "group_scores", "select", "prune", "Selection", "LeftWhole",
+           "dead_channels", "correct", "refitted_layers", "Block", "residual_blocks", "block_scores", "drop_blocks"]

@@ -24,11 +24,13 @@ import numpy as np
 
 from kprune.core import layers
 from kprune.core.checks import check_choice, did_you_mean
+from kprune.engines.capture import to_numpy
+from kprune.methods.calibration import calibration_batches
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
 
-CRITERIA = ("sensitivity", "l1")
+CRITERIA = ("sensitivity", "l1", "influence")
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,9 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
 
     ``"sensitivity"``: the drop of validation accuracy (``data=(x_val, y_val)``) when that
     block alone is dropped. ``"l1"``: the mean ``|w|`` of the kernels in the block's branch
-    (no data needed).
+    (no data needed). ``"influence"``: how much the block changes what flows through it,
+    ``1 - cos(shortcut, Add output)`` averaged over every position of the calibration
+    inputs ``data`` (no labels; ShortGPT's block influence).
 
     Example:
         >>> block_scores(resnet, criterion="l1")
@@ -85,6 +89,8 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
                           model.get_layer(graph.own[name]))]
             scores[block.name] = float(np.mean(np.concatenate(values))) if values else 0.0
         return scores
+    if criterion == "influence":
+        return _influence(model, graph, droppable, data, batch_size)
     x_val, y_val = _check_data(data, criterion)
     from kprune.methods.trainer import accuracy
 
@@ -100,7 +106,7 @@ def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size
 
     ``blocks``: a list of ``Add`` layer names, or a count: the ``count`` least important
     droppable blocks by ``criterion`` (see :func:`block_scores`; ``"sensitivity"`` needs
-    ``data=(x_val, y_val)``). The new model is not compiled; ``model`` is left as it is.
+    ``data=(x_val, y_val)``, ``"influence"`` calibration inputs ``data=x``). The new model is not compiled; ``model`` is left as it is.
 
     Example:
         >>> smaller = drop_blocks(resnet, ["conv2_block3_add", "conv3_block4_add"])
@@ -119,6 +125,8 @@ def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size
                 f"Received: blocks={blocks!r}")
         if criterion == "sensitivity":
             _check_data(data, criterion)
+        elif criterion == "influence":
+            calibration_batches(model, data, batch_size=batch_size)  # checked first
         scores = block_scores(model, criterion=criterion, data=data, batch_size=batch_size)
         order = sorted(droppable, key=lambda b: scores[b.name])  # stable: graph order on ties
         chosen = order[:blocks]
@@ -149,6 +157,34 @@ def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _influence(model, graph, droppable, data, batch_size):
+    """``{block: 1 - mean cos(shortcut, Add output)}`` over the calibration positions."""
+    if data is None:
+        raise ValueError("criterion='influence' compares each block's input and output on "
+                         "calibration inputs: pass data=x (model inputs, no labels). "
+                         "Received: data=None")
+    batches = calibration_batches(model, data, batch_size=batch_size)
+    if not droppable:
+        return {}
+    tensors = []
+    for block in droppable:
+        tensors += [model.get_layer(graph.own[block.shortcut]).output,
+                    model.get_layer(graph.own[block.name]).output]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    probe = layers.engine(model).keras.Model(inputs, tensors)
+    total, count = np.zeros(len(droppable)), np.zeros(len(droppable))
+    for batch in batches:
+        found = [to_numpy(t) for t in probe(batch, training=False)]
+        for index in range(len(droppable)):
+            before, after = (found[2 * index + side].reshape(-1, found[2 * index].shape[-1])
+                             .astype(np.float64) for side in (0, 1))
+            norms = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
+            cosine = np.sum(before * after, axis=1) / np.maximum(norms, 1e-12)
+            total[index] += np.sum(1.0 - cosine)
+            count[index] += len(cosine)
+    return {block.name: float(total[i] / count[i]) for i, block in enumerate(droppable)}
 
 
 def _check_data(data, criterion):

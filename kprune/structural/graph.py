@@ -17,6 +17,10 @@ must stay aligned with:
 - ``Concatenate`` stacks its inputs' sets, each at its offset (a concatenation added to
   one producer's output splits that producer's set into matching pieces);
 - ``Flatten`` maps channel ``c`` at position ``p`` to input ``p * C + c`` of the next Dense;
+- a ``MultiHeadAttention`` reads its query, key and value tensors ("in", each its own:
+  cross-attention couples them apart), makes its output channels ("out") and adds a group
+  of its heads ("heads", id ``"<layer>/heads"``; one head is never removed), see
+  :mod:`kprune.structural.heads`;
 - anything else (``Reshape`` of the channel axis, ``Lambda``, softmax) refuses its channels,
   and so do the model's inputs and outputs (never removable).
 
@@ -34,6 +38,7 @@ import numpy as np
 
 from kprune.core import layers
 from kprune.core.checks import is_keras3
+from kprune.structural import heads
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]
@@ -45,7 +50,7 @@ class Member:
 
     ``role``: "out" (a producer whose output units are the group's channels), "in" (a
     producer whose inputs are), "channelwise" (batch norm or depthwise weights sliced with
-    them). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
+    them), "heads" (an attention layer whose heads are the group's units). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
     (``axis``, of its kernel), or ``p * channels + offset + c`` for each of ``positions``
     flattened positions.
     """
@@ -239,6 +244,9 @@ class _Graph:
         self.steps = []  # (layer, input keys, output keys) in graph order
         self.treated = {}  # layer name -> the role it was followed as, or "refused"
         self.retired = set()  # nodes split into pieces (see _split)
+        self.nodes = {}  # layer name -> its call (functional models)
+        self.sums = []  # (node, name of an Add that joins it to other channels)
+        self.attention = {}  # attention layer -> ({part: input tensor key}, heads node)
         self._walk()
         self._group_list = None
 
@@ -290,6 +298,7 @@ class _Graph:
                     "structural pruning needs each layer used once."
                 )
             inputs, count = _node_io(calls[0])
+            self.nodes[layer.name] = calls[0]
             pending.append((layer, inputs, [(layer.name, i) for i in range(count)]))
         seen = set()
         while pending:
@@ -409,7 +418,11 @@ class _Graph:
             for desc in joined[1:]:
                 for (a, _), (b, _) in zip(first.segments, desc.segments):
                     self.union(a, b)
+            if entry.sums:
+                self.sums.append((first.segments[0][0], layer.name))
             self.desc[out] = first
+        elif role == "attention":
+            return self._attention(layer, ins, out, inputs)
         elif role == "concatenating":
             if any(d.positions > 1 for d in ins):
                 return self._refuse(layer, ins, outputs, "it follows a Flatten")
@@ -422,6 +435,44 @@ class _Graph:
             self.desc[out] = _Channels(desc.segments, positions)
         else:  # pragma: no cover - every role is handled above
             return self._refuse(layer, ins, outputs, f"role {role!r}")
+
+    def _attention(self, layer, ins, out, inputs):
+        """A MultiHeadAttention: its query/key/value projections read their inputs ("in"),
+        its output projection makes its output channels ("out"), and its heads are a
+        group of their own ("heads"; see :mod:`kprune.structural.heads`)."""
+        node = self.nodes.get(layer.name)
+        if node is None:
+            return self._refuse(layer, ins, [out], "it is not called in a functional model")
+        if is_keras3(node):
+            call_args, call_kwargs = node.arguments.args, node.arguments.kwargs
+        else:
+            call_args, call_kwargs = node.call_args, node.call_kwargs
+        parts, rest = heads.inputs_of(call_args, call_kwargs)
+        keys = {part: _origin(tensor) for part, tensor in parts.items()}
+        for key in {_origin(tensor) for tensor in rest}:
+            self.block(self.desc[key], f"layer {layer.name!r} ({type(layer).__name__}): "
+                       "it reads this tensor as a mask")
+        for part in ("query", "key", "value"):
+            desc = self.desc[keys[part]]
+            if desc.positions > 1:
+                return self._refuse(layer, ins, [out], "it follows a Flatten")
+            for node_id, _, offset in desc.offsets():
+                member = Member(layer.name, "in", 0, offset, 1, desc.size)
+                if (node_id, member) not in self.members:  # self-attention: query = key
+                    self.members.append((node_id, member))
+                self.readers.append((node_id, offset, keys[part]))
+        count = heads.num_heads(layer)
+        head_node = self.new(f"{layer.name}/heads", count)
+        self.members.append((head_node, Member(layer.name, "heads", 1, 0, 1, count)))
+        if count == 1:
+            self.block(_Channels(((head_node, 1),)), f"layer {layer.name!r} has one head, "
+                       "which is never removed (an attention layer keeps at least one)",
+                       refuse=False)
+        self.attention[layer.name] = (keys, head_node)
+        channels = layers.output_shape(layer)[-1]
+        node_out = self.new(f"output:{layer.name}", channels)
+        self.members.append((node_out, Member(layer.name, "out", -1, 0, 1, channels)))
+        self.desc[out] = _Channels(((node_out, channels),))
 
     def _align(self, keys):
         """Split channel sets until the tensors ``keys`` have their segments at the same
@@ -483,8 +534,10 @@ class _Graph:
         items = []
         used = set()
         for root, nodes in by_root.items():
-            outs = [m for m in members.get(root, []) if m.role == "out"]
+            outs = [m for m in members.get(root, []) if m.role in ("out", "heads")]
             gid = outs[0].layer if outs else self.label[root]
+            if outs and outs[0].role == "heads":
+                gid += "/heads"
             if outs and (outs[0].offset or outs[0].channels != self.size[root]):
                 gid += f"[{outs[0].offset}:{outs[0].offset + self.size[root]}]"  # a piece
             while gid in used:
@@ -501,6 +554,17 @@ class _Graph:
                                removable=not reasons, reason="; ".join(reasons), node=root))
         self._group_list = Groups(self.model, self, items)
         return self._group_list
+
+    def describe(self, group):
+        """``(layers making the group's channels, what it is)``: e.g. ``(['embed', 'mha_1',
+        ...], 'residual stream through add_1, add_2')`` for a group summed by ``Add``."""
+        nodes = [n for n in range(len(self.parent))
+                 if n not in self.retired and self.find(n) == group.node]
+        makers = [self.label[n].split(":", 1)[1].split("[")[0] for n in nodes
+                  if self.label[n].startswith("output:")]
+        adds = [name for node, name in self.sums if self.find(node) == group.node]
+        what = f"residual stream through {', '.join(adds)}" if adds else ""
+        return list(dict.fromkeys(makers)), what
 
     def is_refused_only(self, group):
         """True when ``group`` has producers and only refusing layers stop its removal."""

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -27,11 +28,13 @@ from kprune import _compat
 from kprune.core import layers
 from kprune.core.checks import check_choice, did_you_mean, is_keras3
 from kprune.core.cost import count_macs
+from kprune.methods.calibration import calibration_batches
 from kprune.structural import graph as graph_module
-from kprune.structural import rebuild
+from kprune.structural import heads, rebuild
+from kprune.structural.correct import CORRECTIONS
 from kprune.structural.nesting import follows_nesting
 
-__all__ = ["group_scores", "channel_costs", "select", "prune"]
+__all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
 
 CRITERIA = ("l1", "l2", "bn", "taylor")
 COSTS = ("macs", "params")
@@ -72,48 +75,62 @@ def channel_costs(model, cost="macs"):
 
 @follows_nesting
 def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_to=None,
-           exclude=(), max_fraction_per_group=0.9, data=None):
-    """``{group id: kept indices}``: remove ``fraction`` of the channels, lowest scores first.
+           exclude=(), max_fraction_per_group=0.9, data=None, strict=False):
+    """The channels (and attention heads) to keep: remove ``fraction`` of them, lowest
+    scores first, from the groups that can be pruned.
+
+    Groups that cannot be pruned (a transformer's residual stream behind an
+    ``Embedding``, the model's outputs, an attention layer with one head, the groups of
+    ``exclude``) are left whole and listed with the reason; ``fraction`` is of what can be
+    pruned (the channels, or their cost, of the other groups), as the table says.
 
     Args:
         model: a Sequential or functional model, tf_keras or Keras 3 (not modified).
-        fraction: the fraction of channels to remove, in [0, 1).
-        criterion: ``"l1"``, ``"l2"`` (kernel norms, summed over a group's producers),
+        fraction: the fraction of the prunable channels to remove, in [0, 1).
+        criterion: ``"l1"``, ``"l2"`` (kernel norms, summed over a group's producers; a
+            head's norm is that of its query, key and value slices and output rows),
             ``"bn"`` (batch norm ``|gamma|``) or ``"taylor"`` (``|w * grad|`` summed over
-            the producers' kernels, on the batch ``data``).
+            the same weights, on the batch ``data``).
         scope: ``"layer"`` removes ``fraction`` of every group; ``"global"`` compares all
             groups' scores, each divided by its group's mean, against one threshold.
-        cost: with ``scope="global"``, ``None`` counts channels (``fraction`` of them
-            go); ``"macs"`` or ``"params"`` weighs each channel by its cost (see
+        cost: with ``scope="global"``, ``None`` counts channels and heads (``fraction``
+            of them go); ``"macs"`` or ``"params"`` weighs each by its cost (see
             :func:`channel_costs`) and removes ``fraction`` of the total weight, lowest
             scores first. With ``scope="layer"`` every group loses ``fraction`` anyway.
-        round_to: keep a multiple of this many channels per group (rounded up, never 0).
+        round_to: keep a multiple of this many channels and heads per group (rounded up,
+            never 0); ``{"channels": 8, "heads": 2}`` rounds the two apart. A multiple of
+            more heads than an attention layer has is refused.
         exclude: names of layers whose groups are left whole.
         max_fraction_per_group: never remove more than this fraction of a group (at least
-            one channel always stays).
+            one channel, and one head, always stays).
         data: ``(x, y)``, one batch of inputs and integer labels, for ``"taylor"``.
+        strict: raise instead of leaving whole a group that a layer kprune cannot follow
+            stops (the error names the layer).
+
+    Returns:
+        A :class:`Selection`: ``{group id: kept indices}`` of the groups that lose
+        channels or heads; ``print`` it for the budget and what was left whole, and why.
 
     Example:
-        >>> select(model, 0.5, scope="layer")["conv1"].shape
-        (16,)
+        >>> keep = select(transformer, 0.5, scope="layer")
+        >>> keep["ffn_up_1"].shape, keep["mha_1/heads"]
+        ((64,), array([1, 3]))
+        >>> print(keep)                 # ... left whole: the residual stream (embedding)
     """
     fraction = _check_fraction(fraction, "fraction")
     _check_criterion(criterion, data)
     check_choice(scope, ("global", "layer"), "scope")
     if cost is not None:
         check_choice(cost, COSTS, "cost")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
-                                 or round_to < 1):
-        raise ValueError(
-            f"Argument `round_to` must be None or a positive integer. Received: "
-            f"round_to={round_to!r}"
-        )
+    rounds = _check_round_to(round_to)
     cap = max_fraction_per_group
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0 < cap <= 1:
         raise ValueError(
             "Argument `max_fraction_per_group` must be a fraction in (0, 1]. "
             f"Received: max_fraction_per_group={cap!r}"
         )
+    if not isinstance(strict, bool):
+        raise TypeError(f"Argument `strict` must be True or False. Received: strict={strict!r}")
     groups = graph_module.groups(model)
     names = [layer.name for layer in model.layers]
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
@@ -123,16 +140,34 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
                 f"Argument `exclude` names layer {name!r}, which is not in the model."
                 f"{did_you_mean(name, names)} Received: exclude={exclude!r}"
             )
-    chosen = [g for g in groups if not set(g.layers()) & set(exclude)]
-    for group in chosen:
-        if groups.graph.is_refused_only(group):
+    left = []  # (group, why)
+    chosen = []
+    for group in groups:
+        if not (group.layers("out") or group.layers("heads")):
+            continue  # nothing makes these channels (a model input): nothing to prune
+        if set(group.layers()) & set(exclude):
+            left.append((group, "excluded: exclude=" + repr(tuple(exclude))))
+        elif groups.graph.is_refused_only(group) and strict:
             raise ValueError(
                 f"Cannot prune group {group.id!r} (producers {group.layers('out')}): "
                 f"{group.reason}. Leave it whole with exclude=({group.id!r},) to prune "
-                "the rest."
+                "the rest, or pass strict=False to leave whole what cannot be pruned."
             )
-    chosen = [g for g in chosen if g.removable]
+        elif not group.removable:
+            left.append((group, group.reason))
+        else:
+            chosen.append(group)
+    for group in chosen:
+        step = rounds[_unit(group)]
+        if _unit(group) == "heads" and step and step > group.size:
+            raise ValueError(
+                f"Argument `round_to` counts heads in attention layers: keeping a multiple of "
+                f"{step} heads is impossible in layer {group.layers('heads')[0]!r}, which has "
+                f"{group.size}. Pass round_to={{'channels': {rounds['channels'] or 1}, "
+                f"'heads': 1}} (or exclude the layer). Received: round_to={round_to!r}"
+            )
     scores = _scores(groups, model, criterion, chosen, data=data)
+    costs = _costs(chosen, model, cost) if cost is not None else None
     if scope == "layer":
         removed = {g.id: int(fraction * g.size) for g in chosen}
     else:
@@ -146,7 +181,6 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
         if cost is None:
             lowest = order[:int(fraction * len(pooled))]
         else:  # the cheapest prefix of the order that reaches the cost budget
-            costs = _costs(chosen, model, cost)
             weight = np.concatenate([np.full(g.size, costs[g.id]) for g in chosen] or [[]])
             spent = np.cumsum(weight[order])
             budget = fraction * (spent[-1] if len(spent) else 0.0)
@@ -157,32 +191,148 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     for group in chosen:
         least = max(1, math.ceil((1 - cap) * group.size - 1e-9))
         n_keep = max(group.size - removed[group.id], least)
-        if round_to:
-            n_keep = min(group.size, math.ceil(n_keep / round_to) * round_to)
+        step = rounds[_unit(group)]
+        if step:
+            n_keep = min(group.size, math.ceil(n_keep / step) * step)
         order = np.argsort(-scores[group.id], kind="stable")  # ties: lower index kept
         keep[group.id] = np.sort(order[:n_keep])
-    return keep
+    return Selection(keep, graph=groups.graph, chosen=chosen, left=left, fraction=fraction, scope=scope,
+                     cost=cost, costs=costs)
 
 
 @follows_nesting
 def prune(model, fraction, *, criterion="l1", scope="global", cost=None, round_to=None,
-          exclude=(), max_fraction_per_group=0.9, data=None):
-    """A new, smaller model without ``fraction`` of its channels (see :func:`select`).
+          exclude=(), max_fraction_per_group=0.9, data=None, strict=False, correct=None,
+          calibration=None):
+    """A new, smaller model without ``fraction`` of its prunable channels and heads (see
+    :func:`select`).
 
-    The input model is not modified; fine-tune the result a little to recover accuracy.
+    What cannot be pruned is left whole: a :class:`LeftWhole` warning lists the groups
+    that a layer stopped (``strict=True`` raises instead). ``correct="least_squares"``
+    then re-fits every ``Dense`` that lost inputs (a feed-forward block's second Dense)
+    on ``calibration`` inputs, so that its output changes least (see
+    :func:`kprune.structural.correct`). The input model is not modified; fine-tune the
+    result a little to recover accuracy.
 
     Example:
         >>> smaller = prune(resnet, 0.5)
         >>> smaller.count_params() < resnet.count_params()
         True
+        >>> closer = prune(transformer, 0.5, correct="least_squares", calibration=x[:256])
     """
+    if correct is not None:
+        check_choice(correct, CORRECTIONS, "correct")
+        if calibration is None:
+            raise ValueError(
+                "correct='least_squares' re-fits layers on calibration inputs: pass "
+                "calibration=x (model inputs, no labels). Received: calibration=None"
+            )
+        calibration = calibration_batches(model, calibration)  # checked before any work
+    elif calibration is not None:
+        raise ValueError(
+            "Argument `calibration` is only used by correct='least_squares'. Received: "
+            f"correct=None with calibration={_short(calibration)}"
+        )
     keep = select(model, fraction, criterion=criterion, scope=scope, cost=cost,
                   round_to=round_to, exclude=exclude,
-                  max_fraction_per_group=max_fraction_per_group, data=data)
-    return rebuild.remove(model, keep)
+                  max_fraction_per_group=max_fraction_per_group, data=data, strict=strict)
+    stopped = [(g, why) for g, why in keep.left
+               if not why.startswith(("excluded", "model output"))]
+    if stopped:
+        warnings.warn(
+            "structural.prune left whole what it cannot prune (strict=True raises "
+            "instead):\n" + keep.left_table(stopped), LeftWhole, stacklevel=3)
+    smaller = rebuild.remove(model, keep)
+    if correct is not None:
+        from kprune.structural.correct import correct as least_squares
+
+        smaller = least_squares(model, smaller, keep, calibration)
+    return smaller
+
+
+class LeftWhole(UserWarning):
+    """Structural pruning left groups whole that a layer stopped (see :func:`prune`)."""
+
+
+class Selection(dict):
+    """``{group id: kept indices}`` from :func:`select`, with the budget and what was left.
+
+    ``left`` lists ``(group, why)`` for the groups left whole; ``print`` shows the groups
+    pruned, the budget (``fraction`` of the prunable channels, heads or cost) and what
+    was left whole.
+
+    Example:
+        >>> keep = select(transformer, 0.3)
+        >>> [g.id for g, _ in keep.left]
+        ['mha_1', 'head']
+    """
+
+    def __init__(self, keep, *, graph, chosen, left, fraction, scope, cost, costs):
+        super().__init__(keep)
+        self.graph = graph
+        self.chosen, self.left = list(chosen), list(left)
+        self.fraction, self.scope, self.cost, self.costs = fraction, scope, cost, costs
+
+    def budget(self):
+        """``(removed, prunable)``: channels and heads (with ``cost``: their cost)."""
+        weight = (lambda g: self.costs[g.id]) if self.costs else (lambda g: 1)
+        removed = sum((g.size - len(self[g.id])) * weight(g) for g in self.chosen)
+        return removed, sum(g.size * weight(g) for g in self.chosen)
+
+    def left_table(self, left=None):
+        """The groups left whole, their producers and why."""
+        from kprune.core.table import table
+
+        rows = []
+        for group, why in self.left if left is None else left:
+            makers, what = self.graph.describe(group)
+            makers = ", ".join(makers) if makers else ", ".join(group.layers("heads"))
+            rows.append((group.id, f"{group.size} {_unit(group)}", what or "-",
+                         makers or "-", why))
+        return table(("left whole", "size", "what", "made by", "why"), rows)
+
+    def __str__(self):
+        from kprune.core.table import table
+
+        rows = [(g.id, _unit(g), str(g.size), str(len(self[g.id])),
+                 str(g.size - len(self[g.id]))) for g in self.chosen]
+        removed, total = self.budget()
+        units = " and ".join(sorted({_unit(g) for g in self.chosen}) or ["channels"])
+        what = f"{self.cost} of the prunable {units}" if self.cost else f"prunable {units}"
+        share = removed / total if total else 0.0
+        line = (f"fraction {self.fraction:g} ({self.scope}) of the prunable budget: removed "
+                f"{removed:,.0f} of {total:,.0f} {what} ({share:.1%}) in "
+                f"{len(self.chosen)} groups; {len(self.left)} groups left whole")
+        parts = [table(("group", "unit", "size", "kept", "removed"), rows), line]
+        if self.left:
+            parts.append(self.left_table())
+        return "\n".join(parts)
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _unit(group):
+    """What a group's units are: "heads" of an attention layer, else "channels"."""
+    return "heads" if group.layers("heads") else "channels"
+
+
+def _check_round_to(round_to):
+    """``round_to`` as ``{"channels": n or None, "heads": n or None}``."""
+    def positive(value):
+        return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                                 and value >= 1)
+
+    if isinstance(round_to, dict):
+        unknown = set(round_to) - {"channels", "heads"}
+        if not unknown and all(positive(v) for v in round_to.values()):
+            return {"channels": round_to.get("channels"), "heads": round_to.get("heads")}
+    elif positive(round_to):
+        return {"channels": round_to, "heads": round_to}
+    raise ValueError(
+        "Argument `round_to` must be None, a positive integer, or a dict with keys "
+        f"'channels' and 'heads' of positive integers. Received: round_to={round_to!r}"
+    )
 
 
 def _check_fraction(value, argument):
@@ -265,12 +415,13 @@ def _scores(groups, model, criterion, chosen=None, *, data=None):
                     total += np.abs(values[member.offset:member.offset + group.size])
         if criterion != "bn" or not total.any():
             for member in group.members:
-                if member.role != "out":
+                if member.role not in ("out", "heads"):
                     continue
                 layer = model.get_layer(member.layer)
-                kernel = rebuild.out_kernel(layer)
+                unit = rebuild.out_kernel if member.role == "out" else heads.per_head
+                kernel = unit(layer)
                 if grads is not None:  # first-order Taylor: |w * dL/dw|
-                    kernel = kernel * rebuild.out_kernel(layer, grads[layer.name])
+                    kernel = kernel * unit(layer, grads[layer.name])
                 kernel = kernel[..., member.offset:member.offset + group.size]
                 flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
                 total += flat.sum(axis=0) if criterion != "l2" else np.sqrt((flat**2).sum(0))

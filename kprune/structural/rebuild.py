@@ -19,9 +19,10 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
+from kprune.structural import heads
 from kprune.structural.nesting import follows_nesting
 
-__all__ = ["remove", "dead_channels", "out_kernel"]
+__all__ = ["remove", "kept_channels", "dead_channels", "out_kernel"]
 
 
 @follows_nesting
@@ -44,14 +45,7 @@ def remove(model, keep):
     graph = groups.graph
 
     def indices(desc):
-        if not any(graph.find(node) in kept for node, _, _ in desc.offsets()):
-            return None
-        parts = [offset + kept.get(graph.find(node), np.arange(size))
-                 for node, size, offset in desc.offsets()]
-        index = np.concatenate(parts)
-        if desc.positions > 1:
-            index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
-        return index
+        return _indices(graph, kept, desc)
 
     entries = {}  # layer name -> its config, with the new channel counts
     new_weights = {}
@@ -65,7 +59,13 @@ def remove(model, keep):
         weights = layer.get_weights()
         index_in = indices(graph.desc[inputs[0]]) if inputs and role != "refused" else None
         index_out = indices(graph.desc[outputs[0]]) if role != "refused" else None
-        if role == "producer":
+        if role == "attention":
+            keys, head_node = graph.attention[layer.name]
+            index_parts = {part: indices(graph.desc[key]) for part, key in keys.items()}
+            cfg, weights = heads.slice_attention(layer, cfg, kept.get(graph.find(head_node)),
+                                                 index_parts, index_out)
+            entries[layer.name] = cfg
+        elif role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)
             weights = _slice_producer(entry.layout, weights, index_in, index_out)
@@ -89,6 +89,39 @@ def remove(model, keep):
     return smaller
 
 
+def kept_channels(model, keep):
+    """``{producer name: (inputs kept, outputs kept)}`` for the producers (``Dense``,
+    convolutions) that ``keep`` changes; ``None`` where a side keeps everything. For an
+    attention layer the first item is ``{"heads": ..., "query": ..., "key": ...,
+    "value": ...}``: the heads and each input's channels kept (``None``: all).
+
+    Example:
+        >>> kept_channels(model, {"fc1": [0, 2]})["fc2"]
+        (array([0, 2]), None)
+    """
+    groups = graph_module.groups(model)
+    kept = _resolve(groups, keep)
+    graph = groups.graph
+    found = {}
+    for layer, inputs, outputs in graph.steps:
+        role = None if layer is None else graph.treated.get(layer.name)
+        if role not in ("producer", "attention"):
+            continue
+        index_out = _indices(graph, kept, graph.desc[outputs[0]])
+        if role == "attention":
+            keys, head_node = graph.attention[layer.name]
+            index_in = {part: _indices(graph, kept, graph.desc[key])
+                        for part, key in keys.items()}
+            index_in["heads"] = kept.get(graph.find(head_node))
+            changed = any(v is not None for v in index_in.values())
+        else:
+            index_in = _indices(graph, kept, graph.desc[inputs[0]])
+            changed = index_in is not None
+        if changed or index_out is not None:
+            found[layer.name] = (index_in, index_out)
+    return found
+
+
 @follows_nesting
 def dead_channels(model):
     """``{group id: channels to keep}`` for groups with channels that change nothing.
@@ -110,7 +143,11 @@ def dead_channels(model):
     for layer, inputs, outputs in graph.steps:
         desc = graph.desc[outputs[0]]
         role = "input" if layer is None else graph.treated.get(layer.name, "input")
-        if role == "producer":
+        if role == "attention":  # no activation after the output projection
+            bias = heads.part_weights(layer)["output"][1:]
+            zero[outputs[0]] = np.all(out_kernel(layer) == 0, axis=0) & np.all(
+                [b == 0 for b in bias] or [True], axis=0)
+        elif role == "producer":
             kernel = out_kernel(layer)
             kernel = kernel.reshape(-1, kernel.shape[-1])
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
@@ -133,6 +170,11 @@ def dead_channels(model):
     found = {}
     for group in groups:
         if not group.removable:
+            continue
+        if "heads" in {m.role for m in group.members}:  # a head adding nothing
+            alive = ~heads.dead_heads(model.get_layer(group.layers("heads")[0]))
+            if not alive.all() and alive.any():
+                found[group.id] = np.flatnonzero(alive)
             continue
         readers = [(offset, key) for node, offset, key in graph.readers
                    if graph.find(node) == group.node]
@@ -157,6 +199,8 @@ def out_kernel(layer, weights=None):
         (3, 3, 4, 8)
     """
     layout = layers.spec(layer).layout
+    if layout == "attention":
+        return heads.output_kernel(layer, weights)
     weights = layer.get_weights() if weights is None else weights
     if layout == "separable":
         return weights[1]
@@ -164,6 +208,18 @@ def out_kernel(layer, weights=None):
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _indices(graph, kept, desc):
+    """The indices of tensor ``desc``'s channels that ``kept`` keeps (None: all)."""
+    if not any(graph.find(node) in kept for node, _, _ in desc.offsets()):
+        return None
+    parts = [offset + kept.get(graph.find(node), np.arange(size))
+             for node, size, offset in desc.offsets()]
+    index = np.concatenate(parts)
+    if desc.positions > 1:
+        index = (np.arange(desc.positions)[:, None] * desc.size + index[None, :]).ravel()
+    return index
 
 
 def _slice_producer(layout, weights, index_in, index_out):

@@ -275,7 +275,8 @@ def _producer(chain, name):
 
 
 def _units(layer):
-    return getattr(layer, layers.spec(layer).units)
+    """Output units, filters or (attention) heads: read from the config on both engines."""
+    return layer.get_config()[layers.spec(layer).units]
 
 
 def _check_indices(layer, name, indices):

@@ -1,0 +1,168 @@
+"""Least-squares correction after removal: re-fit the layer after the removed units.
+
+Removing neurons of a feed-forward block's first ``Dense`` (or any producer) takes away
+part of what the next ``Dense`` reads. With a calibration set (inputs only, no labels)
+that next layer's kernel and bias can be re-fitted so that its pre-activation output on
+the pruned model's activations comes as close as possible, in the least-squares sense,
+to the original model's on the original activations (Kwon et al. 2022 tune their masks
+the same way, with no retraining). The layers are re-fitted in graph order, each on the
+inputs of the already corrected model, so that every fit sees the corrections before it.
+
+Re-fitted: ``Dense`` layers (applied to any rank: every position is one row) and the
+output projection of a ``MultiHeadAttention`` that lost heads, on the values its kept heads
+attend to; a convolution, or an attention layer called with a mask, keeps its sliced
+weights.
+
+Example:
+    >>> from kprune import structural
+    >>> smaller = structural.prune(model, 0.5, correct="least_squares", calibration=x[:512])
+    >>> keep = structural.select(model, 0.5)
+    >>> fixed = structural.correct(model, structural.remove_units(model, keep), keep, x[:512])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kprune.core import layers
+from kprune.core.checks import is_keras3
+from kprune.engines.capture import layer_inputs, to_numpy
+from kprune.methods.calibration import calibration_batches
+from kprune.structural import heads, rebuild
+from kprune.structural.nesting import inline
+
+__all__ = ["CORRECTIONS", "correct", "refitted_layers"]
+
+#: What ``correct=`` accepts in :func:`kprune.structural.prune`.
+CORRECTIONS = ("least_squares",)
+
+
+def refitted_layers(model, keep):
+    """The names of the layers that :func:`correct` re-fits after ``keep``, in graph order:
+    the ``Dense`` layers that lose inputs and the ``MultiHeadAttention`` layers that lose
+    heads or inputs (their output projection), unless called with a mask.
+
+    Example:
+        >>> refitted_layers(transformer, {"ffn_up_1": range(64)})
+        ['ffn_down_1']
+    """
+    model = inline(model)
+    found = rebuild.kept_channels(model, keep)
+    names = []
+    for name, (index_in, _) in found.items():
+        layer = model.get_layer(name)
+        if _is_plain_dense(layer) and index_in is not None:
+            names.append(name)
+        elif layers.spec(layer).layout == "attention" and not _attention_call(model, layer)[1]:
+            if any(v is not None for v in index_in.values()):
+                names.append(name)
+    return names
+
+
+def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
+    """A copy of ``pruned`` whose layers after removed units are re-fitted on
+    ``calibration`` to give the original's pre-activation outputs (least squares).
+
+    A ``Dense`` that lost inputs gets a new kernel and bias; a ``MultiHeadAttention`` that
+    lost heads (or inputs) a new output projection, fitted on the values its kept heads
+    attend to. The layers are fitted in graph order, each on the already corrected model.
+
+    Args:
+        original: the model before removal (not modified).
+        pruned: the model :func:`kprune.structural.remove_units` built from ``original``
+            and ``keep`` (not modified: a corrected copy is returned).
+        keep: what was kept (a :class:`kprune.structural.Selection` or ``{group id:
+            indices}``), to map each layer's kept inputs and outputs.
+        calibration: model inputs without labels: an array, a dict of arrays, a
+            ``tf.data.Dataset`` or an iterable of batches (see
+            :func:`kprune.methods.calibration.calibration_batches`).
+        batch_size: examples per batch when ``calibration`` is an array.
+        ridge: a damping of the normal equations, relative to their mean diagonal, so
+            that inputs that never vary do not make the fit singular.
+
+    Example:
+        >>> fixed = correct(model, smaller, keep, x_train[:512])
+    """
+    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
+        raise ValueError(f"Argument `ridge` must be a number >= 0. Received: ridge={ridge!r}")
+    original = inline(original)
+    batches = calibration_batches(original, calibration, batch_size=batch_size)
+    fixed = _copy(pruned)
+    found = rebuild.kept_channels(original, keep)
+    for name in refitted_layers(original, keep):
+        _, index_out = found[name]
+        layer = original.get_layer(name)
+        if _is_plain_dense(layer):
+            kernel, *bias = layer.get_weights()
+            pairs = zip(layer_inputs(original, name, batches), layer_inputs(fixed, name, batches))
+        else:  # the output projection of an attention layer, on what its heads attend to
+            kernel, *bias = heads.part_weights(layer)["output"]
+            kernel = kernel.reshape(-1, kernel.shape[-1])
+            pairs = zip(_contexts(original, name, batches), _contexts(fixed, name, batches))
+        if index_out is not None:
+            kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
+        solved = _least_squares(pairs, kernel, bias, ridge)
+        target = fixed.get_layer(name)
+        if _is_plain_dense(layer):
+            target.set_weights(solved)
+        else:
+            dense = target._output_dense  # (heads, value_dim, outputs) on both engines
+            shape = tuple(dense.kernel.shape)
+            dense.set_weights([solved[0].reshape(shape), *solved[1:]])
+    return fixed
+
+
+# -- internals ---------------------------------------------------------------------
+
+
+def _least_squares(pairs, kernel, bias, ridge):
+    """``[kernel, bias?]`` fitted so that ``after @ kernel + bias`` matches ``before @
+    kernel + bias`` over the ``(before, after)`` input pairs (every position a row)."""
+    gram, cross = 0.0, 0.0
+    for before, after in pairs:
+        before = before.reshape(-1, before.shape[-1]).astype(np.float64)
+        after = after.reshape(-1, after.shape[-1]).astype(np.float64)
+        target = before @ kernel + (bias[0] if bias else 0.0)
+        rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
+        gram = gram + rows.T @ rows
+        cross = cross + rows.T @ target
+    gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
+    solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
+    return [solved[:-1], solved[-1]] if bias else [solved]
+
+
+def _attention_call(model, layer):
+    """``({part: tensor}, other tensors)`` of ``layer``'s call in ``model``."""
+    from kprune.structural.graph import _calls
+
+    node = _calls(model, layer)[0]
+    if is_keras3(node):
+        return heads.inputs_of(node.arguments.args, node.arguments.kwargs)
+    return heads.inputs_of(node.call_args, node.call_kwargs)
+
+
+def _contexts(model, name, batches):
+    """Yield, per batch, what attention layer ``name``'s output projection reads."""
+    layer = model.get_layer(name)
+    parts, _ = _attention_call(model, layer)
+    tensors = [parts["query"], parts["value"], parts["key"]]
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    feed = layers.engine(model).keras.Model(inputs, tensors)
+    context = heads.context_probe(layer, lambda probe, q, v, k: to_numpy(probe(q, v, key=k)))
+    for batch in batches:
+        query, value, key = (to_numpy(t) for t in feed(batch, training=False))
+        yield context(query, value, key)
+
+
+def _is_plain_dense(layer):
+    entry = layers.spec(layer)
+    return entry.kind == "dense" and entry.role == "producer" and not entry.layout
+
+
+def _copy(model):
+    """An independent copy of ``model`` (same Keras, same weights)."""
+    owner = layers.engine(model)
+    twin = owner.clone_model(model, lambda path, layer: type(layer).from_config(
+        layer.get_config()))
+    twin.set_weights(model.get_weights())
+    return twin
