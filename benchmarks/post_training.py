@@ -24,6 +24,7 @@ in full mode, the tables into ``benchmarks/README.md`` between the ``post_traini
 """
 
 import argparse
+import datetime
 import math
 import sysconfig
 import time
@@ -344,6 +345,11 @@ def markdown_summary(results):
                      f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
                      + (f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')}"
                         if n else "") + " |")
+    lines.insert(0, f"Run finished {results.get('finished', '?')}, "
+                    f"{results['seconds'] / 60:.0f} min on "
+                    f"{results['environment']['machine']['cpu_count']} CPUs shared with other "
+                    f"jobs (TensorFlow {results['environment']['versions']['tensorflow']}, "
+                    f"Keras {results.get('keras', '?')}).\n")
     seconds = ", ".join(f"{m} {np.mean([r['seconds'] for r in lm['rows'] if r['method'] == m]):.1f} s"
                         for m in METHODS)
     lines += ["", f"Pruning time per run (mean over the two plans): {seconds}.", ""]
@@ -365,8 +371,9 @@ def markdown_summary(results):
             lines += [f"| {r['plan']} | {r['method']} | {r['accuracy']:.4f} |"
                       for r in model["finetune"]]
         lines.append("")
-    lines.append("\\* a layer reached more zeros than its target by over 1 pp (SparseGPT zeroes "
-                 "every weight of an input that never fires on the calibration data).")
+    if any(not r["plan_met"] for m in results["cnn"]["models"].values() for r in m["rows"]):
+        lines.append("\\* a layer reached more zeros than its target by over 1 pp (SparseGPT "
+                     "zeroes every weight of an input that never fires on the calibration data).")
     return "\n".join(lines).rstrip()
 
 
@@ -377,6 +384,8 @@ def run(*, data_dir, seed, quick):
     results["lm"] = run_lm(dict(cfg["lm"]), seed)
     results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed)
     results["seconds"] = elapsed()
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results["keras"] = _keras().__version__
     return results
 
 
