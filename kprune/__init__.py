@@ -12,7 +12,9 @@ The package is grouped by concern, and imports point down only::
     kprune/cli.py, kprune/viz.py, kprune/progress.py
 
 The top-level names and submodules are loaded lazily, so ``from kprune import masks``
-(numpy only) does not start TensorFlow.
+(numpy only) does not start TensorFlow. Every name of :data:`SUBMODULES` is also a module
+of its own: ``import kprune.masks`` gives ``kprune.core.masks`` (the same module object),
+loaded only when imported.
 
 Example:
     >>> import kprune
@@ -23,6 +25,9 @@ Example:
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -73,6 +78,43 @@ SUBMODULES = {
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Loads ``kprune.NAME`` as the module it names in :data:`SUBMODULES` (one object)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def create_module(self, spec):
+        module = importlib.import_module(self.target)
+        self._spec = module.__spec__  # the import system sets __spec__ to the alias's
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec  # already run: keep its own name and spec
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    """Finds ``kprune.NAME`` for every name of :data:`SUBMODULES` that lives elsewhere,
+    so ``import kprune.masks`` works as ``from kprune import masks`` does.
+
+    Example:
+        >>> import kprune.masks
+        >>> kprune.masks is sys.modules["kprune.core.masks"]
+        True
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.partition(".")
+        real = SUBMODULES.get(name) if package == __name__ else None
+        if real is None or real == fullname:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(real))
+
+
+if not any(isinstance(finder, _AliasFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_AliasFinder())
 
 
 def __getattr__(name):

@@ -1,5 +1,6 @@
 """Package-level promises: one compat module, lazy top level, a public API that resolves."""
 
+import importlib
 import re
 import subprocess
 import sys
@@ -36,6 +37,38 @@ def test_importing_kprune_and_masks_does_not_start_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_import_kprune_masks_does_not_start_tensorflow():
+    code = ("import sys\n"
+            "import kprune.masks\n"
+            "import kprune.plan, kprune.schedules, kprune.layers\n"
+            "assert kprune.masks is sys.modules['kprune.core.masks']\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_import_kprune_name_works_for_every_submodule():
+    # ``import kprune.NAME`` (not only ``from kprune import NAME``) for every name, in a
+    # fresh process, each giving the module that lives in the subpackage.
+    lines = ["import importlib, sys"]
+    for name, real in sorted(kprune.SUBMODULES.items()):
+        lines += [f"import kprune.{name}",
+                  f"assert sys.modules['kprune.{name}'] is importlib.import_module('{real}')",
+                  f"assert kprune.{name}.__name__ == '{real}', kprune.{name}.__name__",
+                  f"assert kprune.{name}.__spec__.name == '{real}'"]
+    lines += ["from kprune.masks import n_m", "from kprune.export import to_tflite",
+              "print('ok')"]
+    result = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_import_of_an_unknown_kprune_module_still_fails():
+    with pytest.raises(ModuleNotFoundError, match="No module named 'kprune.nothing_here'"):
+        importlib.import_module("kprune.nothing_here")
 
 
 def test_every_public_name_resolves():
