@@ -60,7 +60,7 @@ def check_model(model, *, argument="model"):
         raise TypeError(
             f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); this part of "
             "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
-            "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
+            "models are taken by kprune.apply, kprune.callbacks, kprune.strip, "
             "kprune.sparsity_report, kprune.save_model/load_model, kprune.PruningStepper, "
             "kprune.allocation.global_plan, kprune.sensitivity.scan, "
             "kprune.workflows.one_shot/gradual/iterative/rewind, kprune.structural and "
