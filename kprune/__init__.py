@@ -2,14 +2,21 @@
 
 The package is grouped by concern, and imports point down only::
 
-    kprune/core/         plan, schedules, layers (what each layer prunes), masks: no engine
-    kprune/engines/      the tf_keras engine on tfmot: wrap, callbacks, verify, saving
-                         (engines/keras3/: the Keras 3 engine, any backend)
-    kprune/structural/   physical removal of units (smaller dense layers)
-    kprune/methods/      trainer, workflows, sensitivity, allocation
-    kprune/tflite/       export, flatbuffer reader, measure, report
-    kprune/experiments/  data, built-in models, recipes, runner, demo
-    kprune/cli.py, kprune/viz.py, kprune/progress.py
+    kprune/_compat.py       the one module that imports TensorFlow, tf_keras and tfmot
+    kprune/_keras3.py       the one module that imports Keras 3
+    kprune/viz.py, kprune/progress.py   figures, progress bars
+    kprune/core/            plan, schedules, layers (what each layer prunes), masks: no engine
+    kprune/engines/keras3/  the Keras 3 engine, any backend
+    kprune/engines/         the tf_keras engine on tfmot (wrap, callbacks, verify, saving), the
+                            choice between the two engines, compiling and scoring a classifier
+    kprune/structural/      physical removal of units (smaller dense layers)
+    kprune/methods/         trainer, workflows, sensitivity, allocation, PQAT
+    kprune/tflite/          export, flatbuffer reader, measure, report
+    kprune/experiments/     data, built-in models, recipes, runner, demo
+    kprune/cli.py           the command line
+
+Each line imports only from its own and the lines above it (the first four lines are one
+level); ``tests/test_package.py`` holds that, and refuses any import cycle between modules.
 
 The top-level names and submodules are loaded lazily, so ``from kprune import masks``
 (numpy only) does not start TensorFlow. Every name of :data:`SUBMODULES` is also a module
@@ -55,6 +62,7 @@ SUBMODULES = {
     "layers": "kprune.core.layers",
     "masks": "kprune.core.masks",
     "wrap": "kprune.engines.wrap",
+    "classifier": "kprune.engines.classifier",
     "verify": "kprune.engines.verify",
     "saving": "kprune.engines.saving",
     "structural": "kprune.structural",
@@ -63,6 +71,7 @@ SUBMODULES = {
     "sensitivity": "kprune.methods.sensitivity",
     "allocation": "kprune.methods.allocation",
     "variational": "kprune.methods.variational",
+    "pqat": "kprune.methods.pqat",
     "export": "kprune.tflite.export",
     "flatbuffer": "kprune.tflite.flatbuffer",
     "measure": "kprune.tflite.measure",

@@ -1,5 +1,6 @@
 """Package-level promises: one compat module, lazy top level, a public API that resolves."""
 
+import ast
 import importlib
 import re
 import subprocess
@@ -87,44 +88,131 @@ def test_every_submodule_is_reachable_from_the_top(name):
 
 
 # Levels of the layout, bottom first: a module may import from its own level or below.
-LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines": 1, "structural": 2,
-          "methods": 2, "tflite": 3, "experiments": 4, "cli": 5, "__init__": 5}
-KPRUNE_IMPORT = re.compile(r"^\s*(?:from|import)\s+kprune\.(\w+)", re.MULTILINE)
+# ``engines/keras3`` (the Keras 3 engine) sits below ``engines`` (the tf_keras engine and the
+# choice between the two); structural pruning below the methods that use it.
+LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines/keras3": 1,
+          "engines": 2, "structural": 3, "methods": 4, "tflite": 5, "experiments": 6, "cli": 7,
+          "__init__": 7}
 
 
-def _level(path):
-    top = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-    return top, LEVELS[top]
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _place(module):
+    """The level of a module (``kprune.engines.keras3.wrap`` -> ``engines/keras3``)."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for depth in (2, 1):
+        place = "/".join(parts[:depth])
+        if place in LEVELS:
+            return place
+    raise KeyError(module)
+
+
+MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imports_of(module, text=None):
+    """Every kprune module that ``module``'s code imports, at the top or inside a function:
+    ``from kprune.core import masks`` names ``kprune.core.masks``, ``from kprune.core.plan
+    import X`` names ``kprune.core.plan``. A package's ``__init__`` is named only when
+    the import names the package itself (``import kprune.structural``), or something in it
+    that is not a submodule."""
+    tree = ast.parse(MODULES[module].read_text() if text is None else text)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("kprune"))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "kprune" or node.module.startswith("kprune.")):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in MODULES else node.module)
+    found.discard(module)
+    return {name for name in found if name != "kprune" or module == "kprune"}
+
+
+def import_graph():
+    """``{module: {modules it imports}}`` over the whole package."""
+    return {module: imports_of(module) for module in MODULES}
+
+
+def import_cycles(graph):
+    """Every strongly connected group of two or more modules (each one cycle or more), and
+    every module that imports itself, sorted; Tarjan's algorithm."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_imports_point_down_only():
+    upward = []
+    for module in MODULES:
+        place = _place(module)
+        for target in imports_of(module):
+            if LEVELS[_place(target)] > LEVELS[place]:
+                upward.append(f"{module} imports {target}")
+    assert upward == []
+
+
+def test_inside_the_package_modules_are_imported_by_their_full_path():
+    aliases = []
+    for module, path in MODULES.items():
+        if module == "kprune":
+            continue
+        for names in FROM_KPRUNE.findall(path.read_text()):
+            aliases += [f"{module} imports {name} from kprune"
+                        for name in names.replace(" ", "").split(",")
+                        if kprune.SUBMODULES.get(name, f"kprune.{name}") != f"kprune.{name}"]
+    assert aliases == []
 
 
 FROM_KPRUNE = re.compile(r"^\s*from\s+kprune\s+import\s+([\w, ]+)$", re.MULTILINE)
 
 
-def test_imports_point_down_only():
-    upward = []
-    for path in PACKAGE.rglob("*.py"):
-        top, level = _level(path)
-        text = path.read_text()
-        for target in KPRUNE_IMPORT.findall(text):
-            if LEVELS[target] > level:
-                upward.append(f"{path.relative_to(PACKAGE)} imports kprune.{target}")
-        if top == "__init__":
-            continue
-        for names in FROM_KPRUNE.findall(text):  # inside the package, import by full path
-            upward += [f"{path.relative_to(PACKAGE)} imports {name} from kprune"
-                       for name in names.replace(" ", "").split(",")
-                       if kprune.SUBMODULES.get(name, f"kprune.{name}") != f"kprune.{name}"]
-    assert upward == []
+def test_no_import_cycle_between_modules():
+    assert import_cycles(import_graph()) == []
 
 
-def test_the_import_direction_check_catches_an_upward_import(tmp_path):
-    text = "from kprune.experiments import data\n"
-    assert [t for t in KPRUNE_IMPORT.findall(text) if LEVELS[t] > LEVELS["core"]] == ["experiments"]
+def test_the_import_checks_catch_an_upward_import_and_a_cycle():
+    text = "def later():\n    from kprune.experiments import data\n"
+    assert imports_of("kprune.core.masks", text) == {"kprune.experiments.data"}
+    assert LEVELS[_place("kprune.experiments.data")] > LEVELS[_place("kprune.core.masks")]
+    assert _place("kprune.engines.keras3.wrap") == "engines/keras3"
+    assert LEVELS["engines/keras3"] < LEVELS["engines"] and LEVELS["structural"] < LEVELS[
+        "methods"]
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_every_module_belongs_to_a_level():
-    tops = {_level(path)[0] for path in PACKAGE.rglob("*.py")}
-    assert tops <= set(LEVELS)
+    assert all(_place(module) in LEVELS for module in MODULES)
 
 
 def test_unknown_attribute_is_an_attribute_error():

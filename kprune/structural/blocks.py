@@ -86,7 +86,7 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
             scores[block.name] = float(np.mean(np.concatenate(values))) if values else 0.0
         return scores
     x_val, y_val = _check_data(data, criterion)
-    from kprune.methods.trainer import accuracy
+    from kprune.engines.classifier import accuracy
 
     base = accuracy(model, x_val, y_val, batch_size=batch_size)
     return {block.name: base - accuracy(graph.rebuild([block]), x_val, y_val,
