@@ -102,7 +102,8 @@ def test_schedule_guard_is_silent_when_every_schedule_completed(recwarn):
 
 def test_kprune_callbacks_add_no_per_batch_hook():
     # A callback overriding a batch hook makes Keras run Python after every training step
-    # (issue 14: pruning overhead); the guard reads the optimizer's step counter instead.
+    # (a pruning step would cost more than a dense one); the guard reads the optimizer's step
+    # counter instead.
     model = pruned_mlp()
     hooks = keras.callbacks.CallbackList(kprune.callbacks(), model=model)
     assert not hooks._should_call_train_batch_hooks

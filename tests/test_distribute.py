@@ -18,7 +18,8 @@ HELPER = Path(__file__).parent / "distributed_run.py"
 
 def one_device_strategy():
     """MirroredStrategy on this process's one CPU: mirrored variables, as on many devices
-    (GUIDE trap 16 shows on it too); two devices need a fresh process, see below."""
+    (writing the masks in cross-replica context fails there too: 'tuple indices must be
+    integers or slices, not MirroredVariable'); two devices need a fresh process, see below."""
     from kprune import _compat
 
     return _compat.tf.distribute.MirroredStrategy(["/cpu:0"])
@@ -54,7 +55,8 @@ def test_a_model_built_in_a_strategy_is_pruned_stripped_and_reported_in_it(seede
 
 
 def test_a_custom_training_loop_prunes_under_a_strategy(seeded):
-    """strategy.run steps, PruningStepper writing the masks at epoch ends (trap 16 there too)."""
+    """strategy.run steps, PruningStepper writing the masks at epoch ends (inside the strategy's
+    scope there too)."""
     from kprune import _compat
     from kprune.experiments import models
 

@@ -90,7 +90,7 @@ def test_report_numbers(result):
     assert base["x_smaller_raw"] == 1.0 and base["x_faster"] == 1.0
     float_ = result["pruned/float"]
     assert float_["accuracy_delta_pp"] == pytest.approx((float_["accuracy"] - 1.0) * 100)
-    assert float_["bytes"] == pytest.approx(base["bytes"], rel=0.01)  # trap 8: raw unchanged
+    assert float_["bytes"] == pytest.approx(base["bytes"], rel=0.01)  # zeros alone: raw bytes unchanged
     assert float_["x_smaller_gzip"] > 1.5
     sparse = result["pruned/sparse"]
     assert sparse["sparse_storage"] and sparse["densify_ops"] >= 1

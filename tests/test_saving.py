@@ -47,7 +47,8 @@ def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
 
 
 def test_plain_tfmot_config_drops_m_by_n():
-    # Trap 5, kept as a test so we notice if tfmot fixes it.
+    # PruneLowMagnitude.get_config drops sparsity_m_by_n (a save/load round trip loses 2:4);
+    # kept as a test so we notice if tfmot fixes it.
     layer = _compat.tfmot.sparsity.keras.prune_low_magnitude(
         keras.layers.Dense(4), sparsity_m_by_n=(2, 4)
     )

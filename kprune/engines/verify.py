@@ -49,7 +49,9 @@ def strip(model):
 
         return keras3_verify.strip(model)
     _compat.check_model(model)
-    with distribute.scope(model):  # a cross-replica write under tf.distribute (trap 16)
+    # under tf.distribute, weight_mask_op() in cross-replica context fails ('tuple indices
+    # must be integers or slices, not MirroredVariable'): write inside the strategy's scope
+    with distribute.scope(model):
         for _, wrapper in wrapped_layers(model):
             wrapper.pruning_obj.weight_mask_op()
 
