@@ -178,6 +178,7 @@ def blocks_75():
     return pruned_in_blocks(0.75)
 
 
+@pytest.mark.slow
 def test_export_warns_when_a_planned_block_layer_is_not_stored_block_sparse(tmp_path,
                                                                             blocks_75):
     final, _ = blocks_75

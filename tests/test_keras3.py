@@ -373,6 +373,7 @@ def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_tensorflow()
     assert hooks[1].steps == 10  # the chosen guard's state reads through
 
 
+@pytest.mark.slow
 def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax():
     pytest.importorskip("jax")
     _check_fit_without_the_model(_fit_without_the_model("jax"), "jax")
@@ -392,6 +393,7 @@ def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispa
     assert not keras.callbacks.CallbackList(with_board, model=pruned)._async_train
 
 
+@pytest.mark.slow
 def test_the_same_callbacks_serve_a_tf_keras_and_then_a_keras3_model():
     hooks = kprune.callbacks(strict=True)
     x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
@@ -457,6 +459,7 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
 # -- TFLite export -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
     from kprune.tflite import export, flatbuffer, measure
 
@@ -543,6 +546,7 @@ print(keras is first, keras.__version__, type(k3_pruned).__module__,
 """
 
 
+@pytest.mark.slow
 def test_importing_kprune_does_not_change_what_import_keras_gives():
     result = subprocess.run([sys.executable, "-c", MIXED_USE], capture_output=True, text=True,
                             timeout=300, cwd=ROOT)

@@ -1,6 +1,7 @@
 """Package-level promises: one compat module, lazy top level, a public API that resolves."""
 
 import ast
+import functools
 import importlib
 import re
 import subprocess
@@ -51,6 +52,7 @@ def test_import_kprune_masks_does_not_start_tensorflow():
     assert result.stdout.strip() == "False", result.stderr
 
 
+@pytest.mark.slow
 def test_import_kprune_name_works_for_every_submodule():
     # ``import kprune.NAME`` (not only ``from kprune import NAME``) for every name, in a
     # fresh process, each giving the module that lives in the subpackage.
@@ -65,6 +67,18 @@ def test_import_kprune_name_works_for_every_submodule():
     result = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True,
                             text=True, timeout=300)
     assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(kprune.SUBMODULES))
+def test_import_kprune_name_goes_through_the_alias_for_every_submodule(name, monkeypatch):
+    # in this process (the fresh-process test above is in the slow tier): the alias entry
+    # is dropped so that the import really goes through kprune's finder
+    real = kprune.SUBMODULES[name]
+    if real != f"kprune.{name}":
+        monkeypatch.delitem(sys.modules, f"kprune.{name}", raising=False)
+    module = importlib.import_module(f"kprune.{name}")
+    assert module is importlib.import_module(real) and module.__name__ == real
+    assert module.__spec__.name == real and sys.modules[f"kprune.{name}"] is module
 
 
 def test_import_of_an_unknown_kprune_module_still_fails():
@@ -113,13 +127,18 @@ def _place(module):
 MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
+@functools.cache
+def _parsed(module):
+    return ast.parse(MODULES[module].read_text())
+
+
 def imports_of(module, text=None):
     """Every kprune module that ``module``'s code imports, at the top or inside a function:
     ``from kprune.core import masks`` names ``kprune.core.masks``, ``from kprune.core.plan
     import X`` names ``kprune.core.plan``. A package's ``__init__`` is named only when
     the import names the package itself (``import kprune.structural``), or something in it
     that is not a submodule."""
-    tree = ast.parse(MODULES[module].read_text() if text is None else text)
+    tree = _parsed(module) if text is None else ast.parse(text)
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

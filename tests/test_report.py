@@ -200,6 +200,7 @@ def test_environment_names_the_cpu_where_the_os_tells():
 COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [0, 1, 1]], np.float32) * 0.6 + 0.2
 
 
+@pytest.mark.slow
 def test_compare_on_32x32x3_images_with_five_classes_names_the_data(tmp_path):
     """Not MNIST: RGB 32x32, 5 classes (each a mean colour plus noise), float and int8."""
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ def wrappers(model):
     }
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("suffix", [".keras", pytest.param(".h5", marks=pytest.mark.slow)])
 def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)

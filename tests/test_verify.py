@@ -41,6 +41,7 @@ def test_strip_gives_a_plain_independent_model_with_masks_applied():
         plan.resolve(final)["haed"]
 
 
+@pytest.mark.slow
 def test_report_uses_the_plan_apply_attached():
     x, y = images()
     pruned = train(kprune.apply(tiny_cnn(), steps_per_epoch=4, epochs=1), x, y)
