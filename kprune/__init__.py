@@ -7,6 +7,7 @@ The package is grouped by concern, and imports point down only::
     kprune/viz.py, kprune/progress.py   figures, progress bars
     kprune/core/            plan, schedules, layers (what each layer prunes), masks: no engine
     kprune/engines/keras3/  the Keras 3 engine, any backend
+    kprune/engines/tfkeras/ the tf_keras engine's wrapper and callbacks (tfmot)
     kprune/engines/         the tf_keras engine on tfmot (wrap, callbacks, verify, saving), the
                             choice between the two engines, compiling and scoring a classifier
     kprune/structural/      physical removal of units (smaller dense layers)

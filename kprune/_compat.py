@@ -5,6 +5,10 @@ turns ``tf.keras`` into tf_keras. kprune therefore names ``tf_keras``
 explicitly everywhere (as ``keras`` here) and checks every model it is handed,
 so that a Keras 3 model gets a clear error instead of tfmot's confusing one.
 
+They are imported when one of ``tf``, ``keras``, ``tfmot``, ``PruneLowMagnitude``,
+``PruneRegistry`` or ``tf_config`` is first read (``_compat.keras``), not at
+``from kprune import _compat``, so the Keras 3 engine on JAX never loads them.
+
 Example:
     >>> from kprune import _compat
     >>> _compat.check_model(_compat.keras.Sequential([_compat.keras.Input((4,)),
@@ -15,30 +19,39 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
-import tensorflow_model_optimization as tfmot
-import tf_keras as keras
+# TensorFlow, tf_keras and tfmot are imported when one of these names is first read, not
+# when kprune imports this module: a Keras 3 model pruned on JAX never loads them.
+_LOADED = ("tf", "keras", "tfmot", "PruneLowMagnitude", "PruneRegistry", "tf_config")
 
-__all__ = [
-    "tf",
-    "keras",
-    "tfmot",
-    "PruneLowMagnitude",
-    "PruneRegistry",
-    "check_model",
-    "iter_layers",
-    "layer_name",
-    "clone_model",
-    "tf_config",
-]
+__all__ = [*_LOADED, "check_model", "iter_layers", "layer_name", "clone_model"]
 
-from tensorflow.python.framework import config as tf_config  # op determinism on and off
-from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
-    PruneRegistry,
-)
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
-    PruneLowMagnitude,
-)
+
+def _load():
+    """Import TensorFlow, tfmot and tf_keras (once), bind this module's names to them, and
+    return this module's namespace."""
+    if "tfmot" in globals():
+        return globals()
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+    from tensorflow.python.framework import config as tf_config  # op determinism on and off
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
+        PruneRegistry,
+    )
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+        PruneLowMagnitude,
+    )
+
+    globals().update(tf=tf, keras=keras, tf_config=tf_config, PruneRegistry=PruneRegistry,
+                     PruneLowMagnitude=PruneLowMagnitude, tfmot=tfmot)
+    return globals()
+
+
+def __getattr__(name):
+    if name in _LOADED:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _describe(obj):
@@ -56,6 +69,7 @@ def check_model(model, *, argument="model"):
     Example:
         >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
     """
+    keras = _load()["keras"]
     if _is_keras3(model):
         raise TypeError(
             f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); this part of "
@@ -96,7 +110,8 @@ def check_model(model, *, argument="model"):
 
 def layer_name(layer):
     """A layer's own name; for a pruning wrapper, the name of the layer it wraps."""
-    return layer.layer.name if isinstance(layer, PruneLowMagnitude) else layer.name
+    wrapper = _load()["PruneLowMagnitude"]
+    return layer.layer.name if isinstance(layer, wrapper) else layer.name
 
 
 def iter_layers(model, prefix=""):
@@ -109,6 +124,7 @@ def iter_layers(model, prefix=""):
         >>> [path for path, _ in iter_layers(model)]
         ['conv1', 'block/conv2', 'head']
     """
+    keras = _load()["keras"]
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -125,6 +141,7 @@ def clone_model(model, layer_fn, prefix=""):
     Nested models are cloned recursively, so ``layer_fn`` sees the same paths as
     :func:`iter_layers`. Layers returned unchanged are shared with ``model``.
     """
+    keras = _load()["keras"]
 
     def clone(layer):
         path = f"{prefix}{layer_name(layer)}"

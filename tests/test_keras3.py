@@ -595,6 +595,44 @@ def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir):
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
 
 
+# -- on JAX, the Keras 3 path loads neither tfmot nor tf_keras ----------------------------------------
+
+JAX_PATH_IMPORTS = """
+import json, sys
+import keras
+import numpy as np
+import kprune
+
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+                          keras.layers.Flatten(), keras.layers.Dense(16, name="fc"),
+                          keras.layers.Dense(4, name="head")])
+plan = kprune.PruningPlan.default()
+print(plan.resolve(model, steps_per_epoch=2, epochs=1))
+pruned = kprune.apply(model, plan, steps_per_epoch=2, epochs=1)
+pruned.compile(optimizer="adam", loss="mse")
+pruned.fit(np.zeros((16, 8, 8, 1), "float32"), np.zeros((16, 4), "float32"), batch_size=8,
+           verbose=0, callbacks=kprune.callbacks(strict=True))
+report = kprune.sparsity_report(kprune.strip(pruned), strict=True)
+print(json.dumps({"backend": keras.backend.backend(), "ok": bool(report.ok),
+                  "loaded": sorted(name for name in ("tensorflow_model_optimization", "tf_keras")
+                                   if name in sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_pruning_a_keras3_model_on_jax_never_imports_tfmot_or_tf_keras():
+    pytest.importorskip("jax")
+    # as a JAX user starts: without the TF_USE_LEGACY_KERAS=1 that importing tfmot set in
+    # this test process (with it, TensorFlow, which Keras itself imports, loads tf_keras)
+    env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", JAX_PATH_IMPORTS], capture_output=True,
+                            text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts == {"backend": "jax", "ok": True, "loaded": []}
+
+
 # -- the README's Keras 3 example, run as a user runs it, on TensorFlow and on JAX ----------------
 
 README_DATA_LINE = "(x, y), (x_test, y_test) = data.load_mnist()"

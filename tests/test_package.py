@@ -41,6 +41,34 @@ def test_importing_kprune_and_masks_does_not_start_tensorflow():
     assert result.stdout.strip() == "False", result.stderr
 
 
+def test_the_engine_choice_loads_neither_tfmot_nor_tf_keras():
+    # the public functions and their modules load the tf_keras engine only for a tf_keras
+    # model (kprune._compat imports TensorFlow, tf_keras and tfmot when first read)
+    code = ("import sys, kprune\n"
+            "from kprune import _compat\n"
+            "from kprune.engines import callbacks, saving, verify, wrap\n"
+            "hooks = kprune.callbacks(log_dir='logs')\n"
+            "for name in ('apply', 'callbacks', 'strip', 'sparsity_report', 'save_model',\n"
+            "             'load_model', 'PruningStepper', 'copy_model'):\n"
+            "    getattr(kprune, name)\n"
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization')\n"
+            "             if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr[-3000:]
+
+
+def test_compat_loads_tensorflow_when_first_read():
+    from kprune import _compat
+
+    assert _compat.keras.__name__ == "tf_keras" and _compat.tfmot.sparsity.keras
+    from kprune._compat import PruneLowMagnitude, tf
+
+    assert tf.__name__ == "tensorflow" and PruneLowMagnitude is _compat.PruneLowMagnitude
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        _compat.nothing_here  # noqa: B018
+
+
 def test_import_kprune_masks_does_not_start_tensorflow():
     code = ("import sys\n"
             "import kprune.masks\n"
@@ -102,10 +130,11 @@ def test_every_submodule_is_reachable_from_the_top(name):
 
 
 # Levels of the layout, bottom first: a module may import from its own level or below.
-# ``engines/keras3`` (the Keras 3 engine) sits below ``engines`` (the tf_keras engine and the
-# choice between the two); structural pruning below the methods that use it.
+# ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras engine's
+# wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and the choice
+# between the two); structural pruning below the methods that use it.
 LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines/keras3": 1,
-          "engines": 2, "structural": 3, "methods": 4, "tflite": 5, "experiments": 6, "cli": 7,
+          "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4, "tflite": 5, "experiments": 6, "cli": 7,
           "__init__": 7}
 
 

@@ -6,116 +6,26 @@ Example:
     >>> history.history["sparsity/fc1"]      # one layer
 """
 
-import numpy as np
-
 from kprune import _compat
 from kprune.core.checks import is_keras3
 from kprune.core.pruning_logs import ScheduleWarning, report_short, write_sparsity_logs
 from kprune.engines import distribute
 
-__all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
-           "EngineCallback", "wrapped_layers", "final_step", "training_step",
-           "write_sparsity_logs", "report_short"]
+# The tf_keras engine's callbacks live in kprune.engines.tfkeras.callbacks (which imports
+# tf_keras and tfmot); they are named here too, and loaded only when asked for.
+_TF_KERAS = ("SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity", "final_step",
+             "training_step")
+
+__all__ = ["callbacks", "ScheduleWarning", "PruningStepper", "EngineCallback",
+           "write_sparsity_logs", "report_short", *_TF_KERAS]
 
 
-def wrapped_layers(model):
-    """``(path, wrapper)`` for every tfmot pruning wrapper in ``model``, nested ones included."""
-    return [
-        (path, layer)
-        for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
-    ]
+def __getattr__(name):
+    if name in _TF_KERAS:
+        from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
 
-
-def mask_sparsity(wrapper):
-    """``(zeros, size)`` of a wrapper's kernel mask: what the pruned kernel will be."""
-    zeros = size = 0
-    for _, mask, _ in wrapper.pruning_vars:
-        values = np.asarray(mask.numpy())
-        zeros += int(values.size - np.count_nonzero(values))
-        size += int(values.size)
-    return zeros, size
-
-
-class SparsityLogger(_compat.keras.callbacks.Callback):
-    """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs.
-
-    Because it reports through ``logs``, History, CSVLogger and TensorBoard all see the
-    values; put it before a CSVLogger in the callbacks list.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
-                                for path, wrapper in wrapped_layers(self.model)])
-
-
-def final_step(wrapper):
-    """The training step at which ``wrapper``'s mask first reaches its final sparsity.
-
-    tfmot computes an N:M mask at step 1; a ``ConstantSparsity`` prunes to its target at
-    ``begin_step``; a ``PolynomialDecay`` reaches its target at ``end_step``.
-    """
-    if wrapper.sparsity_m_by_n:
-        return 1
-    config = wrapper.pruning_schedule.get_config()["config"]
-    if isinstance(wrapper.pruning_schedule, _compat.tfmot.sparsity.keras.ConstantSparsity):
-        return int(config["begin_step"])
-    return int(config["end_step"])
-
-
-class ScheduleGuard(_compat.keras.callbacks.Callback):
-    """At the end of ``fit``, checks that every pruned layer reached its final step.
-
-    A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
-    (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
-    the target, which nothing else would notice. Warns (:class:`ScheduleWarning`) by
-    default; raises RuntimeError with ``strict=True``.
-
-    Example:
-        >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(strict=True))
-    """
-
-    def __init__(self, *, strict=False):
-        super().__init__()
-        self.strict = strict
-        self.steps = 0
-        self._first_step = 0
-
-    # No per-batch hook: a callback overriding on_train_batch_end makes Keras call Python
-    # after every step; the steps of this fit are read from the step counters instead.
-    def on_train_begin(self, logs=None):
-        self.steps = 0
-        self._first_step = training_step(self.model)
-
-    def on_train_end(self, logs=None):
-        self.steps = training_step(self.model) - self._first_step
-        short = []
-        for path, wrapper in wrapped_layers(self.model):
-            reached = int(_compat.keras.backend.get_value(wrapper.pruning_step))
-            needed = final_step(wrapper)
-            if reached < needed:
-                short.append(f"{path} at step {reached} of {needed} "
-                             f"({needed - reached} steps short)")
-        report_short(short, self.steps, strict=self.strict)
-
-
-def training_step(model):
-    """How many training steps ``model`` has run: its optimizer's ``iterations`` (the
-    wrappers' largest ``pruning_step`` if it has no optimizer), read without a callback
-    per batch.
-
-    Example:
-        >>> before = training_step(pruned); pruned.fit(x, y, epochs=1, callbacks=callbacks())
-        >>> training_step(pruned) - before          # the steps of that fit
-        469
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None:
-        return int(_compat.keras.backend.get_value(optimizer.iterations))
-    steps = [int(_compat.keras.backend.get_value(wrapper.pruning_step))
-             for _, wrapper in wrapped_layers(model)]
-    return max([0, *steps])
+        return getattr(tf_keras_callbacks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
@@ -160,13 +70,10 @@ def _engine_callbacks(model, *, log_dir, log_sparsity, strict):
 
         return keras3_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
                                           strict=strict)
-    _compat.check_model(model)
-    result = [_compat.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
-    if log_sparsity:
-        result.append(SparsityLogger())
-    if log_dir is not None:
-        result.append(_compat.tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
-    return result
+    from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
+
+    return tf_keras_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
+                                        strict=strict)
 
 
 _HOOKS = [f"on_{stage}_{when}" for stage in ("train", "test", "predict", "epoch")
@@ -302,6 +209,8 @@ class PruningStepper:
             keras3_callbacks.callbacks(model)  # checks the model and its pruning layers
             self._update = keras3_callbacks.UpdatePruningStep()
         else:
+            from kprune.engines.tfkeras.callbacks import wrapped_layers
+
             _compat.check_model(model)
             if not wrapped_layers(model):
                 raise ValueError(

@@ -41,13 +41,13 @@ def strip(model):
         >>> final = kprune.strip(pruned)
         >>> final.save("pruned.keras")
     """
-    from kprune.engines.callbacks import wrapped_layers
-    from kprune.engines.wrap import copy_model
-
     if is_keras3(model):
         from kprune.engines.keras3 import verify as keras3_verify
 
         return keras3_verify.strip(model)
+    from kprune.engines.tfkeras.callbacks import wrapped_layers
+    from kprune.engines.wrap import copy_model
+
     _compat.check_model(model)
     # under tf.distribute, weight_mask_op() in cross-replica context fails ('tuple indices
     # must be integers or slices, not MirroredVariable'): write inside the strategy's scope
