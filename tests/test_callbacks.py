@@ -125,3 +125,13 @@ def test_schedule_guard_counts_the_steps_of_each_fit():
     model.fit(x, y, batch_size=16, epochs=2, verbose=0,
               callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
     assert guard.steps == 12 and training_step(model) == 16
+
+
+def test_the_schedule_guard_of_either_engine_is_recognised():
+    from kprune.engines.callbacks import is_schedule_guard
+    from kprune.engines.keras3 import callbacks as keras3_callbacks
+
+    assert [is_schedule_guard(c) for c in kprune.callbacks()] == [False, True, False]
+    assert [is_schedule_guard(c) for c in kprune.callbacks(pruned_mlp())] == [False, True, False]
+    assert is_schedule_guard(keras3_callbacks.ScheduleGuard())
+    assert not is_schedule_guard(keras.callbacks.CSVLogger("log.csv"))

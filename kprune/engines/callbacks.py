@@ -17,7 +17,7 @@ _TF_KERAS = ("SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity
              "training_step")
 
 __all__ = ["callbacks", "ScheduleWarning", "PruningStepper", "EngineCallback",
-           "write_sparsity_logs", "report_short", *_TF_KERAS]
+           "is_schedule_guard", "write_sparsity_logs", "report_short", *_TF_KERAS]
 
 
 def __getattr__(name):
@@ -56,6 +56,20 @@ def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
     if model is None:
         return [EngineCallback(role, **options) for role in _roles(**options)]
     return _engine_callbacks(model, **options)
+
+
+def is_schedule_guard(callback):
+    """True for the schedule guard of either engine, or a :class:`EngineCallback` that
+    becomes one (a fit that runs part of an epoch leaves it out).
+
+    Example:
+        >>> [is_schedule_guard(c) for c in kprune.callbacks()]
+        [False, True, False]
+    """
+    if isinstance(callback, EngineCallback):
+        return callback.role == "guard"
+    return type(callback).__name__ == "ScheduleGuard" and type(callback).__module__ in (
+        "kprune.engines.tfkeras.callbacks", "kprune.engines.keras3.callbacks")
 
 
 def _roles(*, log_dir, log_sparsity, strict):

@@ -20,7 +20,7 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 from kprune.engines import seeding
-from kprune.engines.callbacks import ScheduleGuard
+from kprune.engines.callbacks import is_schedule_guard
 from kprune.engines.classifier import accuracy, compile_classifier, ends_in_softmax
 
 __all__ = ["Trainer", "accuracy", "compile_classifier", "ends_in_softmax", "split_validation",
@@ -188,7 +188,7 @@ class Trainer:
         ``initial_epoch`` (built-in fit only) resumes a fit: epochs ``initial_epoch`` to
         ``epochs - 1`` run, as in Keras. ``initial_step`` (seeded trainer only) starts
         inside epoch ``initial_epoch``, after that many of its batches: the rest of that
-        epoch runs as a fit of its own (without :class:`ScheduleGuard`), then the others.
+        epoch runs as a fit of its own (without the schedule guard), then the others.
         """
         check_int(epochs, "epochs")
         check_int(initial_epoch, "initial_epoch", minimum=0)
@@ -212,7 +212,7 @@ class Trainer:
             with seeding.deterministic(self.seed, model):
                 history = None
                 if initial_step:  # the rest of the interrupted epoch
-                    partial = [c for c in callbacks if not isinstance(c, ScheduleGuard)]
+                    partial = [c for c in callbacks if not is_schedule_guard(c)]
                     history = model.fit(
                         self._epochs_dataset(initial_epoch, initial_epoch + 1,
                                              skip=initial_step),

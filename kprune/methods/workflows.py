@@ -43,7 +43,6 @@ from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
 from kprune.engines.callbacks import callbacks as pruning_callbacks
-from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
@@ -365,6 +364,8 @@ def kernel_masks(model):
         from kprune.engines.keras3.wrap import kernel_masks as keras3_masks
 
         return keras3_masks(model)
+    from kprune.engines.tfkeras.callbacks import wrapped_layers
+
     out = {}
     for path, wrapper in wrapped_layers(model):
         by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
