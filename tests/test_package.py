@@ -263,6 +263,26 @@ def test_every_module_belongs_to_a_level():
     assert all(_place(module) in LEVELS for module in MODULES)
 
 
+def test_names_that_moved_are_still_reachable_where_they_were():
+    from kprune.engines import callbacks, classifier, wrap
+    from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
+    from kprune.engines.tfkeras import wrapper
+
+    for name in ("compile_classifier", "accuracy", "ends_in_softmax"):
+        assert getattr(kprune.trainer, name) is getattr(classifier, name)
+    assert kprune.models.compile_classifier is classifier.compile_classifier
+    assert kprune.export.pqat_int8 is kprune.pqat.pqat_int8
+    assert wrap.PruneLowMagnitude is wrapper.PruneLowMagnitude
+    for name in ("SparsityLogger", "ScheduleGuard", "wrapped_layers", "final_step",
+                 "training_step"):
+        assert getattr(callbacks, name) is getattr(tf_keras_callbacks, name)
+    assert callbacks.ScheduleWarning is kprune.core.pruning_logs.ScheduleWarning
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        callbacks.nothing_here  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        wrap.nothing_here  # noqa: B018
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         kprune.nothing_here  # noqa: B018

@@ -67,7 +67,7 @@ class ScheduleGuard(_compat.keras.callbacks.Callback):
 
     A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
     (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
-    the target, which nothing else would notice. Warns (:class:`ScheduleWarning`) by
+    the target, which nothing else would notice. Warns (``ScheduleWarning``) by
     default; raises RuntimeError with ``strict=True``.
 
     Example:
