@@ -5,9 +5,10 @@ turns ``tf.keras`` into tf_keras. kprune therefore names ``tf_keras``
 explicitly everywhere (as ``keras`` here) and checks every model it is handed,
 so that a Keras 3 model gets a clear error instead of tfmot's confusing one.
 
-They are imported when one of ``tf``, ``keras``, ``tfmot``, ``PruneLowMagnitude``,
-``PruneRegistry`` or ``tf_config`` is first read (``_compat.keras``), not at
-``from kprune import _compat``, so the Keras 3 engine on JAX never loads them.
+They are imported when one of ``keras``, ``tfmot``, ``PruneLowMagnitude`` or
+``PruneRegistry`` is first read (``_compat.keras``), not at ``from kprune import _compat``,
+so the Keras 3 engine never loads tf_keras or tfmot; ``tf`` and ``tf_config`` import
+TensorFlow alone.
 
 Example:
     >>> from kprune import _compat
@@ -26,15 +27,24 @@ _LOADED = ("tf", "keras", "tfmot", "PruneLowMagnitude", "PruneRegistry", "tf_con
 __all__ = [*_LOADED, "check_model", "iter_layers", "layer_name", "clone_model"]
 
 
+def _load_tensorflow():
+    """Import TensorFlow alone (once: ``tf``, ``tf_config``); return this module's namespace."""
+    if "tf" not in globals():
+        import tensorflow as tf
+        from tensorflow.python.framework import config as tf_config  # op determinism on, off
+
+        globals().update(tf=tf, tf_config=tf_config)
+    return globals()
+
+
 def _load():
     """Import TensorFlow, tfmot and tf_keras (once), bind this module's names to them, and
     return this module's namespace."""
     if "tfmot" in globals():
         return globals()
-    import tensorflow as tf
+    _load_tensorflow()
     import tensorflow_model_optimization as tfmot
     import tf_keras as keras
-    from tensorflow.python.framework import config as tf_config  # op determinism on and off
     from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
         PruneRegistry,
     )
@@ -42,15 +52,16 @@ def _load():
         PruneLowMagnitude,
     )
 
-    globals().update(tf=tf, keras=keras, tf_config=tf_config, PruneRegistry=PruneRegistry,
+    globals().update(keras=keras, PruneRegistry=PruneRegistry,
                      PruneLowMagnitude=PruneLowMagnitude, tfmot=tfmot)
     return globals()
 
 
 def __getattr__(name):
+    if name in ("tf", "tf_config"):  # TensorFlow alone: tf_keras and tfmot stay unloaded
+        return _load_tensorflow()[name]
     if name in _LOADED:
-        _load()
-        return globals()[name]
+        return _load()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

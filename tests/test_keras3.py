@@ -613,6 +613,13 @@ pruned.compile(optimizer="adam", loss="mse")
 pruned.fit(np.zeros((16, 8, 8, 1), "float32"), np.zeros((16, 4), "float32"), batch_size=8,
            verbose=0, callbacks=kprune.callbacks(strict=True))
 report = kprune.sparsity_report(kprune.strip(pruned), strict=True)
+from kprune import workflows                     # a seeded workflow too, with checkpoints
+from kprune.methods.trainer import Trainer
+x, y = np.random.default_rng(0).random((16, 8, 8, 1), "float32"), np.zeros((16, 4), "float32")
+result = workflows.gradual(model, 0.5, trainer=Trainer(x, y, batch_size=8, seed=0,
+                                                       compile=dict(optimizer="adam",
+                                                                    loss="mse")),
+                           epochs=1, checkpoint_dir=sys.argv[1])
 print(json.dumps({"backend": keras.backend.backend(), "ok": bool(report.ok),
                   "loaded": sorted(name for name in ("tensorflow_model_optimization", "tf_keras")
                                    if name in sys.modules)}))
@@ -620,14 +627,14 @@ print(json.dumps({"backend": keras.backend.backend(), "ok": bool(report.ok),
 
 
 @pytest.mark.slow
-def test_pruning_a_keras3_model_on_jax_never_imports_tfmot_or_tf_keras():
+def test_pruning_a_keras3_model_on_jax_never_imports_tfmot_or_tf_keras(tmp_path):
     pytest.importorskip("jax")
     # as a JAX user starts: without the TF_USE_LEGACY_KERAS=1 that importing tfmot set in
     # this test process (with it, TensorFlow, which Keras itself imports, loads tf_keras)
     env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
     env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-c", JAX_PATH_IMPORTS], capture_output=True,
-                            text=True, timeout=300, cwd=ROOT, env=env)
+    result = subprocess.run([sys.executable, "-c", JAX_PATH_IMPORTS, str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts == {"backend": "jax", "ok": True, "loaded": []}

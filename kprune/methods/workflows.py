@@ -53,7 +53,7 @@ __all__ = [
     "accuracy",
     "Record",
     "WorkflowResult",
-    "FixedMask",
+    "FixedMask",  # noqa: F822 (module __getattr__: made with tf_keras when first asked for)
     "fixed_mask",
     "target_plan",
     "as_plan",
@@ -191,8 +191,10 @@ class _RecordEpochs:
         )
 
 
-class _Recorder(_RecordEpochs, _compat.keras.callbacks.Callback):
-    """:class:`_RecordEpochs` as a tf_keras callback."""
+@functools.cache
+def _tf_keras_recorder():
+    return type("_Recorder", (_RecordEpochs, _compat.keras.callbacks.Callback),
+                {"__doc__": ":class:`_RecordEpochs` as a tf_keras callback."})
 
 
 @functools.cache
@@ -205,7 +207,7 @@ def _keras3_recorder():
 
 def _recorder(model, *args, **kwargs):
     """A :class:`_RecordEpochs` callback of ``model``'s Keras."""
-    cls = _keras3_recorder() if is_keras3(model) else _Recorder
+    cls = _keras3_recorder() if is_keras3(model) else _tf_keras_recorder()
     return cls(*args, **kwargs)
 
 
@@ -314,12 +316,23 @@ class _FixedMasks:
         self.apply()
 
 
-class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
-    """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
+@functools.cache
+def _tf_keras_fixed_mask():
+    class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
+        """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
 
-    Example:
-        >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
-    """
+        Example:
+            >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
+        """
+
+    FixedMask.__qualname__ = "FixedMask"
+    return FixedMask
+
+
+def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
+    if name == "FixedMask":
+        return _tf_keras_fixed_mask()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -346,7 +359,7 @@ def fixed_mask(model, masks):
     Example:
         >>> model.fit(x, y, callbacks=[fixed_mask(model, kernel_masks(pruned))])
     """
-    cls = _keras3_fixed_mask() if is_keras3(model) else FixedMask
+    cls = _keras3_fixed_mask() if is_keras3(model) else _tf_keras_fixed_mask()
     return cls(masks)
 
 
@@ -781,8 +794,10 @@ class _SnapshotEpoch:
             self._out[path] = [np.array(w) for w in layers.unwrap(layer).get_weights()]
 
 
-class _Snapshot(_SnapshotEpoch, _compat.keras.callbacks.Callback):
-    """:class:`_SnapshotEpoch` as a tf_keras callback."""
+@functools.cache
+def _tf_keras_snapshot():
+    return type("_Snapshot", (_SnapshotEpoch, _compat.keras.callbacks.Callback),
+                {"__doc__": ":class:`_SnapshotEpoch` as a tf_keras callback."})
 
 
 @functools.cache
@@ -795,7 +810,7 @@ def _keras3_snapshot():
 
 def _snapshot(model, epoch, out):
     """A :class:`_SnapshotEpoch` callback of ``model``'s Keras."""
-    return (_keras3_snapshot() if is_keras3(model) else _Snapshot)(epoch, out)
+    return (_keras3_snapshot() if is_keras3(model) else _tf_keras_snapshot())(epoch, out)
 
 
 def _checkpoint(model, to, epochs):
