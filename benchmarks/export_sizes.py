@@ -43,7 +43,8 @@ BEGIN = "<!-- export_sizes:begin -->"
 END = "<!-- export_sizes:end -->"
 
 # tfmot_frequency None: derived so that the short quick run prunes at all (tfmot's default
-# of 100 steps never fires in 15 steps, trap 2); the full run keeps the tutorial's 100.
+# of 100 steps never fires in 15 steps: tfmot prunes only when (step - begin_step) %
+# frequency == 0); the full run keeps the tutorial's 100.
 QUICK = dict(n_train=2000, n_test=1000, baseline_epochs=1, pruning_epochs=1,
              plans=("default", "high"), tfmot_epochs=1, tfmot_pruning_epochs=1,
              tfmot_frequency=None, calibration=100, latency_rounds=2, latency_repeats=5,
@@ -333,7 +334,8 @@ def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
         initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=end_step,
         frequency=frequency,
     )
-    # The tutorial wraps `base` itself, which prunes it in place (trap 1): wrap a copy.
+    # The tutorial wraps `base` itself, and prune_low_magnitude wraps the same layer objects,
+    # so training prunes `base` in place: wrap a copy.
     pruned = tfmot.sparsity.keras.prune_low_magnitude(copy_model(base),
                                                       pruning_schedule=schedule)
     models.compile_classifier(pruned)

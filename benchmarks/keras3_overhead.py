@@ -3,14 +3,14 @@
 The seed CNN (Keras 3, built with ``kprune.models.seed_cnn(keras=keras)``) is trained
 dense and, from the same weights, pruned with the default plan (first conv unstructured
 on a cubic schedule, conv2 and fc1 2:4, head dense) through ``kprune.apply`` and
-``kprune.callbacks(pruned)``. Epochs of the two alternate (dense, pruned, dense, ...) so
+``kprune.callbacks()``. Epochs of the two alternate (dense, pruned, dense, ...) so
 that both see the same machine load; the first epoch of each (tracing and compilation) is
 not timed. Each training step is timed from the start of its first callback to the end of
 its last (the pruning callbacks' work, mask updates included, is inside). Reported: the
 median step time of each over all timed steps, their ratio pruned / dense, the range of the
 per-round ratios of median step times, and the ratio of median epoch times. Medians of
-steps resist the bursts of load of a shared machine, which whole epochs do not. Target: at most 1.10x (the tf_keras engine on tfmot
-measured 1.33x a dense epoch, GUIDE section 5).
+steps resist the bursts of load of a shared machine, which whole epochs do not. Target: at
+most 1.10x (the tf_keras engine on tfmot once measured 1.33x a dense epoch).
 
     python -m benchmarks.keras3_overhead                         # TensorFlow backend
     KERAS_BACKEND=jax python -m benchmarks.keras3_overhead       # JAX backend

@@ -23,7 +23,7 @@ a shared machine (an epoch here runs either at full speed or at about half, what
 the load average is recorded before and after.
 
 The step timer is a per-batch callback, and any callback that overrides a batch hook makes
-Keras run Python after every step (kprune's ScheduleGuard did until issue 14). So a second
+Keras run Python after every step (kprune's ScheduleGuard once did). So a second
 set of interleaved rounds times whole epochs with no step timer: dense, dense with an empty
 per-batch callback (what such a hook costs), and ``kprune.callbacks()``; reported as the ratio
 of median epochs, the range of per-round ratios and the ratio of the fastest epochs.
@@ -150,7 +150,7 @@ def _interleaved(name, fits, x, y, *, batch_size, rounds, warm_up, time_steps):
 
 def _empty_batch_hook():
     """An empty per-batch callback: what any callback overriding ``on_train_batch_end``
-    (kprune's ScheduleGuard before issue 14) makes Keras do after every step."""
+    (as kprune's ScheduleGuard once did) makes Keras do after every step."""
     from kprune import _compat
 
     class BatchHook(_compat.keras.callbacks.Callback):

@@ -1,4 +1,4 @@
-"""Issue 14's records in one run: the three record recipes, block-sparse speed, pruning overhead.
+"""kprune's records in one run: the three record recipes, block-sparse speed, pruning overhead.
 
 Five rows, each measured on this machine and checked against its target:
 
@@ -12,12 +12,12 @@ Five rows, each measured on this machine and checked against its target:
   ``pruned.keras`` against ``baseline.keras``), at most +0.1 pp test error over the dense
   model trained as long (the pruned float file against ``dense-float.tflite``), the recipe
   finishing in at most 20 minutes.
-- ``speed``: the seed CNN without structural shrinking (the issue's target 3):
+- ``speed``: the seed CNN without structural shrinking:
   ``examples/seed_cnn_block_sparse.yaml`` run the same way, then its
   ``pruned-sparse-int8.tflite`` (block-sparse storage) against its ``pruned-int8.tflite``
   (the same weights stored dense) in LiteRT, batch 1, one thread, interleaved rounds
   (:func:`kprune.tflite.measure.latency_rounds`): at least 1.3x faster (median of the
-  within-round ratios), losing at most 0.2 pp against its dense control (target 1's bound).
+  within-round ratios), losing at most 0.2 pp against its dense control (``seed-cnn``'s bound).
 - ``overhead``: :func:`benchmarks.pruning_overhead.run` (a pruning ``fit`` step with
   ``kprune.callbacks()`` against a dense one, interleaved rounds): at most 1.10x on the seed
   CNN, LeNet-5 and MobileNetV2 reported beside it.
@@ -52,7 +52,7 @@ RECIPES = {"seed-cnn": "seed_cnn_max_compression.yaml",
            "lenet-300-100": "lenet_300_100_record.yaml",
            "lenet-5": "lenet_5_record.yaml",
            "speed": "seed_cnn_block_sparse.yaml"}
-#: What each row must reach (issue 14).
+#: What each row must reach.
 TARGETS = {
     "seed-cnn": {"min_x_smaller_raw": 40.0, "max_loss_pp": 0.2},
     "lenet-300-100": {"min_x_fewer_nonzero": 50.0, "max_error_increase_pp": 0.1,

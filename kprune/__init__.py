@@ -2,17 +2,27 @@
 
 The package is grouped by concern, and imports point down only::
 
-    kprune/core/         plan, schedules, layers (what each layer prunes), masks: no engine
-    kprune/engines/      the tf_keras engine on tfmot: wrap, callbacks, verify, saving
-                         (engines/keras3/: the Keras 3 engine, any backend)
-    kprune/structural/   physical removal of units (smaller dense layers)
-    kprune/methods/      trainer, workflows, sensitivity, allocation
-    kprune/tflite/       export, flatbuffer reader, measure, report
-    kprune/experiments/  data, built-in models, recipes, runner, demo
-    kprune/cli.py, kprune/viz.py, kprune/progress.py
+    kprune/_compat.py       the one module that imports TensorFlow, tf_keras and tfmot
+    kprune/_keras3.py       the one module that imports Keras 3
+    kprune/viz.py, kprune/progress.py   figures, progress bars
+    kprune/core/            plan, schedules, layers (what each layer prunes), masks: no engine
+    kprune/engines/keras3/  the Keras 3 engine, any backend
+    kprune/engines/tfkeras/ the tf_keras engine's wrapper and callbacks (tfmot)
+    kprune/engines/         the tf_keras engine on tfmot (wrap, callbacks, verify, saving), the
+                            choice between the two engines, compiling and scoring a classifier
+    kprune/structural/      physical removal of units (smaller dense layers)
+    kprune/methods/         trainer, workflows, sensitivity, allocation, PQAT
+    kprune/tflite/          export, flatbuffer reader, measure, report
+    kprune/experiments/     data, built-in models, recipes, runner, demo
+    kprune/cli.py           the command line
+
+Each line imports only from its own and the lines above it (the first four lines are one
+level); ``tests/test_package.py`` holds that, and refuses any import cycle between modules.
 
 The top-level names and submodules are loaded lazily, so ``from kprune import masks``
-(numpy only) does not start TensorFlow.
+(numpy only) does not start TensorFlow. Every name of :data:`SUBMODULES` is also a module
+of its own: ``import kprune.masks`` gives ``kprune.core.masks`` (the same module object),
+loaded only when imported.
 
 Example:
     >>> import kprune
@@ -23,6 +33,9 @@ Example:
 """
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -51,6 +64,7 @@ SUBMODULES = {
     "layers": "kprune.core.layers",
     "masks": "kprune.core.masks",
     "wrap": "kprune.engines.wrap",
+    "classifier": "kprune.engines.classifier",
     "verify": "kprune.engines.verify",
     "saving": "kprune.engines.saving",
     "structural": "kprune.structural",
@@ -62,6 +76,7 @@ SUBMODULES = {
     "post_training": "kprune.methods.post_training",
     "calibration": "kprune.methods.calibration",
     "layerwise": "kprune.core.layerwise",
+    "pqat": "kprune.methods.pqat",
     "export": "kprune.tflite.export",
     "flatbuffer": "kprune.tflite.flatbuffer",
     "measure": "kprune.tflite.measure",
@@ -77,6 +92,43 @@ SUBMODULES = {
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+
+class _AliasLoader(importlib.abc.Loader):
+    """Loads ``kprune.NAME`` as the module it names in :data:`SUBMODULES` (one object)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def create_module(self, spec):
+        module = importlib.import_module(self.target)
+        self._spec = module.__spec__  # the import system sets __spec__ to the alias's
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec  # already run: keep its own name and spec
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    """Finds ``kprune.NAME`` for every name of :data:`SUBMODULES` that lives elsewhere,
+    so ``import kprune.masks`` works as ``from kprune import masks`` does.
+
+    Example:
+        >>> import kprune.masks
+        >>> kprune.masks is sys.modules["kprune.core.masks"]
+        True
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.partition(".")
+        real = SUBMODULES.get(name) if package == __name__ else None
+        if real is None or real == fullname:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(real))
+
+
+if not any(isinstance(finder, _AliasFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_AliasFinder())
 
 
 def __getattr__(name):

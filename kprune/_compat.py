@@ -5,6 +5,11 @@ turns ``tf.keras`` into tf_keras. kprune therefore names ``tf_keras``
 explicitly everywhere (as ``keras`` here) and checks every model it is handed,
 so that a Keras 3 model gets a clear error instead of tfmot's confusing one.
 
+They are imported when one of ``keras``, ``tfmot``, ``PruneLowMagnitude`` or
+``PruneRegistry`` is first read (``_compat.keras``), not at ``from kprune import _compat``,
+so the Keras 3 engine never loads tf_keras or tfmot; ``tf`` and ``tf_config`` import
+TensorFlow alone.
+
 Example:
     >>> from kprune import _compat
     >>> _compat.check_model(_compat.keras.Sequential([_compat.keras.Input((4,)),
@@ -15,30 +20,49 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
-import tensorflow_model_optimization as tfmot
-import tf_keras as keras
+# TensorFlow, tf_keras and tfmot are imported when one of these names is first read, not
+# when kprune imports this module: a Keras 3 model pruned on JAX never loads them.
+_LOADED = ("tf", "keras", "tfmot", "PruneLowMagnitude", "PruneRegistry", "tf_config")
 
-__all__ = [
-    "tf",
-    "keras",
-    "tfmot",
-    "PruneLowMagnitude",
-    "PruneRegistry",
-    "check_model",
-    "iter_layers",
-    "layer_name",
-    "clone_model",
-    "tf_config",
-]
+__all__ = [*_LOADED, "check_model", "iter_layers", "layer_name", "clone_model"]
 
-from tensorflow.python.framework import config as tf_config  # op determinism on and off
-from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
-    PruneRegistry,
-)
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
-    PruneLowMagnitude,
-)
+
+def _load_tensorflow():
+    """Import TensorFlow alone (once: ``tf``, ``tf_config``); return this module's namespace."""
+    if "tf" not in globals():
+        import tensorflow as tf
+        from tensorflow.python.framework import config as tf_config  # op determinism on, off
+
+        globals().update(tf=tf, tf_config=tf_config)
+    return globals()
+
+
+def _load():
+    """Import TensorFlow, tfmot and tf_keras (once), bind this module's names to them, and
+    return this module's namespace."""
+    if "tfmot" in globals():
+        return globals()
+    _load_tensorflow()
+    import tensorflow_model_optimization as tfmot
+    import tf_keras as keras
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import (
+        PruneRegistry,
+    )
+    from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (
+        PruneLowMagnitude,
+    )
+
+    globals().update(keras=keras, PruneRegistry=PruneRegistry,
+                     PruneLowMagnitude=PruneLowMagnitude, tfmot=tfmot)
+    return globals()
+
+
+def __getattr__(name):
+    if name in ("tf", "tf_config"):  # TensorFlow alone: tf_keras and tfmot stay unloaded
+        return _load_tensorflow()[name]
+    if name in _LOADED:
+        return _load()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _describe(obj):
@@ -56,11 +80,12 @@ def check_model(model, *, argument="model"):
     Example:
         >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
     """
+    keras = _load()["keras"]
     if _is_keras3(model):
         raise TypeError(
             f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); this part of "
             "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
-            "models are taken by kprune.apply, kprune.callbacks(model), kprune.strip, "
+            "models are taken by kprune.apply, kprune.callbacks, kprune.strip, "
             "kprune.sparsity_report, kprune.save_model/load_model, kprune.PruningStepper, "
             "kprune.allocation.global_plan, kprune.sensitivity.scan, "
             "kprune.workflows.one_shot/gradual/iterative/rewind, kprune.structural and "
@@ -96,7 +121,8 @@ def check_model(model, *, argument="model"):
 
 def layer_name(layer):
     """A layer's own name; for a pruning wrapper, the name of the layer it wraps."""
-    return layer.layer.name if isinstance(layer, PruneLowMagnitude) else layer.name
+    wrapper = _load()["PruneLowMagnitude"]
+    return layer.layer.name if isinstance(layer, wrapper) else layer.name
 
 
 def iter_layers(model, prefix=""):
@@ -109,6 +135,7 @@ def iter_layers(model, prefix=""):
         >>> [path for path, _ in iter_layers(model)]
         ['conv1', 'block/conv2', 'head']
     """
+    keras = _load()["keras"]
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -125,6 +152,7 @@ def clone_model(model, layer_fn, prefix=""):
     Nested models are cloned recursively, so ``layer_fn`` sees the same paths as
     :func:`iter_layers`. Layers returned unchanged are shared with ``model``.
     """
+    keras = _load()["keras"]
 
     def clone(layer):
         path = f"{prefix}{layer_name(layer)}"

@@ -122,7 +122,8 @@ def test_schedule_guard_is_silent_when_every_schedule_completed(recwarn):
 
 def test_kprune_callbacks_add_no_per_batch_hook():
     # A callback overriding a batch hook makes Keras run Python after every training step
-    # (issue 14: pruning overhead); the guard reads the optimizer's step counter instead.
+    # (a pruning step would cost more than a dense one); the guard reads the optimizer's step
+    # counter instead.
     model = pruned_mlp()
     hooks = keras.callbacks.CallbackList(kprune.callbacks(), model=model)
     assert not hooks._should_call_train_batch_hooks
@@ -144,3 +145,13 @@ def test_schedule_guard_counts_the_steps_of_each_fit():
     model.fit(x, y, batch_size=16, epochs=2, verbose=0,
               callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
     assert guard.steps == 12 and training_step(model) == 16
+
+
+def test_the_schedule_guard_of_either_engine_is_recognised():
+    from kprune.engines.callbacks import is_schedule_guard
+    from kprune.engines.keras3 import callbacks as keras3_callbacks
+
+    assert [is_schedule_guard(c) for c in kprune.callbacks()] == [False, True, False]
+    assert [is_schedule_guard(c) for c in kprune.callbacks(pruned_mlp())] == [False, True, False]
+    assert is_schedule_guard(keras3_callbacks.ScheduleGuard())
+    assert not is_schedule_guard(keras.callbacks.CSVLogger("log.csv"))

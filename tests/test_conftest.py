@@ -71,6 +71,7 @@ def run_pytest(clone, allowed=""):
     return result, json.loads(count.read_text()) if count.is_file() else None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_mnist", [False, True])
 def test_a_run_without_mnist_ends_with_one_line_and_records_the_count(tmp_path, with_mnist):
     if with_mnist:  # an empty folder where the conftest looks: the fixture does not skip

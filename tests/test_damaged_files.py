@@ -258,7 +258,7 @@ def test_fuzz_inspect_tflite(good, tmp_path, capsys, kind, keep, flips):
     inspect_damaged(good[kind], tmp_path, capsys, keep, flips)
 
 
-@pytest.mark.parametrize("kind", ["keras", "h5"])
+@pytest.mark.parametrize("kind", ["keras", pytest.param("h5", marks=pytest.mark.slow)])
 @fuzz(12)
 @given(keep=KEEP, flips=FLIPS)
 def test_fuzz_inspect_model(good, tmp_path, capsys, kind, keep, flips):

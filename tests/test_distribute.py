@@ -18,12 +18,14 @@ HELPER = Path(__file__).parent / "distributed_run.py"
 
 def one_device_strategy():
     """MirroredStrategy on this process's one CPU: mirrored variables, as on many devices
-    (GUIDE trap 16 shows on it too); two devices need a fresh process, see below."""
+    (writing the masks in cross-replica context fails there too: 'tuple indices must be
+    integers or slices, not MirroredVariable'); two devices need a fresh process, see below."""
     from kprune import _compat
 
     return _compat.tf.distribute.MirroredStrategy(["/cpu:0"])
 
 
+@pytest.mark.slow
 def test_a_model_built_in_a_strategy_is_pruned_stripped_and_reported_in_it(seeded):
     from kprune.engines import distribute
     from kprune.engines.callbacks import wrapped_layers
@@ -54,7 +56,8 @@ def test_a_model_built_in_a_strategy_is_pruned_stripped_and_reported_in_it(seede
 
 
 def test_a_custom_training_loop_prunes_under_a_strategy(seeded):
-    """strategy.run steps, PruningStepper writing the masks at epoch ends (trap 16 there too)."""
+    """strategy.run steps, PruningStepper writing the masks at epoch ends (inside the strategy's
+    scope there too)."""
     from kprune import _compat
     from kprune.experiments import models
 
@@ -104,6 +107,7 @@ def test_apply_moves_a_plain_model_into_the_strategy_given(seeded):
     assert type(pruned.weights[0]).__name__ == "MirroredVariable"
 
 
+@pytest.mark.slow
 def test_iterative_and_rewind_run_and_end_in_the_models_strategy(seeded):
     """Round 2 prunes round 1's stripped model, rewind's FixedMask writes mirrored kernels
     (gradual runs under two strategies below)."""
@@ -183,6 +187,7 @@ def launch(strategy, recipe, out):
     return [out / f"worker{index}" for index in range(2)], printed[0]
 
 
+@pytest.mark.slow
 def test_workers_a_checkpoint_apart_resume_from_the_same_one(tmp_path):
     """Worker 1 was killed while writing checkpoint 3, which worker 0 finished: both go
     on from checkpoint 2."""

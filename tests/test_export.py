@@ -69,6 +69,7 @@ def test_float_export(model, tmp_path):
     assert _leftovers(result.path.parent) == []
 
 
+@pytest.mark.slow
 def test_each_quantization_stores_the_expected_dtypes(model, x, tmp_path):
     expected = {"none": "float32", "dynamic": "int8", "int8": "int8", "float16": "float16"}
     for quantize, dtype in expected.items():
@@ -94,6 +95,7 @@ def test_sparse_adds_sparse_storage(model, tmp_path):
     assert info.sparse_storage and info.densify_ops >= 1
 
 
+@pytest.mark.slow
 def test_variants_presets_and_export_variants(model, x, tmp_path):
     assert {"float", "sparse", "dynamic", "int8", "sparse-int8", "float16"} <= set(
         export.VARIANTS
@@ -275,6 +277,7 @@ def test_from_keras_model_failure_falls_back_to_concrete_function(
 # ------------------------------------------------------------------ PQAT
 
 
+@pytest.mark.slow
 def test_pqat_preserves_sparsity_into_the_tflite(model, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((128, 8, 8, 1), dtype=np.float32)

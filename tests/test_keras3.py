@@ -301,12 +301,132 @@ def test_a_layer_the_engine_cannot_prune_is_refused():
     assert [type(layer).__name__ for layer in model.layers][1] == "DepthwiseConv2D"
 
 
-def test_fit_without_the_keras3_callbacks_says_what_is_missing():
+def test_fit_without_the_kprune_callbacks_says_what_is_missing():
     pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=2, epochs=1)
     keras3_models.compile_classifier(keras, pruned)
     x = np.zeros((8, 8, 8, 1), np.float32)
-    with pytest.raises(RuntimeError, match=r"callbacks=kprune.callbacks\(pruned\)"):
-        pruned.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=kprune.callbacks())
+    with pytest.raises(RuntimeError, match=r"without kprune's Keras 3 callbacks.*"
+                                           r"callbacks=kprune.callbacks\(\)"):
+        pruned.fit(x, np.zeros(8), epochs=1, verbose=0)
+
+
+# -- one fit line for both engines: kprune.callbacks() without the model ---------------------------
+
+CALLBACKS_PLAN = PruningPlan([LayerRule("conv_a", target=0.5), LayerRule("dense_a", target=0.75),
+                              LayerRule("conv_b", method="m_by_n"),
+                              LayerRule("dense_b", target=0.5, schedule=Schedule(kind="constant"))])
+
+FIT_WITHOUT_THE_MODEL = """
+import json
+import keras
+import numpy as np
+import kprune
+from kprune.core.plan import LayerRule, PruningPlan
+from kprune.core.schedules import Schedule
+from tests import keras3_models
+
+plan = PruningPlan.from_dict(json.loads({plan!r}))
+pruned = kprune.apply(keras3_models.small_cnn(keras), plan, steps_per_epoch=5, epochs=2)
+keras3_models.compile_classifier(keras, pruned)
+x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
+history = pruned.fit(x, np.arange(40) % 10, batch_size=8, epochs=2, verbose=0,
+                     callbacks=kprune.callbacks(strict=True))
+report = kprune.sparsity_report(kprune.strip(pruned), plan=plan, strict=True)
+print(json.dumps({{"backend": keras.backend.backend(),
+                   "achieved": {{row.name: row.achieved for row in report.rows}},
+                   "logged": history.history["sparsity/dense_a"]}}))
+"""
+
+
+def _check_fit_without_the_model(result, backend):
+    assert result["backend"] == backend
+    assert result["achieved"]["conv_a"] == 0.5 and result["achieved"]["dense_b"] == 0.5
+    assert result["achieved"]["conv_b"] == 0.5 and result["achieved"]["dense_a"] == 0.75
+    assert result["achieved"]["head"] == 0.0
+    assert result["logged"][0] < result["logged"][1] == pytest.approx(0.75)
+
+
+def _fit_without_the_model(backend):
+    code = FIT_WITHOUT_THE_MODEL.format(plan=json.dumps(CALLBACKS_PLAN.to_dict()))
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_tensorflow():
+    pruned = kprune.apply(keras3_models.small_cnn(keras), CALLBACKS_PLAN, steps_per_epoch=5,
+                          epochs=2)
+    keras3_models.compile_classifier(keras, pruned)
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
+    hooks = kprune.callbacks(strict=True)
+    history = pruned.fit(x, np.arange(40) % 10, batch_size=8, epochs=2, verbose=0,
+                         callbacks=hooks)
+    report = kprune.sparsity_report(kprune.strip(pruned), plan=CALLBACKS_PLAN, strict=True)
+    _check_fit_without_the_model({"backend": keras.backend.backend(),
+                                  "achieved": {row.name: row.achieved for row in report.rows},
+                                  "logged": history.history["sparsity/dense_a"]},
+                                 keras.backend.backend())
+    assert [type(hook.chosen).__module__ for hook in hooks] == [
+        "kprune.engines.keras3.callbacks"] * 3
+    assert hooks[1].steps == 10  # the chosen guard's state reads through
+
+
+@pytest.mark.slow
+def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax():
+    pytest.importorskip("jax")
+    _check_fit_without_the_model(_fit_without_the_model("jax"), "jax")
+
+
+def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch():
+    from keras.src import backend as keras_backend
+
+    pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=5, epochs=2)
+    hooks = kprune.callbacks()
+    listed = keras.callbacks.CallbackList(hooks, model=pruned)  # as fit builds it
+    assert listed._async_train == keras_backend.IS_THREAD_SAFE
+    overridden = {(type(hook.chosen).__name__, name) for hook in hooks for name in BATCH_HOOKS
+                  if not getattr(getattr(hook, name), "_is_default", False)}
+    assert overridden == {("UpdatePruningStep", "on_train_batch_begin")}
+    with_board = kprune.callbacks(log_dir="logs")
+    assert not keras.callbacks.CallbackList(with_board, model=pruned)._async_train
+
+
+@pytest.mark.slow
+def test_the_same_callbacks_serve_a_tf_keras_and_then_a_keras3_model():
+    hooks = kprune.callbacks(strict=True)
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype("float32")
+    y = np.arange(40) % 10
+    for lib in (tf_keras, keras):
+        pruned = kprune.apply(keras3_models.small_cnn(lib), CALLBACKS_PLAN, steps_per_epoch=5,
+                              epochs=1)
+        pruned.compile(optimizer="adam",
+                       loss=lib.losses.SparseCategoricalCrossentropy(from_logits=True))
+        pruned.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=hooks)
+        assert kprune.sparsity_report(kprune.strip(pruned), plan=CALLBACKS_PLAN,
+                                      strict=True).ok
+        engine = "keras3" if lib is keras else "tf_keras"
+        assert (type(hooks[1].chosen).__module__ == "kprune.engines.keras3.callbacks") == (
+            engine == "keras3")
+
+
+def test_callbacks_without_a_model_used_before_fit_say_so():
+    update, guard, logger = kprune.callbacks()
+    assert guard.chosen is None and "chosen=NoneType" in repr(guard)
+    with pytest.raises(RuntimeError, match=r"before any model was set.*kprune.callbacks\(pruned\)"
+                                           r".*Received: role='guard'"):
+        guard.on_train_begin()
+    with pytest.raises(RuntimeError, match="before any model was set"):
+        guard.steps  # noqa: B018
+
+
+def test_an_engine_callback_of_an_unknown_role_is_refused():
+    from kprune.engines.callbacks import EngineCallback
+
+    with pytest.raises(ValueError, match=r"`role` must be one of \('update', 'guard', 'logger'\)"
+                                         r".*Received: role='summaries'"):
+        EngineCallback("summaries")
 
 
 def test_steps_per_execution_above_one_is_refused():
@@ -339,6 +459,7 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
 # -- TFLite export -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_keras3_export_variants_keep_2_4_in_the_file(tmp_path):
     from kprune.tflite import export, flatbuffer, measure
 
@@ -430,6 +551,7 @@ print(keras is first, keras.__version__, type(k3_pruned).__module__,
 """
 
 
+@pytest.mark.slow
 def test_importing_kprune_does_not_change_what_import_keras_gives():
     result = subprocess.run([sys.executable, "-c", MIXED_USE], capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
@@ -483,6 +605,51 @@ def test_seed_cnn_default_plan_on_real_mnist_jax_backend(mnist_dir, jax_env):
                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=jax_env)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_seed_run(json.loads(result.stdout.strip().splitlines()[-1]), "jax")
+
+
+# -- on JAX, the Keras 3 path loads neither tfmot nor tf_keras ----------------------------------------
+
+JAX_PATH_IMPORTS = """
+import json, sys
+import keras
+import numpy as np
+import kprune
+
+model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, name="conv"),
+                          keras.layers.Flatten(), keras.layers.Dense(16, name="fc"),
+                          keras.layers.Dense(4, name="head")])
+plan = kprune.PruningPlan.default()
+print(plan.resolve(model, steps_per_epoch=2, epochs=1))
+pruned = kprune.apply(model, plan, steps_per_epoch=2, epochs=1)
+pruned.compile(optimizer="adam", loss="mse")
+pruned.fit(np.zeros((16, 8, 8, 1), "float32"), np.zeros((16, 4), "float32"), batch_size=8,
+           verbose=0, callbacks=kprune.callbacks(strict=True))
+report = kprune.sparsity_report(kprune.strip(pruned), strict=True)
+from kprune import workflows                     # a seeded workflow too, with checkpoints
+from kprune.methods.trainer import Trainer
+x, y = np.random.default_rng(0).random((16, 8, 8, 1), "float32"), np.zeros((16, 4), "float32")
+result = workflows.gradual(model, 0.5, trainer=Trainer(x, y, batch_size=8, seed=0,
+                                                       compile=dict(optimizer="adam",
+                                                                    loss="mse")),
+                           epochs=1, checkpoint_dir=sys.argv[1])
+print(json.dumps({"backend": keras.backend.backend(), "ok": bool(report.ok),
+                  "loaded": sorted(name for name in ("tensorflow_model_optimization", "tf_keras")
+                                   if name in sys.modules)}))
+"""
+
+
+@pytest.mark.slow
+def test_pruning_a_keras3_model_on_jax_never_imports_tfmot_or_tf_keras(tmp_path):
+    pytest.importorskip("jax")
+    # as a JAX user starts: without the TF_USE_LEGACY_KERAS=1 that importing tfmot set in
+    # this test process (with it, TensorFlow, which Keras itself imports, loads tf_keras)
+    env = {key: value for key, value in os.environ.items() if key != "TF_USE_LEGACY_KERAS"}
+    env.update(KERAS_BACKEND="jax", PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", JAX_PATH_IMPORTS, str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts == {"backend": "jax", "ok": True, "loaded": []}
 
 
 # -- the README's Keras 3 example, run as a user runs it, on TensorFlow and on JAX ----------------

@@ -76,7 +76,12 @@ def _data(shape, integer, n=STEPS * BATCH):
     return x, rng.integers(0, 3, n)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# the recurrent, attention and 3-D cases train longest: in the slow tier only
+SLOW_CASES = {"LSTM", "GRU", "SimpleRNN", "MultiHeadAttention", "Conv3D"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c[0] in SLOW_CASES
+                                  else c for c in CASES], ids=[c[0] for c in CASES])
 def test_every_prunable_layer_type_is_pruned_where_the_report_looks(case):
     _, body, shape, integer, method, labels = case
     keras.utils.set_random_seed(0)

@@ -1,4 +1,4 @@
-"""The LeNet record recipes (issue 14), quick: a small MNIST subset, one epoch per stage.
+"""The LeNet record recipes, quick: a small MNIST subset, one epoch per stage.
 
 Each stage is checked on what it left behind: the dense control trained as long as the
 pruned model, the variational stage's zeros counted on the saved weights (kernels and

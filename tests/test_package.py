@@ -1,5 +1,8 @@
 """Package-level promises: one compat module, lazy top level, a public API that resolves."""
 
+import ast
+import functools
+import importlib
 import re
 import subprocess
 import sys
@@ -38,6 +41,79 @@ def test_importing_kprune_and_masks_does_not_start_tensorflow():
     assert result.stdout.strip() == "False", result.stderr
 
 
+def test_the_engine_choice_loads_neither_tfmot_nor_tf_keras():
+    # the public functions and their modules load the tf_keras engine only for a tf_keras
+    # model (kprune._compat imports TensorFlow, tf_keras and tfmot when first read)
+    code = ("import sys, kprune\n"
+            "from kprune import _compat\n"
+            "from kprune.engines import callbacks, saving, verify, wrap\n"
+            "hooks = kprune.callbacks(log_dir='logs')\n"
+            "for name in ('apply', 'callbacks', 'strip', 'sparsity_report', 'save_model',\n"
+            "             'load_model', 'PruningStepper', 'copy_model'):\n"
+            "    getattr(kprune, name)\n"
+            "print(sorted(m for m in ('tensorflow', 'tf_keras', 'tensorflow_model_optimization')\n"
+            "             if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr[-3000:]
+
+
+def test_compat_loads_tensorflow_when_first_read():
+    from kprune import _compat
+
+    assert _compat.keras.__name__ == "tf_keras" and _compat.tfmot.sparsity.keras
+    from kprune._compat import PruneLowMagnitude, tf
+
+    assert tf.__name__ == "tensorflow" and PruneLowMagnitude is _compat.PruneLowMagnitude
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        _compat.nothing_here  # noqa: B018
+
+
+def test_import_kprune_masks_does_not_start_tensorflow():
+    code = ("import sys\n"
+            "import kprune.masks\n"
+            "import kprune.plan, kprune.schedules, kprune.layers\n"
+            "assert kprune.masks is sys.modules['kprune.core.masks']\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.slow
+def test_import_kprune_name_works_for_every_submodule():
+    # ``import kprune.NAME`` (not only ``from kprune import NAME``) for every name, in a
+    # fresh process, each giving the module that lives in the subpackage.
+    lines = ["import importlib, sys"]
+    for name, real in sorted(kprune.SUBMODULES.items()):
+        lines += [f"import kprune.{name}",
+                  f"assert sys.modules['kprune.{name}'] is importlib.import_module('{real}')",
+                  f"assert kprune.{name}.__name__ == '{real}', kprune.{name}.__name__",
+                  f"assert kprune.{name}.__spec__.name == '{real}'"]
+    lines += ["from kprune.masks import n_m", "from kprune.export import to_tflite",
+              "print('ok')"]
+    result = subprocess.run([sys.executable, "-c", "\n".join(lines)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", sorted(kprune.SUBMODULES))
+def test_import_kprune_name_goes_through_the_alias_for_every_submodule(name, monkeypatch):
+    # in this process (the fresh-process test above is in the slow tier): the alias entry
+    # is dropped so that the import really goes through kprune's finder
+    real = kprune.SUBMODULES[name]
+    if real != f"kprune.{name}":
+        monkeypatch.delitem(sys.modules, f"kprune.{name}", raising=False)
+    module = importlib.import_module(f"kprune.{name}")
+    assert module is importlib.import_module(real) and module.__name__ == real
+    assert module.__spec__.name == real and sys.modules[f"kprune.{name}"] is module
+
+
+def test_import_of_an_unknown_kprune_module_still_fails():
+    with pytest.raises(ModuleNotFoundError, match="No module named 'kprune.nothing_here'"):
+        importlib.import_module("kprune.nothing_here")
+
+
 def test_every_public_name_resolves():
     for name in kprune.__all__:
         assert getattr(kprune, name) is not None, name
@@ -54,44 +130,157 @@ def test_every_submodule_is_reachable_from_the_top(name):
 
 
 # Levels of the layout, bottom first: a module may import from its own level or below.
-LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines": 1, "structural": 2,
-          "methods": 2, "tflite": 3, "experiments": 4, "cli": 5, "__init__": 5}
-KPRUNE_IMPORT = re.compile(r"^\s*(?:from|import)\s+kprune\.(\w+)", re.MULTILINE)
+# ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras engine's
+# wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and the choice
+# between the two); structural pruning below the methods that use it.
+LEVELS = {"_compat": 0, "_keras3": 0, "core": 0, "viz": 0, "progress": 0, "engines/keras3": 1,
+          "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4, "tflite": 5, "experiments": 6, "cli": 7,
+          "__init__": 7}
 
 
-def _level(path):
-    top = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
-    return top, LEVELS[top]
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _place(module):
+    """The level of a module (``kprune.engines.keras3.wrap`` -> ``engines/keras3``)."""
+    parts = module.split(".")[1:] or ["__init__"]
+    for depth in (2, 1):
+        place = "/".join(parts[:depth])
+        if place in LEVELS:
+            return place
+    raise KeyError(module)
+
+
+MODULES = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+@functools.cache
+def _parsed(module):
+    return ast.parse(MODULES[module].read_text())
+
+
+def imports_of(module, text=None):
+    """Every kprune module that ``module``'s code imports, at the top or inside a function:
+    ``from kprune.core import masks`` names ``kprune.core.masks``, ``from kprune.core.plan
+    import X`` names ``kprune.core.plan``. A package's ``__init__`` is named only when
+    the import names the package itself (``import kprune.structural``), or something in it
+    that is not a submodule."""
+    tree = _parsed(module) if text is None else ast.parse(text)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("kprune"))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+                node.module == "kprune" or node.module.startswith("kprune.")):
+            for alias in node.names:
+                child = f"{node.module}.{alias.name}"
+                found.add(child if child in MODULES else node.module)
+    found.discard(module)
+    return {name for name in found if name != "kprune" or module == "kprune"}
+
+
+def import_graph():
+    """``{module: {modules it imports}}`` over the whole package."""
+    return {module: imports_of(module) for module in MODULES}
+
+
+def import_cycles(graph):
+    """Every strongly connected group of two or more modules (each one cycle or more), and
+    every module that imports itself, sorted; Tarjan's algorithm."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_imports_point_down_only():
+    upward = []
+    for module in MODULES:
+        place = _place(module)
+        for target in imports_of(module):
+            if LEVELS[_place(target)] > LEVELS[place]:
+                upward.append(f"{module} imports {target}")
+    assert upward == []
+
+
+def test_inside_the_package_modules_are_imported_by_their_full_path():
+    aliases = []
+    for module, path in MODULES.items():
+        if module == "kprune":
+            continue
+        for names in FROM_KPRUNE.findall(path.read_text()):
+            aliases += [f"{module} imports {name} from kprune"
+                        for name in names.replace(" ", "").split(",")
+                        if kprune.SUBMODULES.get(name, f"kprune.{name}") != f"kprune.{name}"]
+    assert aliases == []
 
 
 FROM_KPRUNE = re.compile(r"^\s*from\s+kprune\s+import\s+([\w, ]+)$", re.MULTILINE)
 
 
-def test_imports_point_down_only():
-    upward = []
-    for path in PACKAGE.rglob("*.py"):
-        top, level = _level(path)
-        text = path.read_text()
-        for target in KPRUNE_IMPORT.findall(text):
-            if LEVELS[target] > level:
-                upward.append(f"{path.relative_to(PACKAGE)} imports kprune.{target}")
-        if top == "__init__":
-            continue
-        for names in FROM_KPRUNE.findall(text):  # inside the package, import by full path
-            upward += [f"{path.relative_to(PACKAGE)} imports {name} from kprune"
-                       for name in names.replace(" ", "").split(",")
-                       if kprune.SUBMODULES.get(name, f"kprune.{name}") != f"kprune.{name}"]
-    assert upward == []
+def test_no_import_cycle_between_modules():
+    assert import_cycles(import_graph()) == []
 
 
-def test_the_import_direction_check_catches_an_upward_import(tmp_path):
-    text = "from kprune.experiments import data\n"
-    assert [t for t in KPRUNE_IMPORT.findall(text) if LEVELS[t] > LEVELS["core"]] == ["experiments"]
+def test_the_import_checks_catch_an_upward_import_and_a_cycle():
+    text = "def later():\n    from kprune.experiments import data\n"
+    assert imports_of("kprune.core.masks", text) == {"kprune.experiments.data"}
+    assert LEVELS[_place("kprune.experiments.data")] > LEVELS[_place("kprune.core.masks")]
+    assert _place("kprune.engines.keras3.wrap") == "engines/keras3"
+    assert LEVELS["engines/keras3"] < LEVELS["engines"] and LEVELS["structural"] < LEVELS[
+        "methods"]
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert import_cycles(graph) == [["a", "b", "c"], ["e"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_every_module_belongs_to_a_level():
-    tops = {_level(path)[0] for path in PACKAGE.rglob("*.py")}
-    assert tops <= set(LEVELS)
+    assert all(_place(module) in LEVELS for module in MODULES)
+
+
+def test_names_that_moved_are_still_reachable_where_they_were():
+    from kprune.engines import callbacks, classifier, wrap
+    from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
+    from kprune.engines.tfkeras import wrapper
+
+    for name in ("compile_classifier", "accuracy", "ends_in_softmax"):
+        assert getattr(kprune.trainer, name) is getattr(classifier, name)
+    assert kprune.models.compile_classifier is classifier.compile_classifier
+    assert kprune.export.pqat_int8 is kprune.pqat.pqat_int8
+    assert wrap.PruneLowMagnitude is wrapper.PruneLowMagnitude
+    for name in ("SparsityLogger", "ScheduleGuard", "wrapped_layers", "final_step",
+                 "training_step"):
+        assert getattr(callbacks, name) is getattr(tf_keras_callbacks, name)
+    assert callbacks.ScheduleWarning is kprune.core.pruning_logs.ScheduleWarning
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        callbacks.nothing_here  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        wrap.nothing_here  # noqa: B018
 
 
 def test_unknown_attribute_is_an_attribute_error():

@@ -189,6 +189,7 @@ def exported(tmp_path_factory):
     return model, x, y, out, runs
 
 
+@pytest.mark.slow
 def test_export_variants_shows_progress(exported, tmp_path, capsys):
     from kprune import export
 

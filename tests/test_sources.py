@@ -164,6 +164,7 @@ def test_fashion_mnist_without_the_keras_cache_says_where_it_looked(monkeypatch,
         load_data("fashion-mnist")
 
 
+@pytest.mark.slow
 def test_mnist_idx_folder_is_read_as_before(mnist_dir):
     from kprune.experiments.data import load_mnist
 
@@ -384,6 +385,7 @@ def small_npz(tmp_path_factory):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=0, max_value=10_000),
        flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)), max_size=6))
+@pytest.mark.slow
 def test_damaged_npz_gets_one_line_through_the_cli(files, small_npz, tmp_path, cut, flips,
                                                    capsys):
     raw = bytearray(small_npz[: max(cut, len(small_npz) // 3) if cut < len(small_npz) else None])

@@ -173,6 +173,7 @@ def test_drop_by_count_l1():
     assert "b2_add" not in names and "b1_add" in names
 
 
+@pytest.mark.slow
 def test_drop_by_count_sensitivity():
     keras.utils.set_random_seed(0)
     model = _resnet()

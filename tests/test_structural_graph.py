@@ -454,6 +454,7 @@ def test_nested_models_are_followed_through_and_come_back_flat():
     assert any((a != b).any() for a, b in zip(before, zeroed))  # the zeroing was real
 
 
+@pytest.mark.slow
 def test_a_backbone_called_as_a_layer_is_pruned_like_the_application_itself():
     base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
                                           include_top=False, weights=None)

@@ -45,6 +45,7 @@ def test_taylor_scores_are_w_times_the_gradient_checked_by_finite_differences():
     np.testing.assert_allclose(scores["fc"], expected, rtol=2e-2)
 
 
+@pytest.mark.slow
 def test_taylor_prunes_an_application_model_to_a_runnable_smaller_one():
     model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
                                            weights=None, classes=10)

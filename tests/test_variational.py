@@ -201,6 +201,7 @@ def test_sparsity_grows_during_training_and_the_input_is_untouched(mnist_small, 
     assert accuracy > 0.7   # the KL term weighs 3,000 images heavily: far above chance (0.1)
 
 
+@pytest.mark.slow
 def test_distill_trains_towards_the_dense_models_predictions(seeded):
     """Labels that always contradict a confident dense model: without distillation the
     sparse copy learns them and leaves the dense model's answers; with ``distill=0.9`` it
@@ -223,6 +224,7 @@ def test_distill_trains_towards_the_dense_models_predictions(seeded):
     assert agreement(0.9, small_model(), teacher=teacher) > 0.8
 
 
+@pytest.mark.slow
 def test_the_finetune_distils_its_own_teacher(seeded):
     """The variational stage distils the model it starts from; ``finetune_teacher`` is
     what the fine-tune (with the zeros held) learns from instead."""
@@ -252,6 +254,7 @@ def confident(model, x):
     return model
 
 
+@pytest.mark.slow
 def test_distillation_loss_is_hintons_at_any_temperature(seeded, tmp_path):
     """The compiled loss is ``(1 - d) * CE(labels, p) + d * T**2 * CE(q_T, p_T)``, the
     teacher's and the model's probabilities softened by ``T`` (checked in numpy), and the
@@ -306,6 +309,7 @@ class _Kill(keras.callbacks.Callback):
     (2, [2, 0, 1]),   # in the variational stage: its last epoch, then the fine-tune
     (4, [1]),         # in the fine-tune: only its last epoch
 ])
+@pytest.mark.slow
 def test_sparsify_resumes_from_its_epoch_checkpoints(seeded, tmp_path, killed_after, resumed):
     x = np.random.default_rng(0).random((128, 12, 12, 1), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 3, 128)

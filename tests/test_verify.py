@@ -41,6 +41,7 @@ def test_strip_gives_a_plain_independent_model_with_masks_applied():
         plan.resolve(final)["haed"]
 
 
+@pytest.mark.slow
 def test_report_uses_the_plan_apply_attached():
     x, y = images()
     pruned = train(kprune.apply(tiny_cnn(), steps_per_epoch=4, epochs=1), x, y)
@@ -52,7 +53,8 @@ def test_report_uses_the_plan_apply_attached():
 
 
 def test_one_channel_conv_is_not_called_2_4_although_tfmot_says_so():
-    # Trap 4: tfmot's 2:4 on a conv with one input channel zeroes nothing.
+    # tfmot's 2:4 on a conv with one input channel zeroes nothing (and its own
+    # is_pruned_m_by_n still says True: the padding satisfies it).
     conv = keras.layers.Conv2D(8, 3, name="conv")
     wrapped = _compat.tfmot.sparsity.keras.prune_low_magnitude(
         conv, sparsity_m_by_n=(2, 4)

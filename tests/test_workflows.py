@@ -307,6 +307,7 @@ def test_trainer_bad_arguments(mnist_small):
     assert Trainer(x, y, batch_size=64).steps_per_epoch == 63
 
 
+@pytest.mark.slow
 def test_rewind_keeps_the_mask_on_a_separable_pointwise_kernel():
     # The weight tfmot prunes in a SeparableConv2D is pointwise_kernel, not depthwise_kernel:
     # rewinding must hold that mask through retraining (it used to retrain it dense).

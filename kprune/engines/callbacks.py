@@ -6,181 +6,190 @@ Example:
     >>> history.history["sparsity/fc1"]      # one layer
 """
 
-import warnings
-
-import numpy as np
-
 from kprune import _compat
 from kprune.core.checks import is_keras3
+from kprune.core.pruning_logs import ScheduleWarning, report_short, write_sparsity_logs
 from kprune.engines import distribute
 
-__all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "ScheduleWarning", "PruningStepper",
-           "wrapped_layers", "final_step", "training_step", "write_sparsity_logs",
-           "report_short"]
+# The tf_keras engine's callbacks live in kprune.engines.tfkeras.callbacks (which imports
+# tf_keras and tfmot); they are named here too, and loaded only when asked for.
+_TF_KERAS = ("SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity", "final_step",
+             "training_step")
+
+__all__ = ["callbacks", "ScheduleWarning", "PruningStepper", "EngineCallback",
+           "is_schedule_guard", "write_sparsity_logs", "report_short", *_TF_KERAS]
 
 
-class ScheduleWarning(UserWarning):
-    """A pruning fit ended before a layer's schedule reached its final sparsity."""
+def __getattr__(name):
+    if name in _TF_KERAS:
+        from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
 
-
-def wrapped_layers(model):
-    """``(path, wrapper)`` for every tfmot pruning wrapper in ``model``, nested ones included."""
-    return [
-        (path, layer)
-        for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
-    ]
-
-
-def mask_sparsity(wrapper):
-    """``(zeros, size)`` of a wrapper's kernel mask: what the pruned kernel will be."""
-    zeros = size = 0
-    for _, mask, _ in wrapper.pruning_vars:
-        values = np.asarray(mask.numpy())
-        zeros += int(values.size - np.count_nonzero(values))
-        size += int(values.size)
-    return zeros, size
-
-
-class SparsityLogger(_compat.keras.callbacks.Callback):
-    """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs.
-
-    Because it reports through ``logs``, History, CSVLogger and TensorBoard all see the
-    values; put it before a CSVLogger in the callbacks list.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
-                                for path, wrapper in wrapped_layers(self.model)])
-
-
-def write_sparsity_logs(logs, counts):
-    """Write ``sparsity/<path>`` and overall ``sparsity`` into ``logs`` from
-    ``(path, zeros, size)`` of each pruned layer's masks (both engines' loggers use it)."""
-    total_zeros = total_size = 0
-    for path, zeros, size in counts:
-        logs[f"sparsity/{path}"] = zeros / size if size else 0.0
-        total_zeros, total_size = total_zeros + zeros, total_size + size
-    logs["sparsity"] = total_zeros / total_size if total_size else 0.0
-
-
-def final_step(wrapper):
-    """The training step at which ``wrapper``'s mask first reaches its final sparsity.
-
-    tfmot computes an N:M mask at step 1; a ``ConstantSparsity`` prunes to its target at
-    ``begin_step``; a ``PolynomialDecay`` reaches its target at ``end_step``.
-    """
-    if wrapper.sparsity_m_by_n:
-        return 1
-    config = wrapper.pruning_schedule.get_config()["config"]
-    if isinstance(wrapper.pruning_schedule, _compat.tfmot.sparsity.keras.ConstantSparsity):
-        return int(config["begin_step"])
-    return int(config["end_step"])
-
-
-class ScheduleGuard(_compat.keras.callbacks.Callback):
-    """At the end of ``fit``, checks that every pruned layer reached its final step.
-
-    A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
-    (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
-    the target, which nothing else would notice. Warns (:class:`ScheduleWarning`) by
-    default; raises RuntimeError with ``strict=True``.
-
-    Example:
-        >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(strict=True))
-    """
-
-    def __init__(self, *, strict=False):
-        super().__init__()
-        self.strict = strict
-        self.steps = 0
-        self._first_step = 0
-
-    # No per-batch hook: a callback overriding on_train_batch_end makes Keras call Python
-    # after every step; the steps of this fit are read from the step counters instead.
-    def on_train_begin(self, logs=None):
-        self.steps = 0
-        self._first_step = training_step(self.model)
-
-    def on_train_end(self, logs=None):
-        self.steps = training_step(self.model) - self._first_step
-        short = []
-        for path, wrapper in wrapped_layers(self.model):
-            reached = int(_compat.keras.backend.get_value(wrapper.pruning_step))
-            needed = final_step(wrapper)
-            if reached < needed:
-                short.append(f"{path} at step {reached} of {needed} "
-                             f"({needed - reached} steps short)")
-        report_short(short, self.steps, strict=self.strict)
-
-
-def training_step(model):
-    """How many training steps ``model`` has run: its optimizer's ``iterations`` (the
-    wrappers' largest ``pruning_step`` if it has no optimizer), read without a callback
-    per batch.
-
-    Example:
-        >>> before = training_step(pruned); pruned.fit(x, y, epochs=1, callbacks=callbacks())
-        >>> training_step(pruned) - before          # the steps of that fit
-        469
-    """
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is not None:
-        return int(_compat.keras.backend.get_value(optimizer.iterations))
-    steps = [int(_compat.keras.backend.get_value(wrapper.pruning_step))
-             for _, wrapper in wrapped_layers(model)]
-    return max([0, *steps])
-
-
-def report_short(short, steps, *, strict):
-    """Warn (or raise, if ``strict``) that the layers in ``short`` (``"path at step N of M
-    (K steps short)"``) ended a fit of ``steps`` steps below their final sparsity."""
-    if not short:
-        return
-    message = (
-        f"Pruning stopped short of the plan's final sparsity: {'; '.join(short)}. This "
-        f"fit ran {steps} training steps; the schedules were derived for more "
-        "(kprune.apply's steps_per_epoch x epochs). Steps per epoch differ when fit uses "
-        "validation_split, a drop_remainder dataset or a shorter generator: pass the "
-        "real number of batches per epoch to kprune.apply."
-    )
-    if strict:
-        raise RuntimeError(message)
-    warnings.warn(message, ScheduleWarning, stacklevel=3)
+        return getattr(tf_keras_callbacks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
-    """What ``model.fit`` needs to prune: tfmot's ``UpdatePruningStep``, sparsity logs and a
-    check that the schedules were really completed.
+    """What ``model.fit`` needs to prune: the step counter (tfmot's ``UpdatePruningStep`` on
+    tf_keras, kprune's own on Keras 3), sparsity logs and a check that the schedules were
+    really completed.
 
     Args:
-        model: the pruned model the callbacks are for. Needed for a Keras 3 model (it
-            selects kprune's Keras 3 engine); optional for tf_keras (tfmot) models.
-        log_dir: also write tfmot's TensorBoard pruning summaries there.
-        log_sparsity: add :class:`SparsityLogger` (per-layer and overall sparsity in logs).
-        strict: make :class:`ScheduleGuard` raise, instead of warn, when a fit ends
-            before a layer reached its final sparsity.
+        model: the pruned model the callbacks are for, to choose its engine now and check
+            it. Optional: without it, each callback chooses its engine from the model that
+            ``fit`` hands it (Keras calls ``set_model`` on every callback), so the same
+            line serves tf_keras and Keras 3 models.
+        log_dir: also write TensorBoard summaries there (tfmot's pruning summaries on
+            tf_keras, Keras's own ``TensorBoard`` callback, which shows the sparsity logs,
+            on Keras 3).
+        log_sparsity: add a sparsity logger (per-layer and overall sparsity in logs).
+        strict: make the schedule guard raise, instead of warn, when a fit ends before a
+            layer reached its final sparsity.
 
-    Without ``UpdatePruningStep`` tfmot fails with an InvalidArgumentError at the first batch.
+    Without ``UpdatePruningStep`` tfmot fails with an InvalidArgumentError at the first
+    batch, and a Keras 3 pruning layer refuses to train.
 
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(log_dir="logs"))
-        >>> keras3_pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(keras3_pruned))
+        >>> keras3_pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks())
     """
-    if model is not None and is_keras3(model):
+    options = dict(log_dir=log_dir, log_sparsity=log_sparsity, strict=strict)
+    if model is None:
+        return [EngineCallback(role, **options) for role in _roles(**options)]
+    return _engine_callbacks(model, **options)
+
+
+def is_schedule_guard(callback):
+    """True for the schedule guard of either engine, or a :class:`EngineCallback` that
+    becomes one (a fit that runs part of an epoch leaves it out).
+
+    Example:
+        >>> [is_schedule_guard(c) for c in kprune.callbacks()]
+        [False, True, False]
+    """
+    if isinstance(callback, EngineCallback):
+        return callback.role == "guard"
+    return type(callback).__name__ == "ScheduleGuard" and type(callback).__module__ in (
+        "kprune.engines.tfkeras.callbacks", "kprune.engines.keras3.callbacks")
+
+
+def _roles(*, log_dir, log_sparsity, strict):
+    return (["update", "guard"] + (["logger"] if log_sparsity else [])
+            + (["summaries"] if log_dir is not None else []))
+
+
+def _engine_callbacks(model, *, log_dir, log_sparsity, strict):
+    """The callbacks of ``model``'s engine, in the order of :func:`_roles`."""
+    if is_keras3(model):
         from kprune.engines.keras3 import callbacks as keras3_callbacks
 
         return keras3_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
                                           strict=strict)
-    if model is not None:
-        _compat.check_model(model)
-    result = [_compat.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
-    if log_sparsity:
-        result.append(SparsityLogger())
-    if log_dir is not None:
-        result.append(_compat.tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
-    return result
+    from kprune.engines.tfkeras import callbacks as tf_keras_callbacks
+
+    return tf_keras_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
+                                        strict=strict)
+
+
+_HOOKS = [f"on_{stage}_{when}" for stage in ("train", "test", "predict", "epoch")
+          for when in ("begin", "end")] + [
+    f"on_{kind}batch_{when}" for kind in ("", "train_", "test_", "predict_")
+    for when in ("begin", "end")]
+
+
+class EngineCallback:
+    """One callback of ``kprune.callbacks()``, whose engine is chosen from the model that
+    ``fit`` hands it: on ``set_model`` it becomes (and forwards every hook to) the tf_keras
+    or the Keras 3 callback of its role, so one callbacks line serves both Kerases.
+
+    ``role`` is ``"update"`` (the step counter), ``"guard"`` (the schedule check),
+    ``"logger"`` (sparsity logs) or ``"summaries"`` (TensorBoard); ``chosen`` is the
+    engine's callback once a model was set (None before).
+
+    Example:
+        >>> update, guard, logger = kprune.callbacks()
+        >>> keras3_pruned.fit(x, y, callbacks=[update, guard, logger])
+        >>> type(guard.chosen).__module__
+        'kprune.engines.keras3.callbacks'
+    """
+
+    def __init__(self, role, *, log_dir=None, log_sparsity=True, strict=False):
+        roles = _roles(log_dir=log_dir, log_sparsity=log_sparsity, strict=strict)
+        if role not in roles:
+            raise ValueError(f"Argument `role` must be one of {tuple(roles)} with these "
+                             f"options. Received: role={role!r}")
+        self.role = role
+        self._options = dict(log_dir=log_dir, log_sparsity=log_sparsity, strict=strict)
+        self.chosen = None
+        self.model = None
+        self.params = {}
+
+    # Keras 3 asks before set_model whether batch ends can be dispatched asynchronously:
+    # they can, except for TensorBoard (its batch-end hook writes).
+    @property
+    def async_safe(self):
+        return self.role != "summaries"
+
+    def set_model(self, model):
+        if self.chosen is None or is_keras3(self.chosen) != is_keras3(model):
+            options = self._options
+            chosen = _engine_callbacks(model, **options)[_roles(**options).index(self.role)]
+            if self.params:
+                chosen.set_params(self.params)
+            self.chosen = chosen
+            for hook in _HOOKS:  # from now on, Keras calls the engine's hooks directly
+                setattr(self, hook, getattr(chosen, hook))
+        self.chosen.set_model(model)
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+        if self.chosen is not None:
+            self.chosen.set_params(params)
+
+    # tf_keras asks these (after set_model) to skip the batch hooks nobody implements
+    def _implements_train_batch_hooks(self):
+        return self._chosen()._implements_train_batch_hooks()
+
+    def _implements_test_batch_hooks(self):
+        return self._chosen()._implements_test_batch_hooks()
+
+    def _implements_predict_batch_hooks(self):
+        return self._chosen()._implements_predict_batch_hooks()
+
+    @property
+    def _supports_tf_logs(self):
+        return getattr(self.chosen, "_supports_tf_logs", False)
+
+    def _chosen(self):
+        if self.chosen is None:
+            raise RuntimeError(
+                "kprune.callbacks() without a model choose their engine when Keras hands "
+                "them the model (`set_model`, which `fit` calls); this one was used before "
+                f"any model was set. Pass them to `model.fit(..., callbacks=...)`, or give "
+                f"the model: kprune.callbacks(pruned). Received: role={self.role!r}"
+            )
+        return self.chosen
+
+    def __getattr__(self, name):  # the chosen callback's state (guard.steps, ...)
+        if name.startswith("__") or name in ("chosen", "role", "_options"):
+            raise AttributeError(name)
+        return getattr(self._chosen(), name)
+
+    def __repr__(self):
+        return f"EngineCallback(role={self.role!r}, chosen={type(self.chosen).__name__})"
+
+
+def _forward(hook):
+    def forward(self, *args, **kwargs):
+        return getattr(self._chosen(), hook)(*args, **kwargs)
+
+    forward.__name__ = hook
+    return forward
+
+
+for _hook in _HOOKS:
+    setattr(EngineCallback, _hook, _forward(_hook))
+del _hook
 
 
 class PruningStepper:
@@ -192,7 +201,7 @@ class PruningStepper:
 
     On tf_keras, tfmot's wrappers count steps and update masks themselves (``step()``
     does nothing). On Keras 3 (any backend) ``step()`` advances the step and recomputes
-    the masks at the schedule's firing steps, as ``fit`` with ``kprune.callbacks(model)``
+    the masks at the schedule's firing steps, as ``fit`` with ``kprune.callbacks()``
     does; it returns True when it changed them (on JAX, a loop that holds the model's
     state itself, through ``stateless_call``, reads ``model.non_trainable_variables``
     again then).
@@ -214,6 +223,8 @@ class PruningStepper:
             keras3_callbacks.callbacks(model)  # checks the model and its pruning layers
             self._update = keras3_callbacks.UpdatePruningStep()
         else:
+            from kprune.engines.tfkeras.callbacks import wrapped_layers
+
             _compat.check_model(model)
             if not wrapped_layers(model):
                 raise ValueError(

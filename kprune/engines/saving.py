@@ -22,7 +22,6 @@ from pathlib import Path
 from kprune import _compat
 from kprune.core.checks import is_keras3
 from kprune.core.plan import ResolvedPlan
-from kprune.engines.wrap import PruneLowMagnitude
 
 __all__ = ["save_model", "load_model", "keras_major_version"]
 
@@ -108,7 +107,6 @@ def load_model(path, *, compile=True, custom_objects=None):
     problem = _file_problem(path)
     if problem:
         raise ValueError(f"{path}: not a readable Keras model file ({problem})")
-    objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
     try:
         if keras_major_version(path) >= 3:  # saved from Keras 3: a Keras 3 model again
             from kprune.engines.keras3 import saving as keras3_saving
@@ -116,6 +114,9 @@ def load_model(path, *, compile=True, custom_objects=None):
             model = keras3_saving.load_model(path, compile=compile,
                                              custom_objects=custom_objects)
         else:
+            from kprune.engines.tfkeras.wrapper import PruneLowMagnitude
+
+            objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
             with _compat.tfmot.sparsity.keras.prune_scope():
                 model = _compat.keras.models.load_model(
                     str(path), custom_objects=objects, compile=compile

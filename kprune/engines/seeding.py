@@ -26,7 +26,8 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int, is_keras3
 
-__all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds", "epoch_seeds"]
+__all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds",  # noqa: F822 (__getattr__)
+           "epoch_seeds"]
 
 
 def set_seed(seed, model=None):
@@ -37,11 +38,12 @@ def set_seed(seed, model=None):
         >>> set_seed(0)
     """
     check_int(seed, "seed", minimum=0)
-    _compat.keras.utils.set_random_seed(seed)
-    if model is not None and is_keras3(model):
-        from kprune import _keras3
+    if model is not None and is_keras3(model):  # Python, numpy, TensorFlow if installed, and
+        from kprune import _keras3  # the backend's generators: no tf_keras needed
 
         _keras3.keras.utils.set_random_seed(seed)
+    else:
+        _compat.keras.utils.set_random_seed(seed)
 
 
 @contextlib.contextmanager
@@ -79,7 +81,7 @@ def epoch_seed(seed, epoch):
     return int(np.random.default_rng([seed, epoch, 1]).integers(2**31 - 1))
 
 
-class EpochSeeds(_compat.keras.callbacks.Callback):
+class _TfRandomEpochs:
     """Random layers draw, in each epoch, what ``(seed, epoch)`` says, whatever came before.
 
     TensorFlow keeps the state of the random ops Dropout uses inside the compiled train
@@ -112,6 +114,18 @@ class EpochSeeds(_compat.keras.callbacks.Callback):
             if isinstance(state, _compat.tf.random.Generator):
                 state.reset_from_seed(seed)
         self.model.make_train_function(force=True)
+
+
+@functools.cache
+def _tf_keras_epoch_seeds():
+    return type("EpochSeeds", (_TfRandomEpochs, _compat.keras.callbacks.Callback),
+                {"__doc__": _TfRandomEpochs.__doc__, "__module__": __name__})
+
+
+def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
+    if name == "EpochSeeds":
+        return _tf_keras_epoch_seeds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _all_layers(model):
@@ -167,4 +181,4 @@ def epoch_seeds(model, seed):
     Example:
         >>> model.fit(x, y, epochs=3, callbacks=[epoch_seeds(model, 0)])
     """
-    return _keras3_epoch_seeds()(seed) if is_keras3(model) else EpochSeeds(seed)
+    return _keras3_epoch_seeds()(seed) if is_keras3(model) else _tf_keras_epoch_seeds()(seed)

@@ -25,7 +25,7 @@ from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 from kprune.engines import distribute
 
-__all__ = ["strip", "sparsity_report", "SparsityReport", "LayerSparsity"]
+__all__ = ["strip", "check_stripped", "sparsity_report", "SparsityReport", "LayerSparsity"]
 
 # How far an unstructured layer's achieved sparsity may be from its target.
 TOLERANCE = 0.01
@@ -41,15 +41,17 @@ def strip(model):
         >>> final = kprune.strip(pruned)
         >>> final.save("pruned.keras")
     """
-    from kprune.engines.callbacks import wrapped_layers
-    from kprune.engines.wrap import copy_model
-
     if is_keras3(model):
         from kprune.engines.keras3 import verify as keras3_verify
 
         return keras3_verify.strip(model)
+    from kprune.engines.tfkeras.callbacks import wrapped_layers
+    from kprune.engines.wrap import copy_model
+
     _compat.check_model(model)
-    with distribute.scope(model):  # a cross-replica write under tf.distribute (trap 16)
+    # under tf.distribute, weight_mask_op() in cross-replica context fails ('tuple indices
+    # must be integers or slices, not MirroredVariable'): write inside the strategy's scope
+    with distribute.scope(model):
         for _, wrapper in wrapped_layers(model):
             wrapper.pruning_obj.weight_mask_op()
 
@@ -67,6 +69,26 @@ def strip(model):
     if plan is not None:
         stripped._kprune_plan = plan
     return stripped
+
+
+def check_stripped(model):
+    """Raise unless ``model`` (tf_keras or Keras 3) is a checked model with no pruning
+    wrapper left, as export and quantization-aware training need.
+
+    Example:
+        >>> check_stripped(kprune.strip(pruned))
+        >>> check_stripped(pruned)
+        Traceback (most recent call last):
+        ValueError: Argument `model` still has pruning wrappers on layers ['fc1']; ...
+    """
+    wrapped = [path for path, layer in layers.model_layers(model)
+               if layers.unwrap(layer) is not layer]
+    if wrapped:
+        raise ValueError(
+            "Argument `model` still has pruning wrappers on layers "
+            f"{wrapped}; call kprune.strip first (final = kprune.strip(pruned)) and "
+            f"export the result. Received: model={model.name!r}"
+        )
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,15 @@ from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan
 from kprune.engines import distribute
 
-__all__ = ["apply", "copy_model", "PruneLowMagnitude"]
+__all__ = ["apply", "copy_model", "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
 
 
-@_compat.keras.utils.register_keras_serializable(package="kprune")
-class PruneLowMagnitude(_compat.PruneLowMagnitude):
-    """tfmot's pruning wrapper (same name, same behaviour) whose config keeps ``sparsity_m_by_n``.
+def __getattr__(name):  # tfmot's wrapper as kprune saves it, loaded only when asked for
+    if name == "PruneLowMagnitude":
+        from kprune.engines.tfkeras.wrapper import PruneLowMagnitude
 
-    tfmot's own ``get_config`` drops it, so a saved and reloaded 2:4 layer silently
-    becomes an unstructured one. Everything else is tfmot's.
-    """
-
-    def get_config(self):
-        config = super().get_config()
-        config["sparsity_m_by_n"] = (
-            None if self.sparsity_m_by_n is None else list(self.sparsity_m_by_n)
-        )
-        return config
+        return PruneLowMagnitude
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def copy_model(model, *, strategy=None):
@@ -103,6 +95,8 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
 
 
 def _wrap_layer(layer, row):
+    from kprune.engines.tfkeras.wrapper import PruneLowMagnitude
+
     if row.method == "m_by_n":
         tfmot_schedule = _compat.tfmot.sparsity.keras.ConstantSparsity(row.target, 0)
         return PruneLowMagnitude(

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from kprune import _compat
-from kprune.methods.trainer import compile_classifier
+from kprune.engines.classifier import compile_classifier
 
 __all__ = [
     "MODELS",

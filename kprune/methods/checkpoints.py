@@ -33,7 +33,8 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import is_keras3
 
-__all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints", "fit_checkpoints",
+__all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints",  # noqa: F822 (module __getattr__)
+           "fit_checkpoints",
            "resumable_fit", "run_checkpoints", "optimizer_variables"]
 
 STATE_FILE = "state.json"
@@ -291,8 +292,17 @@ class _FitCheckpoints:
         self.store.prune(f"{self.key}-epoch")
 
 
-class FitCheckpoints(_FitCheckpoints, _compat.keras.callbacks.Callback):
-    """:class:`_FitCheckpoints` as a tf_keras callback (see there)."""
+@functools.cache
+def _tf_keras_fit_checkpoints():
+    return type("FitCheckpoints", (_FitCheckpoints, _compat.keras.callbacks.Callback),
+                {"__doc__": ":class:`_FitCheckpoints` as a tf_keras callback (see there).",
+                 "__module__": __name__})
+
+
+def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
+    if name == "FitCheckpoints":
+        return _tf_keras_fit_checkpoints()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -315,7 +325,7 @@ def fit_checkpoints(model, store, key, *, state, resume_from=None):
     Example:
         >>> saver = fit_checkpoints(pruned, store, "prune-r0", state=lambda: {})
     """
-    cls = _keras3_fit_checkpoints() if is_keras3(model) else FitCheckpoints
+    cls = _keras3_fit_checkpoints() if is_keras3(model) else _tf_keras_fit_checkpoints()
     return cls(store, key, state=state, resume_from=resume_from)
 
 

@@ -2,8 +2,8 @@
 
 :class:`Trainer` runs ``model.fit`` on arrays (or your own fit callable) and scores a
 model on validation data; :func:`compile_classifier` compiles a classifier the way
-kprune's workflows, recipes and PQAT do; :func:`accuracy` is ``argmax == label``;
-:func:`split_validation` holds a validation split out of the training data, so that
+kprune's workflows, recipes and PQAT do and :func:`accuracy` is ``argmax == label`` (both
+from :mod:`kprune.engines.classifier`, here too); :func:`split_validation` holds a validation split out of the training data, so that
 choices made on validation accuracy (``accuracy_floor``, a sensitivity scan) never
 look at the test split that is reported.
 
@@ -18,9 +18,10 @@ import math
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int, is_keras3
+from kprune.core.checks import check_int
 from kprune.engines import seeding
-from kprune.engines.callbacks import ScheduleGuard
+from kprune.engines.callbacks import is_schedule_guard
+from kprune.engines.classifier import accuracy, compile_classifier, ends_in_softmax
 
 __all__ = ["Trainer", "accuracy", "compile_classifier", "ends_in_softmax", "split_validation",
            "validation_indices"]
@@ -187,7 +188,7 @@ class Trainer:
         ``initial_epoch`` (built-in fit only) resumes a fit: epochs ``initial_epoch`` to
         ``epochs - 1`` run, as in Keras. ``initial_step`` (seeded trainer only) starts
         inside epoch ``initial_epoch``, after that many of its batches: the rest of that
-        epoch runs as a fit of its own (without :class:`ScheduleGuard`), then the others.
+        epoch runs as a fit of its own (without the schedule guard), then the others.
         """
         check_int(epochs, "epochs")
         check_int(initial_epoch, "initial_epoch", minimum=0)
@@ -211,7 +212,7 @@ class Trainer:
             with seeding.deterministic(self.seed, model):
                 history = None
                 if initial_step:  # the rest of the interrupted epoch
-                    partial = [c for c in callbacks if not isinstance(c, ScheduleGuard)]
+                    partial = [c for c in callbacks if not is_schedule_guard(c)]
                     history = model.fit(
                         self._epochs_dataset(initial_epoch, initial_epoch + 1,
                                              skip=initial_step),
@@ -340,65 +341,3 @@ def _validation_size(validation, n_examples):
             f"validation={validation!r} for {n_examples} examples"
         )
     return n
-
-
-def accuracy(model, x, y, *, batch_size=256):
-    """Classification accuracy: ``argmax(model.predict(x)) == y`` (integer or one-hot ``y``)."""
-    predictions = model.predict(x, batch_size=batch_size, verbose=0)
-    y = np.asarray(y)
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = np.argmax(y, axis=-1)
-    return float(np.mean(np.argmax(predictions, axis=-1) == y.reshape(-1)))
-
-
-def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logits=None):
-    """Compile ``model`` (tf_keras or Keras 3) for MNIST-style classification; return it.
-
-    ``optimizer`` (a Keras optimizer name, Adam by default) at ``learning_rate``,
-    ``SparseCategoricalCrossentropy`` and accuracy.
-    ``from_logits=None`` reads it from the last layer: ``False`` if its
-    activation is softmax, else ``True`` (the built-in models return logits).
-
-    Example:
-        >>> model = compile_classifier(build("tfmot-cnn"), learning_rate=1e-3)
-        >>> model.fit(x_train, y_train, epochs=1)
-    """
-    if (
-        isinstance(learning_rate, bool)
-        or not isinstance(learning_rate, (int, float))
-        or not learning_rate > 0
-    ):
-        raise ValueError(
-            "Argument `learning_rate` must be a positive number. "
-            f"Received: learning_rate={learning_rate!r}"
-        )
-    if from_logits is None:
-        from_logits = not ends_in_softmax(model)
-    if is_keras3(model):
-        from kprune._keras3 import keras
-    else:
-        keras = _compat.keras
-    model.compile(  # keywords only: Keras 3's third positional argument is loss_weights
-        optimizer=keras.optimizers.get(
-            {"class_name": optimizer, "config": {"learning_rate": learning_rate}}
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=bool(from_logits)),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def ends_in_softmax(model):
-    """True when ``model`` outputs probabilities (its last layer is a softmax), not logits.
-
-    Example:
-        >>> ends_in_softmax(seed_cnn())     # the head is a plain Dense: logits
-        False
-    """
-    from kprune.core.layers import channel_role
-
-    last = model.layers[-1] if model.layers else None
-    if last is not None and channel_role(last) == "mixing":  # Softmax, Activation("softmax")
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", None) == "softmax"

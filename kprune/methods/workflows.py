@@ -43,7 +43,6 @@ from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
 from kprune.engines.callbacks import callbacks as pruning_callbacks
-from kprune.engines.callbacks import wrapped_layers
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
@@ -54,7 +53,7 @@ __all__ = [
     "accuracy",
     "Record",
     "WorkflowResult",
-    "FixedMask",
+    "FixedMask",  # noqa: F822 (module __getattr__: made with tf_keras when first asked for)
     "fixed_mask",
     "target_plan",
     "as_plan",
@@ -192,8 +191,10 @@ class _RecordEpochs:
         )
 
 
-class _Recorder(_RecordEpochs, _compat.keras.callbacks.Callback):
-    """:class:`_RecordEpochs` as a tf_keras callback."""
+@functools.cache
+def _tf_keras_recorder():
+    return type("_Recorder", (_RecordEpochs, _compat.keras.callbacks.Callback),
+                {"__doc__": ":class:`_RecordEpochs` as a tf_keras callback."})
 
 
 @functools.cache
@@ -206,7 +207,7 @@ def _keras3_recorder():
 
 def _recorder(model, *args, **kwargs):
     """A :class:`_RecordEpochs` callback of ``model``'s Keras."""
-    cls = _keras3_recorder() if is_keras3(model) else _Recorder
+    cls = _keras3_recorder() if is_keras3(model) else _tf_keras_recorder()
     return cls(*args, **kwargs)
 
 
@@ -315,12 +316,23 @@ class _FixedMasks:
         self.apply()
 
 
-class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
-    """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
+@functools.cache
+def _tf_keras_fixed_mask():
+    class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
+        """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
 
-    Example:
-        >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
-    """
+        Example:
+            >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
+        """
+
+    FixedMask.__qualname__ = "FixedMask"
+    return FixedMask
+
+
+def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
+    if name == "FixedMask":
+        return _tf_keras_fixed_mask()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @functools.cache
@@ -347,7 +359,7 @@ def fixed_mask(model, masks):
     Example:
         >>> model.fit(x, y, callbacks=[fixed_mask(model, kernel_masks(pruned))])
     """
-    cls = _keras3_fixed_mask() if is_keras3(model) else FixedMask
+    cls = _keras3_fixed_mask() if is_keras3(model) else _tf_keras_fixed_mask()
     return cls(masks)
 
 
@@ -365,6 +377,8 @@ def kernel_masks(model):
         from kprune.engines.keras3.wrap import kernel_masks as keras3_masks
 
         return keras3_masks(model)
+    from kprune.engines.tfkeras.callbacks import wrapped_layers
+
     out = {}
     for path, wrapper in wrapped_layers(model):
         by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
@@ -780,8 +794,10 @@ class _SnapshotEpoch:
             self._out[path] = [np.array(w) for w in layers.unwrap(layer).get_weights()]
 
 
-class _Snapshot(_SnapshotEpoch, _compat.keras.callbacks.Callback):
-    """:class:`_SnapshotEpoch` as a tf_keras callback."""
+@functools.cache
+def _tf_keras_snapshot():
+    return type("_Snapshot", (_SnapshotEpoch, _compat.keras.callbacks.Callback),
+                {"__doc__": ":class:`_SnapshotEpoch` as a tf_keras callback."})
 
 
 @functools.cache
@@ -794,7 +810,7 @@ def _keras3_snapshot():
 
 def _snapshot(model, epoch, out):
     """A :class:`_SnapshotEpoch` callback of ``model``'s Keras."""
-    return (_keras3_snapshot() if is_keras3(model) else _Snapshot)(epoch, out)
+    return (_keras3_snapshot() if is_keras3(model) else _tf_keras_snapshot())(epoch, out)
 
 
 def _checkpoint(model, to, epochs):

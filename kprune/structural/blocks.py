@@ -92,7 +92,7 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
     if criterion == "influence":
         return _influence(model, graph, droppable, data, batch_size)
     x_val, y_val = _check_data(data, criterion)
-    from kprune.methods.trainer import accuracy
+    from kprune.engines.classifier import accuracy
 
     base = accuracy(model, x_val, y_val, batch_size=batch_size)
     return {block.name: base - accuracy(graph.rebuild([block]), x_val, y_val,

@@ -377,7 +377,7 @@ def _costs(chosen, model, cost):
 
 def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
-    from kprune.methods.trainer import ends_in_softmax
+    from kprune.engines.classifier import ends_in_softmax
 
     x, y = (np.asarray(part) for part in data)
     loss_fn = layers.engine(model).keras.losses.SparseCategoricalCrossentropy(

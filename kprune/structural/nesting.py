@@ -24,9 +24,6 @@ from kprune.core.checks import is_keras3
 
 __all__ = ["inline", "is_nested", "follows_nesting"]
 
-keras = _compat.keras
-tf = _compat.tf
-
 
 def is_nested(model):
     """True when ``model`` calls another model as one of its layers."""
@@ -57,7 +54,7 @@ def inline(model):
                                     name=t._keras_history.operation.name)
                   for t in model.inputs]
     else:
-        inputs = [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
+        inputs = [_compat.keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
                   for t in model.inputs]
     outputs = _call(model, inputs, clones, sources)
     if is_keras3(model) and len(inputs) == 1:
@@ -90,7 +87,8 @@ def _call(model, inputs, clones, sources):
             raise ValueError(
                 f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
                 "built without an Input, or a subclassed model).")
-        graph, flatten, map_structure = model, tf.nest.flatten, tf.nest.map_structure
+        nest = _compat.tf.nest
+        graph, flatten, map_structure = model, nest.flatten, nest.map_structure
     input_layer = layers.engine(model).keras.layers.InputLayer
     model_class = layers.engine(model).keras.Model
     found = {id(t): new for t, new in zip(model.inputs, inputs)}

@@ -14,6 +14,6 @@ Example:
     >>> import keras, kprune
     >>> pruned = kprune.apply(model, kprune.PruningPlan.default(), steps_per_epoch=100, epochs=2)
     >>> pruned.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(pruned))
+    >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks())
     >>> final = kprune.strip(pruned)
 """

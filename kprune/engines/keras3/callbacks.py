@@ -6,14 +6,14 @@ the masks are recomputed before the batch of each firing step, so a plan prunes 
 same steps on both engines.
 
 Example:
-    >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(pruned))
+    >>> history = pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks())
     >>> history.history["sparsity/fc1"]
 """
 
 import numpy as np
 
 from kprune import _keras3
-from kprune.engines.callbacks import report_short, write_sparsity_logs
+from kprune.core.pruning_logs import report_short, write_sparsity_logs
 from kprune.engines.keras3.wrap import wrapped_layers
 
 keras = _keras3.keras
@@ -107,7 +107,7 @@ def final_step(wrapper):
 
 class ScheduleGuard(keras.callbacks.Callback):
     """At the end of ``fit``, checks that every pruned layer reached its final step
-    (see :class:`kprune.engines.callbacks.ScheduleGuard`); warns, or raises if ``strict``.
+    (as the tf_keras engine's guard does); warns, or raises if ``strict``.
 
     Like the tf_keras guard it has no per-batch hook (a callback overriding
     ``on_train_batch_end`` makes Keras call Python after every step, and stops Keras 3
@@ -143,8 +143,8 @@ def _value(variable):
 
 def training_step(model):
     """How many training steps a Keras 3 ``model`` has run: its optimizer's ``iterations``
-    (the wrappers' largest ``pruning_step`` if it has no optimizer), as
-    :func:`kprune.engines.callbacks.training_step` reads a tf_keras model's.
+    (the wrappers' largest ``pruning_step`` if it has no optimizer), as the tf_keras
+    engine reads a tf_keras model's.
 
     Example:
         >>> before = training_step(pruned); pruned.fit(x, y, callbacks=callbacks(pruned))
@@ -159,10 +159,14 @@ def training_step(model):
 
 
 def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
-    """What a Keras 3 ``fit`` needs to prune ``model`` (called by ``kprune.callbacks(model)``).
+    """What a Keras 3 ``fit`` needs to prune ``model`` (``kprune.callbacks`` gives these for
+    a Keras 3 model).
 
-    Args: as :func:`kprune.engines.callbacks.callbacks`; ``log_dir`` adds Keras's own
-    TensorBoard callback, which shows the sparsity logs.
+    Args:
+        model: the pruned Keras 3 model (from ``kprune.apply``).
+        log_dir: add Keras's own TensorBoard callback there; it shows the sparsity logs.
+        log_sparsity: add :class:`SparsityLogger`.
+        strict: make :class:`ScheduleGuard` raise, instead of warn, when a fit ends short.
 
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))

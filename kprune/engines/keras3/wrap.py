@@ -32,7 +32,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     Holds one non-trainable mask per weight that ``row.weights`` names (ones at first)
     and the pruning step, both saved with the model, so training resumes where it
     stopped. The masks change only in :meth:`update_masks`, which
-    ``kprune.callbacks(pruned)`` calls at the firing steps. Masked weights get no
+    ``kprune.callbacks()`` calls at the firing steps. Masked weights get no
     gradient, so they never grow back between updates.
 
     Args:
@@ -81,8 +81,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if training and not self.armed:
             raise RuntimeError(
                 f"Layer {self.name!r} is being trained without kprune's Keras 3 callbacks, "
-                "so its masks would never be updated. Pass the pruned model to them: "
-                "`fit(..., callbacks=kprune.callbacks(pruned))`."
+                "so its masks would never be updated. Give fit kprune's callbacks: "
+                "`fit(..., callbacks=kprune.callbacks())`."
             )
         masked = {id(w.variable): mask
                   for w, mask in zip(layers.prunable_weights(self.layer), self.masks)}
