@@ -74,7 +74,7 @@ SUBMODULES = {
     "allocation": "kprune.methods.allocation",
     "variational": "kprune.methods.variational",
     "post_training": "kprune.methods.post_training",
-    "calibration": "kprune.methods.calibration",
+    "calibration": "kprune.core.calibration",
     "layerwise": "kprune.core.layerwise",
     "pqat": "kprune.methods.pqat",
     "export": "kprune.tflite.export",

@@ -26,12 +26,12 @@ import numpy as np
 
 from kprune import progress
 from kprune.core import layers, layerwise
+from kprune.core.calibration import calibration_batches, example_count
 from kprune.core.checks import check_int, check_number, did_you_mean
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 from kprune.engines import capture
 from kprune.engines.wrap import copy_model
-from kprune.methods.calibration import calibration_batches, example_count
 
 __all__ = ["METHODS", "prune_post_training", "recalibrate_batch_norm", "check_method",
            "PostTrainingReport", "LayerResult"]
@@ -256,7 +256,7 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
     Args:
         model: a built tf_keras or Keras 3 Sequential or functional model (never modified).
         calibration: unlabeled model inputs (see
-            :func:`kprune.methods.calibration.calibration_batches`): an array, a dict of
+            :func:`kprune.core.calibration.calibration_batches`): an array, a dict of
             arrays, a ``tf.data.Dataset`` or an iterable of batches.
         plan: a :class:`PruningPlan` (each row's target, or its N:M); None: the default plan.
             Schedules are ignored: the targets are reached at once.

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kprune.core import layers
+from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.engines.capture import to_numpy
-from kprune.methods.calibration import calibration_batches
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]

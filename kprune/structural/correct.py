@@ -25,9 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 from kprune.core import layers
+from kprune.core.calibration import calibration_batches
 from kprune.core.checks import is_keras3
 from kprune.engines.capture import layer_inputs, to_numpy
-from kprune.methods.calibration import calibration_batches
 from kprune.structural import heads, rebuild
 from kprune.structural.nesting import inline
 
@@ -75,7 +75,7 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
             indices}``), to map each layer's kept inputs and outputs.
         calibration: model inputs without labels: an array, a dict of arrays, a
             ``tf.data.Dataset`` or an iterable of batches (see
-            :func:`kprune.methods.calibration.calibration_batches`).
+            :func:`kprune.core.calibration.calibration_batches`).
         batch_size: examples per batch when ``calibration`` is an array.
         ridge: a damping of the normal equations, relative to their mean diagonal, so
             that inputs that never vary do not make the fit singular.

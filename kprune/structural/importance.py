@@ -26,9 +26,9 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core import layers
+from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean, is_keras3
 from kprune.core.cost import count_macs
-from kprune.methods.calibration import calibration_batches
 from kprune.structural import graph as graph_module
 from kprune.structural import heads, rebuild
 from kprune.structural.correct import CORRECTIONS
