@@ -21,6 +21,10 @@ def test_quick_language_model_part_trains_prunes_and_scores_each_method():
         assert math.isfinite(row["perplexity"]) and row["perplexity"] >= dense * 0.95
     for plan in ("50%", "2:4"):  # the solver's own objective: SparseGPT's layers err least
         assert rows[(plan, "sparsegpt")]["mean_error"] < rows[(plan, "magnitude")]["mean_error"]
-    summary = post_training.markdown_summary({"lm": result, "cnn": {"models": {}}})
+    summary = post_training.markdown_summary({"lm": result, "cnn": {"models": {}},
+                                              "seconds": 60.0, "finished": "now",
+                                              "environment": post_training.environment(),
+                                              "keras": "3"})
+    assert summary.startswith("Run finished now, 1 min on ")
     assert f"| byte GPT here (kprune) | {dense:.3f} |" in summary
     assert "| OPT-125M, SparseGPT paper table 1 | 27.66 | 193 |" in summary
