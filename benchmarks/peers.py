@@ -79,11 +79,14 @@ LATENCY_TOLERANCE = 0.02  # kprune's LiteRT latency "as low" within 2 % (shared 
 NOT_DONE = {"llm-compressor": "not done: part 3 of issue 28 (SparseGPT / Wanda against "
                               "llm-compressor on a language model) is out of this change's scope"}
 
-FULL = dict(n_train=None, n_test=None, cnn_epochs=2, cnn_tune_epochs=2, res_epochs=4,
+FULL = dict(n_train=None, n_test=None, cnn="seed-cnn", cnn_epochs=2, cnn_tune_epochs=2,
+            res_epochs=4, budgets=BUDGETS,
             res_tune_epochs=2, calibration=200, bisect_steps=14, rounds=9, repeats=100,
             warmup=10, torch_repeats=100, exports=("float", "int8", "sparse-int8"))
-QUICK = dict(n_train=2000, n_test=500, cnn_epochs=1, cnn_tune_epochs=1, res_epochs=1,
-             res_tune_epochs=1, calibration=50, bisect_steps=8, rounds=2, repeats=5,
+#: --quick: tfmot's tutorial CNN (20 k parameters) for part 1, the 50 % budget only
+QUICK = dict(n_train=2000, n_test=500, cnn="tfmot-cnn", cnn_epochs=1, cnn_tune_epochs=1,
+             res_epochs=1, budgets=(0.5,),
+             res_tune_epochs=1, calibration=50, bisect_steps=6, rounds=2, repeats=5,
              warmup=2, torch_repeats=5, exports=("int8",))
 
 
@@ -165,7 +168,7 @@ def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS):
         "runtime": measure.runtime_name(),
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
         "settings": dict(cfg, batch_size=BATCH_SIZE, fine_tune_lr=FINE_TUNE_LR,
-                         struct_lr=STRUCT_LR, budgets=list(BUDGETS), parts=list(parts)),
+                         struct_lr=STRUCT_LR, parts=list(parts)),
         "not_done": dict(NOT_DONE),
     }
     results["versions"].update({name: s["version"] for name, s in status.items()})
@@ -288,9 +291,9 @@ def run_tfmot(cfg, mnist, *, work, seed):
     x_train, y_train, x_test, y_test = mnist
     calibration = x_train[: cfg["calibration"]]
     keras.utils.set_random_seed(seed)
-    dense = compile_classifier(models.seed_cnn())
+    dense = compile_classifier(models.build(cfg["cnn"]))
     xs, ys = ordered(x_train, y_train, cfg["cnn_epochs"], seed)
-    log(f"tfmot part: seed CNN dense baseline, {cfg['cnn_epochs']} epoch(s)")
+    log(f"tfmot part: {cfg['cnn']} dense baseline, {cfg['cnn_epochs']} epoch(s)")
     baseline_fit = _fit(dense, xs, ys)
     xs, ys = ordered(x_train, y_train, cfg["cnn_tune_epochs"], seed + 1)
     steps = math.ceil(len(xs) / BATCH_SIZE)
@@ -360,7 +363,7 @@ def run_tfmot(cfg, mnist, *, work, seed):
         row["delta_pp"] = 100 * (row["accuracy"] - dense_float["accuracy"])
         row["x_smaller_raw"] = dense_float["bytes"] / row["bytes"]
         row["x_smaller_gzip"] = dense_float["gzip_bytes"] / row["gzip_bytes"]
-    return {"model": "seed_cnn", "params": dense.count_params(),
+    return {"model": cfg["cnn"], "params": dense.count_params(),
             "baseline_epochs": cfg["cnn_epochs"], "tune_epochs": cfg["cnn_tune_epochs"],
             "steps": steps, "fine_tune_lr": FINE_TUNE_LR,
             "sparsity": {name: _kernel_sparsity(model) for name, model in finals.items()},
@@ -469,7 +472,7 @@ def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
 
     pruned, prune_rows = {"dense": dense}, []
     tp_nets = {"dense": net}
-    for budget in BUDGETS:
+    for budget in cfg["budgets"]:
         target = (1 - budget) * dense_macs
         tag = f"{round(100 * budget)}"
 
@@ -658,7 +661,7 @@ def markdown_summary(results):
     part = results.get("tfmot")
     if part and part.get("rows"):
         lines += [
-            f"**tfmot on its own ground** (seed CNN, {part['params']:,} parameters; dense "
+            f"**tfmot on its own ground** ({part['model']}, {part['params']:,} parameters; dense "
             f"{part['baseline_epochs']} epoch(s), then every row {part['tune_epochs']} more at "
             f"lr {part['fine_tune_lr']}, same data order; accuracy in LiteRT; step = median "
             "time between training batches of that fine-tune):",
