@@ -109,14 +109,14 @@ def build_parser():
 def main(argv=None):
     """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
     args = build_parser().parse_args(argv)
-    paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
-    if paths is None:
-        return 2
-    out, readme = paths
     seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     if seeds < 1:
         print(f"error: --seeds must be at least 1. Received: --seeds {seeds}", file=sys.stderr)
         return 2
+    paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
+    if paths is None:
+        return 2
+    out, readme = paths
     results = run(data_dir=args.data, work=args.work, seed=args.seed, seeds=seeds,
                   quick=args.quick, parts=args.only)
     return publish(results, out, readme, summary=markdown_summary(results),
