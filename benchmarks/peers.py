@@ -101,6 +101,12 @@ def build_parser():
                         "(default: 3; 1 with --quick)")
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                         help="which parts to run (default: all)")
+    parser.add_argument("--cnn-epochs", type=int, nargs=2, metavar=("DENSE", "TUNE"),
+                        help="part 1: epochs of the dense baseline and of every fine-tune "
+                             "(default: 2 2; 1 1 with --quick)")
+    parser.add_argument("--res-epochs", type=int, nargs=2, metavar=("DENSE", "TUNE"),
+                        help="part 2: epochs of the dense residual CNN and of every "
+                             "fine-tune (default: 4 2; 1 1 with --quick)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "peers",
                         help="folder for the .tflite files")
     return parser
@@ -117,8 +123,17 @@ def main(argv=None):
     if paths is None:
         return 2
     out, readme = paths
+    for option in (args.cnn_epochs, args.res_epochs):
+        if option is not None and min(option) < 1:
+            print(f"error: epochs must be at least 1. Received: {option}", file=sys.stderr)
+            return 2
+    epochs = {}
+    if args.cnn_epochs:
+        epochs.update(cnn_epochs=args.cnn_epochs[0], cnn_tune_epochs=args.cnn_epochs[1])
+    if args.res_epochs:
+        epochs.update(res_epochs=args.res_epochs[0], res_tune_epochs=args.res_epochs[1])
     results = run(data_dir=args.data, work=args.work, seed=args.seed, seeds=seeds,
-                  quick=args.quick, parts=args.only)
+                  quick=args.quick, parts=args.only, overrides=epochs)
     return publish(results, out, readme, summary=markdown_summary(results),
                    markers=(BEGIN, END))
 
@@ -144,11 +159,12 @@ def peer_status():
     return found
 
 
-def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS):
-    """Load MNIST, run the parts whose peers import; return the results dict."""
+def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS, overrides=None):
+    """Load MNIST, run the parts whose peers import; return the results dict.
+    ``overrides`` replaces settings of the mode (epochs)."""
     from kprune import data, measure
 
-    cfg = QUICK if quick else FULL
+    cfg = dict(QUICK if quick else FULL, **(overrides or {}))
     status = peer_status()
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
     if cfg["n_train"]:

@@ -74,7 +74,10 @@ def test_peers_quick(mnist_dir, tmp_path):
                          ("tfmot", "int8"), ("kprune-default", "int8"), ("kprune-80", "int8")}
     sparsity = results["tfmot"]["sparsity"]
     assert sparsity["tfmot"]["overall"] == pytest.approx(0.8, abs=0.02)
-    assert sparsity["kprune-80"]["overall"] > 0.7 and sparsity["dense"]["overall"] < 0.01
+    # quick mode prunes tfmot's tutorial CNN, whose kernels are mostly the head that
+    # PruningPlan.uniform leaves dense: its conv is at 80 %
+    kprune_80 = [v for k, v in sparsity["kprune-80"].items() if k != "overall"]
+    assert max(kprune_80) == pytest.approx(0.8, abs=0.02) and sparsity["dense"]["overall"] < 0.01
     assert all(0 < r["accuracy"] <= 1 and r["step_ms"] > 0 for r in rows.values())
     part = results["torch_pruning"]
     assert part["transfer_max_difference"] <= 1e-4
