@@ -585,7 +585,7 @@ def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
                         for k in ("median_ms", "x_faster", "x_faster_range")}
         rows.append(row)
     return {"model": "benchmarks/_peer_models.py (tf_keras + PyTorch twins)",
-            "dense_epochs": cfg["res_epochs"], "tune_epochs": cfg["res_tune_epochs"],
+            "budgets": list(cfg["budgets"]), "dense_epochs": cfg["res_epochs"], "tune_epochs": cfg["res_tune_epochs"],
             "tune_lr": STRUCT_LR, "tune_seeds": [seed + 1 + i for i in range(seeds)],
             "transfer_max_difference": transfer, "dense_macs": dense_macs,
             "dense_params": dense_params, "rows": rows,
@@ -736,12 +736,63 @@ def markdown_summary(results):
         lines += [f"Torch-Pruning part skipped: {part.get('skipped')}", ""]
     for name, why in results["not_done"].items():
         lines += [f"{name}: {why}.", ""]
+    verdicts = leads_and_trails(results)
+    if verdicts:
+        lines += ["Where kprune leads and where it trails (this run):", ""]
+        lines += [f"- {line}" for line in verdicts] + [""]
     if results["targets"]:
         lines += ["| target | measured | met |", "|---|---|:---:|"]
         for check in results["targets"]:
             got = ", ".join(f"{k} {_fmt(v)}" for k, v in check["measured"].items())
             lines.append(f"| {check['target']} | {got} | {'**yes**' if check['met'] else 'no'} |")
     return "\n".join(lines).rstrip()
+
+
+def leads_and_trails(results):
+    """Plain sentences: each head-to-head comparison of the run and who is ahead."""
+    out = []
+    part = results.get("torch_pruning", {})
+    rows = {row["row"]: row for row in part.get("rows", [])}
+    for budget in part.get("budgets", BUDGETS):
+        tag = f"{round(100 * budget)}"
+        ours, theirs = rows.get(f"kprune-{tag}"), rows.get(f"torch-pruning-{tag}")
+        if ours is None or theirs is None:
+            continue
+        gap = 100 * (ours["mean"] - theirs["mean"])
+        sem = 100 * math.hypot(ours["sem"], theirs["sem"])
+        word = ("leads" if gap > sem else "trails" if gap < -sem else
+                "ties (within one standard error)")
+        out.append(f"{tag} % fewer MACs, fine-tuned accuracy: kprune {word}, "
+                   f"{100 * ours['mean']:.2f} vs {100 * theirs['mean']:.2f} % ({gap:+.2f} pp, "
+                   f"SE of the difference {sem:.2f} pp, {len(ours['accuracy'])} seed(s)); MACs "
+                   f"kept {ours['macs_kept']:.3f} vs {theirs['macs_kept']:.3f}.")
+        for key, label in (("accuracy_no_ft_recal", "no fine-tune, batch norm recalibrated"),
+                           ("accuracy_no_ft", "no fine-tune, batch norm as pruned")):
+            gap = 100 * (ours[key] - theirs[key])
+            out.append(f"{tag} %, {label}: kprune {'leads' if gap > 0 else 'trails' if gap < 0 else 'ties'}"
+                       f", {100 * ours[key]:.2f} vs {100 * theirs[key]:.2f} %.")
+        ratio = theirs["litert"]["median_ms"] / ours["litert"]["median_ms"]
+        word = ("leads" if ratio > 1 + LATENCY_TOLERANCE else "trails"
+                if ratio < 1 - LATENCY_TOLERANCE else "ties (within 2 %)")
+        out.append(f"{tag} %, LiteRT latency: kprune {word}, {ours['litert']['median_ms']:.4f} vs "
+                   f"{theirs['litert']['median_ms']:.4f} ms.")
+        faster = "faster" if ours["prune_s"] < theirs["prune_s"] else "slower"
+        out.append(f"{tag} %, pruning wall time: kprune {faster}, {ours['prune_s']:.2f} vs "
+                   f"{theirs['prune_s']:.2f} s.")
+    part = results.get("tfmot", {})
+    by = {(r["row"], r["variant"]): r for r in part.get("rows", [])}
+    theirs = by.get(("tfmot", "int8"))
+    for name in ("kprune-80", "kprune-default"):
+        ours = by.get((name, "int8"))
+        if ours is None or theirs is None:
+            continue
+        gap = 100 * (ours["accuracy"] - theirs["accuracy"])
+        out.append(f"{name} against tfmot's recipe (int8 files): accuracy {gap:+.2f} pp "
+                   f"({100 * ours['accuracy']:.2f} vs {100 * theirs['accuracy']:.2f} %), gzipped "
+                   f"{ours['gzip_bytes']:,} vs {theirs['gzip_bytes']:,} bytes, kernel sparsity "
+                   f"{ours['kernel_sparsity']:.3f} vs {theirs['kernel_sparsity']:.3f}, step "
+                   f"{ours['step_ms']:.1f} vs {theirs['step_ms']:.1f} ms.")
+    return out
 
 
 def _fmt(value):
