@@ -90,7 +90,7 @@ def test_peers_quick(mnist_dir, tmp_path):
         assert len(row["accuracy"]) == 1 and row["std"] == 0.0
         assert row["litert"]["median_ms"] > 0 and row["eager"]["median_ms"] > 0
     assert structural["torch-pruning-50"]["torch_to_keras_max_difference"] <= 1e-4
-    assert [c["met"] in (True, False) for c in results["targets"]]
+    assert results["targets"] and all(isinstance(c["met"], bool) for c in results["targets"])
     text = readme.read_text()
     assert "OLD" not in text and "| torch-pruning-50 |" in text and "| tfmot | int8 |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
