@@ -759,12 +759,12 @@ def leads_and_trails(results):
         if ours is None or theirs is None:
             continue
         gap = 100 * (ours["mean"] - theirs["mean"])
-        sem = 100 * math.hypot(ours["sem"], theirs["sem"])
+        sem = 100 * max(ours["sem"], theirs["sem"])  # as in check_targets
         word = ("leads" if gap > sem else "trails" if gap < -sem else
                 "ties (within one standard error)")
         out.append(f"{tag} % fewer MACs, fine-tuned accuracy: kprune {word}, "
                    f"{100 * ours['mean']:.2f} vs {100 * theirs['mean']:.2f} % ({gap:+.2f} pp, "
-                   f"SE of the difference {sem:.2f} pp, {len(ours['accuracy'])} seed(s)); MACs "
+                   f"larger standard error {sem:.2f} pp, {len(ours['accuracy'])} seed(s)); MACs "
                    f"kept {ours['macs_kept']:.3f} vs {theirs['macs_kept']:.3f}.")
         for key, label in (("accuracy_no_ft_recal", "no fine-tune, batch norm recalibrated"),
                            ("accuracy_no_ft", "no fine-tune, batch norm as pruned")):
