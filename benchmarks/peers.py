@@ -670,6 +670,13 @@ def markdown_summary(results):
         f"{mach['cpus_usable']} usable CPU(s).",
         "",
     ]
+    cfg = results["settings"]
+    command = "python -m benchmarks.peers" + (" --quick" if results["mode"] == "quick" else "")
+    command += (f" --cnn-epochs {cfg['cnn_epochs']} {cfg['cnn_tune_epochs']} --res-epochs "
+                f"{cfg['res_epochs']} {cfg['res_tune_epochs']} --seeds {results['seeds']}")
+    if list(cfg.get("parts", PARTS)) != list(PARTS):
+        command += " --only " + " ".join(cfg["parts"])
+    lines += [f"Reproduce: `{command}`.", ""]
     missing = [f"{name}: {s['why']}" for name, s in results["peers"].items()
                if not s["available"]]
     if missing:
