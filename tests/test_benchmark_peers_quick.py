@@ -1,0 +1,132 @@
+"""benchmarks.peers: the Keras -> PyTorch weight transfer, a --quick run through main(argv),
+and a run without the peers (CI installs only `.[dev]`, without torch and torch-pruning)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import peers  # on sys.path through setup.cfg's pythonpath
+
+#: the skip reason, listed in tests/allowed_skips.txt
+MISSING_PEERS = ("torch or torch_pruning is not installed (the peers extra: "
+                 "pip install -e '.[peers]')")
+
+
+def need_peers():
+    try:
+        import torch  # noqa: F401
+        import torch_pruning  # noqa: F401
+    except ImportError:
+        pytest.skip(MISSING_PEERS)
+
+
+def _random_statistics(model, rng):
+    """Batch norms with statistics far from their initial ones, so that a transfer that
+    drops or swaps one of them shows in the outputs."""
+    for layer in model.layers:
+        if layer.name.endswith("_bn"):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
+                               rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+
+def test_keras_to_torch_transfer_outputs_equal():
+    need_peers()
+    from benchmarks import _peer_models as twins
+
+    rng = np.random.default_rng(0)
+    model = twins.keras_model()
+    _random_statistics(model, rng)
+    net = twins.keras_to_torch(model)
+    x = rng.random((16, 28, 28, 1)).astype(np.float32)
+    assert twins.max_difference(model, net, x) <= 1e-4
+    assert twins.torch_widths(net) == twins.keras_widths(model) == twins.WIDTHS
+    # the other way, at pruned widths (a Torch-Pruning result's twin)
+    widths = {"stem": 5, "b1": 7, "b2a": 9, "b2": 11, "b3": 13}
+    small = twins.torch_model(widths).eval()
+    back = twins.torch_to_keras(small)
+    assert twins.keras_widths(back) == widths
+    assert twins.max_difference(back, small, x) <= 1e-4
+    # a transfer that got the conv layout wrong would not pass: check the check
+    kernel = model.get_layer("b1_1_conv").get_weights()[0]
+    model.get_layer("b1_1_conv").set_weights([kernel[::-1]])
+    assert twins.max_difference(model, net, x) > 1e-4
+
+
+@pytest.mark.slow
+def test_peers_quick(mnist_dir, tmp_path):
+    need_peers()
+    out = tmp_path / "results.json"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{peers.BEGIN}\nOLD\n{peers.END}\nafter\n")
+    code = peers.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"),
+                       "--data", str(mnist_dir), "--readme", str(readme)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick" and results["seeds"] == 1
+    assert all(results["peers"][name]["available"] for name in ("tfmot", "torch",
+                                                                 "torch_pruning"))
+    assert {"tensorflow", "tf_keras", "tfmot", "torch", "torch_pruning"} <= set(
+        results["versions"])
+    assert "llm-compressor" in results["not_done"]
+    rows = {(r["row"], r["variant"]): r for r in results["tfmot"]["rows"]}
+    assert set(rows) == {("dense", "float"), ("dense", "int8"), ("dense-ft", "int8"),
+                         ("tfmot", "int8"), ("kprune-default", "int8"), ("kprune-80", "int8")}
+    sparsity = results["tfmot"]["sparsity"]
+    assert sparsity["tfmot"]["overall"] == pytest.approx(0.8, abs=0.02)
+    # quick mode prunes tfmot's tutorial CNN, whose kernels are mostly the head that
+    # PruningPlan.uniform leaves dense: its conv is at 80 %
+    kprune_80 = [v for k, v in sparsity["kprune-80"].items() if k != "overall"]
+    assert max(kprune_80) == pytest.approx(0.8, abs=0.02) and sparsity["dense"]["overall"] < 0.01
+    assert all(0 < r["accuracy"] <= 1 and r["step_ms"] > 0 for r in rows.values())
+    part = results["torch_pruning"]
+    assert part["transfer_max_difference"] <= 1e-4
+    structural = {r["row"]: r for r in part["rows"]}
+    assert list(structural) == ["dense", "kprune-50", "torch-pruning-50"]
+    for name in ("kprune-50", "torch-pruning-50"):
+        row = structural[name]
+        assert 0.35 < row["macs_kept"] <= 0.5 and row["prune_s"] > 0
+        assert row["macs"] < structural["dense"]["macs"]
+        assert len(row["accuracy"]) == 1 and row["std"] == 0.0
+        assert row["litert"]["median_ms"] > 0 and row["eager"]["median_ms"] > 0
+    assert structural["torch-pruning-50"]["torch_to_keras_max_difference"] <= 1e-4
+    assert results["targets"] and all(isinstance(c["met"], bool) for c in results["targets"])
+    text = readme.read_text()
+    assert "OLD" not in text and "| torch-pruning-50 |" in text and "| tfmot | int8 |" in text
+    assert text.startswith("before\n") and text.endswith("after\n")
+
+
+@pytest.mark.slow
+def test_missing_peer_is_reported_and_the_rest_runs(mnist_dir, tmp_path, monkeypatch):
+    # what CI sees (only `.[dev]`): the tfmot part runs, the Torch-Pruning part says why not
+    status = {"tfmot": {"available": True, "version": "0.8.1", "why": ""},
+              "torch": {"available": False, "version": None,
+                        "why": "ModuleNotFoundError: No module named 'torch'"},
+              "torch_pruning": {"available": False, "version": None,
+                                "why": "ModuleNotFoundError: No module named 'torch_pruning'"}}
+    monkeypatch.setattr(peers, "peer_status", lambda: status)
+    out = tmp_path / "results.json"
+    code = peers.main(["--quick", "--out", str(out), "--no-readme", "--data", str(mnist_dir),
+                       "--work", str(tmp_path / "work")])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert "No module named 'torch'" in results["torch_pruning"]["skipped"]
+    assert len(results["tfmot"]["rows"]) == 6
+    assert [c["target"] for c in results["targets"]] == [
+        "kprune at 80 % as accurate as tfmot at 80 % (int8, within 0.1 pp)",
+        "kprune's smallest int8 file (gzipped) smaller than tfmot's"]
+    text = peers.markdown_summary(results)
+    assert "Peers not installed" in text and "Torch-Pruning part skipped" in text
+    assert "| tfmot | int8 |" in text and "kprune-80 against tfmot's recipe" in text
+
+
+def test_bisect_finds_the_largest_model_within_budget():
+    # MACs fall as the ratio grows: the answer is the smallest ratio at or under the target
+    ratio, macs, _ = peers.bisect(lambda r: (1000 * (1 - r) ** 2, r), 250, steps=20)
+    assert macs <= 250 and ratio == pytest.approx(0.5, abs=1e-4)
+
+
+def test_seeds_must_be_positive(capsys):
+    assert peers.main(["--seeds", "0", "--no-readme"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
