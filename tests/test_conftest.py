@@ -49,7 +49,9 @@ def test_an_allowed_skip_needs_its_reason_and_why(line):
 
 def test_the_allow_list_is_short_and_says_why():
     allowed = parse_allowed_skips(ALLOWED_SKIPS.read_text())
-    assert allowed == ["POSIX signals"]  # widen it in review, not by accident
+    assert allowed == ["POSIX signals",  # widen it in review, not by accident
+                       "torch or torch_pruning is not installed (the peers extra: "
+                       "pip install -e '.[peers]')"]
 
 
 def run_pytest(clone, allowed=""):
