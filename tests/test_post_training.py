@@ -236,3 +236,39 @@ def test_batch_norm_after_a_pruned_layer_gets_the_statistics_of_its_new_inputs(e
     assert report.recalibrated == ()
     np.testing.assert_array_equal(np.asarray(kept.get_layer("bn").moving_variance),
                                   before["bn"][3])
+
+
+JAX_SCRIPT = """
+import numpy as np, keras, kprune
+from kprune.core import layerwise
+from tests.test_post_training import small_cnn
+assert keras.backend.backend() == "jax"
+x = np.random.default_rng(1).normal(size=(64, 10, 10, 2)).astype("float32")
+model = small_cnn(keras)
+np.save("weights.npy", np.array(model.get_weights(), dtype=object), allow_pickle=True)
+pruned, report = kprune.prune_post_training(model, x, method="sparsegpt")
+kprune.sparsity_report(pruned, strict=True)
+np.save("pruned.npy", np.array(pruned.get_weights(), dtype=object), allow_pickle=True)
+print("layers", len(report.pruned))
+"""
+
+
+@pytest.mark.slow
+def test_on_jax_the_same_masks_as_on_tensorflow(tmp_path, jax_env):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=600,
+                            env={**jax_env, "PYTHONPATH": str(root), "KPRUNE_QUIET": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "layers 3" in result.stdout
+    model = small_cnn(keras)  # on this process's TensorFlow backend, the JAX run's weights
+    model.set_weights(list(np.load(tmp_path / "weights.npy", allow_pickle=True)))
+    x = np.random.default_rng(1).normal(size=(64, 10, 10, 2)).astype("float32")
+    here, _ = prune_post_training(model, x, method="sparsegpt")
+    for a, b in zip(weights(here), np.load(tmp_path / "pruned.npy", allow_pickle=True)):
+        assert np.array_equal(a == 0, np.asarray(b) == 0)
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
