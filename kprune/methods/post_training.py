@@ -228,6 +228,7 @@ def recalibrate_batch_norm(model, batches):
 def _plan_rows(model, plan):
     """The resolved plan, with the rows post-training pruning cannot solve turned to skips."""
     resolved = plan.resolve(model)
+    by_path = dict(layers.model_layers(model))
     rows = []
     for row in resolved:
         if not row.pruned:
@@ -238,7 +239,7 @@ def _plan_rows(model, plan):
                 f"Post-training pruning takes unstructured and N:M rows; layer {row.name!r} "
                 f"asks for blocks of {row.block[0]}x{row.block[1]}. Use an unstructured or "
                 "N:M rule for it.")
-        layer = dict(layers.model_layers(model))[row.name]
+        layer = by_path[row.name]
         problem = (_matrix_problem(layer) or
                    ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
                    or capture.capture_problem(model, row.name))
@@ -292,9 +293,9 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
     rows = {row.name: row for row in resolved.pruned}
     # In graph order: each pruned layer solved, and (with ``recalibrate``) each batch norm
     # after the first of them given the statistics of what it now receives.
-    first = next((i for i, (path, _) in enumerate(layers.model_layers(pruned)) if path in rows),
-                 None)
-    steps = [(path, layer) for i, (path, layer) in enumerate(layers.model_layers(pruned))
+    ordered = layers.model_layers(pruned)
+    first = next((i for i, (path, _) in enumerate(ordered) if path in rows), None)
+    steps = [(path, layer) for i, (path, layer) in enumerate(ordered)
              if path in rows or (recalibrate and first is not None and i > first
                                  and _has_running_statistics(pruned, path, layer))]
     results, recalibrated = {}, []
