@@ -23,7 +23,7 @@ from keras.src.models.functional import Functional
 from kprune.core.checks import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
-           "is_wrapper", "unwrap", "clone_model", "copy_model", "sync_state",
+           "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",
            "weight_gradients"]
 
 
@@ -100,6 +100,50 @@ def iter_layers(model, prefix=""):
             yield from iter_layers(layer, prefix=f"{path}/")
         else:
             yield path, layer
+
+
+def _nested(layer, prefix, relative, descend, views):
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        path = f"{relative}/{sub.name}" if relative else sub.name
+        yield f"{prefix}/{path}", views.get(path, sub)
+        if descend(sub):
+            yield from _nested(sub, prefix, path, descend, views)
+
+
+def with_nested_layers(found, descend):
+    """``found`` (``(path, leaf)`` pairs, as :func:`iter_layers` gives them) with, after each
+    leaf that ``descend(layer)`` enters, the layers it holds, depth first, at
+    ``leaf/inner/...``. A pruning wrapper's masked layers come as its views
+    (``wrapper.views()``), so their masks go with them.
+
+    Example:
+        >>> [p for p, _ in with_nested_layers(iter_layers(model), lambda l: l.name == "block")]
+        ['block', 'block/fc1', 'block/fc2', 'head']
+    """
+    for path, leaf in found:
+        yield path, leaf
+        inner = unwrap(leaf)
+        if descend(inner):
+            views = leaf.views() if is_wrapper(leaf) else {}
+            yield from _nested(inner, path, "", descend, views)
+
+
+def sublayer(layer, relative):
+    """The layer at ``relative`` (``"inner/dense"``, names joined by ``/``) inside ``layer``;
+    ``layer`` itself for ``""``.
+
+    Example:
+        >>> sublayer(decoder, "feedforward_intermediate_dense").units
+        128
+    """
+    found = layer
+    for name in filter(None, relative.split("/")):
+        held = {sub.name: sub for sub in found._flatten_layers(include_self=False, recursive=False)}
+        if name not in held:
+            raise ValueError(f"{found.name!r} holds no layer {name!r} (it holds {sorted(held)}). "
+                             f"Received: path={relative!r}")
+        found = held[name]
+    return found
 
 
 def clone_model(model, layer_fn):
