@@ -42,8 +42,10 @@ def test_keras3_registry_agrees_with_tfmots_registry():
         if ours is None or not labels:
             continue
         assert layers.KERAS3_PRUNED[cls.__name__] == tuple(labels), cls.__name__
+    # EinsumDense is the one Keras 3 addition (tfmot has no entry: its projections sit in
+    # MultiHeadAttention and KerasHub blocks, which tfmot cannot enter).
     assert {name for name, labels in layers.KERAS3_PRUNED.items()
-            if "cell." not in labels[0]} == {
+            if "cell." not in labels[0]} - {"EinsumDense"} == {
         cls.__name__ for cls, labels in registry._LAYERS_WEIGHTS_MAP.items()
         if labels and hasattr(keras.layers, cls.__name__)}
     for cls in registry._RNN_LAYERS:

@@ -49,6 +49,7 @@ __all__ = [
     "not_pruned_reason",
     "n_m_problem",
     "n_m_axis",
+    "tied_note",
     "block_problem",
     "weight_layers",
     "shared_weights",
@@ -712,6 +713,20 @@ def _own_variables(layer):
     """Paths of the variables a Keras 3 custom layer created itself, not through a sublayer."""
     owned = {id(v) for sub in _sublayers(layer) for v in sub.variables}
     return [v.path for v in layer.variables if id(v) not in owned]
+
+
+def tied_note(layer):
+    """What a plan row says of an embedding whose table is also the output projection
+    (KerasHub's ``ReversibleEmbedding(tie_weights=True)``): pruning it prunes both.
+
+    Example:
+        >>> tied_note(gpt2_backbone.get_layer("token_embedding"))
+        'tied: also the output projection (reverse=True)'
+    """
+    inner = _inner(layer)
+    if spec(inner).kind == "embedding" and getattr(inner, "tie_weights", False):
+        return "tied: also the output projection (reverse=True)"
+    return ""
 
 
 def weight_layers(model):

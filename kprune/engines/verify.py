@@ -248,7 +248,7 @@ def _layer_row(path, layer, weights, planned):
     if planned is None:
         return LayerSparsity(**base)
     if planned.method == "m_by_n":
-        violations = sum(masks.n_m_violations(v, planned.n, planned.m, axis=layers.N_M_AXIS)
+        violations = sum(masks.n_m_violations(v, planned.n, planned.m, axis=layers.n_m_axis(layer))
                          for _, v in weights)
         return LayerSparsity(
             **base,

@@ -99,6 +99,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
+        inner = [_keras3.sublayer(self.layer, path) for path in self.rows if path]
+        if not all(layer.built for layer in inner) and input_shape is not None:
+            # a custom layer without a build() of its own (Keras marks it built when it is
+            # loaded) builds its sublayers when called: call it on a symbolic input once
+            self.layer.compute_output_spec(keras.KerasTensor(input_shape))
         self.targets = {path: self._target(path, row) for path, row in self.rows.items()}
         self.masks = self.targets[""].masks if "" in self.targets else []
         self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int32",
