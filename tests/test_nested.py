@@ -236,16 +236,17 @@ def test_a_variable_shared_between_two_layers_is_skipped_with_the_reason():
 def check_hub_facts(facts, kind, backend):
     assert facts["backend"] == backend
     blocks = ("transformer_layer_0", "transformer_layer_1")
-    feedforward = ([f"gpt2_backbone/{b}/feedforward_{d}_dense" for b in blocks
-                    for d in ("intermediate", "output")] if kind == "gpt2" else
-                   [f"bert_backbone/{b}/feedforward_{d}_dense" for b in blocks
-                    for d in ("intermediate", "output")])
-    assert facts["pruned"] == dict.fromkeys(feedforward, "2:4")
+    backbone = f"{kind}_backbone"
+    expected = [f"{backbone}/{block}/feedforward_{dense}_dense" for block in blocks
+                   for dense in ("intermediate", "output")]
+    if kind == "bert":  # the backbone's pooler, a Dense like any other
+        expected.append("bert_backbone/pooled_dense")
+    assert facts["pruned"] == dict.fromkeys(expected, "2:4")
     assert facts["report_ok"]
-    for path in feedforward:
+    for path in expected:
         assert facts["achieved"][path] == 0.5
         assert facts["n_m_violations"][path] == 0
-    dense = {path: value for path, value in facts["achieved"].items() if path not in feedforward}
+    dense = {path: value for path, value in facts["achieved"].items() if path not in expected}
     assert "head" in dense and any("token_embedding" in path for path in dense)
     assert set(dense.values()) == {0.0}  # head, embeddings and attention left dense
     assert facts["skipped"]["head"] == "classifier head"
