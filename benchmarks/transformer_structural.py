@@ -14,8 +14,9 @@ head) is trained here on MNIST, then, with no labels and no training:
   dropped, ranked by block influence on the calibration images (ShortGPT's
   ``1 - cos(x_in, x_out)``);
 
-then the Fisher-and-corrected model and the block-dropped one fine-tuned ``tune`` epochs,
-beside the dense model trained as many more epochs (the control). Accuracy on the test
+then the Fisher-and-corrected model and the block-dropped one fine-tuned ``tune`` epochs
+(full mode: one epoch over the first 10,000 training images, to fit the run in ~20 min on
+two shared cores), beside the dense model fine-tuned alike (the control). Accuracy on the test
 split (Keras), MACs and parameters for every model; the dense, heads+neurons and blocks
 models exported to TFLite (TensorFlow backend, ``kprune.export.to_tflite``), their LiteRT
 accuracy and size by ``kprune.report.compare``, and their latency at batch 1, one thread, in
@@ -23,7 +24,7 @@ interleaved rounds by ``kprune.measure.latency_rounds`` (median of within-round 
 the dense file, with the range).
 
     python -m benchmarks.transformer_structural            # full MNIST
-    python -m benchmarks.transformer_structural --quick    # 300 images, a 2-block ViT (~40 s)
+    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT
 
 Writes the results JSON (``--out``; default ``benchmarks/results/transformer_structural.json``),
 the report and .tflite files (``--work``; default ``runs/transformer_structural``), and in
@@ -43,10 +44,13 @@ END = "<!-- transformer_structural:end -->"
 
 HEADS, NEURONS, BLOCKS = 0.5, 0.5, 0.25  # the fractions
 #: (model, ViT size, training) of each mode.
-FULL = dict(n_train=None, n_test=None, dense_epochs=3, tune_epochs=1, calibration=256,
-            rounds=7, repeats=100, vit=dict(blocks=4, dim=64, heads=4, ffn=256, patch=7))
-QUICK = dict(n_train=300, n_test=200, dense_epochs=1, tune_epochs=1, calibration=32,
-             rounds=2, repeats=5, vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
+FULL = dict(n_train=None, n_test=None, dense_epochs=3, tune_epochs=1, tune_images=10000,
+            batch_size=128, calibration=128, rounds=7, repeats=100,
+            vit=dict(blocks=4, dim=64, heads=4, ffn=128, patch=7))
+QUICK = dict(n_train=400, n_test=200, dense_epochs=2, tune_epochs=1, tune_images=None,
+             batch_size=32,
+             calibration=16, rounds=2, repeats=5,
+             vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
 #: The models exported to TFLite and timed, the baseline first.
 EXPORTED = ("dense", "heads+neurons fisher+ls+ft", "blocks influence+ft")
 TARGETS = {"x_faster": 1.5, "pp_within_dense": 1.0}  # at half the heads and neurons
@@ -83,7 +87,7 @@ def build_parser():
         description="Heads, feed-forward neurons and blocks of a small ViT on MNIST removed "
                     "with calibration-based criteria and the least-squares correction: "
                     "accuracy, MACs, parameters and LiteRT latency.")
-    add_standard_options(parser, quick_help="300 training images, a 2-block ViT (a smoke "
+    add_standard_options(parser, quick_help="400 training images, a 2-block ViT (a smoke "
                          "test)", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "transformer_structural",
                         help="folder for the .tflite files and the report")
@@ -131,10 +135,10 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         f"{len(calibration)} training images")
     keras.utils.set_random_seed(seed)
 
-    def fit(model, epochs, learning_rate):
+    def fit(model, epochs, learning_rate, images=None):
         compile_classifier(model, learning_rate=learning_rate)
-        model.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=2 if not quick
-                  else 0, shuffle=True)
+        model.fit(x_train[:images], y_train[:images], batch_size=cfg["batch_size"],
+                  epochs=epochs, verbose=0 if quick else 2, shuffle=True)
         return model
 
     dense = vit(**cfg["vit"])
@@ -143,7 +147,7 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     tune = cfg["tune_epochs"]
     stream = ("patch",)  # the residual stream stays whole: heads and neurons only
     fraction = {"heads": HEADS, "channels": NEURONS}
-    built, seconds, tables = {"dense": dense}, {}, {}
+    built, seconds = {"dense": dense}, {}
 
     def timed(name, make):
         start = elapsed()
@@ -152,13 +156,15 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         log(f"{name}: {seconds[name]:.1f} s")
 
     timed("heads+neurons l1", lambda: structural.prune(dense, fraction, exclude=stream))
-    timed("heads+neurons fisher", lambda: structural.prune(
-        dense, fraction, criterion="fisher", data=calibration, exclude=stream))
-    timed("heads+neurons fisher+ls", lambda: structural.prune(
-        dense, fraction, criterion="fisher", data=calibration, exclude=stream,
-        correct="least_squares", calibration=calibration))
-    tables["heads+neurons"] = str(structural.select(dense, fraction, criterion="fisher",
-                                                    data=calibration, exclude=stream))
+    start = elapsed()  # Fisher scores once; the corrected model re-fits the same removal
+    keep = structural.select(dense, fraction, criterion="fisher", data=calibration,
+                             exclude=stream)
+    seconds["fisher scores"] = round(elapsed() - start, 2)
+    log(f"Fisher scores on {len(calibration)} images, {seconds['fisher scores']:.1f} s:"
+        f"\n{keep}")
+    timed("heads+neurons fisher", lambda: structural.remove_units(dense, keep))
+    timed("heads+neurons fisher+ls", lambda: structural.correct(
+        dense, built["heads+neurons fisher"], keep, calibration))
     n_blocks = int(BLOCKS * sum(b.droppable for b in structural.residual_blocks(dense)))
     scores = structural.block_scores(dense, criterion="influence", data=calibration)
     timed("blocks influence", lambda: structural.drop_blocks(
@@ -166,11 +172,12 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     dropped = sorted(set(scores) - {layer.name for layer in built["blocks influence"].layers})
     log(f"dropped {dropped} of block influences "
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-    log(f"fine-tune {tune} epoch(s): the corrected model, the block-dropped one and the "
-        "dense control")
+    images = cfg["tune_images"]
+    log(f"fine-tune {tune} epoch(s) over {images or len(x_train):,} images: the corrected "
+        "model, the block-dropped one and the dense control")
     for name in ("heads+neurons fisher+ls", "blocks influence"):
-        built[f"{name}+ft"] = fit(copy_model(built[name]), tune, 3e-4)
-    built["dense+ft"] = fit(copy_model(dense), tune, 3e-4)
+        built[f"{name}+ft"] = fit(copy_model(built[name]), tune, 3e-4, images)
+    built["dense+ft"] = fit(copy_model(dense), tune, 3e-4, images)
 
     rows = {}
     for name, model in built.items():
@@ -201,11 +208,14 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         "repeats": 1,
         "settings": dict(cfg, heads=HEADS, neurons=NEURONS, blocks=BLOCKS,
                          blocks_dropped=dropped, excluded=list(stream)),
+        "fisher_seconds": seconds["fisher scores"],
+        "selection": str(keep),
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
         "keras": keras.__version__,
         "models": rows,
         "block_influence": scores,
-        "structural": tables,
+        "structural": {name: structural.summary(dense, built[name]) for name in
+                       ("heads+neurons fisher+ls", "blocks influence")},
         "report": measured.data,
         "latency": latency,
         "targets": targets(rows, latency),
@@ -231,11 +241,16 @@ def markdown_summary(results):
     lines = [
         f"Measured {rep['created']} in **{results['mode']}** mode: ViT {cfg['vit']}, "
         f"{results['data']['train']:,} training / {results['data']['test']:,} test images, "
-        f"dense {cfg['dense_epochs']} epoch(s), fine-tune {cfg['tune_epochs']}, calibration "
+        f"dense {cfg['dense_epochs']} epoch(s), fine-tune {cfg['tune_epochs']} over "
+        f"{cfg['tune_images'] or results['data']['train']:,} images, calibration "
         f"{cfg['calibration']} unlabeled training images, seed {results['seed']}, one run, "
         f"{results['seconds'] / 60:.1f} min. Keras {results['keras']}, TF "
         f"{env['tensorflow']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s). "
         f"Blocks dropped: {', '.join(cfg['blocks_dropped'])}.",
+        "",
+        f"Fisher scores of the heads and neurons: {results['fisher_seconds']:.1f} s on "
+        f"{cfg['calibration']} images (one gradient per image); `prune s` below is the "
+        "removal (and the correction) after them.",
         "",
         "| model | accuracy % | vs dense pp | MACs | x fewer MACs | params | prune s |",
         "|---|---:|---:|---:|---:|---:|---:|",

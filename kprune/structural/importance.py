@@ -413,7 +413,7 @@ def _check_criterion(criterion, data, model):
             raise ValueError(
                 "criterion='fisher' scores channels on calibration inputs: pass data=x "
                 "(model inputs, no labels). Received: data=None")
-        return calibration_batches(model, data, batch_size=1)
+        return calibration_batches(model, data)
     if criterion != "taylor" and data is not None:
         raise ValueError(
             "Argument `data` is only used by criterion='taylor' and 'fisher'. Received: "
@@ -463,16 +463,25 @@ def _normalised(scores):
     return scores / mean if mean > 0 else np.zeros_like(scores)
 
 
-def _own_labels(model, x):
-    """The model's top class for ``x``: the label the Fisher criterion differentiates."""
-    return np.argmax(np.asarray(model(x, training=False)), axis=-1)
+def _labelled_examples(model, batches):
+    """Each calibration example alone with the model's top class for it as its label."""
+    for batch in batches:
+        labels = np.argmax(np.asarray(model(batch, training=False)), axis=-1)
+        for i in range(len(labels)):
+            x = ({name: part[i:i + 1] for name, part in batch.items()}
+                 if isinstance(batch, dict) else batch[i:i + 1])
+            yield x, labels[i:i + 1]
 
 
 def _scores(groups, model, criterion, chosen=None, *, data=None):
     if criterion == "fisher":  # one gradient per calibration example
-        per_example = [_kernel_gradients(model, (x, _own_labels(model, x))) for x in data]
-        return {group.id: sum(_taylor(group, model, grads, signed=True) ** 2
-                              for grads in per_example) for group in _removable(groups, chosen)}
+        chosen = _removable(groups, chosen)
+        found = {group.id: np.zeros(group.size) for group in chosen}
+        for example in _labelled_examples(model, data):
+            grads = _kernel_gradients(model, example)
+            for group in chosen:
+                found[group.id] += _taylor(group, model, grads, signed=True) ** 2
+        return found
     grads = _kernel_gradients(model, data) if criterion == "taylor" else None
     found = {}
     for group in _removable(groups, chosen):
