@@ -147,7 +147,7 @@ def test_fisher_needs_calibration_inputs_of_the_models_shape_and_leaves_the_mode
         structural.prune(model, 0.5, criterion="fisher")
     with pytest.raises(ValueError, match=r"Argument `calibration` must hold batches shaped "
                                          r"like the model's input .*Received: a batch of "
-                                         r"shape \(1, 5\)"):
+                                         r"shape \(4, 5\)"):
         structural.prune(model, 0.5, criterion="fisher", data=np.zeros((4, 5), "float32"))
     with pytest.raises(ValueError, match="Argument `data` is only used by criterion='taylor' "
                                          "and 'fisher'"):
