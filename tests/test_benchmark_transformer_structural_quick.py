@@ -25,8 +25,8 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     # whichever neurons go, the residual stream (patch) whole
     for name in ("heads+neurons l1", "heads+neurons fisher", "heads+neurons fisher+ls",
                  "heads+neurons fisher+ls+ft"):
-        assert rows[name]["params"] == 10_730 and rows[name]["macs"] == 172_864
-    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 19_082
+        assert rows[name]["params"] == 15_530 and rows[name]["macs"] == 177_664
+    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 23_882
     assert len(results["settings"]["blocks_dropped"]) == 1  # 25 % of 4 sub-blocks
     assert rows["blocks influence"]["macs"] < rows["dense"]["macs"]
     assert "fraction 0.5 (global) of the prunable budget: removed 4 of 8 prunable heads" \
