@@ -325,8 +325,7 @@ class Selection(dict):
         rows = [(g.id, _unit(g), str(g.size), str(len(self[g.id])),
                  str(g.size - len(self[g.id]))) for g in self.chosen]
         if isinstance(self.fraction, dict):
-            kinds = [(unit, self.fraction.get(unit, 0.0)) for unit in UNITS
-                     if any(_unit(g) == unit for g in self.chosen)]
+            kinds = [(unit, self.fraction[unit]) for unit in UNITS if unit in self.fraction]
         else:
             kinds = [(None, self.fraction)]
         lines = []
@@ -400,8 +399,8 @@ def _check_fraction(value, argument):
 
 
 def _check_criterion(criterion, data, model):
-    """``data`` as the criterion uses it: ``(x, y)`` for taylor, calibration batches of one
-    example each for fisher (checked against ``model``'s inputs), else None."""
+    """``data`` as the criterion uses it: ``(x, y)`` for taylor, checked calibration
+    batches for fisher (:func:`kprune.core.calibration.calibration_batches`), else None."""
     check_choice(criterion, CRITERIA, "criterion")
     if criterion == "taylor" and (not isinstance(data, (tuple, list)) or len(data) != 2):
         raise ValueError(
