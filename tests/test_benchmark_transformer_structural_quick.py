@@ -45,3 +45,10 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     text = readme.read_text()
     assert "OLD" not in text and "`heads+neurons fisher+ls+ft/float`" in text
     assert text.endswith("after\n")
+
+
+def test_dense_epochs_below_one_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert bench.main(["--quick", "--dense-epochs", "0", "--out", str(out)]) == 2
+    assert "error: --dense-epochs must be at least 1. Received: 0" in capsys.readouterr().err
+    assert not out.exists()
