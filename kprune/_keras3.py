@@ -23,7 +23,7 @@ from keras.src.models.functional import Functional
 from kprune.core.checks import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
-           "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",
+           "is_subclassed", "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",
            "weight_gradients"]
 
 
@@ -55,20 +55,23 @@ def check_model(model, *, argument="model"):
             f"Argument `{argument}` must be a Keras 3 Sequential or functional model. "
             f"Received: {argument} of type {_describe(model)}"
         )
-    if not isinstance(model, (keras.Sequential, Functional)):
-        raise TypeError(
-            f"Argument `{argument}` is a subclassed Keras 3 model ({_describe(model)}); "
-            "kprune needs its layer graph, which subclassed models hide. Rebuild it with "
-            f"the Sequential or functional API. Received: {argument}={model.name!r}"
-        )
     if not model.built:
+        call = ("call it on a batch" if is_subclassed(model)
+                else "give it a `keras.Input` or call `model.build(input_shape)`")
         raise ValueError(
-            f"Argument `{argument}` is not built: give it a `keras.Input` or call "
-            f"`model.build(input_shape)` first. Received: {argument}={model.name!r}"
+            f"Argument `{argument}` is not built: {call} first. "
+            f"Received: {argument}={model.name!r}"
         )
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             check_model(layer, argument=f"{argument}/{layer.name}")
+
+
+def is_subclassed(model):
+    """True for a subclassed Keras 3 model (layers as attributes, a ``call`` method): one
+    whose layer graph kprune cannot read, only its layers."""
+    return isinstance(model, keras.Model) and not isinstance(model, (keras.Sequential,
+                                                                      Functional))
 
 
 def is_wrapper(layer):
@@ -148,7 +151,14 @@ def sublayer(layer, relative):
 
 def clone_model(model, layer_fn):
     """Clone ``model`` (nested models too) with ``layer_fn(path, layer) -> layer`` on every
-    leaf layer; layers returned unchanged are shared with ``model``."""
+    leaf layer; layers returned unchanged are shared with ``model``.
+
+    A subclassed model is cloned from its config (its class registered with
+    ``keras.saving.register_keras_serializable``), and each layer it holds as an attribute
+    (or in a list attribute) is then replaced by what ``layer_fn`` returns.
+    """
+    if is_subclassed(model):
+        return _clone_subclassed(model, layer_fn)
     paths = {id(layer): path for path, layer in iter_layers(model)}
 
     def clone(layer):
@@ -158,6 +168,31 @@ def clone_model(model, layer_fn):
         return layer_fn(path, layer)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def _clone_subclassed(model, layer_fn):
+    twin = keras.models.clone_model(model)  # the same class from its config, built
+    # the same layers in the same order (unnamed ones may be named anew: "flatten_1")
+    for (path, layer), (fresh_path, fresh) in zip(iter_layers(model), list(iter_layers(twin))):
+        holder_path, _, _ = fresh_path.rpartition("/")
+        new = layer_fn(path, layer)
+        if not new.built:  # a wrapper around a built layer: nothing calls it symbolically
+            new.build(None)
+        _replace(sublayer(twin, holder_path), fresh, new)
+    return twin
+
+
+def _replace(holder, old, new):
+    """Put ``new`` where ``holder`` (a subclassed model or custom layer) holds ``old``: its
+    attribute, and its place in every list the holder keeps it in (its own ``_layers``
+    among them, so that the order of its layers is kept)."""
+    if new is old:
+        return
+    for name, value in list(vars(holder).items()):
+        if value is old:
+            object.__setattr__(holder, name, new)  # past the tracker, locked once built
+        elif isinstance(value, list) and any(item is old for item in value):
+            value[next(i for i, item in enumerate(value) if item is old)] = new
 
 
 def copy_model(model):

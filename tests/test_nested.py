@@ -280,3 +280,50 @@ def test_a_tied_reversible_embedding_says_so_in_its_row():
     assert layers.kind(embedding) == "embedding"
     assert rows["tokens"].weights == ("embeddings",)
     assert "tied: also the output projection" in rows["tokens"].reason
+
+
+# -- subclassed models ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_subclassed_model_prunes_to_the_default_plan_on_real_mnist(backend, mnist_dir,
+                                                                    tmp_path, request):
+    env = {**(request.getfixturevalue("jax_env") if backend == "jax" else os.environ),
+           "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "tests.keras3_subclassed", str(mnist_dir),
+                             "20000", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert facts["backend"] == backend and facts["type"] == "SubclassedCNN"
+    assert facts["report"] == {"conv1": ["unstructured", 0.5], "conv2": ["2:4", 0.5],
+                               "fc1": ["2:4", 0.5], "head": ["skip", 0.0]}
+    assert facts["accuracy"] > 0.95, facts["accuracy"]
+    assert facts["loaded_difference"] < 1e-5
+    assert "is a subclassed model being pruned" in facts["mid_save_refused"]
+
+
+def test_a_subclassed_models_layers_are_rows_and_its_input_is_untouched():
+    from tests.keras3_subclassed import SubclassedCNN
+
+    model = SubclassedCNN(classes=4)
+    x, y = random_data((12, 12, 1), outputs=4)
+    model(x[:1])
+    before = [w.copy() for w in model.get_weights()]
+    rows = PruningPlan.default().resolve(model)
+    assert [row.name for row in rows.pruned] == ["conv1", "conv2", "fc1"]
+    pruned = fit(kprune.apply(model, steps_per_epoch=4, epochs=1), x, y)
+    assert type(pruned) is SubclassedCNN and pruned is not model
+    assert sorted(wrap.kernel_masks(pruned)) == ["conv1", "conv2", "fc1"]
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    with pytest.raises(ValueError, match="is a subclassed model being pruned.*Save it once "
+                                         "stripped"):
+        kprune.save_model(pruned, "unused.keras")
+
+
+def test_an_unbuilt_subclassed_model_is_refused_with_what_to_do():
+    from tests.keras3_subclassed import SubclassedCNN
+
+    with pytest.raises(ValueError, match="is not built: call it on a batch first"):
+        kprune.apply(SubclassedCNN(), steps_per_epoch=1, epochs=1)
