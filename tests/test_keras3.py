@@ -381,7 +381,7 @@ def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax():
     _check_fit_without_the_model(_fit_without_the_model("jax"), "jax")
 
 
-def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch():
+def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch(tmp_path):
     from keras.src import backend as keras_backend
 
     pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=5, epochs=2)
@@ -391,7 +391,7 @@ def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispa
     overridden = {(type(hook.chosen).__name__, name) for hook in hooks for name in BATCH_HOOKS
                   if not getattr(getattr(hook, name), "_is_default", False)}
     assert overridden == {("UpdatePruningStep", "on_train_batch_begin")}
-    with_board = kprune.callbacks(log_dir="logs")
+    with_board = kprune.callbacks(log_dir=str(tmp_path / "logs"))  # not the cwd
     assert not keras.callbacks.CallbackList(with_board, model=pruned)._async_train
 
 
