@@ -327,3 +327,13 @@ def test_an_unbuilt_subclassed_model_is_refused_with_what_to_do():
 
     with pytest.raises(ValueError, match="is not built: call it on a batch first"):
         kprune.apply(SubclassedCNN(), steps_per_epoch=1, epochs=1)
+
+
+def test_post_training_skips_layers_inside_custom_layers_with_the_reason():
+    x, _ = random_data((16,), count=64)
+    pruned, report = kprune.prune_post_training(block_model(), x, method="wanda")
+    rows = {row.name: row for row in report.rows}
+    assert rows["block/fc_a"].method == "skip"
+    assert rows["block/fc_a"].reason == ("it sits inside the custom layer 'block', whose inner "
+                                         "inputs post-training pruning does not capture yet")
+    assert kprune.sparsity_report(pruned, strict=True).ok
