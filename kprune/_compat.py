@@ -74,8 +74,9 @@ def _is_keras3(obj):
     return module == "keras" or module.startswith(("keras.", "keras.src"))
 
 
-def check_model(model, *, argument="model"):
-    """Raise a clear error unless ``model`` is a tf_keras Sequential or functional model.
+def check_model(model, *, argument="model", graph=True):  # noqa: ARG001 (always needed)
+    """Raise a clear error unless ``model`` is a tf_keras Sequential or functional model
+    (tfmot clones models through their graph, so ``graph=False`` changes nothing here).
 
     Example:
         >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))

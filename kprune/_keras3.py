@@ -36,8 +36,9 @@ def _describe(obj):
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def check_model(model, *, argument="model"):
-    """Raise a clear error unless ``model`` is a built Keras 3 Sequential or functional model.
+def check_model(model, *, argument="model", graph=True):
+    """Raise a clear error unless ``model`` is a built Keras 3 Sequential or functional model
+    (or, with ``graph=False``, a subclassed one: for what needs its layers, not its graph).
 
     Example:
         >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
@@ -55,6 +56,13 @@ def check_model(model, *, argument="model"):
             f"Argument `{argument}` must be a Keras 3 Sequential or functional model. "
             f"Received: {argument} of type {_describe(model)}"
         )
+    if graph and is_subclassed(model):
+        raise TypeError(
+            f"Argument `{argument}` is a subclassed Keras 3 model ({_describe(model)}); "
+            "this needs its layer graph, which subclassed models hide (pruning masks, "
+            "reports and export take it as it is). Rebuild it with the Sequential or "
+            f"functional API. Received: {argument}={model.name!r}"
+        )
     if not model.built:
         call = ("call it on a batch" if is_subclassed(model)
                 else "give it a `keras.Input` or call `model.build(input_shape)`")
@@ -64,7 +72,7 @@ def check_model(model, *, argument="model"):
         )
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            check_model(layer, argument=f"{argument}/{layer.name}")
+            check_model(layer, argument=f"{argument}/{layer.name}", graph=graph)
 
 
 def is_subclassed(model):
@@ -171,7 +179,7 @@ def clone_model(model, layer_fn):
 
 
 def _clone_subclassed(model, layer_fn):
-    twin = keras.models.clone_model(model)  # the same class from its config, built
+    twin = _rebuilt(model)
     # the same layers in the same order (unnamed ones may be named anew: "flatten_1")
     for (path, layer), (fresh_path, fresh) in zip(iter_layers(model), list(iter_layers(twin))):
         holder_path, _, _ = fresh_path.rpartition("/")
@@ -180,6 +188,21 @@ def _clone_subclassed(model, layer_fn):
             new.build(None)
         _replace(sublayer(twin, holder_path), fresh, new)
     return twin
+
+
+def _rebuilt(model):
+    """A subclassed model's class built anew from its config (new layers, new weights)."""
+    try:
+        return keras.models.clone_model(model)
+    except Exception as err:  # whatever the model's own get_config/__init__ raise
+        said = " ".join(str(err).split("Example:")[0].split())  # Keras's, on one line
+        raise TypeError(
+            f"Argument `model` is a subclassed Keras 3 model ({_describe(model)}) that cannot be "
+            f"rebuilt from its config ({type(err).__name__}: {said}). kprune prunes a copy, never "
+            "your model: give the class a get_config() that returns its constructor's "
+            "arguments (and register it with keras.saving.register_keras_serializable to save "
+            f"it). Received: model={model.name!r}"
+        ) from err
 
 
 def _replace(holder, old, new):
@@ -202,8 +225,9 @@ def copy_model(model):
         >>> copy_model(model).layers[0] is model.layers[0]
         False
     """
-    check_model(model)
-    twin = keras.models.clone_model(model, recursive=True)
+    check_model(model, graph=False)
+    twin = _rebuilt(model) if is_subclassed(model) else keras.models.clone_model(model,
+                                                                                   recursive=True)
     twin.set_weights(model.get_weights())
     return twin
 

@@ -266,19 +266,21 @@ def test_a_keras3_model_is_saved_as_keras_only(tmp_path):
 # -- bad input: clear errors, the model unchanged -----------------------------------------------
 
 
-def test_subclassed_keras3_model_is_refused():
+def test_a_subclassed_model_its_config_cannot_rebuild_is_refused_with_what_to_do():
     class Net(keras.Model):
-        def __init__(self):
+        def __init__(self, activation):  # a function: not in a config Keras can rebuild
             super().__init__()
+            self.activation = activation
             self.fc = keras.layers.Dense(4)
 
         def call(self, x):
-            return self.fc(x)
+            return self.activation(self.fc(x))
 
-    net = Net()
+    net = Net(lambda x: x * 2)
     net(np.zeros((1, 3), np.float32))
     before = weights_of(net)
-    with pytest.raises(TypeError, match="subclassed Keras 3 model"):
+    with pytest.raises(TypeError, match=r"subclassed Keras 3 model .* cannot be rebuilt from "
+                                        r"its config .*give the class a get_config\(\)"):
         kprune.apply(net, steps_per_epoch=1, epochs=1)
     assert same_weights(before, weights_of(net))
 

@@ -7,7 +7,7 @@ import pytest
 
 import kprune
 from kprune import _compat
-from kprune.methods import allocation
+from kprune.methods import allocation, sensitivity
 from tests import keras3_models
 
 tf_keras = _compat.keras
@@ -37,19 +37,31 @@ def test_global_plan_is_the_same_as_for_the_tf_keras_twin():
     assert pruned._kprune_plan["dense_a"].target == ours.allocation["dense_a"].sparsity
 
 
-def test_global_plan_refuses_a_subclassed_keras3_model():
+def test_global_plan_and_sensitivity_take_a_subclassed_model_and_nested_layers():
+    from tests.test_nested import block_model
+
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
-            self.fc = keras.layers.Dense(2)
+            self.fc1 = keras.layers.Dense(8, name="fc1")
+            self.fc2 = keras.layers.Dense(2, name="fc2")
 
         def call(self, x):
-            return self.fc(x)
+            return self.fc2(self.fc1(x))
 
     net = Net()
-    net(np.zeros((1, 3), np.float32))
-    with pytest.raises(TypeError, match="subclassed Keras 3 model"):
-        allocation.global_plan(net, 0.5)
+    net(np.zeros((1, 4), np.float32))
+    plan = allocation.global_plan(net, 0.5)
+    assert [row.name for row in plan.allocation.rows] == ["fc1", "fc2"]
+    assert abs(plan.allocation.sparsity - 0.5) < 0.05
+    nested = allocation.global_plan(block_model(), 0.5, exclude=["head"])
+    assert [row.name for row in nested.resolve(block_model()).pruned] == [
+        "block/fc_a", "block/fc_b", "block/fc_c"]
+    x = np.random.default_rng(0).normal(size=(32, 16)).astype("float32")
+    scanned = sensitivity.scan(block_model(), x, np.zeros(32, "int64"), sparsities=(0.0, 0.5),
+                               progress=False)
+    assert scanned.layers == [
+        "block/fc_a", "block/fc_b", "block/fc_c", "head"]
 
 
 def _two_layer(lib):

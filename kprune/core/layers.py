@@ -334,7 +334,7 @@ def model_layers(model):
         ['conv1', 'pool1', 'conv2', 'flatten', 'fc1', 'head']
     """
     owner = engine(model)
-    owner.check_model(model)
+    owner.check_model(model, graph=False)  # a subclassed Keras 3 model: its layers
     return list(owner.iter_layers(model))
 
 

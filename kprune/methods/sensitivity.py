@@ -24,7 +24,7 @@ import numpy as np
 from kprune import progress as _progress_module
 from kprune.core import masks
 from kprune.core.checks import check_sparsity, did_you_mean, pruner
-from kprune.core.layers import is_prunable, model_layers, prunable_weights
+from kprune.core.layers import is_prunable, model_layers, prunable_weights, weight_layers
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
@@ -227,13 +227,14 @@ class SensitivityResult:
 
 def prunable_layers(model):
     """``[(path, layer)]`` of the layers kprune can prune (``kprune.layers.is_prunable``), in a
-    tf_keras or Keras 3 model (checked by the engine that owns it).
+    tf_keras or Keras 3 model (checked by the engine that owns it; on Keras 3 the layers
+    inside custom layers too, see ``kprune.layers.weight_layers``).
 
     Example:
         >>> [path for path, _ in prunable_layers(model)]
         ['conv1', 'conv2', 'fc1', 'head']
     """
-    return [(path, layer) for path, layer in model_layers(model) if is_prunable(layer)]
+    return [(path, layer) for path, layer in weight_layers(model) if is_prunable(layer)]
 
 
 def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, finetune=None,
@@ -310,7 +311,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
             steps, "sensitivity", total=len(chosen), unit="layer",
             label=lambda step: f"{step[1][0]}, {sizes[step[1][0]]:,} weights")
     for index, (path, _) in steps:
-        layer = dict(model_layers(twin))[path]
+        layer = dict(weight_layers(twin))[path]
         # Every weight the layer prunes, each to the same sparsity, as tfmot would.
         weights = prunable_weights(layer)
         originals = {w.label: np.array(w.variable.numpy()) for w in weights}
@@ -329,7 +330,7 @@ def scan(model, x_val, y_val, *, sparsities=DEFAULT_SPARSITIES, layers=None, fin
                     _assign(weights, originals, None)
                 else:
                     tuned = copy_model(model)
-                    _assign(prunable_weights(dict(model_layers(tuned))[path]),
+                    _assign(prunable_weights(dict(weight_layers(tuned))[path]),
                             originals, keep)
                     finetune.fit(tuned, finetune_epochs, [fixed_mask(tuned, {path: keep})])
                     acc = accuracy(tuned, x_val, y_val, batch_size=batch_size)

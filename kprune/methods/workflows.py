@@ -265,7 +265,7 @@ class _FixedMasks:
 
     def set_model(self, model):
         super().set_model(model)
-        found = dict(layers.model_layers(model) if is_keras3(model)
+        found = dict(layers.weight_layers(model) if is_keras3(model)
                      else _compat.iter_layers(model))
         pairs = []
         for path, mask in self.masks.items():

@@ -170,7 +170,7 @@ def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))
     """
-    _keras3.check_model(model)
+    _keras3.check_model(model, graph=False)
     if not wrapped_layers(model):
         raise ValueError(
             "Argument `model` has no kprune pruning layers; pass the model returned by "

@@ -24,7 +24,7 @@ def strip(model):
         >>> final = strip(pruned)
         >>> final.save("pruned.keras")
     """
-    _keras3.check_model(model)
+    _keras3.check_model(model, graph=False)
     _keras3.sync_state(model)
     effective = {path: layers.effective_weights(layer)
                  for path, layer in layers.weight_layers(model) if _keras3.is_wrapper(layer)}
