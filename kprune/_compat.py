@@ -74,7 +74,7 @@ def _is_keras3(obj):
     return module == "keras" or module.startswith(("keras.", "keras.src"))
 
 
-def check_model(model, *, argument="model", graph=True):  # noqa: ARG001 (always needed)
+def check_model(model, *, argument="model", graph=True):
     """Raise a clear error unless ``model`` is a tf_keras Sequential or functional model
     (tfmot clones models through their graph, so ``graph=False`` changes nothing here).
 
