@@ -337,3 +337,25 @@ def test_post_training_skips_layers_inside_custom_layers_with_the_reason():
     assert rows["block/fc_a"].reason == ("it sits inside the custom layer 'block', whose inner "
                                          "inputs post-training pruning does not capture yet")
     assert kprune.sparsity_report(pruned, strict=True).ok
+
+
+def test_tf_keras_keeps_tfmots_limits_a_custom_layer_row_says_what_to_implement():
+    from kprune import _compat
+
+    tk = _compat.keras
+
+    class Block(tk.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.fc = tk.layers.Dense(8, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    inputs = tk.Input((8,))
+    model = tk.Model(inputs, tk.layers.Dense(2, name="head")(Block(name="block")(inputs)))
+    rows = {row.name: row for row in PruningPlan.default().resolve(model)}
+    assert list(rows) == ["block", "head"]  # no rows inside: tfmot cannot enter the layer
+    assert rows["block"].method == "skip"
+    assert rows["block"].reason == ("Block is not in tfmot's registry (implement "
+                                    "tfmot.sparsity.keras.PrunableLayer to prune it)")
