@@ -45,7 +45,7 @@ def run(mnist_dir, n_train, folder):
     keras.utils.set_random_seed(0)
     model = SubclassedCNN()
     model(x[:1])
-    batch = 64
+    batch = 32
     steps = -(-len(x) // batch)
     pruned = kprune.apply(model, steps_per_epoch=steps, epochs=1)
     pruned.compile(optimizer="adam", metrics=["accuracy"],

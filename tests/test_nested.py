@@ -292,7 +292,7 @@ def test_a_subclassed_model_prunes_to_the_default_plan_on_real_mnist(backend, mn
     env = {**(request.getfixturevalue("jax_env") if backend == "jax" else os.environ),
            "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "tests.keras3_subclassed", str(mnist_dir),
-                             "20000", str(tmp_path)],
+                             "30000", str(tmp_path)],
                             capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     facts = json.loads(result.stdout.strip().splitlines()[-1])
