@@ -47,6 +47,7 @@ import argparse
 import copy
 import gzip
 import math
+import os
 import statistics
 import sys
 import time
@@ -186,6 +187,7 @@ def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS, overrides=
     from benchmarks import post_training
     from kprune import data, measure
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
     overrides = dict(overrides or {})
     cfg = dict(QUICK if quick else FULL)
     cfg["lm"] = dict(post_training.QUICK["lm"] if quick else post_training.FULL["lm"])
