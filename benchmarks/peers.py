@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import (
+    README,
     REPO,
     add_standard_options,
     elapsed,
