@@ -708,11 +708,47 @@ def _zero_masks(net):
             for name in _peer_lm.prunable_names(net)}
 
 
-def run_llm_compressor(cfg, *, work, seed):
-    """Part 3: kprune's SparseGPT and Wanda against llm-compressor's on one byte LM."""
+def _kprune_row(model, lm_cfg, data, plan, method):
+    """One kprune run of part 3: seconds, perplexity (Keras, and of its GPT-2 twin), masks."""
     import kprune
+    from benchmarks import _peer_lm, post_training
+
+    start = time.perf_counter()
+    pruned, report = kprune.prune_post_training(model, data["calibration"], _kprune_plan(plan),
+                                                method=method)
+    seconds = time.perf_counter() - start
+    verified = kprune.sparsity_report(pruned)
+    twin = _peer_lm.keras_to_gpt2(pruned, lm_cfg)
+    masks = _zero_masks(twin)
+    return dict(seconds=seconds, perplexity=post_training.perplexity(pruned, *data["eval"]),
+                perplexity_pytorch=_peer_lm.perplexity(twin, *data["eval"]),
+                layers=len(report.pruned), plan_met=bool(verified.ok),
+                sparsity={k: float(v.mean()) for k, v in masks.items()}, _masks=masks)
+
+
+def _llmc_row(model, lm_cfg, data, plan, method, *, twin_dir, head):
+    """One llm-compressor run of part 3; its perplexity by the same Keras evaluator (its
+    weights copied back into a copy of ``model``) and by PyTorch."""
     import torch
 
+    import kprune
+    from benchmarks import _peer_lm, post_training
+
+    net, seconds = llmc_prune(model, lm_cfg, data["calibration"], method, plan,
+                              twin_dir=twin_dir)
+    back = _peer_lm.gpt2_to_keras(net, kprune.copy_model(model))
+    masks = _zero_masks(net)
+    return dict(seconds=seconds, perplexity=post_training.perplexity(back, *data["eval"]),
+                perplexity_pytorch=_peer_lm.perplexity(net, *data["eval"]),
+                layers=len(masks), head_untouched=bool(torch.equal(net.lm_head.weight, head)),
+                sparsity={k: float(v.mean()) for k, v in masks.items()}, _masks=masks)
+
+
+def run_llm_compressor(cfg, *, work, seed):
+    """Part 3: kprune's SparseGPT and Wanda against llm-compressor's on one byte LM."""
+    import torch
+
+    import kprune
     from benchmarks import _peer_lm, post_training
 
     lm_cfg = dict(cfg["lm"])
@@ -732,10 +768,7 @@ def run_llm_compressor(cfg, *, work, seed):
     twin_dir.mkdir(parents=True, exist_ok=True)
     net.config.save_pretrained(twin_dir)
     head = net.lm_head.weight.detach().clone()
-
-    def keras_twin(pruned_net):
-        copy = kprune.copy_model(model)
-        return _peer_lm.gpt2_to_keras(pruned_net, copy)
+    data = dict(calibration=x_cal, eval=(x_eval, y_eval))
 
     # one untimed call of each tool first (graph tracing, lazy imports)
     warm = {}
@@ -749,36 +782,13 @@ def run_llm_compressor(cfg, *, work, seed):
 
     rows = []
     for index, (plan, method) in enumerate((p, m) for p in LLM_PLANS for m in LLM_METHODS):
+        order = ("kprune", "llm-compressor") if index % 2 == 0 else ("llm-compressor",
+                                                                      "kprune")
         found = {}
-
-        def run_kprune():
-            start = time.perf_counter()
-            pruned, report = kprune.prune_post_training(model, x_cal, _kprune_plan(plan),
-                                                        method=method)
-            seconds = time.perf_counter() - start
-            verified = kprune.sparsity_report(pruned)
-            twin = _peer_lm.keras_to_gpt2(pruned, lm_cfg)
-            found["kprune"] = dict(
-                seconds=seconds, perplexity=post_training.perplexity(pruned, x_eval, y_eval),
-                perplexity_pytorch=_peer_lm.perplexity(twin, x_eval, y_eval),
-                layers=len(report.pruned), plan_met=bool(verified.ok),
-                sparsity={k: float(v.mean()) for k, v in _zero_masks(twin).items()},
-                _masks=_zero_masks(twin))
-
-        def run_llmc():
-            pruned_net, seconds = llmc_prune(model, lm_cfg, x_cal, method, plan,
-                                             twin_dir=twin_dir)
-            head_kept = bool(torch.equal(pruned_net.lm_head.weight, head))
-            masks = _zero_masks(pruned_net)
-            found["llm-compressor"] = dict(
-                seconds=seconds,
-                perplexity=post_training.perplexity(keras_twin(pruned_net), x_eval, y_eval),
-                perplexity_pytorch=_peer_lm.perplexity(pruned_net, x_eval, y_eval),
-                layers=len(masks), head_untouched=head_kept,
-                sparsity={k: float(v.mean()) for k, v in masks.items()}, _masks=masks)
-
-        for call in ((run_kprune, run_llmc) if index % 2 == 0 else (run_llmc, run_kprune)):
-            call()
+        for name in order:
+            found[name] = (_kprune_row(model, lm_cfg, data, plan, method) if name == "kprune"
+                           else _llmc_row(model, lm_cfg, data, plan, method,
+                                          twin_dir=twin_dir, head=head))
         ours, theirs = found["kprune"], found["llm-compressor"]
         same = {k: ours["_masks"][k] == theirs["_masks"][k] for k in ours["_masks"]}
         agreement = float(np.mean(np.concatenate([v.ravel() for v in same.values()])))
