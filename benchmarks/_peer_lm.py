@@ -15,9 +15,11 @@ Its twin is ``transformers.GPT2LMHeadModel`` built from a config (nothing downlo
   kernels copy as they are; ``c_attn`` is query, key and value fused along the outputs.
 
 :func:`linear_twin` turns every ``Conv1D`` into the ``torch.nn.Linear`` it computes (weight
-transposed): llm-compressor 0.14 sizes its Hessian and Wanda statistics from
-``weight.shape[1]``, the *outputs* of a ``Conv1D``, and fails on a non-square one (c_attn,
-c_fc); on ``Linear`` layers (every current Hugging Face decoder) it runs as documented.
+transposed), which is what llm-compressor prunes: in 0.14 its SparseGPT and Wanda modifiers
+hook only ``PRUNABLE_LAYER_TYPES`` (``Linear``, ``Conv1d/2d/3d``) inside the targets, so
+GPT-2's own ``transformers.Conv1D`` layers are left dense without an error, whatever the
+targets (checked: ``targets=["Conv1D"]`` or a regex on c_attn/c_proj/c_fc prunes nothing).
+On ``Linear`` layers, as in every current Hugging Face decoder, it runs as documented.
 """
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""Side by side with the peers: tfmot and Torch-Pruning on the same models, data and budgets.
+"""Side by side with the peers: tfmot, Torch-Pruning and llm-compressor on the same models,
+data and budgets.
 
 Part 1, **tfmot on its own ground** (tf_keras, the seed CNN, MNIST). One dense baseline is
 trained, then fine-tuned from it with the same data order, epochs, rate and batch by:
@@ -33,11 +34,23 @@ and recalibrated on 1,024 training images (``recalibrate_batch_norm``; Keras eva
 Latency at batch 1 on one thread in interleaved rounds: LiteRT (``latency_rounds``) for the
 fine-tuned files of the first seed, and PyTorch eager for the PyTorch twins.
 
-Part 3 (llm-compressor on a language model) is not done here.
+Part 3, **llm-compressor, post-training pruning of a language model**. The byte-level GPT of
+``benchmarks.post_training`` (GPT-2's architecture) is trained once in Keras 3 and copied into
+a ``transformers.GPT2LMHeadModel`` built from its config (``benchmarks/_peer_lm``; logits
+equal to 1e-4, checked). The same calibration sequences go to kprune's
+``prune_post_training`` and to llm-compressor's ``oneshot`` (``SparseGPTModifier`` /
+``WandaPruningModifier``, every ``Linear`` but ``lm_head``: the attention projections and the
+FFN, as kprune prunes every ``Dense`` but the head), SparseGPT and Wanda at 50 % and 2:4.
+Held-out perplexity of both results by one evaluator (llm-compressor's weights copied back
+into Keras) and the wall time of each tool's call on this CPU. Nothing is downloaded: the
+twin is built from a config, the calibration data go in tokenized, and oneshot's processor
+is a byte tokenizer built here. ``--only llm-compressor`` runs this part alone, without
+MNIST, into ``benchmarks/results/peers_llm.json`` and its own README block.
 
-    python -m benchmarks.peers                 # full MNIST, 3 seeds
-    python -m benchmarks.peers --quick         # 2,000 images, 1 seed (~1-2 min)
+    python -m benchmarks.peers                 # full MNIST, 3 seeds, and the LM part
+    python -m benchmarks.peers --quick         # 2,000 images, 1 seed, a tiny LM (~3 min)
     python -m benchmarks.peers --only torch-pruning --seeds 2
+    python -m benchmarks.peers --only llm-compressor   # part 3 alone (~25 min on 2 cores)
 
 A peer that cannot be imported (``pip install -e ".[peers]"`` installs them) is reported as
 such in the JSON and the README table, and the rest runs.
@@ -100,8 +113,8 @@ QUICK = dict(n_train=2000, n_test=500, cnn="tfmot-cnn", cnn_epochs=1, cnn_tune_e
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
-        description="kprune beside tfmot and Torch-Pruning on the same models, data and "
-                    "budgets.")
+        description="kprune beside tfmot, Torch-Pruning and llm-compressor on the same "
+                    "models, data and budgets.")
     add_standard_options(parser, quick_help="2,000 training images, 1 epoch each, int8 "
                          "only, short latency (a smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--seeds", type=int, help="fine-tune seeds for part 2 "
