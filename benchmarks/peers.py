@@ -524,7 +524,7 @@ def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
     from benchmarks import _peer_models as twins
     from kprune import _compat, export, measure, structural
     from kprune.engines.wrap import copy_model
-    from kprune.methods.calibration import calibration_batches
+    from kprune.core.calibration import calibration_batches
     from kprune.methods.post_training import recalibrate_batch_norm
     from kprune.methods.trainer import compile_classifier
 
