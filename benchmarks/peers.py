@@ -523,8 +523,8 @@ def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
     """Part 2: structural pruning by kprune and Torch-Pruning to the same MAC budgets."""
     from benchmarks import _peer_models as twins
     from kprune import _compat, export, measure, structural
-    from kprune.engines.wrap import copy_model
     from kprune.core.calibration import calibration_batches
+    from kprune.engines.wrap import copy_model
     from kprune.methods.post_training import recalibrate_batch_norm
     from kprune.methods.trainer import compile_classifier
 
