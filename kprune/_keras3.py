@@ -23,7 +23,7 @@ from keras.src.models.functional import Functional
 from kprune.core.checks import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
-           "is_wrapper", "unwrap", "clone_model", "copy_model", "sync_state",
+           "is_subclassed", "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",
            "weight_gradients"]
 
 
@@ -55,20 +55,23 @@ def check_model(model, *, argument="model"):
             f"Argument `{argument}` must be a Keras 3 Sequential or functional model. "
             f"Received: {argument} of type {_describe(model)}"
         )
-    if not isinstance(model, (keras.Sequential, Functional)):
-        raise TypeError(
-            f"Argument `{argument}` is a subclassed Keras 3 model ({_describe(model)}); "
-            "kprune needs its layer graph, which subclassed models hide. Rebuild it with "
-            f"the Sequential or functional API. Received: {argument}={model.name!r}"
-        )
     if not model.built:
+        call = ("call it on a batch" if is_subclassed(model)
+                else "give it a `keras.Input` or call `model.build(input_shape)`")
         raise ValueError(
-            f"Argument `{argument}` is not built: give it a `keras.Input` or call "
-            f"`model.build(input_shape)` first. Received: {argument}={model.name!r}"
+            f"Argument `{argument}` is not built: {call} first. "
+            f"Received: {argument}={model.name!r}"
         )
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             check_model(layer, argument=f"{argument}/{layer.name}")
+
+
+def is_subclassed(model):
+    """True for a subclassed Keras 3 model (layers as attributes, a ``call`` method): one
+    whose layer graph kprune cannot read, only its layers."""
+    return isinstance(model, keras.Model) and not isinstance(model, (keras.Sequential,
+                                                                      Functional))
 
 
 def is_wrapper(layer):
@@ -102,9 +105,60 @@ def iter_layers(model, prefix=""):
             yield path, layer
 
 
+def _nested(layer, prefix, relative, descend, views):
+    for sub in layer._flatten_layers(include_self=False, recursive=False):
+        path = f"{relative}/{sub.name}" if relative else sub.name
+        yield f"{prefix}/{path}", views.get(path, sub)
+        if descend(sub):
+            yield from _nested(sub, prefix, path, descend, views)
+
+
+def with_nested_layers(found, descend):
+    """``found`` (``(path, leaf)`` pairs, as :func:`iter_layers` gives them) with, after each
+    leaf that ``descend(layer)`` enters, the layers it holds, depth first, at
+    ``leaf/inner/...``. A pruning wrapper's masked layers come as its views
+    (``wrapper.views()``), so their masks go with them.
+
+    Example:
+        >>> [p for p, _ in with_nested_layers(iter_layers(model), lambda l: l.name == "block")]
+        ['block', 'block/fc1', 'block/fc2', 'head']
+    """
+    for path, leaf in found:
+        yield path, leaf
+        inner = unwrap(leaf)
+        if descend(inner):
+            views = leaf.views() if is_wrapper(leaf) else {}
+            yield from _nested(inner, path, "", descend, views)
+
+
+def sublayer(layer, relative):
+    """The layer at ``relative`` (``"inner/dense"``, names joined by ``/``) inside ``layer``;
+    ``layer`` itself for ``""``.
+
+    Example:
+        >>> sublayer(decoder, "feedforward_intermediate_dense").units
+        128
+    """
+    found = layer
+    for name in filter(None, relative.split("/")):
+        held = {sub.name: sub for sub in found._flatten_layers(include_self=False, recursive=False)}
+        if name not in held:
+            raise ValueError(f"{found.name!r} holds no layer {name!r} (it holds {sorted(held)}). "
+                             f"Received: path={relative!r}")
+        found = held[name]
+    return found
+
+
 def clone_model(model, layer_fn):
     """Clone ``model`` (nested models too) with ``layer_fn(path, layer) -> layer`` on every
-    leaf layer; layers returned unchanged are shared with ``model``."""
+    leaf layer; layers returned unchanged are shared with ``model``.
+
+    A subclassed model is cloned from its config (its class registered with
+    ``keras.saving.register_keras_serializable``), and each layer it holds as an attribute
+    (or in a list attribute) is then replaced by what ``layer_fn`` returns.
+    """
+    if is_subclassed(model):
+        return _clone_subclassed(model, layer_fn)
     paths = {id(layer): path for path, layer in iter_layers(model)}
 
     def clone(layer):
@@ -114,6 +168,31 @@ def clone_model(model, layer_fn):
         return layer_fn(path, layer)
 
     return keras.models.clone_model(model, clone_function=clone, recursive=True)
+
+
+def _clone_subclassed(model, layer_fn):
+    twin = keras.models.clone_model(model)  # the same class from its config, built
+    # the same layers in the same order (unnamed ones may be named anew: "flatten_1")
+    for (path, layer), (fresh_path, fresh) in zip(iter_layers(model), list(iter_layers(twin))):
+        holder_path, _, _ = fresh_path.rpartition("/")
+        new = layer_fn(path, layer)
+        if not new.built:  # a wrapper around a built layer: nothing calls it symbolically
+            new.build(None)
+        _replace(sublayer(twin, holder_path), fresh, new)
+    return twin
+
+
+def _replace(holder, old, new):
+    """Put ``new`` where ``holder`` (a subclassed model or custom layer) holds ``old``: its
+    attribute, and its place in every list the holder keeps it in (its own ``_layers``
+    among them, so that the order of its layers is kept)."""
+    if new is old:
+        return
+    for name, value in list(vars(holder).items()):
+        if value is old:
+            object.__setattr__(holder, name, new)  # past the tracker, locked once built
+        elif isinstance(value, list) and any(item is old for item in value):
+            value[next(i for i, item in enumerate(value) if item is old)] = new
 
 
 def copy_model(model):

@@ -271,3 +271,67 @@ def test_post_training_refuses_bad_input_and_writes_nothing(tmp_path, argv, mess
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def vit_recipe(tmp_path, mnist_dir, structural):
+    """A 2-block Keras 3 ViT (the transformer benchmark's) saved as .keras, and a recipe
+    that prunes it with ``structural``."""
+    from benchmarks.transformer_structural import vit
+
+    model = vit(blocks=2, dim=32, heads=4, ffn=64, patch=7)
+    model.save(tmp_path / "vit.keras")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"""
+model: vit.keras
+data: {mnist_dir}
+subset: {{train: 600, test: 200}}
+baseline: {{epochs: 1, batch_size: 50}}
+structural: {structural}
+plan: {{rules: [{{match: head, target: 0.5}}]}}
+workflow: {{name: one-shot, epochs: 1}}
+export: {{variants: [float], latency_repeats: 1}}
+""")
+    return path
+
+
+@pytest.mark.slow
+def test_run_removes_heads_neurons_and_blocks_of_a_keras3_transformer(tmp_path, mnist_dir,
+                                                                      capsys):
+    """Half the heads (2 of 4 per layer), half the feed-forward neurons, one of the four
+    sub-blocks (influence), Fisher scores on calibration images and the least-squares
+    correction, then fine-tune, one-shot plan and export: through ``kprune run``."""
+    from kprune.engines.saving import load_model
+
+    recipe = vit_recipe(tmp_path, mnist_dir, "{heads: 0.5, neurons: 0.5, blocks: 0.25, "
+                        "criterion: fisher, correction: least_squares, calibration: 32, "
+                        "exclude: [patch]}")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert ("structural: drop 0.25 of the residual blocks (influence), then remove 0.5 of the "
+            "heads and 0.5 of the neurons (global, fisher, least_squares correction)") in printed
+    dense, pruned = (load_model(out / name) for name in ("baseline.keras", "pruned.keras"))
+    names = {layer.name for layer in pruned.layers}
+    adds = {"add_a1", "add_f1", "add_a2", "add_f2"}
+    assert len(adds - names) == 1 and "dropped" in printed  # one sub-block went
+    kept = [layer for layer in pruned.layers if layer.name.startswith("mha_")]
+    assert kept and all(layer.get_config()["num_heads"] == 2 for layer in kept)
+    units = sum(layer.get_config()["units"] for layer in pruned.layers
+                if layer.name.startswith("ffn_up_"))
+    before = sum(dense.get_layer(name).get_config()["units"] for name in names
+                 if name.startswith("ffn_up_"))
+    assert units == before // 2
+    assert pruned.get_layer("patch").get_config()["filters"] == 32  # excluded: whole
+    report = json.loads((out / "report.json").read_text())
+    assert report["extra"]["recipe"]["structural"]["heads"] == 0.5
+
+
+def test_run_refuses_a_blocks_fraction_that_drops_none_before_training(tmp_path, mnist_dir,
+                                                                      capsys):
+    recipe = vit_recipe(tmp_path, mnist_dir, "{blocks: 0.2}")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    assert re.search(r"Key `structural.blocks` drops 0.2 of the model's 4 droppable residual "
+                     r"blocks, rounded down: none\. .*Received: structural.blocks=0.2",
+                     capsys.readouterr().err)
+    assert not out.exists()

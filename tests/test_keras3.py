@@ -42,8 +42,10 @@ def test_keras3_registry_agrees_with_tfmots_registry():
         if ours is None or not labels:
             continue
         assert layers.KERAS3_PRUNED[cls.__name__] == tuple(labels), cls.__name__
+    # EinsumDense is the one Keras 3 addition (tfmot has no entry: its projections sit in
+    # MultiHeadAttention and KerasHub blocks, which tfmot cannot enter).
     assert {name for name, labels in layers.KERAS3_PRUNED.items()
-            if "cell." not in labels[0]} == {
+            if "cell." not in labels[0]} - {"EinsumDense"} == {
         cls.__name__ for cls, labels in registry._LAYERS_WEIGHTS_MAP.items()
         if labels and hasattr(keras.layers, cls.__name__)}
     for cls in registry._RNN_LAYERS:
@@ -379,7 +381,7 @@ def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax():
     _check_fit_without_the_model(_fit_without_the_model("jax"), "jax")
 
 
-def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch():
+def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch(tmp_path):
     from keras.src import backend as keras_backend
 
     pruned = kprune.apply(keras3_models.small_cnn(keras), steps_per_epoch=5, epochs=2)
@@ -389,7 +391,7 @@ def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispa
     overridden = {(type(hook.chosen).__name__, name) for hook in hooks for name in BATCH_HOOKS
                   if not getattr(getattr(hook, name), "_is_default", False)}
     assert overridden == {("UpdatePruningStep", "on_train_batch_begin")}
-    with_board = kprune.callbacks(log_dir="logs")
+    with_board = kprune.callbacks(log_dir=str(tmp_path / "logs"))  # not the cwd
     assert not keras.callbacks.CallbackList(with_board, model=pruned)._async_train
 
 

@@ -64,6 +64,39 @@ def write(tmp_path, text):
          r"Key `structural.fine_tune_epochs` \(line 2\) must be at least 1 with when: after"),
         ("model: seed-cnn\nstructural: {fraction: 0.5}\nworkflow: {name: rewind}\n",
          r"Key `workflow.name` \(line 3\) cannot be 'rewind' with a structural step"),
+        ("model: seed-cnn\nstructural: {heads: 1.2}\n",
+         r"Key `structural.heads` \(line 2\) must be a fraction in \(0, 1\) of the attention "
+         r"heads to remove, or null\. Received: structural.heads=1.2"),
+        ("model: seed-cnn\nstructural: {neurons: 0}\n",
+         r"Key `structural.neurons` \(line 2\) must be a fraction in \(0, 1\) of the channels "
+         r"other than heads"),
+        ("model: seed-cnn\nstructural: {blocks: -0.25}\n",
+         r"Key `structural.blocks` \(line 2\) must be a fraction in \(0, 1\) of the droppable "
+         r"residual blocks"),
+        ("model: seed-cnn\nstructural: {fraction: 0.5, neurons: 0.5}\n",
+         r"Key `structural.neurons` \(line 2\) cannot be given with structural.fraction"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, criterion: fishr}\n",
+         r"Key `structural.criterion` \(line 2\) must be one of \['l1', 'l2', 'bn', 'taylor', "
+         r"'fisher'\] \(did you mean 'fisher'\?\)"),
+        ("model: seed-cnn\nstructural: {blocks: 0.25, block_criterion: influense}\n",
+         r"Key `structural.block_criterion` \(line 2\) must be one of \['sensitivity', 'l1', "
+         r"'influence'\] \(did you mean 'influence'\?\)"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, correction: least_square}\n",
+         r"Key `structural.correction` \(line 2\) must be one of \['least_squares'\] \(did "
+         r"you mean 'least_squares'\?\)"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, criterion: fisher, calibration: 0}\n",
+         r"Key `structural.calibration` \(line 2\) must be a positive integer"),
+        ("model: seed-cnn\nstructural: {correction: least_squares}\n",
+         r"Key `structural.correction` \(line 2\) is used only with a structural step "
+         r"\(structural.fraction, heads, neurons or blocks\)"),
+        ("model: seed-cnn\nstructural: {blocks: 0.25, correction: least_squares}\n",
+         r"Key `structural.correction` \(line 2\) is used only with structural.fraction, heads "
+         r"or neurons"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, block_criterion: l1}\n",
+         r"Key `structural.block_criterion` \(line 2\) is used only with structural.blocks"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, calibration: 64}\n",
+         r"Key `structural.calibration` \(line 2\) is used only with criterion taylor or "
+         r"fisher, a correction, or blocks ranked by influence"),
         ("model: seed-cnn\nplan: {rules: [{match: fc_1}]}\n", None),
         ("model: seed-cnn\nplan: {rules: [{match: fc1, sparsity: 0.5}]}\n",
          r"Key `plan` \(line 2\): Unknown key 'sparsity' in rule"),
@@ -142,3 +175,14 @@ def test_data_is_a_source_or_a_mapping_and_round_trips(tmp_path):
     assert full.data.scale == 255 and full.data.image_size == [32, 32]
     assert Recipe.from_dict(full.to_dict()) == full
     assert Recipe(model="seed-cnn", data="images/").data.source == "images/"
+
+
+def test_heads_neurons_and_blocks_make_a_structural_step():
+    from kprune.experiments.recipe import Structural
+
+    spec = Recipe.from_dict({"model": "seed-cnn", "structural": {
+        "heads": 0.5, "neurons": 0.25, "blocks": 0.25, "criterion": "fisher",
+        "correction": "least_squares", "calibration": 64}}).structural
+    assert spec.active and spec.prune_fraction() == {"heads": 0.5, "channels": 0.25}
+    assert Structural(blocks=0.25).prune_fraction() is None and Structural(blocks=0.25).active
+    assert Structural(fraction=0.3).prune_fraction() == 0.3 and not Structural().active

@@ -41,6 +41,14 @@ def trained(mnist_small):
 
 
 @pytest.fixture(scope="module")
+def untrained():
+    """The two-layer model as built (seeded, never fit): what the fast tier's bad-input
+    tests refuse works on, so that tier trains nothing."""
+    keras.utils.set_random_seed(0)
+    return two_layer()
+
+
+@pytest.fixture(scope="module")
 def validation(mnist_small):
     _, (x_test, y_test) = mnist_small
     return x_test, y_test
@@ -171,11 +179,11 @@ def test_optional_finetune_keeps_the_layer_pruned(trained, validation, mnist_sma
 
 
 @pytest.mark.parametrize("ladder", [(0.5, 1.0), (-0.1, 0.5), (0.5, "x")])
-def test_a_ladder_outside_zero_one_is_refused(trained, validation, ladder):
-    before = weights_of(trained)
+def test_a_ladder_outside_zero_one_is_refused(untrained, validation, ladder):
+    before = weights_of(untrained)
     with pytest.raises(ValueError, match=r"`sparsities` must hold fractions in \[0, 1\)"):
-        sensitivity.scan(trained, *validation, sparsities=ladder, progress=False)
-    assert_same(before, trained)
+        sensitivity.scan(untrained, *validation, sparsities=ladder, progress=False)
+    assert_same(before, untrained)
 
 
 def test_a_model_without_prunable_layers_is_refused():
@@ -185,20 +193,20 @@ def test_a_model_without_prunable_layers_is_refused():
         sensitivity.scan(model, x, y, progress=False)
 
 
-def test_other_bad_input(trained, validation):
+def test_other_bad_input(untrained, validation):
     x, y = validation
-    before = weights_of(trained)
+    before = weights_of(untrained)
     with pytest.raises(ValueError, match=r"names 'fc1'.*Did you mean 'fc'"):
-        sensitivity.scan(trained, x, y, layers=["fc1"], progress=False)
+        sensitivity.scan(untrained, x, y, layers=["fc1"], progress=False)
     with pytest.raises(ValueError, match="must not be empty"):
-        sensitivity.scan(trained, x, y, sparsities=(), progress=False)
+        sensitivity.scan(untrained, x, y, sparsities=(), progress=False)
     with pytest.raises(ValueError, match="same number of examples"):
-        sensitivity.scan(trained, x, y[:10], progress=False)
+        sensitivity.scan(untrained, x, y[:10], progress=False)
     with pytest.raises(TypeError, match="`progress` must be True, False or a callable"):
-        sensitivity.scan(trained, x, y, progress="yes")
+        sensitivity.scan(untrained, x, y, progress="yes")
     with pytest.raises(TypeError, match="`finetune` must be None or a kprune"):
-        sensitivity.scan(trained, x, y, finetune=(x, y), progress=False)
-    assert_same(before, trained)
+        sensitivity.scan(untrained, x, y, finetune=(x, y), progress=False)
+    assert_same(before, untrained)
     result = sensitivity.SensitivityResult(0.9, (0.5,), ())
     with pytest.raises(ValueError, match="`max_drop_pp` must be a non-negative"):
         result.to_plan(max_drop_pp=-1)

@@ -113,3 +113,74 @@ def test_bad_criterion_cost_and_data_are_refused_with_the_fix():
         structural.channel_costs(model, "latency")
     for before_w, after_w in zip(before, model.get_weights()):
         np.testing.assert_array_equal(before_w, after_w)
+
+
+def test_fisher_scores_are_the_squared_mask_gradient_per_example_on_the_models_own_labels():
+    """Per example, d loss / d m of a mask scaling a neuron's kernel column (finite
+    differences, the model's top class as the label), squared and summed."""
+    model = _mlp()
+    x = np.random.default_rng(2).normal(size=(6, 4)).astype("float32")
+    kernel, bias = model.get_layer("fc").get_weights()
+    eps = 1e-3
+    expected = np.zeros(3)
+    for row in x:
+        one = row[None]
+        label = np.argmax(np.asarray(model(one)), axis=-1)
+        for j in range(3):
+            losses = []
+            for scale in (1 + eps, 1 - eps):
+                scaled = kernel.copy()
+                scaled[:, j] *= scale
+                model.get_layer("fc").set_weights([scaled, bias])
+                losses.append(_loss(model, one, label))
+            model.get_layer("fc").set_weights([kernel, bias])
+            expected[j] += ((losses[0] - losses[1]) / (2 * eps)) ** 2
+    scores = structural.group_scores(model, "fisher", data=x)["fc"]
+    np.testing.assert_allclose(scores, expected, rtol=1e-2, atol=1e-7)
+
+
+def test_fisher_needs_calibration_inputs_of_the_models_shape_and_leaves_the_model_as_it_was():
+    model = _mlp()
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=r"criterion='fisher' scores channels on calibration "
+                                         r"inputs: pass data=x .*Received: data=None"):
+        structural.prune(model, 0.5, criterion="fisher")
+    with pytest.raises(ValueError, match=r"Argument `calibration` must hold batches shaped "
+                                         r"like the model's input .*Received: a batch of "
+                                         r"shape \(4, 5\)"):
+        structural.prune(model, 0.5, criterion="fisher", data=np.zeros((4, 5), "float32"))
+    with pytest.raises(ValueError, match="Argument `data` is only used by criterion='taylor' "
+                                         "and 'fisher'"):
+        structural.select(model, 0.5, criterion="l1", data=np.zeros((4, 4), "float32"))
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
+def test_heads_and_channels_each_get_their_own_budget():
+    import keras as keras3
+
+    from tests.test_structural_heads import _tokens, text_transformer
+
+    keras3.utils.set_random_seed(0)
+    model = text_transformer(keras3)
+    keep = structural.select(model, {"heads": 0.5, "channels": 0.25}, criterion="fisher",
+                             data=_tokens(8))
+    assert [len(keep[g]) for g in ("mha_1/heads", "mha_2/heads")] == [2, 2]
+    assert len(keep["ffn_up_1"]) + len(keep["ffn_up_2"]) == 256 - 64
+    text = str(keep)
+    assert "fraction 0.25 (global) of the prunable budget: removed 64 of 256 prunable " \
+           "channels (25.0%)" in text
+    assert "fraction 0.5 (global) of the prunable budget: removed 4 of 8 prunable heads " \
+           "(50.0%)" in text
+    only_heads = structural.select(model, {"heads": 0.5}, scope="layer")
+    assert len(only_heads["ffn_up_1"]) == 128 and len(only_heads["mha_1/heads"]) == 2
+
+
+@pytest.mark.parametrize("fraction, message", [
+    ({"head": 0.5}, r"Argument `fraction` as a dict gives a fraction per kind of unit, keys "
+                    r"\['channels', 'heads'\]\. Did you mean 'heads'\?"),
+    ({}, r"Argument `fraction` as a dict .*Received: fraction=\{\}"),
+    ({"heads": 1.5}, r"Argument `fraction\['heads'\]` must be a fraction in \[0, 1\)"),
+])
+def test_bad_fractions_per_unit_are_refused(fraction, message):
+    with pytest.raises(ValueError, match=message):
+        structural.select(_mlp(), fraction)

@@ -48,7 +48,11 @@ __all__ = [
     "is_prunable",
     "not_pruned_reason",
     "n_m_problem",
+    "n_m_axis",
+    "tied_note",
     "block_problem",
+    "weight_layers",
+    "shared_weights",
     "rescales_inputs",
     "N_M_AXIS",
     "KERAS3_PRUNED",
@@ -148,6 +152,9 @@ SPECS = {
     "Embedding": LayerSpec(
         "embedding", "opaque", n_m=False,
         note="embedding rows are looked up, not multiplied: N:M gives no speed-up"),
+    # Keras 3: the projections inside MultiHeadAttention and KerasHub blocks. N:M runs along
+    # the kernel axis its equation contracts with the input (see n_m_axis).
+    "EinsumDense": LayerSpec("dense", "opaque"),
     "MultiHeadAttention": LayerSpec("attention", "attention", units="num_heads",
                                     layout="attention"),
     "LSTM": _RECURRENT,
@@ -220,6 +227,7 @@ KERAS3_PRUNED = {
                      "Conv3DTranspose"), ("kernel",)),
     **dict.fromkeys(("SeparableConv1D", "SeparableConv2D"), ("pointwise_kernel",)),
     "Embedding": ("embeddings",),
+    "EinsumDense": ("kernel",),
     "MultiHeadAttention": ("_query_dense.kernel", "_key_dense.kernel", "_value_dense.kernel",
                            "_output_dense.kernel"),
     **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("cell.kernel", "cell.recurrent_kernel")),
@@ -330,15 +338,28 @@ def model_layers(model):
     return list(owner.iter_layers(model))
 
 
-def _is_builtin(layer):
-    """True when ``layer`` is exactly a built-in class of its Keras (tfmot's registry is exact)."""
+def _builtin_class(layer):
+    """The built-in class of its Keras that ``layer`` is pruned as, or None.
+
+    tf_keras: the layer's own class, only if built in (tfmot's registry is exact). Keras 3:
+    the nearest built-in ancestor that the registry knows, so that KerasHub's
+    ``ReversibleEmbedding`` is an ``Embedding`` and its ``CachedMultiHeadAttention`` a
+    ``MultiHeadAttention``; a custom layer made of sublayers (``keras.layers.Layer``
+    directly) has none, and its sublayers are pruned instead (:func:`weight_layers`).
+    """
     if is_keras3(layer):
         from kprune._keras3 import keras
+
+        candidates = type(layer).__mro__
     else:
         from kprune._compat import keras
 
-    cls = type(layer)
-    return getattr(keras.layers, cls.__name__, None) is cls
+        candidates = (type(layer),)
+    for cls in candidates:
+        known = cls.__name__ in SPECS or cls.__name__ in KERAS3_PRUNED
+        if known and getattr(keras.layers, cls.__name__, None) is cls:
+            return cls
+    return None
 
 
 def spec(layer):
@@ -354,9 +375,8 @@ def spec(layer):
 
         if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
             return _CUSTOM
-    if _is_builtin(layer):
-        return SPECS.get(type(layer).__name__, _UNKNOWN)
-    return _UNKNOWN
+    builtin = _builtin_class(layer)
+    return _UNKNOWN if builtin is None else SPECS.get(builtin.__name__, _UNKNOWN)
 
 
 def kind(layer):
@@ -465,9 +485,10 @@ def _registry_labels(layer):
     For a Keras 3 layer: :data:`KERAS3_PRUNED`; the other built-in layers :data:`SPECS`
     knows prune nothing (``[]``)."""
     if is_keras3(layer):
-        name = type(layer).__name__
-        if not _is_builtin(layer):
+        builtin = _builtin_class(layer)
+        if builtin is None:
             return None
+        name = builtin.__name__
         if name in KERAS3_PRUNED:
             return list(KERAS3_PRUNED[name])
         return [] if name in SPECS else None
@@ -553,6 +574,13 @@ def not_pruned_reason(layer):
     if not inner.weights:
         return "no weights"
     if _registry_labels(inner) is None and entry is not _CUSTOM:
+        if is_keras3(inner) and _sublayers(inner):
+            own = _own_variables(inner)
+            if own:
+                return (f"{type(inner).__name__} holds variables of its own ({', '.join(own)}), "
+                        "outside any layer kprune knows: they are not masked; its sublayers "
+                        "are rows of their own")
+            return f"{type(inner).__name__}: its sublayers are rows of their own"
         if is_keras3(inner):
             return (f"{type(inner).__name__} is not a layer kprune's Keras 3 engine prunes "
                     f"(it prunes {', '.join(sorted(KERAS3_PRUNED))})")
@@ -583,12 +611,49 @@ def effective_weights(layer):
     return tuple((w.label, v) for w, v in zip(weights, values))
 
 
+def _einsum_input_axis(layer):
+    """``(axis, problem)``: the kernel axis an ``EinsumDense``'s equation contracts with its
+    input (negative, as :data:`N_M_AXIS`), or None and why there is no single one.
+
+    Example:
+        >>> _einsum_input_axis(keras.layers.EinsumDense("abc,cde->abde", (None, 4, 8)))
+        (-3, '')
+    """
+    equation = layer.equation.replace("...", "")
+    inputs, _, output = equation.partition("->")
+    source, _, kernel = inputs.partition(",")
+    contracted = [c for c in kernel if c in source and c not in output]
+    if len(contracted) != 1:
+        return None, (f"its equation {layer.equation!r} contracts {len(contracted)} kernel axes "
+                      f"({', '.join(contracted) or 'none'}) with the input: N:M needs one")
+    return kernel.index(contracted[0]) - len(kernel), ""
+
+
+def n_m_axis(layer):
+    """The axis of ``layer``'s prunable weights that N:M groups run along: the input channels
+    of a kernel (:data:`N_M_AXIS`), or for an ``EinsumDense`` the kernel axis its equation
+    contracts with the input.
+
+    Example:
+        >>> n_m_axis(keras.layers.Dense(4))
+        -2
+    """
+    inner = _inner(layer)
+    if spec(inner) is SPECS["EinsumDense"]:
+        axis, problem = _einsum_input_axis(inner)
+        if problem:
+            raise ValueError(f"{inner.name!r} cannot take N:M: {problem}")
+        return axis
+    return N_M_AXIS
+
+
 def n_m_problem(layer, n, m):
     """Why ``n:m`` sparsity cannot apply to ``layer`` ("" when it can).
 
     tfmot groups N:M along axis -2 of rank-2 and rank-4 weights only (a Keras kernel's
     input channels), so a layer can take it when every prunable weight has that rank and
-    a multiple of ``m`` (at least ``m``) along that axis.
+    a multiple of ``m`` (at least ``m``) along that axis. An ``EinsumDense`` (Keras 3)
+    groups along the kernel axis its equation contracts with the input, whatever its rank.
 
     Example:
         >>> n_m_problem(first_conv, 2, 4)
@@ -600,12 +665,16 @@ def n_m_problem(layer, n, m):
         return not_pruned_reason(layer) or "nothing to prune"
     if not entry.n_m:
         return f"{type(_inner(layer)).__name__}: {entry.note.format(pruner=pruner(layer))}"
+    einsum = entry is SPECS["EinsumDense"]
+    axis, problem = _einsum_input_axis(_inner(layer)) if einsum else (N_M_AXIS, "")
+    if problem:
+        return problem
     for weight in weights:
         rank = len(weight.shape)
-        if rank not in (2, 4):
+        if rank not in (2, 4) and not einsum:
             return (f"{weight.label} has rank {rank}; {pruner(layer)} groups N:M only in rank-2 "
                     "and rank-4 weights")
-        channels = weight.shape[N_M_AXIS]
+        channels = weight.shape[axis]
         if channels < m:
             return f"{channels} input channel{'s' if channels != 1 else ''} < group size {m}"
         if channels % m:
@@ -633,3 +702,70 @@ def block_problem(layer, block):
             return (f"{weight.label} has rank {len(weight.shape)}; {pruner(layer)} prunes blocks "
                     "only in 2-dimensional weights")
     return ""
+
+
+def _sublayers(layer):
+    """The layers a Keras 3 layer holds directly (its attributes that are layers)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _own_variables(layer):
+    """Paths of the variables a Keras 3 custom layer created itself, not through a sublayer."""
+    owned = {id(v) for sub in _sublayers(layer) for v in sub.variables}
+    return [v.path for v in layer.variables if id(v) not in owned]
+
+
+def tied_note(layer):
+    """What a plan row says of an embedding whose table is also the output projection
+    (KerasHub's ``ReversibleEmbedding(tie_weights=True)``): pruning it prunes both.
+
+    Example:
+        >>> tied_note(gpt2_backbone.get_layer("token_embedding"))
+        'tied: also the output projection (reverse=True)'
+    """
+    inner = _inner(layer)
+    if spec(inner).kind == "embedding" and getattr(inner, "tie_weights", False):
+        return "tied: also the output projection (reverse=True)"
+    return ""
+
+
+def weight_layers(model):
+    """``(path, layer)`` of every layer that may hold weights to prune: the leaf layers of
+    :func:`model_layers` and, on Keras 3, the layers inside custom layers (a KerasHub
+    ``TransformerDecoder``'s ``feedforward_intermediate_dense``), depth first, at their
+    path ``outer/custom/inner``. Built-in layers (``MultiHeadAttention`` included) are not
+    entered: the registry says what they prune. Inside a pruning wrapper, each layer it
+    masks comes as its masked view (``layer.layer``, ``layer.masks``).
+
+    Example:
+        >>> [path for path, _ in weight_layers(gpt2_classifier)][4:6]
+        ['gpt2_backbone/transformer_layer_0', 'gpt2_backbone/transformer_layer_0/self_attention']
+    """
+    found = model_layers(model)
+    if not is_keras3(model):
+        return found
+    from kprune import _keras3
+
+    def descend(layer):
+        return _builtin_class(layer) is None
+
+    return list(_keras3.with_nested_layers(found, descend))
+
+
+def shared_weights(found):
+    """``{path: reason}`` for the layers of ``found`` (``(path, layer)`` pairs) whose prunable
+    variable another layer before them prunes too (tied weights): one variable cannot take
+    two masks.
+
+    Example:
+        >>> shared_weights(weight_layers(model))
+        {'decoder/out': 'kernel is shared with encoder/in: a shared variable cannot take two masks'}
+    """
+    owners, shared = {}, {}
+    for path, layer in found:
+        for weight in prunable_weights(layer):
+            first = owners.setdefault(id(weight.variable), path)
+            if first != path and path not in shared:
+                shared[path] = (f"{weight.label} is shared with {first}: a shared variable "
+                                "cannot take two masks")
+    return shared

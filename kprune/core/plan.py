@@ -404,16 +404,21 @@ class PruningPlan:
         Raises ValueError for a name rule that matches no layer (suggesting close
         names) and for an explicit N:M rule on a layer that cannot take it.
         """
-        from kprune.core.layers import model_layers
+        from kprune.core.layers import shared_weights, tied_note, weight_layers
 
-        layers = model_layers(model)  # tf_keras or Keras 3, checked by its engine
-        chosen = self._choose(layers)
+        found = weight_layers(model)  # tf_keras or Keras 3, checked; nested layers too
+        chosen = self._choose(found)
+        shared = shared_weights(found)
         rows = []
-        for path, layer in layers:
+        for path, layer in found:
             rule = chosen.get(path)
-            rows.append(
-                _resolve_layer(path, layer, rule, steps_per_epoch=steps_per_epoch, epochs=epochs)
-            )
+            row = _resolve_layer(path, layer, rule, steps_per_epoch=steps_per_epoch, epochs=epochs)
+            if tied_note(layer):
+                row = replace(row, reason=_join(row.reason, tied_note(layer)))
+            if path in shared:
+                row = LayerPlan(name=path, type=row.type, params=row.params, weights=row.weights,
+                                method="skip", reason=shared[path])
+            rows.append(row)
         return ResolvedPlan(tuple(rows))
 
     def _choose(self, layers):

@@ -199,7 +199,7 @@ def sparsity_report(model, plan=None, *, strict=False):
             block only partly zero), or when there
             is no plan to compare with (a strict check of nothing would always pass).
     """
-    model_layers = layers.model_layers(model)  # either engine's model, checked
+    model_layers = layers.weight_layers(model)  # either engine's model, checked; nested too
     plan = getattr(model, "_kprune_plan", None) if plan is None else plan
     if strict and plan is None:
         raise ValueError(
@@ -248,7 +248,7 @@ def _layer_row(path, layer, weights, planned):
     if planned is None:
         return LayerSparsity(**base)
     if planned.method == "m_by_n":
-        violations = sum(masks.n_m_violations(v, planned.n, planned.m, axis=layers.N_M_AXIS)
+        violations = sum(masks.n_m_violations(v, planned.n, planned.m, axis=layers.n_m_axis(layer))
                          for _, v in weights)
         return LayerSparsity(
             **base,

@@ -12,6 +12,8 @@ Example recipe (every key optional except ``model``)::
     subset: {train: 6000, test: 2000}
     validation: 0.1            # held out of the training images: a fraction or a count
     structural: {fraction: 0.5, scope: global, fine_tune_epochs: 1}   # optional; when: after
+    # transformers: structural: {heads: 0.5, neurons: 0.5, blocks: 0.25, criterion: fisher,
+    #                            correction: least_squares, calibration: 256}
     seed: 0
     baseline: {epochs: 1, batch_size: 64, optimizer: adam, learning_rate: 0.001}
     # baseline: {..., learning_rate_decay: 0.95}: each fit's rate falls 5 % an epoch
@@ -110,9 +112,21 @@ class Structural:
     the smaller model, one-shot, and fine-tuned ``fine_tune_epochs`` (at least 1): removing
     input channels shifts the groups of 4 that 2:4 runs along, so the masks are recomputed
     rather than sliced.
+
+    Transformers: ``heads`` and ``neurons`` (instead of ``fraction``) remove those fractions
+    of the attention heads and of the other prunable channels (a feed-forward block's
+    neurons), each its own budget; ``blocks`` drops that fraction of the droppable residual
+    blocks (rounded down) first, ranked by ``block_criterion`` (``influence``: block
+    influence on the calibration inputs; ``l1``; ``sensitivity``: validation accuracy).
+    ``criterion: fisher`` scores channels and heads on ``calibration`` unlabeled training
+    examples (``taylor`` on them with their labels); ``correction: least_squares`` re-fits
+    the projections that lost inputs on them (see :func:`kprune.structural.correct`).
     """
 
     fraction: float | None = None
+    heads: float | None = None
+    neurons: float | None = None
+    blocks: float | None = None
     scope: str = "global"
     criterion: str = "l1"
     cost: str | None = None
@@ -120,6 +134,28 @@ class Structural:
     exclude: tuple = ()
     fine_tune_epochs: int = 1
     when: str = "before"
+    block_criterion: str = "influence"
+    correction: str | None = None
+    calibration: int = 256
+
+    @property
+    def active(self):
+        """Whether the recipe has a structural step (any of its fractions given)."""
+        return any(getattr(self, key) is not None for key in ("fraction", "heads", "neurons",
+                                                               "blocks"))
+
+    def prune_fraction(self):
+        """What :func:`kprune.structural.prune` takes: ``fraction``, or one per kind of
+        unit (``{"heads": ..., "channels": ...}``); None when only blocks are dropped."""
+        if self.fraction is not None:
+            return self.fraction
+        kinds = {"heads": self.heads, "channels": self.neurons}
+        return {key: value for key, value in kinds.items() if value is not None} or None
+
+    def needs_calibration(self):
+        """Whether the step reads calibration examples of the training split."""
+        return (self.criterion in ("taylor", "fisher") or self.correction is not None
+                or (self.blocks is not None and self.block_criterion == "influence"))
 
 
 @dataclass(frozen=True)
@@ -394,14 +430,47 @@ class Recipe:
             _fail("data.test_split", "must be a fraction in (0, 1)", spec.test_split, lines)
 
     def _check_structural(self, lines):
-        spec = self.structural
-        if spec.fraction is None:
+        from kprune.structural.blocks import CRITERIA as BLOCK_CRITERIA
+        from kprune.structural.correct import CORRECTIONS
+        from kprune.structural.importance import CRITERIA
+
+        spec, default = self.structural, Structural()
+        if not spec.active:
+            for key in ("block_criterion", "correction", "calibration"):
+                if getattr(spec, key) != getattr(default, key):
+                    _fail(f"structural.{key}", "is used only with a structural step "
+                          "(structural.fraction, heads, neurons or blocks)", getattr(spec, key),
+                          lines)
             return
-        if not 0 < spec.fraction < 1:
-            _fail("structural.fraction", "must be a fraction in (0, 1) of the channels to "
-                  "remove, or null", spec.fraction, lines)
+        for key, what in (("fraction", "the channels and heads"), ("heads", "the attention "
+                          "heads"), ("neurons", "the channels other than heads (feed-forward "
+                          "neurons)"), ("blocks", "the droppable residual blocks")):
+            value = getattr(spec, key)
+            if value is not None and not 0 < value < 1:
+                _fail(f"structural.{key}", f"must be a fraction in (0, 1) of {what} to "
+                      "remove, or null", value, lines)
+        if spec.fraction is not None and (spec.heads, spec.neurons) != (None, None):
+            key = "heads" if spec.heads is not None else "neurons"
+            _fail(f"structural.{key}", "cannot be given with structural.fraction (one budget "
+                  "for channels and heads alike): give fraction, or heads and neurons",
+                  getattr(spec, key), lines)
+        _choice(spec.criterion, CRITERIA, "structural.criterion", lines)
+        _choice(spec.block_criterion, BLOCK_CRITERIA, "structural.block_criterion", lines)
+        if spec.correction is not None:
+            _choice(spec.correction, CORRECTIONS, "structural.correction", lines)
+        _positive(spec.calibration, "structural.calibration", lines)
+        only = {"block_criterion": spec.blocks is not None,
+                "correction": spec.prune_fraction() is not None,
+                "calibration": spec.needs_calibration()}
+        for key, used in only.items():
+            if not used and getattr(spec, key) != getattr(default, key):
+                why = {"block_criterion": "structural.blocks",
+                       "correction": "structural.fraction, heads or neurons",
+                       "calibration": "criterion taylor or fisher, a correction, or blocks "
+                                      "ranked by influence"}[key]
+                _fail(f"structural.{key}", f"is used only with {why}", getattr(spec, key),
+                      lines)
         _choice(spec.scope, ("global", "layer"), "structural.scope", lines)
-        _choice(spec.criterion, ("l1", "l2", "bn"), "structural.criterion", lines)
         if spec.cost is not None:
             _choice(spec.cost, ("macs", "params"), "structural.cost", lines)
         if spec.round_to is not None:
@@ -539,7 +608,9 @@ def _positive(value, key, lines, *, minimum=1):
 
 def _choice(value, choices, key, lines):
     if value not in choices:
-        _fail(key, f"must be one of {list(choices)}", value, lines)
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        _fail(key, f"must be one of {list(choices)}{hint}", value, lines)
 
 
 def _fail(key, problem, value, lines):

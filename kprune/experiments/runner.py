@@ -163,11 +163,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     plan = recipe.pruning_plan()
     plan.resolve(model)  # a rule for a missing layer fails here, before any training
     cut = recipe.structural
-    if cut.fraction is not None:  # a graph kprune cannot prune fails here, too
-        from kprune.structural import select
-
-        select(model, cut.fraction, criterion=cut.criterion, scope=cut.scope, cost=cut.cost,
-               round_to=cut.round_to, exclude=cut.exclude)
+    if cut.active:  # a graph kprune cannot prune fails here, too
+        _check_structural(model, cut)
     if recipe.workflow.name == "variational":  # a model it cannot train fails here, too
         from kprune.methods.variational import check_model
 
@@ -202,7 +199,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         log(f"resuming the run in {out} from its latest checkpoint")
 
     stages = ["baseline", "structural", "workflow", "sparsity", "export"]
-    if cut.fraction is None:
+    if not cut.active:
         stages.remove("structural")
     elif cut.when == "after":  # channels go from the sparse model, the plan is re-applied
         stages[1:3] = ["workflow", "structural"]
@@ -236,8 +233,10 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     if recipe.workflow.learning_rate_decay is not None:  # the fits after the baseline
         trainer = trainer_with(recipe.workflow.learning_rate_decay)
     start = model
-    if cut.fraction is not None and cut.when == "before":
-        start = _remove_channels(model, cut, stage("structural"), log)
+    calibration = {"train": (x_train[:cut.calibration], y_train[:cut.calibration]),
+                   "validation": (x_val, y_val)}
+    if cut.active and cut.when == "before":
+        start = _remove_channels(model, cut, stage("structural"), log, calibration)
         if cut.fine_tune_epochs:
             trainer.fit(start, cut.fine_tune_epochs)
 
@@ -255,10 +254,10 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
         control = _train_as_long(model, control_epochs, trainer, checkpoints, log)
     final, history = _run_workflow(recipe, start, plan, trainer, initial_weights,
                                    checkpoint_dir=out / CHECKPOINTS, control=control)
-    if cut.fraction is not None and cut.when == "after":
+    if cut.active and cut.when == "after":
         from kprune.methods.workflows import one_shot
 
-        smaller = _remove_channels(final, cut, stage("structural"), log)
+        smaller = _remove_channels(final, cut, stage("structural"), log, calibration)
         log(f"the plan again on the smaller model, one-shot, {cut.fine_tune_epochs} "
             "fine-tune epoch(s): 2:4 groups are re-formed over the inputs that remain")
         final = one_shot(smaller, plan, trainer=trainer, finetune_epochs=cut.fine_tune_epochs,
@@ -304,7 +303,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     log("\n" + str(comparison))
     if training.epochs and not training.trained_as_long:
         tuned = (f"{cut.fine_tune_epochs} structural fine-tune epoch(s) and "
-                 if cut.fraction is not None and cut.fine_tune_epochs else "")
+                 if cut.active and cut.fine_tune_epochs else "")
         log(f"note: the pruned model kept training ({tuned}the {recipe.workflow.name} "
             f"workflow) after the {training.epochs}-epoch baseline; the accuracy change "
             "includes that training.")
@@ -352,14 +351,14 @@ def _compile(model, training):
 def _epochs_after_baseline(cut, history):
     """Epochs the pruned model trained after the baseline: the structural fine-tune and
     the workflow's epochs (the last epoch of its history)."""
-    tuned = cut.fine_tune_epochs if cut.fraction is not None else 0
+    tuned = cut.fine_tune_epochs if cut.active else 0
     return tuned + max((record.get("epoch", 0) for record in history), default=0)
 
 
 def _planned_epochs_after_baseline(recipe, cut):
     """The epochs a variational workflow will train after the baseline (as
     :func:`_epochs_after_baseline` counts them when it has)."""
-    tuned = cut.fine_tune_epochs if cut.fraction is not None else 0
+    tuned = cut.fine_tune_epochs if cut.active else 0
     return tuned + recipe.workflow.epochs + recipe.workflow.finetune_epochs
 
 
@@ -400,17 +399,67 @@ def _train_as_long(model, epochs, trainer, checkpoints, log):
     return control
 
 
-def _remove_channels(model, cut, heading, log):
-    """The structural step of a recipe: ``model`` without ``cut.fraction`` of its channels."""
-    from kprune.engines import distribute
-    from kprune.structural import prune, summary
+def _check_structural(model, cut):
+    """Refuse, before any training, a structural step ``model`` cannot take: a graph kprune
+    cannot prune, or a fraction of blocks that drops none."""
+    from kprune.structural import residual_blocks, select
 
+    fraction = cut.prune_fraction()
+    if fraction is not None:
+        select(model, fraction, criterion=_label_free(cut.criterion), scope=cut.scope,
+               cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
+    if cut.blocks is not None:
+        droppable = sum(block.droppable for block in residual_blocks(model))
+        if int(cut.blocks * droppable) < 1:
+            raise ValueError(
+                f"Key `structural.blocks` drops {cut.blocks:g} of the model's {droppable} "
+                "droppable residual blocks, rounded down: none. Give a larger fraction, or "
+                f"leave blocks out. Received: structural.blocks={cut.blocks!r}")
+
+
+def _label_free(criterion):
+    """The criterion for a check before training (the data-based ones score like l1)."""
+    return "l1" if criterion in ("taylor", "fisher") else criterion
+
+
+def _remove_channels(model, cut, heading, log, calibration):
+    """The structural step of a recipe: ``model`` without ``cut.blocks`` of its residual
+    blocks, then without ``cut.fraction`` (or ``heads``, ``neurons``) of its channels.
+
+    ``calibration``: ``{"train": (x, y), "validation": (x, y)}``; the training examples
+    score channels (taylor with labels, fisher without), rank blocks by influence and
+    feed the correction, the validation ones rank blocks by sensitivity.
+    """
+    from kprune.engines import distribute
+    from kprune.structural import drop_blocks, prune, residual_blocks, summary
+
+    x_cal, y_cal = calibration["train"]
+    fraction = cut.prune_fraction()
     weighed = f", weighted by {cut.cost}" if cut.cost else ""
-    log(f"{heading}: remove {cut.fraction:g} of the channels ({cut.scope}{weighed}, "
-        f"{cut.criterion}), fine-tune {cut.fine_tune_epochs} epoch(s)")
+    if isinstance(fraction, dict):
+        what = " and ".join(f"{value:g} of the {'neurons' if unit == 'channels' else unit}"
+                            for unit, value in fraction.items())
+    else:
+        what = None if fraction is None else f"{fraction:g} of the channels"
+    steps = ([f"drop {cut.blocks:g} of the residual blocks ({cut.block_criterion})"]
+             if cut.blocks is not None else [])
+    if what is not None:
+        corrected = f", {cut.correction} correction" if cut.correction else ""
+        steps.append(f"remove {what} ({cut.scope}{weighed}, {cut.criterion}{corrected})")
+    log(f"{heading}: {', then '.join(steps)}, fine-tune {cut.fine_tune_epochs} epoch(s)")
+    smaller = model
     with distribute.scope(model):
-        smaller = prune(model, cut.fraction, criterion=cut.criterion, scope=cut.scope,
-                        cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
+        if cut.blocks is not None:
+            count = int(cut.blocks * sum(b.droppable for b in residual_blocks(model)))
+            data = {"influence": x_cal, "sensitivity": calibration["validation"],
+                    "l1": None}[cut.block_criterion]
+            smaller = drop_blocks(model, count, criterion=cut.block_criterion, data=data)
+        if fraction is not None:
+            data = {"taylor": (x_cal, y_cal), "fisher": x_cal}.get(cut.criterion)
+            smaller = prune(smaller, fraction, criterion=cut.criterion, scope=cut.scope,
+                            cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude,
+                            data=data, correct=cut.correction,
+                            calibration=None if cut.correction is None else x_cal)
     log(summary(model, smaller))
     return smaller
 

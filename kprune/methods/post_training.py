@@ -239,15 +239,22 @@ def _plan_rows(model, plan):
                 f"Post-training pruning takes unstructured and N:M rows; layer {row.name!r} "
                 f"asks for blocks of {row.block[0]}x{row.block[1]}. Use an unstructured or "
                 "N:M rule for it.")
-        layer = by_path[row.name]
-        problem = (_matrix_problem(layer) or
-                   ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
-                   or capture.capture_problem(model, row.name))
+        problem = _solve_problem(model, row.name, by_path.get(row.name))
         if problem:
             row = dataclasses.replace(row, method="skip", target=None, n=None, m=None,
                                       schedule=None, reason=problem)
         rows.append(row)
     return ResolvedPlan(tuple(rows))
+
+
+def _solve_problem(model, path, layer):
+    """Why the layer at ``path`` cannot be solved from its inputs ("" when it can)."""
+    if layer is None:  # a layer inside a custom layer (weight_layers): not in the graph
+        return (f"it sits inside the custom layer {path.rpartition('/')[0]!r}, whose inner "
+                "inputs post-training pruning does not capture yet")
+    return (_matrix_problem(layer)
+            or ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
+            or capture.capture_problem(model, path))
 
 
 def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,

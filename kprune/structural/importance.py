@@ -2,7 +2,10 @@
 
 A group's channel score adds up its "out" members' kernel norms (``"l1"``, ``"l2"``), its
 batch norms' ``|gamma|`` (``"bn"``; groups without a batch norm fall back to ``"l1"``), or
-``|w * grad|`` of those kernels on one batch of data (``"taylor"``, first-order Taylor).
+``|w * grad|`` of those kernels on one batch of data (``"taylor"``, first-order Taylor), or
+the Fisher information of each channel's (head's) mask on unlabeled calibration inputs, the
+model's own top class as the label (``"fisher"``: the squared loss change its removal
+causes, to second order; Kwon et al. 2022).
 :func:`select` keeps the highest scores of each group (``scope="layer"``: the same fraction
 everywhere) or of the whole model (``scope="global"``: scores divided by their group's
 mean, then one threshold), never removing more than ``max_fraction_per_group`` of a group.
@@ -15,6 +18,8 @@ Example:
     >>> smaller = structural.prune(model, 0.5, round_to=8)   # then fine-tune a little
     >>> faster = structural.prune(model, 0.5, cost="macs", criterion="taylor",
     ...                           data=(x[:128], y[:128]))
+    >>> smaller = structural.prune(vit, {"heads": 0.5, "channels": 0.5},
+    ...                            criterion="fisher", data=x[:256])
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
 
-CRITERIA = ("l1", "l2", "bn", "taylor")
+CRITERIA = ("l1", "l2", "bn", "taylor", "fisher")
+UNITS = ("channels", "heads")
 COSTS = ("macs", "params")
 
 
@@ -44,13 +50,14 @@ COSTS = ("macs", "params")
 def group_scores(model, criterion="l1", *, data=None):
     """``{group id: score of each channel}`` for the removable groups of ``model``.
 
-    ``criterion="taylor"`` needs ``data=(x, y)``: one batch of inputs and integer labels.
+    ``criterion="taylor"`` needs ``data=(x, y)``: one batch of inputs and integer labels;
+    ``"fisher"`` needs ``data=x``: calibration inputs, no labels.
 
     Example:
         >>> group_scores(model)["conv1"].shape
         (32,)
     """
-    _check_criterion(criterion, data)
+    data = _check_criterion(criterion, data, model)
     return _scores(graph_module.groups(model), model, criterion, data=data)
 
 
@@ -86,11 +93,16 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
 
     Args:
         model: a Sequential or functional model, tf_keras or Keras 3 (not modified).
-        fraction: the fraction of the prunable channels to remove, in [0, 1).
+        fraction: the fraction of the prunable channels and heads to remove, in [0, 1);
+            or ``{"heads": f, "channels": g}``: each kind has its own budget (a kind not
+            named loses nothing), e.g. half the heads and half the feed-forward neurons.
         criterion: ``"l1"``, ``"l2"`` (kernel norms, summed over a group's producers; a
             head's norm is that of its query, key and value slices and output rows),
-            ``"bn"`` (batch norm ``|gamma|``) or ``"taylor"`` (``|w * grad|`` summed over
-            the same weights, on the batch ``data``).
+            ``"bn"`` (batch norm ``|gamma|``), ``"taylor"`` (``|w * grad|`` summed over
+            the same weights, on the batch ``data``) or ``"fisher"`` (per example of the
+            calibration inputs ``data``, no labels, ``(sum of w * grad)**2`` over the same
+            weights, the model's own top class as the label: the Fisher information of the
+            channel's or head's mask).
         scope: ``"layer"`` removes ``fraction`` of every group; ``"global"`` compares all
             groups' scores, each divided by its group's mean, against one threshold.
         cost: with ``scope="global"``, ``None`` counts channels and heads (``fraction``
@@ -103,7 +115,8 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
         exclude: names of layers whose groups are left whole.
         max_fraction_per_group: never remove more than this fraction of a group (at least
             one channel, and one head, always stays).
-        data: ``(x, y)``, one batch of inputs and integer labels, for ``"taylor"``.
+        data: ``(x, y)``, one batch of inputs and integer labels, for ``"taylor"``;
+            calibration inputs (an array, a dict of arrays or batches) for ``"fisher"``.
         strict: raise instead of leaving whole a group that a layer kprune cannot follow
             stops (the error names the layer).
 
@@ -116,9 +129,11 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
         >>> keep["ffn_up_1"].shape, keep["mha_1/heads"]
         ((64,), array([1, 3]))
         >>> print(keep)                 # ... left whole: the residual stream (embedding)
+        >>> keep = select(vit, {"heads": 0.5, "channels": 0.5}, criterion="fisher",
+        ...               data=x[:256])
     """
-    fraction = _check_fraction(fraction, "fraction")
-    _check_criterion(criterion, data)
+    fraction = _check_fractions(fraction)
+    data = _check_criterion(criterion, data, model)
     check_choice(scope, ("global", "layer"), "scope")
     if cost is not None:
         check_choice(cost, COSTS, "cost")
@@ -168,25 +183,15 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
             )
     scores = _scores(groups, model, criterion, chosen, data=data)
     costs = _costs(chosen, model, cost) if cost is not None else None
-    if scope == "layer":
-        removed = {g.id: int(fraction * g.size) for g in chosen}
+    if isinstance(fraction, dict):  # each kind of unit its own budget
+        parts = [([g for g in chosen if _unit(g) == unit], fraction.get(unit, 0.0))
+                 for unit in UNITS]
     else:
-        pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen] or [[]])
-        owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)] or [[]])
-        # ties (e.g. untrained batch norms, all gamma 1) go evenly: by rank within a group
-        ranks = np.concatenate(
-            [np.argsort(np.argsort(scores[g.id], kind="stable"), kind="stable") / g.size
-             for g in chosen] or [[]])
-        order = np.lexsort((ranks, pooled))
-        if cost is None:
-            lowest = order[:int(fraction * len(pooled))]
-        else:  # the cheapest prefix of the order that reaches the cost budget
-            weight = np.concatenate([np.full(g.size, costs[g.id]) for g in chosen] or [[]])
-            spent = np.cumsum(weight[order])
-            budget = fraction * (spent[-1] if len(spent) else 0.0)
-            lowest = order[:int(np.searchsorted(spent, budget * (1 + 1e-12), side="right"))]
-        counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
-        removed = {g.id: int(counts[i]) for i, g in enumerate(chosen)}
+        parts = [(chosen, fraction)]
+    removed = {}
+    for part, share in parts:
+        if part:
+            removed.update(_removed(part, scores, costs, share, scope, cost))
     keep = {}
     for group in chosen:
         least = max(1, math.ceil((1 - cap) * group.size - 1e-9))
@@ -196,8 +201,29 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
             n_keep = min(group.size, math.ceil(n_keep / step) * step)
         order = np.argsort(-scores[group.id], kind="stable")  # ties: lower index kept
         keep[group.id] = np.sort(order[:n_keep])
-    return Selection(keep, graph=groups.graph, chosen=chosen, left=left, fraction=fraction, scope=scope,
-                     cost=cost, costs=costs)
+    return Selection(keep, graph=groups.graph, chosen=chosen, left=left, fraction=fraction,
+                     scope=scope, cost=cost, costs=costs)
+
+
+def _removed(chosen, scores, costs, fraction, scope, cost):
+    """``{group id: channels (heads) to remove}``: ``fraction`` of ``chosen``'s budget."""
+    if scope == "layer":
+        return {g.id: int(fraction * g.size) for g in chosen}
+    pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen])
+    owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)])
+    # ties (e.g. untrained batch norms, all gamma 1) go evenly: by rank within a group
+    ranks = np.concatenate([np.argsort(np.argsort(scores[g.id], kind="stable"),
+                                       kind="stable") / g.size for g in chosen])
+    order = np.lexsort((ranks, pooled))
+    if cost is None:
+        lowest = order[:int(fraction * len(pooled))]
+    else:  # the cheapest prefix of the order that reaches the cost budget
+        weight = np.concatenate([np.full(g.size, costs[g.id]) for g in chosen])
+        spent = np.cumsum(weight[order])
+        budget = fraction * spent[-1]
+        lowest = order[:int(np.searchsorted(spent, budget * (1 + 1e-12), side="right"))]
+    counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
+    return {g.id: int(counts[i]) for i, g in enumerate(chosen)}
 
 
 @follows_nesting
@@ -273,11 +299,13 @@ class Selection(dict):
         self.chosen, self.left = list(chosen), list(left)
         self.fraction, self.scope, self.cost, self.costs = fraction, scope, cost, costs
 
-    def budget(self):
-        """``(removed, prunable)``: channels and heads (with ``cost``: their cost)."""
+    def budget(self, unit=None):
+        """``(removed, prunable)``: channels and heads (with ``cost``: their cost), or
+        those of one ``unit`` (``"channels"`` or ``"heads"``)."""
         weight = (lambda g: self.costs[g.id]) if self.costs else (lambda g: 1)
-        removed = sum((g.size - len(self[g.id])) * weight(g) for g in self.chosen)
-        return removed, sum(g.size * weight(g) for g in self.chosen)
+        chosen = [g for g in self.chosen if unit is None or _unit(g) == unit]
+        removed = sum((g.size - len(self[g.id])) * weight(g) for g in chosen)
+        return removed, sum(g.size * weight(g) for g in chosen)
 
     def left_table(self, left=None):
         """The groups left whole, their producers and why."""
@@ -296,13 +324,21 @@ class Selection(dict):
 
         rows = [(g.id, _unit(g), str(g.size), str(len(self[g.id])),
                  str(g.size - len(self[g.id]))) for g in self.chosen]
-        removed, total = self.budget()
-        units = " and ".join(sorted({_unit(g) for g in self.chosen}) or ["channels"])
-        what = f"{self.cost} of the prunable {units}" if self.cost else f"prunable {units}"
-        share = removed / total if total else 0.0
-        line = (f"fraction {self.fraction:g} ({self.scope}) of the prunable budget: removed "
-                f"{removed:,.0f} of {total:,.0f} {what} ({share:.1%}) in "
-                f"{len(self.chosen)} groups; {len(self.left)} groups left whole")
+        if isinstance(self.fraction, dict):
+            kinds = [(unit, self.fraction[unit]) for unit in UNITS if unit in self.fraction]
+        else:
+            kinds = [(None, self.fraction)]
+        lines = []
+        for unit, fraction in kinds:
+            removed, total = self.budget(unit)
+            units = unit or " and ".join(sorted({_unit(g) for g in self.chosen}) or
+                                         ["channels"])
+            what = f"{self.cost} of the prunable {units}" if self.cost else f"prunable {units}"
+            share = removed / total if total else 0.0
+            lines.append(f"fraction {fraction:g} ({self.scope}) of the prunable budget: "
+                         f"removed {removed:,.0f} of {total:,.0f} {what} ({share:.1%})")
+        line = "\n".join(lines) + (f" in {len(self.chosen)} groups; {len(self.left)} groups "
+                                    "left whole")
         parts = [table(("group", "unit", "size", "kept", "removed"), rows), line]
         if self.left:
             parts.append(self.left_table())
@@ -335,6 +371,21 @@ def _check_round_to(round_to):
     )
 
 
+def _check_fractions(fraction):
+    """``fraction`` as a float, or as ``{"heads": float, "channels": float}``."""
+    if not isinstance(fraction, dict):
+        return _check_fraction(fraction, "fraction")
+    unknown = [key for key in fraction if key not in UNITS]
+    if unknown or not fraction:
+        key = unknown[0] if unknown else None
+        raise ValueError(
+            "Argument `fraction` as a dict gives a fraction per kind of unit, keys "
+            f"{list(UNITS)}.{did_you_mean(str(key), UNITS) if key else ''} "
+            f"Received: fraction={fraction!r}")
+    return {key: _check_fraction(value, f"fraction[{key!r}]") for key, value in
+            fraction.items()}
+
+
 def _check_fraction(value, argument):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"Argument `{argument}` must be a number in [0, 1). "
@@ -347,18 +398,27 @@ def _check_fraction(value, argument):
     return float(value)
 
 
-def _check_criterion(criterion, data):
+def _check_criterion(criterion, data, model):
+    """``data`` as the criterion uses it: ``(x, y)`` for taylor, checked calibration
+    batches for fisher (:func:`kprune.core.calibration.calibration_batches`), else None."""
     check_choice(criterion, CRITERIA, "criterion")
     if criterion == "taylor" and (not isinstance(data, (tuple, list)) or len(data) != 2):
         raise ValueError(
             "criterion='taylor' scores channels by |w * grad| on one batch: pass "
             f"data=(x, y), inputs and integer labels. Received: data={_short(data)}"
         )
+    if criterion == "fisher":
+        if data is None:
+            raise ValueError(
+                "criterion='fisher' scores channels on calibration inputs: pass data=x "
+                "(model inputs, no labels). Received: data=None")
+        return calibration_batches(model, data)
     if criterion != "taylor" and data is not None:
         raise ValueError(
-            f"Argument `data` is only used by criterion='taylor'. Received: "
+            "Argument `data` is only used by criterion='taylor' and 'fisher'. Received: "
             f"criterion={criterion!r} with data={_short(data)}"
         )
+    return data
 
 
 def _short(value):
@@ -402,10 +462,28 @@ def _normalised(scores):
     return scores / mean if mean > 0 else np.zeros_like(scores)
 
 
+def _labelled_examples(model, batches):
+    """Each calibration example alone with the model's top class for it as its label."""
+    for batch in batches:
+        labels = np.argmax(np.asarray(model(batch, training=False)), axis=-1)
+        for i in range(len(labels)):
+            x = ({name: part[i:i + 1] for name, part in batch.items()}
+                 if isinstance(batch, dict) else batch[i:i + 1])
+            yield x, labels[i:i + 1]
+
+
 def _scores(groups, model, criterion, chosen=None, *, data=None):
+    if criterion == "fisher":  # one gradient per calibration example
+        chosen = _removable(groups, chosen)
+        found = {group.id: np.zeros(group.size) for group in chosen}
+        for example in _labelled_examples(model, data):
+            grads = _kernel_gradients(model, example)
+            for group in chosen:
+                found[group.id] += _taylor(group, model, grads, signed=True) ** 2
+        return found
     grads = _kernel_gradients(model, data) if criterion == "taylor" else None
     found = {}
-    for group in chosen if chosen is not None else [g for g in groups if g.removable]:
+    for group in _removable(groups, chosen):
         total = np.zeros(group.size)
         if criterion == "bn":
             for member in group.members:
@@ -414,17 +492,41 @@ def _scores(groups, model, criterion, chosen=None, *, data=None):
                     values = np.asarray(gamma.numpy())
                     total += np.abs(values[member.offset:member.offset + group.size])
         if criterion != "bn" or not total.any():
-            for member in group.members:
-                if member.role not in ("out", "heads"):
-                    continue
-                layer = model.get_layer(member.layer)
-                unit = rebuild.out_kernel if member.role == "out" else heads.per_head
-                kernel = unit(layer)
-                if grads is not None:  # first-order Taylor: |w * dL/dw|
-                    kernel = kernel * unit(layer, grads[layer.name])
-                kernel = kernel[..., member.offset:member.offset + group.size]
-                flat = np.abs(kernel.reshape(-1, kernel.shape[-1]))
-                total += flat.sum(axis=0) if criterion != "l2" else np.sqrt((flat**2).sum(0))
+            total += _taylor(group, model, grads, norm=criterion)
         found[group.id] = total
     return found
+
+
+def _head_outputs(layer, weights=None):
+    """The output projection's rows of each head as one column: ``(value_dim * d_out, heads)``."""
+    kernel = heads.part_weights(layer, weights)["output"][0]  # (heads, value_dim, d_out)
+    return np.moveaxis(kernel, 0, -1).reshape(-1, kernel.shape[0])
+
+
+def _removable(groups, chosen):
+    return chosen if chosen is not None else [g for g in groups if g.removable]
+
+
+def _taylor(group, model, grads=None, *, norm="l1", signed=False):
+    """Per channel of ``group``: the norm of its producers' kernels (``w * grad`` with
+    ``grads``), or with ``signed`` the plain sum of ``w * grad``: the gradient of a mask on
+    the channel (on a head's output: its output rows alone)."""
+    total = np.zeros(group.size)
+    for member in group.members:
+        if member.role not in ("out", "heads"):
+            continue
+        layer = model.get_layer(member.layer)
+        unit = (rebuild.out_kernel if member.role == "out" else
+                _head_outputs if signed else heads.per_head)
+        kernel = unit(layer)
+        if grads is not None:  # first-order Taylor: w * dL/dw
+            kernel = kernel * unit(layer, grads[layer.name])
+        kernel = kernel[..., member.offset:member.offset + group.size]
+        flat = kernel.reshape(-1, kernel.shape[-1])
+        if signed:
+            total += flat.sum(axis=0)
+        else:
+            flat = np.abs(flat)
+            total += flat.sum(axis=0) if norm != "l2" else np.sqrt((flat**2).sum(0))
+    return total
 

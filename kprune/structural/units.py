@@ -187,7 +187,11 @@ def summary(before, after):
     rows = []
     for old in before.layers:
         if layers.spec(old).units is not None and layers.unwrap(old) is old:
-            new = after.get_layer(old.name)
+            new = next((layer for layer in after.layers if layer.name == old.name), None)
+            if new is None:  # its block was dropped
+                rows.append((old.name, type(old).__name__, f"{_units(old):,}", "dropped",
+                             f"{old.count_params():,}", "0"))
+                continue
             rows.append((old.name, type(old).__name__, f"{_units(old):,}", f"{_units(new):,}",
                          f"{old.count_params():,}", f"{new.count_params():,}"))
     total = (f"total: {before.count_params():,} -> {after.count_params():,} parameters "

@@ -14,7 +14,7 @@ import numpy as np
 
 from kprune import _keras3
 from kprune.core.pruning_logs import report_short, write_sparsity_logs
-from kprune.engines.keras3.wrap import wrapped_layers
+from kprune.engines.keras3.wrap import masked_layers, wrapped_layers
 
 keras = _keras3.keras
 
@@ -81,7 +81,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
 
 def mask_sparsity(wrapper):
-    """``(zeros, size)`` of a wrapper's masks: what its pruned weights will be."""
+    """``(zeros, size)`` of a masked layer's masks: what its pruned weights will be."""
     values = [np.asarray(mask.numpy()) for mask in wrapper.masks]
     size = sum(int(v.size) for v in values)
     return size - sum(int(np.count_nonzero(v)) for v in values), size
@@ -94,15 +94,14 @@ class SparsityLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             _keras3.sync_state(self.model)
-            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
-                                       for path, wrapper in wrapped_layers(self.model)])
+            write_sparsity_logs(logs, [(path, *mask_sparsity(layer))
+                                       for path, layer in masked_layers(self.model)])
 
 
 def final_step(wrapper):
     """The training step at which ``wrapper``'s masks first reach their final sparsity."""
-    if wrapper.row.method == "m_by_n":
-        return 1
-    return wrapper.row.schedule.final_step
+    return max(1 if row.method == "m_by_n" else row.schedule.final_step
+               for row in wrapper.rows.values())
 
 
 class ScheduleGuard(keras.callbacks.Callback):

@@ -35,6 +35,14 @@ def save_model(model, path):
             "A Keras 3 model is saved as .keras (Keras 3 writes whole models only in that "
             f"format). Received: path={str(path)!r}"
         )
+    if _keras3.is_subclassed(model) and any(
+            _keras3.is_wrapper(layer) for _, layer in _keras3.iter_layers(model)):
+        raise ValueError(
+            f"{model.name!r} is a subclassed model being pruned: its config rebuilds its own "
+            "layers, not kprune's pruning wrappers, so the masks could not be loaded back. "
+            "Save it once stripped (kprune.save_model(kprune.strip(pruned), path)), or build "
+            f"the model with the functional API to save it mid-pruning. Received: path={str(path)!r}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     _keras3.sync_state(model)
     model.save(str(path))

@@ -10,7 +10,6 @@ Example:
 
 from kprune import _keras3
 from kprune.core import layers
-from kprune.engines.keras3.wrap import wrapped_layers
 
 __all__ = ["strip"]
 
@@ -27,9 +26,10 @@ def strip(model):
     """
     _keras3.check_model(model)
     _keras3.sync_state(model)
-    effective = {path: layers.effective_weights(wrapper) for path, wrapper in wrapped_layers(model)}
+    effective = {path: layers.effective_weights(layer)
+                 for path, layer in layers.weight_layers(model) if _keras3.is_wrapper(layer)}
     stripped = _keras3.copy_model(_keras3.clone_model(model, lambda path, layer: _keras3.unwrap(layer)))
-    for path, layer in _keras3.iter_layers(stripped):
+    for path, layer in layers.weight_layers(stripped):
         for weight, (_, values) in zip(layers.prunable_weights(layer), effective.get(path, ())):
             weight.variable.assign(values)
     plan = getattr(model, "_kprune_plan", None)

@@ -1,0 +1,293 @@
+"""Structural pruning of a small ViT: half its heads and neurons, or a quarter of its blocks.
+
+A Keras 3 ViT-style classifier (patches by a strided ``Conv2D``, pre-norm blocks of
+``MultiHeadAttention`` and a GELU feed-forward ``Dense`` pair, the tokens flattened into a ``Dense``
+head) is trained here on MNIST, then, with no labels and no training:
+
+- ``heads+neurons``: 50 % of the attention heads and 50 % of the feed-forward neurons
+  removed (``structural.prune(model, {"heads": 0.5, "channels": 0.5})``, the residual
+  stream left whole), scored by ``l1`` kernel norms or by ``fisher`` on calibration images
+  (the model's own top class as the label), with and without the least-squares correction
+  (``correct="least_squares"``: each feed-forward output Dense and attention output
+  projection re-fitted on the calibration activations);
+- ``blocks``: 25 % of the residual sub-blocks (attention or feed-forward, each an ``Add``)
+  dropped, ranked by block influence on the calibration images (ShortGPT's
+  ``1 - cos(x_in, x_out)``);
+
+then the Fisher-and-corrected model and the block-dropped one fine-tuned ``tune`` epochs
+(full mode: one epoch over the first 10,000 training images, to fit the run in ~20 min on
+two shared cores), beside the dense model fine-tuned alike (the control). Accuracy on the test
+split (Keras), MACs and parameters for every model; the dense, heads+neurons and blocks
+models exported to TFLite (TensorFlow backend, ``kprune.export.to_tflite``), their LiteRT
+accuracy and size by ``kprune.report.compare``, and their latency at batch 1, one thread, in
+interleaved rounds by ``kprune.measure.latency_rounds`` (median of within-round ratios to
+the dense file, with the range).
+
+    python -m benchmarks.transformer_structural            # full MNIST
+    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT
+
+Writes the results JSON (``--out``; default ``benchmarks/results/transformer_structural.json``),
+the report and .tflite files (``--work``; default ``runs/transformer_structural``), and in
+full mode the tables into ``benchmarks/README.md`` between the ``transformer_structural``
+markers.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from benchmarks._common import REPO, add_standard_options, elapsed, log, output_paths, publish
+
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "transformer_structural.json"
+BEGIN = "<!-- transformer_structural:begin -->"
+END = "<!-- transformer_structural:end -->"
+
+HEADS, NEURONS, BLOCKS = 0.5, 0.5, 0.25  # the issue's fractions
+#: (model, ViT size, training) of each mode.
+FULL = dict(n_train=None, n_test=None, dense_epochs=5, tune_epochs=1, tune_images=10000,
+            batch_size=128, calibration=128, rounds=7, repeats=100,
+            vit=dict(blocks=4, dim=64, heads=4, ffn=128, patch=7))
+QUICK = dict(n_train=400, n_test=200, dense_epochs=2, tune_epochs=1, tune_images=None,
+             batch_size=32,
+             calibration=16, rounds=2, repeats=5,
+             vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
+#: The models exported to TFLite and timed, the baseline first.
+EXPORTED = ("dense", "heads+neurons fisher+ls+ft", "blocks influence+ft")
+TARGETS = {"x_faster": 1.5, "pp_within_dense": 1.0}  # at half the heads and neurons
+
+
+def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=(28, 28, 1)):
+    """A pre-norm ViT-style Keras 3 classifier: strided-conv patches, ``blocks`` blocks.
+
+    No position embedding (a learned one needs a layer kprune does not follow yet): the
+    head reads the flattened tokens, each at its position, instead of their average.
+
+    Example:
+        >>> vit(blocks=2, dim=32).get_layer("mha_1").get_config()["num_heads"]
+        4
+    """
+    import keras
+
+    L = keras.layers
+    image = keras.Input(input_shape, name="image")
+    x = L.Conv2D(dim, patch, strides=patch, name="patch")(image)
+    x = L.Reshape(((input_shape[0] // patch) * (input_shape[1] // patch), dim),
+                  name="tokens")(x)
+    for b in range(1, blocks + 1):
+        h = L.LayerNormalization(name=f"ln_a{b}")(x)
+        x = L.Add(name=f"add_a{b}")([x, L.MultiHeadAttention(
+            heads, dim // heads, name=f"mha_{b}")(h, h)])
+        h = L.LayerNormalization(name=f"ln_f{b}")(x)
+        h = L.Dense(ffn, activation="gelu", name=f"ffn_up_{b}")(h)
+        x = L.Add(name=f"add_f{b}")([x, L.Dense(dim, name=f"ffn_down_{b}")(h)])
+    x = L.Flatten(name="flatten")(L.LayerNormalization(name="ln")(x))
+    return keras.Model(image, L.Dense(classes, name="head")(x), name="vit")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.transformer_structural",
+        description="Heads, feed-forward neurons and blocks of a small ViT on MNIST removed "
+                    "with calibration-based criteria and the least-squares correction: "
+                    "accuracy, MACs, parameters and LiteRT latency.")
+    add_standard_options(parser, quick_help="400 training images, a 2-block ViT (a smoke "
+                         "test)", default_out=DEFAULT_OUT)
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "transformer_structural",
+                        help="folder for the .tflite files and the report")
+    parser.add_argument("--dense-epochs", type=int,
+                        help="override the mode's dense training epochs")
+    return parser
+
+
+def main(argv=None):
+    """Run the benchmark; returns 0 (2 if the MNIST files are missing)."""
+    args = build_parser().parse_args(argv)
+    if args.dense_epochs is not None and args.dense_epochs < 1:
+        print(f"error: --dense-epochs must be at least 1. Received: {args.dense_epochs}",
+              file=sys.stderr)
+        return 2
+    paths = output_paths(args, name="transformer_structural", default_out=DEFAULT_OUT)
+    if paths is None:
+        return 2
+    out, readme = paths
+    results = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick,
+                  dense_epochs=args.dense_epochs)
+    return publish(results, out, readme, summary=markdown_summary(results),
+                   markers=(BEGIN, END))
+
+
+def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
+    """Train, prune, correct, fine-tune, export and measure; return the results dict."""
+    import keras
+
+    from kprune import data, export, measure, report, structural
+    from kprune.engines.classifier import accuracy, compile_classifier
+    from kprune.engines.wrap import copy_model
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("the LiteRT export needs the TensorFlow backend "
+                           f"(KERAS_BACKEND=tensorflow); this is {keras.backend.backend()}")
+    cfg = dict(QUICK if quick else FULL)
+    if dense_epochs is not None:
+        cfg["dense_epochs"] = dense_epochs
+    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+    x_train, y_train = x_train[:cfg["n_train"]], y_train[:cfg["n_train"]]
+    x_test, y_test = x_test[:cfg["n_test"]], y_test[:cfg["n_test"]]
+    calibration = x_train[:cfg["calibration"]]  # unlabeled: no y is read with it
+    log(f"MNIST: {len(x_train):,} train / {len(x_test):,} test; calibration "
+        f"{len(calibration)} training images")
+    keras.utils.set_random_seed(seed)
+
+    def fit(model, epochs, learning_rate, images=None):
+        compile_classifier(model, learning_rate=learning_rate)
+        model.fit(x_train[:images], y_train[:images], batch_size=cfg["batch_size"],
+                  epochs=epochs, verbose=0 if quick else 2, shuffle=True)
+        return model
+
+    dense = vit(**cfg["vit"])
+    log(f"dense ViT {cfg['vit']}, {cfg['dense_epochs']} epoch(s)")
+    fit(dense, cfg["dense_epochs"], 1e-3)
+    tune = cfg["tune_epochs"]
+    stream = ("patch",)  # the residual stream stays whole: heads and neurons only
+    fraction = {"heads": HEADS, "channels": NEURONS}
+    built, seconds = {"dense": dense}, {}
+
+    def timed(name, make):
+        start = elapsed()
+        built[name] = make()
+        seconds[name] = round(elapsed() - start, 2)
+        log(f"{name}: {seconds[name]:.1f} s")
+
+    timed("heads+neurons l1", lambda: structural.prune(dense, fraction, exclude=stream))
+    start = elapsed()  # Fisher scores once; the corrected model re-fits the same removal
+    keep = structural.select(dense, fraction, criterion="fisher", data=calibration,
+                             exclude=stream)
+    seconds["fisher scores"] = round(elapsed() - start, 2)
+    log(f"Fisher scores on {len(calibration)} images, {seconds['fisher scores']:.1f} s:"
+        f"\n{keep}")
+    timed("heads+neurons fisher", lambda: structural.remove_units(dense, keep))
+    timed("heads+neurons fisher+ls", lambda: structural.correct(
+        dense, built["heads+neurons fisher"], keep, calibration))
+    n_blocks = int(BLOCKS * sum(b.droppable for b in structural.residual_blocks(dense)))
+    scores = structural.block_scores(dense, criterion="influence", data=calibration)
+    timed("blocks influence", lambda: structural.drop_blocks(
+        dense, n_blocks, criterion="influence", data=calibration))
+    dropped = sorted(set(scores) - {layer.name for layer in built["blocks influence"].layers})
+    log(f"dropped {dropped} of block influences "
+        + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    images = cfg["tune_images"]
+    log(f"fine-tune {tune} epoch(s) over {images or len(x_train):,} images: the corrected "
+        "model, the block-dropped one and the dense control")
+    for name in ("heads+neurons fisher+ls", "blocks influence"):
+        built[f"{name}+ft"] = fit(copy_model(built[name]), tune, 3e-4, images)
+    built["dense+ft"] = fit(copy_model(dense), tune, 3e-4, images)
+
+    rows = {}
+    for name, model in built.items():
+        rows[name] = {"accuracy": float(accuracy(model, x_test, y_test)),
+                      "macs": int(measure.count_macs(model)),
+                      "params": int(model.count_params()),
+                      "seconds": seconds.get(name)}
+        log(f"{name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['macs']:,} MACs, "
+            f"{rows[name]['params']:,} params")
+    work = Path(work)
+    variants = []
+    for name in EXPORTED:
+        path = work / f"{name.replace(' ', '_').replace('+', '_')}.tflite"
+        result = export.to_tflite(built[name], path, variant="float")
+        variants.append(report.Variant.from_export(result, model=built[name], group=name))
+    log(f"LiteRT accuracy and size of {len(variants)} .tflite files")
+    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
+                              out_dir=work, latency_repeats=0, plots=False,
+                              title="transformer structural pruning")
+    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
+    latency = measure.latency_rounds({v.name: v.path for v in variants},
+                                     baseline="dense/float", rounds=cfg["rounds"],
+                                     repeats=cfg["repeats"])
+    return {
+        "benchmark": "transformer_structural",
+        "mode": "quick" if quick else "full",
+        "seed": seed,
+        "repeats": 1,
+        "settings": dict(cfg, heads=HEADS, neurons=NEURONS, blocks=BLOCKS,
+                         blocks_dropped=dropped, excluded=list(stream)),
+        "fisher_seconds": seconds["fisher scores"],
+        "selection": str(keep),
+        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
+        "keras": keras.__version__,
+        "models": rows,
+        "block_influence": scores,
+        "structural": {name: structural.summary(dense, built[name]) for name in
+                       ("heads+neurons fisher+ls", "blocks influence")},
+        "report": measured.data,
+        "latency": latency,
+        "targets": targets(rows, latency),
+        "seconds": round(elapsed(), 1),
+    }
+
+
+def targets(rows, latency):
+    """The issue's targets at half the heads and neurons, from the measured figures."""
+    speed = latency["files"]["heads+neurons fisher+ls+ft/float"]["x_faster"]
+    corrected = rows["heads+neurons fisher+ls"]["accuracy"]
+    lost = 100 * (rows["dense"]["accuracy"] - corrected)
+    return {"x_faster": speed, "x_faster_met": speed >= TARGETS["x_faster"],
+            "pp_lost_with_correction_no_fine_tune": lost,
+            "pp_met": lost <= TARGETS["pp_within_dense"]}
+
+
+def markdown_summary(results):
+    """The text that goes into benchmarks/README.md."""
+    rep, lat, rows = results["report"], results["latency"], results["models"]
+    env, mach, cfg = rep["versions"], rep["machine"], results["settings"]
+    dense = rows["dense"]
+    lines = [
+        f"Measured {rep['created']} in **{results['mode']}** mode: ViT {cfg['vit']}, "
+        f"{results['data']['train']:,} training / {results['data']['test']:,} test images, "
+        f"dense {cfg['dense_epochs']} epoch(s), fine-tune {cfg['tune_epochs']} over "
+        f"{cfg['tune_images'] or results['data']['train']:,} images, calibration "
+        f"{cfg['calibration']} unlabeled training images, seed {results['seed']}, one run, "
+        f"{results['seconds'] / 60:.1f} min. Keras {results['keras']}, TF "
+        f"{env['tensorflow']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s). "
+        f"Blocks dropped: {', '.join(cfg['blocks_dropped'])}.",
+        "",
+        f"Fisher scores of the heads and neurons: {results['fisher_seconds']:.1f} s on "
+        f"{cfg['calibration']} images (one gradient per image); `prune s` below is the "
+        "removal (and the correction) after them.",
+        "",
+        "| model | accuracy % | vs dense pp | MACs | x fewer MACs | params | prune s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| `{name}` | {100 * row['accuracy']:.2f} | "
+            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {row['macs']:,} | "
+            f"{dense['macs'] / row['macs']:.2f} | {row['params']:,} | "
+            f"{'' if row['seconds'] is None else format(row['seconds'], '.1f')} |")
+    lines += [
+        "",
+        f"LiteRT, batch {lat['batch']}, {lat['threads']} thread, {lat['rounds']} interleaved "
+        f"rounds of {lat['repeats']} runs per file: median of the round medians, and the "
+        "median and range of the within-round speed-up over `dense/float`:",
+        "",
+        "| file | LiteRT accuracy % | KB | latency ms | x faster [range] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    by_name = {v["name"]: v for v in rep["variants"]}
+    for name, row in lat["files"].items():
+        low, high = row["x_faster_range"]
+        variant = by_name[name]
+        lines.append(f"| `{name}` | {100 * variant['accuracy']:.2f} | "
+                     f"{variant['bytes'] / 1024:.0f} | {row['median_ms']:.3f} | "
+                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] |")
+    met = results["targets"]
+    lines += ["", f"Targets at half the heads and neurons: >= {TARGETS['x_faster']}x faster "
+              f"in LiteRT: {met['x_faster']:.2f}x ({'met' if met['x_faster_met'] else 'missed'});"
+              f" within {TARGETS['pp_within_dense']:g} pp of dense after the correction with "
+              f"no fine-tune: {met['pp_lost_with_correction_no_fine_tune']:.2f} pp lost "
+              f"({'met' if met['pp_met'] else 'missed'})."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""benchmarks.transformer_structural in quick mode, through main(argv), into a temporary folder."""
+
+import json
+
+import pytest
+
+from benchmarks import transformer_structural as bench
+
+
+@pytest.mark.slow
+def test_transformer_structural_quick(mnist_dir, tmp_path):
+    out = tmp_path / "results.json"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{bench.BEGIN}\nOLD\n{bench.END}\nafter\n")
+    assert bench.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"),
+                       "--data", str(mnist_dir), "--readme", str(readme)]) == 0
+    results = json.loads(out.read_text())
+    assert results["mode"] == "quick" and results["data"]["train"] == 400
+    rows = results["models"]
+    assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
+                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
+    assert rows["dense"]["accuracy"] > 0.2  # chance: 0.1
+    # half the heads (2 of 4) and half the 128 feed-forward neurons: the same size
+    # whichever neurons go, the residual stream (patch) whole
+    for name in ("heads+neurons l1", "heads+neurons fisher", "heads+neurons fisher+ls",
+                 "heads+neurons fisher+ls+ft"):
+        assert rows[name]["params"] == 15_530 and rows[name]["macs"] == 177_664
+    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 23_882
+    assert len(results["settings"]["blocks_dropped"]) == 1  # 25 % of 4 sub-blocks
+    assert rows["blocks influence"]["macs"] < rows["dense"]["macs"]
+    assert "fraction 0.5 (global) of the prunable budget: removed 4 of 8 prunable heads" \
+        in results["selection"] and "excluded: exclude=('patch',)" in results["selection"]
+    variants = {v["name"]: v for v in results["report"]["variants"]}
+    for model in bench.EXPORTED:  # LiteRT answers as Keras does
+        assert variants[f"{model}/float"]["accuracy"] == pytest.approx(
+            rows[model]["accuracy"], abs=0.01)
+    latency = results["latency"]
+    assert latency["rounds"] == 2 and latency["threads"] == 1 and latency["batch"] == 1
+    for timing in latency["files"].values():
+        low, high = timing["x_faster_range"]
+        assert timing["median_ms"] > 0 and low <= timing["x_faster"] <= high
+    assert set(results["targets"]) == {"x_faster", "x_faster_met",
+                                       "pp_lost_with_correction_no_fine_tune", "pp_met"}
+    text = readme.read_text()
+    assert "OLD" not in text and "`heads+neurons fisher+ls+ft/float`" in text
+    assert text.endswith("after\n")
+
+
+def test_dense_epochs_below_one_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    assert bench.main(["--quick", "--dense-epochs", "0", "--out", str(out)]) == 2
+    assert "error: --dense-epochs must be at least 1. Received: 0" in capsys.readouterr().err
+    assert not out.exists()
