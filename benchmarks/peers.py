@@ -1,4 +1,5 @@
-"""Side by side with the peers: tfmot and Torch-Pruning on the same models, data and budgets.
+"""Side by side with the peers: tfmot, Torch-Pruning and llm-compressor on the same models,
+data and budgets.
 
 Part 1, **tfmot on its own ground** (tf_keras, the seed CNN, MNIST). One dense baseline is
 trained, then fine-tuned from it with the same data order, epochs, rate and batch by:
@@ -33,11 +34,23 @@ and recalibrated on 1,024 training images (``recalibrate_batch_norm``; Keras eva
 Latency at batch 1 on one thread in interleaved rounds: LiteRT (``latency_rounds``) for the
 fine-tuned files of the first seed, and PyTorch eager for the PyTorch twins.
 
-Part 3 (llm-compressor on a language model) is not done here.
+Part 3, **llm-compressor, post-training pruning of a language model**. The byte-level GPT of
+``benchmarks.post_training`` (GPT-2's architecture) is trained once in Keras 3 and copied into
+a ``transformers.GPT2LMHeadModel`` built from its config (``benchmarks/_peer_lm``; logits
+equal to 1e-4, checked). The same calibration sequences go to kprune's
+``prune_post_training`` and to llm-compressor's ``oneshot`` (``SparseGPTModifier`` /
+``WandaPruningModifier``, every ``Linear`` but ``lm_head``: the attention projections and the
+FFN, as kprune prunes every ``Dense`` but the head), SparseGPT and Wanda at 50 % and 2:4.
+Held-out perplexity of both results by one evaluator (llm-compressor's weights copied back
+into Keras) and the wall time of each tool's call on this CPU. Nothing is downloaded: the
+twin is built from a config, the calibration data go in tokenized, and oneshot's processor
+is a byte tokenizer built here. ``--only llm-compressor`` runs this part alone, without
+MNIST, into ``benchmarks/results/peers_llm.json`` and its own README block.
 
-    python -m benchmarks.peers                 # full MNIST, 3 seeds
-    python -m benchmarks.peers --quick         # 2,000 images, 1 seed (~1-2 min)
+    python -m benchmarks.peers                 # full MNIST, 3 seeds, and the LM part
+    python -m benchmarks.peers --quick         # 2,000 images, 1 seed, a tiny LM (~3 min)
     python -m benchmarks.peers --only torch-pruning --seeds 2
+    python -m benchmarks.peers --only llm-compressor   # part 3 alone (~25 min on 2 cores)
 
 A peer that cannot be imported (``pip install -e ".[peers]"`` installs them) is reported as
 such in the JSON and the README table, and the rest runs.
@@ -47,6 +60,7 @@ import argparse
 import copy
 import gzip
 import math
+import os
 import statistics
 import sys
 import time
@@ -57,6 +71,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import (
+    README,
     REPO,
     add_standard_options,
     elapsed,
@@ -69,32 +84,37 @@ from benchmarks._common import (
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "peers.json"
 BEGIN = "<!-- peers:begin -->"
 END = "<!-- peers:end -->"
-PARTS = ("tfmot", "torch-pruning")
+PARTS = ("tfmot", "torch-pruning", "llm-compressor")
+MNIST_PARTS = ("tfmot", "torch-pruning")
+LLM_OUT = REPO / "benchmarks" / "results" / "peers_llm.json"
+LLM_BEGIN = "<!-- peers_llm:begin -->"
+LLM_END = "<!-- peers_llm:end -->"
 BATCH_SIZE = 128
 FINE_TUNE_LR = 2e-4   # part 1, as in export_sizes
 STRUCT_LR = 1e-3      # part 2 fine-tune
 BUDGETS = (0.5, 0.7)  # fraction of the dense MACs removed
 TRANSFER_TOLERANCE = 1e-4
 LATENCY_TOLERANCE = 0.02  # kprune's LiteRT latency "as low" within 2 % (shared machine)
-NOT_DONE = {"llm-compressor": "not done: part 3 of issue 28 (SparseGPT / Wanda against "
-                              "llm-compressor on a language model) is out of this change's scope"}
+NOT_DONE = {}
 
 FULL = dict(n_train=None, n_test=None, cnn="seed-cnn", cnn_epochs=2, cnn_tune_epochs=2,
             res_epochs=4, budgets=BUDGETS,
             res_tune_epochs=2, calibration=200, bisect_steps=14, rounds=9, repeats=100,
-            warmup=10, torch_repeats=100, exports=("float", "int8", "sparse-int8"))
+            warmup=10, torch_repeats=100, exports=("float", "int8", "sparse-int8"),
+            lm=None)  # part 3: post_training's full LM (filled in below)
 #: --quick: tfmot's tutorial CNN (20 k parameters) for part 1, the 50 % budget only
 QUICK = dict(n_train=2000, n_test=500, cnn="tfmot-cnn", cnn_epochs=1, cnn_tune_epochs=1,
              res_epochs=1, budgets=(0.5,),
              res_tune_epochs=1, calibration=50, bisect_steps=6, rounds=2, repeats=5,
-             warmup=2, torch_repeats=5, exports=("int8",))
+             warmup=2, torch_repeats=5, exports=("int8",),
+             lm=None)  # part 3: post_training's quick LM
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.peers",
-        description="kprune beside tfmot and Torch-Pruning on the same models, data and "
-                    "budgets.")
+        description="kprune beside tfmot, Torch-Pruning and llm-compressor on the same "
+                    "models, data and budgets.")
     add_standard_options(parser, quick_help="2,000 training images, 1 epoch each, int8 "
                          "only, short latency (a smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--seeds", type=int, help="fine-tune seeds for part 2 "
@@ -107,6 +127,9 @@ def build_parser():
     parser.add_argument("--res-epochs", type=int, nargs=2, metavar=("DENSE", "TUNE"),
                         help="part 2: epochs of the dense residual CNN and of every "
                              "fine-tune (default: 4 2; 1 1 with --quick)")
+    parser.add_argument("--lm-steps", type=int,
+                        help="part 3: training steps of the byte LM (default: post_training's, "
+                             "3,000; 60 with --quick)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "peers",
                         help="folder for the .tflite files")
     return parser
@@ -119,10 +142,20 @@ def main(argv=None):
     if seeds < 1:
         print(f"error: --seeds must be at least 1. Received: --seeds {seeds}", file=sys.stderr)
         return 2
-    paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
-    if paths is None:
+    if any(part in MNIST_PARTS for part in args.only):
+        paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
+        if paths is None:
+            return 2
+        out, readme = paths
+        markers = (BEGIN, END)
+    else:  # part 3 alone: no MNIST, its own JSON and README block
+        out = args.out or (REPO / "runs" / "peers_llm_quick.json" if args.quick else LLM_OUT)
+        readme = None if args.no_readme else (args.readme or (None if args.quick else README))
+        markers = (LLM_BEGIN, LLM_END)
+    if args.lm_steps is not None and args.lm_steps < 1:
+        print(f"error: --lm-steps must be at least 1. Received: {args.lm_steps}",
+              file=sys.stderr)
         return 2
-    out, readme = paths
     for option in (args.cnn_epochs, args.res_epochs):
         if option is not None and min(option) < 1:
             print(f"error: epochs must be at least 1. Received: {option}", file=sys.stderr)
@@ -132,10 +165,11 @@ def main(argv=None):
         epochs.update(cnn_epochs=args.cnn_epochs[0], cnn_tune_epochs=args.cnn_epochs[1])
     if args.res_epochs:
         epochs.update(res_epochs=args.res_epochs[0], res_tune_epochs=args.res_epochs[1])
+    if args.lm_steps:
+        epochs.update(lm_steps=args.lm_steps)
     results = run(data_dir=args.data, work=args.work, seed=args.seed, seeds=seeds,
                   quick=args.quick, parts=args.only, overrides=epochs)
-    return publish(results, out, readme, summary=markdown_summary(results),
-                   markers=(BEGIN, END))
+    return publish(results, out, readme, summary=markdown_summary(results), markers=markers)
 
 
 def peer_status():
@@ -144,7 +178,9 @@ def peer_status():
     for name, module, package in (("tfmot", "tensorflow_model_optimization",
                                    "tensorflow-model-optimization"),
                                   ("torch", "torch", "torch"),
-                                  ("torch_pruning", "torch_pruning", "torch-pruning")):
+                                  ("torch_pruning", "torch_pruning", "torch-pruning"),
+                                  ("transformers", "transformers", "transformers"),
+                                  ("llmcompressor", "llmcompressor", "llmcompressor")):
         try:
             __import__(module)
         except Exception as err:  # ImportError, or a broken install
@@ -162,16 +198,27 @@ def peer_status():
 def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS, overrides=None):
     """Load MNIST, run the parts whose peers import; return the results dict.
     ``overrides`` replaces settings of the mode (epochs)."""
+    from benchmarks import post_training
     from kprune import data, measure
 
-    cfg = dict(QUICK if quick else FULL, **(overrides or {}))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded at run time
+    overrides = dict(overrides or {})
+    cfg = dict(QUICK if quick else FULL)
+    cfg["lm"] = dict(post_training.QUICK["lm"] if quick else post_training.FULL["lm"])
+    if "lm_steps" in overrides:
+        cfg["lm"]["steps"] = overrides.pop("lm_steps")
+    cfg.update(overrides)
     status = peer_status()
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
-    if cfg["n_train"]:
-        (x_train, y_train), (x_test, y_test) = data.subset(
-            ((x_train, y_train), (x_test, y_test)), cfg["n_train"], cfg["n_test"], seed=seed)
-    log(f"MNIST {len(x_train):,} train / {len(x_test):,} test")
-    mnist = (x_train, y_train, x_test, y_test)
+    mnist, shown = None, {}
+    if any(part in MNIST_PARTS for part in parts):
+        (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+        if cfg["n_train"]:
+            (x_train, y_train), (x_test, y_test) = data.subset(
+                ((x_train, y_train), (x_test, y_test)), cfg["n_train"], cfg["n_test"],
+                seed=seed)
+        log(f"MNIST {len(x_train):,} train / {len(x_test):,} test")
+        mnist = (x_train, y_train, x_test, y_test)
+        shown = {"train": len(x_train), "test": len(x_test), "source": str(data_dir)}
     work = Path(work)
     results = {
         "benchmark": "peers",
@@ -182,12 +229,17 @@ def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS, overrides=
         **environment(),
         "peers": status,
         "runtime": measure.runtime_name(),
-        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
+        "data": shown,
         "settings": dict(cfg, batch_size=BATCH_SIZE, fine_tune_lr=FINE_TUNE_LR,
                          struct_lr=STRUCT_LR, parts=list(parts)),
         "not_done": dict(NOT_DONE),
     }
     results["versions"].update({name: s["version"] for name, s in status.items()})
+    for name, package in (("keras", "keras"), ("compressed_tensors", "compressed-tensors")):
+        try:
+            results["versions"][name] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            results["versions"][name] = None
     if "tfmot" in parts:
         if status["tfmot"]["available"]:
             results["tfmot"] = run_tfmot(cfg, mnist, work=work / "tfmot", seed=seed)
@@ -202,6 +254,15 @@ def run(*, data_dir, work, seed=0, seeds=3, quick=False, parts=PARTS, overrides=
         else:
             results["torch_pruning"] = run_torch_pruning(cfg, mnist, work=work / "structural",
                                                          seed=seed, seeds=seeds)
+    if "llm-compressor" in parts:
+        missing = [status.get(name, {}).get("why") or f"{name} was not checked"
+                   for name in ("torch", "transformers", "llmcompressor")
+                   if not status.get(name, {}).get("available")]
+        if missing:
+            log(f"llm-compressor part skipped: {'; '.join(missing)}")
+            results["llm_compressor"] = {"skipped": "; ".join(missing)}
+        else:
+            results["llm_compressor"] = run_llm_compressor(cfg, work=work / "llm", seed=seed)
     results["targets"] = check_targets(results)
     results["seconds"] = round(elapsed(), 1)
     return results
@@ -462,8 +523,8 @@ def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
     """Part 2: structural pruning by kprune and Torch-Pruning to the same MAC budgets."""
     from benchmarks import _peer_models as twins
     from kprune import _compat, export, measure, structural
+    from kprune.core.calibration import calibration_batches
     from kprune.engines.wrap import copy_model
-    from kprune.methods.calibration import calibration_batches
     from kprune.methods.post_training import recalibrate_batch_norm
     from kprune.methods.trainer import compile_classifier
 
@@ -605,6 +666,180 @@ def _keras_accuracy(model, x, y):
     return float(model.evaluate(x, y, verbose=0, batch_size=512)[1])
 
 
+# -- part 3: llm-compressor ------------------------------------------------------------------
+
+LLM_PLANS = ("50%", "2:4")
+LLM_METHODS = ("sparsegpt", "wanda")
+LLM_MODIFIERS = {"sparsegpt": "SparseGPTModifier", "wanda": "WandaPruningModifier"}
+LLM_TOLERANCE = 0.02  # kprune's perplexity within 2 % of llm-compressor's
+
+
+def _kprune_plan(name):
+    import kprune
+    from benchmarks import post_training
+
+    return kprune.PruningPlan.uniform(0.5) if name == "50%" else post_training._n_m_plan()
+
+
+def llmc_recipe(method, plan):
+    """llm-compressor's modifier for one row, as its documentation writes it: every
+    ``Linear`` but the head (the twin's attention projections and FFN after
+    :func:`benchmarks._peer_lm.linear_twin`), SparseGPT with its defaults spelled out."""
+    from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
+
+    common = dict(sparsity=0.5, mask_structure="2:4" if plan == "2:4" else "0:0",
+                  targets=["Linear"], ignore=["re:.*lm_head"])
+    if method == "sparsegpt":
+        return SparseGPTModifier(block_size=128, dampening_frac=0.01, **common)
+    return WandaPruningModifier(**common)
+
+
+def llmc_prune(model, cfg, calibration, method, plan, *, twin_dir):
+    """llm-compressor's ``oneshot`` on a fresh GPT-2 twin of ``model``; returns the pruned
+    twin and the seconds of the ``oneshot`` call (its default pipeline: sequential, block by
+    block). The calibration sequences go in already tokenized, as a DataLoader."""
+    import torch
+    from llmcompressor import oneshot
+
+    from benchmarks import _peer_lm
+
+    net = _peer_lm.linear_twin(_peer_lm.keras_to_gpt2(model, cfg))
+    # oneshot re-reads the model's config from its name_or_path (a local folder here)
+    net.config.name_or_path = str(twin_dir)
+    rows = [{"input_ids": torch.as_tensor(np.asarray(x, np.int64))} for x in calibration]
+    loader = torch.utils.data.DataLoader(rows, batch_size=1, shuffle=False)
+    start = time.perf_counter()
+    net = oneshot(model=net, dataset=loader, processor=_peer_lm.byte_tokenizer(),
+                  recipe=[llmc_recipe(method, plan)], num_calibration_samples=len(rows))
+    return net.eval(), time.perf_counter() - start
+
+
+def _zero_masks(net):
+    from benchmarks import _peer_lm
+
+    return {name: _peer_lm._kernel(net.get_submodule(name)) == 0
+            for name in _peer_lm.prunable_names(net)}
+
+
+def _kprune_row(model, lm_cfg, data, plan, method):
+    """One kprune run of part 3: seconds, perplexity (Keras, and of its GPT-2 twin), masks."""
+    import kprune
+    from benchmarks import _peer_lm, post_training
+
+    start = time.perf_counter()
+    pruned, report = kprune.prune_post_training(model, data["calibration"], _kprune_plan(plan),
+                                                method=method)
+    seconds = time.perf_counter() - start
+    verified = kprune.sparsity_report(pruned)
+    twin = _peer_lm.keras_to_gpt2(pruned, lm_cfg)
+    masks = _zero_masks(twin)
+    return dict(seconds=seconds, perplexity=post_training.perplexity(pruned, *data["eval"]),
+                perplexity_pytorch=_peer_lm.perplexity(twin, *data["eval"]),
+                layers=len(report.pruned), plan_met=bool(verified.ok),
+                sparsity={k: float(v.mean()) for k, v in masks.items()}, _masks=masks)
+
+
+def _llmc_row(model, lm_cfg, data, plan, method, *, twin_dir, head):
+    """One llm-compressor run of part 3; its perplexity by the same Keras evaluator (its
+    weights copied back into a copy of ``model``) and by PyTorch."""
+    import torch
+
+    import kprune
+    from benchmarks import _peer_lm, post_training
+
+    net, seconds = llmc_prune(model, lm_cfg, data["calibration"], method, plan,
+                              twin_dir=twin_dir)
+    back = _peer_lm.gpt2_to_keras(net, kprune.copy_model(model))
+    masks = _zero_masks(net)
+    return dict(seconds=seconds, perplexity=post_training.perplexity(back, *data["eval"]),
+                perplexity_pytorch=_peer_lm.perplexity(net, *data["eval"]),
+                layers=len(masks), head_untouched=bool(torch.equal(net.lm_head.weight, head)),
+                sparsity={k: float(v.mean()) for k, v in masks.items()}, _masks=masks)
+
+
+def run_llm_compressor(cfg, *, work, seed):
+    """Part 3: kprune's SparseGPT and Wanda against llm-compressor's on one byte LM."""
+    import torch
+
+    import kprune
+    from benchmarks import _peer_lm, post_training
+
+    lm_cfg = dict(cfg["lm"])
+    trained = post_training.train_lm(lm_cfg, seed)
+    model, dense = trained["model"], trained["dense"]
+    x_eval, y_eval = trained["eval"]
+    x_cal = trained["calibration"]
+    net = _peer_lm.keras_to_gpt2(model, lm_cfg)
+    transfer = _peer_lm.max_difference(model, net, x_eval)
+    linear = _peer_lm.max_difference(model, _peer_lm.linear_twin(net), x_eval)
+    dense_hf = _peer_lm.perplexity(net, x_eval, y_eval)
+    log(f"llm-compressor part: GPT-2 twin, largest logit difference {transfer:.1e} "
+        f"(Linear twin {linear:.1e}); perplexity Keras {dense:.4f}, PyTorch {dense_hf:.4f}")
+    if max(transfer, linear) > TRANSFER_TOLERANCE:
+        raise RuntimeError(f"the GPT-2 twin's logits differ by {max(transfer, linear):.2e}")
+    twin_dir = Path(work) / "gpt2-twin"
+    twin_dir.mkdir(parents=True, exist_ok=True)
+    net.config.save_pretrained(twin_dir)
+    head = net.lm_head.weight.detach().clone()
+    data = dict(calibration=x_cal, eval=(x_eval, y_eval))
+
+    # one untimed call of each tool first (graph tracing, lazy imports)
+    warm = {}
+    start = time.perf_counter()
+    kprune.prune_post_training(model, x_cal[:8], _kprune_plan("2:4"), method="wanda")
+    warm["kprune"] = time.perf_counter() - start
+    warm["llm-compressor"] = llmc_prune(model, lm_cfg, x_cal[:8], "wanda", "2:4",
+                                        twin_dir=twin_dir)[1]
+    log(f"llm-compressor part: warm-up calls {warm['kprune']:.1f} s (kprune), "
+        f"{warm['llm-compressor']:.1f} s (llm-compressor)")
+
+    rows = []
+    for index, (plan, method) in enumerate((p, m) for p in LLM_PLANS for m in LLM_METHODS):
+        order = ("kprune", "llm-compressor") if index % 2 == 0 else ("llm-compressor",
+                                                                      "kprune")
+        found = {}
+        for name in order:
+            found[name] = (_kprune_row(model, lm_cfg, data, plan, method) if name == "kprune"
+                           else _llmc_row(model, lm_cfg, data, plan, method,
+                                          twin_dir=twin_dir, head=head))
+        ours, theirs = found["kprune"], found["llm-compressor"]
+        same = {k: ours["_masks"][k] == theirs["_masks"][k] for k in ours["_masks"]}
+        agreement = float(np.mean(np.concatenate([v.ravel() for v in same.values()])))
+        for entry in found.values():
+            del entry["_masks"]
+        row = {"plan": plan, "method": method, "kprune": ours, "llm_compressor": theirs,
+               "perplexity_ratio": ours["perplexity"] / theirs["perplexity"],
+               "seconds_ratio": ours["seconds"] / theirs["seconds"],
+               "mask_agreement": agreement,
+               "mask_agreement_per_layer": {k: float(v.mean()) for k, v in same.items()},
+               "first": "kprune" if index % 2 == 0 else "llm-compressor"}
+        rows.append(row)
+        log(f"llm-compressor part: {plan} {method}: perplexity kprune {ours['perplexity']:.4f} "
+            f"vs llm-compressor {theirs['perplexity']:.4f} ({row['perplexity_ratio']:.4f}x); "
+            f"{ours['seconds']:.1f} vs {theirs['seconds']:.1f} s; masks agree on "
+            f"{100 * agreement:.1f} %")
+    return {"model": "benchmarks.post_training.language_model (Keras 3) and its "
+                     "transformers.GPT2LMHeadModel twin (benchmarks/_peer_lm.py)",
+            "config": lm_cfg, "parameters": int(model.count_params()),
+            "corpus": trained["corpus"], "train_seconds": trained["train_seconds"],
+            "calibration_sequences": int(len(x_cal)), "held_out_sequences": int(len(x_eval)),
+            "dense_perplexity": dense, "dense_perplexity_pytorch": dense_hf,
+            "transfer_max_difference": transfer, "linear_twin_max_difference": linear,
+            "keras_backend": post_training._keras().backend.backend(),
+            "threads": {"torch": torch.get_num_threads()},
+            "warm_up_seconds": warm, "rows": rows,
+            "kprune_call": "kprune.prune_post_training(model, x_cal, plan, method=method) "
+                           "(block_size=128, dampening=0.01; plan uniform(0.5) or every Dense "
+                           "but the head at 2:4)",
+            "llm_compressor_call": "oneshot(model=twin, dataset=DataLoader(tokenized, "
+                                   "batch_size=1), processor=byte tokenizer, recipe=["
+                                   "SparseGPTModifier(sparsity=0.5, mask_structure='0:0' or "
+                                   "'2:4', block_size=128, dampening_frac=0.01, targets="
+                                   "['Linear'], ignore=['re:.*lm_head']) or "
+                                   "WandaPruningModifier(same sparsity, mask, targets, "
+                                   "ignore)], num_calibration_samples=N)"}
+
+
 # -- targets and report -------------------------------------------------------------------
 
 
@@ -633,6 +868,19 @@ def check_targets(results):
                          "torch_pruning_ms": theirs["litert"]["median_ms"],
                          "torch_pruning_over_kprune": ratio},
             "met": bool(ratio >= 1 - LATENCY_TOLERANCE)})
+    for row in results.get("llm_compressor", {}).get("rows", []):
+        ours, theirs = row["kprune"], row["llm_compressor"]
+        label = f"LM, {row['plan']} {row['method']}"
+        checks.append({
+            "target": f"{label}: kprune perplexity within {100 * LLM_TOLERANCE:.0f} % of "
+                      "llm-compressor's",
+            "measured": {"kprune": ours["perplexity"], "llm_compressor": theirs["perplexity"],
+                         "ratio": row["perplexity_ratio"]},
+            "met": bool(row["perplexity_ratio"] <= 1 + LLM_TOLERANCE)})
+        checks.append({
+            "target": f"{label}: kprune pruning wall time <= llm-compressor's",
+            "measured": {"kprune_s": ours["seconds"], "llm_compressor_s": theirs["seconds"]},
+            "met": bool(ours["seconds"] <= theirs["seconds"])})
     part = results.get("tfmot", {})
     if part.get("rows"):
         by = {(r["row"], r["variant"]): r for r in part["rows"]}
@@ -660,22 +908,29 @@ def check_targets(results):
 def markdown_summary(results):
     """The text that goes into benchmarks/README.md."""
     env, mach, data = results["versions"], results["machine"], results["data"]
+    cfg = results["settings"]
+    parts = list(cfg.get("parts", PARTS))
+    images = (f"{data['train']:,} train / {data['test']:,} test MNIST images, "
+              if data else "")
     lines = [
-        f"Measured {results['date']} in **{results['mode']}** mode: {data['train']:,} train / "
-        f"{data['test']:,} test MNIST images, seed {results['seed']}, "
-        f"{results['seconds'] / 60:.1f} min in all. TF {env.get('tensorflow')}, tf_keras "
-        f"{env.get('tf_keras')}, tfmot {env.get('tfmot')}, torch {env.get('torch')}, "
-        f"torch-pruning {env.get('torch_pruning')}, LiteRT {env.get('litert')}, Python "
+        f"Measured {results['date']} in **{results['mode']}** mode: {images}seed "
+        f"{results['seed']}, {results['seconds'] / 60:.1f} min in all. TF "
+        f"{env.get('tensorflow')}, tf_keras {env.get('tf_keras')}, Keras {env.get('keras')}, "
+        f"tfmot {env.get('tfmot')}, torch {env.get('torch')}, torch-pruning "
+        f"{env.get('torch_pruning')}, transformers {env.get('transformers')}, llm-compressor "
+        f"{env.get('llmcompressor')}, LiteRT {env.get('litert')}, Python "
         f"{env['python']}; {mach['platform']}, {mach.get('cpu_model', '?')}, "
         f"{mach['cpus_usable']} usable CPU(s).",
         "",
     ]
-    cfg = results["settings"]
     command = "python -m benchmarks.peers" + (" --quick" if results["mode"] == "quick" else "")
-    command += (f" --cnn-epochs {cfg['cnn_epochs']} {cfg['cnn_tune_epochs']} --res-epochs "
-                f"{cfg['res_epochs']} {cfg['res_tune_epochs']} --seeds {results['seeds']}")
-    if list(cfg.get("parts", PARTS)) != list(PARTS):
-        command += " --only " + " ".join(cfg["parts"])
+    if any(part in MNIST_PARTS for part in parts):
+        command += (f" --cnn-epochs {cfg['cnn_epochs']} {cfg['cnn_tune_epochs']} --res-epochs "
+                    f"{cfg['res_epochs']} {cfg['res_tune_epochs']} --seeds {results['seeds']}")
+    if "llm-compressor" in parts and cfg.get("lm"):
+        command += f" --lm-steps {cfg['lm']['steps']}"
+    if parts != list(PARTS):
+        command += " --only " + " ".join(parts)
     lines += [f"Reproduce: `{command}`.", ""]
     missing = [f"{name}: {s['why']}" for name, s in results["peers"].items()
                if not s["available"]]
@@ -741,6 +996,11 @@ def markdown_summary(results):
             f"{r['row']} {r['widths']}" for r in part["rows"]) + ".", ""]
     elif part:
         lines += [f"Torch-Pruning part skipped: {part.get('skipped')}", ""]
+    part = results.get("llm_compressor")
+    if part and part.get("rows"):
+        lines += llm_table(part)
+    elif part:
+        lines += [f"llm-compressor part skipped: {part.get('skipped')}", ""]
     for name, why in results["not_done"].items():
         lines += [f"{name}: {why}.", ""]
     verdicts = leads_and_trails(results)
@@ -755,9 +1015,55 @@ def markdown_summary(results):
     return "\n".join(lines).rstrip()
 
 
+def llm_table(part):
+    """The README lines of part 3."""
+    c = part["config"]
+    lines = [
+        f"**llm-compressor, post-training pruning of a language model** (the byte-level GPT of "
+        f"`benchmarks.post_training`: {part['parameters']:,} parameters, {c['blocks']} "
+        f"block(s) of width {c['width']}, {c['heads']} heads, FFN {c['ffn']}, context "
+        f"{c['context']}; trained {c['steps']} steps in Keras 3 ({part['keras_backend']} "
+        f"backend) in {part['train_seconds'] / 60:.1f} min, then copied into a "
+        "`transformers.GPT2LMHeadModel` built from its config: largest logit difference "
+        f"{part['transfer_max_difference']:.1e}; dense held-out perplexity "
+        f"{part['dense_perplexity']:.4f}). Both tools prune the same layers (every attention "
+        "projection and FFN layer; embeddings and head dense) from the same "
+        f"{part['calibration_sequences']} calibration sequences, each with its own documented "
+        "call; perplexity on the same "
+        f"{part['held_out_sequences']} held-out sequences by one evaluator (Keras; "
+        "llm-compressor's weights copied back, its PyTorch perplexity in the JSON). Wall time: "
+        "the whole pruning call of each tool, after one untimed warm-up call of each, the "
+        "tools alternating which goes first; masks agree: the share of prunable weights that "
+        "both tools zero or both keep.",
+        "",
+        "| plan | method | kprune ppl | llm-compressor ppl | kprune / llm-compressor | "
+        "kprune s | llm-compressor s | masks agree % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in part["rows"]:
+        ours, theirs = r["kprune"], r["llm_compressor"]
+        lines.append(
+            f"| {r['plan']} | {r['method']} | {ours['perplexity']:.4f} | "
+            f"{theirs['perplexity']:.4f} | {r['perplexity_ratio']:.4f} | {ours['seconds']:.1f} "
+            f"| {theirs['seconds']:.1f} | {100 * r['mask_agreement']:.1f} |")
+    lines += ["", "kprune: `" + part["kprune_call"] + "`; llm-compressor: `"
+              + part["llm_compressor_call"] + "`.", ""]
+    return lines
+
+
 def leads_and_trails(results):
     """Plain sentences: each head-to-head comparison of the run and who is ahead."""
     out = []
+    for row in results.get("llm_compressor", {}).get("rows", []):
+        ours, theirs = row["kprune"], row["llm_compressor"]
+        ratio = row["perplexity_ratio"]
+        word = ("leads" if ratio < 1 - 1e-3 else "trails" if ratio > 1 + 1e-3
+                else "ties (within 0.1 %)")
+        faster = "faster" if ours["seconds"] <= theirs["seconds"] else "slower"
+        out.append(f"LM {row['plan']} {row['method']}: kprune {word} on perplexity, "
+                   f"{ours['perplexity']:.4f} vs {theirs['perplexity']:.4f} "
+                   f"({100 * (ratio - 1):+.2f} %), and is {faster}, {ours['seconds']:.1f} vs "
+                   f"{theirs['seconds']:.1f} s.")
     part = results.get("torch_pruning", {})
     rows = {row["row"]: row for row in part.get("rows", [])}
     for budget in part.get("budgets", BUDGETS):
@@ -804,7 +1110,8 @@ def leads_and_trails(results):
 
 def _fmt(value):
     if isinstance(value, float):
-        return f"{value:.4f}" if value < 10 else f"{value:,.0f}"
+        return (f"{value:.4f}" if value < 10 else f"{value:,.2f}" if value < 1000
+                else f"{value:,.0f}")
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

@@ -94,7 +94,10 @@ def windows(tokens, context, count, seed):
 
 
 def language_model(*, context, width, heads, blocks, ffn, **_):
-    """The GPT-style model: every projection a top-level ``Dense`` that kprune can reach."""
+    """The GPT-style model: every projection a top-level ``Dense`` that kprune can reach.
+
+    It is GPT-2's architecture exactly (``benchmarks._peer_lm`` copies it into a
+    ``transformers.GPT2LMHeadModel`` with exact GELU and Keras's layer-norm epsilon)."""
     keras = _keras()
     ops = keras.ops
 
@@ -134,7 +137,9 @@ def language_model(*, context, width, heads, blocks, ffn, **_):
         f = keras.layers.Dense(ffn, activation="gelu", name=f"ffn_up_{i}")(f)
         h = keras.layers.Add()([h, keras.layers.Dense(width, name=f"ffn_down_{i}")(f)])
     h = keras.layers.LayerNormalization(name="ln_final")(h)
-    return keras.Model(tokens, keras.layers.Dense(256, name="head")(h), name="byte_gpt")
+    # no bias on the head, as GPT-2's lm_head (benchmarks.peers copies this model into one)
+    head = keras.layers.Dense(256, use_bias=False, name="head")
+    return keras.Model(tokens, head(h), name="byte_gpt")
 
 
 def perplexity(model, x, y):
@@ -145,9 +150,9 @@ def perplexity(model, x, y):
     return float(np.exp(float(keras.ops.convert_to_numpy(loss))))
 
 
-def run_lm(cfg, seed):
-    import kprune
-
+def train_lm(cfg, seed):
+    """Train the byte LM of ``cfg`` on the corpus; returns the model and its data:
+    ``dict(model, train_seconds, dense, eval=(x, y), calibration=x, corpus=...)``."""
     keras = _keras()
     keras.utils.set_random_seed(seed)
     train, calibration, held_out, files = corpus(cfg["train_bytes"])
@@ -164,6 +169,20 @@ def run_lm(cfg, seed):
     x_cal, _ = windows(calibration, cfg["context"], cfg["calibration"], seed + 2)
     dense = perplexity(model, x_eval, y_eval)
     log(f"lm: trained {steps} steps in {train_seconds:.0f} s; held-out perplexity {dense:.3f}")
+    return dict(model=model, train_seconds=train_seconds, dense=dense, eval=(x_eval, y_eval),
+                calibration=x_cal,
+                corpus=dict(files=files, train_bytes=len(train),
+                            calibration_bytes=len(calibration), held_out_bytes=len(held_out),
+                            rule="stdlib *.py sorted by name; index % 10 == 0 held out, == 1 "
+                                 "calibration, else training"))
+
+
+def run_lm(cfg, seed):
+    import kprune
+
+    trained = train_lm(cfg, seed)
+    model, dense, x_cal = trained["model"], trained["dense"], trained["calibration"]
+    x_eval, y_eval = trained["eval"]
     plans = {"50%": kprune.PruningPlan.uniform(0.5), "2:4": _n_m_plan()}
     rows = []
     for plan_name, plan in plans.items():
@@ -179,13 +198,8 @@ def run_lm(cfg, seed):
                              mean_error=float(np.mean([r.error for r in report.pruned]))))
             log(f"lm {plan_name} {method}: perplexity {ppl:.3f} ({ppl / dense:.2f}x dense), "
                 f"{seconds:.1f} s")
-    return dict(config=cfg, corpus=dict(files=files, train_bytes=len(train),
-                                        calibration_bytes=len(calibration),
-                                        held_out_bytes=len(held_out),
-                                        rule="stdlib *.py sorted by name; index % 10 == 0 held "
-                                             "out, == 1 calibration, else training"),
-                parameters=int(model.count_params()), train_seconds=train_seconds,
-                dense_perplexity=dense, rows=rows)
+    return dict(config=cfg, corpus=trained["corpus"], parameters=int(model.count_params()),
+                train_seconds=trained["train_seconds"], dense_perplexity=dense, rows=rows)
 
 
 def _n_m_plan():

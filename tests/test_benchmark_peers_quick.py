@@ -1,5 +1,6 @@
-"""benchmarks.peers: the Keras -> PyTorch weight transfer, a --quick run through main(argv),
-and a run without the peers (CI installs only `.[dev]`, without torch and torch-pruning)."""
+"""benchmarks.peers: the Keras -> PyTorch weight transfers (the residual CNN; the byte LM into
+a Hugging Face GPT-2), --quick runs through main(argv), and a run without the peers (CI
+installs only `.[dev]`, without torch, torch-pruning, transformers and llm-compressor)."""
 
 import json
 
@@ -17,6 +18,16 @@ def need_peers():
     try:
         import torch  # noqa: F401
         import torch_pruning  # noqa: F401
+    except ImportError:
+        pytest.skip(MISSING_PEERS)
+
+
+def need_llm_peers():
+    """Part 3's peers: torch, transformers and llm-compressor (in the peers extra too)."""
+    try:
+        import llmcompressor  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     except ImportError:
         pytest.skip(MISSING_PEERS)
 
@@ -54,9 +65,98 @@ def test_keras_to_torch_transfer_outputs_equal():
     assert twins.max_difference(model, net, x) > 1e-4
 
 
+def _random_lm(rng, **sizes):
+    """The byte LM of benchmarks.post_training with every weight drawn at random (biases and
+    layer norms far from their initial 0 and 1), so that a dropped or misplaced weight shows."""
+    from benchmarks import post_training
+
+    cfg = dict(context=12, width=16, heads=4, blocks=2, ffn=40, **sizes)
+    model = post_training.language_model(**cfg)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model, cfg
+
+
+def test_keras_lm_to_gpt2_transfer_logits_equal():
+    need_llm_peers()
+    import torch
+    import transformers
+
+    from benchmarks import _peer_lm
+
+    rng = np.random.default_rng(0)
+    model, cfg = _random_lm(rng)
+    net = _peer_lm.keras_to_gpt2(model, cfg)
+    assert isinstance(net, transformers.GPT2LMHeadModel)
+    assert net.config.activation_function == "gelu" and not net.config.tie_word_embeddings
+    x = rng.integers(0, 256, size=(8, cfg["context"]))
+    assert _peer_lm.max_difference(model, net, x) <= 1e-4
+    # the Linear twin that llm-compressor prunes computes the same
+    linear = _peer_lm.linear_twin(_peer_lm.keras_to_gpt2(model, cfg))
+    assert all(isinstance(linear.get_submodule(name), torch.nn.Linear)
+               for name in _peer_lm.prunable_names(linear))
+    assert _peer_lm.max_difference(model, linear, x) <= 1e-4
+    # and back: the twin's kernels into a fresh model give the same logits
+    other, _ = _random_lm(np.random.default_rng(1))
+    for name in ("embed", "positions", "head", *(f"ln_{i}_{p}" for i in range(2)
+                                                 for p in "af"), "ln_final"):
+        other.get_layer(name).set_weights(model.get_layer(name).get_weights())
+    _peer_lm.gpt2_to_keras(linear, other)
+    assert _peer_lm.max_difference(other, net, x) <= 1e-4
+    # perplexity agrees between the two frameworks
+    from benchmarks import post_training
+
+    y = rng.integers(0, 256, size=x.shape)
+    assert _peer_lm.perplexity(net, x, y) == pytest.approx(
+        post_training.perplexity(model, x, y), rel=1e-4)
+    # a transfer that swapped query and key would not pass: check the check
+    query, key = (model.get_layer(f"{n}_1").get_weights() for n in ("query", "key"))
+    model.get_layer("query_1").set_weights(key)
+    model.get_layer("key_1").set_weights(query)
+    assert _peer_lm.max_difference(model, net, x) > 1e-4
+
+
+@pytest.mark.slow
+def test_peers_llm_quick(tmp_path):
+    # part 3 alone, end to end on a tiny LM: no MNIST needed, its own JSON and README block
+    need_llm_peers()
+    out = tmp_path / "llm.json"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{peers.LLM_BEGIN}\nOLD\n{peers.LLM_END}\nafter\n")
+    code = peers.main(["--quick", "--only", "llm-compressor", "--lm-steps", "10", "--out",
+                       str(out), "--work", str(tmp_path / "work"), "--readme", str(readme),
+                       "--data", str(tmp_path / "no-mnist-here")])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["settings"]["parts"] == ["llm-compressor"] and results["data"] == {}
+    assert results["versions"]["llmcompressor"] and results["versions"]["transformers"]
+    part = results["llm_compressor"]
+    assert part["config"]["steps"] == 10
+    assert part["transfer_max_difference"] <= 1e-4
+    assert part["linear_twin_max_difference"] <= 1e-4
+    assert [(r["plan"], r["method"]) for r in part["rows"]] == [
+        ("50%", "sparsegpt"), ("50%", "wanda"), ("2:4", "sparsegpt"), ("2:4", "wanda")]
+    for row in part["rows"]:
+        for tool in ("kprune", "llm_compressor"):
+            entry = row[tool]
+            assert entry["seconds"] > 0 and entry["perplexity"] > 1
+            # both tools pruned the same four layers of the block to half
+            assert len(entry["sparsity"]) == 4
+            assert all(0.49 <= v <= 0.52 for v in entry["sparsity"].values()), entry
+            # one evaluator or the other: the same perplexity for the same weights
+            assert entry["perplexity_pytorch"] == pytest.approx(entry["perplexity"], rel=1e-3)
+        assert row["llm_compressor"]["head_untouched"] and row["kprune"]["plan_met"]
+        assert 0.5 < row["mask_agreement"] <= 1
+    assert len(results["targets"]) == 8
+    text = readme.read_text()
+    assert "OLD" not in text and "| 2:4 | wanda |" in text and "--only llm-compressor" in text
+    assert text.startswith("before\n") and text.endswith("after\n")
+
+
 @pytest.mark.slow
 def test_peers_quick(mnist_dir, tmp_path):
     need_peers()
+    need_llm_peers()
     out = tmp_path / "results.json"
     readme = tmp_path / "README.md"
     readme.write_text(f"before\n{peers.BEGIN}\nOLD\n{peers.END}\nafter\n")
@@ -69,7 +169,9 @@ def test_peers_quick(mnist_dir, tmp_path):
                                                                  "torch_pruning"))
     assert {"tensorflow", "tf_keras", "tfmot", "torch", "torch_pruning"} <= set(
         results["versions"])
-    assert "llm-compressor" in results["not_done"]
+    assert results["not_done"] == {}
+    assert [(r["plan"], r["method"]) for r in results["llm_compressor"]["rows"]] == [
+        ("50%", "sparsegpt"), ("50%", "wanda"), ("2:4", "sparsegpt"), ("2:4", "wanda")]
     rows = {(r["row"], r["variant"]): r for r in results["tfmot"]["rows"]}
     assert set(rows) == {("dense", "float"), ("dense", "int8"), ("dense-ft", "int8"),
                          ("tfmot", "int8"), ("kprune-default", "int8"), ("kprune-80", "int8")}
@@ -94,6 +196,7 @@ def test_peers_quick(mnist_dir, tmp_path):
     assert results["targets"] and all(isinstance(c["met"], bool) for c in results["targets"])
     text = readme.read_text()
     assert "OLD" not in text and "| torch-pruning-50 |" in text and "| tfmot | int8 |" in text
+    assert "| 50% | sparsegpt |" in text
     assert text.startswith("before\n") and text.endswith("after\n")
 
 
@@ -104,7 +207,11 @@ def test_missing_peer_is_reported_and_the_rest_runs(mnist_dir, tmp_path, monkeyp
               "torch": {"available": False, "version": None,
                         "why": "ModuleNotFoundError: No module named 'torch'"},
               "torch_pruning": {"available": False, "version": None,
-                                "why": "ModuleNotFoundError: No module named 'torch_pruning'"}}
+                                "why": "ModuleNotFoundError: No module named 'torch_pruning'"},
+              "transformers": {"available": False, "version": None,
+                               "why": "ModuleNotFoundError: No module named 'transformers'"},
+              "llmcompressor": {"available": False, "version": None,
+                                "why": "ModuleNotFoundError: No module named 'llmcompressor'"}}
     monkeypatch.setattr(peers, "peer_status", lambda: status)
     out = tmp_path / "results.json"
     code = peers.main(["--quick", "--out", str(out), "--no-readme", "--data", str(mnist_dir),
@@ -119,6 +226,8 @@ def test_missing_peer_is_reported_and_the_rest_runs(mnist_dir, tmp_path, monkeyp
     text = peers.markdown_summary(results)
     assert "Peers not installed" in text and "Torch-Pruning part skipped" in text
     assert "| tfmot | int8 |" in text and "kprune-80 against tfmot's recipe" in text
+    assert "No module named 'llmcompressor'" in results["llm_compressor"]["skipped"]
+    assert "llm-compressor part skipped" in text
 
 
 def test_bisect_finds_the_largest_model_within_budget():
