@@ -98,13 +98,14 @@ def add_standard_options(parser, *, quick_help, default_out):
     return parser
 
 
-def output_paths(args, *, name, default_out):
+def output_paths(args, *, name, default_out, needs_data=True):
     """``(results JSON, README or None)`` for parsed standard options; None if no MNIST.
 
     Quick runs write ``runs/<name>_quick.json`` and leave the README alone unless told.
-    A missing ``--data`` folder is reported on stderr.
+    A missing ``--data`` folder is reported on stderr (unless ``needs_data`` is False: a
+    benchmark on random data).
     """
-    if not args.data.is_dir():
+    if needs_data and not args.data.is_dir():
         print(f"error: MNIST not found at {args.data}; the benchmark needs the four IDX "
               "files there (pass --data).", file=sys.stderr)
         return None
