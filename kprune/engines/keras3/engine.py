@@ -20,7 +20,7 @@ import tempfile
 from kprune import _keras3
 
 __all__ = ["name", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
-           "clone_model", "model_layers", "backend", "sync_state", "constant",
+           "clone_model", "model_layers", "weight_layers", "backend", "sync_state", "constant",
            "callback_class", "kernel_masks", "weight_gradients", "tflite_converter",
            "node_call", "node_inputs", "node_outputs", "tensor_origin", "calls",
            "functional_graph", "graph_operations", "fresh_inputs", "as_call_inputs",
@@ -48,13 +48,21 @@ def model_layers(model):
     return list(iter_layers(model))
 
 
+def weight_layers(model):
+    """``(path, layer)`` of every layer that may hold weights to prune, inside custom layers
+    too (see :func:`kprune.core.layers.weight_layers`), once ``model`` is checked."""
+    from kprune.core import layers
+
+    return layers.weight_layers(model)
+
+
 def constant(value, dtype):
     """``value`` (an array) as a tensor of ``dtype``, for arithmetic with the variables."""
     return _keras3.ops.convert_to_tensor(value, dtype=dtype)
 
 
 @functools.cache
-def callback_class(body, name, doc=None, module=None):
+def callback_class(body, name):
     """``body`` (a class of callback methods that reads ``self._engine`` where the engines
     differ) as a Keras 3 ``Callback`` class called ``name``; made once per body.
 
@@ -62,9 +70,8 @@ def callback_class(body, name, doc=None, module=None):
         >>> Recorder = callback_class(_RecordEpochs, "_Recorder")
         >>> model.fit(x, y, callbacks=[Recorder(...)])
     """
-    namespace = {"__doc__": body.__doc__ if doc is None else doc,
-                 "_engine": sys.modules[__name__], "__qualname__": name,
-                 "__module__": module or body.__module__}
+    namespace = {"__doc__": body.__doc__, "__module__": body.__module__, "__qualname__": name,
+                 "_engine": sys.modules[__name__]}
     return type(name, (body, keras.callbacks.Callback), namespace)
 
 

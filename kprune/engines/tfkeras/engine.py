@@ -24,6 +24,7 @@ from kprune import _compat
 
 __all__ = ["name", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
+           "weight_layers",
            "backend", "sync_state", "constant", "callback_class", "kernel_masks",
            "weight_gradients", "tflite_converter", "node_call", "node_inputs",
            "node_outputs", "tensor_origin", "calls", "functional_graph", "graph_operations",
@@ -56,6 +57,12 @@ def model_layers(model):
     return list(iter_layers(model))
 
 
+def weight_layers(model):
+    """``(path, layer)`` of every layer that may hold weights to prune: on tf_keras, the leaf
+    layers (tfmot wraps no layer inside another), walked as they are."""
+    return list(iter_layers(model))
+
+
 def backend():
     """The backend this engine's models run on: always ``"tensorflow"``."""
     return "tensorflow"
@@ -71,7 +78,7 @@ def constant(value, dtype):
 
 
 @functools.cache
-def callback_class(body, name, doc=None, module=None):
+def callback_class(body, name):
     """``body`` (a class of callback methods that reads ``self._engine`` where the engines
     differ) as a tf_keras ``Callback`` class called ``name``; made once per body.
 
@@ -79,8 +86,8 @@ def callback_class(body, name, doc=None, module=None):
         >>> Recorder = callback_class(_RecordEpochs, "_Recorder")
         >>> model.fit(x, y, callbacks=[Recorder(...)])
     """
-    namespace = {"__doc__": body.__doc__ if doc is None else doc, "_engine": sys.modules[__name__],
-                 "__qualname__": name, "__module__": module or body.__module__}
+    namespace = {"__doc__": body.__doc__, "__module__": body.__module__, "__qualname__": name,
+                 "_engine": sys.modules[__name__]}
     return type(name, (body, _compat.keras.callbacks.Callback), namespace)
 
 
