@@ -31,11 +31,11 @@ import numpy as np
 
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
-from kprune.core.cost import count_macs
 from kprune.engines import engine_of
 from kprune.structural import graph as graph_module
 from kprune.structural import heads, rebuild
 from kprune.structural.correct import CORRECTIONS
+from kprune.structural.cost import count_macs
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
