@@ -25,7 +25,6 @@ import numpy as np
 from kprune import _compat
 from kprune.core.checks import check_int
 from kprune.engines import engine_of
-from kprune.engines.tfkeras import engine as tf_keras_engine
 
 __all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds",  # noqa: F822 (__getattr__)
            "epoch_seeds"]
@@ -116,6 +115,8 @@ class _TfRandomEpochs:
 
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "EpochSeeds":
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
         return tf_keras_engine.callback_class(_TfRandomEpochs, "EpochSeeds")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

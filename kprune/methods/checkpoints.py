@@ -31,7 +31,6 @@ import numpy as np
 
 from kprune import _compat
 from kprune.engines import engine_of
-from kprune.engines.tfkeras import engine as tf_keras_engine
 
 __all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints",  # noqa: F822 (module __getattr__)
            "fit_checkpoints",
@@ -291,6 +290,8 @@ class _FitCheckpoints:
 
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "FitCheckpoints":
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
         return tf_keras_engine.callback_class(_FitCheckpoints, "FitCheckpoints")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -42,7 +42,6 @@ from kprune.core.schedules import Schedule
 from kprune.core.table import table
 from kprune.engines import engine_of
 from kprune.engines.callbacks import callbacks as pruning_callbacks
-from kprune.engines.tfkeras import engine as tf_keras_engine
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
@@ -303,6 +302,8 @@ class _FixedMasks:
 
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "FixedMask":
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
         return tf_keras_engine.callback_class(_FixedMasks, "FixedMask")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
