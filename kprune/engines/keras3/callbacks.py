@@ -21,7 +21,7 @@ from kprune.engines.keras3.wrap import masked_layers, wrapped_layers
 keras = _keras3.keras
 
 __all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step",
-           "training_step", "mask_sparsity", "pruning_step", "sync_state"]
+           "training_step", "mask_sparsity", "masked_layers", "pruning_step", "sync_state"]
 
 
 class UpdatePruningStep(keras.callbacks.Callback):

@@ -15,7 +15,7 @@ from kprune import _compat
 from kprune.core.pruning_logs import callback_classes
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity",
-           "final_step", "training_step", "pruning_step"]
+           "final_step", "training_step", "pruning_step", "masked_layers", "sync_state"]
 
 
 def wrapped_layers(model):
