@@ -279,11 +279,8 @@ class _FixedMasks:
                         f"FixedMask's mask for layer {path!r} ({label}) has shape "
                         f"{keep.shape}, but the weight has shape {tuple(variable.shape)}."
                     )
-                pairs.append((variable, self._constant(keep, variable.dtype)))
+                pairs.append((variable, self._engine.constant(keep, variable.dtype)))
         self._pairs = pairs
-
-    def _constant(self, keep, dtype):
-        return self._engine.constant(keep, dtype)
 
     def apply(self):
         self._engine.sync_state(self.model)  # JAX: the trainer's state into the variables
