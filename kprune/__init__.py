@@ -9,7 +9,8 @@ The package is grouped by concern, and imports point down only::
     kprune/engines/keras3/  the Keras 3 engine, any backend
     kprune/engines/tfkeras/ the tf_keras engine's wrapper and callbacks (tfmot)
     kprune/engines/         the tf_keras engine on tfmot (wrap, callbacks, verify, saving), the
-                            choice between the two engines, compiling and scoring a classifier
+                            choice between the two engines (engine_of: the one place that
+                            asks which Keras a model holds), compiling and scoring a classifier
     kprune/structural/      physical removal of units (smaller dense layers)
     kprune/methods/         trainer, workflows, sensitivity, allocation, PQAT
     kprune/tflite/          export, flatbuffer reader, measure, report

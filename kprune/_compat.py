@@ -18,6 +18,8 @@ Example:
 
 import os
 
+from kprune.core.checks import refuse_keras3
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow, tf_keras and tfmot are imported when one of these names is first read, not
@@ -69,11 +71,6 @@ def _describe(obj):
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def _is_keras3(obj):
-    module = type(obj).__module__
-    return module == "keras" or module.startswith(("keras.", "keras.src"))
-
-
 def check_model(model, *, argument="model", graph=True):
     """Raise a clear error unless ``model`` is a tf_keras Sequential or functional model
     (tfmot clones models through their graph, so ``graph=False`` changes nothing here).
@@ -81,19 +78,8 @@ def check_model(model, *, argument="model", graph=True):
     Example:
         >>> check_model(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
     """
+    refuse_keras3(model, argument=argument)
     keras = _load()["keras"]
-    if _is_keras3(model):
-        raise TypeError(
-            f"Argument `{argument}` is a Keras 3 object ({_describe(model)}); this part of "
-            "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
-            "models are taken by kprune.apply, kprune.callbacks, kprune.strip, "
-            "kprune.sparsity_report, kprune.save_model/load_model, kprune.PruningStepper, "
-            "kprune.allocation.global_plan, kprune.sensitivity.scan, "
-            "kprune.workflows.one_shot/gradual/iterative/rewind, kprune.structural and "
-            "kprune.export.to_tflite (TensorFlow or JAX backend); for the rest, build the "
-            "model with `import tf_keras as keras` instead of `import keras`. "
-            f"Received: {argument}={model!r}"
-        )
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"Argument `{argument}` must be a tf_keras Sequential or functional "

@@ -283,6 +283,50 @@ def test_names_that_moved_are_still_reachable_where_they_were():
         wrap.nothing_here  # noqa: B018
 
 
+# Which Keras a model holds is asked inside kprune/engines/ only (engine_of picks the engine
+# once per public call); core/checks.py defines the question. The modules below still ask it
+# themselves until the engines take over what they do: the list may only shrink.
+STILL_ASKING = {"kprune.core.layers", "kprune._keras3"}
+ASKING_NAMES = {"is_keras3", "_is_keras3"}
+
+
+def askers_of_is_keras3(module, text=None):
+    """The names by which ``module`` imports, calls, refers to or redefines ``is_keras3``
+    (a private copy too), in its code (not its comments or docstrings)."""
+    tree = _parsed(module) if text is None else ast.parse(text)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            found.update(alias.name for alias in node.names if alias.name in ASKING_NAMES)
+        elif isinstance(node, ast.Name) and node.id in ASKING_NAMES:
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute) and node.attr in ASKING_NAMES:
+            found.add(node.attr)
+        elif isinstance(node, (ast.FunctionDef, ast.Lambda)) and getattr(
+                node, "name", None) in ASKING_NAMES:
+            found.add(node.name)
+    return found
+
+
+def test_only_the_engines_ask_which_keras_a_model_holds():
+    askers = {module for module in MODULES
+              if not module.startswith("kprune.engines")
+              and module != "kprune.core.checks" and askers_of_is_keras3(module)}
+    assert askers - STILL_ASKING == set(), "ask the model's engine (kprune.engines.engine_of)"
+    assert askers == STILL_ASKING, f"no longer asking, drop from STILL_ASKING: {STILL_ASKING - askers}"
+
+
+def test_the_engine_question_check_catches_imports_calls_and_copies():
+    assert askers_of_is_keras3("kprune.core.masks", "from kprune.core.checks import is_keras3\n"
+                                                    "def f(m):\n    return 1 if is_keras3(m) else 2\n"
+                               ) == {"is_keras3"}
+    assert askers_of_is_keras3("kprune.core.masks", "from kprune.core import checks\n"
+                                                    "x = checks.is_keras3(object())\n") == {"is_keras3"}
+    assert askers_of_is_keras3("kprune.core.masks", "def _is_keras3(obj):\n    return False\n"
+                               ) == {"_is_keras3"}
+    assert askers_of_is_keras3("kprune.core.masks", '"""is_keras3 in a docstring"""\n') == set()
+
+
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         kprune.nothing_here  # noqa: B018

@@ -2,7 +2,9 @@
 logs, and a warning (or error) when a fit ends before a schedule reached its target.
 
 Both engines' callbacks write through these two functions, so a History, CSVLogger or
-TensorBoard reads the same keys and the same message whichever Keras trained the model.
+TensorBoard reads the same keys and the same message whichever Keras trained the model;
+:func:`callback_classes` writes the two callbacks that do it once, for either engine's
+Callback class.
 
 Example:
     >>> logs = {}
@@ -13,7 +15,7 @@ Example:
 
 import warnings
 
-__all__ = ["ScheduleWarning", "write_sparsity_logs", "report_short"]
+__all__ = ["ScheduleWarning", "write_sparsity_logs", "report_short", "callback_classes"]
 
 
 class ScheduleWarning(UserWarning):
@@ -57,3 +59,75 @@ def report_short(short, steps, *, strict):
     if strict:
         raise RuntimeError(message)
     warnings.warn(message, ScheduleWarning, stacklevel=3)
+
+
+def callback_classes(base, engine):
+    """``(SparsityLogger, ScheduleGuard)``: the two callbacks, as subclasses of ``base`` (a
+    Keras ``Callback`` class), for the engine whose callbacks module is ``engine``.
+
+    ``engine`` gives ``wrapped_layers(model)`` (``(path, wrapper)`` pairs),
+    ``masked_layers(model)`` (``(path, layer)`` of every layer that holds masks),
+    ``mask_sparsity(layer)`` (``(zeros, size)``), ``pruning_step(wrapper)``,
+    ``final_step(wrapper)``, ``training_step(model)`` and ``sync_state(model)``; the classes
+    are named as living there (their ``__module__``).
+
+    Example:
+        >>> SparsityLogger, ScheduleGuard = callback_classes(keras.callbacks.Callback,
+        ...                                                  sys.modules[__name__])
+    """
+
+    class SparsityLogger(base):
+        """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs.
+
+        Because it reports through ``logs``, History, CSVLogger and TensorBoard all see the
+        values; put it before a CSVLogger in the callbacks list.
+        """
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                engine.sync_state(self.model)
+                write_sparsity_logs(logs, [(path, *engine.mask_sparsity(layer))
+                                           for path, layer in engine.masked_layers(self.model)])
+
+    class ScheduleGuard(base):
+        """At the end of ``fit``, checks that every pruned layer reached its final step.
+
+        A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
+        (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
+        the target, which nothing else would notice. Warns (``ScheduleWarning``) by
+        default; raises RuntimeError with ``strict=True``.
+
+        It has no per-batch hook (a callback overriding ``on_train_batch_end`` makes Keras
+        call Python after every step, and stops Keras 3 from dispatching batch-end callbacks
+        asynchronously): the steps of a fit are read from the engine's ``training_step``
+        at its start and end.
+
+        Example:
+            >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(strict=True))
+        """
+
+        def __init__(self, *, strict=False):
+            super().__init__()
+            self.strict = strict
+            self.steps = 0
+            self._first_step = 0
+
+        def on_train_begin(self, logs=None):
+            self.steps = 0
+            self._first_step = engine.training_step(self.model)
+
+        def on_train_end(self, logs=None):
+            self.steps = engine.training_step(self.model) - self._first_step
+            short = []
+            for path, wrapper in engine.wrapped_layers(self.model):
+                reached = engine.pruning_step(wrapper)
+                needed = engine.final_step(wrapper)
+                if reached < needed:
+                    short.append(f"{path} at step {reached} of {needed} "
+                                 f"({needed - reached} steps short)")
+            report_short(short, self.steps, strict=self.strict)
+
+    for cls in (SparsityLogger, ScheduleGuard):
+        cls.__module__ = engine.__name__
+        cls.__qualname__ = cls.__name__
+    return SparsityLogger, ScheduleGuard

@@ -1,8 +1,43 @@
-"""The tf_keras engine, on tfmot: wrap a model as a plan says, the callbacks ``fit``
-needs, strip and verify, save and load. Handed a Keras 3 model, each of these passes it to
-the Keras 3 engine in :mod:`kprune.engines.keras3` (same plans, schedules and reports).
+"""The two engines, and the one place where kprune asks which Keras a model holds.
+
+- :mod:`kprune.engines.tfkeras`: tf_keras models, pruned with tfmot's wrappers.
+- :mod:`kprune.engines.keras3`: Keras 3 models (``import keras``, any backend), pruned by
+  kprune's own wrappers on ``keras.ops``.
+
+:func:`engine_of` picks the engine of a model once; what it returns
+(:mod:`kprune.engines.tfkeras.engine` or :mod:`kprune.engines.keras3.engine`) gives the same
+names on both engines: ``keras`` (the Keras module itself), ``check_model``,
+``iter_layers``/``model_layers``, ``clone_model``, ``callback_class`` (a callback body as a
+Callback of that Keras), ``sync_state``, ``kernel_masks``, ``weight_gradients``, the TFLite
+converter and the layer-graph readers (``node_call``, ``node_inputs``, ``tensor_origin``,
+``calls``, ...). Code above the engines calls these instead of branching on the engine.
+The public functions (``kprune.apply``, ``kprune.callbacks``, ``kprune.strip``, ...,
+in :mod:`kprune.engines.wrap`, ``callbacks``, ``verify``, ``saving``) take either Keras
+themselves.
 
 Example:
-    >>> from kprune.engines import wrap, verify
-    >>> pruned = wrap.apply(model, plan, steps_per_epoch=100, epochs=2)
+    >>> from kprune.engines import engine_of
+    >>> engine = engine_of(model)
+    >>> engine.name, engine.keras.Sequential          # 'tf_keras' or 'keras3', its Keras
 """
+
+from kprune.core.checks import is_keras3
+
+__all__ = ["engine_of"]
+
+
+def engine_of(obj):
+    """The engine of ``obj`` (a model, layer, tensor or graph node; None means tf_keras):
+    :mod:`kprune.engines.keras3.engine` for a Keras 3 object, else
+    :mod:`kprune.engines.tfkeras.engine`. Loads only the engine it returns (a Keras 3 model
+    loads neither tf_keras nor tfmot).
+
+    Example:
+        >>> engine_of(keras.layers.Dense(1)).name, engine_of(tf_keras.layers.Dense(1)).name
+        ('keras3', 'tf_keras')
+    """
+    if is_keras3(obj):
+        from kprune.engines.keras3 import engine
+    else:
+        from kprune.engines.tfkeras import engine
+    return engine

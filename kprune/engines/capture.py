@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kprune.core.layers import engine
+from kprune.engines import engine_of
 
 __all__ = ["layer_inputs", "capture_problem", "to_numpy"]
 
@@ -60,7 +60,7 @@ def capture_problem(model, path):
 
 def _sub_model(model, layer):
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return engine(model).keras.Model(inputs, _input_tensors(layer)[0])
+    return engine_of(model).keras.Model(inputs, _input_tensors(layer)[0])
 
 
 def layer_inputs(model, path, batches):

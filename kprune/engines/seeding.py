@@ -19,12 +19,12 @@ Example:
 """
 
 import contextlib
-import functools
 
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int, is_keras3
+from kprune.core.checks import check_int
+from kprune.engines import engine_of
 
 __all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds",  # noqa: F822 (__getattr__)
            "epoch_seeds"]
@@ -38,12 +38,9 @@ def set_seed(seed, model=None):
         >>> set_seed(0)
     """
     check_int(seed, "seed", minimum=0)
-    if model is not None and is_keras3(model):  # Python, numpy, TensorFlow if installed, and
-        from kprune import _keras3  # the backend's generators: no tf_keras needed
-
-        _keras3.keras.utils.set_random_seed(seed)
-    else:
-        _compat.keras.utils.set_random_seed(seed)
+    # Python, numpy, TensorFlow if installed, and for Keras 3 the backend's generators (no
+    # tf_keras needed); no model means tf_keras
+    engine_of(model).keras.utils.set_random_seed(seed)
 
 
 @contextlib.contextmanager
@@ -116,15 +113,11 @@ class _TfRandomEpochs:
         self.model.make_train_function(force=True)
 
 
-@functools.cache
-def _tf_keras_epoch_seeds():
-    return type("EpochSeeds", (_TfRandomEpochs, _compat.keras.callbacks.Callback),
-                {"__doc__": _TfRandomEpochs.__doc__, "__module__": __name__})
-
-
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "EpochSeeds":
-        return _tf_keras_epoch_seeds()
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
+        return tf_keras_engine.callback_class(_TfRandomEpochs, "EpochSeeds")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -158,20 +151,15 @@ class _SeedGeneratorEpochs:
     def on_epoch_begin(self, epoch, logs=None):
         if not self._generators:
             return
-        from kprune import _keras3
-
-        _keras3.sync_state(self.model)
+        self._engine.sync_state(self.model)
         for index, generator in enumerate(self._generators):
             start = np.random.default_rng([self.seed, epoch, 2, index]).integers(2**31 - 1)
             generator.state.assign(np.array([start, 0], dtype=generator.state.dtype))
 
 
-@functools.cache
-def _keras3_epoch_seeds():
-    from kprune import _keras3
-
-    return type("Keras3EpochSeeds", (_SeedGeneratorEpochs, _keras3.keras.callbacks.Callback),
-                {"__doc__": _SeedGeneratorEpochs.__doc__})
+#: What each engine's per-epoch seeding callback does (its name, its methods).
+_EPOCH_SEEDS = {"tf_keras": ("EpochSeeds", _TfRandomEpochs),
+                "keras3": ("Keras3EpochSeeds", _SeedGeneratorEpochs)}
 
 
 def epoch_seeds(model, seed):
@@ -181,4 +169,6 @@ def epoch_seeds(model, seed):
     Example:
         >>> model.fit(x, y, epochs=3, callbacks=[epoch_seeds(model, 0)])
     """
-    return _keras3_epoch_seeds()(seed) if is_keras3(model) else _tf_keras_epoch_seeds()(seed)
+    engine = engine_of(model)
+    name, body = _EPOCH_SEEDS[engine.name]
+    return engine.callback_class(body, name)(seed)

@@ -365,12 +365,12 @@ def _planned_epochs_after_baseline(recipe, cut):
 def _decay(model, rate, decay):
     """The callbacks that lower the rate from ``rate`` within each fit by ``decay`` (a
     factor per epoch or ``cosine``; none for a constant rate)."""
-    from kprune.core.layers import engine
+    from kprune.engines import engine_of
 
     if decay == 1:
         return []
 
-    class Decay(engine(model).keras.callbacks.Callback):
+    class Decay(engine_of(model).keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             if decay == "cosine":
                 factor = 0.5 * (1 + math.cos(math.pi * epoch / self.params["epochs"]))

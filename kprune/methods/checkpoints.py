@@ -21,7 +21,6 @@ Example:
     2
 """
 
-import functools
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 
 __all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints",  # noqa: F822 (module __getattr__)
            "fit_checkpoints",
@@ -237,9 +236,6 @@ class _FitCheckpoints:
         >>> model.fit(x, y, epochs=3, callbacks=[..., saver])
     """
 
-    def _sync(self):
-        """Make the model's variables hold their current values (Keras 3 on JAX)."""
-
     def __init__(self, store, key, *, state, resume_from=None):
         super().__init__()
         self.store, self.key, self._state = store, key, state
@@ -284,7 +280,7 @@ class _FitCheckpoints:
         self._save(f"{self.key}-epoch{epoch + 1}", epoch + 1, 0)
 
     def _save(self, name, epoch, step):
-        self._sync()
+        self._engine.sync_state(self.model)  # Keras 3 on JAX: the trainer's state
         arrays = {"model": self.model.get_weights(),
                   "optimizer": [v.numpy() for v in optimizer_variables(self.model.optimizer)]}
         self.store.save(name, arrays, {"key": self.key, "epoch": epoch, "step": step,
@@ -292,31 +288,12 @@ class _FitCheckpoints:
         self.store.prune(f"{self.key}-epoch")
 
 
-@functools.cache
-def _tf_keras_fit_checkpoints():
-    return type("FitCheckpoints", (_FitCheckpoints, _compat.keras.callbacks.Callback),
-                {"__doc__": ":class:`_FitCheckpoints` as a tf_keras callback (see there).",
-                 "__module__": __name__})
-
-
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "FitCheckpoints":
-        return _tf_keras_fit_checkpoints()
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
+        return tf_keras_engine.callback_class(_FitCheckpoints, "FitCheckpoints")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _keras3_fit_checkpoints():
-    from kprune import _keras3
-
-    class Keras3FitCheckpoints(_FitCheckpoints, _keras3.keras.callbacks.Callback):
-        """:class:`_FitCheckpoints` as a Keras 3 callback (on JAX, the trainer's state is
-        synchronised into the model's variables before they are saved)."""
-
-        def _sync(self):
-            _keras3.sync_state(self.model)
-
-    return Keras3FitCheckpoints
 
 
 def fit_checkpoints(model, store, key, *, state, resume_from=None):
@@ -325,7 +302,7 @@ def fit_checkpoints(model, store, key, *, state, resume_from=None):
     Example:
         >>> saver = fit_checkpoints(pruned, store, "prune-r0", state=lambda: {})
     """
-    cls = _keras3_fit_checkpoints() if is_keras3(model) else _tf_keras_fit_checkpoints()
+    cls = engine_of(model).callback_class(_FitCheckpoints, "FitCheckpoints")
     return cls(store, key, state=state, resume_from=resume_from)
 
 

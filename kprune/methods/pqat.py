@@ -12,7 +12,7 @@ Example:
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 from kprune.engines.classifier import compile_classifier
 from kprune.engines.verify import check_stripped
 from kprune.engines.wrap import copy_model
@@ -38,7 +38,7 @@ def pqat_int8(model, x, y, *, epochs=1, batch_size=128, learning_rate=1e-4,
         >>> qat = pqat_int8(kprune.strip(pruned), x_train, y_train, epochs=1)
         >>> export.to_tflite(qat, "pqat-int8.tflite", quantize="int8", sparse=True)
     """
-    if is_keras3(model):
+    if not engine_of(model).uses_tfmot:
         raise TypeError(
             "pqat_int8 needs tfmot's quantization-aware training, which supports tf_keras "
             "models only (tfmot has no Keras 3 support and Keras 3 has no pruning-preserving "

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kprune import _compat
-from kprune.core.checks import check_int, check_number, is_keras3
+from kprune.core.checks import check_int, check_number
 from kprune.core.table import table
+from kprune.engines import engine_of
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, ends_in_softmax
 
@@ -481,7 +482,7 @@ class _KLRamp(keras.callbacks.Callback):
 def check_model(model):
     """Raise unless :func:`sparsify` can train ``model`` (a Sequential or functional
     tf_keras model), saying why."""
-    if is_keras3(model):
+    if not engine_of(model).uses_tfmot:
         raise TypeError(
             "variational.sparsify trains tf_keras models; this is a Keras 3 model. Build "
             f"it with tf_keras (import tf_keras as keras). Received: model {model.name!r}")

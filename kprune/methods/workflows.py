@@ -31,17 +31,16 @@ Example:
     >>> result.model                      # stripped tf_keras model, 90% sparse
 """
 
-import functools
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
-from kprune.core.checks import check_int, is_keras3
+from kprune.core.checks import check_int
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
+from kprune.engines import engine_of
 from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
@@ -191,24 +190,9 @@ class _RecordEpochs:
         )
 
 
-@functools.cache
-def _tf_keras_recorder():
-    return type("_Recorder", (_RecordEpochs, _compat.keras.callbacks.Callback),
-                {"__doc__": ":class:`_RecordEpochs` as a tf_keras callback."})
-
-
-@functools.cache
-def _keras3_recorder():
-    from kprune._keras3 import keras
-
-    return type("_Recorder", (_RecordEpochs, keras.callbacks.Callback),
-                {"__doc__": ":class:`_RecordEpochs` as a Keras 3 callback."})
-
-
 def _recorder(model, *args, **kwargs):
     """A :class:`_RecordEpochs` callback of ``model``'s Keras."""
-    cls = _keras3_recorder() if is_keras3(model) else _tf_keras_recorder()
-    return cls(*args, **kwargs)
+    return engine_of(model).callback_class(_RecordEpochs, "_Recorder")(*args, **kwargs)
 
 
 def _record(model, trainer, *, stage, round, epoch, loss=None, note=""):
@@ -265,8 +249,7 @@ class _FixedMasks:
 
     def set_model(self, model):
         super().set_model(model)
-        found = dict(layers.weight_layers(model) if is_keras3(model)
-                     else _compat.iter_layers(model))
+        found = dict(self._engine.weight_layers(model))
         pairs = []
         for path, mask in self.masks.items():
             weights = {w.label: w.variable
@@ -296,13 +279,11 @@ class _FixedMasks:
                         f"FixedMask's mask for layer {path!r} ({label}) has shape "
                         f"{keep.shape}, but the weight has shape {tuple(variable.shape)}."
                     )
-                pairs.append((variable, self._constant(keep, variable.dtype)))
+                pairs.append((variable, self._engine.constant(keep, variable.dtype)))
         self._pairs = pairs
 
-    def _constant(self, keep, dtype):
-        return _compat.tf.constant(keep, dtype=dtype)
-
     def apply(self):
+        self._engine.sync_state(self.model)  # JAX: the trainer's state into the variables
         for variable, mask in self._pairs:
             variable.assign(variable * mask)
 
@@ -316,41 +297,12 @@ class _FixedMasks:
         self.apply()
 
 
-@functools.cache
-def _tf_keras_fixed_mask():
-    class FixedMask(_FixedMasks, _compat.keras.callbacks.Callback):
-        """:class:`_FixedMasks` as a tf_keras callback (:func:`fixed_mask` picks the Keras).
-
-        Example:
-            >>> model.fit(x, y, callbacks=[FixedMask(kernel_masks(pruned))])
-        """
-
-    FixedMask.__qualname__ = "FixedMask"
-    return FixedMask
-
-
 def __getattr__(name):  # the tf_keras callback, made (with tf_keras) when first asked for
     if name == "FixedMask":
-        return _tf_keras_fixed_mask()
+        from kprune.engines.tfkeras import engine as tf_keras_engine
+
+        return tf_keras_engine.callback_class(_FixedMasks, "FixedMask")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _keras3_fixed_mask():
-    from kprune import _keras3
-
-    class Keras3FixedMask(_FixedMasks, _keras3.keras.callbacks.Callback):
-        """:class:`_FixedMasks` as a Keras 3 callback (on JAX, the model's variables are
-        synchronised with the trainer's state before each multiplication)."""
-
-        def _constant(self, keep, dtype):
-            return _keras3.ops.convert_to_tensor(keep, dtype=dtype)
-
-        def apply(self):
-            _keras3.sync_state(self.model)
-            super().apply()
-
-    return Keras3FixedMask
 
 
 def fixed_mask(model, masks):
@@ -359,8 +311,7 @@ def fixed_mask(model, masks):
     Example:
         >>> model.fit(x, y, callbacks=[fixed_mask(model, kernel_masks(pruned))])
     """
-    cls = _keras3_fixed_mask() if is_keras3(model) else _tf_keras_fixed_mask()
-    return cls(masks)
+    return engine_of(model).callback_class(_FixedMasks, "FixedMask")(masks)
 
 
 def kernel_masks(model):
@@ -373,18 +324,7 @@ def kernel_masks(model):
         >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
         0.5
     """
-    if is_keras3(model):
-        from kprune.engines.keras3.wrap import kernel_masks as keras3_masks
-
-        return keras3_masks(model)
-    from kprune.engines.tfkeras.callbacks import wrapped_layers
-
-    out = {}
-    for path, wrapper in wrapped_layers(model):
-        by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
-        out[path] = {by_id[id(weight)]: np.asarray(mask.numpy()) != 0
-                     for weight, mask, _ in wrapper.pruning_vars if id(weight) in by_id}
-    return out
+    return engine_of(model).kernel_masks(model)
 
 
 # -- plans -----------------------------------------------------------------------
@@ -794,23 +734,9 @@ class _SnapshotEpoch:
             self._out[path] = [np.array(w) for w in layers.unwrap(layer).get_weights()]
 
 
-@functools.cache
-def _tf_keras_snapshot():
-    return type("_Snapshot", (_SnapshotEpoch, _compat.keras.callbacks.Callback),
-                {"__doc__": ":class:`_SnapshotEpoch` as a tf_keras callback."})
-
-
-@functools.cache
-def _keras3_snapshot():
-    from kprune._keras3 import keras
-
-    return type("_Snapshot", (_SnapshotEpoch, keras.callbacks.Callback),
-                {"__doc__": ":class:`_SnapshotEpoch` as a Keras 3 callback."})
-
-
 def _snapshot(model, epoch, out):
     """A :class:`_SnapshotEpoch` callback of ``model``'s Keras."""
-    return (_keras3_snapshot() if is_keras3(model) else _tf_keras_snapshot())(epoch, out)
+    return engine_of(model).callback_class(_SnapshotEpoch, "_Snapshot")(epoch, out)
 
 
 def _checkpoint(model, to, epochs):

@@ -26,7 +26,7 @@ import numpy as np
 
 from kprune.core import layers
 from kprune.core.calibration import calibration_batches
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 from kprune.engines.capture import layer_inputs, to_numpy
 from kprune.structural import heads, rebuild
 from kprune.structural.nesting import inline
@@ -135,10 +135,8 @@ def _attention_call(model, layer):
     """``({part: tensor}, other tensors)`` of ``layer``'s call in ``model``."""
     from kprune.structural.graph import _calls
 
-    node = _calls(model, layer)[0]
-    if is_keras3(node):
-        return heads.inputs_of(node.arguments.args, node.arguments.kwargs)
-    return heads.inputs_of(node.call_args, node.call_kwargs)
+    _, args, kwargs = engine_of(model).node_call(_calls(model, layer)[0])
+    return heads.inputs_of(args, kwargs)
 
 
 def _contexts(model, name, batches):
@@ -147,7 +145,7 @@ def _contexts(model, name, batches):
     parts, _ = _attention_call(model, layer)
     tensors = [parts["query"], parts["value"], parts["key"]]
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    feed = layers.engine(model).keras.Model(inputs, tensors)
+    feed = engine_of(model).keras.Model(inputs, tensors)
     context = heads.context_probe(layer, lambda probe, q, v, k: to_numpy(probe(q, v, key=k)))
     for batch in batches:
         query, value, key = (to_numpy(t) for t in feed(batch, training=False))
@@ -161,7 +159,7 @@ def _is_plain_dense(layer):
 
 def _copy(model):
     """An independent copy of ``model`` (same Keras, same weights)."""
-    owner = layers.engine(model)
+    owner = engine_of(model)
     twin = owner.clone_model(model, lambda path, layer: type(layer).from_config(
         layer.get_config()))
     twin.set_weights(model.get_weights())

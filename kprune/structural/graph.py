@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kprune.core import layers
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 from kprune.structural import heads
 from kprune.structural.nesting import follows_nesting
 
@@ -158,43 +158,31 @@ def groups(model):
 # -- internals ---------------------------------------------------------------------
 
 
-# Reading the layer graph: the one place where tf_keras and Keras 3 differ (tf_keras nodes
-# keep ``keras_inputs`` and their tensors' ``_keras_history.layer``; Keras 3 nodes keep
-# ``input_tensors`` and ``_keras_history.operation``, and a model lists its own nodes in
-# ``_nodes_by_depth``, not by name in ``_network_nodes``).
+# Reading the layer graph: through the model's engine (kprune.engines.engine_of), which
+# knows how its Keras keeps nodes, their tensors and who made them.
 
 
 def _calls(model, layer):
     """The nodes (calls) of ``layer`` that belong to functional ``model``'s graph."""
-    if is_keras3(model):
-        ours = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
-        return [node for node in layer._inbound_nodes if id(node) in ours]
-    network = model._network_nodes
-    return [node for index, node in enumerate(layer._inbound_nodes)
-            if f"{layer.name}_ib-{index}" in network]
+    return engine_of(model).calls(model, layer)
 
 
-def _origin(tensor):
+def _origin(engine, tensor):
     """``(name of the layer that made tensor, which of its outputs it is)``."""
-    history = tensor._keras_history
-    made_by = history.operation if is_keras3(tensor) else history.layer
-    return made_by.name, history.tensor_index
+    made_by, index = engine.tensor_origin(tensor)
+    return made_by.name, index
 
 
-def _node_io(node):
+def _node_io(engine, node):
     """A node's input tensor keys (see :func:`_origin`) and its number of outputs."""
-    if is_keras3(node):
-        return [_origin(t) for t in node.input_tensors], len(node.outputs)
-    from kprune import _compat
-
-    return ([_origin(t) for t in node.keras_inputs],
-            len(_compat.tf.nest.flatten(node.outputs)))
+    return ([_origin(engine, t) for t in engine.node_inputs(node)],
+            len(engine.node_outputs(node)))
 
 
-def _check_only_layers(model):
-    """Refuse a Keras 3 model whose graph calls ``keras.ops`` directly (not a layer)."""
-    layer_class = layers.engine(model).keras.layers.Layer
-    for operation in getattr(model, "operations", []) if is_keras3(model) else []:
+def _check_only_layers(engine, model):
+    """Refuse a model whose graph calls ``keras.ops`` directly (not a layer; Keras 3)."""
+    layer_class = engine.keras.layers.Layer
+    for operation in engine.graph_operations(model):
         if not isinstance(operation, layer_class):
             raise ValueError(
                 f"Cannot follow the channels of model {model.name!r}: it calls operation "
@@ -233,9 +221,10 @@ class _Graph:
     """Union-find over channel sets, built by walking the model's layers in graph order."""
 
     def __init__(self, model):
-        layers.engine(model).check_model(model)
+        self.engine = engine_of(model)
+        self.engine.check_model(model)
         self.model = model
-        self.keras = layers.engine(model).keras
+        self.keras = self.engine.keras
         self.parent, self.size, self.label = [], [], []
         self.fixed, self.refused = {}, {}  # node -> reasons (not removable / refused)
         self.members = []  # (node, Member)
@@ -287,17 +276,18 @@ class _Graph:
                 previous = (layer.name, 0)
             self.outputs = [previous]
             return
-        _check_only_layers(model)
+        engine = self.engine
+        _check_only_layers(engine, model)
         pending = []
         for layer in model.layers:
-            calls = _calls(model, layer)
+            calls = engine.calls(model, layer)
             if len(calls) != 1:
                 raise ValueError(
                     f"Cannot follow the channels of model {model.name!r}: layer "
                     f"{layer.name!r} is called {len(calls)} times in it (a shared layer); "
                     "structural pruning needs each layer used once."
                 )
-            inputs, count = _node_io(calls[0])
+            inputs, count = _node_io(engine, calls[0])
             self.nodes[layer.name] = calls[0]
             pending.append((layer, inputs, [(layer.name, i) for i in range(count)]))
         seen = set()
@@ -312,7 +302,7 @@ class _Graph:
             if len(rest) == len(pending):
                 raise ValueError(f"Cannot order the layers of model {model.name!r}.")
             pending = rest
-        self.outputs = [_origin(t) for t in model.outputs]
+        self.outputs = [_origin(engine, t) for t in model.outputs]
 
     def _walk(self):
         keras = self.keras
@@ -443,13 +433,10 @@ class _Graph:
         node = self.nodes.get(layer.name)
         if node is None:
             return self._refuse(layer, ins, [out], "it is not called in a functional model")
-        if is_keras3(node):
-            call_args, call_kwargs = node.arguments.args, node.arguments.kwargs
-        else:
-            call_args, call_kwargs = node.call_args, node.call_kwargs
+        _, call_args, call_kwargs = self.engine.node_call(node)
         parts, rest = heads.inputs_of(call_args, call_kwargs)
-        keys = {part: _origin(tensor) for part, tensor in parts.items()}
-        for key in {_origin(tensor) for tensor in rest}:
+        keys = {part: _origin(self.engine, tensor) for part, tensor in parts.items()}
+        for key in {_origin(self.engine, tensor) for tensor in rest}:
             self.block(self.desc[key], f"layer {layer.name!r} ({type(layer).__name__}): "
                        "it reads this tensor as a mask")
         for part in ("query", "key", "value"):

@@ -29,14 +29,13 @@ import warnings
 
 import numpy as np
 
-from kprune import _compat
-from kprune.core import layers
 from kprune.core.calibration import calibration_batches
-from kprune.core.checks import check_choice, did_you_mean, is_keras3
-from kprune.core.cost import count_macs
+from kprune.core.checks import check_choice, did_you_mean
+from kprune.engines import engine_of
 from kprune.structural import graph as graph_module
 from kprune.structural import heads, rebuild
 from kprune.structural.correct import CORRECTIONS
+from kprune.structural.cost import count_macs
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
@@ -440,21 +439,12 @@ def _kernel_gradients(model, data):
     from kprune.engines.classifier import ends_in_softmax
 
     x, y = (np.asarray(part) for part in data)
-    loss_fn = layers.engine(model).keras.losses.SparseCategoricalCrossentropy(
+    engine = engine_of(model)
+    loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
         from_logits=not ends_in_softmax(model))
     variables = {layer.name: layer.weights for layer in model.layers if layer.weights}
-    if is_keras3(model):  # the backend's own gradients (TensorFlow or JAX)
-        from kprune import _keras3
-
-        grads = _keras3.weight_gradients(model, loss_fn, x, y)
-        return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
-    tf = _compat.tf
-    with tf.GradientTape() as tape:
-        tape.watch([v for vs in variables.values() for v in vs])
-        loss = loss_fn(y, model(x, training=False))
-    grads = tape.gradient(loss, variables)
-    return {name: [np.zeros(v.shape) if g is None else np.asarray(g) for v, g in
-                   zip(variables[name], found)] for name, found in grads.items()}
+    grads = engine.weight_gradients(model, loss_fn, x, y)  # the backend's own (TF or JAX)
+    return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
 
 
 def _normalised(scores):

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import functools
 
-from kprune import _compat
-from kprune.core import layers
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 
 __all__ = ["inline", "is_nested", "follows_nesting"]
 
 
 def is_nested(model):
     """True when ``model`` calls another model as one of its layers."""
-    model_class = layers.engine(model).keras.Model
+    model_class = engine_of(model).keras.Model
     return any(isinstance(layer, model_class) for layer in model.layers)
 
 
@@ -41,7 +39,7 @@ def inline(model):
         >>> flat = inline(model)
         >>> flat(x).numpy() == model(x).numpy()
     """
-    owner = layers.engine(model)
+    owner = engine_of(model)
     owner.check_model(model)
     if not is_nested(model):
         return model
@@ -49,18 +47,10 @@ def inline(model):
         if not getattr(layer, "_is_graph_network", True):
             raise ValueError(f"Cannot inline layer {path!r}: it is not a functional model.")
     clones, sources = {}, {}
-    if is_keras3(model):
-        inputs = [owner.keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                                    name=t._keras_history.operation.name)
-                  for t in model.inputs]
-    else:
-        inputs = [_compat.keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
-                  for t in model.inputs]
+    inputs = owner.fresh_inputs(model)
     outputs = _call(model, inputs, clones, sources)
-    if is_keras3(model) and len(inputs) == 1:
-        inputs = inputs[0]  # called with one array, as the nested model was
-    flat = owner.keras.Model(inputs, outputs if len(outputs) > 1 else outputs[0],
-                             name=model.name)
+    flat = owner.keras.Model(owner.as_call_inputs(inputs),
+                             outputs if len(outputs) > 1 else outputs[0], name=model.name)
     for name, layer in clones.items():
         layer.set_weights(sources[name].get_weights())
     return flat
@@ -78,19 +68,14 @@ def follows_nesting(function):
 
 def _call(model, inputs, clones, sources):
     """Call the layers of ``model`` on ``inputs`` in graph order; return its outputs."""
-    if is_keras3(model):  # Keras 3 nodes: .operation and .arguments; a Sequential's
-        graph = getattr(model, "_functional", None) or model  # graph is its _functional
-        tree = layers.engine(model).keras.tree
-        flatten, map_structure = tree.flatten, tree.map_structure
-    else:
-        if not getattr(model, "_is_graph_network", False):
-            raise ValueError(
-                f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
-                "built without an Input, or a subclassed model).")
-        nest = _compat.tf.nest
-        graph, flatten, map_structure = model, nest.flatten, nest.map_structure
-    input_layer = layers.engine(model).keras.layers.InputLayer
-    model_class = layers.engine(model).keras.Model
+    owner = engine_of(model)
+    graph = owner.functional_graph(model)
+    if graph is None:
+        raise ValueError(
+            f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
+            "built without an Input, or a subclassed model).")
+    flatten, map_structure = owner.nest.flatten, owner.nest.map_structure
+    input_layer, model_class = owner.keras.layers.InputLayer, owner.keras.Model
     found = {id(t): new for t, new in zip(model.inputs, inputs)}
 
     def mapped(value):
@@ -98,10 +83,10 @@ def _call(model, inputs, clones, sources):
 
     for depth in sorted(graph._nodes_by_depth, reverse=True):
         for node in graph._nodes_by_depth[depth]:
-            layer, call = _node_call(node)
+            layer, args, kwargs = owner.node_call(node)
             if isinstance(layer, input_layer):
                 continue
-            args, kwargs = map_structure(mapped, call)
+            args, kwargs = map_structure(mapped, (args, kwargs))
             if isinstance(layer, model_class):
                 result = _call(layer, flatten(args), clones, sources)
             else:
@@ -109,13 +94,6 @@ def _call(model, inputs, clones, sources):
             for old, new in zip(flatten(node.outputs), flatten(result)):
                 found[id(old)] = new
     return [found[id(t)] for t in model.outputs]
-
-
-def _node_call(node):
-    """``(layer, (args, kwargs))`` of one call in a model's graph, on either engine."""
-    if is_keras3(node):
-        return node.operation, (node.arguments.args, node.arguments.kwargs)
-    return node.layer, (node.call_args, node.call_kwargs)
 
 
 def _clone(layer, clones, sources):

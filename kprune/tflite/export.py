@@ -30,11 +30,8 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import secrets
-import tempfile
 import types
 import warnings
 from dataclasses import dataclass
@@ -44,7 +41,7 @@ import numpy as np
 
 from kprune import _compat, progress
 from kprune.core import layers
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 from kprune.engines.verify import check_stripped
 from kprune.methods.pqat import pqat_int8
 
@@ -61,7 +58,6 @@ __all__ = [
     "write_atomic",
 ]
 
-logger = logging.getLogger("kprune")
 
 #: The ``quantize`` values :func:`to_tflite` accepts.
 QUANTIZE = ("none", "dynamic", "int8", "float16")
@@ -177,9 +173,9 @@ def _iter_all(model):
 
 
 def _check_stripped(model):
-    layers.model_layers(model)  # tf_keras or Keras 3, checked
-    if is_keras3(model):
-        _check_keras3_backend()
+    engine = engine_of(model)
+    engine.model_layers(model)  # tf_keras or Keras 3, checked
+    _check_backend(engine)
     check_stripped(model)
 
 
@@ -230,11 +226,10 @@ def _check_representative(model, data, num_calibration):
 KERAS3_EXPORT_BACKENDS = ("tensorflow", "jax")
 
 
-def _check_keras3_backend():
-    """A Keras 3 model is converted from Keras 3's own SavedModel export: TF or JAX backend."""
-    from kprune import _keras3
-
-    backend = _keras3.backend()
+def _check_backend(engine):
+    """A Keras 3 model is converted from Keras 3's own SavedModel export: TF or JAX backend
+    (a tf_keras model is always on TensorFlow)."""
+    backend = engine.backend()
     if backend not in KERAS3_EXPORT_BACKENDS:
         raise ValueError(
             "TFLite export of a Keras 3 model needs the TensorFlow or JAX backend; this "
@@ -242,41 +237,6 @@ def _check_keras3_backend():
             "'final.keras')), then load and export it in a process started with "
             f"KERAS_BACKEND=tensorflow. Received: backend={backend!r}"
         )
-
-
-@contextlib.contextmanager
-def _converter(model):
-    """A TFLiteConverter for ``model``, valid inside the ``with`` block.
-
-    A Keras 3 model goes through Keras 3's own ``model.export`` to a temporary SavedModel
-    (its variables are frozen there; a concrete function of it keeps ``READ_VARIABLE``
-    ops that the converter cannot run). A tf_keras model goes through
-    ``from_keras_model``, or a concrete function if that fails.
-    """
-    tf = _compat.tf
-    if is_keras3(model):
-        with tempfile.TemporaryDirectory(prefix="kprune-keras3-") as folder:
-            model.export(folder, format="tf_saved_model", verbose=False)
-            yield tf.lite.TFLiteConverter.from_saved_model(folder)
-        return
-    try:
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    except Exception as err:  # logged, then the documented fallback
-        logger.warning(
-            "TFLiteConverter.from_keras_model failed (%s: %s); converting through a "
-            "concrete function instead.",
-            type(err).__name__,
-            err,
-        )
-        specs = [
-            tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype,
-                          name=tensor.name.split(":")[0])
-            for tensor in model.inputs
-        ]
-        function = tf.function(lambda *args: model(list(args) if len(args) > 1 else args[0]))
-        concrete = function.get_concrete_function(*specs)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    yield converter
 
 
 def _check_options(model, quantize, sparse, representative_data, num_calibration):
@@ -307,11 +267,11 @@ def convert(model, *, quantize="none", sparse=False, representative_data=None,
     dataset, qat = _check_options(model, quantize, sparse, representative_data,
                                   num_calibration)
     try:
-        with _converter(model) as converter:
+        with engine_of(model).tflite_converter(model) as converter:
             return _run_converter(converter, quantize, sparse, dataset, qat)
     except Exception as err:  # Keras 3 off TensorFlow: say which backend converts it
-        backend = _keras3_backend(model)
-        if backend in (None, "tensorflow"):
+        backend = engine_of(model).backend()
+        if backend == "tensorflow":
             raise
         text = " ".join(str(err).split())
         raise ValueError(
@@ -321,15 +281,6 @@ def convert(model, *, quantize="none", sparse=False, representative_data=None,
             "load and export it in a process started with KERAS_BACKEND=tensorflow. "
             f"Converter said: {type(err).__name__}: {text[:300]}"
         ) from err
-
-
-def _keras3_backend(model):
-    """The Keras backend of a Keras 3 model; None for a tf_keras model."""
-    if not is_keras3(model):
-        return None
-    from kprune import _keras3
-
-    return _keras3.backend()
 
 
 def _run_converter(converter, quantize, sparse, dataset, qat):

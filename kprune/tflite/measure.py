@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from kprune import progress
-from kprune.core.cost import count_macs
+from kprune.structural.cost import count_macs
 from kprune.tflite.flatbuffer import TensorInfo, TfliteInfo, check_tflite, tflite_tensors
 
 __all__ = [

@@ -8,7 +8,8 @@ which holds one non-trainable mask per pruned weight (and the pruning step) and 
 layer with ``weight * mask`` (so masked weights get no gradient); the
 :class:`~kprune.engines.keras3.callbacks.UpdatePruningStep` callback counts training steps
 and recomputes the masks, in numpy with :mod:`kprune.core.masks`, at the firing steps
-of :mod:`kprune.core.schedules` -- tfmot's steps.
+of :mod:`kprune.core.schedules` -- tfmot's steps. :mod:`kprune.engines.keras3.engine` is this
+engine's side of :func:`kprune.engines.engine_of` (the names code above the engines uses).
 
 Example:
     >>> import keras, kprune

@@ -10,16 +10,18 @@ Example:
     >>> history.history["sparsity/fc1"]
 """
 
+import sys
+
 import numpy as np
 
 from kprune import _keras3
-from kprune.core.pruning_logs import report_short, write_sparsity_logs
+from kprune.core.pruning_logs import callback_classes
 from kprune.engines.keras3.wrap import masked_layers, wrapped_layers
 
 keras = _keras3.keras
 
 __all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step",
-           "training_step"]
+           "training_step", "mask_sparsity", "masked_layers", "pruning_step", "sync_state"]
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -87,57 +89,22 @@ def mask_sparsity(wrapper):
     return size - sum(int(np.count_nonzero(v)) for v in values), size
 
 
-class SparsityLogger(keras.callbacks.Callback):
-    """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs,
-    as the tf_keras engine's logger does (History, CSVLogger and TensorBoard see them)."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            _keras3.sync_state(self.model)
-            write_sparsity_logs(logs, [(path, *mask_sparsity(layer))
-                                       for path, layer in masked_layers(self.model)])
-
-
 def final_step(wrapper):
     """The training step at which ``wrapper``'s masks first reach their final sparsity."""
     return max(1 if row.method == "m_by_n" else row.schedule.final_step
                for row in wrapper.rows.values())
 
 
-class ScheduleGuard(keras.callbacks.Callback):
-    """At the end of ``fit``, checks that every pruned layer reached its final step
-    (as the tf_keras engine's guard does); warns, or raises if ``strict``.
-
-    Like the tf_keras guard it has no per-batch hook (a callback overriding
-    ``on_train_batch_end`` makes Keras call Python after every step, and stops Keras 3
-    from dispatching batch-end callbacks asynchronously): the steps of a fit are read from
-    :func:`training_step` at its start and end.
-    """
-
-    def __init__(self, *, strict=False):
-        super().__init__()
-        self.strict = strict
-        self.steps = 0
-        self._first_step = 0
-
-    def on_train_begin(self, logs=None):
-        self.steps = 0
-        self._first_step = training_step(self.model)
-
-    def on_train_end(self, logs=None):
-        self.steps = training_step(self.model) - self._first_step
-        short = []
-        for path, wrapper in wrapped_layers(self.model):
-            reached = _value(wrapper.pruning_step)
-            needed = final_step(wrapper)
-            if reached < needed:
-                short.append(f"{path} at step {reached} of {needed} "
-                             f"({needed - reached} steps short)")
-        report_short(short, self.steps, strict=self.strict)
-
-
 def _value(variable):
     return int(np.asarray(variable.numpy()))
+
+
+def pruning_step(wrapper):
+    """The step a wrapper's schedule has reached."""
+    return _value(wrapper.pruning_step)
+
+
+sync_state = _keras3.sync_state
 
 
 def training_step(model):
@@ -154,7 +121,11 @@ def training_step(model):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         return _value(optimizer.iterations)
-    return max([0, *(_value(wrapper.pruning_step) for _, wrapper in wrapped_layers(model))])
+    return max([0, *(pruning_step(wrapper) for _, wrapper in wrapped_layers(model))])
+
+
+# written once for both engines, on Keras 3's Callback
+SparsityLogger, ScheduleGuard = callback_classes(keras.callbacks.Callback, sys.modules[__name__])
 
 
 def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):

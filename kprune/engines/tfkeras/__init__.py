@@ -1,5 +1,6 @@
 """The tf_keras engine's own pieces, which import tf_keras and tfmot: tfmot's pruning wrapper
-as kprune saves it, and the callbacks a tf_keras ``fit`` needs.
+as kprune saves it, the callbacks a tf_keras ``fit`` needs, and :mod:`~.engine`, this engine's
+side of :func:`kprune.engines.engine_of` (tf_keras and tfmot loaded when first used).
 
 The public functions (``kprune.apply``, ``kprune.callbacks``, ...) choose this engine for a
 tf_keras model and :mod:`kprune.engines.keras3` for a Keras 3 one; nothing here is imported

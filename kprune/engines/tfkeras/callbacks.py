@@ -7,13 +7,15 @@ Example:
     >>> history.history["sparsity/fc1"]
 """
 
+import sys
+
 import numpy as np
 
 from kprune import _compat
-from kprune.core.pruning_logs import report_short, write_sparsity_logs
+from kprune.core.pruning_logs import callback_classes
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity",
-           "final_step", "training_step"]
+           "final_step", "training_step", "pruning_step", "masked_layers", "sync_state"]
 
 
 def wrapped_layers(model):
@@ -25,6 +27,9 @@ def wrapped_layers(model):
     ]
 
 
+masked_layers = wrapped_layers  # tfmot's masks live in its wrappers
+
+
 def mask_sparsity(wrapper):
     """``(zeros, size)`` of a wrapper's kernel mask: what the pruned kernel will be."""
     zeros = size = 0
@@ -33,19 +38,6 @@ def mask_sparsity(wrapper):
         zeros += int(values.size - np.count_nonzero(values))
         size += int(values.size)
     return zeros, size
-
-
-class SparsityLogger(_compat.keras.callbacks.Callback):
-    """Writes ``sparsity/<layer>`` and overall ``sparsity`` into the epoch's Keras logs.
-
-    Because it reports through ``logs``, History, CSVLogger and TensorBoard all see the
-    values; put it before a CSVLogger in the callbacks list.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            write_sparsity_logs(logs, [(path, *mask_sparsity(wrapper))
-                                for path, wrapper in wrapped_layers(self.model)])
 
 
 def final_step(wrapper):
@@ -62,40 +54,13 @@ def final_step(wrapper):
     return int(config["end_step"])
 
 
-class ScheduleGuard(_compat.keras.callbacks.Callback):
-    """At the end of ``fit``, checks that every pruned layer reached its final step.
+def pruning_step(wrapper):
+    """The step a tfmot wrapper's schedule has reached."""
+    return int(_compat.keras.backend.get_value(wrapper.pruning_step))
 
-    A schedule is derived from ``steps_per_epoch * epochs``; a fit that runs fewer steps
-    (``validation_split``, a ``drop_remainder`` dataset, a shorter generator) ends below
-    the target, which nothing else would notice. Warns (``ScheduleWarning``) by
-    default; raises RuntimeError with ``strict=True``.
 
-    Example:
-        >>> pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks(strict=True))
-    """
-
-    def __init__(self, *, strict=False):
-        super().__init__()
-        self.strict = strict
-        self.steps = 0
-        self._first_step = 0
-
-    # No per-batch hook: a callback overriding on_train_batch_end makes Keras call Python
-    # after every step; the steps of this fit are read from the step counters instead.
-    def on_train_begin(self, logs=None):
-        self.steps = 0
-        self._first_step = training_step(self.model)
-
-    def on_train_end(self, logs=None):
-        self.steps = training_step(self.model) - self._first_step
-        short = []
-        for path, wrapper in wrapped_layers(self.model):
-            reached = int(_compat.keras.backend.get_value(wrapper.pruning_step))
-            needed = final_step(wrapper)
-            if reached < needed:
-                short.append(f"{path} at step {reached} of {needed} "
-                             f"({needed - reached} steps short)")
-        report_short(short, self.steps, strict=self.strict)
+def sync_state(model):
+    """Nothing to do: a tf_keras model's variables always hold their current values."""
 
 
 def training_step(model):
@@ -111,9 +76,12 @@ def training_step(model):
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         return int(_compat.keras.backend.get_value(optimizer.iterations))
-    steps = [int(_compat.keras.backend.get_value(wrapper.pruning_step))
-             for _, wrapper in wrapped_layers(model)]
-    return max([0, *steps])
+    return max([0, *(pruning_step(wrapper) for _, wrapper in wrapped_layers(model))])
+
+
+# written once for both engines, on tf_keras's Callback
+SparsityLogger, ScheduleGuard = callback_classes(_compat.keras.callbacks.Callback,
+                                                 sys.modules[__name__])
 
 
 def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):

@@ -1,10 +1,11 @@
 """What a layer costs at inference: multiply-accumulates from layer shapes.
 
-Used by :func:`kprune.measure.count_macs` (re-exported there) and by structural pruning's
-cost-weighted selection (``structural.prune(model, 0.5, cost="macs")``).
+Used by structural pruning's cost-weighted selection (``structural.prune(model, 0.5,
+cost="macs")``) and by :func:`kprune.measure.count_macs` (re-exported there). The shapes of
+each call are read from the model's graph through its engine (:func:`kprune.engines.engine_of`).
 
 Example:
-    >>> from kprune.core.cost import count_macs
+    >>> from kprune.structural.cost import count_macs
     >>> count_macs(build("seed-cnn"), by_layer=True)["conv2"]
     10035200
 """
@@ -14,29 +15,14 @@ from __future__ import annotations
 import numpy as np
 
 from kprune.core import layers as layer_registry
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 
 __all__ = ["count_macs"]
 
 
-def _node_shapes(layer):
-    """``[(input shape, output shape)]`` of every call of ``layer`` in its model's graph."""
-    if is_keras3(layer):  # Keras 3 nodes keep their tensors, not their shapes
-        return [(tuple(node.input_tensors[0].shape), tuple(node.outputs[0].shape))
-                for node in layer._inbound_nodes if node.input_tensors]
-    shapes = []
-    for node in getattr(layer, "_inbound_nodes", []):
-        ins = node.input_shapes if hasattr(node, "input_shapes") else None
-        outs = node.output_shapes
-        ins = ins[0] if isinstance(ins, list) else ins
-        outs = outs[0] if isinstance(outs, list) else outs
-        shapes.append((tuple(ins), tuple(outs)))
-    return shapes
-
-
-def _layer_macs(layer, in_shape, out_shape):
-    """Multiply-accumulates of one call of a Conv/Dense layer at batch 1 (None: not one)."""
-    layers = layer_registry.engine(layer).keras.layers
+def _layer_macs(layers, layer, in_shape, out_shape):
+    """Multiply-accumulates of one call of a Conv/Dense layer at batch 1 (None: not one);
+    ``layers`` is ``keras.layers`` of the layer's Keras."""
     if isinstance(layer, layers.Dense):
         return int(np.prod(out_shape[1:-1], dtype=np.int64)) * int(in_shape[-1]) * layer.units
     convs = (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv1D,
@@ -61,13 +47,12 @@ def _layer_macs(layer, in_shape, out_shape):
             * layer.filters)
 
 
-def _attention_calls(layer):
+def _attention_calls(engine, layer):
     """``[(query shape, value shape)]`` of every call of a MultiHeadAttention (its first
     two tensor inputs; the value is the query when it is called with one)."""
     calls = []
     for node in getattr(layer, "_inbound_nodes", []):
-        tensors = node.input_tensors if is_keras3(layer) else node.keras_inputs
-        shapes = [tuple(t.shape) for t in tensors]
+        shapes = [tuple(t.shape) for t in engine.node_inputs(node)]
         if shapes:
             calls.append((shapes[0], shapes[1] if len(shapes) > 1 else shapes[0]))
     return calls
@@ -107,23 +92,24 @@ def count_macs(model, *, by_layer=False):
         >>> count_macs(build("seed-cnn"))
         13883904
     """
+    engine = engine_of(model)
     per_layer = {}
-    for path, layer in layer_registry.model_layers(model):  # either engine, checked
+    for path, layer in engine.model_layers(model):  # checked
         layer = getattr(layer, "layer", layer)  # a pruning wrapper counts as its layer
         total = None
         if layer_registry.spec(layer).layout == "attention":
-            calls = _attention_calls(layer)
+            calls = _attention_calls(engine, layer)
             if calls:
                 per_layer[path] = int(sum(_attention_macs(layer, q, v) for q, v in calls))
             continue
-        for in_shape, out_shape in _node_shapes(layer):
+        for in_shape, out_shape in engine.node_shapes(layer):
             if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
                 raise ValueError(
                     "count_macs needs every input dimension but the batch to be known. "
                     f"Received: layer {path!r} with input shape {in_shape} and output "
                     f"shape {out_shape}"
                 )
-            macs = _layer_macs(layer, in_shape, out_shape)
+            macs = _layer_macs(engine.keras.layers, layer, in_shape, out_shape)
             if macs is not None:
                 total = (total or 0) + macs
         if total is not None:

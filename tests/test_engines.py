@@ -1,0 +1,75 @@
+"""kprune.engines: the engine of a model, picked once, with the same names on both engines."""
+
+import keras
+import numpy as np
+import pytest
+import tf_keras
+
+from kprune.engines import engine_of
+from kprune.engines.keras3 import engine as keras3_engine
+from kprune.engines.tfkeras import engine as tf_keras_engine
+
+
+def _model(k):
+    return k.Sequential([k.Input((6,)), k.layers.Dense(4, name="fc"),
+                         k.layers.Dense(2, name="head")])
+
+
+def test_engine_of_picks_the_engine_of_the_models_keras():
+    assert engine_of(_model(keras)) is keras3_engine
+    assert engine_of(_model(tf_keras)) is tf_keras_engine
+    assert engine_of(None) is tf_keras_engine
+    assert engine_of(keras.layers.Dense(1)).keras is keras
+    assert engine_of(tf_keras.layers.Dense(1)).keras is tf_keras
+
+
+def test_both_engines_give_the_same_names():
+    assert sorted(keras3_engine.__all__) == sorted(tf_keras_engine.__all__)
+    for engine in (keras3_engine, tf_keras_engine):
+        for name in engine.__all__:
+            assert getattr(engine, name) is not None, (engine.name, name)
+
+
+@pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_the_same_code_reads_either_engines_graph(k):
+    model = _model(k)
+    engine = engine_of(model)
+    assert [path for path, _ in engine.model_layers(model)] == ["fc", "head"]
+    head = model.get_layer("head")
+    (node,) = engine.calls(getattr(model, "_functional", None) or model, head)
+    layer, args, _ = engine.node_call(node)
+    assert layer is head
+    made_by, index = engine.tensor_origin(engine.node_inputs(node)[0])
+    assert (made_by.name, index) == ("fc", 0)
+    assert engine.node_shapes(head) == [((None, 4), (None, 2))]
+
+
+@pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_a_callback_body_is_made_a_callback_of_each_keras_once(k):
+    class _Counts:
+        """Counts epochs."""
+
+        def __init__(self):
+            super().__init__()
+            self.epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._engine.sync_state(self.model)
+            self.epochs += 1
+
+    engine = engine_of(_model(k))
+    made = engine.callback_class(_Counts, "Counts")
+    assert made is engine.callback_class(_Counts, "Counts")
+    assert issubclass(made, k.callbacks.Callback) and made.__name__ == "Counts"
+    assert made.__doc__ == "Counts epochs." and made._engine is engine
+    model = _model(k)
+    model.compile(optimizer="sgd", loss="mse")
+    counter = made()
+    model.fit(np.zeros((4, 6)), np.zeros((4, 2)), epochs=2, verbose=0, callbacks=[counter])
+    assert counter.epochs == 2
+
+
+def test_only_tf_keras_models_go_to_tfmot():
+    assert tf_keras_engine.uses_tfmot and not keras3_engine.uses_tfmot
+    assert tf_keras_engine.backend() == "tensorflow"
+    assert keras3_engine.backend() == keras.backend.backend()
