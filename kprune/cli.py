@@ -4,6 +4,7 @@ Example:
     $ kprune demo --out kprune-demo
     $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed
     $ kprune run recipe.yaml --out runs/mine --data my_images/ --model my_model.keras
+    $ kprune run recipe.yaml --out runs/mine --model custom.keras --import my_package.layers
     $ kprune run examples/seed_cnn_gradual.yaml --out runs/seed --resume  # after a kill
     $ kprune plan seed-cnn --plan plan.yaml
     $ kprune export pruned.keras --out out --quantize int8 --sparse --data mnist \\
@@ -56,6 +57,8 @@ def _run(args):
     overrides = {key: (f"--{option}", _from_here(value)) for key, option, value in
                  (("data.source", "data", args.data), ("model", "model", args.model))
                  if value is not None}
+    if args.imports:  # --import adds to the recipe's `imports`
+        overrides["imports"] = ("--import", args.imports)
     recipe = Recipe.load(args.recipe, overrides=overrides)
     result = run_recipe(recipe, args.out, force=args.force, resume=args.resume,
                         log=(lambda line: None) if args.quiet else print)
@@ -296,6 +299,11 @@ def build_parser():
     run.add_argument("--data", help=f"replace the recipe's data source: {DATA_HELP}")
     run.add_argument("--model", help="replace the recipe's model: a built-in name or a "
                      ".keras/.h5 classifier")
+    run.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                     help="import this Python module first (repeatable), e.g. the one whose "
+                     "keras.saving.register_keras_serializable classes the model holds; "
+                     "added to the recipe's `imports`; looked up in the recipe's folder, "
+                     "then on the Python path")
     run.add_argument("--force", action="store_true",
                      help="overwrite a finished run in --out, or start an unfinished one over")
     run.add_argument("--resume", action="store_true",

@@ -335,3 +335,98 @@ def test_run_refuses_a_blocks_fraction_that_drops_none_before_training(tmp_path,
                      r"blocks, rounded down: none\. .*Received: structural.blocks=0.2",
                      capsys.readouterr().err)
     assert not out.exists()
+
+
+CUSTOM_LAYERS = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="kprune_cli_test")
+class ThreeDense(keras.layers.Layer):
+    """tests/test_nested.py's custom layer: three Dense sublayers, a residual block."""
+
+    def __init__(self, width, **kwargs):
+        super().__init__(**kwargs)
+        self.width = width
+        self.fc_a = keras.layers.Dense(width, activation="relu", name="fc_a")
+        self.fc_b = keras.layers.Dense(width, activation="relu", name="fc_b")
+        self.fc_c = keras.layers.Dense(width, name="fc_c")
+
+    def call(self, x):
+        return x + self.fc_c(self.fc_b(self.fc_a(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}
+
+
+def block_model(width=16):
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Dense(width, activation="relu", name="fc")(x)
+    x = ThreeDense(width, name="block")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+'''
+
+
+def custom_layer_recipe(tmp_path, mnist_dir, module, imports=""):
+    """A Keras 3 ``.keras`` MNIST model holding a custom layer defined in ``module``.py
+    (in ``tmp_path``, next to the recipe), saved, then unregistered and forgotten: as in a
+    fresh ``kprune`` process, only importing the module registers the class again."""
+    import importlib
+
+    import keras
+
+    (tmp_path / f"{module}.py").write_text(CUSTOM_LAYERS)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        importlib.import_module(module).block_model().save(tmp_path / "custom.keras")
+    finally:
+        sys.path.remove(str(tmp_path))
+        del sys.modules[module]
+        keras.saving.get_custom_objects().pop("kprune_cli_test>ThreeDense")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"""
+model: custom.keras
+{imports}
+data: {mnist_dir}
+subset: {{train: 300, test: 100}}
+baseline: {{epochs: 1, batch_size: 50}}
+workflow: {{name: one-shot, epochs: 1}}
+export: {{variants: [float], latency_repeats: 1}}
+""")
+    return path
+
+
+def test_run_refuses_a_custom_layer_no_import_registers_and_a_module_it_cannot_import(
+        tmp_path, mnist_dir, capsys):
+    recipe = custom_layer_recipe(tmp_path, mnist_dir, "kprune_unregistered_layers")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"custom\.keras: cannot load the Keras model in this file: it holds the "
+                     r"custom class 'ThreeDense', which is not registered", err)
+    assert "list the module that defines it under the recipe's `imports:`" in err
+    assert "or pass --import MODULE" in err
+    assert main(["run", str(recipe), "--out", str(out), "--import", "kprune_layers_typo"]) == 2
+    assert re.search(r"Key `imports` \(--import\): cannot import module 'kprune_layers_typo' "
+                     r"\(ModuleNotFoundError: No module named 'kprune_layers_typo'\)",
+                     capsys.readouterr().err)
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_run_prunes_a_keras3_model_with_a_custom_layer_its_recipe_imports(tmp_path, mnist_dir,
+                                                                         capsys):
+    import kprune
+
+    recipe = custom_layer_recipe(tmp_path, mnist_dir, "kprune_imported_layers",
+                                 imports="imports: [kprune_imported_layers]")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(out)]) == 0
+    assert "imports:\n- kprune_imported_layers" in (out / "recipe.yaml").read_text()
+    pruned = kprune.load_model(out / "pruned.keras")  # the run registered ThreeDense again
+    report = kprune.sparsity_report(pruned, strict=True)
+    achieved = {row.name: row.achieved for row in report.rows if row.method}
+    assert {name: achieved[name] for name in ("block/fc_a", "block/fc_b", "block/fc_c")} == {
+        "block/fc_a": 0.5, "block/fc_b": 0.5, "block/fc_c": 0.5}
+    del sys.modules["kprune_imported_layers"]

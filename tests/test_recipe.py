@@ -186,3 +186,40 @@ def test_heads_neurons_and_blocks_make_a_structural_step():
     assert spec.active and spec.prune_fraction() == {"heads": 0.5, "channels": 0.25}
     assert Structural(blocks=0.25).prune_fraction() is None and Structural(blocks=0.25).active
     assert Structural(fraction=0.3).prune_fraction() == 0.3 and not Structural().active
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model: seed-cnn\nimports: my_layers\n",
+         r"Key `imports` \(line 2\) must be a list. Received: imports='my_layers'"),
+        ("model: seed-cnn\nimports: [3]\n",
+         r"Key `imports` \(line 2\) must be a list of Python module names"),
+        ("model: seed-cnn\nimports: [my-layers.py]\n",
+         r"Key `imports` \(line 2\) must be a list of Python module names .*"
+         r"Received: imports=\['my-layers.py'\]"),
+        ("model: seed-cnn\nimports: [kprune_no_such_module]\n",
+         r"Key `imports` \(line 2\): cannot import module 'kprune_no_such_module' "
+         r"\(ModuleNotFoundError: No module named 'kprune_no_such_module'\)"),
+        ("model: seed-cnn\nimports: [broken_layers]\n",
+         r"cannot import module 'broken_layers' \(ImportError: cannot import name "
+         r"'Nothing' from 'keras'"),
+    ],
+)
+def test_bad_imports_name_the_key_and_the_module(tmp_path, text, message):
+    (tmp_path / "broken_layers.py").write_text("from keras import Nothing\n")
+    with pytest.raises(RecipeError, match=message):
+        Recipe.load(write(tmp_path, text))
+
+
+def test_imports_are_imported_from_the_recipes_folder_and_round_trip(tmp_path):
+    import sys
+
+    (tmp_path / "kprune_recipe_layers.py").write_text("LOADED = True\n")
+    recipe = Recipe.load(write(tmp_path, "model: seed-cnn\nimports: [kprune_recipe_layers]\n"))
+    assert recipe.imports == ("kprune_recipe_layers",)
+    assert sys.modules["kprune_recipe_layers"].LOADED
+    assert str(tmp_path) not in sys.path  # the folder was on the path only to import
+    assert "imports:\n- kprune_recipe_layers" in recipe.to_yaml()
+    assert "imports" not in Recipe.load(write(tmp_path, "model: seed-cnn\n")).to_yaml()
+    del sys.modules["kprune_recipe_layers"]

@@ -77,3 +77,15 @@ def test_bad_paths(tmp_path):
         kprune.save_model(tiny_mlp(), tmp_path / "model.tflite")
     with pytest.raises(FileNotFoundError, match="No model file"):
         kprune.load_model(tmp_path / "missing.keras")
+
+
+def test_unknown_class_finds_the_class_keras_could_not_find_in_the_chain():
+    from kprune.engines.saving import unknown_class
+
+    outer = ValueError("m.keras: cannot load the Keras model in this file (TypeError: ...)")
+    outer.__cause__ = TypeError("<class 'Functional'> could not be deserialized properly")
+    outer.__cause__.__context__ = TypeError("Could not locate class 'ThreeDense'. Make sure ...")
+    assert unknown_class(outer) == "ThreeDense"
+    assert unknown_class(ValueError("Unknown layer: 'Foo'. Please ensure ...")) == "Foo"
+    assert unknown_class(TypeError("Cannot deserialize object of type `Foo`. If")) == "Foo"
+    assert unknown_class(ValueError("the file is truncated")) is None

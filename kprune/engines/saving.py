@@ -14,6 +14,7 @@ Example:
 
 import json
 import mmap
+import re
 import subprocess
 import sys
 import zipfile
@@ -123,12 +124,36 @@ def load_model(path, *, compile=True, custom_objects=None):
                 )
         plan = _read_plan(path)
     except Exception as err:  # damage the checks above miss fails anywhere in Keras/h5py
+        name = unknown_class(err)
+        if name is not None:
+            raise ValueError(
+                f"{path}: cannot load the Keras model in this file: it holds the custom class "
+                f"{name!r}, which is not registered in this process (import the module that "
+                "defines it, with keras.saving.register_keras_serializable, before loading, "
+                "or pass it in custom_objects)"
+            ) from err
         raise ValueError(
             f"{path}: cannot load the Keras model in this file ({_say(err)})"
         ) from err
     if plan is not None:
         model._kprune_plan = plan
     return model
+
+
+def unknown_class(err):
+    """The name of the class Keras could not find while loading (``err`` or an exception
+    in its chain says so: Keras 3's "Could not locate class", tf_keras's "Unknown layer"
+    and "Cannot deserialize object of type"), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        found = re.search(r"Could not locate (?:class|function) '([^']+)'|Unknown "
+                          r"(?:layer|object|class)(?: name)?: '?([\w.>]+)|Cannot deserialize "
+                          r"object of type `([^`]+)`", str(err))
+        if found:
+            return next(name for name in found.groups() if name)
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def keras_major_version(path):

@@ -7,6 +7,7 @@ errors name the key and, when read from a file, the line.
 Example recipe (every key optional except ``model``)::
 
     model: seed-cnn            # built-in name, or a .keras/.h5 path of any classifier
+    # imports: [my_package.layers]   # modules imported first: they register custom layers
     data: mnist                # mnist, fashion-mnist, an .npz, an IDX or image folder
     # or: data: {source: images/, scale: auto, image_size: [32, 32], test_split: 0.2}
     subset: {train: 6000, test: 2000}
@@ -236,9 +237,15 @@ class Recipe:
     weights and every fit (shuffles, dropout, op determinism: two runs on one machine
     give the same masks and weights). ``distribute`` picks a ``tf.distribute`` strategy;
     ``checkpoint_steps`` adds checkpoints inside epochs to those at every epoch end.
+
+    ``imports``: Python modules (``my_package.layers``) imported before the model is
+    loaded, so the custom layers a ``.keras`` file holds are registered (their
+    ``keras.saving.register_keras_serializable`` decorators run); a module is looked up
+    in the recipe's folder first, then on the Python path.
     """
 
     model: str
+    imports: tuple = ()
     data: DataSpec = field(default_factory=DataSpec)
     subset: Subset = field(default_factory=Subset)
     validation: object = 0.1
@@ -274,7 +281,8 @@ class Recipe:
 
         ``overrides`` maps keys to values that replace the file's before validation, e.g.
         ``{"data.source": "/abs/images", "model": "my.keras"}`` from ``kprune run --data
-        --model``; errors in them name the option instead of a line.
+        --model``; errors in them name the option instead of a line. ``imports`` (from
+        ``--import``) is added to the file's list rather than replacing it.
         """
         import yaml
 
@@ -344,6 +352,7 @@ class Recipe:
                   self.workflow.rewind_to, lines)
         for variant in self.export.variants:
             _choice(variant, tuple(VARIANTS), "export.variants", lines)
+        self.import_modules(lines)
         if self.model not in models.MODELS and not self.resolve(self.model).is_file():
             _fail("model", f"is neither a built-in model {sorted(models.MODELS)} nor an "
                   "existing .keras/.h5 file", self.model, lines)
@@ -486,6 +495,31 @@ class Recipe:
                   "channels were removed (use structural.when: after)", self.workflow.name,
                   lines)
 
+    def import_modules(self, lines=None):
+        """Import the ``imports`` modules (the recipe's folder first on the path); a name
+        that is not a module name, or a module that fails to import, is a RecipeError."""
+        import importlib
+        import sys
+
+        lines = lines or {}
+        for name in self.imports:
+            if not isinstance(name, str) or not all(
+                    part.isidentifier() for part in name.split(".")):
+                _fail("imports", "must be a list of Python module names (e.g. "
+                      "my_package.layers)", list(self.imports), lines)
+        folder = str(Path(self.base_dir).resolve())
+        for name in self.imports:
+            sys.path.insert(0, folder)
+            try:
+                importlib.import_module(name)
+            except Exception as err:  # ImportError, or anything the module's code raises
+                raise RecipeError(
+                    f"Key `imports`{_at('imports', lines)}: cannot import module {name!r} "
+                    f"({type(err).__name__}: {' '.join(str(err).split())}). Received: "
+                    f"imports={list(self.imports)!r}") from None
+            finally:
+                sys.path.remove(folder)
+
     def data_source(self):
         """The data source as :func:`kprune.sources.load_data` takes it (paths resolved)."""
         from kprune.experiments.sources import NAMED_SOURCES
@@ -533,6 +567,10 @@ class Recipe:
         data = asdict(self)
         data.pop("base_dir")
         data["export"]["variants"] = list(self.export.variants)
+        if self.imports:
+            data["imports"] = list(self.imports)
+        else:  # left out: the recipe copies of runs from before the key stay the same
+            del data["imports"]
         data["structural"]["exclude"] = list(self.structural.exclude)
         return data
 
@@ -628,6 +666,12 @@ def _override(data, lines, key, value, option):
     """``data`` with the dotted ``key`` set to ``value``; its line becomes ``option``."""
     if not isinstance(data, dict):
         return data, lines
+    if key == "imports":  # `--import` adds to the recipe's list (left as it is if no list)
+        given = data.get("imports")
+        if given is not None and not isinstance(given, list):
+            return data, lines
+        at = option if given is None else f"line {lines.get('imports')} and {option}"
+        return {**data, "imports": [*(given or []), *value]}, {**lines, "imports": at}
     head, _, rest = key.partition(".")
     if rest:
         inner = data.get(head)

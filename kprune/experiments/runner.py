@@ -147,8 +147,9 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     if model is not None:
         model = copy_model(model, strategy=strategy)
     elif not builtin:
+        recipe.import_modules()  # they register the model's custom classes
         with distribute.scope(strategy=strategy):
-            model = models.load(str(recipe.resolve(recipe.model)))
+            model = _load_model(models, recipe)
     dataset = load_data(
         recipe.data_source() if data is None else data, model=model,
         scale=recipe.data.scale, image_size=recipe.data.image_size,
@@ -332,6 +333,22 @@ def export_and_compare(baseline, pruned, *, variants, x_test, y_test, out_dir,
     return report.compare(entries, baseline="dense/float", x_test=x_test, y_test=y_test,
                           out_dir=out_dir, latency_repeats=latency_repeats, title=title,
                           data=data, extra=extra)
+
+
+def _load_model(models, recipe):
+    """The recipe's model file, loaded; a class it holds that no module registered gets
+    the hint to list that module under ``imports``."""
+    from kprune.engines.saving import unknown_class
+
+    try:
+        return models.load(str(recipe.resolve(recipe.model)))
+    except ValueError as err:
+        if unknown_class(err) is None:
+            raise
+        raise ValueError(
+            f"{err}. kprune run: list the module that defines it under the recipe's "
+            "`imports:` (e.g. imports: [my_package.layers]) or pass --import MODULE"
+        ) from err
 
 
 def _fit_verbosity():
