@@ -1,8 +1,9 @@
 """KerasHub classifiers built from arguments (random weights, nothing downloaded) and the whole
 pruning pipeline run on them, for tests on any Keras 3 backend.
 
-``python -m tests.keras3_hub gpt2|bert FOLDER`` runs :func:`pipeline` in the backend that
-``KERAS_BACKEND`` selects and prints its facts as JSON on the last line.
+``python -m tests.keras3_hub FOLDER gpt2 bert`` runs :func:`pipeline` for each model named, in
+the backend that ``KERAS_BACKEND`` selects (one process, one import of TensorFlow and KerasHub),
+and prints ``{model: facts}`` as JSON on the last line.
 """
 
 import json
@@ -112,4 +113,9 @@ def pipeline(kind, folder):
 
 
 if __name__ == "__main__":
-    print(json.dumps(pipeline(sys.argv[1], sys.argv[2])))
+    folder, kinds = Path(sys.argv[1]), sys.argv[2:]
+    facts = {}
+    for kind in kinds:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        facts[kind] = pipeline(kind, folder / kind)
+    print(json.dumps(facts))
