@@ -413,8 +413,9 @@ class PruningPlan:
         for path, layer in found:
             rule = chosen.get(path)
             row = _resolve_layer(path, layer, rule, steps_per_epoch=steps_per_epoch, epochs=epochs)
-            if tied_note(layer):
-                row = replace(row, reason=_join(row.reason, tied_note(layer)))
+            tied = tied_note(layer)
+            if tied:
+                row = replace(row, reason=_join(row.reason, tied))
             if path in shared:
                 row = LayerPlan(name=path, type=row.type, params=row.params, weights=row.weights,
                                 method="skip", reason=shared[path])
