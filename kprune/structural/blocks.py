@@ -41,7 +41,8 @@ Example:
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace as _replace
+import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -421,14 +422,14 @@ class _Graph:
         for reader, keys in self.inputs.items():
             leaked = [k for k in keys if k[0] in gone and k != key and reader[0] not in gone]
             if leaked:
-                return _replace(block, reason=(
+                return dataclasses.replace(block, reason=(
                     f"the output of {self.shown[leaked[0][0]]!r} is also read outside the "
                     f"block (by {self.shown[reader[0]]!r})"))
         inside = [k for k in self.outputs if k[0] in gone and k != key]
         if inside:
-            return _replace(block, reason=f"{self.shown[inside[0][0]]!r} is a model output")
+            return dataclasses.replace(block, reason=f"{self.shown[inside[0][0]]!r} is a model output")
         self.spans[block.name] = (key, self._shortcut_key(attention), gone)
-        return _replace(block, droppable=True)
+        return dataclasses.replace(block, droppable=True)
 
     def _layer_block(self, name):
         """One call of a KerasHub transformer layer: its first input is its shortcut."""
@@ -437,15 +438,15 @@ class _Graph:
         block = Block(self.shown[name], (), self.shown[keys[0][0]] if keys else "",
                       kind="transformer")
         if calls != 1:
-            return _replace(block, reason=f"the layer is called {calls} times (shared)")
+            return dataclasses.replace(block, reason=f"the layer is called {calls} times (shared)")
         if not keys:
-            return _replace(block, reason="it has no inputs")
+            return dataclasses.replace(block, reason="it has no inputs")
         shapes = [self._shape(k) for k in (keys[0], (name, 0, 0))]
         if None not in shapes and shapes[0] != shapes[1]:
-            return _replace(block, reason=f"its output shape {shapes[1]} differs from its "
+            return dataclasses.replace(block, reason=f"its output shape {shapes[1]} differs from its "
                                           f"input's {shapes[0]}")
         self.spans[block.name] = ((name, 0, 0), keys[0], [name])
-        return _replace(block, droppable=True)
+        return dataclasses.replace(block, droppable=True)
 
     def layers_of(self, block):
         """The layers that go with droppable ``block``."""
