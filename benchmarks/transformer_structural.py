@@ -10,9 +10,10 @@ head) is trained here on MNIST, then, with no labels and no training:
   (the model's own top class as the label), with and without the least-squares correction
   (``correct="least_squares"``: each feed-forward output Dense and attention output
   projection re-fitted on the calibration activations);
-- ``blocks``: 25 % of the residual sub-blocks (attention or feed-forward, each an ``Add``)
-  dropped, ranked by block influence on the calibration images (ShortGPT's
-  ``1 - cos(x_in, x_out)``);
+- ``blocks``: 25 % of the transformer blocks (attention and feed-forward sub-blocks
+  together; at least one) dropped whole (``structural.drop_blocks(model, k,
+  unit="transformer")``), ranked by block influence on the calibration images (ShortGPT's
+  ``1 - cos(x_in, x_out)``, the block's input against its output);
 
 then the Fisher-and-corrected model and the block-dropped one fine-tuned ``tune`` epochs
 (full mode: one epoch over the first 10,000 training images, to fit the run in ~20 min on
@@ -168,12 +169,14 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     timed("heads+neurons fisher", lambda: structural.remove_units(dense, keep))
     timed("heads+neurons fisher+ls", lambda: structural.correct(
         dense, built["heads+neurons fisher"], keep, calibration))
-    n_blocks = int(BLOCKS * sum(b.droppable for b in structural.residual_blocks(dense)))
-    scores = structural.block_scores(dense, criterion="influence", data=calibration)
+    whole = structural.residual_blocks(dense, unit="transformer")
+    n_blocks = max(1, int(BLOCKS * sum(b.droppable for b in whole)))  # quick: 1 of 2
+    scores = structural.block_scores(dense, criterion="influence", data=calibration,
+                                     unit="transformer")
     timed("blocks influence", lambda: structural.drop_blocks(
-        dense, n_blocks, criterion="influence", data=calibration))
+        dense, n_blocks, criterion="influence", data=calibration, unit="transformer"))
     dropped = sorted(set(scores) - {layer.name for layer in built["blocks influence"].layers})
-    log(f"dropped {dropped} of block influences "
+    log(f"dropped the transformer block(s) {dropped} of block influences "
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     images = cfg["tune_images"]
     log(f"fine-tune {tune} epoch(s) over {images or len(x_train):,} images: the corrected "
@@ -210,7 +213,8 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         "seed": seed,
         "repeats": 1,
         "settings": dict(cfg, heads=HEADS, neurons=NEURONS, blocks=BLOCKS,
-                         blocks_dropped=dropped, excluded=list(stream)),
+                         blocks_dropped=dropped, blocks_unit="transformer",
+                         excluded=list(stream)),
         "fisher_seconds": seconds["fisher scores"],
         "selection": str(keep),
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
@@ -249,7 +253,8 @@ def markdown_summary(results):
         f"{cfg['calibration']} unlabeled training images, seed {results['seed']}, one run, "
         f"{results['seconds'] / 60:.1f} min. Keras {results['keras']}, TF "
         f"{env['tensorflow']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s). "
-        f"Blocks dropped: {', '.join(cfg['blocks_dropped'])}.",
+        f"Transformer blocks dropped (attention and feed-forward together, named by "
+        f"their feed-forward Add): {', '.join(cfg['blocks_dropped'])}.",
         "",
         f"Fisher scores of the heads and neurons: {results['fisher_seconds']:.1f} s on "
         f"{cfg['calibration']} images (one gradient per image); `prune s` below is the "

@@ -27,7 +27,17 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
                  "heads+neurons fisher+ls+ft"):
         assert rows[name]["params"] == 15_530 and rows[name]["macs"] == 177_664
     assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 23_882
-    assert len(results["settings"]["blocks_dropped"]) == 1  # 25 % of 4 sub-blocks
+    # whole transformer blocks: 25 % of the quick ViT's 2, at least one
+    assert len(results["settings"]["blocks_dropped"]) == 1
+    assert results["settings"]["blocks_unit"] == "transformer"
+    assert set(results["block_influence"]) == {"add_f1", "add_f2"}
+    dropped = results["settings"]["blocks_dropped"][0]
+    table = results["structural"]["blocks influence"]  # its attention and Dense layers gone
+    assert [line.split()[-1] for line in table.splitlines()
+            if line.split()[:1] in (["mha_" + dropped[-1]], ["ffn_up_" + dropped[-1]])] == ["0"] * 2
+    # one of the two blocks gone: attention (4 heads) and feed-forward (32 -> 64 -> 32) both
+    per_block = 4 * (32 * 8 * 3 + 8 * 3) + 32 * 4 * 8 + 32 + 2 * 64 + 32 * 64 + 64 + 64 * 32 + 32
+    assert rows["dense"]["params"] - rows["blocks influence"]["params"] == per_block
     assert rows["blocks influence"]["macs"] < rows["dense"]["macs"]
     assert "fraction 0.5 (global) of the prunable budget: removed 4 of 8 prunable heads" \
         in results["selection"] and "excluded: exclude=('patch',)" in results["selection"]

@@ -11,6 +11,8 @@ Example:
     >>> smaller = structural.prune(resnet, 0.5, round_to=8)
     >>> print(structural.select(transformer, 0.5))      # heads and neurons; what is left whole
     >>> smaller = structural.drop_blocks(resnet, 2, criterion="l1")  # whole residual blocks
+    >>> shorter = structural.drop_blocks(bert, 1, unit="transformer",  # whole transformer
+    ...                                  criterion="influence", data=x)  # blocks
 """
 
 from kprune.structural.blocks import Block, block_scores, drop_blocks, residual_blocks

@@ -1,11 +1,32 @@
-"""Residual blocks: find ``Add([shortcut, branch])`` blocks and drop whole branches.
+"""Residual and transformer blocks: find them in the graph and drop them whole.
 
-A block whose shortcut is the identity (the branch starts from the very tensor that also
-feeds the ``Add``) becomes the identity when its branch is dropped: the ``Add``'s output
-is replaced by the shortcut, and the branch's layers disappear. Blocks whose shortcut is a
-projection (a convolution), whose ``Add`` has more than two inputs, or whose branch also
-reads other tensors are listed with the reason they cannot be dropped. The layer graph is
-read from ``model.get_config()`` (never from names); the input model is never modified.
+``unit="add"`` (the default): every ``Add([shortcut, branch])`` is a block. A block whose
+shortcut is the identity (the branch starts from the very tensor that also feeds the
+``Add``) becomes the identity when its branch is dropped: the ``Add``'s output is replaced
+by the shortcut, and the branch's layers disappear. Blocks whose shortcut is a projection
+(a convolution), whose ``Add`` has more than two inputs, or whose branch also reads other
+tensors are listed with the reason they cannot be dropped.
+
+``unit="transformer"``: a block is a whole transformer block, attention and feed-forward
+together, so that dropping it gives the model built without that block:
+
+- in a functional transformer, an attention residual sub-block (an ``Add`` whose branch
+  holds a ``MultiHeadAttention``) followed by the feed-forward sub-block whose shortcut is
+  its output. Pre-LN (``x + mha(ln(x))``, then ``x + ffn(ln(x))``): the two Adds and
+  their branches go. Post-LN (``ln_a(x + mha(x))``, then ``ln_f(h + ffn(h))``): the
+  ``LayerNormalization`` after each ``Add`` goes too, so the next block reads the
+  previous block's ``ln_f`` output unchanged. The block is named after its feed-forward
+  ``Add`` (either of its Adds' names is accepted by :func:`drop_blocks`);
+- each call of a KerasHub ``TransformerEncoder`` or ``TransformerDecoder`` layer (known by
+  its class name; kprune never imports KerasHub), named after the layer. A KerasHub
+  backbone itself (``BertBackbone``, ``GPT2Backbone``: a model whose config has
+  ``num_layers``) is rebuilt from its config with ``num_layers - k`` and the kept
+  blocks' weights copied in order, so that it keeps its class and saves and loads as
+  ``.keras``; a functional model that calls such layers (a classifier around an
+  inlined backbone) is rewired to skip the dropped calls.
+
+The layer graph is read from ``model.get_config()`` (never from names); the input model
+is never modified.
 
 Example:
     >>> from kprune import structural
@@ -13,11 +34,14 @@ Example:
     ['conv2_block2_add', 'conv2_block3_add']
     >>> smaller = structural.drop_blocks(resnet, 2, criterion="sensitivity",
     ...                                  data=(x_val, y_val))
+    >>> shorter = structural.drop_blocks(vit, 1, unit="transformer",
+    ...                                  criterion="influence", data=x_calibration)
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,20 +49,30 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
+from kprune.engines import engine_of
 from kprune.engines.capture import to_numpy
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
 
 CRITERIA = ("sensitivity", "l1", "influence")
+UNITS = ("add", "transformer")
+#: KerasHub's whole transformer blocks, known by class name (KerasHub is never imported).
+TRANSFORMER_LAYERS = ("TransformerEncoder", "TransformerDecoder")
+#: A residual branch holding one of these is an attention sub-block.
+ATTENTION_LAYERS = ("MultiHeadAttention", "GroupedQueryAttention")
+#: The norms that follow each ``Add`` of a post-LN transformer block.
+NORM_LAYERS = ("LayerNormalization", "RMSNormalization")
 
 
 @dataclass(frozen=True)
 class Block:
-    """One residual ``Add``: its name, its branch's layers, its shortcut, droppable or why not.
+    """One block: its name, the layers that go with it, its shortcut, droppable or why not.
 
-    ``branch`` lists the layers that go when the block is dropped (graph order);
-    ``shortcut`` names the layer whose output the block then passes on.
+    ``branch`` lists the other layers that go when the block is dropped (graph order);
+    ``shortcut`` names the layer whose output the block then passes on. ``kind`` is
+    ``"add"`` (one residual ``Add``) or ``"transformer"`` (a whole transformer block);
+    ``adds`` names the residual Adds a functional transformer block holds.
     """
 
     name: str
@@ -46,47 +80,59 @@ class Block:
     shortcut: str = ""
     droppable: bool = False
     reason: str = ""
+    kind: str = "add"
+    adds: tuple = ()
 
     def __str__(self):
         state = "droppable" if self.droppable else f"not droppable: {self.reason}"
-        return f"{self.name} ({len(self.branch)} branch layers, {state})"
+        if self.kind == "add":
+            return f"{self.name} ({len(self.branch)} branch layers, {state})"
+        return f"{self.name} (transformer block of {len(self.branch) + 1} layers, {state})"
 
 
 @follows_nesting
-def residual_blocks(model):
-    """Every ``Add`` layer of functional ``model``, as a list of :class:`Block`.
+def residual_blocks(model, *, unit="add"):
+    """Every block of functional ``model``, as a list of :class:`Block` (graph order).
+
+    ``unit="add"``: every ``Add`` layer; ``unit="transformer"``: every transformer block
+    (see the module's docstring).
 
     Example:
         >>> blocks = residual_blocks(tf_keras.applications.ResNet50(weights=None))
         >>> blocks[0].droppable, blocks[0].reason
         (False, 'shortcut is a projection (conv2_block1_0_conv)')
+        >>> [b.name for b in residual_blocks(bert_backbone, unit="transformer")]
+        ['transformer_layer_0', 'transformer_layer_1', 'transformer_layer_2']
     """
-    return _Graph(model).blocks()
+    check_choice(unit, UNITS, "unit")
+    return _graph(model).find(unit)
 
 
 @follows_nesting
-def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
+def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256, unit="add"):
     """``{block name: importance}`` for each droppable block (higher: more important).
 
     ``"sensitivity"``: the drop of validation accuracy (``data=(x_val, y_val)``) when that
-    block alone is dropped. ``"l1"``: the mean ``|w|`` of the kernels in the block's branch
-    (no data needed). ``"influence"``: how much the block changes what flows through it,
-    ``1 - cos(shortcut, Add output)`` averaged over every position of the calibration
-    inputs ``data`` (no labels; ShortGPT's block influence).
+    block alone is dropped. ``"l1"``: the mean ``|w|`` of the kernels of the layers that
+    go with the block (no data needed). ``"influence"``: how much the block changes what
+    flows through it, ``1 - cos(block input, block output)`` averaged over every position
+    of the calibration inputs ``data`` (no labels; ShortGPT's block influence).
 
     Example:
         >>> block_scores(resnet, criterion="l1")
         {'conv2_block2_add': 0.031, ...}
+        >>> block_scores(vit, criterion="influence", data=x, unit="transformer")
+        {'add_f1': 0.41, 'add_f2': 0.12, ...}
     """
     check_choice(criterion, CRITERIA, "criterion")
-    graph = _Graph(model)
-    droppable = [b for b in graph.blocks() if b.droppable]
+    check_choice(unit, UNITS, "unit")
+    graph = _graph(model)
+    droppable = [b for b in graph.find(unit) if b.droppable]
     if criterion == "l1":
         scores = {}
         for block in droppable:
-            values = [np.abs(values).ravel() for name in block.branch
-                      for _, values in layers.effective_weights(
-                          model.get_layer(graph.own[name]))]
+            values = [np.abs(values).ravel() for layer in graph.layers_of(block)
+                      for _, values in layers.effective_weights(layer)]
             scores[block.name] = float(np.mean(np.concatenate(values))) if values else 0.0
         return scores
     if criterion == "influence":
@@ -101,33 +147,51 @@ def block_scores(model, *, criterion="sensitivity", data=None, batch_size=256):
 
 
 @follows_nesting
-def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size=256):
-    """A new model with the branches of ``blocks`` dropped (each block becomes the identity).
+def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size=256,
+                unit="add"):
+    """A new model without ``blocks`` (each dropped block becomes the identity).
 
-    ``blocks``: a list of ``Add`` layer names, or a count: the ``count`` least important
+    ``blocks``: a list of block names, or a count: the ``count`` least important
     droppable blocks by ``criterion`` (see :func:`block_scores`; ``"sensitivity"`` needs
-    ``data=(x_val, y_val)``, ``"influence"`` calibration inputs ``data=x``). The new model is not compiled; ``model`` is left as it is.
+    ``data=(x_val, y_val)``, ``"influence"`` calibration inputs ``data=x``). ``unit``:
+    ``"add"`` (each residual ``Add``) or ``"transformer"`` (whole transformer blocks;
+    see the module's docstring). The new model is not compiled; ``model`` is left as it is.
 
     Example:
         >>> smaller = drop_blocks(resnet, ["conv2_block3_add", "conv3_block4_add"])
         >>> smaller = drop_blocks(resnet, 3, criterion="l1")
+        >>> shorter = drop_blocks(bert_backbone, 1, unit="transformer",
+        ...                       criterion="influence", data=x)
+        >>> shorter.num_layers
+        2
     """
     check_choice(criterion, CRITERIA, "criterion")
-    graph = _Graph(model)
-    found = graph.blocks()
+    check_choice(unit, UNITS, "unit")
+    graph = _graph(model)
+    found = graph.find(unit)
     by_name = {b.name: b for b in found}
+    for block in found:  # a transformer block answers to either of its Adds
+        by_name.update({add: block for add in block.adds if add not in by_name})
     droppable = [b for b in found if b.droppable]
+    # a transformer keeps at least one of its blocks
+    most = len(droppable) if unit == "add" else min(len(droppable), len(found) - 1)
     if isinstance(blocks, int) and not isinstance(blocks, bool):
-        if blocks < 1 or blocks > len(droppable):
+        if blocks < 1 or blocks > most:
+            what = ("the number of droppable blocks" if unit == "add" else
+                    f"one less than the {len(found)} transformer blocks (one must stay)")
+            hint = ""
+            if unit == "add" and not droppable and graph.find("transformer"):
+                hint = " This model's blocks are transformer blocks: pass unit='transformer'."
             raise ValueError(
-                f"Argument `blocks` must be a count between 1 and the number of droppable "
-                f"blocks ({len(droppable)}: {[b.name for b in droppable]}). "
-                f"Received: blocks={blocks!r}")
+                f"Argument `blocks` must be a count between 1 and {what} "
+                f"({most}: {[b.name for b in droppable]}). "
+                f"Received: blocks={blocks!r}.{hint}")
         if criterion == "sensitivity":
             _check_data(data, criterion)
         elif criterion == "influence":
-            calibration_batches(model, data, batch_size=batch_size)  # checked first
-        scores = block_scores(model, criterion=criterion, data=data, batch_size=batch_size)
+            _check_calibration(model, data, batch_size)  # checked first
+        scores = block_scores(model, criterion=criterion, data=data, batch_size=batch_size,
+                              unit=unit)
         order = sorted(droppable, key=lambda b: scores[b.name])  # stable: graph order on ties
         chosen = order[:blocks]
     else:
@@ -135,44 +199,72 @@ def drop_blocks(model, blocks, *, criterion="sensitivity", data=None, batch_size
         if not isinstance(names, (list, tuple)) or not names or not all(
                 isinstance(n, str) for n in names):
             raise ValueError(
-                "Argument `blocks` must be a non-empty list of Add layer names or a "
+                f"Argument `blocks` must be a non-empty list of {_WHAT[unit]} names or a "
                 f"positive count. Received: blocks={blocks!r}")
         chosen = []
         for name in dict.fromkeys(names):
             name = graph.shown.get(name, name)  # a pruning wrapper's name: the wrapped layer's
             if name not in by_name:
-                what = ("is not an Add layer" if name in graph.own
-                        else "is not a layer of the model")
+                what = (f"is not {'an' if unit == 'add' else 'a'} {_WHAT[unit]}"
+                        if name in graph.own else "is not a layer of the model")
+                listed = [b.name for b in found]
                 raise ValueError(
-                    f"Argument `blocks` names {name!r}, which {what}; the residual blocks "
-                    f"are {list(by_name)}.{did_you_mean(name, by_name)} "
-                    f"Received: blocks={blocks!r}")
+                    f"Argument `blocks` names {name!r}, which {what}; the "
+                    f"{'residual' if unit == 'add' else 'transformer'} blocks are {listed}."
+                    f"{did_you_mean(name, by_name)} Received: blocks={blocks!r}")
             block = by_name[name]
             if not block.droppable:
                 raise ValueError(
                     f"Block {name!r} cannot be dropped: {block.reason}. "
                     f"Received: blocks={blocks!r}")
-            chosen.append(block)
+            if block not in chosen:
+                chosen.append(block)
+        if unit == "transformer" and len(chosen) == len(found):
+            raise ValueError(
+                f"Argument `blocks` names all {len(found)} transformer blocks; one must stay. "
+                f"Received: blocks={blocks!r}")
     return graph.rebuild(chosen)
+
+
+_WHAT = {"add": "Add layer", "transformer": "transformer block"}
 
 
 # -- internals ---------------------------------------------------------------------
 
 
-def _influence(model, graph, droppable, data, batch_size):
-    """``{block: 1 - mean cos(shortcut, Add output)}`` over the calibration positions."""
+def _graph(model):
+    """The reader of ``model``'s blocks: a KerasHub backbone's or a functional graph's."""
+    if not isinstance(model, layers.engine(model).keras.Sequential):
+        config = model.get_config()
+        if "layers" not in config and "num_layers" in config:
+            hub = [layer for layer in model.layers if _class(layer) in TRANSFORMER_LAYERS]
+            if hub and len(hub) == config["num_layers"]:
+                return _Backbone(model, config, hub)
+    return _Graph(model)
+
+
+def _class(layer):
+    """The class name of ``layer`` (of the layer a pruning wrapper wraps)."""
+    return type(layers.unwrap(layer)).__name__
+
+
+def _check_calibration(model, data, batch_size):
     if data is None:
         raise ValueError("criterion='influence' compares each block's input and output on "
                          "calibration inputs: pass data=x (model inputs, no labels). "
                          "Received: data=None")
-    batches = calibration_batches(model, data, batch_size=batch_size)
+    return calibration_batches(model, data, batch_size=batch_size)
+
+
+def _influence(model, graph, droppable, data, batch_size):
+    """``{block: 1 - mean cos(block input, block output)}`` over the calibration positions."""
+    batches = _check_calibration(model, data, batch_size)
     if not droppable:
         return {}
-    tensors = []
-    for block in droppable:
-        tensors += [model.get_layer(graph.own[block.shortcut]).output,
-                    model.get_layer(graph.own[block.name]).output]
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    tensors = [tensor for block in droppable for tensor in graph.ends(block)]
+    inputs = model.input
+    if not isinstance(inputs, dict):
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     probe = layers.engine(model).keras.Model(inputs, tensors)
     total, count = np.zeros(len(droppable)), np.zeros(len(droppable))
     for batch in batches:
@@ -247,18 +339,125 @@ class _Graph:
         self.outputs = {_key(r) for r in _refs(self.config["output_layers"], names)}
         self.order = {name: i for i, name in enumerate(self.entries)}
 
-    def blocks(self):
+    def find(self, unit):
+        """The blocks of ``unit`` (graph order); remembers how to drop each droppable one."""
+        self.spans = {}  # shown block name -> (output key, input key, own names that go)
         if self.sequential:
             return []
-        found = []
+        adds = {}
         for name, entry in self.entries.items():
-            if not layers.spec(self.model.get_layer(name)).sums:
-                continue
-            block = self._block(name, entry)
-            found.append(Block(self.shown[name], tuple(self.shown[n] for n in block.branch),
-                               self.shown.get(block.shortcut, ""), block.droppable,
-                               block.reason))
+            if layers.spec(self.model.get_layer(name)).sums:
+                adds[name] = self._block(name, entry)
+        if unit == "add":
+            return [self._add_block(block) for block in adds.values()]
+        droppable = {name: block for name, block in adds.items() if block.droppable}
+        found = []
+        for name in self.entries:
+            if _class(self.model.get_layer(name)) in TRANSFORMER_LAYERS:
+                found.append(self._layer_block(name))
+            elif name in droppable and self._attends(droppable[name]):
+                pair = self._pair(droppable[name], droppable)
+                if pair is not None:
+                    found.append(pair)
         return found
+
+    def _add_block(self, block):
+        """``block`` (own names) as shown, its span remembered when droppable."""
+        shown = Block(self.shown[block.name], tuple(self.shown[n] for n in block.branch),
+                      self.shown.get(block.shortcut, ""), block.droppable, block.reason)
+        if block.droppable:
+            self.spans[shown.name] = ((block.name, 0, 0), self._shortcut_key(block),
+                                      [*block.branch, block.name])
+        return shown
+
+    def _shortcut_key(self, block):
+        return next(k for k in self.inputs[(block.name, 0)] if k[0] == block.shortcut)
+
+    def _attends(self, block):
+        return any(_class(self.model.get_layer(n)) in ATTENTION_LAYERS for n in block.branch)
+
+    def _single_reader(self, key, classes):
+        """The one layer (called once) of ``classes`` that reads ``key``, else ``None``."""
+        readers = self.readers.get(key, [])
+        if len(readers) != 1 or key in self.outputs:
+            return None
+        name = readers[0][0]
+        if (_class(self.model.get_layer(name)) not in classes
+                or len(self.entries[name]["inbound_nodes"]) != 1):
+            return None
+        return name
+
+    def _pair(self, attention, adds):
+        """The transformer block that starts with the ``attention`` sub-block, or ``None``.
+
+        Its feed-forward sub-block is the ``Add`` whose shortcut is the attention
+        ``Add``'s output, directly (pre-LN) or through norms (post-LN: then as many norms
+        after the feed-forward ``Add`` go with the block).
+        """
+        key, middle = (attention.name, 0, 0), []
+        while True:
+            feed = next((adds[r] for r, _ in self.readers.get(key, []) if r in adds
+                         and self._shortcut_key(adds[r]) == key
+                         and not self._attends(adds[r])), None)
+            if feed is not None:
+                break
+            norm = self._single_reader(key, NORM_LAYERS)
+            if norm is None:
+                return None
+            middle.append(norm)
+            key = (norm, 0, 0)
+        key, tail = (feed.name, 0, 0), []
+        for norm in middle:
+            after = self._single_reader(key, (_class(self.model.get_layer(norm)),))
+            if after is None:
+                break
+            tail.append(after)
+            key = (after, 0, 0)
+        gone = [*attention.branch, attention.name, *middle, *feed.branch, feed.name, *tail]
+        gone = sorted(gone, key=self.order.get)
+        block = Block(self.shown[feed.name],
+                      tuple(self.shown[n] for n in gone if n != feed.name),
+                      self.shown[attention.shortcut], kind="transformer",
+                      adds=(self.shown[attention.name], self.shown[feed.name]))
+        for reader, keys in self.inputs.items():
+            leaked = [k for k in keys if k[0] in gone and k != key and reader[0] not in gone]
+            if leaked:
+                return dataclasses.replace(block, reason=(
+                    f"the output of {self.shown[leaked[0][0]]!r} is also read outside the "
+                    f"block (by {self.shown[reader[0]]!r})"))
+        inside = [k for k in self.outputs if k[0] in gone and k != key]
+        if inside:
+            return dataclasses.replace(block, reason=f"{self.shown[inside[0][0]]!r} is a model output")
+        self.spans[block.name] = (key, self._shortcut_key(attention), gone)
+        return dataclasses.replace(block, droppable=True)
+
+    def _layer_block(self, name):
+        """One call of a KerasHub transformer layer: its first input is its shortcut."""
+        calls = len(self.entries[name]["inbound_nodes"])
+        keys = self.inputs.get((name, 0), [])
+        block = Block(self.shown[name], (), self.shown[keys[0][0]] if keys else "",
+                      kind="transformer")
+        if calls != 1:
+            return dataclasses.replace(block, reason=f"the layer is called {calls} times (shared)")
+        if not keys:
+            return dataclasses.replace(block, reason="it has no inputs")
+        shapes = [self._shape(k) for k in (keys[0], (name, 0, 0))]
+        if None not in shapes and shapes[0] != shapes[1]:
+            return dataclasses.replace(block, reason=f"its output shape {shapes[1]} differs from its "
+                                          f"input's {shapes[0]}")
+        self.spans[block.name] = ((name, 0, 0), keys[0], [name])
+        return dataclasses.replace(block, droppable=True)
+
+    def layers_of(self, block):
+        """The layers that go with droppable ``block``."""
+        return [self.model.get_layer(n) for n in self.spans[block.name][2]]
+
+    def ends(self, block):
+        """``(input tensor, output tensor)`` of droppable ``block``."""
+        output, start, _ = self.spans[block.name]
+        nest = engine_of(self.model).nest
+        return tuple(nest.flatten(self.model.get_layer(k[0]).output)[k[2]]
+                     for k in (start, output))
 
     def _block(self, name, entry):
         nodes = entry["inbound_nodes"]
@@ -395,12 +594,9 @@ class _Graph:
         entries = {e["name"]: e for e in config["layers"]}
         replace, removed = {}, set()
         for block in chosen:
-            name = self.own[block.name]
-            add = self.inputs[(name, 0)]
-            shortcut = next(k for k in add if k[0] == self.own[block.shortcut])
-            replace[(name, 0, 0)] = shortcut
-            removed.update(self.own[n] for n in block.branch)
-            removed.add(name)
+            output, start, gone = self.spans[block.name]
+            replace[output] = start
+            removed.update(gone)
 
         def resolve(key):
             while key in replace:
@@ -427,4 +623,48 @@ class _Graph:
         new = self.engine.keras.Model.from_config(config, custom_objects=custom)
         for layer in new.layers:
             layer.set_weights(self.model.get_layer(layer.name).get_weights())
+        return new
+
+
+class _Backbone:
+    """A KerasHub backbone: its transformer layers are the blocks; it is rebuilt from its
+    config with fewer ``num_layers``, the kept blocks' weights copied in order."""
+
+    def __init__(self, model, config, hub):
+        layers.engine(model).check_model(model)
+        self.model, self.config, self.hub = model, config, hub
+        self.shown = self.own = {layer.name: layer.name for layer in model.layers}
+
+    def find(self, unit):
+        if unit == "add":  # its Adds are inside its layers
+            return []
+        return [Block(layer.name, (), self._input(layer)._keras_history.operation.name,
+                      True, kind="transformer") for layer in self.hub]
+
+    def _input(self, layer):
+        _, args, kwargs = engine_of(self.model).node_call(layer._inbound_nodes[0])
+        return args[0] if args else next(iter(kwargs.values()))
+
+    def layers_of(self, block):
+        return [self.model.get_layer(block.name)]
+
+    def ends(self, block):
+        layer = self.model.get_layer(block.name)
+        return self._input(layer), layer.output
+
+    def rebuild(self, chosen):
+        gone = {block.name for block in chosen}
+        kept = [layer for layer in self.hub if layer.name not in gone]
+        new = type(self.model).from_config({**self.config, "num_layers": len(kept)})
+        fresh = [layer for layer in new.layers if _class(layer) in TRANSFORMER_LAYERS]
+        others = {layer.name: layer for layer in self.model.layers
+                  if _class(layer) not in TRANSFORMER_LAYERS}
+        rest = [layer for layer in new.layers if _class(layer) not in TRANSFORMER_LAYERS]
+        if len(fresh) != len(kept) or sorted(others) != sorted(layer.name for layer in rest):
+            raise ValueError(
+                f"Cannot drop blocks of {type(self.model).__name__} {self.model.name!r}: "
+                f"built from its config with num_layers={len(kept)}, it has other layers "
+                "than the model less the dropped blocks.")
+        for old, layer in [*zip(kept, fresh), *((others[n.name], n) for n in rest)]:
+            layer.set_weights(old.get_weights())
         return new
