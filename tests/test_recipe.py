@@ -92,6 +92,11 @@ def write(tmp_path, text):
         ("model: seed-cnn\nstructural: {blocks: 0.25, correction: least_squares}\n",
          r"Key `structural.correction` \(line 2\) is used only with structural.fraction, heads "
          r"or neurons"),
+        ("model: seed-cnn\nstructural: {blocks: 0.25, block_unit: transformers}\n",
+         r"Key `structural.block_unit` \(line 2\) must be one of \['add', 'transformer'\] "
+         r"\(did you mean 'transformer'\?\)"),
+        ("model: seed-cnn\nstructural: {heads: 0.5, block_unit: transformer}\n",
+         r"Key `structural.block_unit` \(line 2\) is used only with structural.blocks"),
         ("model: seed-cnn\nstructural: {heads: 0.5, block_criterion: l1}\n",
          r"Key `structural.block_criterion` \(line 2\) is used only with structural.blocks"),
         ("model: seed-cnn\nstructural: {heads: 0.5, calibration: 64}\n",

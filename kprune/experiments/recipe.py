@@ -118,7 +118,10 @@ class Structural:
     of the attention heads and of the other prunable channels (a feed-forward block's
     neurons), each its own budget; ``blocks`` drops that fraction of the droppable residual
     blocks (rounded down) first, ranked by ``block_criterion`` (``influence``: block
-    influence on the calibration inputs; ``l1``; ``sensitivity``: validation accuracy).
+    influence on the calibration inputs; ``l1``; ``sensitivity``: validation accuracy);
+    ``block_unit: transformer`` counts and drops whole transformer blocks (attention and
+    feed-forward together, see :func:`kprune.structural.drop_blocks`), ``add`` (the
+    default) one residual ``Add`` at a time.
     ``criterion: fisher`` scores channels and heads on ``calibration`` unlabeled training
     examples (``taylor`` on them with their labels); ``correction: least_squares`` re-fits
     the projections that lost inputs on them (see :func:`kprune.structural.correct`).
@@ -136,6 +139,7 @@ class Structural:
     fine_tune_epochs: int = 1
     when: str = "before"
     block_criterion: str = "influence"
+    block_unit: str = "add"
     correction: str | None = None
     calibration: int = 256
 
@@ -440,12 +444,13 @@ class Recipe:
 
     def _check_structural(self, lines):
         from kprune.structural.blocks import CRITERIA as BLOCK_CRITERIA
+        from kprune.structural.blocks import UNITS as BLOCK_UNITS
         from kprune.structural.correct import CORRECTIONS
         from kprune.structural.importance import CRITERIA
 
         spec, default = self.structural, Structural()
         if not spec.active:
-            for key in ("block_criterion", "correction", "calibration"):
+            for key in ("block_criterion", "block_unit", "correction", "calibration"):
                 if getattr(spec, key) != getattr(default, key):
                     _fail(f"structural.{key}", "is used only with a structural step "
                           "(structural.fraction, heads, neurons or blocks)", getattr(spec, key),
@@ -465,15 +470,17 @@ class Recipe:
                   getattr(spec, key), lines)
         _choice(spec.criterion, CRITERIA, "structural.criterion", lines)
         _choice(spec.block_criterion, BLOCK_CRITERIA, "structural.block_criterion", lines)
+        _choice(spec.block_unit, BLOCK_UNITS, "structural.block_unit", lines)
         if spec.correction is not None:
             _choice(spec.correction, CORRECTIONS, "structural.correction", lines)
         _positive(spec.calibration, "structural.calibration", lines)
         only = {"block_criterion": spec.blocks is not None,
+                "block_unit": spec.blocks is not None,
                 "correction": spec.prune_fraction() is not None,
                 "calibration": spec.needs_calibration()}
         for key, used in only.items():
             if not used and getattr(spec, key) != getattr(default, key):
-                why = {"block_criterion": "structural.blocks",
+                why = {"block_criterion": "structural.blocks", "block_unit": "structural.blocks",
                        "correction": "structural.fraction, heads or neurons",
                        "calibration": "criterion taylor or fisher, a correction, or blocks "
                                       "ranked by influence"}[key]

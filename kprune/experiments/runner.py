@@ -426,11 +426,12 @@ def _check_structural(model, cut):
         select(model, fraction, criterion=_label_free(cut.criterion), scope=cut.scope,
                cost=cut.cost, round_to=cut.round_to, exclude=cut.exclude)
     if cut.blocks is not None:
-        droppable = sum(block.droppable for block in residual_blocks(model))
+        droppable = sum(block.droppable for block in residual_blocks(model, unit=cut.block_unit))
         if int(cut.blocks * droppable) < 1:
+            kind = "transformer" if cut.block_unit == "transformer" else "residual"
             raise ValueError(
                 f"Key `structural.blocks` drops {cut.blocks:g} of the model's {droppable} "
-                "droppable residual blocks, rounded down: none. Give a larger fraction, or "
+                f"droppable {kind} blocks, rounded down: none. Give a larger fraction, or "
                 f"leave blocks out. Received: structural.blocks={cut.blocks!r}")
 
 
@@ -458,7 +459,8 @@ def _remove_channels(model, cut, heading, log, calibration):
                             for unit, value in fraction.items())
     else:
         what = None if fraction is None else f"{fraction:g} of the channels"
-    steps = ([f"drop {cut.blocks:g} of the residual blocks ({cut.block_criterion})"]
+    kind = "transformer" if cut.block_unit == "transformer" else "residual"
+    steps = ([f"drop {cut.blocks:g} of the {kind} blocks ({cut.block_criterion})"]
              if cut.blocks is not None else [])
     if what is not None:
         corrected = f", {cut.correction} correction" if cut.correction else ""
@@ -467,10 +469,12 @@ def _remove_channels(model, cut, heading, log, calibration):
     smaller = model
     with distribute.scope(model):
         if cut.blocks is not None:
-            count = int(cut.blocks * sum(b.droppable for b in residual_blocks(model)))
+            unit = cut.block_unit
+            count = int(cut.blocks * sum(b.droppable for b in residual_blocks(model, unit=unit)))
             data = {"influence": x_cal, "sensitivity": calibration["validation"],
                     "l1": None}[cut.block_criterion]
-            smaller = drop_blocks(model, count, criterion=cut.block_criterion, data=data)
+            smaller = drop_blocks(model, count, criterion=cut.block_criterion, data=data,
+                                  unit=unit)
         if fraction is not None:
             data = {"taylor": (x_cal, y_cal), "fisher": x_cal}.get(cut.criterion)
             smaller = prune(smaller, fraction, criterion=cut.criterion, scope=cut.scope,
