@@ -58,6 +58,20 @@ class TwoEinsum(keras.layers.Layer):
         return x + keras.ops.reshape(y, keras.ops.shape(x))
 
 
+@keras.saving.register_keras_serializable(package="tests_post_training_nested")
+class DenseNorm(keras.layers.Layer):
+    """``norm_in(x)``, then ``norm(fc(...))``: batch norms before and after a Dense."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm_in = keras.layers.BatchNormalization(name="norm_in")
+        self.fc = keras.layers.Dense(16, name="fc")
+        self.norm = keras.layers.BatchNormalization(name="norm")
+
+    def call(self, x, training=None):
+        return self.norm(self.fc(self.norm_in(x, training=training)), training=training)
+
+
 def block_model(block, seed=0):
     """(batch, 4, 16) -> ``block`` -> head: Dense 3, with seeded weights."""
     keras.utils.set_random_seed(seed)
@@ -157,6 +171,21 @@ def test_a_sublayer_the_model_never_calls_is_skipped_with_the_reason():
                                             "no inputs to solve it from")
     assert report["block/first"].achieved == 0.5
     assert kprune.sparsity_report(pruned, strict=True).ok
+
+
+def test_a_batch_norm_inside_a_custom_layer_gets_the_statistics_of_its_new_inputs():
+    model = block_model(DenseNorm)
+    x = calibration(32) * 3.0 + 2.0
+    pruned, report = prune_post_training(model, x, PruningPlan.uniform(0.5), method="magnitude")
+    assert report.recalibrated == ("block/norm",)  # norm_in comes before the pruned fc
+    block = pruned.get_layer("block")
+    outputs = rows_of(keras.ops.convert_to_numpy(block.fc(block.norm_in(x, training=False))))
+    np.testing.assert_allclose(np.asarray(block.norm.moving_mean), outputs.mean(axis=0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(block.norm.moving_variance), outputs.var(axis=0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(block.norm_in.moving_mean),
+                                  np.asarray(model.get_layer("block").norm_in.moving_mean))
 
 
 def test_the_call_hook_is_removed_after_an_error_and_the_input_model_is_untouched():
