@@ -163,6 +163,63 @@ def test_inner_einsum_dense_layers_take_2_4_along_their_contracted_kernel_axis()
     assert kprune.sparsity_report(pruned, strict=True).ok
 
 
+def attention_model(k):
+    """(batch, 4, 16) -> self-attention (2 heads of 8) -> head: Dense 3, seeded, on Keras ``k``."""
+    k.utils.set_random_seed(3)
+    inputs = k.Input((4, 16), name="x")
+    attention = k.layers.MultiHeadAttention(num_heads=2, key_dim=8, name="attention")
+    return k.Model(inputs, k.layers.Dense(3, name="head")(attention(inputs, inputs)))
+
+
+def test_attention_projections_are_each_solved_on_what_they_receive():
+    model = attention_model(keras)
+    x = calibration(32)
+    pruned, report = prune_post_training(model, x, PruningPlan.uniform(0.5), method="wanda")
+    assert report["attention"].achieved == 0.5
+
+    def projection(name):
+        dense = getattr(model.get_layer("attention"), f"_{name}_dense")
+        kernel = np.asarray(dense.kernel, np.float64)
+        return kernel, np.asarray(dense.bias, np.float64)
+
+    def wanda(kernel, inputs):  # the kernel as [inputs, outputs], Wanda at 50 %
+        matrix = kernel.reshape(inputs.shape[-1], -1)
+        norms = stats_of(inputs).input_norms()
+        return (matrix * layerwise.wanda_mask(matrix, norms, sparsity=0.5)).reshape(kernel.shape)
+
+    got = {name: np.asarray(getattr(pruned.get_layer("attention"), f"_{name}_dense").kernel)
+           for name in ("query", "key", "value", "output")}
+    projected = {}
+    for name in ("query", "key", "value"):  # [16, heads, dim], each fed x
+        kernel, bias = projection(name)
+        np.testing.assert_array_equal(got[name], wanda(kernel, x))
+        projected[name] = np.einsum("bsc,chd->bshd", x.astype(np.float64), got[name]) + bias
+    # The output projection sees the attention of the *pruned* query, key and value.
+    scores = np.einsum("bqhd,bkhd->bhqk", projected["query"], projected["key"]) / np.sqrt(8)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    weights /= weights.sum(-1, keepdims=True)
+    heads = np.einsum("bhqk,bkhd->bqhd", weights, projected["value"])  # [b, s, heads, dim]
+    kernel, _ = projection("output")  # [heads, dim, 16]
+    np.testing.assert_array_equal(got["output"] == 0,
+                                  wanda(kernel, heads.reshape(*heads.shape[:2], -1)) == 0)
+    assert kprune.sparsity_report(pruned, strict=True).ok
+
+
+def test_attention_gets_the_same_masks_on_tf_keras_and_keras3():
+    from kprune import _compat
+
+    models = [attention_model(_compat.keras), attention_model(keras)]
+    models[1].set_weights(models[0].get_weights())
+    x = calibration(32)
+    results = [prune_post_training(m, x, PruningPlan.uniform(0.5), method="sparsegpt")
+               for m in models]
+    for a, b in zip(*(m.get_weights() for m, _ in results)):
+        np.testing.assert_array_equal(a == 0, b == 0)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert [report["attention"].achieved for _, report in results] == [0.5, 0.5]
+    assert kprune.sparsity_report(results[0][0], strict=True).ok
+
+
 def test_a_sublayer_the_model_never_calls_is_skipped_with_the_reason():
     model = block_model(WithSpare)
     pruned, report = prune_post_training(model, calibration(16), PruningPlan.uniform(0.5),
@@ -234,6 +291,7 @@ def test_gpt2_blocks_inner_dense_layers_reach_50_percent_and_2_4():
         assert report[path].achieved == 0.5 and 0 < report[path].error < 1
         assert report[path].rows == 32 * 16
         assert np.mean(kernel(pruned, path) == 0) == 0.5
+    assert report["transformer_layer_0/self_attention"].achieved == 0.5  # its 4 projections
     assert kprune.sparsity_report(pruned, strict=True).ok
 
     pruned, report = prune_post_training(model, tokens, method="wanda", batch_size=16)  # 2:4

@@ -118,25 +118,25 @@ def check_method(method):
 
 
 def _einsum_axes(layer):
-    """``(input axis, kernel axis, problem)`` of an ``EinsumDense`` read as a matrix product:
-    one input axis contracted with one kernel axis, every other input axis kept in the
-    output and every other kernel axis an output axis ("abc,cde->abde": ``(-1, -3, "")``)."""
-    kernel_axis, problem = layers._einsum_input_axis(layer)
-    if problem:
-        return None, None, problem
+    """``(input axes, kernel axes, problem)`` of an ``EinsumDense`` read as a matrix
+    product: the axes its equation contracts, consecutive and in the same order in the input
+    and the kernel, every other input axis kept in the output and every other kernel axis
+    an output axis ("abc,cde->abde": ``([-1], [0], "")``; attention's output projection
+    "abcd,cde->abe": ``([-2, -1], [0, 1], "")``)."""
     inputs, _, output = layer.equation.partition("->")
     source, _, kernel = inputs.partition(",")
-    contracted = kernel[kernel_axis]
-    shared = [c for c in kernel if c in source and c != contracted]
-    summed = [c for c in source.replace("...", "") if c not in output and c != contracted]
-    if shared or summed:
-        return None, None, (f"its equation {layer.equation!r} is not one matrix product (an input "
-                            "axis summed or shared with the kernel); post-training methods solve "
-                            "those only")
+    contracted = [c for c in kernel if c in source and c not in output]
+    shared = [c for c in kernel if c in source and c in output]
+    summed = [c for c in source.replace(".", "") if c not in kernel and c not in output]
     before, _, after = source.rpartition("...") if "..." in source else ("", "", source)
-    input_axis = (after.index(contracted) - len(after) if contracted in after
-                  else before.index(contracted))
-    return input_axis, kernel_axis, ""
+    input_axes = [after.index(c) - len(after) if c in after else before.index(c)
+                  for c in contracted]
+    kernel_axes = [kernel.index(c) for c in contracted]
+    consecutive = all(np.diff(input_axes) == 1) and all(np.diff(kernel_axes) == 1)
+    if not contracted or shared or summed or not consecutive:
+        return None, None, (f"its equation {layer.equation!r} is not one matrix product of its "
+                            "input; post-training methods solve those only")
+    return input_axes, kernel_axes, ""
 
 
 def _matrix_problem(layer):
@@ -167,16 +167,19 @@ def _as_matrix(layer, kernel):
     shape = kernel.shape
     if layers.spec(layer) is not layers.SPECS["EinsumDense"]:
         return kernel.reshape(-1, shape[-1]), lambda matrix: matrix.reshape(shape)
-    axis = _einsum_axes(layers.unwrap(layer))[1]
-    moved = np.moveaxis(kernel, axis, 0)
-    return (moved.reshape(moved.shape[0], -1),
-            lambda matrix: np.moveaxis(matrix.reshape(moved.shape), 0, axis))
+    axes = _einsum_axes(layers.unwrap(layer))[1]
+    front = list(range(len(axes)))
+    moved = np.moveaxis(kernel, axes, front)
+    inputs = int(np.prod(moved.shape[:len(axes)]))
+    return (moved.reshape(inputs, -1),
+            lambda matrix: np.moveaxis(matrix.reshape(moved.shape), front, axes))
 
 
 def _rows(layer, x, inputs):
     """The captured input ``x`` as rows of the layer's matrix product, in chunks."""
-    if layers.spec(layer) is layers.SPECS["EinsumDense"]:
-        x = np.moveaxis(x, _einsum_axes(layers.unwrap(layer))[0], -1)
+    if layers.spec(layer) is layers.SPECS["EinsumDense"]:  # contracted axes last
+        axes = _einsum_axes(layers.unwrap(layer))[0]
+        x = np.moveaxis(x, axes, list(range(-len(axes), 0)))
     if layers.kind(layer) == "dense":  # (batch, d) or (batch, sequence, d): rows of d
         yield x.reshape(-1, inputs)
         return
@@ -197,32 +200,61 @@ def _solve(method, kernel, stats, row, *, block_size, dampening):
     return kernel * layerwise.magnitude_mask(kernel, **target)
 
 
-def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
-    (weight,) = layers.prunable_weights(layer)
-    start = time.perf_counter()
+def _parts(path, layer):
+    """``[(path, layer, weight)]``: the matrix products a layer's prunable weights belong to,
+    each solved alone: the layer and its kernel, or for ``MultiHeadAttention`` its query,
+    key, value and output ``EinsumDense`` sublayers (at ``attention/query``, ...), in the
+    order the layer calls them."""
+    parts = []
+    for weight in layers.prunable_weights(layer):
+        owner, _, _ = weight.label.rpartition(".")
+        if not owner:
+            parts.append((path, layer, weight))
+            continue
+        sub = getattr(layers.unwrap(layer), owner)
+        parts.append((f"{path}/{sub.name}", sub, weight))
+    return parts
+
+
+def _solve_part(model, path, layer, weight, row, batches, method, *, block_size, dampening):
+    """Solve one kernel on its captured inputs; returns its :class:`LayerResult` fields."""
     original = capture.to_numpy(weight.variable)
     kernel, back = _as_matrix(layer, original.astype(np.float64))
     inputs = kernel.shape[0]
     stats = layerwise.InputStatistics(inputs)
     chunk = 0
-    for x in capture.layer_inputs(model, row.name, batches):
+    for x in capture.layer_inputs(model, path, batches):
         for rows in _rows(layer, x, inputs):
             chunk = max(chunk, rows.nbytes)
             stats.add(rows)
     if method == "sparsegpt" and stats.rows < inputs:
         warnings.warn(
-            f"Layer {row.name!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
+            f"Layer {path!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
             "Hessian is singular, and SparseGPT runs on the dampened one. Give more examples.",
-            layerwise.SingularHessianWarning, stacklevel=3)
+            layerwise.SingularHessianWarning, stacklevel=4)
     pruned = _solve(method, kernel, stats, row, block_size=block_size, dampening=dampening)
     weight.variable.assign(back(pruned).astype(original.dtype))
     solver_copies = 3 if method == "sparsegpt" else 1
+    return dict(zeros=int(np.sum(pruned == 0)), size=pruned.size,
+                error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
+                inputs=inputs, rows=stats.rows,
+                memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+
+
+def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
+    """Solve each of the layer's kernels in order (one in memory at a time); a layer of
+    several (attention) reports their mean error and the largest inputs, rows and memory."""
+    start = time.perf_counter()
+    solved = [_solve_part(model, path, part, weight, row, batches, method,
+                          block_size=block_size, dampening=dampening)
+              for path, part, weight in _parts(row.name, layer)]
     return LayerResult(
         name=row.name, type=row.type, method=f"{method} {row.method_label}", target=row.target,
-        achieved=float(np.mean(pruned == 0)),
-        error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
-        inputs=inputs, rows=stats.rows, seconds=time.perf_counter() - start,
-        memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+        achieved=sum(p["zeros"] for p in solved) / sum(p["size"] for p in solved),
+        error=float(np.mean([p["error"] for p in solved])),
+        inputs=max(p["inputs"] for p in solved), rows=max(p["rows"] for p in solved),
+        seconds=time.perf_counter() - start,
+        memory_bytes=max(p["memory_bytes"] for p in solved))
 
 
 def _has_running_statistics(model, path, layer):
@@ -294,9 +326,13 @@ def _skipped(row, reason):
 
 def _solve_problem(model, path, layer):
     """Why the layer at ``path`` cannot be solved from its inputs ("" when it can)."""
-    return (_matrix_problem(layer)
-            or ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
-            or capture.capture_problem(model, path))
+    parts = _parts(path, layer)
+    if any(part is layer for _, part, _ in parts):  # its own kernel(s)
+        problem = _matrix_problem(layer) or ("it has several kernels" if len(parts) > 1 else "")
+    else:  # kernels of sublayers (attention's projections)
+        problem = next(filter(None, (_matrix_problem(part) for _, part, _ in parts)), "")
+    return problem or next(filter(None, (capture.capture_problem(model, part_path)
+                                         for part_path, _, _ in parts)), "")
 
 
 _UNCALLED = "the model did not call it on a calibration batch: no inputs to solve it from"
