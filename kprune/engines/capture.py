@@ -158,7 +158,7 @@ def _recording_calls(layer, record):
 def _hooked_inputs(model, path, layer, batches):
     for batch in batches:
         seen = []
-        with _recording_calls(layer, lambda x: seen.append(to_numpy(x))):
+        with _recording_calls(layer, lambda x, seen=seen: seen.append(to_numpy(x))):
             model(batch, training=False)
         if not seen:
             raise ValueError(f"Cannot capture the inputs of layer {path!r}: the model did not "

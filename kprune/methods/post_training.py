@@ -6,9 +6,13 @@ already pruned* gives it (as SparseGPT and Wanda do): the layer's inputs are cap
 batch by batch through the engine, reduced to their statistics
 (:class:`kprune.core.layerwise.InputStatistics`), and the layer is solved alone
 (:mod:`kprune.core.layerwise`). A Dense layer is its kernel ``[inputs, outputs]``; a
-convolution is its kernel as ``[kh * kw * in, out]`` over its input patches. Only one
-layer's statistics are in memory at a time: ``8 d²`` bytes for a layer of ``d`` inputs
-(SparseGPT holds about three such matrices while it solves).
+convolution is its kernel as ``[kh * kw * in, out]`` over its input patches; an
+``EinsumDense`` its kernel with the contracted axes as the inputs; a ``MultiHeadAttention``
+its four projections, one after the other. Layers inside custom Keras 3 layers (KerasHub
+blocks) are solved in the order the model calls them, their inputs recorded by a call hook
+(:mod:`kprune.engines.capture`). Only one layer's statistics are in memory at a time:
+``8 d²`` bytes for a layer of ``d`` inputs (SparseGPT holds about three such matrices while
+it solves).
 
 Example:
     >>> pruned, report = kprune.prune_post_training(model, x_train[:512], method="sparsegpt")
