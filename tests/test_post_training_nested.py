@@ -258,6 +258,15 @@ def test_the_call_hook_is_removed_after_an_error_and_the_input_model_is_untouche
         np.testing.assert_array_equal(a, b)
 
 
+def test_the_pruned_model_saves_and_reloads_with_its_plan(tmp_path):
+    pruned, _ = prune_post_training(block_model(TwoDense), calibration(16),
+                                    PruningPlan.uniform(0.5), method="wanda")
+    kprune.save_model(pruned, tmp_path / "pruned.keras")
+    reloaded = kprune.load_model(tmp_path / "pruned.keras")
+    assert kprune.sparsity_report(reloaded, strict=True).ok
+    np.testing.assert_array_equal(kernel(reloaded, "block/second"), kernel(pruned, "block/second"))
+
+
 def test_calibration_of_the_wrong_shape_for_a_nested_model_names_the_expected_input():
     with pytest.raises(ValueError, match=r"shaped like the model's input 'x' \(None, 4, 16\) "
                                          r"float32. Received: a batch of shape \(8, 16\)"):
