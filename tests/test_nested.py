@@ -332,13 +332,13 @@ def test_an_unbuilt_subclassed_model_is_refused_with_what_to_do():
         kprune.apply(SubclassedCNN(), steps_per_epoch=1, epochs=1)
 
 
-def test_post_training_skips_layers_inside_custom_layers_with_the_reason():
+def test_post_training_solves_layers_inside_custom_layers():
+    # The masks against direct computations: tests/test_post_training_nested.py.
     x, _ = random_data((16,), count=64)
     pruned, report = kprune.prune_post_training(block_model(), x, method="wanda")
     rows = {row.name: row for row in report.rows}
-    assert rows["block/fc_a"].method == "skip"
-    assert rows["block/fc_a"].reason == ("it sits inside the custom layer 'block', whose inner "
-                                         "inputs post-training pruning does not capture yet")
+    assert [rows[f"block/fc_{k}"].method for k in "abc"] == ["wanda 2:4"] * 3
+    assert [rows[f"block/fc_{k}"].achieved for k in "abc"] == [0.5] * 3
     assert kprune.sparsity_report(pruned, strict=True).ok
 
 

@@ -113,7 +113,7 @@ def test_layers_it_cannot_solve_are_skipped_with_the_reason():
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="head")(h))
     x = np.random.default_rng(4).normal(size=(32, 6, 6, 4)).astype("float32")
     pruned, report = prune_post_training(model, x, PruningPlan.uniform(0.5))
-    assert "not a Dense or convolution kernel" in report["sep"].reason
+    assert "not a Dense, EinsumDense or convolution kernel" in report["sep"].reason
     assert "called 2 times" in report["shared"].reason
     assert report["fc"].achieved == 0.5
     kprune.sparsity_report(pruned, strict=True)  # the skipped rows are not checked as pruned

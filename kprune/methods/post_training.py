@@ -6,9 +6,13 @@ already pruned* gives it (as SparseGPT and Wanda do): the layer's inputs are cap
 batch by batch through the engine, reduced to their statistics
 (:class:`kprune.core.layerwise.InputStatistics`), and the layer is solved alone
 (:mod:`kprune.core.layerwise`). A Dense layer is its kernel ``[inputs, outputs]``; a
-convolution is its kernel as ``[kh * kw * in, out]`` over its input patches. Only one
-layer's statistics are in memory at a time: ``8 d²`` bytes for a layer of ``d`` inputs
-(SparseGPT holds about three such matrices while it solves).
+convolution is its kernel as ``[kh * kw * in, out]`` over its input patches; an
+``EinsumDense`` its kernel with the contracted axes as the inputs; a ``MultiHeadAttention``
+its four projections, one after the other. Layers inside custom Keras 3 layers (KerasHub
+blocks) are solved in the order the model calls them, their inputs recorded by a call hook
+(:mod:`kprune.engines.capture`). Only one layer's statistics are in memory at a time:
+``8 d²`` bytes for a layer of ``d`` inputs (SparseGPT holds about three such matrices while
+it solves).
 
 Example:
     >>> pruned, report = kprune.prune_post_training(model, x_train[:512], method="sparsegpt")
@@ -117,13 +121,37 @@ def check_method(method):
                          f"Received: method={method!r}")
 
 
+def _einsum_axes(layer):
+    """``(input axes, kernel axes, problem)`` of an ``EinsumDense`` read as a matrix
+    product: the axes its equation contracts, consecutive and in the same order in the input
+    and the kernel, every other input axis kept in the output and every other kernel axis
+    an output axis ("abc,cde->abde": ``([-1], [0], "")``; attention's output projection
+    "abcd,cde->abe": ``([-2, -1], [0, 1], "")``)."""
+    inputs, _, output = layer.equation.partition("->")
+    source, _, kernel = inputs.partition(",")
+    contracted = [c for c in kernel if c in source and c not in output]
+    shared = [c for c in kernel if c in source and c in output]
+    summed = [c for c in source.replace(".", "") if c not in kernel and c not in output]
+    before, _, after = source.rpartition("...") if "..." in source else ("", "", source)
+    input_axes = [after.index(c) - len(after) if c in after else before.index(c)
+                  for c in contracted]
+    kernel_axes = [kernel.index(c) for c in contracted]
+    consecutive = all(np.diff(input_axes) == 1) and all(np.diff(kernel_axes) == 1)
+    if not contracted or shared or summed or not consecutive:
+        return None, None, (f"its equation {layer.equation!r} is not one matrix product of its "
+                            "input; post-training methods solve those only")
+    return input_axes, kernel_axes, ""
+
+
 def _matrix_problem(layer):
     """Why ``layer`` is not a matrix product of its captured input ("" when it is)."""
     entry = layers.spec(layer)
+    if entry is layers.SPECS["EinsumDense"]:
+        return _einsum_axes(layers.unwrap(layer))[2]
     if entry.units is None or entry.layout or entry.kind not in ("dense", "conv"):
         name = type(layers.unwrap(layer)).__name__
-        return (f"{name} is not a Dense or convolution kernel applied to its input; "
-                "post-training methods solve those only")
+        return (f"{name} is not a Dense, EinsumDense or convolution kernel applied to its "
+                "input; post-training methods solve those only")
     layer = layers.unwrap(layer)
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"data_format={layer.data_format!r}: only channels_last layers are solved"
@@ -132,9 +160,31 @@ def _matrix_problem(layer):
     return ""
 
 
+def _as_matrix(layer, kernel):
+    """``(matrix, back)``: ``kernel`` as the ``[inputs, outputs]`` matrix that multiplies the
+    layer's input rows, and the function giving a matrix back the kernel's shape.
+
+    Example:
+        >>> _as_matrix(einsum_dense, np.zeros((32, 2, 16)))[0].shape   # "abc,cde->abde"
+        (32, 32)
+    """
+    shape = kernel.shape
+    if layers.spec(layer) is not layers.SPECS["EinsumDense"]:
+        return kernel.reshape(-1, shape[-1]), lambda matrix: matrix.reshape(shape)
+    axes = _einsum_axes(layers.unwrap(layer))[1]
+    front = list(range(len(axes)))
+    moved = np.moveaxis(kernel, axes, front)
+    inputs = int(np.prod(moved.shape[:len(axes)]))
+    return (moved.reshape(inputs, -1),
+            lambda matrix: np.moveaxis(matrix.reshape(moved.shape), front, axes))
+
+
 def _rows(layer, x, inputs):
     """The captured input ``x`` as rows of the layer's matrix product, in chunks."""
-    if layers.kind(layer) == "dense":
+    if layers.spec(layer) is layers.SPECS["EinsumDense"]:  # contracted axes last
+        axes = _einsum_axes(layers.unwrap(layer))[0]
+        x = np.moveaxis(x, axes, list(range(-len(axes), 0)))
+    if layers.kind(layer) == "dense":  # (batch, d) or (batch, sequence, d): rows of d
         yield x.reshape(-1, inputs)
         return
     per_example = max(1, x[0].size * inputs // max(x.shape[-1], 1)) * 8
@@ -154,32 +204,61 @@ def _solve(method, kernel, stats, row, *, block_size, dampening):
     return kernel * layerwise.magnitude_mask(kernel, **target)
 
 
-def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
-    (weight,) = layers.prunable_weights(layer)
-    start = time.perf_counter()
+def _parts(path, layer):
+    """``[(path, layer, weight)]``: the matrix products a layer's prunable weights belong to,
+    each solved alone: the layer and its kernel, or for ``MultiHeadAttention`` its query,
+    key, value and output ``EinsumDense`` sublayers (at ``attention/query``, ...), in the
+    order the layer calls them."""
+    parts = []
+    for weight in layers.prunable_weights(layer):
+        owner, _, _ = weight.label.rpartition(".")
+        if not owner:
+            parts.append((path, layer, weight))
+            continue
+        sub = getattr(layers.unwrap(layer), owner)
+        parts.append((f"{path}/{sub.name}", sub, weight))
+    return parts
+
+
+def _solve_part(model, path, layer, weight, row, batches, method, *, block_size, dampening):
+    """Solve one kernel on its captured inputs; returns its :class:`LayerResult` fields."""
     original = capture.to_numpy(weight.variable)
-    inputs = int(np.prod(original.shape[:-1]))
-    kernel = original.reshape(inputs, original.shape[-1]).astype(np.float64)
+    kernel, back = _as_matrix(layer, original.astype(np.float64))
+    inputs = kernel.shape[0]
     stats = layerwise.InputStatistics(inputs)
     chunk = 0
-    for x in capture.layer_inputs(model, row.name, batches):
+    for x in capture.layer_inputs(model, path, batches):
         for rows in _rows(layer, x, inputs):
             chunk = max(chunk, rows.nbytes)
             stats.add(rows)
     if method == "sparsegpt" and stats.rows < inputs:
         warnings.warn(
-            f"Layer {row.name!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
+            f"Layer {path!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
             "Hessian is singular, and SparseGPT runs on the dampened one. Give more examples.",
-            layerwise.SingularHessianWarning, stacklevel=3)
+            layerwise.SingularHessianWarning, stacklevel=4)
     pruned = _solve(method, kernel, stats, row, block_size=block_size, dampening=dampening)
-    weight.variable.assign(pruned.reshape(original.shape).astype(original.dtype))
+    weight.variable.assign(back(pruned).astype(original.dtype))
     solver_copies = 3 if method == "sparsegpt" else 1
+    return dict(zeros=int(np.sum(pruned == 0)), size=pruned.size,
+                error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
+                inputs=inputs, rows=stats.rows,
+                memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+
+
+def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
+    """Solve each of the layer's kernels in order (one in memory at a time); a layer of
+    several (attention) reports their mean error and the largest inputs, rows and memory."""
+    start = time.perf_counter()
+    solved = [_solve_part(model, path, part, weight, row, batches, method,
+                          block_size=block_size, dampening=dampening)
+              for path, part, weight in _parts(row.name, layer)]
     return LayerResult(
         name=row.name, type=row.type, method=f"{method} {row.method_label}", target=row.target,
-        achieved=float(np.mean(pruned == 0)),
-        error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
-        inputs=inputs, rows=stats.rows, seconds=time.perf_counter() - start,
-        memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+        achieved=sum(p["zeros"] for p in solved) / sum(p["size"] for p in solved),
+        error=float(np.mean([p["error"] for p in solved])),
+        inputs=max(p["inputs"] for p in solved), rows=max(p["rows"] for p in solved),
+        seconds=time.perf_counter() - start,
+        memory_bytes=max(p["memory_bytes"] for p in solved))
 
 
 def _has_running_statistics(model, path, layer):
@@ -228,7 +307,7 @@ def recalibrate_batch_norm(model, batches):
 def _plan_rows(model, plan):
     """The resolved plan, with the rows post-training pruning cannot solve turned to skips."""
     resolved = plan.resolve(model)
-    by_path = dict(layers.model_layers(model))
+    by_path = dict(layers.weight_layers(model))
     rows = []
     for row in resolved:
         if not row.pruned:
@@ -240,21 +319,56 @@ def _plan_rows(model, plan):
                 f"asks for blocks of {row.block[0]}x{row.block[1]}. Use an unstructured or "
                 "N:M rule for it.")
         problem = _solve_problem(model, row.name, by_path.get(row.name))
-        if problem:
-            row = dataclasses.replace(row, method="skip", target=None, n=None, m=None,
-                                      schedule=None, reason=problem)
-        rows.append(row)
+        rows.append(_skipped(row, problem) if problem else row)
     return ResolvedPlan(tuple(rows))
+
+
+def _skipped(row, reason):
+    return dataclasses.replace(row, method="skip", target=None, n=None, m=None, schedule=None,
+                               reason=reason)
 
 
 def _solve_problem(model, path, layer):
     """Why the layer at ``path`` cannot be solved from its inputs ("" when it can)."""
-    if layer is None:  # a layer inside a custom layer (weight_layers): not in the graph
-        return (f"it sits inside the custom layer {path.rpartition('/')[0]!r}, whose inner "
-                "inputs post-training pruning does not capture yet")
-    return (_matrix_problem(layer)
-            or ("" if len(layers.prunable_weights(layer)) == 1 else "it has several kernels")
-            or capture.capture_problem(model, path))
+    parts = _parts(path, layer)
+    if any(part is layer for _, part, _ in parts):  # its own kernel(s)
+        problem = _matrix_problem(layer) or ("it has several kernels" if len(parts) > 1 else "")
+    else:  # kernels of sublayers (attention's projections)
+        problem = next(filter(None, (_matrix_problem(part) for _, part, _ in parts)), "")
+    return problem or next(filter(None, (capture.capture_problem(model, part_path)
+                                         for part_path, _, _ in parts)), "")
+
+
+_UNCALLED = "the model did not call it on a calibration batch: no inputs to solve it from"
+
+
+def _steps(model, resolved, batch, recalibrate):
+    """``(steps, uncalled)``: the ``(path, layer)`` to solve (the plan's pruned rows) and,
+    with ``recalibrate``, the batch norms after the first of them to recalibrate, in the
+    order the model runs them; ``uncalled``: the rows inside custom layers it never calls.
+
+    Graph layers come in graph order; layers inside custom layers take the order in which
+    the model first calls them (their custom layer may create them in another order).
+    """
+    rows = {row.name for row in resolved.pruned}
+    candidates = [(path, layer) for path, layer in layers.weight_layers(model)
+                  if path in rows or (recalibrate and _has_running_statistics(model, path, layer))]
+    hooked = [path for path, _ in candidates
+              if capture.inside_custom_layer(model, path) is not None]
+    called = capture.call_order(model, hooked, batch) if hooked else []
+    by_path, in_call_order = dict(candidates), iter(called)
+    ordered = []
+    for path, layer in candidates:  # the hooked layers' places, refilled in call order
+        if path in hooked:
+            path = next(in_call_order, None)
+            if path is None:
+                continue
+            layer = by_path[path]
+        ordered.append((path, layer))
+    first = next((i for i, (path, _) in enumerate(ordered) if path in rows), None)
+    steps = [(path, layer) for i, (path, layer) in enumerate(ordered)
+             if path in rows or (first is not None and i > first)]
+    return steps, [path for path in hooked if path not in called and path in rows]
 
 
 def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,
@@ -297,14 +411,11 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
                              f"{row.m} (layer {row.name!r}). Received: block_size={block_size}")
     batches = calibration_batches(model, calibration, batch_size=batch_size)
     pruned = copy_model(model)
+    steps, uncalled = _steps(pruned, resolved, batches[0], recalibrate)
+    if uncalled:
+        resolved = ResolvedPlan(tuple(_skipped(row, _UNCALLED) if row.name in uncalled else row
+                                      for row in resolved))
     rows = {row.name: row for row in resolved.pruned}
-    # In graph order: each pruned layer solved, and (with ``recalibrate``) each batch norm
-    # after the first of them given the statistics of what it now receives.
-    ordered = layers.model_layers(pruned)
-    first = next((i for i, (path, _) in enumerate(ordered) if path in rows), None)
-    steps = [(path, layer) for i, (path, layer) in enumerate(ordered)
-             if path in rows or (recalibrate and first is not None and i > first
-                                 and _has_running_statistics(pruned, path, layer))]
     results, recalibrated = {}, []
     for path, layer in progress.track(steps, f"post-training ({method})", unit="layer",
                                       label=lambda step: step[0]):
