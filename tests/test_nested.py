@@ -66,6 +66,19 @@ def test_a_custom_layers_dense_sublayers_are_rows_at_their_path():
     assert rows["head"].method == "skip"
 
 
+def test_a_layer_inside_a_custom_layer_is_never_the_models_first_or_last_layer():
+    """A bare backbone (no head): the default plan's head rule (the last Dense) must not
+    skip the last block's inner Dense; a Dense in the graph before the block is the last."""
+    inputs = keras.Input((16,))
+    headless = keras.Model(inputs, ThreeDense(16, name="block")(inputs))
+    rows = {row.name: row for row in PruningPlan.default().resolve(headless)}
+    assert [rows[f"block/fc_{k}"].method_label for k in "abc"] == ["2:4"] * 3
+    stem = keras.layers.Dense(16, name="stem")(inputs)
+    rows = {row.name: row for row in PruningPlan.default().resolve(
+        keras.Model(inputs, ThreeDense(16, name="block")(stem)))}
+    assert rows["stem"].reason == "classifier head" and rows["block/fc_c"].method_label == "2:4"
+
+
 def test_nested_layers_prune_through_fit_strip_report_and_save(tmp_path):
     model = block_model()
     before = [w.copy() for w in model.get_weights()]

@@ -79,7 +79,9 @@ class LayerRule:
         schedule: how sparsity grows (unstructured only: tfmot computes an N:M mask
             once, at the first training step, so an N:M rule takes a schedule only for
             the layers it lets fall back to unstructured).
-        which: ``"all"`` the selected layers, or only the ``"first"`` or ``"last"``.
+        which: ``"all"`` the selected layers, or only the ``"first"`` or ``"last"`` of those
+            in the model's graph (a layer inside a custom layer, such as a KerasHub block's
+            ``feedforward_output_dense``, is never a model's first or last layer).
         fallback: ``"unstructured"`` to prune a layer that cannot take N:M or blocks
             without them (with the reason in the table); None makes that an error.
         block: the block of weights pruned together, tfmot's ``block_size``: (rows,
@@ -425,15 +427,17 @@ class PruningPlan:
     def _choose(self, layers):
         """Map each layer path to the first rule that selects it (respecting ``which``)."""
         chosen = {}
+        owners = {path for path, _ in layers}
+        in_graph = {path for path, _ in layers
+                    if not any(path.startswith(owner + "/") for owner in owners)}
         for rule in self.rules:
             picked = [path for path, layer in layers if rule.selects(path, layer)]
             if not picked:
                 self._no_match(rule, layers)
                 continue
-            if rule.which == "first":
-                picked = picked[:1]
-            elif rule.which == "last":
-                picked = picked[-1:]
+            if rule.which != "all":
+                ends = [path for path in picked if path in in_graph]
+                picked = ends[:1] if rule.which == "first" else ends[-1:]
             for path in picked:
                 chosen.setdefault(path, rule)
         return chosen
