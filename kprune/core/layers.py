@@ -254,9 +254,9 @@ class PrunableWeight:
 
 def _inner(layer):
     if is_keras3(layer):
-        from kprune import _keras3
+        from kprune.engines.keras3 import helpers
 
-        return _keras3.unwrap(layer)
+        return helpers.unwrap(layer)
     from kprune import _compat
 
     return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
@@ -284,7 +284,7 @@ def engine(obj):
         >>> engine(model).keras.Sequential       # tf_keras's or Keras 3's
     """
     if is_keras3(obj):
-        from kprune import _keras3 as module
+        from kprune.engines.keras3 import helpers as module
     else:
         from kprune import _compat as module
     return module
@@ -348,7 +348,7 @@ def _builtin_class(layer):
     directly) has none, and its sublayers are pruned instead (:func:`weight_layers`).
     """
     if is_keras3(layer):
-        from kprune._keras3 import keras
+        from kprune.engines.keras3.helpers import keras
 
         candidates = type(layer).__mro__
     else:
@@ -597,9 +597,9 @@ def effective_weights(layer):
     weights = prunable_weights(layer)
     values = [np.asarray(w.variable.numpy()) for w in weights]
     if is_keras3(layer):
-        from kprune import _keras3
+        from kprune.engines.keras3 import helpers
 
-        if _keras3.is_wrapper(layer):
+        if helpers.is_wrapper(layer):
             values = [v * np.asarray(mask.numpy()) for v, mask in zip(values, layer.masks)]
         return tuple((w.label, v) for w, v in zip(weights, values))
     from kprune import _compat
@@ -744,12 +744,12 @@ def weight_layers(model):
     found = model_layers(model)
     if not is_keras3(model):
         return found
-    from kprune import _keras3
+    from kprune.engines.keras3 import helpers
 
     def descend(layer):
         return _builtin_class(layer) is None
 
-    return list(_keras3.with_nested_layers(found, descend))
+    return list(helpers.with_nested_layers(found, descend))
 
 
 def shared_weights(found):

@@ -59,7 +59,7 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
     if from_logits is None:
         from_logits = not ends_in_softmax(model)
     if is_keras3(model):
-        from kprune._keras3 import keras
+        from kprune.engines.keras3.helpers import keras
     else:
         from kprune._compat import keras
     model.compile(  # keywords only: Keras 3's third positional argument is loss_weights

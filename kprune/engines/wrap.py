@@ -32,7 +32,7 @@ def copy_model(model, *, strategy=None):
 
     The copy of a tf_keras model lives in ``strategy`` (a ``tf.distribute`` strategy) if
     given, else in the strategy ``model`` was built under (its variables mirrored the same
-    way), if any. A Keras 3 model is copied by :func:`kprune._keras3.copy_model`.
+    way), if any. A Keras 3 model is copied by :func:`kprune.engines.keras3.helpers.copy_model`.
 
     Example:
         >>> twin = copy_model(model)
@@ -45,9 +45,9 @@ def copy_model(model, *, strategy=None):
                 "Argument `strategy` (a tf.distribute strategy) applies to tf_keras models; "
                 f"a Keras 3 model is copied as it is. Received: strategy={strategy!r}"
             )
-        from kprune import _keras3
+        from kprune.engines.keras3 import helpers
 
-        return _keras3.copy_model(model)
+        return helpers.copy_model(model)
     _compat.check_model(model)
     with distribute.scope(model, strategy):
         twin = _compat.keras.models.clone_model(model)

@@ -17,7 +17,7 @@ import functools
 import sys
 import tempfile
 
-from kprune import _keras3
+from kprune.engines.keras3 import helpers
 
 __all__ = ["name", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
            "clone_model", "model_layers", "weight_layers", "backend", "sync_state", "constant",
@@ -31,15 +31,15 @@ name = "keras3"
 #: Whether tfmot's own tools (quantization-aware training, its layers) take this engine's models.
 uses_tfmot = False
 
-keras = _keras3.keras
+keras = helpers.keras
 nest = keras.tree  # flatten and map_structure, as tf.nest gives them on tf_keras
-check_model = _keras3.check_model
-iter_layers = _keras3.iter_layers
-layer_name = _keras3.layer_name
-clone_model = _keras3.clone_model
-backend = _keras3.backend
-sync_state = _keras3.sync_state
-weight_gradients = _keras3.weight_gradients
+check_model = helpers.check_model
+iter_layers = helpers.iter_layers
+layer_name = helpers.layer_name
+clone_model = helpers.clone_model
+backend = helpers.backend
+sync_state = helpers.sync_state
+weight_gradients = helpers.weight_gradients
 
 
 def model_layers(model):
@@ -58,7 +58,7 @@ def weight_layers(model):
 
 def constant(value, dtype):
     """``value`` (an array) as a tensor of ``dtype``, for arithmetic with the variables."""
-    return _keras3.ops.convert_to_tensor(value, dtype=dtype)
+    return helpers.ops.convert_to_tensor(value, dtype=dtype)
 
 
 @functools.cache
