@@ -173,8 +173,8 @@ def run(*, data_dir, seed=0, quick=False, model="seed_cnn"):
     """Train the two models in interleaved epochs; return the results dict."""
     import kprune
     from kprune import data, models
-    from kprune.engines.keras3 import helpers
     from kprune.engines.callbacks import ScheduleWarning
+    from kprune.engines.keras3 import helpers
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}. Received: model={model!r}")

@@ -443,8 +443,8 @@ def test_steps_per_execution_above_one_is_refused():
 
 
 def test_tf_keras_and_keras3_objects_are_not_mixed():
-    from kprune.engines.keras3 import helpers
     from kprune.engines.keras3 import callbacks as keras3_callbacks
+    from kprune.engines.keras3 import helpers
 
     tf_model = keras3_models.small_cnn(tf_keras)
     with pytest.raises(TypeError, match=r"must be a Keras 3 model.*tf_keras \(Keras 2\)"):

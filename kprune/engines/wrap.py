@@ -16,7 +16,8 @@ from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan
 from kprune.engines import distribute
 
-__all__ = ["apply", "copy_model", "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
+__all__ = ["apply", "copy_model", "kernel_masks",
+           "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
 
 
 def __getattr__(name):  # tfmot's wrapper as kprune saves it, loaded only when asked for
@@ -111,3 +112,19 @@ def _wrap_layer(layer, row):
         block_size=row.block,
         block_pooling_type=row.pool,
     )
+
+
+def kernel_masks(model):
+    """``{layer path: {weight label: keep-mask}}`` of every layer a pruning wrapper masks in
+    ``model``: tfmot's masks for a tf_keras model, the Keras 3 engine's for a Keras 3 one
+    (layers inside custom layers included).
+
+    Example:
+        >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
+        0.5
+    """
+    if is_keras3(model):
+        from kprune.engines.keras3.wrap import kernel_masks as masks_of
+    else:
+        from kprune.engines.tfkeras.callbacks import kernel_masks as masks_of
+    return masks_of(model)

@@ -14,8 +14,8 @@ import sys
 
 import numpy as np
 
-from kprune.engines.keras3 import helpers
 from kprune.core.pruning_logs import callback_classes
+from kprune.engines.keras3 import helpers
 from kprune.engines.keras3.wrap import masked_layers, wrapped_layers
 
 keras = helpers.keras

@@ -8,8 +8,8 @@ Example:
     >>> print(kprune.sparsity_report(final, strict=True))
 """
 
-from kprune.engines.keras3 import helpers
 from kprune.core import layers
+from kprune.engines.keras3 import helpers
 
 __all__ = ["strip"]
 

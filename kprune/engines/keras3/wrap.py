@@ -13,9 +13,9 @@ Example:
 
 import numpy as np
 
-from kprune.engines.keras3 import helpers
 from kprune.core import layers, masks
 from kprune.core.plan import LayerPlan
+from kprune.engines.keras3 import helpers
 
 keras = helpers.keras
 ops = helpers.ops
