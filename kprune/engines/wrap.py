@@ -49,6 +49,10 @@ def copy_model(model, *, strategy=None):
         from kprune.engines.keras3 import helpers
 
         return helpers.copy_model(model)
+    return _copy_tf_keras(model, strategy)
+
+
+def _copy_tf_keras(model, strategy):
     _compat.check_model(model)
     with distribute.scope(model, strategy):
         twin = _compat.keras.models.clone_model(model)
@@ -89,7 +93,7 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
         return layer if row is None else _wrap_layer(layer, row)
 
     with distribute.scope(model, strategy):
-        twin = copy_model(model, strategy=strategy)
+        twin = _copy_tf_keras(model, strategy)
         pruned = _compat.clone_model(twin, wrap)
     pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
     return pruned
