@@ -68,9 +68,9 @@ GPT2_QUICK = {"n_train": 64, "batch_size": 16, "rounds": 2, "num_layers": 2, "nu
 
 
 def _backend():
-    from kprune import _keras3
+    from kprune.engines.keras3 import helpers
 
-    return _keras3.backend()
+    return helpers.backend()
 
 
 def _name(model):
@@ -172,12 +172,13 @@ def _loadavg():
 def run(*, data_dir, seed=0, quick=False, model="seed_cnn"):
     """Train the two models in interleaved epochs; return the results dict."""
     import kprune
-    from kprune import _keras3, data, models
+    from kprune import data, models
     from kprune.engines.callbacks import ScheduleWarning
+    from kprune.engines.keras3 import helpers
 
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}. Received: model={model!r}")
-    keras = _keras3.keras
+    keras = helpers.keras
     load_before = _loadavg()
     if model == "gpt2":
         cfg = GPT2_QUICK if quick else GPT2_FULL

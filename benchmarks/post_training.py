@@ -65,9 +65,9 @@ QUICK = dict(lm=dict(context=32, width=32, heads=2, blocks=1, ffn=64, steps=60, 
 
 
 def _keras():
-    from kprune import _keras3
+    from kprune.engines.keras3 import helpers
 
-    return _keras3.keras
+    return helpers.keras
 
 
 # -- the language model ---------------------------------------------------------------------

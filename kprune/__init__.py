@@ -3,14 +3,18 @@
 The package is grouped by concern, and imports point down only::
 
     kprune/_compat.py       the one module that imports TensorFlow, tf_keras and tfmot
-    kprune/_keras3.py       the one module that imports Keras 3
     kprune/viz.py, kprune/progress.py   figures, progress bars
-    kprune/core/            plan, schedules, layers (what each layer prunes), masks: no engine
+    kprune/engines/__init__.py, engines/*/engine.py, engines/keras3/helpers.py
+                            the engine interface: engine_of (the one place that asks which
+                            Keras a model holds) and each engine's answers; helpers.py is
+                            the one module that imports Keras 3
+    kprune/core/            plan, schedules, layers (what each layer prunes, asking the
+                            layer's engine), masks
     kprune/engines/keras3/  the Keras 3 engine, any backend
     kprune/engines/tfkeras/ the tf_keras engine's wrapper and callbacks (tfmot)
     kprune/engines/         the tf_keras engine on tfmot (wrap, callbacks, verify, saving), the
-                            choice between the two engines (engine_of: the one place that
-                            asks which Keras a model holds), compiling and scoring a classifier
+                            public functions that take either engine's model, compiling and
+                            scoring a classifier
     kprune/structural/      physical removal of units (smaller dense layers)
     kprune/methods/         trainer, workflows, sensitivity, allocation, PQAT
     kprune/tflite/          export, flatbuffer reader, measure, report

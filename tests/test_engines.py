@@ -73,3 +73,27 @@ def test_only_tf_keras_models_go_to_tfmot():
     assert tf_keras_engine.uses_tfmot and not keras3_engine.uses_tfmot
     assert tf_keras_engine.backend() == "tensorflow"
     assert keras3_engine.backend() == keras.backend.backend()
+
+
+@pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_each_engine_answers_what_the_layer_registry_asks(k):
+    import kprune
+
+    class OwnDense(k.layers.Dense):
+        pass
+
+    model = _model(k)
+    engine = engine_of(model)
+    fc = model.get_layer("fc")
+    assert engine.builtin_classes(fc)[0] is k.layers.Dense
+    # tfmot's registry is exact: a subclass of Dense is no built-in layer on tf_keras; on
+    # Keras 3 it is pruned as its nearest built-in ancestor
+    assert engine.builtin_classes(OwnDense(1)) == ([] if k is tf_keras else
+                                                   [k.layers.Dense, k.layers.Layer])
+    assert (engine.input_shape(fc), engine.output_shape(fc)) == ((None, 6), (None, 4))
+    labels = engine.registry_labels(fc, ["kernel"] if k is keras else None)
+    assert labels == ["kernel"] and not engine.declares_prunable_weights(fc)
+    pruned = kprune.apply(model, steps_per_epoch=4, epochs=1)
+    wrapper = next(layer for layer in pruned.layers if "fc" in layer.name)
+    assert wrapper is not engine.unwrap(wrapper) and engine.unwrap(wrapper).name == "fc"
+    assert engine.with_nested_layers([("fc", fc)], lambda layer: False) == [("fc", fc)]

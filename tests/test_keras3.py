@@ -443,14 +443,14 @@ def test_steps_per_execution_above_one_is_refused():
 
 
 def test_tf_keras_and_keras3_objects_are_not_mixed():
-    from kprune import _keras3
     from kprune.engines.keras3 import callbacks as keras3_callbacks
+    from kprune.engines.keras3 import helpers
 
     tf_model = keras3_models.small_cnn(tf_keras)
     with pytest.raises(TypeError, match=r"must be a Keras 3 model.*tf_keras \(Keras 2\)"):
         keras3_callbacks.callbacks(tf_model)
     with pytest.raises(TypeError, match=r"must be a Keras 3 model.*tf_keras"):
-        _keras3.copy_model(tf_model)
+        helpers.copy_model(tf_model)
     k3_model = keras3_models.small_cnn(keras)
     with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
         _compat.check_model(k3_model)  # what every tf_keras-only part checks first

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat, _keras3, structural
+from kprune import _compat, structural
+from kprune.engines.keras3 import helpers
 from kprune.structural.nesting import inline
 
 tf_keras = _compat.keras
@@ -170,7 +171,7 @@ def test_prune_gives_a_keras3_model_computing_the_original_with_removed_channels
     assert smaller.count_params() == structural.prune(theirs, 0.5, scope="layer").count_params()
     assert not {id(layer) for layer in smaller.layers} & {id(layer) for layer in ours.layers}
     assert unchanged(ours, before)  # the input model is untouched
-    zeroed = _keras3.copy_model(ours)
+    zeroed = helpers.copy_model(ours)
     zero_removed_inputs(zeroed, keep)
     x = inputs(ours)
     difference = np.abs(np.asarray(smaller(x)) - np.asarray(zeroed(x))).max()
@@ -208,7 +209,7 @@ def test_the_unit_api_on_a_keras3_sequential_model():
     smaller = structural.remove_units(ours, keep)
     assert isinstance(smaller, keras.Sequential)
     assert (smaller.get_layer("conv2").filters, smaller.get_layer("fc").units) == (6, 12)
-    zeroed = _keras3.copy_model(ours)
+    zeroed = helpers.copy_model(ours)
     zero_removed_inputs(zeroed, keep)
     x = inputs(ours)
     assert np.abs(np.asarray(smaller(x)) - np.asarray(zeroed(x))).max() <= 1e-5
@@ -298,7 +299,8 @@ def test_what_structural_pruning_does_not_follow_on_keras3_is_refused_clearly():
 ON_JAX = """
 import json, sys
 import keras, numpy as np
-from kprune import _keras3, structural
+from kprune import structural
+from kprune.engines.keras3 import helpers
 from tests import test_structural_keras3 as t
 
 weights = np.load(sys.argv[1])
@@ -315,7 +317,7 @@ for name in t.ON_JAX_MODELS:
         found[f"{criterion}/{scope}/{cost}"] = {k: v.tolist() for k, v in keep.items()}
     keep = structural.select(model, 0.5, scope="layer")
     smaller = structural.prune(model, 0.5, scope="layer")
-    zeroed = _keras3.copy_model(model)
+    zeroed = helpers.copy_model(model)
     t.zero_removed_inputs(zeroed, keep)
     found["module"] = type(smaller).__module__
     found["params"] = smaller.count_params()

@@ -163,9 +163,9 @@ def test_bad_inputs_are_refused_with_the_reason():
 
 
 def test_a_keras3_model_is_refused():
-    from kprune import _keras3
+    from kprune.engines.keras3 import helpers
 
-    model = _keras3.keras.Sequential([_keras3.keras.Input((4,)), _keras3.keras.layers.Dense(2)])
+    model = helpers.keras.Sequential([helpers.keras.Input((4,)), helpers.keras.layers.Dense(2)])
     with pytest.raises(TypeError, match="trains tf_keras models; this is a Keras 3 model"):
         variational.sparsify(model, (np.zeros((2, 4)), np.zeros(2)), epochs=1)
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kprune.core.checks import is_keras3, pruner
+from kprune.core.checks import pruner
+from kprune.engines import engine_of
 
 __all__ = [
     "SPECS",
@@ -252,14 +253,9 @@ class PrunableWeight:
         return int(np.prod(self.shape)) if self.shape else 1
 
 
-def _inner(layer):
-    if is_keras3(layer):
-        from kprune import _keras3
-
-        return _keras3.unwrap(layer)
-    from kprune import _compat
-
-    return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+# Each public function below asks the engine of its argument once
+# (kprune.engines.engine_of) and hands it to the private helpers it calls: what differs
+# between tf_keras and Keras 3 is answered there, under the same names on both engines.
 
 
 def unwrap(layer):
@@ -269,12 +265,13 @@ def unwrap(layer):
         >>> unwrap(pruned.get_layer("prune_low_magnitude_fc1")).name
         'fc1'
     """
-    return _inner(layer)
+    return engine_of(layer).unwrap(layer)
 
 
 def engine(obj):
-    """The module that owns ``obj``'s Keras: :mod:`kprune._keras3` for a Keras 3 object,
-    :mod:`kprune._compat` (tf_keras) otherwise.
+    """The engine of ``obj``'s Keras (:func:`kprune.engines.engine_of`):
+    :mod:`kprune.engines.keras3.engine` for a Keras 3 object,
+    :mod:`kprune.engines.tfkeras.engine` (tf_keras) otherwise.
 
     Both give ``keras`` (the Keras module itself), ``check_model``, ``iter_layers``,
     ``layer_name`` and ``clone_model(model, layer_fn)``, so that code written once serves
@@ -283,17 +280,7 @@ def engine(obj):
     Example:
         >>> engine(model).keras.Sequential       # tf_keras's or Keras 3's
     """
-    if is_keras3(obj):
-        from kprune import _keras3 as module
-    else:
-        from kprune import _compat as module
-    return module
-
-
-def _shape(tensors):
-    if isinstance(tensors, (list, tuple)):
-        return [tuple(t.shape) for t in tensors]
-    return tuple(tensors.shape)
+    return engine_of(obj)
 
 
 def input_shape(layer):
@@ -305,9 +292,7 @@ def input_shape(layer):
         >>> input_shape(model.get_layer("fc1"))
         (None, 1568)
     """
-    if is_keras3(layer):
-        return _shape(layer.input)
-    return layer.input_shape
+    return engine_of(layer).input_shape(layer)
 
 
 def output_shape(layer):
@@ -317,29 +302,31 @@ def output_shape(layer):
         >>> output_shape(model.get_layer("fc1"))
         (None, 128)
     """
-    if is_keras3(layer):
-        return _shape(layer.output)
-    return layer.output_shape
+    return engine_of(layer).output_shape(layer)
 
 
 def model_layers(model):
     """``(path, layer)`` of every leaf layer of ``model``, checked by the engine that owns it.
 
-    A Keras 3 model is checked and walked by :mod:`kprune._keras3`, a tf_keras one by
-    :mod:`kprune._compat`; paths read alike on both (``outer/inner``, a pruning wrapper
-    named by the layer it wraps).
+    A Keras 3 model is checked and walked by :mod:`kprune.engines.keras3`, a tf_keras one
+    by :mod:`kprune.engines.tfkeras`; paths read alike on both (``outer/inner``, a pruning
+    wrapper named by the layer it wraps).
 
     Example:
         >>> [path for path, _ in model_layers(model)]
         ['conv1', 'pool1', 'conv2', 'flatten', 'fc1', 'head']
     """
-    owner = engine(model)
+    return _model_layers(model, engine_of(model))
+
+
+def _model_layers(model, owner):
     owner.check_model(model, graph=False)  # a subclassed Keras 3 model: its layers
     return list(owner.iter_layers(model))
 
 
-def _builtin_class(layer):
-    """The built-in class of its Keras that ``layer`` is pruned as, or None.
+def _builtin_class(layer, owner):
+    """The built-in class of its Keras that ``layer`` is pruned as, or None (``owner``: its
+    engine).
 
     tf_keras: the layer's own class, only if built in (tfmot's registry is exact). Keras 3:
     the nearest built-in ancestor that the registry knows, so that KerasHub's
@@ -347,17 +334,8 @@ def _builtin_class(layer):
     ``MultiHeadAttention``; a custom layer made of sublayers (``keras.layers.Layer``
     directly) has none, and its sublayers are pruned instead (:func:`weight_layers`).
     """
-    if is_keras3(layer):
-        from kprune._keras3 import keras
-
-        candidates = type(layer).__mro__
-    else:
-        from kprune._compat import keras
-
-        candidates = (type(layer),)
-    for cls in candidates:
-        known = cls.__name__ in SPECS or cls.__name__ in KERAS3_PRUNED
-        if known and getattr(keras.layers, cls.__name__, None) is cls:
+    for cls in owner.builtin_classes(layer):
+        if cls.__name__ in SPECS or cls.__name__ in KERAS3_PRUNED:
             return cls
     return None
 
@@ -369,13 +347,14 @@ def spec(layer):
         >>> spec(tf_keras.layers.Add()).role
         'coupling'
     """
-    layer = _inner(layer)
-    if not is_keras3(layer):
-        from kprune import _compat
+    return _spec(layer, engine_of(layer))
 
-        if isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer):
-            return _CUSTOM
-    builtin = _builtin_class(layer)
+
+def _spec(layer, owner):
+    layer = owner.unwrap(layer)
+    if owner.declares_prunable_weights(layer):
+        return _CUSTOM
+    builtin = _builtin_class(layer, owner)
     return _UNKNOWN if builtin is None else SPECS.get(builtin.__name__, _UNKNOWN)
 
 
@@ -387,8 +366,12 @@ def kind(layer):
 def channel_role(layer):
     """What ``layer`` does to channels, one of :data:`ROLES` (softmax activations mix; a
     ``Reshape`` that keeps the last axis, e.g. ``(N, C) -> (N, 1, 1, C)``, is channelwise)."""
-    layer = _inner(layer)
-    role = spec(layer).role
+    return _channel_role(layer, engine_of(layer))
+
+
+def _channel_role(layer, owner):
+    layer = owner.unwrap(layer)
+    role = _spec(layer, owner).role
     if role == "channelwise" and type(layer).__name__ == "Activation":
         name = getattr(layer.activation, "__name__", "")
         return "mixing" if name in ("softmax", "log_softmax") else role
@@ -396,7 +379,7 @@ def channel_role(layer):
         return "channelwise"
     if type(layer).__name__ == "Reshape" and role == "reshaping" and layer.built:
         # (N, ..., C) -> (N, ..., C) keeps each channel's identity (row-major order)
-        shape_in, shape_out = input_shape(layer), output_shape(layer)
+        shape_in, shape_out = owner.input_shape(layer), owner.output_shape(layer)
         if (len(shape_in) > 1 and len(shape_out) > 1 and shape_in[-1] is not None
                 and shape_in[-1] == shape_out[-1]):
             return "channelwise"
@@ -431,19 +414,21 @@ def channel_problem(layer):
         >>> channel_problem(tf_keras.layers.DepthwiseConv2D(3, depth_multiplier=2))
         'depth_multiplier=2 gives several output channels per input channel'
     """
-    layer = _inner(layer)
-    role = channel_role(layer)
+    owner = engine_of(layer)
+    layer = owner.unwrap(layer)
+    role = _channel_role(layer, owner)
+    entry = _spec(layer, owner)
     name = type(layer).__name__
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return f"data_format={layer.data_format!r}: only channels_last is supported"
     if getattr(layer, "groups", 1) != 1:
         return f"groups={layer.groups}: grouped convolutions mix channel blocks"
-    if spec(layer).depthwise and getattr(layer, "depth_multiplier", 1) != 1:
+    if entry.depthwise and getattr(layer, "depth_multiplier", 1) != 1:
         return (f"depth_multiplier={layer.depth_multiplier} gives several output channels "
                 "per input channel")
-    if spec(layer).per_channel:
+    if entry.per_channel:
         axes = list(layer.axis) if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-        rank = len(input_shape(layer)) if layer.built else None
+        rank = len(owner.input_shape(layer)) if layer.built else None
         if axes not in ([-1], [rank - 1] if rank else [-1]):
             shown = axes[0] if len(axes) == 1 else axes
             return f"it normalises axis {shown}, not the channel (last) axis"
@@ -461,7 +446,7 @@ def channel_problem(layer):
     if role == "opaque":
         return f"{name} is not a layer kprune knows what does to channels"
     if role == "concatenating":
-        rank = len(output_shape(layer))
+        rank = len(owner.output_shape(layer))
         if layer.axis not in (-1, rank - 1):
             return f"it concatenates along axis {layer.axis}, not the channel (last) axis"
     return ""
@@ -479,36 +464,14 @@ def rescales_inputs(model):
     return any(spec(layer).rescales for _, layer in _compat.iter_layers(model))
 
 
-def _registry_labels(layer):
-    """tfmot's registry: the attribute paths of the weights it prunes (None: unsupported).
-
-    For a Keras 3 layer: :data:`KERAS3_PRUNED`; the other built-in layers :data:`SPECS`
-    knows prune nothing (``[]``)."""
-    if is_keras3(layer):
-        builtin = _builtin_class(layer)
-        if builtin is None:
-            return None
-        name = builtin.__name__
-        if name in KERAS3_PRUNED:
-            return list(KERAS3_PRUNED[name])
-        return [] if name in SPECS else None
-    from kprune import _compat
-
-    registry = _compat.PruneRegistry
-    if type(layer) in registry._LAYERS_WEIGHTS_MAP:
-        return list(registry._weight_names(layer))
-    if type(layer) in registry._RNN_LAYERS:
-        cells = registry._get_rnn_cells(layer)
-        stacked = len(cells) > 1 or type(layer.cell).__name__ == "StackedRNNCells"
-        labels = []
-        for index, cell in enumerate(cells):
-            prefix = f"cell.cells[{index}]" if stacked else "cell"
-            names = registry._RNN_CELLS_WEIGHTS_MAP.get(type(cell))
-            if names is None:
-                return None
-            labels += [f"{prefix}.{name}" for name in names]
-        return labels
-    return None
+def _registry_labels(layer, owner):
+    """The registry's attribute paths of the weights ``layer`` prunes (None: unsupported),
+    as its engine ``owner`` reads them: tfmot's registry on tf_keras; on Keras 3,
+    :data:`KERAS3_PRUNED` for the built-in class it is pruned as (``[]`` for the other
+    built-in layers :data:`SPECS` knows)."""
+    builtin = _builtin_class(layer, owner)
+    table = None if builtin is None else list(KERAS3_PRUNED.get(builtin.__name__, ()))
+    return owner.registry_labels(layer, table)
 
 
 def _resolve(layer, label):
@@ -532,25 +495,20 @@ def prunable_weights(layer):
         >>> [w.label for w in prunable_weights(mha)]
         ['_query_dense.kernel', '_key_dense.kernel', '_value_dense.kernel', '_output_dense.kernel']
     """
-    layer = _inner(layer)
+    return _prunable_weights(layer, engine_of(layer))
+
+
+def _prunable_weights(layer, owner):
+    layer = owner.unwrap(layer)
     if not layer.built:
         return ()
-    if not is_keras3(layer) and _is_prunable_layer(layer):
-        found = []
-        for index, variable in enumerate(layer.get_prunable_weights()):
-            name = variable.name.split("/")[-1].split(":")[0]
-            found.append(PrunableWeight(f"{name}[{index}]", variable))
-        return tuple(found)
-    labels = _registry_labels(layer)
+    if owner.declares_prunable_weights(layer):  # a tfmot PrunableLayer names its own
+        return tuple(PrunableWeight(label, variable)
+                     for label, variable in owner.declared_prunable_weights(layer))
+    labels = _registry_labels(layer, owner)
     if not labels:
         return ()
     return tuple(PrunableWeight(label, _resolve(layer, label)) for label in labels)
-
-
-def _is_prunable_layer(layer):
-    from kprune import _compat
-
-    return isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer)
 
 
 def is_prunable(layer):
@@ -565,27 +523,20 @@ def not_pruned_reason(layer):
         >>> not_pruned_reason(tf_keras.layers.BatchNormalization())   # built
         'not pruned: no kernel'
     """
-    if is_prunable(layer):
+    return _not_pruned_reason(layer, engine_of(layer))
+
+
+def _not_pruned_reason(layer, owner):
+    if _prunable_weights(layer, owner):
         return ""
-    inner = _inner(layer)
-    entry = spec(inner)
+    inner = owner.unwrap(layer)
+    entry = _spec(inner, owner)
     if entry.note and entry.kind == "depthwise":
         return entry.note.format(pruner=pruner(inner))
     if not inner.weights:
         return "no weights"
-    if _registry_labels(inner) is None and entry is not _CUSTOM:
-        if is_keras3(inner) and _sublayers(inner):
-            own = _own_variables(inner)
-            if own:
-                return (f"{type(inner).__name__} holds variables of its own ({', '.join(own)}), "
-                        "outside any layer kprune knows: they are not masked; its sublayers "
-                        "are rows of their own")
-            return f"{type(inner).__name__}: its sublayers are rows of their own"
-        if is_keras3(inner):
-            return (f"{type(inner).__name__} is not a layer kprune's Keras 3 engine prunes "
-                    f"(it prunes {', '.join(sorted(KERAS3_PRUNED))})")
-        return (f"{type(inner).__name__} is not in tfmot's registry (implement "
-                "tfmot.sparsity.keras.PrunableLayer to prune it)")
+    if _registry_labels(inner, owner) is None and entry is not _CUSTOM:
+        return owner.unregistered_reason(inner, KERAS3_PRUNED)
     return "not pruned: no kernel"
 
 
@@ -594,20 +545,10 @@ def effective_weights(layer):
 
     For a pruning wrapper the values are ``weight * mask``; for a plain layer the weights.
     """
-    weights = prunable_weights(layer)
+    owner = engine_of(layer)
+    weights = _prunable_weights(layer, owner)
     values = [np.asarray(w.variable.numpy()) for w in weights]
-    if is_keras3(layer):
-        from kprune import _keras3
-
-        if _keras3.is_wrapper(layer):
-            values = [v * np.asarray(mask.numpy()) for v, mask in zip(values, layer.masks)]
-        return tuple((w.label, v) for w, v in zip(weights, values))
-    from kprune import _compat
-
-    if isinstance(layer, _compat.PruneLowMagnitude):
-        masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
-        values = [v * np.asarray(masks[id(w.variable)].numpy()) if id(w.variable) in masks
-                  else v for w, v in zip(weights, values)]
+    values = owner.masked_values(layer, weights, values)
     return tuple((w.label, v) for w, v in zip(weights, values))
 
 
@@ -638,8 +579,9 @@ def n_m_axis(layer):
         >>> n_m_axis(keras.layers.Dense(4))
         -2
     """
-    inner = _inner(layer)
-    if spec(inner) is SPECS["EinsumDense"]:
+    owner = engine_of(layer)
+    inner = owner.unwrap(layer)
+    if _spec(inner, owner) is SPECS["EinsumDense"]:
         axis, problem = _einsum_input_axis(inner)
         if problem:
             raise ValueError(f"{inner.name!r} cannot take N:M: {problem}")
@@ -659,14 +601,16 @@ def n_m_problem(layer, n, m):
         >>> n_m_problem(first_conv, 2, 4)
         '1 input channel < group size 4'
     """
-    entry = spec(layer)
-    weights = prunable_weights(layer)
+    owner = engine_of(layer)
+    entry = _spec(layer, owner)
+    weights = _prunable_weights(layer, owner)
     if not weights:
-        return not_pruned_reason(layer) or "nothing to prune"
+        return _not_pruned_reason(layer, owner) or "nothing to prune"
+    inner = owner.unwrap(layer)
     if not entry.n_m:
-        return f"{type(_inner(layer)).__name__}: {entry.note.format(pruner=pruner(layer))}"
+        return f"{type(inner).__name__}: {entry.note.format(pruner=pruner(layer))}"
     einsum = entry is SPECS["EinsumDense"]
-    axis, problem = _einsum_input_axis(_inner(layer)) if einsum else (N_M_AXIS, "")
+    axis, problem = _einsum_input_axis(inner) if einsum else (N_M_AXIS, "")
     if problem:
         return problem
     for weight in weights:
@@ -694,25 +638,15 @@ def block_problem(layer, block):
         >>> block_problem(conv, (16, 1))
         'kernel has rank 4; tfmot prunes blocks only in 2-dimensional weights'
     """
-    weights = prunable_weights(layer)
+    owner = engine_of(layer)
+    weights = _prunable_weights(layer, owner)
     if not weights:
-        return not_pruned_reason(layer) or "nothing to prune"
+        return _not_pruned_reason(layer, owner) or "nothing to prune"
     for weight in weights:
         if len(weight.shape) != 2:
             return (f"{weight.label} has rank {len(weight.shape)}; {pruner(layer)} prunes blocks "
                     "only in 2-dimensional weights")
     return ""
-
-
-def _sublayers(layer):
-    """The layers a Keras 3 layer holds directly (its attributes that are layers)."""
-    return list(layer._flatten_layers(include_self=False, recursive=False))
-
-
-def _own_variables(layer):
-    """Paths of the variables a Keras 3 custom layer created itself, not through a sublayer."""
-    owned = {id(v) for sub in _sublayers(layer) for v in sub.variables}
-    return [v.path for v in layer.variables if id(v) not in owned]
 
 
 def tied_note(layer):
@@ -723,8 +657,9 @@ def tied_note(layer):
         >>> tied_note(gpt2_backbone.get_layer("token_embedding"))
         'tied: also the output projection (reverse=True)'
     """
-    inner = _inner(layer)
-    if spec(inner).kind == "embedding" and getattr(inner, "tie_weights", False):
+    owner = engine_of(layer)
+    inner = owner.unwrap(layer)
+    if _spec(inner, owner).kind == "embedding" and getattr(inner, "tie_weights", False):
         return "tied: also the output projection (reverse=True)"
     return ""
 
@@ -741,15 +676,9 @@ def weight_layers(model):
         >>> [path for path, _ in weight_layers(gpt2_classifier)][4:6]
         ['gpt2_backbone/transformer_layer_0', 'gpt2_backbone/transformer_layer_0/self_attention']
     """
-    found = model_layers(model)
-    if not is_keras3(model):
-        return found
-    from kprune import _keras3
-
-    def descend(layer):
-        return _builtin_class(layer) is None
-
-    return list(_keras3.with_nested_layers(found, descend))
+    owner = engine_of(model)
+    found = _model_layers(model, owner)
+    return owner.with_nested_layers(found, lambda layer: _builtin_class(layer, owner) is None)
 
 
 def shared_weights(found):

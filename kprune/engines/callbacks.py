@@ -7,9 +7,8 @@ Example:
 """
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
 from kprune.core.pruning_logs import ScheduleWarning, report_short, write_sparsity_logs
-from kprune.engines import distribute
+from kprune.engines import distribute, engine_of
 
 # The tf_keras engine's callbacks live in kprune.engines.tfkeras.callbacks (which imports
 # tf_keras and tfmot); they are named here too, and loaded only when asked for.
@@ -55,7 +54,7 @@ def callbacks(model=None, *, log_dir=None, log_sparsity=True, strict=False):
     options = dict(log_dir=log_dir, log_sparsity=log_sparsity, strict=strict)
     if model is None:
         return [EngineCallback(role, **options) for role in _roles(**options)]
-    return _engine_callbacks(model, **options)
+    return _engine_callbacks(model, engine_of(model), **options)
 
 
 def is_schedule_guard(callback):
@@ -77,9 +76,10 @@ def _roles(*, log_dir, log_sparsity, strict):
             + (["summaries"] if log_dir is not None else []))
 
 
-def _engine_callbacks(model, *, log_dir, log_sparsity, strict):
-    """The callbacks of ``model``'s engine, in the order of :func:`_roles`."""
-    if is_keras3(model):
+def _engine_callbacks(model, engine, *, log_dir, log_sparsity, strict):
+    """The callbacks of ``model``'s engine (``engine``, its :func:`engine_of`), in the order
+    of :func:`_roles`."""
+    if engine.name == "keras3":
         from kprune.engines.keras3 import callbacks as keras3_callbacks
 
         return keras3_callbacks.callbacks(model, log_dir=log_dir, log_sparsity=log_sparsity,
@@ -120,6 +120,7 @@ class EngineCallback:
         self.role = role
         self._options = dict(log_dir=log_dir, log_sparsity=log_sparsity, strict=strict)
         self.chosen = None
+        self._engine_name = None  # the chosen callback's engine
         self.model = None
         self.params = {}
 
@@ -130,9 +131,12 @@ class EngineCallback:
         return self.role != "summaries"
 
     def set_model(self, model):
-        if self.chosen is None or is_keras3(self.chosen) != is_keras3(model):
+        engine = engine_of(model)
+        if self.chosen is None or engine.name != self._engine_name:
             options = self._options
-            chosen = _engine_callbacks(model, **options)[_roles(**options).index(self.role)]
+            chosen = _engine_callbacks(model, engine, **options)[
+                _roles(**options).index(self.role)]
+            self._engine_name = engine.name
             if self.params:
                 chosen.set_params(self.params)
             self.chosen = chosen
@@ -171,7 +175,7 @@ class EngineCallback:
         return self.chosen
 
     def __getattr__(self, name):  # the chosen callback's state (guard.steps, ...)
-        if name.startswith("__") or name in ("chosen", "role", "_options"):
+        if name.startswith("__") or name in ("chosen", "role", "_options", "_engine_name"):
             raise AttributeError(name)
         return getattr(self._chosen(), name)
 
@@ -216,7 +220,7 @@ class PruningStepper:
     """
 
     def __init__(self, model):
-        self._keras3 = is_keras3(model)
+        self._keras3 = engine_of(model).name == "keras3"
         if self._keras3:
             from kprune.engines.keras3 import callbacks as keras3_callbacks
 

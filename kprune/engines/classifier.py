@@ -16,7 +16,7 @@ Example:
 
 import numpy as np
 
-from kprune.core.checks import is_keras3
+from kprune.engines import engine_of
 
 __all__ = ["accuracy", "compile_classifier", "ends_in_softmax"]
 
@@ -58,10 +58,7 @@ def compile_classifier(model, *, learning_rate=1e-3, optimizer="adam", from_logi
         )
     if from_logits is None:
         from_logits = not ends_in_softmax(model)
-    if is_keras3(model):
-        from kprune._keras3 import keras
-    else:
-        from kprune._compat import keras
+    keras = engine_of(model).keras
     model.compile(  # keywords only: Keras 3's third positional argument is loss_weights
         optimizer=keras.optimizers.get(
             {"class_name": optimizer, "config": {"learning_rate": learning_rate}}

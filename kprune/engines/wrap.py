@@ -16,7 +16,8 @@ from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan
 from kprune.engines import distribute
 
-__all__ = ["apply", "copy_model", "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
+__all__ = ["apply", "copy_model", "kernel_masks",
+           "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
 
 
 def __getattr__(name):  # tfmot's wrapper as kprune saves it, loaded only when asked for
@@ -32,7 +33,7 @@ def copy_model(model, *, strategy=None):
 
     The copy of a tf_keras model lives in ``strategy`` (a ``tf.distribute`` strategy) if
     given, else in the strategy ``model`` was built under (its variables mirrored the same
-    way), if any. A Keras 3 model is copied by :func:`kprune._keras3.copy_model`.
+    way), if any. A Keras 3 model is copied by :func:`kprune.engines.keras3.helpers.copy_model`.
 
     Example:
         >>> twin = copy_model(model)
@@ -45,9 +46,13 @@ def copy_model(model, *, strategy=None):
                 "Argument `strategy` (a tf.distribute strategy) applies to tf_keras models; "
                 f"a Keras 3 model is copied as it is. Received: strategy={strategy!r}"
             )
-        from kprune import _keras3
+        from kprune.engines.keras3 import helpers
 
-        return _keras3.copy_model(model)
+        return helpers.copy_model(model)
+    return _copy_tf_keras(model, strategy)
+
+
+def _copy_tf_keras(model, strategy):
     _compat.check_model(model)
     with distribute.scope(model, strategy):
         twin = _compat.keras.models.clone_model(model)
@@ -88,7 +93,7 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
         return layer if row is None else _wrap_layer(layer, row)
 
     with distribute.scope(model, strategy):
-        twin = copy_model(model, strategy=strategy)
+        twin = _copy_tf_keras(model, strategy)
         pruned = _compat.clone_model(twin, wrap)
     pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
     return pruned
@@ -111,3 +116,19 @@ def _wrap_layer(layer, row):
         block_size=row.block,
         block_pooling_type=row.pool,
     )
+
+
+def kernel_masks(model):
+    """``{layer path: {weight label: keep-mask}}`` of every layer a pruning wrapper masks in
+    ``model``: tfmot's masks for a tf_keras model, the Keras 3 engine's for a Keras 3 one
+    (layers inside custom layers included).
+
+    Example:
+        >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
+        0.5
+    """
+    if is_keras3(model):
+        from kprune.engines.keras3.wrap import kernel_masks as masks_of
+    else:
+        from kprune.engines.tfkeras.callbacks import kernel_masks as masks_of
+    return masks_of(model)

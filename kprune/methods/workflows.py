@@ -44,6 +44,7 @@ from kprune.engines import engine_of
 from kprune.engines.callbacks import callbacks as pruning_callbacks
 from kprune.engines.verify import sparsity_report, strip
 from kprune.engines.wrap import apply, copy_model
+from kprune.engines.wrap import kernel_masks as wrapper_masks
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, accuracy
 
@@ -249,7 +250,7 @@ class _FixedMasks:
 
     def set_model(self, model):
         super().set_model(model)
-        found = dict(self._engine.weight_layers(model))
+        found = dict(layers.weight_layers(model))
         pairs = []
         for path, mask in self.masks.items():
             weights = {w.label: w.variable
@@ -324,7 +325,7 @@ def kernel_masks(model):
         >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
         0.5
     """
-    return engine_of(model).kernel_masks(model)
+    return wrapper_masks(model)
 
 
 # -- plans -----------------------------------------------------------------------

@@ -14,11 +14,11 @@ import sys
 
 import numpy as np
 
-from kprune import _keras3
 from kprune.core.pruning_logs import callback_classes
+from kprune.engines.keras3 import helpers
 from kprune.engines.keras3.wrap import masked_layers, wrapped_layers
 
-keras = _keras3.keras
+keras = helpers.keras
 
 __all__ = ["callbacks", "UpdatePruningStep", "SparsityLogger", "ScheduleGuard", "final_step",
            "training_step", "mask_sparsity", "masked_layers", "pruning_step", "sync_state"]
@@ -58,19 +58,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.step is None:
-            _keras3.sync_state(self.model)
+            helpers.sync_state(self.model)
             self.step = _value(self.wrappers[0].pruning_step)
         self.step += 1
         firing = [wrapper for wrapper in self.wrappers if wrapper.fires_at(self.step)]
         if firing:
-            _keras3.sync_state(self.model)
+            helpers.sync_state(self.model)
             for wrapper in firing:
                 wrapper.update_masks(self.step)
             self._write_step()
 
     def on_epoch_end(self, epoch, logs=None):
         if self.step is not None:
-            _keras3.sync_state(self.model)
+            helpers.sync_state(self.model)
             self._write_step()
 
     def on_train_end(self, logs=None):
@@ -104,7 +104,7 @@ def pruning_step(wrapper):
     return _value(wrapper.pruning_step)
 
 
-sync_state = _keras3.sync_state
+sync_state = helpers.sync_state
 
 
 def training_step(model):
@@ -117,7 +117,7 @@ def training_step(model):
         >>> training_step(pruned) - before          # the steps of that fit
         469
     """
-    _keras3.sync_state(model)
+    helpers.sync_state(model)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         return _value(optimizer.iterations)
@@ -141,7 +141,7 @@ def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))
     """
-    _keras3.check_model(model, graph=False)
+    helpers.check_model(model, graph=False)
     if not wrapped_layers(model):
         raise ValueError(
             "Argument `model` has no kprune pruning layers; pass the model returned by "

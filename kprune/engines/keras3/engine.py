@@ -2,8 +2,11 @@
 
 The same names as :mod:`kprune.engines.tfkeras.engine`, so that code above the engines is
 written once: the Keras module, checking and walking a model, callbacks of this Keras,
-reading the layer graph, gradients and the TFLite converter. Nothing here imports tf_keras
-or tfmot; TensorFlow alone is imported by the TFLite converter.
+reading the layer graph, gradients, the TFLite converter, and what
+:mod:`kprune.core.layers` asks of a layer (its wrapper, shapes, built-in class, registry).
+Nothing here imports tf_keras or tfmot; TensorFlow alone is imported by the TFLite
+converter. Nothing here imports kprune's other modules above :mod:`kprune.core.checks`
+either: ``kprune.core.layers`` asks this module.
 
 Example:
     >>> from kprune.engines import engine_of
@@ -17,29 +20,33 @@ import functools
 import sys
 import tempfile
 
-from kprune import _keras3
+import numpy as np
+
+from kprune.engines.keras3 import helpers
 
 __all__ = ["name", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
-           "clone_model", "model_layers", "weight_layers", "backend", "sync_state", "constant",
-           "callback_class", "kernel_masks", "weight_gradients", "tflite_converter",
+           "clone_model", "model_layers", "backend", "sync_state", "constant",
+           "callback_class", "weight_gradients", "tflite_converter",
            "node_call", "node_inputs", "node_outputs", "tensor_origin", "calls",
            "functional_graph", "graph_operations", "fresh_inputs", "as_call_inputs",
-           "node_shapes"]
+           "node_shapes", "unwrap", "input_shape", "output_shape", "builtin_classes",
+           "declares_prunable_weights", "declared_prunable_weights", "registry_labels",
+           "unregistered_reason", "masked_values", "with_nested_layers"]
 
 #: The engine's name, as messages and records say it.
 name = "keras3"
 #: Whether tfmot's own tools (quantization-aware training, its layers) take this engine's models.
 uses_tfmot = False
 
-keras = _keras3.keras
+keras = helpers.keras
 nest = keras.tree  # flatten and map_structure, as tf.nest gives them on tf_keras
-check_model = _keras3.check_model
-iter_layers = _keras3.iter_layers
-layer_name = _keras3.layer_name
-clone_model = _keras3.clone_model
-backend = _keras3.backend
-sync_state = _keras3.sync_state
-weight_gradients = _keras3.weight_gradients
+check_model = helpers.check_model
+iter_layers = helpers.iter_layers
+layer_name = helpers.layer_name
+clone_model = helpers.clone_model
+backend = helpers.backend
+sync_state = helpers.sync_state
+weight_gradients = helpers.weight_gradients
 
 
 def model_layers(model):
@@ -48,17 +55,9 @@ def model_layers(model):
     return list(iter_layers(model))
 
 
-def weight_layers(model):
-    """``(path, layer)`` of every layer that may hold weights to prune, inside custom layers
-    too (see :func:`kprune.core.layers.weight_layers`), once ``model`` is checked."""
-    from kprune.core import layers
-
-    return layers.weight_layers(model)
-
-
 def constant(value, dtype):
     """``value`` (an array) as a tensor of ``dtype``, for arithmetic with the variables."""
-    return _keras3.ops.convert_to_tensor(value, dtype=dtype)
+    return helpers.ops.convert_to_tensor(value, dtype=dtype)
 
 
 @functools.cache
@@ -73,13 +72,6 @@ def callback_class(body, name):
     namespace = {"__doc__": body.__doc__, "__module__": body.__module__, "__qualname__": name,
                  "_engine": sys.modules[__name__]}
     return type(name, (body, keras.callbacks.Callback), namespace)
-
-
-def kernel_masks(model):
-    """``{layer path: {weight label: keep-mask}}`` of every pruning layer in ``model``."""
-    from kprune.engines.keras3.wrap import kernel_masks as masks_of
-
-    return masks_of(model)
 
 
 @contextlib.contextmanager
@@ -155,3 +147,99 @@ def node_shapes(layer):
     output; Keras 3 nodes keep their tensors, not their shapes)."""
     return [(tuple(node.input_tensors[0].shape), tuple(node.outputs[0].shape))
             for node in layer._inbound_nodes if node.input_tensors]
+
+
+# -- what kprune.core.layers asks of a layer (its registry's engine-dependent answers)
+
+
+def unwrap(layer):
+    """The layer a Keras 3 pruning wrapper (or a masked view inside one) wraps; any other
+    layer itself."""
+    return helpers.unwrap(layer)
+
+
+def _shape(tensors):
+    if isinstance(tensors, (list, tuple)):
+        return [tuple(t.shape) for t in tensors]
+    return tuple(tensors.shape)
+
+
+def input_shape(layer):
+    """``layer``'s input shape as tf_keras's ``layer.input_shape`` gives it (Keras 3 layers
+    have no such attribute: the shape of their first call's input)."""
+    return _shape(layer.input)
+
+
+def output_shape(layer):
+    """``layer``'s output shape as tf_keras's ``layer.output_shape`` gives it."""
+    return _shape(layer.output)
+
+
+def builtin_classes(layer):
+    """The Keras 3 built-in layer classes ``layer`` is an instance of, nearest first (its
+    own class and its ancestors that ``keras.layers`` exports: KerasHub's
+    ``ReversibleEmbedding`` gives ``Embedding``, then ``Layer``)."""
+    return [cls for cls in type(layer).__mro__
+            if getattr(keras.layers, cls.__name__, None) is cls]
+
+
+def declares_prunable_weights(layer):
+    """False: a Keras 3 layer does not name its prunable weights itself (tfmot's
+    ``PrunableLayer`` is for tf_keras); kprune's table says what it prunes."""
+    return False
+
+
+def declared_prunable_weights(layer):
+    """``[]``: see :func:`declares_prunable_weights`."""
+    return []
+
+
+def registry_labels(layer, table_labels):
+    """The attribute paths of the weights ``layer`` prunes: on Keras 3, ``table_labels``,
+    what kprune's table of Keras 3 built-in classes gives for the class ``layer`` is pruned
+    as (None for a layer the table does not know)."""
+    return table_labels
+
+
+def _sublayers(layer):
+    """The layers a Keras 3 layer holds directly (its attributes that are layers)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
+def _own_variables(layer):
+    """Paths of the variables a Keras 3 custom layer created itself, not through a sublayer."""
+    owned = {id(v) for sub in _sublayers(layer) for v in sub.variables}
+    return [v.path for v in layer.variables if id(v) not in owned]
+
+
+def unregistered_reason(layer, pruned_types):
+    """Why ``layer``, a layer with weights that no registry knows, is not pruned, in words for
+    a plan table; ``pruned_types``: the layer types this engine prunes.
+
+    Example:
+        >>> unregistered_reason(transformer_decoder, ["Dense", "EinsumDense"])
+        'TransformerDecoder: its sublayers are rows of their own'
+    """
+    name = type(layer).__name__
+    if _sublayers(layer):
+        own = _own_variables(layer)
+        if own:
+            return (f"{name} holds variables of its own ({', '.join(own)}), outside any layer "
+                    "kprune knows: they are not masked; its sublayers are rows of their own")
+        return f"{name}: its sublayers are rows of their own"
+    return (f"{name} is not a layer kprune's Keras 3 engine prunes "
+            f"(it prunes {', '.join(sorted(pruned_types))})")
+
+
+def masked_values(layer, weights, values):
+    """``values`` (numpy, one per prunable weight of ``weights``) as they act in the forward
+    pass: times the wrapper's masks for a pruning wrapper, else as they are."""
+    if helpers.is_wrapper(layer):
+        return [v * np.asarray(mask.numpy()) for v, mask in zip(values, layer.masks)]
+    return values
+
+
+def with_nested_layers(found, descend):
+    """``found`` (``(path, layer)`` pairs) with the layers inside each layer that
+    ``descend(layer)`` enters, depth first (see :func:`kprune.engines.keras3.helpers.with_nested_layers`)."""
+    return list(helpers.with_nested_layers(found, descend))

@@ -12,10 +12,10 @@ Example:
 
 from pathlib import Path
 
-from kprune import _keras3
+from kprune.engines.keras3 import helpers
 from kprune.engines.keras3.wrap import PruneLowMagnitude
 
-keras = _keras3.keras
+keras = helpers.keras
 
 __all__ = ["save_model", "load_model"]
 
@@ -28,15 +28,15 @@ def save_model(model, path):
     Example:
         >>> save_model(pruned, "ckpt.keras")
     """
-    _keras3.check_model(model, graph=False)
+    helpers.check_model(model, graph=False)
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(
             "A Keras 3 model is saved as .keras (Keras 3 writes whole models only in that "
             f"format). Received: path={str(path)!r}"
         )
-    if _keras3.is_subclassed(model) and any(
-            _keras3.is_wrapper(layer) for _, layer in _keras3.iter_layers(model)):
+    if helpers.is_subclassed(model) and any(
+            helpers.is_wrapper(layer) for _, layer in helpers.iter_layers(model)):
         raise ValueError(
             f"{model.name!r} is a subclassed model being pruned: its config rebuilds its own "
             "layers, not kprune's pruning wrappers, so the masks could not be loaded back. "
@@ -44,7 +44,7 @@ def save_model(model, path):
             f"the model with the functional API to save it mid-pruning. Received: path={str(path)!r}"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    _keras3.sync_state(model)
+    helpers.sync_state(model)
     model.save(str(path))
     return path
 

@@ -8,8 +8,8 @@ Example:
     >>> print(kprune.sparsity_report(final, strict=True))
 """
 
-from kprune import _keras3
 from kprune.core import layers
+from kprune.engines.keras3 import helpers
 
 __all__ = ["strip"]
 
@@ -24,11 +24,11 @@ def strip(model):
         >>> final = strip(pruned)
         >>> final.save("pruned.keras")
     """
-    _keras3.check_model(model, graph=False)
-    _keras3.sync_state(model)
+    helpers.check_model(model, graph=False)
+    helpers.sync_state(model)
     effective = {path: layers.effective_weights(layer)
-                 for path, layer in layers.weight_layers(model) if _keras3.is_wrapper(layer)}
-    stripped = _keras3.copy_model(_keras3.clone_model(model, lambda path, layer: _keras3.unwrap(layer)))
+                 for path, layer in layers.weight_layers(model) if helpers.is_wrapper(layer)}
+    stripped = helpers.copy_model(helpers.clone_model(model, lambda path, layer: helpers.unwrap(layer)))
     for path, layer in layers.weight_layers(stripped):
         for weight, (_, values) in zip(layers.prunable_weights(layer), effective.get(path, ())):
             weight.variable.assign(values)

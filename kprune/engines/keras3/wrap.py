@@ -13,12 +13,12 @@ Example:
 
 import numpy as np
 
-from kprune import _keras3
 from kprune.core import layers, masks
 from kprune.core.plan import LayerPlan
+from kprune.engines.keras3 import helpers
 
-keras = _keras3.keras
-ops = _keras3.ops
+keras = helpers.keras
+ops = helpers.ops
 
 __all__ = ["apply", "PruneLowMagnitude", "MaskedLayer", "wrapped_layers", "masked_layers",
            "kernel_masks"]
@@ -99,7 +99,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         super().build(input_shape)
-        inner = [_keras3.sublayer(self.layer, path) for path in self.rows if path]
+        inner = [helpers.sublayer(self.layer, path) for path in self.rows if path]
         if not all(layer.built for layer in inner) and input_shape is not None:
             # a custom layer without a build() of its own (Keras marks it built when it is
             # loaded) builds its sublayers when called: call it on a symbolic input once
@@ -111,7 +111,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.built = True
 
     def _target(self, path, row):
-        layer = _keras3.sublayer(self.layer, path)
+        layer = helpers.sublayer(self.layer, path)
         weights = layers.prunable_weights(layer)
         labels = tuple(w.label for w in weights)
         if labels != tuple(row.weights):
@@ -209,8 +209,8 @@ def _keep(row, values, step, axis):
 
 def wrapped_layers(model):
     """``(path, wrapper)`` for every Keras 3 pruning wrapper in ``model``, nested ones included."""
-    return [(path, layer) for path, layer in _keras3.iter_layers(model)
-            if _keras3.is_wrapper(layer)]
+    return [(path, layer) for path, layer in helpers.iter_layers(model)
+            if helpers.is_wrapper(layer)]
 
 
 def kernel_masks(model):
@@ -232,7 +232,7 @@ def masked_layers(model):
     """``(path, layer)`` of every layer with masks in ``model``: a pruning wrapper, or a
     :class:`MaskedLayer` inside one (both have ``layer``, ``masks`` and ``row``)."""
     return [(path, layer) for path, layer in layers.weight_layers(model)
-            if _keras3.is_wrapper(layer) and layer.masks]
+            if helpers.is_wrapper(layer) and layer.masks]
 
 
 def apply(model, plan, *, steps_per_epoch, epochs):
@@ -245,14 +245,14 @@ def apply(model, plan, *, steps_per_epoch, epochs):
         >>> pruned = apply(model, PruningPlan.default(), steps_per_epoch=100, epochs=2)
     """
     resolved = plan.resolve(model, steps_per_epoch=steps_per_epoch, epochs=epochs)
-    twin = _keras3.copy_model(model)
+    twin = helpers.copy_model(model)
 
     def wrap(path, layer):  # the layer's own row and those of the layers inside it
         inside = {_inside(row.name, path): row for row in resolved.pruned
                   if _inside(row.name, path) is not None}
         return PruneLowMagnitude(layer, inside) if inside else layer
 
-    pruned = _keras3.clone_model(twin, wrap)
+    pruned = helpers.clone_model(twin, wrap)
     pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
     return pruned
 

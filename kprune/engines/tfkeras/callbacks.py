@@ -12,10 +12,12 @@ import sys
 import numpy as np
 
 from kprune import _compat
+from kprune.core import layers
 from kprune.core.pruning_logs import callback_classes
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity",
-           "final_step", "training_step", "pruning_step", "masked_layers", "sync_state"]
+           "final_step", "training_step", "pruning_step", "masked_layers", "sync_state",
+           "kernel_masks"]
 
 
 def wrapped_layers(model):
@@ -28,6 +30,21 @@ def wrapped_layers(model):
 
 
 masked_layers = wrapped_layers  # tfmot's masks live in its wrappers
+
+
+def kernel_masks(model):
+    """``{layer path: {weight label: keep-mask}}`` of every tfmot wrapper in ``model``.
+
+    Example:
+        >>> kernel_masks(pruned)["fc1"]["kernel"].mean()   # the fraction kept
+        0.5
+    """
+    out = {}
+    for path, wrapper in wrapped_layers(model):
+        by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
+        out[path] = {by_id[id(weight)]: np.asarray(mask.numpy()) != 0
+                     for weight, mask, _ in wrapper.pruning_vars if id(weight) in by_id}
+    return out
 
 
 def mask_sparsity(wrapper):

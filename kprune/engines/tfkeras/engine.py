@@ -2,9 +2,12 @@
 
 The same names as :mod:`kprune.engines.keras3.engine`, so that code above the engines is
 written once: the Keras module, checking and walking a model, callbacks of this Keras,
-reading the layer graph, gradients and the TFLite converter. TensorFlow, tf_keras and
-tfmot load when a name that needs them is first used (``keras`` and ``nest`` are read
-lazily), not when this module is imported.
+reading the layer graph, gradients, the TFLite converter, and what
+:mod:`kprune.core.layers` asks of a layer (its wrapper, shapes, built-in class, tfmot's
+registry). TensorFlow, tf_keras and tfmot load when a name that needs them is first used
+(``keras`` and ``nest`` are read lazily), not when this module is imported. Nothing here
+imports kprune's modules other than :mod:`kprune._compat`: ``kprune.core.layers`` asks
+this module.
 
 Example:
     >>> from kprune.engines import engine_of
@@ -24,11 +27,13 @@ from kprune import _compat
 
 __all__ = ["name", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
-           "weight_layers",
-           "backend", "sync_state", "constant", "callback_class", "kernel_masks",
+           "backend", "sync_state", "constant", "callback_class",
            "weight_gradients", "tflite_converter", "node_call", "node_inputs",
            "node_outputs", "tensor_origin", "calls", "functional_graph", "graph_operations",
-           "fresh_inputs", "as_call_inputs", "node_shapes"]
+           "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
+           "output_shape", "builtin_classes", "declares_prunable_weights",
+           "declared_prunable_weights", "registry_labels", "unregistered_reason",
+           "masked_values", "with_nested_layers"]
 
 #: The engine's name, as messages and records say it.
 name = "tf_keras"
@@ -54,12 +59,6 @@ def __getattr__(attr):  # tf_keras and tf.nest, loaded when first read
 def model_layers(model):
     """``(path, layer)`` of every leaf layer of ``model``, once it is checked."""
     check_model(model)
-    return list(iter_layers(model))
-
-
-def weight_layers(model):
-    """``(path, layer)`` of every layer that may hold weights to prune: on tf_keras, the leaf
-    layers (tfmot wraps no layer inside another), walked as they are."""
     return list(iter_layers(model))
 
 
@@ -89,19 +88,6 @@ def callback_class(body, name):
     namespace = {"__doc__": body.__doc__, "__module__": body.__module__, "__qualname__": name,
                  "_engine": sys.modules[__name__]}
     return type(name, (body, _compat.keras.callbacks.Callback), namespace)
-
-
-def kernel_masks(model):
-    """``{layer path: {weight label: keep-mask}}`` of every tfmot wrapper in ``model``."""
-    from kprune.core import layers
-    from kprune.engines.tfkeras.callbacks import wrapped_layers
-
-    out = {}
-    for path, wrapper in wrapped_layers(model):
-        by_id = {id(w.variable): w.label for w in layers.prunable_weights(wrapper)}
-        out[path] = {by_id[id(weight)]: np.asarray(mask.numpy()) != 0
-                     for weight, mask, _ in wrapper.pruning_vars if id(weight) in by_id}
-    return out
 
 
 def weight_gradients(model, loss_fn, x, y):
@@ -210,3 +196,86 @@ def node_shapes(layer):
         outs = outs[0] if isinstance(outs, list) else outs
         shapes.append((tuple(ins), tuple(outs)))
     return shapes
+
+
+# -- what kprune.core.layers asks of a layer (its registry's engine-dependent answers)
+
+
+def unwrap(layer):
+    """The layer a tfmot pruning wrapper wraps; any other layer itself."""
+    return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+
+
+def input_shape(layer):
+    """``layer.input_shape``."""
+    return layer.input_shape
+
+
+def output_shape(layer):
+    """``layer.output_shape``."""
+    return layer.output_shape
+
+
+def builtin_classes(layer):
+    """``[type(layer)]`` when it is a tf_keras built-in layer class, else ``[]``: tfmot's
+    registry knows exact classes only, so a subclass of a built-in layer is not one."""
+    cls = type(layer)
+    return [cls] if getattr(_compat.keras.layers, cls.__name__, None) is cls else []
+
+
+def declares_prunable_weights(layer):
+    """True for a ``tfmot.sparsity.keras.PrunableLayer``, which names its prunable weights
+    itself (``get_prunable_weights()``)."""
+    return isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer)
+
+
+def declared_prunable_weights(layer):
+    """``(label, variable)`` of each weight a ``PrunableLayer`` names, labelled by the
+    variable's own name and its index (``kernel[0]``)."""
+    found = []
+    for index, variable in enumerate(layer.get_prunable_weights()):
+        name = variable.name.split("/")[-1].split(":")[0]
+        found.append((f"{name}[{index}]", variable))
+    return found
+
+
+def registry_labels(layer, table_labels):
+    """The attribute paths of the weights tfmot's registry prunes in ``layer`` (None: not
+    supported); ``table_labels`` (kprune's table of Keras 3 classes) is not used here."""
+    registry = _compat.PruneRegistry
+    if type(layer) in registry._LAYERS_WEIGHTS_MAP:
+        return list(registry._weight_names(layer))
+    if type(layer) in registry._RNN_LAYERS:
+        cells = registry._get_rnn_cells(layer)
+        stacked = len(cells) > 1 or type(layer.cell).__name__ == "StackedRNNCells"
+        labels = []
+        for index, cell in enumerate(cells):
+            prefix = f"cell.cells[{index}]" if stacked else "cell"
+            names = registry._RNN_CELLS_WEIGHTS_MAP.get(type(cell))
+            if names is None:
+                return None
+            labels += [f"{prefix}.{name}" for name in names]
+        return labels
+    return None
+
+
+def unregistered_reason(layer, pruned_types):
+    """Why ``layer``, a layer with weights that tfmot's registry does not know, is not pruned,
+    and what to implement (``pruned_types``, Keras 3's table, is not named here)."""
+    return (f"{type(layer).__name__} is not in tfmot's registry (implement "
+            "tfmot.sparsity.keras.PrunableLayer to prune it)")
+
+
+def masked_values(layer, weights, values):
+    """``values`` (numpy, one per prunable weight of ``weights``) as they act in the forward
+    pass: times tfmot's masks for a pruning wrapper, else as they are."""
+    if not isinstance(layer, _compat.PruneLowMagnitude):
+        return values
+    masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
+    return [v * np.asarray(masks[id(w.variable)].numpy()) if id(w.variable) in masks else v
+            for w, v in zip(weights, values)]
+
+
+def with_nested_layers(found, descend):
+    """``found`` as it is: tfmot wraps no layer inside another, so no layer is entered."""
+    return list(found)

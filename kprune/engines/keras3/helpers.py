@@ -1,4 +1,4 @@
-"""The one module that imports Keras 3 (``import keras``), for kprune's Keras 3 engine.
+"""The Keras 3 engine's helpers: the one module that imports Keras 3 (``import keras``).
 
 It is imported only when kprune is handed a Keras 3 object, so ``import kprune`` does
 not import keras. Whatever kprune imports (tfmot sets ``TF_USE_LEGACY_KERAS=1``, which
@@ -7,11 +7,11 @@ Everything else in the engine uses only ``keras`` and ``keras.ops``, so it runs 
 Keras backend (tested: TensorFlow and JAX).
 
 Example:
-    >>> from kprune import _keras3
-    >>> model = _keras3.keras.Sequential([_keras3.keras.Input((4,)),
-    ...                                   _keras3.keras.layers.Dense(2, name="fc")])
-    >>> _keras3.check_model(model)
-    >>> [path for path, _ in _keras3.iter_layers(model)]
+    >>> from kprune.engines.keras3 import helpers
+    >>> model = helpers.keras.Sequential([helpers.keras.Input((4,)),
+    ...                                   helpers.keras.layers.Dense(2, name="fc")])
+    >>> helpers.check_model(model)
+    >>> [path for path, _ in helpers.iter_layers(model)]
     ['fc']
 """
 
