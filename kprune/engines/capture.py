@@ -62,9 +62,9 @@ def inside_custom_layer(model, path):
     names = path.split("/")
     for depth, name in enumerate(names):
         if not hasattr(owner, "get_layer"):  # a custom layer: no graph inside
-            from kprune import _keras3
+            from kprune.engines.keras3.helpers import sublayer
 
-            return _keras3.sublayer(owner, "/".join(names[depth:]))
+            return sublayer(owner, "/".join(names[depth:]))
         owner = owner.get_layer(name)
     return None
 
