@@ -149,7 +149,7 @@ def test_from_runs_keeps_a_row_whose_run_folders_are_gone(tmp_path, capsys):
 
 
 def test_each_row_meets_its_target_at_the_edge_and_not_past_it():
-    """The targets of issue 14, written here on their own, at their edges."""
+    """The records' targets, written here on their own, at their edges."""
     seed = {"trained_as_long": True,
             "smallest": {"x_smaller_raw": 40.0, "accuracy_delta_pp": -0.2}}
     assert records._met("seed-cnn", seed, 0)

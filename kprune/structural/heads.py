@@ -1,6 +1,6 @@
 """Attention heads as removable units: a ``MultiHeadAttention`` layer's weights head by head.
 
-A ``MultiHeadAttention`` holds four ``EinsumDense`` projections (GUIDE trap 18): query,
+A ``MultiHeadAttention`` holds four ``EinsumDense`` projections (not one dense kernel): query,
 key and value kernels ``[d_model, heads, head_dim]`` with biases ``[heads, head_dim]``,
 and an output kernel ``[heads, value_dim, d_out]`` with a bias ``[d_out]``. Head ``h`` is
 the slice ``[:, h, :]`` of the first three (and ``[h]`` of their biases) and the rows
