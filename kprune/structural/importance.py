@@ -33,7 +33,8 @@ from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.engines import engine_of
 from kprune.structural import graph as graph_module
-from kprune.structural import heads, rebuild
+from kprune.core import layers
+from kprune.structural import heads, hub_blocks, rebuild
 from kprune.structural.correct import CORRECTIONS
 from kprune.structural.cost import count_macs
 from kprune.structural.nesting import follows_nesting
@@ -157,7 +158,7 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     left = []  # (group, why)
     chosen = []
     for group in groups:
-        if not (group.layers("out") or group.layers("heads")):
+        if not (group.layers("out") or group.layers("heads") or group.layers("neurons")):
             continue  # nothing makes these channels (a model input): nothing to prune
         if set(group.layers()) & set(exclude):
             left.append((group, "excluded: exclude=" + repr(tuple(exclude))))
@@ -313,7 +314,8 @@ class Selection(dict):
         rows = []
         for group, why in self.left if left is None else left:
             makers, what = self.graph.describe(group)
-            makers = ", ".join(makers) if makers else ", ".join(group.layers("heads"))
+            inner = [m.layer for m in group.members if m.role in ("heads", "neurons")]
+            makers = ", ".join(makers or inner)
             rows.append((group.id, f"{group.size} {_unit(group)}", what or "-",
                          makers or "-", why))
         return table(("left whole", "size", "what", "made by", "why"), rows)
@@ -487,10 +489,16 @@ def _scores(groups, model, criterion, chosen=None, *, data=None):
     return found
 
 
-def _head_outputs(layer, weights=None):
-    """The output projection's rows of each head as one column: ``(value_dim * d_out, heads)``."""
-    kernel = heads.part_weights(layer, weights)["output"][0]  # (heads, value_dim, d_out)
-    return np.moveaxis(kernel, 0, -1).reshape(-1, kernel.shape[0])
+def _columns(member, layer, signed):
+    """``f(layer, weights=None)``: the weights of each of ``member``'s units as one column
+    (with ``signed``, only those a mask on the unit's output multiplies)."""
+    if member.role == "neurons":  # a KerasHub block's feed-forward neurons
+        return hub_blocks.neuron_outputs if signed else hub_blocks.per_neuron
+    if member.role == "heads" and layers.spec(layer).role == "block":
+        return hub_blocks.head_outputs if signed else hub_blocks.per_head
+    if member.role == "heads":
+        return heads.head_outputs if signed else heads.per_head
+    return rebuild.out_kernel
 
 
 def _removable(groups, chosen):
@@ -503,11 +511,10 @@ def _taylor(group, model, grads=None, *, norm="l1", signed=False):
     the channel (on a head's output: its output rows alone)."""
     total = np.zeros(group.size)
     for member in group.members:
-        if member.role not in ("out", "heads"):
+        if member.role not in ("out", "heads", "neurons"):
             continue
         layer = model.get_layer(member.layer)
-        unit = (rebuild.out_kernel if member.role == "out" else
-                _head_outputs if signed else heads.per_head)
+        unit = _columns(member, layer, signed)
         kernel = unit(layer)
         if grads is not None:  # first-order Taylor: w * dL/dw
             kernel = kernel * unit(layer, grads[layer.name])

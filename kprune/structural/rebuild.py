@@ -4,7 +4,9 @@
 copies the surviving weights, sliced along each member's axis: producers' kernels
 ``(..., in, out)`` and biases, batch norm (gamma, beta, mean, variance), depthwise kernels
 ``(kh, kw, C, 1)`` and biases; a ``Reshape`` that keeps the channel axis gets its new
-channel count. :func:`dead_channels` lists the channels whose removal leaves the model's
+channel count; attention layers and KerasHub blocks lose heads (and feed-forward neurons).
+A KerasHub backbone comes back as a plain functional ``keras.Model`` with the same inputs
+and outputs. :func:`dead_channels` lists the channels whose removal leaves the model's
 outputs unchanged. The input model is never modified.
 
 Example:
@@ -19,7 +21,7 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
-from kprune.structural import heads
+from kprune.structural import heads, hub_blocks
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["remove", "kept_channels", "dead_channels", "out_kernel"]
@@ -51,7 +53,8 @@ def remove(model, keep):
     new_weights = {}
     owner = layers.engine(model)
     for layer, inputs, outputs in graph.steps:
-        if layer is None or isinstance(layer, owner.keras.layers.InputLayer):
+        if (not isinstance(layer, owner.keras.layers.Layer)  # none, or a keras.ops function
+                or isinstance(layer, owner.keras.layers.InputLayer)):
             continue
         entry = layers.spec(layer)
         role = graph.treated.get(layer.name)
@@ -64,6 +67,11 @@ def remove(model, keep):
             index_parts = {part: indices(graph.desc[key]) for part, key in keys.items()}
             cfg, weights = heads.slice_attention(layer, cfg, kept.get(graph.find(head_node)),
                                                  index_parts, index_out)
+            entries[layer.name] = cfg
+        elif role == "block":
+            head_node, neuron_node = graph.blocks[layer.name]
+            cfg, weights = hub_blocks.slice_block(layer, cfg, kept.get(graph.find(head_node)),
+                                                  kept.get(graph.find(neuron_node)))
             entries[layer.name] = cfg
         elif role == "producer":
             if index_out is not None:
@@ -85,6 +93,8 @@ def remove(model, keep):
 
     smaller = owner.clone_model(model, rebuilt)
     for name, weights in new_weights.items():
+        if name in graph.blocks:  # KerasHub sized its heads hidden_dim // num_heads
+            hub_blocks.keep_head_size(smaller.get_layer(name), model.get_layer(name))
         smaller.get_layer(name).set_weights(weights)
     return smaller
 
@@ -171,8 +181,15 @@ def dead_channels(model):
     for group in groups:
         if not group.removable:
             continue
+        if "neurons" in {m.role for m in group.members}:  # a block's neuron adding nothing
+            alive = ~hub_blocks.dead_neurons(model.get_layer(group.layers("neurons")[0]))
+            if not alive.all() and alive.any():
+                found[group.id] = np.flatnonzero(alive)
+            continue
         if "heads" in {m.role for m in group.members}:  # a head adding nothing
-            alive = ~heads.dead_heads(model.get_layer(group.layers("heads")[0]))
+            layer = model.get_layer(group.layers("heads")[0])
+            dead = (hub_blocks.dead_heads if layer.name in graph.blocks else heads.dead_heads)
+            alive = ~dead(layer)
             if not alive.all() and alive.any():
                 found[group.id] = np.flatnonzero(alive)
             continue
