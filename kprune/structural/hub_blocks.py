@@ -11,10 +11,11 @@ kprune does not slice inside it. It holds two groups of its own:
   ``_feedforward_output_dense``'s kernel.
 
 The block is rebuilt from its config with the new ``num_heads`` and ``intermediate_dim``.
-KerasHub derives the head size as ``hidden_dim // num_heads``, so the rebuilt block's
-attention is then replaced by one with the original head size (:func:`keep_head_size`):
-the pruned model runs (``model(x)``, ``predict``) and saves its weights, but a ``.keras``
-file of it would be rebuilt by KerasHub with the wrong head size. A decoder with
+KerasHub derives the head size as ``hidden_dim // num_heads``; a block that lost heads is
+rebuilt as a subclass that keeps the original head size in its config (``head_size``,
+:func:`sized_class`, registered as ``kprune>TransformerEncoder``): it clones, saves and
+loads (:func:`register` makes a new process know it; ``kprune.load_model`` calls it). A
+decoder with
 cross-attention (called with an encoder sequence) keeps its heads: its self- and
 cross-attention share one ``num_heads``.
 
@@ -32,13 +33,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from kprune.core import layers
 from kprune.structural import heads
 
 __all__ = ["attention", "cross_attention_problem", "num_neurons", "sub_weights", "per_head",
            "head_outputs", "per_neuron", "neuron_outputs", "dead_heads", "dead_neurons",
-           "slice_block", "keep_head_size"]
+           "slice_block", "sized_class", "register"]
 
 _UP, _DOWN = "_feedforward_intermediate_dense", "_feedforward_output_dense"
 
@@ -114,12 +118,14 @@ def dead_neurons(block):
 
 def slice_block(block, config, index_heads, index_neurons):
     """``(config, weights)`` of ``block`` rebuilt with only the kept heads and neurons
-    (``None``: all); weights in the order of ``block.weights``."""
+    (``None``: all); weights in the order of ``block.weights``. A config with fewer heads
+    has a ``head_size``: build it with :func:`sized_class`."""
     config = dict(config)
     by_id = {id(v): np.asarray(v.numpy()) for v in block.weights}
     inner = attention(block)
     if index_heads is not None:
         config["num_heads"] = len(index_heads)
+        config["head_size"] = int(inner.get_config()["key_dim"])
         _, sliced = heads.slice_attention(inner, inner.get_config(), index_heads, {}, None)
         by_id.update({id(v): w for v, w in zip(inner.weights, sliced)})
     if index_neurons is not None:
@@ -134,24 +140,73 @@ def slice_block(block, config, index_heads, index_neurons):
     return config, [by_id[id(v)] for v in block.weights]
 
 
-def keep_head_size(new, old):
-    """Give rebuilt block ``new`` an attention with ``old``'s head size (``key_dim``,
-    ``value_dim``) and ``new``'s number of heads, in the place of the one KerasHub built
-    with ``hidden_dim // num_heads``; it is built on the same shapes."""
-    built = attention(new)
-    config = dict(attention(old).get_config(), num_heads=new.num_heads)
-    if built.get_config()["key_dim"] == config["key_dim"]:
-        return
-    fresh = type(built).from_config(config)
-    given = old.input
-    shape = tuple((given[0] if isinstance(given, (list, tuple)) else given).shape)
-    fresh.build(query_shape=shape, value_shape=shape)
-    from kprune import _keras3
+def sized_class(cls):
+    """KerasHub block class ``cls`` as a subclass whose config keeps its attention's head size
+    (``head_size``), so that built from its config (a clone, a ``.keras`` file) it has the
+    head size pruning left it, not ``hidden_dim // num_heads``. Registered with Keras as
+    ``kprune>TransformerEncoder`` (``kprune>TransformerDecoder``); the same class each time.
 
-    _keras3._replace(new, built, fresh)  # its attribute and its place among new's layers
+    Example:
+        >>> sized_class(type(block)).from_config({**block.get_config(), "num_heads": 2,
+        ...                                       "head_size": 16})
+    """
+    if getattr(cls, "kprune_sized", False):
+        return cls
+    if cls not in _SIZED:
+        from kprune._keras3 import keras
+
+        def __init__(self, *args, head_size=None, **kwargs):
+            cls.__init__(self, *args, **kwargs)
+            self.head_size = head_size
+
+        @functools.wraps(cls.build)  # Keras passes shapes by the names of build's arguments
+        def build(self, *args, **kwargs):
+            cls.build(self, *args, **kwargs)
+            _resize_heads(self)
+
+        def get_config(self):
+            return {**cls.get_config(self), "head_size": self.head_size}
+
+        sized = type(cls.__name__, (cls,), {
+            "__init__": __init__, "build": build, "get_config": get_config,
+            "kprune_sized": True, "__module__": __name__,
+            "__doc__": f"KerasHub's {cls.__name__} with its head size in its config (kprune)."})
+        _SIZED[cls] = keras.saving.register_keras_serializable(
+            package="kprune", name=cls.__name__)(sized)
+    return _SIZED[cls]
+
+
+def register():
+    """Register the head-sized blocks of the KerasHub classes loaded in this process, so that
+    a ``.keras`` file of a pruned backbone loads (``kprune.load_model`` calls it; call it
+    after ``import keras_hub`` and before ``keras.models.load_model``)."""
+    from kprune._keras3 import keras
+
+    for name in layers.HUB_BLOCKS:
+        cls = keras.saving.get_registered_object(f"keras_hub>{name}")
+        if cls is not None:
+            sized_class(cls)
 
 
 # -- internals ---------------------------------------------------------------------
+
+_SIZED = {}  # KerasHub block class -> its head-sized subclass (see sized_class)
+
+
+def _resize_heads(block):
+    """Replace the attention KerasHub built with ``hidden_dim // num_heads`` per head by one
+    with the block's ``head_size`` (same heads), built on the same shapes."""
+    built = attention(block)
+    config = built.get_config()
+    if block.head_size is None or config["key_dim"] == block.head_size:
+        return
+    fresh = type(built).from_config({**config, "key_dim": block.head_size,
+                                     "value_dim": block.head_size})
+    hidden = getattr(block, _DOWN).units  # the block's width
+    fresh.build(query_shape=(None, None, hidden), value_shape=(None, None, hidden))
+    from kprune import _keras3
+
+    _keras3._replace(block, built, fresh)  # its attribute and its place among the block's layers
 
 
 def _attention_weights(block, weights):

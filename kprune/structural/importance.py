@@ -36,7 +36,7 @@ from kprune.structural import graph as graph_module
 from kprune.core import layers
 from kprune.structural import heads, hub_blocks, rebuild
 from kprune.structural.correct import CORRECTIONS
-from kprune.structural.cost import count_macs
+from kprune.structural.cost import block_macs, count_macs
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
@@ -431,20 +431,40 @@ def _costs(chosen, model, cost):
     if cost == "macs":
         per_layer = count_macs(model, by_layer=True)
     else:
-        per_layer = {layer.name: layer.count_params() for layer in model.layers}
-    return {g.id: sum(per_layer.get(m.layer, 0) / m.channels for m in g.members)
+        per_layer = {layer.name: layer.count_params() for layer in model.layers
+                     if hasattr(layer, "count_params")}
+    return {g.id: sum(_member_cost(model, m, cost, per_layer) for m in g.members)
             for g in chosen}
+
+
+def _member_cost(model, member, cost, per_layer):
+    """What one unit of ``member``'s group costs in its layer: its share of the layer's
+    cost, or inside a KerasHub block its share of the attention (a head) or of the
+    feed-forward (a neuron)."""
+    if member.role not in ("heads", "neurons"):
+        return per_layer.get(member.layer, 0) / member.channels
+    layer = model.get_layer(member.layer)
+    if layers.spec(layer).role != "block":
+        return per_layer.get(member.layer, 0) / member.channels
+    if cost == "params":  # the weights that go with one unit
+        unit = hub_blocks.per_head if member.role == "heads" else hub_blocks.per_neuron
+        return float(unit(layer).shape[0])
+    return block_macs(engine_of(model), layer)[member.role] / member.channels
 
 
 def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
     from kprune.engines.classifier import ends_in_softmax
 
-    x, y = (np.asarray(part) for part in data)
+    x, y = data
+    x = ({name: np.asarray(part) for name, part in x.items()} if isinstance(x, dict)
+         else np.asarray(x))  # a model with named inputs (a KerasHub backbone) takes a dict
+    y = np.asarray(y)
     engine = engine_of(model)
     loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
         from_logits=not ends_in_softmax(model))
-    variables = {layer.name: layer.weights for layer in model.layers if layer.weights}
+    variables = {layer.name: layer.weights for layer in model.layers
+                 if getattr(layer, "weights", None)}
     grads = engine.weight_gradients(model, loss_fn, x, y)  # the backend's own (TF or JAX)
     return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
 

@@ -50,6 +50,7 @@ def remove(model, keep):
         return _indices(graph, kept, desc)
 
     entries = {}  # layer name -> its config, with the new channel counts
+    classes = {}  # layer name -> the class to rebuild it with, when not its own
     new_weights = {}
     owner = layers.engine(model)
     for layer, inputs, outputs in graph.steps:
@@ -73,6 +74,8 @@ def remove(model, keep):
             cfg, weights = hub_blocks.slice_block(layer, cfg, kept.get(graph.find(head_node)),
                                                   kept.get(graph.find(neuron_node)))
             entries[layer.name] = cfg
+            if "head_size" in cfg:  # KerasHub would size its heads hidden_dim // num_heads
+                classes[layer.name] = hub_blocks.sized_class(type(layer))
         elif role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)
@@ -89,12 +92,10 @@ def remove(model, keep):
 
     def rebuilt(path, layer):
         config = entries.get(layer.name) or layer.get_config()
-        return type(layer).from_config(config)
+        return classes.get(layer.name, type(layer)).from_config(config)
 
     smaller = owner.clone_model(model, rebuilt)
     for name, weights in new_weights.items():
-        if name in graph.blocks:  # KerasHub sized its heads hidden_dim // num_heads
-            hub_blocks.keep_head_size(smaller.get_layer(name), model.get_layer(name))
         smaller.get_layer(name).set_weights(weights)
     return smaller
 
