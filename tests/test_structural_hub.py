@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from kprune import structural
+import kprune
+from kprune import measure, structural
+from kprune.structural import hub_blocks
 
 keras_hub = pytest.importorskip("keras_hub")  # in the dev extra: kprune never imports it
 
@@ -109,7 +111,8 @@ def test_zero_heads_and_neurons_of_hub_blocks_go_without_changing_the_outputs(ba
         model.set_weights(original)
 
 
-def test_the_global_budget_prunes_heads_and_neurons_and_leaves_the_stream_whole(backbones):
+def test_the_global_budget_prunes_heads_and_neurons_and_leaves_the_stream_whole(backbones,
+                                                                               tmp_path):
     model = backbones["bert"]
     before = model.get_weights()
     groups = structural.groups(model)
@@ -131,6 +134,17 @@ def test_the_global_budget_prunes_heads_and_neurons_and_leaves_the_stream_whole(
     assert smaller.count_params() < model.count_params()
     x = _inputs(model)
     assert _flat(smaller(x)).shape == _flat(model(x)).shape
+    # a block that lost heads keeps its head size in its config: it saves and loads, also
+    # where the process has not pruned (kprune.load_model registers the class again)
+    assert smaller.get_layer(BLOCKS[0]).get_config()["head_size"] == 16
+    kprune.save_model(smaller, tmp_path / "pruned.keras")
+    keras.saving.get_custom_objects().pop("kprune>TransformerEncoder")
+    hub_blocks._SIZED.clear()
+    loaded = kprune.load_model(tmp_path / "pruned.keras")
+    assert np.abs(_flat(loaded(x)) - _flat(smaller(x))).max() <= 1e-6
+    with pytest.raises(ValueError, match=r"criterion='fisher' takes the gradient of a "
+                       r"classifier's loss: model 'bert_backbone' has 2 outputs"):
+        structural.select(model, 0.5, criterion="fisher", data=_inputs(model, 2))
     # on a classifier built on the backbone's sequence output, the stream is no output:
     # strict=True names the layers that stop it
     pooled = keras.layers.GlobalAveragePooling1D(name="pool")(model.output["sequence_output"])
@@ -141,6 +155,8 @@ def test_the_global_budget_prunes_heads_and_neurons_and_leaves_the_stream_whole(
         structural.prune(classifier, 0.5, strict=True)
     with pytest.warns(structural.LeftWhole, match=r"residual stream through embeddings_add"):
         structural.prune(classifier, 0.5)
+    fisher = structural.select(classifier, 0.5, criterion="fisher", data=_inputs(model, 2))
+    assert sorted(fisher) == sorted(g.id for g in groups if g.removable)
     with pytest.raises(ValueError, match=r"`round_to` counts heads.*impossible in layer "
                        r"'transformer_layer_0', which has 4\."):
         structural.select(model, 0.5, round_to={"heads": 8})
@@ -172,6 +188,10 @@ def test_a_block_with_one_head_or_cross_attention_keeps_its_heads_and_says_why()
         "layer 'block' (TransformerEncoder): kprune does not slice hidden_dim inside a KerasHub "
         "block (its heads and neurons are groups of their own)")
     keep = structural.select(one, 0.5, scope="layer")
+    # 6 positions of 16 channels: attention 7,296 MACs (one head of 16), feed-forward 6,144
+    assert measure.count_macs(one, by_layer=True)["block"] == 7296 + 6144
+    assert structural.channel_costs(one, "macs")["block/neurons"] == 6144 / 32
+    assert structural.channel_costs(one, "params")["block/neurons"] == 16 + 1 + 16
     left = {group.id: why for group, why in keep.left}
     assert "layer 'block' has one head, which is never removed" in left["block/heads"]
     assert len(keep["block/neurons"]) == 16

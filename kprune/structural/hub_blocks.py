@@ -156,8 +156,9 @@ def sized_class(cls):
         from kprune._keras3 import keras
 
         def __init__(self, *args, head_size=None, **kwargs):
+            # set first: a decoder given its input shape builds inside its __init__
+            object.__setattr__(self, "head_size", head_size)
             cls.__init__(self, *args, **kwargs)
-            self.head_size = head_size
 
         @functools.wraps(cls.build)  # Keras passes shapes by the names of build's arguments
         def build(self, *args, **kwargs):

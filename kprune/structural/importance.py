@@ -403,6 +403,11 @@ def _check_criterion(criterion, data, model):
     """``data`` as the criterion uses it: ``(x, y)`` for taylor, checked calibration
     batches for fisher (:func:`kprune.core.calibration.calibration_batches`), else None."""
     check_choice(criterion, CRITERIA, "criterion")
+    if criterion in ("taylor", "fisher") and len(model.outputs) != 1:
+        raise ValueError(
+            f"criterion={criterion!r} takes the gradient of a classifier's loss: model "
+            f"{model.name!r} has {len(model.outputs)} outputs (a backbone?). Score it inside "
+            "a classifier with one output of class scores, or use criterion='l1'.")
     if criterion == "taylor" and (not isinstance(data, (tuple, list)) or len(data) != 2):
         raise ValueError(
             "criterion='taylor' scores channels by |w * grad| on one batch: pass "
