@@ -10,7 +10,7 @@ import pytest
 
 import kprune
 from kprune import measure, structural
-from kprune.structural import hub_blocks
+from kprune.engines.keras3 import sized_blocks
 
 keras_hub = pytest.importorskip("keras_hub")  # in the dev extra: kprune never imports it
 
@@ -139,7 +139,7 @@ def test_the_global_budget_prunes_heads_and_neurons_and_leaves_the_stream_whole(
     assert smaller.get_layer(BLOCKS[0]).get_config()["head_size"] == 16
     kprune.save_model(smaller, tmp_path / "pruned.keras")
     keras.saving.get_custom_objects().pop("kprune>TransformerEncoder")
-    hub_blocks._SIZED.clear()
+    sized_blocks._SIZED.clear()
     loaded = kprune.load_model(tmp_path / "pruned.keras")
     assert np.abs(_flat(loaded(x)) - _flat(smaller(x))).max() <= 1e-6
     with pytest.raises(ValueError, match=r"criterion='fisher' takes the gradient of a "

@@ -13,11 +13,10 @@ kprune does not slice inside it. It holds two groups of its own:
 The block is rebuilt from its config with the new ``num_heads`` and ``intermediate_dim``.
 KerasHub derives the head size as ``hidden_dim // num_heads``; a block that lost heads is
 rebuilt as a subclass that keeps the original head size in its config (``head_size``,
-:func:`sized_class`, registered as ``kprune>TransformerEncoder``): it clones, saves and
-loads (:func:`register` makes a new process know it; ``kprune.load_model`` calls it). A
-decoder with
-cross-attention (called with an encoder sequence) keeps its heads: its self- and
-cross-attention share one ``num_heads``.
+registered as ``kprune>TransformerEncoder``, see :mod:`kprune.engines.keras3.sized_blocks`):
+it clones, saves and loads (``kprune.load_model`` registers it in a new process). A
+decoder with cross-attention (called with an encoder sequence) keeps its heads: its self-
+and cross-attention share one ``num_heads``.
 
 kprune never imports KerasHub: the blocks are recognised by class (see
 :data:`kprune.core.layers.HUB_BLOCKS`).
@@ -33,16 +32,13 @@ Example:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from kprune.core import layers
 from kprune.structural import heads
 
 __all__ = ["attention", "cross_attention_problem", "num_neurons", "sub_weights", "per_head",
            "head_outputs", "per_neuron", "neuron_outputs", "dead_heads", "dead_neurons",
-           "slice_block", "sized_class", "register"]
+           "slice_block"]
 
 _UP, _DOWN = "_feedforward_intermediate_dense", "_feedforward_output_dense"
 
@@ -119,7 +115,8 @@ def dead_neurons(block):
 def slice_block(block, config, index_heads, index_neurons):
     """``(config, weights)`` of ``block`` rebuilt with only the kept heads and neurons
     (``None``: all); weights in the order of ``block.weights``. A config with fewer heads
-    has a ``head_size``: build it with :func:`sized_class`."""
+    has a ``head_size``: build it with
+    :func:`kprune.engines.keras3.sized_blocks.sized_class`."""
     config = dict(config)
     by_id = {id(v): np.asarray(v.numpy()) for v in block.weights}
     inner = attention(block)
@@ -140,75 +137,7 @@ def slice_block(block, config, index_heads, index_neurons):
     return config, [by_id[id(v)] for v in block.weights]
 
 
-def sized_class(cls):
-    """KerasHub block class ``cls`` as a subclass whose config keeps its attention's head size
-    (``head_size``), so that built from its config (a clone, a ``.keras`` file) it has the
-    head size pruning left it, not ``hidden_dim // num_heads``. Registered with Keras as
-    ``kprune>TransformerEncoder`` (``kprune>TransformerDecoder``); the same class each time.
-
-    Example:
-        >>> sized_class(type(block)).from_config({**block.get_config(), "num_heads": 2,
-        ...                                       "head_size": 16})
-    """
-    if getattr(cls, "kprune_sized", False):
-        return cls
-    if cls not in _SIZED:
-        from kprune._keras3 import keras
-
-        def __init__(self, *args, head_size=None, **kwargs):
-            # set first: a decoder given its input shape builds inside its __init__
-            object.__setattr__(self, "head_size", head_size)
-            cls.__init__(self, *args, **kwargs)
-
-        @functools.wraps(cls.build)  # Keras passes shapes by the names of build's arguments
-        def build(self, *args, **kwargs):
-            cls.build(self, *args, **kwargs)
-            _resize_heads(self)
-
-        def get_config(self):
-            return {**cls.get_config(self), "head_size": self.head_size}
-
-        sized = type(cls.__name__, (cls,), {
-            "__init__": __init__, "build": build, "get_config": get_config,
-            "kprune_sized": True, "__module__": __name__,
-            "__doc__": f"KerasHub's {cls.__name__} with its head size in its config (kprune)."})
-        _SIZED[cls] = keras.saving.register_keras_serializable(
-            package="kprune", name=cls.__name__)(sized)
-    return _SIZED[cls]
-
-
-def register():
-    """Register the head-sized blocks of the KerasHub classes loaded in this process, so that
-    a ``.keras`` file of a pruned backbone loads (``kprune.load_model`` calls it; call it
-    after ``import keras_hub`` and before ``keras.models.load_model``)."""
-    from kprune._keras3 import keras
-
-    for name in layers.HUB_BLOCKS:
-        cls = keras.saving.get_registered_object(f"keras_hub>{name}")
-        if cls is not None:
-            sized_class(cls)
-
-
 # -- internals ---------------------------------------------------------------------
-
-_SIZED = {}  # KerasHub block class -> its head-sized subclass (see sized_class)
-
-
-def _resize_heads(block):
-    """Replace the attention KerasHub built with ``hidden_dim // num_heads`` per head by one
-    with the block's ``head_size`` (same heads), built on the same shapes."""
-    built = attention(block)
-    config = built.get_config()
-    if block.head_size is None or config["key_dim"] == block.head_size:
-        return
-    fresh = type(built).from_config({**config, "key_dim": block.head_size,
-                                     "value_dim": block.head_size})
-    hidden = getattr(block, _DOWN).units  # the block's width
-    fresh.build(query_shape=(None, None, hidden), value_shape=(None, None, hidden))
-    from kprune import _keras3
-
-    _keras3._replace(block, built, fresh)  # its attribute and its place among the block's layers
-
 
 def _attention_weights(block, weights):
     return None if weights is None else sub_weights(block, attention(block), weights)

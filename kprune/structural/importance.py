@@ -29,11 +29,11 @@ import warnings
 
 import numpy as np
 
+from kprune.core import layers
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.engines import engine_of
 from kprune.structural import graph as graph_module
-from kprune.core import layers
 from kprune.structural import heads, hub_blocks, rebuild
 from kprune.structural.correct import CORRECTIONS
 from kprune.structural.cost import block_macs, count_macs

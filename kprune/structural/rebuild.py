@@ -75,7 +75,9 @@ def remove(model, keep):
                                                   kept.get(graph.find(neuron_node)))
             entries[layer.name] = cfg
             if "head_size" in cfg:  # KerasHub would size its heads hidden_dim // num_heads
-                classes[layer.name] = hub_blocks.sized_class(type(layer))
+                from kprune.engines.keras3.sized_blocks import sized_class
+
+                classes[layer.name] = sized_class(type(layer))
         elif role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)

@@ -59,7 +59,7 @@ def load_model(path, *, compile=True, custom_objects=None):
     """
     objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
     if "keras_hub" in sys.modules:  # KerasHub blocks that lost heads (never imported here)
-        from kprune.structural import hub_blocks
+        from kprune.engines.keras3 import sized_blocks
 
-        hub_blocks.register()
+        sized_blocks.register()
     return keras.models.load_model(str(path), custom_objects=objects, compile=compile)
