@@ -166,6 +166,8 @@ def dead_channels(model):
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
         elif role == "channelwise" and layers.spec(layer).channel_statistics:
             zero[outputs[0]] = np.zeros(desc.size, bool)  # layer norm: never dead
+        elif role == "channelwise" and not hasattr(layer, "weights"):  # x[key]: selects
+            zero[outputs[0]] = zero[inputs[0]]
         elif role == "channelwise":
             zero[outputs[0]] = zero[inputs[0]] & _at_zero(layer, desc.size)
         elif role == "coupling":
