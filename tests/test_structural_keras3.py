@@ -3,6 +3,7 @@ twin with the same weights, Keras 3 models back whose outputs equal the original
 removed channels zeroed; on the TensorFlow backend in-process and on JAX in a subprocess."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,25 @@ def test_structural_pruning_on_the_jax_backend_matches_the_tf_keras_twin(tmp_pat
         ours = out[name]
         assert ours["module"].startswith("keras.") and ours["difference"] <= 1e-5, name
         assert {k: ours[k] for k in found} == found, name
+
+
+def test_an_indexing_that_keeps_the_channel_axis_is_followed_and_one_that_cuts_it_refused():
+    L = keras.layers
+    keras.utils.set_random_seed(5)
+    i = keras.Input((5, 6), name="x")
+    h = L.Dense(8, activation="relu", name="fc")(i)
+    first = keras.Model(i, L.Dense(2, name="head")(h[:, 0, :]))  # BERT's pooled token
+    assert structural.groups(first)["fc"].removable
+    kernel, bias = first.get_layer("fc").get_weights()
+    kernel[:, 2:5], bias[2:5] = 0.0, 0.0
+    first.get_layer("fc").set_weights([kernel, bias])
+    keep = structural.nonzero_units(first)
+    assert list(keep["fc"]) == [0, 1, 5, 6, 7]
+    smaller = structural.remove_units(first, keep)
+    x = np.random.default_rng(0).random((3, 5, 6)).astype("float32")
+    assert np.abs(np.asarray(smaller(x)) - np.asarray(first(x))).max() <= 1e-5
+    cut = keras.Model(i, L.Dense(2, name="head")(L.Dense(8, name="fc2")(i)[..., :4]))
+    group = structural.groups(cut)["fc2"]
+    assert not group.removable and re.fullmatch(
+        r"layer 'get_item(_\d+)?' \(GetItem\): indexing with \(Ellipsis, slice\(None, 4, "
+        r"None\)\) changes the channel \(last\) axis", group.reason)

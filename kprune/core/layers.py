@@ -57,6 +57,8 @@ __all__ = [
     "rescales_inputs",
     "N_M_AXIS",
     "KERAS3_PRUNED",
+    "HUB_BLOCKS",
+    "KERAS3_OPS",
     "model_layers",
     "unwrap",
     "engine",
@@ -76,9 +78,12 @@ KINDS = ("conv", "dense", "depthwise", "embedding", "attention", "recurrent", "c
 #: it; ``attention``: a producer of its output channels (the output projection) that reads
 #: its query, key and value inputs through their projections, and whose heads are a
 #: removable group of their own (MultiHeadAttention, see kprune.structural.heads);
+#: ``block``: a transformer block (KerasHub's ``TransformerEncoder``/``TransformerDecoder``)
+#: whose input and output are the residual stream and whose heads and feed-forward neurons
+#: are removable groups of their own (see kprune.structural.hub_blocks);
 #: ``opaque``: kprune does not know, and refuses to guess.
 ROLES = ("producer", "channelwise", "coupling", "concatenating", "flattening", "reshaping",
-         "mixing", "attention", "opaque")
+         "mixing", "attention", "block", "opaque")
 #: The axis that N:M groups run along, as tfmot groups them: the second-to-last of a
 #: rank-2 or rank-4 weight (a Keras kernel's input channels).
 N_M_AXIS = -2
@@ -100,7 +105,8 @@ class LayerSpec:
     # (..., inputs * multiplier, outputs) and a bias) or "transposed" (kernel
     # (..., outputs, inputs)) or "attention" (query/key/value kernels (inputs, heads, dim),
     # an output kernel (heads, dim, outputs): see kprune.structural.heads; ``units`` then
-    # counts the heads).
+    # counts the heads) or "block" (a KerasHub transformer block: its attention's heads and
+    # its feed-forward neurons, see kprune.structural.hub_blocks; ``units`` counts heads).
     layout: str = ""
     # A channelwise layer whose weights hold one value per channel on their last axis
     # (batch norm): they are sliced with the channels.
@@ -233,6 +239,16 @@ KERAS3_PRUNED = {
                            "_output_dense.kernel"),
     **dict.fromkeys(("LSTM", "GRU", "SimpleRNN"), ("cell.kernel", "cell.recurrent_kernel")),
 }
+#: KerasHub's transformer blocks (Keras 3), by class name; recognised by their class's module
+#: (``keras_hub.``), never imported. One entry per block class.
+HUB_BLOCKS = {
+    "TransformerEncoder": LayerSpec("other", "block", units="num_heads", layout="block"),
+    "TransformerDecoder": LayerSpec("other", "block", units="num_heads", layout="block"),
+}
+#: ``keras.ops`` functions a Keras 3 functional graph may call between layers, by class name,
+#: that structural pruning follows (``x[:, 0, :]``, KerasHub BERT's pooled token: a
+#: ``GetItem`` that keeps the channel axis; see channel_problem).
+KERAS3_OPS = {"GetItem": LayerSpec("other", "channelwise")}
 _CUSTOM = LayerSpec("custom", "opaque")
 _UNKNOWN = LayerSpec("other", "opaque")
 
@@ -355,7 +371,21 @@ def _spec(layer, owner):
     if owner.declares_prunable_weights(layer):
         return _CUSTOM
     builtin = _builtin_class(layer, owner)
-    return _UNKNOWN if builtin is None else SPECS.get(builtin.__name__, _UNKNOWN)
+    if builtin is None:  # Keras 3 only: their classes live in keras_hub and keras.src
+        return _keras3_extra(layer)
+    return SPECS.get(builtin.__name__, _UNKNOWN)
+
+
+def _keras3_extra(layer):
+    """The spec of a KerasHub block (:data:`HUB_BLOCKS`) or a followed ``keras.ops`` function
+    (:data:`KERAS3_OPS`), else the unknown one."""
+    for cls in type(layer).__mro__:
+        if cls.__name__ in HUB_BLOCKS and cls.__module__.startswith("keras_hub."):
+            return HUB_BLOCKS[cls.__name__]
+    cls = type(layer)
+    if cls.__name__ in KERAS3_OPS and cls.__module__.startswith("keras."):
+        return KERAS3_OPS[cls.__name__]
+    return _UNKNOWN
 
 
 def kind(layer):
@@ -439,6 +469,8 @@ def channel_problem(layer):
         shape = config.get("output_shape")
         if isinstance(shape, (list, tuple)) and len(shape) != 1:
             return f"output_shape={tuple(shape)}: several output axes are not followed"
+    if type(layer).__name__ in KERAS3_OPS and spec(layer) is KERAS3_OPS["GetItem"]:
+        return _get_item_problem(layer)
     if role == "mixing":
         return "it normalises over all channels (softmax), so removing some changes the others"
     if role == "reshaping":
@@ -449,6 +481,24 @@ def channel_problem(layer):
         rank = len(owner.output_shape(layer))
         if layer.axis not in (-1, rank - 1):
             return f"it concatenates along axis {layer.axis}, not the channel (last) axis"
+    return ""
+
+
+def _get_item_problem(operation):
+    """Why ``x[key]`` does not keep the channel (last) axis whole ("" when it does)."""
+    nodes = getattr(operation, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].arguments.args) != 2:
+        return "kprune follows an indexing x[key] called once on one tensor"
+    tensor, key = nodes[0].arguments.args
+    items = key if isinstance(key, tuple) else (key,)
+    if not all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items):
+        return f"indexing with {key!r} (tensors or lists) is not followed"
+    indexed = [i for i in items if i is not None]
+    reaches_last = Ellipsis in items or len(indexed) >= len(tensor.shape)
+    last_whole = items[-1] is Ellipsis or (isinstance(items[-1], slice)
+                                           and items[-1] == slice(None))
+    if reaches_last and not last_whole:
+        return f"indexing with {key!r} changes the channel (last) axis"
     return ""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from kprune.core import layers as layer_registry
 from kprune.engines import engine_of
 
-__all__ = ["count_macs"]
+__all__ = ["count_macs", "block_macs"]
 
 
 def _layer_macs(layers, layer, in_shape, out_shape):
@@ -71,6 +71,26 @@ def _attention_macs(layer, query, value):
             + t_q * t_v * heads * (key_dim + value_dim) + t_q * heads * value_dim * d_out)
 
 
+def block_macs(engine, layer):
+    """``{"heads": MACs, "neurons": MACs}`` of a KerasHub transformer block over its calls:
+    its self-attention (as :func:`_attention_macs`) and its feed-forward's two ``Dense``
+    (``positions * hidden * intermediate`` each). Every dimension but the batch must be
+    known."""
+    from kprune.structural import hub_blocks
+
+    found = {"heads": 0, "neurons": 0}
+    for node in getattr(layer, "_inbound_nodes", []):
+        shape = tuple(engine.node_inputs(node)[0].shape)
+        if any(d is None for d in shape[1:]):
+            raise ValueError(
+                "count_macs needs every input dimension but the batch to be known. "
+                f"Received: layer {layer.name!r} with input shape {shape}")
+        positions = int(np.prod(shape[1:-1], dtype=np.int64))
+        found["heads"] += _attention_macs(hub_blocks.attention(layer), shape, shape)
+        found["neurons"] += 2 * positions * shape[-1] * hub_blocks.num_neurons(layer)
+    return found
+
+
 def count_macs(model, *, by_layer=False):
     """Multiply-accumulates of one forward pass at batch 1, from layer shapes.
 
@@ -79,7 +99,8 @@ def count_macs(model, *, by_layer=False):
     ``DepthwiseConv1D/2D`` and ``SeparableConv1D/2D`` (depthwise plus pointwise), each
     from its input and output shapes and kernel size, and ``MultiHeadAttention`` (its
     four projections, the scores and the weighted values, from its query and value
-    shapes); nested models are descended into
+    shapes; inside a KerasHub ``TransformerEncoder``/``TransformerDecoder`` too, with its
+    feed-forward, see :func:`block_macs`); nested models are descended into
     and a layer called twice counts twice. Biases, batch norm, activations, pooling and
     element-wise layers are not counted. Every input dimension but the batch must be
     known. Takes tf_keras and Keras 3 models.
@@ -97,6 +118,9 @@ def count_macs(model, *, by_layer=False):
     for path, layer in engine.model_layers(model):  # checked
         layer = getattr(layer, "layer", layer)  # a pruning wrapper counts as its layer
         total = None
+        if layer_registry.spec(layer).layout == "block":
+            per_layer[path] = int(sum(block_macs(engine, layer).values()))
+            continue
         if layer_registry.spec(layer).layout == "attention":
             calls = _attention_calls(engine, layer)
             if calls:

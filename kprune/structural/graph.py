@@ -21,6 +21,11 @@ must stay aligned with:
   cross-attention couples them apart), makes its output channels ("out") and adds a group
   of its heads ("heads", id ``"<layer>/heads"``; one head is never removed), see
   :mod:`kprune.structural.heads`;
+- a KerasHub ``TransformerEncoder``/``TransformerDecoder`` passes the residual stream
+  through (left whole: kprune does not slice ``hidden_dim`` inside it) and adds two groups:
+  its heads ("heads", ``"<layer>/heads"``) and its feed-forward neurons ("neurons",
+  ``"<layer>/neurons"``), see :mod:`kprune.structural.hub_blocks`;
+- a Keras 3 ``x[key]`` (``GetItem``) that keeps the channel axis whole is channelwise;
 - anything else (``Reshape`` of the channel axis, ``Lambda``, softmax) refuses its channels,
   and so do the model's inputs and outputs (never removable).
 
@@ -38,7 +43,7 @@ import numpy as np
 
 from kprune.core import layers
 from kprune.engines import engine_of
-from kprune.structural import heads
+from kprune.structural import heads, hub_blocks
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]
@@ -50,7 +55,8 @@ class Member:
 
     ``role``: "out" (a producer whose output units are the group's channels), "in" (a
     producer whose inputs are), "channelwise" (batch norm or depthwise weights sliced with
-    them), "heads" (an attention layer whose heads are the group's units). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
+    them), "heads" (an attention layer or KerasHub block whose heads are the group's units),
+    "neurons" (a KerasHub block whose feed-forward neurons are). The group's channel ``c`` is index ``offset + c`` of that layer's channel axis
     (``axis``, of its kernel), or ``p * channels + offset + c`` for each of ``positions``
     flattened positions.
     """
@@ -179,17 +185,24 @@ def _node_io(engine, node):
             len(engine.node_outputs(node)))
 
 
-def _check_only_layers(engine, model):
-    """Refuse a model whose graph calls ``keras.ops`` directly (not a layer; Keras 3)."""
+def _followed_operations(engine, model):
+    """The ``keras.ops`` functions of ``model``'s graph that are not layers (Keras 3), each
+    one kprune follows (:data:`kprune.core.layers.KERAS3_OPS`); refuse any other."""
     layer_class = engine.keras.layers.Layer
+    found = []
     for operation in engine.graph_operations(model):
-        if not isinstance(operation, layer_class):
+        if isinstance(operation, layer_class):
+            continue
+        if type(operation).__name__ in layers.KERAS3_OPS:
+            found.append(operation)
+        else:
             raise ValueError(
                 f"Cannot follow the channels of model {model.name!r}: it calls operation "
                 f"{operation.name!r} ({type(operation).__name__}, a `keras.ops` function), "
                 "not a layer. Structural pruning follows layers only: use the matching "
                 "layer (e.g. `keras.layers.Add`, `keras.layers.Activation`) instead."
             )
+    return found
 
 
 @dataclass(frozen=True)
@@ -236,6 +249,7 @@ class _Graph:
         self.nodes = {}  # layer name -> its call (functional models)
         self.sums = []  # (node, name of an Add that joins it to other channels)
         self.attention = {}  # attention layer -> ({part: input tensor key}, heads node)
+        self.blocks = {}  # KerasHub block -> (heads node, neurons node)
         self._walk()
         self._group_list = None
 
@@ -277,9 +291,9 @@ class _Graph:
             self.outputs = [previous]
             return
         engine = self.engine
-        _check_only_layers(engine, model)
+        operations = _followed_operations(engine, model)
         pending = []
-        for layer in model.layers:
+        for layer in [*model.layers, *operations]:
             calls = engine.calls(model, layer)
             if len(calls) != 1:
                 raise ValueError(
@@ -311,7 +325,7 @@ class _Graph:
                 shape = shape if layer is None else layers.output_shape(layer)
                 shape = shape[0] if isinstance(shape, list) else shape
                 name = "input" if layer is None else layer.name
-                node = self.new(f"input:{name}", shape[-1])
+                node = self.new(f"input:{name}", 1 if shape[-1] is None else shape[-1])
                 self.desc[outputs[0]] = _Channels(((node, self.size[node]),))
                 self.block(self.desc[outputs[0]], f"model input {name!r}", refuse=False)
                 self.steps.append((layer, inputs, outputs))
@@ -383,10 +397,11 @@ class _Graph:
             desc = ins[0]
             if len(ins) != 1:
                 return self._refuse(layer, ins, outputs, "it has several inputs")
-            if layer.weights and not (entry.per_channel or entry.depthwise):
+            weights = getattr(layer, "weights", ())  # a keras.ops function has none
+            if weights and not (entry.per_channel or entry.depthwise):
                 return self._refuse(layer, ins, outputs,
                                     "its weights are not sliced by kprune")
-            if desc.positions > 1 and (layer.weights or type(layer).__name__ == "Reshape"):
+            if desc.positions > 1 and (weights or type(layer).__name__ == "Reshape"):
                 return self._refuse(layer, ins, outputs, "it follows a Flatten")
             if entry.per_channel or entry.depthwise:
                 axis = -2 if entry.depthwise else -1
@@ -413,6 +428,8 @@ class _Graph:
             self.desc[out] = first
         elif role == "attention":
             return self._attention(layer, ins, out, inputs)
+        elif role == "block":
+            return self._block(layer, ins, out)
         elif role == "concatenating":
             if any(d.positions > 1 for d in ins):
                 return self._refuse(layer, ins, outputs, "it follows a Flatten")
@@ -460,6 +477,46 @@ class _Graph:
         node_out = self.new(f"output:{layer.name}", channels)
         self.members.append((node_out, Member(layer.name, "out", -1, 0, 1, channels)))
         self.desc[out] = _Channels(((node_out, channels),))
+
+    def _block(self, layer, ins, out):
+        """A KerasHub transformer block: the residual stream (its first input) goes through
+        it, whole; its heads and its feed-forward neurons are groups of their own ("heads",
+        "neurons"; see :mod:`kprune.structural.hub_blocks`). Its other inputs (masks, an
+        encoder sequence) are left whole."""
+        node = self.nodes.get(layer.name)
+        if node is None:
+            return self._refuse(layer, ins, [out], "it is not called in a functional model")
+        stream_key = _origin(self.engine, self.engine.node_inputs(node)[0])
+        stream = self.desc[stream_key]
+        what = f"layer {layer.name!r} ({type(layer).__name__})"
+        if stream.positions > 1:
+            return self._refuse(layer, ins, [out], "it follows a Flatten")
+        for key in dict.fromkeys(_origin(self.engine, t)
+                                 for t in self.engine.node_inputs(node)[1:]):
+            if key != stream_key:
+                self.block(self.desc[key], f"{what}: it reads this tensor as a mask or "
+                           "encoder sequence")
+        self.block(stream, f"{what}: kprune does not slice hidden_dim inside a KerasHub "
+                   "block (its heads and neurons are groups of their own)")
+        for node_id, _, offset in stream.offsets():  # it reads and writes the stream
+            for role, axis in (("in", 0), ("out", -1)):
+                self.members.append((node_id, Member(layer.name, role, axis, offset, 1,
+                                                     stream.size)))
+        self.sums.append((stream.segments[0][0], layer.name))  # x + attention, x + ffn
+        count = heads.num_heads(layer)
+        head_node = self.new(f"{layer.name}/heads", count)
+        self.members.append((head_node, Member(layer.name, "heads", 1, 0, 1, count)))
+        fixed = hub_blocks.cross_attention_problem(layer)
+        if count == 1:
+            fixed = (f"layer {layer.name!r} has one head, which is never removed (an "
+                     "attention layer keeps at least one)")
+        if fixed:
+            self.block(_Channels(((head_node, count),)), fixed, refuse=False)
+        neurons = hub_blocks.num_neurons(layer)
+        neuron_node = self.new(f"{layer.name}/neurons", neurons)
+        self.members.append((neuron_node, Member(layer.name, "neurons", -1, 0, 1, neurons)))
+        self.blocks[layer.name] = (head_node, neuron_node)
+        self.desc[out] = stream
 
     def _align(self, keys):
         """Split channel sets until the tensors ``keys`` have their segments at the same
@@ -521,10 +578,10 @@ class _Graph:
         items = []
         used = set()
         for root, nodes in by_root.items():
-            outs = [m for m in members.get(root, []) if m.role in ("out", "heads")]
+            outs = [m for m in members.get(root, []) if m.role in ("out", "heads", "neurons")]
             gid = outs[0].layer if outs else self.label[root]
-            if outs and outs[0].role == "heads":
-                gid += "/heads"
+            if outs and outs[0].role in ("heads", "neurons"):
+                gid += "/" + outs[0].role
             if outs and (outs[0].offset or outs[0].channels != self.size[root]):
                 gid += f"[{outs[0].offset}:{outs[0].offset + self.size[root]}]"  # a piece
             while gid in used:

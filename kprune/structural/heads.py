@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PARTS", "num_heads", "part_weights", "per_head", "output_kernel", "dead_heads",
+__all__ = ["PARTS", "num_heads", "part_weights", "per_head", "head_outputs", "output_kernel",
+           "dead_heads",
            "slice_attention", "inputs_of", "context_probe"]
 
 #: The projections of a MultiHeadAttention, in the order of its weights.
@@ -64,6 +65,13 @@ def per_head(layer, weights=None):
     kernel = parts["output"][0]  # (heads, value_dim, d_out)
     columns.append(np.moveaxis(kernel, 0, -1).reshape(-1, heads))
     return np.concatenate(columns)
+
+
+def head_outputs(layer, weights=None):
+    """The output projection's rows of each head as one column: ``(value_dim * d_out, heads)``
+    (the weights a mask on the head's output multiplies)."""
+    kernel = part_weights(layer, weights)["output"][0]  # (heads, value_dim, d_out)
+    return np.moveaxis(kernel, 0, -1).reshape(-1, kernel.shape[0])
 
 
 def output_kernel(layer, weights=None):

@@ -29,13 +29,14 @@ import warnings
 
 import numpy as np
 
+from kprune.core import layers
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.engines import engine_of
 from kprune.structural import graph as graph_module
-from kprune.structural import heads, rebuild
+from kprune.structural import heads, hub_blocks, rebuild
 from kprune.structural.correct import CORRECTIONS
-from kprune.structural.cost import count_macs
+from kprune.structural.cost import block_macs, count_macs
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["group_scores", "channel_costs", "select", "prune", "Selection", "LeftWhole"]
@@ -157,7 +158,7 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     left = []  # (group, why)
     chosen = []
     for group in groups:
-        if not (group.layers("out") or group.layers("heads")):
+        if not (group.layers("out") or group.layers("heads") or group.layers("neurons")):
             continue  # nothing makes these channels (a model input): nothing to prune
         if set(group.layers()) & set(exclude):
             left.append((group, "excluded: exclude=" + repr(tuple(exclude))))
@@ -313,7 +314,8 @@ class Selection(dict):
         rows = []
         for group, why in self.left if left is None else left:
             makers, what = self.graph.describe(group)
-            makers = ", ".join(makers) if makers else ", ".join(group.layers("heads"))
+            inner = [m.layer for m in group.members if m.role in ("heads", "neurons")]
+            makers = ", ".join(makers or inner)
             rows.append((group.id, f"{group.size} {_unit(group)}", what or "-",
                          makers or "-", why))
         return table(("left whole", "size", "what", "made by", "why"), rows)
@@ -401,6 +403,11 @@ def _check_criterion(criterion, data, model):
     """``data`` as the criterion uses it: ``(x, y)`` for taylor, checked calibration
     batches for fisher (:func:`kprune.core.calibration.calibration_batches`), else None."""
     check_choice(criterion, CRITERIA, "criterion")
+    if criterion in ("taylor", "fisher") and len(model.outputs) != 1:
+        raise ValueError(
+            f"criterion={criterion!r} takes the gradient of a classifier's loss: model "
+            f"{model.name!r} has {len(model.outputs)} outputs (a backbone?). Score it inside "
+            "a classifier with one output of class scores, or use criterion='l1'.")
     if criterion == "taylor" and (not isinstance(data, (tuple, list)) or len(data) != 2):
         raise ValueError(
             "criterion='taylor' scores channels by |w * grad| on one batch: pass "
@@ -429,20 +436,40 @@ def _costs(chosen, model, cost):
     if cost == "macs":
         per_layer = count_macs(model, by_layer=True)
     else:
-        per_layer = {layer.name: layer.count_params() for layer in model.layers}
-    return {g.id: sum(per_layer.get(m.layer, 0) / m.channels for m in g.members)
+        per_layer = {layer.name: layer.count_params() for layer in model.layers
+                     if hasattr(layer, "count_params")}
+    return {g.id: sum(_member_cost(model, m, cost, per_layer) for m in g.members)
             for g in chosen}
+
+
+def _member_cost(model, member, cost, per_layer):
+    """What one unit of ``member``'s group costs in its layer: its share of the layer's
+    cost, or inside a KerasHub block its share of the attention (a head) or of the
+    feed-forward (a neuron)."""
+    if member.role not in ("heads", "neurons"):
+        return per_layer.get(member.layer, 0) / member.channels
+    layer = model.get_layer(member.layer)
+    if layers.spec(layer).role != "block":
+        return per_layer.get(member.layer, 0) / member.channels
+    if cost == "params":  # the weights that go with one unit
+        unit = hub_blocks.per_head if member.role == "heads" else hub_blocks.per_neuron
+        return float(unit(layer).shape[0])
+    return block_macs(engine_of(model), layer)[member.role] / member.channels
 
 
 def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
     from kprune.engines.classifier import ends_in_softmax
 
-    x, y = (np.asarray(part) for part in data)
+    x, y = data
+    x = ({name: np.asarray(part) for name, part in x.items()} if isinstance(x, dict)
+         else np.asarray(x))  # a model with named inputs (a KerasHub backbone) takes a dict
+    y = np.asarray(y)
     engine = engine_of(model)
     loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
         from_logits=not ends_in_softmax(model))
-    variables = {layer.name: layer.weights for layer in model.layers if layer.weights}
+    variables = {layer.name: layer.weights for layer in model.layers
+                 if getattr(layer, "weights", None)}
     grads = engine.weight_gradients(model, loss_fn, x, y)  # the backend's own (TF or JAX)
     return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
 
@@ -487,10 +514,16 @@ def _scores(groups, model, criterion, chosen=None, *, data=None):
     return found
 
 
-def _head_outputs(layer, weights=None):
-    """The output projection's rows of each head as one column: ``(value_dim * d_out, heads)``."""
-    kernel = heads.part_weights(layer, weights)["output"][0]  # (heads, value_dim, d_out)
-    return np.moveaxis(kernel, 0, -1).reshape(-1, kernel.shape[0])
+def _columns(member, layer, signed):
+    """``f(layer, weights=None)``: the weights of each of ``member``'s units as one column
+    (with ``signed``, only those a mask on the unit's output multiplies)."""
+    if member.role == "neurons":  # a KerasHub block's feed-forward neurons
+        return hub_blocks.neuron_outputs if signed else hub_blocks.per_neuron
+    if member.role == "heads" and layers.spec(layer).role == "block":
+        return hub_blocks.head_outputs if signed else hub_blocks.per_head
+    if member.role == "heads":
+        return heads.head_outputs if signed else heads.per_head
+    return rebuild.out_kernel
 
 
 def _removable(groups, chosen):
@@ -503,11 +536,10 @@ def _taylor(group, model, grads=None, *, norm="l1", signed=False):
     the channel (on a head's output: its output rows alone)."""
     total = np.zeros(group.size)
     for member in group.members:
-        if member.role not in ("out", "heads"):
+        if member.role not in ("out", "heads", "neurons"):
             continue
         layer = model.get_layer(member.layer)
-        unit = (rebuild.out_kernel if member.role == "out" else
-                _head_outputs if signed else heads.per_head)
+        unit = _columns(member, layer, signed)
         kernel = unit(layer)
         if grads is not None:  # first-order Taylor: w * dL/dw
             kernel = kernel * unit(layer, grads[layer.name])

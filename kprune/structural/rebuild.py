@@ -4,7 +4,9 @@
 copies the surviving weights, sliced along each member's axis: producers' kernels
 ``(..., in, out)`` and biases, batch norm (gamma, beta, mean, variance), depthwise kernels
 ``(kh, kw, C, 1)`` and biases; a ``Reshape`` that keeps the channel axis gets its new
-channel count. :func:`dead_channels` lists the channels whose removal leaves the model's
+channel count; attention layers and KerasHub blocks lose heads (and feed-forward neurons).
+A KerasHub backbone comes back as a plain functional ``keras.Model`` with the same inputs
+and outputs. :func:`dead_channels` lists the channels whose removal leaves the model's
 outputs unchanged. The input model is never modified.
 
 Example:
@@ -19,7 +21,7 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.checks import did_you_mean
 from kprune.structural import graph as graph_module
-from kprune.structural import heads
+from kprune.structural import heads, hub_blocks
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["remove", "kept_channels", "dead_channels", "out_kernel"]
@@ -48,10 +50,12 @@ def remove(model, keep):
         return _indices(graph, kept, desc)
 
     entries = {}  # layer name -> its config, with the new channel counts
+    classes = {}  # layer name -> the class to rebuild it with, when not its own
     new_weights = {}
     owner = layers.engine(model)
     for layer, inputs, outputs in graph.steps:
-        if layer is None or isinstance(layer, owner.keras.layers.InputLayer):
+        if (not isinstance(layer, owner.keras.layers.Layer)  # none, or a keras.ops function
+                or isinstance(layer, owner.keras.layers.InputLayer)):
             continue
         entry = layers.spec(layer)
         role = graph.treated.get(layer.name)
@@ -65,6 +69,15 @@ def remove(model, keep):
             cfg, weights = heads.slice_attention(layer, cfg, kept.get(graph.find(head_node)),
                                                  index_parts, index_out)
             entries[layer.name] = cfg
+        elif role == "block":
+            head_node, neuron_node = graph.blocks[layer.name]
+            cfg, weights = hub_blocks.slice_block(layer, cfg, kept.get(graph.find(head_node)),
+                                                  kept.get(graph.find(neuron_node)))
+            entries[layer.name] = cfg
+            if "head_size" in cfg:  # KerasHub would size its heads hidden_dim // num_heads
+                from kprune.engines.keras3.sized_blocks import sized_class
+
+                classes[layer.name] = sized_class(type(layer))
         elif role == "producer":
             if index_out is not None:
                 cfg[entry.units] = len(index_out)
@@ -81,7 +94,7 @@ def remove(model, keep):
 
     def rebuilt(path, layer):
         config = entries.get(layer.name) or layer.get_config()
-        return type(layer).from_config(config)
+        return classes.get(layer.name, type(layer)).from_config(config)
 
     smaller = owner.clone_model(model, rebuilt)
     for name, weights in new_weights.items():
@@ -153,6 +166,8 @@ def dead_channels(model):
             zero[outputs[0]] = np.all(kernel == 0, axis=0) & _at_zero(layer, desc.size)
         elif role == "channelwise" and layers.spec(layer).channel_statistics:
             zero[outputs[0]] = np.zeros(desc.size, bool)  # layer norm: never dead
+        elif role == "channelwise" and not hasattr(layer, "weights"):  # x[key]: selects
+            zero[outputs[0]] = zero[inputs[0]]
         elif role == "channelwise":
             zero[outputs[0]] = zero[inputs[0]] & _at_zero(layer, desc.size)
         elif role == "coupling":
@@ -171,8 +186,15 @@ def dead_channels(model):
     for group in groups:
         if not group.removable:
             continue
+        if "neurons" in {m.role for m in group.members}:  # a block's neuron adding nothing
+            alive = ~hub_blocks.dead_neurons(model.get_layer(group.layers("neurons")[0]))
+            if not alive.all() and alive.any():
+                found[group.id] = np.flatnonzero(alive)
+            continue
         if "heads" in {m.role for m in group.members}:  # a head adding nothing
-            alive = ~heads.dead_heads(model.get_layer(group.layers("heads")[0]))
+            layer = model.get_layer(group.layers("heads")[0])
+            dead = (hub_blocks.dead_heads if layer.name in graph.blocks else heads.dead_heads)
+            alive = ~dead(layer)
             if not alive.all() and alive.any():
                 found[group.id] = np.flatnonzero(alive)
             continue

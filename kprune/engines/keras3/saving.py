@@ -10,6 +10,7 @@ Example:
     >>> pruned = kprune.load_model("ckpt.keras")   # a Keras 3 model again; fit again
 """
 
+import sys
 from pathlib import Path
 
 from kprune.engines.keras3 import helpers
@@ -57,4 +58,8 @@ def load_model(path, *, compile=True, custom_objects=None):
         >>> load_model("ckpt.keras").get_layer("prune_low_magnitude_fc1").masks
     """
     objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
+    if "keras_hub" in sys.modules:  # KerasHub blocks that lost heads (never imported here)
+        from kprune.engines.keras3 import sized_blocks
+
+        sized_blocks.register()
     return keras.models.load_model(str(path), custom_objects=objects, compile=compile)
