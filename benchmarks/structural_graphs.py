@@ -209,7 +209,7 @@ def run(*, data_dir, work, seed=0, quick=False):
                      "params": params,
                      "params_kept": params / dense.count_params(), "macs": macs,
                      "macs_kept": macs / measure.count_macs(dense),
-                     "bytes": measure.file_sizes(path)["bytes"],
+                     "bytes": path.stat().st_size,
                      "channels": _channels(model)}
             if name in TRAINED:
                 entry["accuracy"] = measure.evaluate_tflite(path, x_test, y_test)
