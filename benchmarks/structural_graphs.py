@@ -63,6 +63,10 @@ ROWS = [("dense", 0.0, None, None), ("global-25", 0.25, "global", None),
         ("global-50", 0.5, "global", None), ("global-75", 0.75, "global", None),
         ("global-50-macs", 0.5, "global", "macs"), ("layer-50", 0.5, "layer", None)]
 QUICK_ROWS = ["dense", "global-50", "global-50-macs", "layer-50"]
+#: --quick: the application model's rows. Each of its .tflite conversions takes ~25 s (its
+#: ~150 layers), so the quick run converts the dense and the 50 % global one only; the other
+#: scopes' graphs are the same kinds of layers, and the trained models run every quick row.
+QUICK_APPLICATION_ROWS = ["dense", "global-50"]
 #: Models from tf_keras.applications, random weights: (builder, input shape, options).
 APPLICATIONS = {"resnet50": ("ResNet50", (64, 64, 3), {}),
                 "mobilenetv2": ("MobileNetV2", (96, 96, 3), {})}
@@ -89,7 +93,8 @@ def build_parser():
                     "residual CNN: parameters, MACs, LiteRT latency and accuracy.",
     )
     add_standard_options(parser, quick_help="2,000 training images, one small MobileNetV2, "
-                         "dense / 50 %% rows only (a smoke test)", default_out=DEFAULT_OUT)
+                         "dense / 50 %% rows only (the MobileNetV2: dense and 50 %% global); "
+                         "a smoke test", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "structural_graphs",
                         help="folder for the .tflite files")
     return parser
@@ -146,6 +151,9 @@ def run(*, data_dir, work, seed=0, quick=False):
     cfg = QUICK if quick else FULL
     rows = [row for row in ROWS if not quick or row[0] in QUICK_ROWS]
     applications = QUICK_APPLICATIONS if quick else APPLICATIONS
+    rows_of = dict.fromkeys(TRAINED, rows)  # model name -> its rows
+    rows_of.update(dict.fromkeys(applications, [
+        row for row in rows if not quick or row[0] in QUICK_APPLICATION_ROWS]))
     keras = _compat.keras
     threads_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
@@ -168,7 +176,7 @@ def run(*, data_dir, work, seed=0, quick=False):
         log(f"{name}: dense, {dense_epochs} epoch(s)")
         fit(trained, dense_epochs)
         built[name] = {}
-        for row, fraction, scope, cost in rows:
+        for row, fraction, scope, cost in rows_of[name]:
             log(f"{name}/{row}: {tune_epochs} more epoch(s)")
             model = (copy_model(trained) if scope is None
                      else structural.prune(trained, fraction, scope=scope, cost=cost))
@@ -182,7 +190,7 @@ def run(*, data_dir, work, seed=0, quick=False):
         log(f"{name}: {dense.count_params():,} parameters, pruning")
         built[name] = {row: dense if scope is None else structural.prune(
                            dense, fraction, scope=scope, cost=cost)
-                       for row, fraction, scope, cost in rows}
+                       for row, fraction, scope, cost in rows_of[name]}
         notes[name] = f"tf_keras.applications.{builder}(weights=None), random weights"
 
     work = Path(work)
@@ -190,7 +198,7 @@ def run(*, data_dir, work, seed=0, quick=False):
     for name, variants in built.items():
         dense = variants["dense"]
         files, table = {}, []
-        for row, fraction, scope, cost in rows:
+        for row, fraction, scope, cost in rows_of[name]:
             model = variants[row]
             path = work / name / f"{row}.tflite"
             log(f"{name}/{row}: export")
@@ -201,7 +209,7 @@ def run(*, data_dir, work, seed=0, quick=False):
                      "params": params,
                      "params_kept": params / dense.count_params(), "macs": macs,
                      "macs_kept": macs / measure.count_macs(dense),
-                     "bytes": measure.file_sizes(path)["bytes"],
+                     "bytes": path.stat().st_size,
                      "channels": _channels(model)}
             if name in TRAINED:
                 entry["accuracy"] = measure.evaluate_tflite(path, x_test, y_test)
