@@ -157,22 +157,10 @@ def main(argv=None):
     if seeds < 1:
         print(f"error: --seeds must be at least 1. Received: --seeds {seeds}", file=sys.stderr)
         return 2
-    if args.only == ["tfmot"]:  # part 1 alone: its own JSON and README block
-        paths = output_paths(args, name="peers_tfmot", default_out=TFMOT_OUT)
-        if paths is None:
-            return 2
-        out, readme = paths
-        markers = (TFMOT_BEGIN, TFMOT_END)
-    elif any(part in MNIST_PARTS for part in args.only):
-        paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
-        if paths is None:
-            return 2
-        out, readme = paths
-        markers = (BEGIN, END)
-    else:  # part 3 alone: no MNIST, its own JSON and README block
-        out = args.out or (REPO / "runs" / "peers_llm_quick.json" if args.quick else LLM_OUT)
-        readme = None if args.no_readme else (args.readme or (None if args.quick else README))
-        markers = (LLM_BEGIN, LLM_END)
+    paths = outputs(args)
+    if paths is None:
+        return 2
+    out, readme, markers = paths
     if args.lm_steps is not None and args.lm_steps < 1:
         print(f"error: --lm-steps must be at least 1. Received: {args.lm_steps}",
               file=sys.stderr)
@@ -191,6 +179,21 @@ def main(argv=None):
     results = run(data_dir=args.data, work=args.work, seed=args.seed, seeds=seeds,
                   quick=args.quick, parts=args.only, overrides=epochs)
     return publish(results, out, readme, summary=markdown_summary(results), markers=markers)
+
+
+def outputs(args):
+    """``(results JSON, README or None, README markers)`` for parsed arguments; None when
+    MNIST is missing. Part 1 alone (``--only tfmot``) and part 3 alone have their own JSON
+    and README block, so that a run of one part keeps the figures of the others."""
+    if set(args.only) == {"tfmot"}:
+        paths = output_paths(args, name="peers_tfmot", default_out=TFMOT_OUT)
+        return None if paths is None else (*paths, (TFMOT_BEGIN, TFMOT_END))
+    if any(part in MNIST_PARTS for part in args.only):
+        paths = output_paths(args, name="peers", default_out=DEFAULT_OUT)
+        return None if paths is None else (*paths, (BEGIN, END))
+    out = args.out or (REPO / "runs" / "peers_llm_quick.json" if args.quick else LLM_OUT)
+    readme = None if args.no_readme else (args.readme or (None if args.quick else README))
+    return out, readme, (LLM_BEGIN, LLM_END)
 
 
 def peer_status():
