@@ -1246,6 +1246,8 @@ def leads_and_trails(results):
 
 
 def _fmt(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, float):
         return (f"{value:.4f}" if value < 10 else f"{value:,.2f}" if value < 1000
                 else f"{value:,.0f}")
