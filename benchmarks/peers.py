@@ -938,6 +938,12 @@ def run_llm_compressor(cfg, *, work, seed):
 # -- targets and report -------------------------------------------------------------------
 
 
+def _smallest(part, row):
+    """Part 1's file of ``row`` (any variant) with the fewest gzipped bytes; None if absent."""
+    files = [r for r in part.get("rows", []) if r["row"] == row]
+    return min(files, key=lambda r: r["gzip_bytes"]) if files else None
+
+
 def check_targets(results):
     """The issue's targets, each with what was measured and whether it was met."""
     checks = []
@@ -985,11 +991,8 @@ def check_targets(results):
                 "target": "kprune at 80 % as accurate as tfmot at 80 % (int8, within 0.1 pp)",
                 "measured": {"kprune_80": ours["accuracy"], "tfmot": theirs["accuracy"]},
                 "met": bool(ours["accuracy"] >= theirs["accuracy"] - ACCURACY_TOLERANCE)})
-        best = [r for r in part["rows"] if r["row"] == "kprune-best"]
-        tf = [r for r in part["rows"] if r["row"] == "tfmot"]
-        if best and tf:
-            ours = min(best, key=lambda r: r["gzip_bytes"])
-            theirs = min(tf, key=lambda r: r["gzip_bytes"])
+        ours, theirs = _smallest(part, "kprune-best"), _smallest(part, "tfmot")
+        if ours and theirs:
             smaller = ours["gzip_bytes"] < theirs["gzip_bytes"]
             accurate = ours["accuracy"] >= theirs["accuracy"] - ACCURACY_TOLERANCE
             checks.append({
@@ -1213,14 +1216,8 @@ def leads_and_trails(results):
                    f"{theirs['prune_s']:.2f} s.")
     part = results.get("tfmot", {})
     by = {(r["row"], r["variant"]): r for r in part.get("rows", [])}
-    smallest = {}
-    for row in part.get("rows", []):
-        known = smallest.get(row["row"])
-        if row["row"] in ("tfmot", "kprune-best") and (
-                known is None or row["gzip_bytes"] < known["gzip_bytes"]):
-            smallest[row["row"]] = row
-    if len(smallest) == 2:
-        ours, theirs = smallest["kprune-best"], smallest["tfmot"]
+    ours, theirs = _smallest(part, "kprune-best"), _smallest(part, "tfmot")
+    if ours and theirs:
         gap = 100 * (ours["accuracy"] - theirs["accuracy"])
         word = ("leads" if gap > 100 * ACCURACY_TOLERANCE else "trails"
                 if gap < -100 * ACCURACY_TOLERANCE else "ties (within 0.1 pp)")
