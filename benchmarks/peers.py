@@ -115,9 +115,9 @@ FULL = dict(n_train=None, n_test=None, cnn="seed-cnn", cnn_epochs=2, cnn_tune_ep
             res_tune_epochs=2, calibration=200, bisect_steps=14, rounds=9, repeats=100,
             warmup=10, torch_repeats=100, exports=("float", "int8", "sparse-int8"),
             lm=None)  # part 3: post_training's full LM (filled in below)
-#: --quick: the 50 % budget only; part 1 keeps the seed CNN (kprune-best's recipe is written
-#: for its layers)
-QUICK = dict(n_train=2000, n_test=500, cnn="seed-cnn", cnn_epochs=1, cnn_tune_epochs=1,
+#: --quick: the 50 % budget only; part 1 on LeNet-5 (431 k parameters), the smallest built-in
+#: model with the layers kprune-best's seed-CNN recipe names (conv1, conv2, fc1, head)
+QUICK = dict(n_train=2000, n_test=500, cnn="lenet-5", cnn_epochs=1, cnn_tune_epochs=1,
              res_epochs=1, budgets=(0.5,),
              res_tune_epochs=1, calibration=50, bisect_steps=6, rounds=2, repeats=5,
              warmup=2, torch_repeats=5, exports=("int8",),
