@@ -153,6 +153,32 @@ def test_peers_llm_quick(tmp_path):
     assert text.startswith("before\n") and text.endswith("after\n")
 
 
+def assert_part_one(part):
+    """Part 1 in --quick (LeNet-5, 2,000 images: 16 steps a fine-tune): tfmot and
+    kprune-80 at 80 %, kprune-best as its recipe says, in the same budget."""
+    sparsity = part["sparsity"]
+    assert part["model"] == "lenet-5" and part["steps"] == 16
+    assert sparsity["tfmot"]["overall"] == pytest.approx(0.8, abs=0.01)
+    # PruningPlan.uniform leaves the head dense
+    assert sparsity["kprune-80"]["fc1"] == pytest.approx(0.8, abs=0.01)
+    assert sparsity["kprune-80"]["head"] == 0 and sparsity["dense"]["overall"] < 0.01
+    # kprune-best: half the channels gone, fc1 at 95 % of its blocks, the head dense; its
+    # overall sparsity counts the removed weights as pruned
+    best = part["notes"]["kprune-best"]
+    assert best["recipe"] == "examples/seed_cnn_max_compression.yaml"
+    assert best["params"] < 0.5 * part["params"]
+    assert sparsity["kprune-best"]["fc1"] == pytest.approx(0.95, abs=0.01)
+    assert sparsity["kprune-best"]["head"] == 0
+    assert sparsity["kprune-best"]["overall"] > 0.9
+    # the budget of the other rows, shared 1 : 2 as the recipe's epochs
+    split = best["split"]
+    assert split["structural_fine_tune_steps"] + split["prune_steps"] == part["steps"]
+    assert split["prune_steps"] == 2 * split["steps_per_recipe_epoch"] == 10
+    rows = {(r["row"], r["variant"]): r for r in part["rows"]}
+    assert all(0 < r["accuracy"] <= 1 and r["step_ms"] > 0 for r in rows.values())
+    assert rows[("kprune-best", "int8")]["bytes"] < 0.5 * rows[("tfmot", "int8")]["bytes"]
+
+
 @pytest.mark.slow
 def test_peers_quick(mnist_dir, tmp_path):
     need_peers()
@@ -174,14 +200,9 @@ def test_peers_quick(mnist_dir, tmp_path):
         ("50%", "sparsegpt"), ("50%", "wanda"), ("2:4", "sparsegpt"), ("2:4", "wanda")]
     rows = {(r["row"], r["variant"]): r for r in results["tfmot"]["rows"]}
     assert set(rows) == {("dense", "float"), ("dense", "int8"), ("dense-ft", "int8"),
-                         ("tfmot", "int8"), ("kprune-default", "int8"), ("kprune-80", "int8")}
-    sparsity = results["tfmot"]["sparsity"]
-    assert sparsity["tfmot"]["overall"] == pytest.approx(0.8, abs=0.02)
-    # quick mode prunes tfmot's tutorial CNN, whose kernels are mostly the head that
-    # PruningPlan.uniform leaves dense: its conv is at 80 %
-    kprune_80 = [v for k, v in sparsity["kprune-80"].items() if k != "overall"]
-    assert max(kprune_80) == pytest.approx(0.8, abs=0.02) and sparsity["dense"]["overall"] < 0.01
-    assert all(0 < r["accuracy"] <= 1 and r["step_ms"] > 0 for r in rows.values())
+                         ("tfmot", "int8"), ("kprune-default", "int8"), ("kprune-80", "int8"),
+                         ("kprune-best", "int8")}
+    assert_part_one(results["tfmot"])
     part = results["torch_pruning"]
     assert part["transfer_max_difference"] <= 1e-4
     structural = {r["row"]: r for r in part["rows"]}
@@ -219,15 +240,58 @@ def test_missing_peer_is_reported_and_the_rest_runs(mnist_dir, tmp_path, monkeyp
     assert code == 0
     results = json.loads(out.read_text())
     assert "No module named 'torch'" in results["torch_pruning"]["skipped"]
-    assert len(results["tfmot"]["rows"]) == 6
+    assert len(results["tfmot"]["rows"]) == 7
+    assert_part_one(results["tfmot"])
     assert [c["target"] for c in results["targets"]] == [
         "kprune at 80 % as accurate as tfmot at 80 % (int8, within 0.1 pp)",
-        "kprune's smallest int8 file (gzipped) smaller than tfmot's"]
+        "kprune's best recipe: a smaller file (gzipped) than tfmot's smallest, as accurate "
+        "(within 0.1 pp)"]
     text = peers.markdown_summary(results)
     assert "Peers not installed" in text and "Torch-Pruning part skipped" in text
     assert "| tfmot | int8 |" in text and "kprune-80 against tfmot's recipe" in text
+    assert "| kprune-best | int8 |" in text and "kprune's best recipe against tfmot's" in text
+    assert "`kprune-best`: the steps of `examples/seed_cnn_max_compression.yaml`" in text
     assert "No module named 'llmcompressor'" in results["llm_compressor"]["skipped"]
     assert "llm-compressor part skipped" in text
+
+
+def _part_one(best, tfmot):
+    """A part-1 result with kprune-best's and tfmot's smallest files: (accuracy, gzip bytes)."""
+    rows = []
+    for name, (accuracy, size) in (("kprune-best", best), ("tfmot", tfmot)):
+        rows += [{"row": name, "variant": "int8", "accuracy": accuracy, "gzip_bytes": size},
+                 {"row": name, "variant": "float", "accuracy": 0.99, "gzip_bytes": 10 * size}]
+    return {"tfmot": {"rows": rows}}
+
+
+@pytest.mark.parametrize("best, tfmot, met", [
+    ((0.9860, 80_000), (0.9864, 1_000_000), True),    # smaller, 0.04 pp less: within 0.1 pp
+    ((0.9850, 80_000), (0.9864, 1_000_000), False),   # smaller but 0.14 pp less accurate
+    ((0.9900, 1_000_001), (0.9864, 1_000_000), False),  # as accurate, one byte bigger
+])
+def test_best_recipe_target_needs_a_smaller_file_and_the_same_accuracy(best, tfmot, met):
+    (check,) = peers.check_targets(_part_one(best, tfmot))
+    assert check["target"].startswith("kprune's best recipe: a smaller file")
+    assert check["met"] is met
+    assert check["measured"]["kprune"] == "kprune-best/int8"
+    assert check["measured"]["tfmot_gzip_bytes"] == tfmot[1]
+
+
+def test_part_one_alone_has_its_own_results_and_readme_block(tmp_path):
+    parser = peers.build_parser()
+    args = parser.parse_args(["--only", "tfmot", "--data", str(tmp_path)])
+    assert peers.outputs(args) == (peers.TFMOT_OUT, peers.README,
+                                   (peers.TFMOT_BEGIN, peers.TFMOT_END))
+    args = parser.parse_args(["--only", "tfmot", "torch-pruning", "--data", str(tmp_path)])
+    assert peers.outputs(args) == (peers.DEFAULT_OUT, peers.README, (peers.BEGIN, peers.END))
+
+
+def test_best_recipe_must_be_gradual_with_channels_first(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: seed-cnn\nworkflow: {name: one-shot, epochs: 1}\n")
+    with pytest.raises(ValueError, match="applies a gradual recipe with a structural step "
+                                         "before it"):
+        peers.best_recipe(None, np.zeros((10, 28, 28, 1)), np.zeros(10), recipe)
 
 
 def test_bisect_finds_the_largest_model_within_budget():
