@@ -42,6 +42,7 @@ def _random_statistics(model, rng):
                                rng.normal(0, 0.2, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
 
 
+@pytest.mark.slow  # imports torch (and transformers): 7-18 s
 def test_keras_to_torch_transfer_outputs_equal():
     need_peers()
     from benchmarks import _peer_models as twins
@@ -77,6 +78,7 @@ def _random_lm(rng, **sizes):
     return model, cfg
 
 
+@pytest.mark.slow  # imports torch (and transformers): 7-18 s
 def test_keras_lm_to_gpt2_transfer_logits_equal():
     need_llm_peers()
     import torch
