@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import functools
 
-from kprune.engines.keras3 import helpers
 from kprune.core import layers
+from kprune.engines.keras3 import helpers
 
 __all__ = ["sized_class", "register"]
 
