@@ -166,8 +166,9 @@ def train_lm(cfg, seed, build=language_model):
     model = build(**cfg)
     steps = cfg["steps"]
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(schedule),  # eager: no tracing (tiny runs)
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=cfg.get("eager", False))
     start = time.perf_counter()
     model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
     train_seconds = time.perf_counter() - start
