@@ -1,4 +1,5 @@
-"""Structural pruning of a small ViT: half its heads and neurons, or a quarter of its blocks.
+"""Structural pruning of a small ViT and a byte-level language model: half their heads and
+neurons, or a quarter of their blocks.
 
 A Keras 3 ViT-style classifier (patches by a strided ``Conv2D``, pre-norm blocks of
 ``MultiHeadAttention`` and a GELU feed-forward ``Dense`` pair, the tokens flattened into a ``Dense``
@@ -24,8 +25,14 @@ accuracy and size by ``kprune.report.compare``, and their latency at batch 1, on
 interleaved rounds by ``kprune.measure.latency_rounds`` (median of within-round ratios to
 the dense file, with the range).
 
-    python -m benchmarks.transformer_structural            # full MNIST
-    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT
+The language model is the post-training benchmark's byte-level GPT (``benchmarks.post_training``:
+its corpus, split, sizes and schedule, with fewer steps) with keras ``MultiHeadAttention``
+called with ``use_causal_mask=True`` in place of its weightless attention layer, so that
+kprune sees its heads; the same rows, scored by held-out perplexity and next-byte accuracy
+(Keras and LiteRT), the fine-tune one epoch over fresh training windows.
+
+    python -m benchmarks.transformer_structural            # full MNIST and the full LM
+    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT, a tiny LM
 
 Writes the results JSON (``--out``; default ``benchmarks/results/transformer_structural.json``),
 the report and .tflite files (``--work``; default ``runs/transformer_structural``), and in
@@ -193,11 +200,12 @@ def run_lm(*, work, seed=0, quick=False):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.transformer_structural",
-        description="Heads, feed-forward neurons and blocks of a small ViT on MNIST removed "
-                    "with calibration-based criteria and the least-squares correction: "
-                    "accuracy, MACs, parameters and LiteRT latency.")
-    add_standard_options(parser, quick_help="400 training images, a 2-block ViT (a smoke "
-                         "test)", default_out=DEFAULT_OUT)
+        description="Heads, feed-forward neurons and blocks of a small ViT on MNIST and of a "
+                    "byte-level language model removed with calibration-based criteria and "
+                    "the least-squares correction: accuracy (perplexity), MACs, parameters "
+                    "and LiteRT latency.")
+    add_standard_options(parser, quick_help="400 training images, a 2-block ViT, a tiny LM "
+                         "(a smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "transformer_structural",
                         help="folder for the .tflite files and the report")
     parser.add_argument("--dense-epochs", type=int,
