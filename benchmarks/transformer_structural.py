@@ -105,8 +105,8 @@ def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=
 LM_FULL = dict(context=64, width=128, heads=4, blocks=4, ffn=512, steps=1000, batch=32,
                train_bytes=4_000_000, calibration=128, held_out=512, tune_windows=4096,
                rounds=7, repeats=100)
-LM_QUICK = dict(context=32, width=32, heads=4, blocks=2, ffn=64, steps=20, batch=16,
-                train_bytes=200_000, calibration=16, held_out=64, tune_windows=64,
+LM_QUICK = dict(context=32, width=32, heads=4, blocks=2, ffn=64, steps=8, batch=16,
+                train_bytes=200_000, calibration=8, held_out=32, tune_windows=16,
                 rounds=2, repeats=5, eager=True,  # eager: a few steps cost less than tracing
                 exported=EXPORTED[:2])  # each conversion takes seconds
 
@@ -148,6 +148,7 @@ def run_lm(*, work, seed=0, quick=False):
     from benchmarks import post_training
     from kprune import measure
 
+    started = elapsed()
     cfg = dict(LM_QUICK if quick else LM_FULL)
     trained = post_training.train_lm(cfg, seed, build=language_model)
     dense, calibration = trained["model"], trained["calibration"]
@@ -179,7 +180,9 @@ def run_lm(*, work, seed=0, quick=False):
                                       for name, result in files.items()},
                                      baseline="dense/float", rounds=cfg["rounds"],
                                      repeats=cfg["repeats"])
+    log(f"lm half: {elapsed() - started:.1f} s")
     return {
+        "seconds": round(elapsed() - started, 1),
         "settings": dict(cfg, heads_fraction=HEADS, neurons=NEURONS, blocks_fraction=BLOCKS,
                          blocks_dropped=pruned["dropped"], blocks_unit="transformer"),
         "corpus": trained["corpus"],

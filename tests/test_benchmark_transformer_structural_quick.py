@@ -64,7 +64,7 @@ def _check_language_model(lm, text):
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
                           "heads+neurons fisher+ls", "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
-    assert rows["dense"]["perplexity"] < 150  # chance: 256 bytes
+    assert rows["dense"]["perplexity"] < 200  # chance: 256 bytes (8 training steps)
     assert lm["corpus"]["rule"].startswith("stdlib *.py")
     # half of the 2 x 4 heads and of the 2 x 64 neurons, the residual stream (embedding and
     # learned positions) and the vocabulary head whole
