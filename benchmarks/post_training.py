@@ -144,24 +144,31 @@ def language_model(*, context, width, heads, blocks, ffn, **_):
 
 def perplexity(model, x, y):
     """``exp`` of the mean next-byte cross-entropy on ``(x, y)``."""
+    return perplexity_of_logits(model.predict(x, batch_size=64, verbose=0), y)
+
+
+def perplexity_of_logits(logits, y):
+    """``exp`` of the mean cross-entropy of next-byte ``logits`` against the bytes ``y``
+    (from Keras or from a LiteRT file alike)."""
     keras = _keras()
-    logits = model.predict(x, batch_size=64, verbose=0)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits)
     return float(np.exp(float(keras.ops.convert_to_numpy(loss))))
 
 
-def train_lm(cfg, seed):
-    """Train the byte LM of ``cfg`` on the corpus; returns the model and its data:
-    ``dict(model, train_seconds, dense, eval=(x, y), calibration=x, corpus=...)``."""
+def train_lm(cfg, seed, build=language_model):
+    """Train the byte LM of ``cfg`` (made by ``build(**cfg)``) on the corpus; returns the
+    model and its data: ``dict(model, train_seconds, dense, eval=(x, y), calibration=x,
+    train_tokens, corpus=...)``."""
     keras = _keras()
     keras.utils.set_random_seed(seed)
     train, calibration, held_out, files = corpus(cfg["train_bytes"])
     x, y = windows(train, cfg["context"], cfg["steps"] * cfg["batch"], seed)
-    model = language_model(**cfg)
+    model = build(**cfg)
     steps = cfg["steps"]
     schedule = keras.optimizers.schedules.CosineDecay(1e-3, steps, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.Adam(schedule),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=keras.optimizers.Adam(schedule),  # eager: no tracing (tiny runs)
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=cfg.get("eager", False))
     start = time.perf_counter()
     model.fit(x, y, batch_size=cfg["batch"], epochs=1, verbose=0)
     train_seconds = time.perf_counter() - start
@@ -170,7 +177,7 @@ def train_lm(cfg, seed):
     dense = perplexity(model, x_eval, y_eval)
     log(f"lm: trained {steps} steps in {train_seconds:.0f} s; held-out perplexity {dense:.3f}")
     return dict(model=model, train_seconds=train_seconds, dense=dense, eval=(x_eval, y_eval),
-                calibration=x_cal,
+                calibration=x_cal, train_tokens=train,
                 corpus=dict(files=files, train_bytes=len(train),
                             calibration_bytes=len(calibration), held_out_bytes=len(held_out),
                             rule="stdlib *.py sorted by name; index % 10 == 0 held out, == 1 "

@@ -1,4 +1,5 @@
-"""Structural pruning of a small ViT: half its heads and neurons, or a quarter of its blocks.
+"""Structural pruning of a small ViT and a byte-level language model: half their heads and
+neurons, or a quarter of their blocks.
 
 A Keras 3 ViT-style classifier (patches by a strided ``Conv2D``, pre-norm blocks of
 ``MultiHeadAttention`` and a GELU feed-forward ``Dense`` pair, the tokens flattened into a ``Dense``
@@ -24,8 +25,14 @@ accuracy and size by ``kprune.report.compare``, and their latency at batch 1, on
 interleaved rounds by ``kprune.measure.latency_rounds`` (median of within-round ratios to
 the dense file, with the range).
 
-    python -m benchmarks.transformer_structural            # full MNIST
-    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT
+The language model is the post-training benchmark's byte-level GPT (``benchmarks.post_training``:
+its corpus, split, sizes and schedule, with fewer steps) with keras ``MultiHeadAttention``
+called with ``use_causal_mask=True`` in place of its weightless attention layer, so that
+kprune sees its heads; the same rows, scored by held-out perplexity and next-byte accuracy
+(Keras and LiteRT), the fine-tune one epoch over fresh training windows.
+
+    python -m benchmarks.transformer_structural            # full MNIST and the full LM
+    python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT, a tiny LM
 
 Writes the results JSON (``--out``; default ``benchmarks/results/transformer_structural.json``),
 the report and .tflite files (``--work``; default ``runs/transformer_structural``), and in
@@ -55,6 +62,14 @@ QUICK = dict(n_train=400, n_test=200, dense_epochs=2, tune_epochs=1, tune_images
 #: The models exported to TFLite and timed, the baseline first.
 EXPORTED = ("dense", "heads+neurons fisher+ls+ft", "blocks influence+ft")
 TARGETS = {"x_faster": 1.5, "pp_within_dense": 1.0}  # at half the heads and neurons
+#: Published rows for the README, beside ours: (source, what was removed, speed, lost).
+PUBLISHED = [
+    ("Kwon et al. 2022, BERT-base (GLUE, SQuAD)", "heads and filters (Fisher mask search, "
+     "least-squares mask tuning), 2.0x fewer FLOPs", "1.56x lower latency",
+     "under 1 % accuracy, no retraining"),
+    ("ShortGPT (Men et al. 2024), LLaMA-2-13B", "10 of 40 layers, 25 % (block influence)",
+     "about 25 % fewer parameters and computation", "MMLU 55.0 -> 52.2, no retraining"),
+]
 
 
 def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=(28, 28, 1)):
@@ -85,14 +100,114 @@ def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=
     return keras.Model(image, L.Dense(classes, name="head")(x), name="vit")
 
 
+#: The language model: the post-training benchmark's byte-level GPT (same corpus, split,
+#: sizes and training schedule, fewer steps to fit the run) with keras ``MultiHeadAttention``.
+LM_FULL = dict(context=64, width=128, heads=4, blocks=4, ffn=512, steps=1000, batch=32,
+               train_bytes=4_000_000, calibration=128, held_out=512, tune_windows=4096,
+               rounds=7, repeats=100)
+LM_QUICK = dict(context=32, width=32, heads=4, blocks=2, ffn=64, steps=8, batch=16,
+                train_bytes=200_000, calibration=8, held_out=32, tune_windows=16,
+                rounds=2, repeats=5, eager=True,  # eager: a few steps cost less than tracing
+                exported=EXPORTED[:2])  # each conversion takes seconds
+
+
+def language_model(*, context, width, heads, blocks, ffn, **_):
+    """The post-training benchmark's byte-level GPT (pre-LN blocks, GELU feed-forward,
+    learned positions, no bias on the head) with its attention a keras
+    ``MultiHeadAttention`` called with ``use_causal_mask=True``, whose heads kprune removes.
+
+    Example:
+        >>> language_model(context=32, width=32, heads=4, blocks=2, ffn=64).get_layer(
+        ...     "mha_2").get_config()["num_heads"]
+        4
+    """
+    import keras
+    import keras_hub
+
+    L = keras.layers
+    tokens = keras.Input((context,), dtype="int32", name="tokens")
+    h = L.Embedding(256, width, name="embed")(tokens)
+    h = L.Add(name="add_positions")([h, keras_hub.layers.PositionEmbedding(
+        context, name="positions")(h)])
+    for b in range(1, blocks + 1):
+        a = L.LayerNormalization(name=f"ln_a{b}")(h)
+        h = L.Add(name=f"add_a{b}")([h, L.MultiHeadAttention(
+            heads, width // heads, name=f"mha_{b}")(a, a, use_causal_mask=True)])
+        f = L.LayerNormalization(name=f"ln_f{b}")(h)
+        f = L.Dense(ffn, activation="gelu", name=f"ffn_up_{b}")(f)
+        h = L.Add(name=f"add_f{b}")([h, L.Dense(width, name=f"ffn_down_{b}")(f)])
+    h = L.LayerNormalization(name="ln_final")(h)
+    return keras.Model(tokens, L.Dense(256, use_bias=False, name="head")(h), name="byte_gpt")
+
+
+def run_lm(*, work, seed=0, quick=False):
+    """The language-model half: train, prune, correct, fine-tune, export and measure."""
+    import keras
+    import numpy as np
+
+    from benchmarks import post_training
+    from kprune import measure
+
+    started = elapsed()
+    cfg = dict(LM_QUICK if quick else LM_FULL)
+    trained = post_training.train_lm(cfg, seed, build=language_model)
+    dense, calibration = trained["model"], trained["calibration"]
+    x_eval, y_eval = trained["eval"]
+    x_tune, y_tune = post_training.windows(trained["train_tokens"], cfg["context"],
+                                           cfg["tune_windows"], seed + 3)
+
+    def fine_tune(model):
+        model.compile(optimizer=keras.optimizers.Adam(3e-4),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      run_eagerly=cfg.get("eager", False))
+        model.fit(x_tune, y_tune, batch_size=cfg["batch"], epochs=1, verbose=0)
+        return model
+
+    def scores(logits):
+        return {"perplexity": post_training.perplexity_of_logits(logits, y_eval),
+                "accuracy": float(np.mean(np.argmax(logits, -1) == y_eval))}
+
+    pruned = pruned_models(dense, calibration, exclude=(), fine_tune=fine_tune,
+                           tuning=f"one epoch over {len(x_tune):,} fresh training windows")
+    built, seconds = pruned["built"], pruned["seconds"]
+    rows = measured_rows(built, seconds, lambda model: scores(
+        model.predict(x_eval, batch_size=64, verbose=0)))
+    files = exported(built, cfg.get("exported", EXPORTED), work, prefix="lm_")
+    litert = {f"{name}/float": dict(scores(measure.predict_tflite(result.path, x_eval)),
+                                    bytes=result.bytes) for name, result in files.items()}
+    log(f"lm latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
+    latency = measure.latency_rounds({f"{name}/float": result.path
+                                      for name, result in files.items()},
+                                     baseline="dense/float", rounds=cfg["rounds"],
+                                     repeats=cfg["repeats"])
+    log(f"lm half: {elapsed() - started:.1f} s")
+    return {
+        "seconds": round(elapsed() - started, 1),
+        "settings": dict(cfg, heads_fraction=HEADS, neurons=NEURONS, blocks_fraction=BLOCKS,
+                         blocks_dropped=pruned["dropped"], blocks_unit="transformer"),
+        "corpus": trained["corpus"],
+        "train_seconds": round(trained["train_seconds"], 1),
+        "fisher_seconds": seconds["fisher scores"],
+        "selection": str(pruned["keep"]),
+        "models": rows,
+        "block_influence": pruned["scores"],
+        "structural": pruned["structural"],
+        "litert": litert,
+        "latency": latency,
+        "targets": dict(targets(rows, latency), perplexity_ratio_with_correction_no_fine_tune=(
+            rows["heads+neurons fisher+ls"]["perplexity"] / rows["dense"]["perplexity"])),
+    }
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.transformer_structural",
-        description="Heads, feed-forward neurons and blocks of a small ViT on MNIST removed "
-                    "with calibration-based criteria and the least-squares correction: "
-                    "accuracy, MACs, parameters and LiteRT latency.")
-    add_standard_options(parser, quick_help="400 training images, a 2-block ViT (a smoke "
-                         "test)", default_out=DEFAULT_OUT)
+        description="Heads, feed-forward neurons and blocks of a small ViT on MNIST and of a "
+                    "byte-level language model removed with calibration-based criteria and "
+                    "the least-squares correction: accuracy (perplexity), MACs, parameters "
+                    "and LiteRT latency.")
+    add_standard_options(parser, quick_help="400 training images, a 2-block ViT, a tiny LM "
+                         "(a smoke test)", default_out=DEFAULT_OUT)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "transformer_structural",
                         help="folder for the .tflite files and the report")
     parser.add_argument("--dense-epochs", type=int,
@@ -121,9 +236,8 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     """Train, prune, correct, fine-tune, export and measure; return the results dict."""
     import keras
 
-    from kprune import data, export, measure, report, structural
+    from kprune import data, measure, report
     from kprune.engines.classifier import accuracy, compile_classifier
-    from kprune.engines.wrap import copy_model
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("the LiteRT export needs the TensorFlow backend "
@@ -148,8 +262,60 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     dense = vit(**cfg["vit"])
     log(f"dense ViT {cfg['vit']}, {cfg['dense_epochs']} epoch(s)")
     fit(dense, cfg["dense_epochs"], 1e-3)
-    tune = cfg["tune_epochs"]
+    tune, images = cfg["tune_epochs"], cfg["tune_images"]
     stream = ("patch",)  # the residual stream stays whole: heads and neurons only
+    pruned = pruned_models(dense, calibration, exclude=stream,
+                           fine_tune=lambda model: fit(model, tune, 3e-4, images),
+                           tuning=f"{tune} epoch(s) over {images or len(x_train):,} images")
+    built, seconds, keep = pruned["built"], pruned["seconds"], pruned["keep"]
+    rows = measured_rows(built, seconds,
+                         lambda model: {"accuracy": float(accuracy(model, x_test, y_test))})
+    variants = [report.Variant.from_export(result, model=built[name], group=name)
+                for name, result in exported(built, EXPORTED, work).items()]
+    log(f"LiteRT accuracy and size of {len(variants)} .tflite files")
+    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
+                              out_dir=work, latency_repeats=0, plots=False,
+                              title="transformer structural pruning")
+    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
+    latency = measure.latency_rounds({v.name: v.path for v in variants},
+                                     baseline="dense/float", rounds=cfg["rounds"],
+                                     repeats=cfg["repeats"])
+    lm = run_lm(work=work, seed=seed, quick=quick)
+    return {
+        "benchmark": "transformer_structural",
+        "mode": "quick" if quick else "full",
+        "seed": seed,
+        "repeats": 1,
+        "settings": dict(cfg, heads=HEADS, neurons=NEURONS, blocks=BLOCKS,
+                         blocks_dropped=pruned["dropped"], blocks_unit="transformer",
+                         excluded=list(stream)),
+        "fisher_seconds": seconds["fisher scores"],
+        "selection": str(keep),
+        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
+        "keras": keras.__version__,
+        "models": rows,
+        "block_influence": pruned["scores"],
+        "structural": pruned["structural"],
+        "report": measured.data,
+        "latency": latency,
+        "targets": targets(rows, latency),
+        "lm": lm,
+        "seconds": round(elapsed(), 1),
+    }
+
+
+def pruned_models(dense, calibration, *, exclude, fine_tune, tuning):
+    """The benchmark's rows for one trained model, with no labels: half its heads and
+    neurons by ``l1``, ``fisher`` and ``fisher`` + least squares; a quarter of its
+    transformer blocks (at least one) by influence; the corrected and block-dropped models
+    and a copy of ``dense`` after ``fine_tune(model)`` (``tuning`` says how, for the log).
+
+    Returns ``dict(built={row: model}, seconds={row: s}, keep=Selection, scores={block:
+    influence}, dropped=[blocks], structural={row: summary table})``.
+    """
+    from kprune import structural
+    from kprune.engines.wrap import copy_model
+
     fraction = {"heads": HEADS, "channels": NEURONS}
     built, seconds = {"dense": dense}, {}
 
@@ -159,12 +325,12 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         seconds[name] = round(elapsed() - start, 2)
         log(f"{name}: {seconds[name]:.1f} s")
 
-    timed("heads+neurons l1", lambda: structural.prune(dense, fraction, exclude=stream))
+    timed("heads+neurons l1", lambda: structural.prune(dense, fraction, exclude=exclude))
     start = elapsed()  # Fisher scores once; the corrected model re-fits the same removal
     keep = structural.select(dense, fraction, criterion="fisher", data=calibration,
-                             exclude=stream)
+                             exclude=exclude)
     seconds["fisher scores"] = round(elapsed() - start, 2)
-    log(f"Fisher scores on {len(calibration)} images, {seconds['fisher scores']:.1f} s:"
+    log(f"Fisher scores on {len(calibration)} inputs, {seconds['fisher scores']:.1f} s:"
         f"\n{keep}")
     timed("heads+neurons fisher", lambda: structural.remove_units(dense, keep))
     timed("heads+neurons fisher+ls", lambda: structural.correct(
@@ -178,56 +344,38 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     dropped = sorted(set(scores) - {layer.name for layer in built["blocks influence"].layers})
     log(f"dropped the transformer block(s) {dropped} of block influences "
         + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-    images = cfg["tune_images"]
-    log(f"fine-tune {tune} epoch(s) over {images or len(x_train):,} images: the corrected "
-        "model, the block-dropped one and the dense control")
+    log(f"fine-tune {tuning}: the corrected model, the block-dropped one and the dense "
+        "control")
     for name in ("heads+neurons fisher+ls", "blocks influence"):
-        built[f"{name}+ft"] = fit(copy_model(built[name]), tune, 3e-4, images)
-    built["dense+ft"] = fit(copy_model(dense), tune, 3e-4, images)
+        built[f"{name}+ft"] = fine_tune(copy_model(built[name]))
+    built["dense+ft"] = fine_tune(copy_model(dense))
+    return dict(built=built, seconds=seconds, keep=keep, scores=scores, dropped=dropped,
+                structural={name: structural.summary(dense, built[name]) for name in
+                            ("heads+neurons fisher+ls", "blocks influence")})
+
+
+def measured_rows(built, seconds, score):
+    """``{row: dict(score(model), macs, params, seconds)}`` of every built model, logged."""
+    from kprune import measure
 
     rows = {}
     for name, model in built.items():
-        rows[name] = {"accuracy": float(accuracy(model, x_test, y_test)),
-                      "macs": int(measure.count_macs(model)),
-                      "params": int(model.count_params()),
-                      "seconds": seconds.get(name)}
-        log(f"{name}: accuracy {rows[name]['accuracy']:.4f}, {rows[name]['macs']:,} MACs, "
-            f"{rows[name]['params']:,} params")
+        rows[name] = dict(score(model), macs=int(measure.count_macs(model)),
+                          params=int(model.count_params()), seconds=seconds.get(name))
+        log(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name].items()
+                                    if k not in ("macs", "params", "seconds"))
+            + f", {rows[name]['macs']:,} MACs, {rows[name]['params']:,} params")
+    return rows
+
+
+def exported(built, names, work, prefix=""):
+    """``{name: ExportResult}``: the models ``names`` written as float .tflite into ``work``."""
+    from kprune import export
+
     work = Path(work)
-    variants = []
-    for name in EXPORTED:
-        path = work / f"{name.replace(' ', '_').replace('+', '_')}.tflite"
-        result = export.to_tflite(built[name], path, variant="float")
-        variants.append(report.Variant.from_export(result, model=built[name], group=name))
-    log(f"LiteRT accuracy and size of {len(variants)} .tflite files")
-    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-                              out_dir=work, latency_repeats=0, plots=False,
-                              title="transformer structural pruning")
-    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
-    latency = measure.latency_rounds({v.name: v.path for v in variants},
-                                     baseline="dense/float", rounds=cfg["rounds"],
-                                     repeats=cfg["repeats"])
-    return {
-        "benchmark": "transformer_structural",
-        "mode": "quick" if quick else "full",
-        "seed": seed,
-        "repeats": 1,
-        "settings": dict(cfg, heads=HEADS, neurons=NEURONS, blocks=BLOCKS,
-                         blocks_dropped=dropped, blocks_unit="transformer",
-                         excluded=list(stream)),
-        "fisher_seconds": seconds["fisher scores"],
-        "selection": str(keep),
-        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
-        "keras": keras.__version__,
-        "models": rows,
-        "block_influence": scores,
-        "structural": {name: structural.summary(dense, built[name]) for name in
-                       ("heads+neurons fisher+ls", "blocks influence")},
-        "report": measured.data,
-        "latency": latency,
-        "targets": targets(rows, latency),
-        "seconds": round(elapsed(), 1),
-    }
+    return {name: export.to_tflite(
+        built[name], work / f"{prefix}{name.replace(' ', '_').replace('+', '_')}.tflite",
+        variant="float") for name in names}
 
 
 def targets(rows, latency):
@@ -291,7 +439,86 @@ def markdown_summary(results):
               f" within {TARGETS['pp_within_dense']:g} pp of dense after the correction with "
               f"no fine-tune: {met['pp_lost_with_correction_no_fine_tune']:.2f} pp lost "
               f"({'met' if met['pp_met'] else 'missed'})."]
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + lm_summary(results["lm"]) + [""]
+                     + published_table(results))
+
+
+def published_table(results):
+    """Our rows at half the heads and neurons and at a quarter of the blocks, beside the
+    published ones, with no retraining."""
+    lines = ["Beside the published rows (no retraining anywhere; ours with the least-squares "
+             "correction for heads and neurons, none for blocks):", "",
+             "| source | removed | speed | lost |", "|---|---|---|---|"]
+    for source, removed, speed, lost in PUBLISHED:
+        lines.append(f"| {source} | {removed} | {speed} | {lost} |")
+    for label, part in (("ViT on MNIST", results), ("byte LM", results["lm"])):
+        rows, files = part["models"], part["latency"]["files"]
+        dense = rows["dense"]
+        for row, file, removed in (
+                ("heads+neurons fisher+ls", "heads+neurons fisher+ls+ft/float",
+                 "50 % of heads and feed-forward neurons"),
+                ("blocks influence", "blocks influence+ft/float",
+                 f"{len(part['settings']['blocks_dropped'])} of "
+                 f"{len(part['block_influence'])} transformer blocks (block influence)")):
+            if file not in files:
+                continue
+            lost = f"{100 * (dense['accuracy'] - rows[row]['accuracy']):.2f} pp " + (
+                "accuracy" if "perplexity" not in dense else
+                f"next-byte accuracy, perplexity {rows[row]['perplexity'] / dense['perplexity']:.2f}x")
+            lines.append(f"| kprune here, {label} | {removed}, "
+                         f"{dense['macs'] / rows[row]['macs']:.2f}x fewer MACs | "
+                         f"{files[file]['x_faster']:.2f}x faster in LiteRT (after the "
+                         f"fine-tune; same shapes) | {lost} |")
+    return lines
+
+
+def lm_summary(lm):
+    """The language model's lines of the README text."""
+    cfg, rows, lat, met = lm["settings"], lm["models"], lm["latency"], lm["targets"]
+    dense = rows["dense"]
+    lines = [
+        f"Language model: the post-training benchmark's byte-level GPT with keras "
+        f"`MultiHeadAttention` (context {cfg['context']}, width {cfg['width']}, "
+        f"{cfg['heads']} heads, {cfg['blocks']} blocks, feed-forward {cfg['ffn']}), "
+        f"trained {cfg['steps']} steps of {cfg['batch']} windows in "
+        f"{lm['train_seconds'] / 60:.1f} min on the standard library's sources "
+        f"({lm['corpus']['files']} files, every 10th held out); scored on "
+        f"{cfg['held_out']} held-out windows (perplexity, and next-byte accuracy); "
+        f"calibration {cfg['calibration']} windows of the calibration files; fine-tune "
+        f"one epoch over {cfg['tune_windows']:,} fresh training windows. Fisher scores "
+        f"{lm['fisher_seconds']:.1f} s. Blocks dropped: {', '.join(cfg['blocks_dropped'])}.",
+        "",
+        "| model | perplexity | x dense | next-byte accuracy % | vs dense pp | MACs | "
+        "x fewer MACs | params | prune s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| `{name}` | {row['perplexity']:.3f} | "
+            f"{row['perplexity'] / dense['perplexity']:.2f} | {100 * row['accuracy']:.2f} | "
+            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {row['macs']:,} | "
+            f"{dense['macs'] / row['macs']:.2f} | {row['params']:,} | "
+            f"{'' if row['seconds'] is None else format(row['seconds'], '.1f')} |")
+    lines += [
+        "",
+        f"LiteRT, batch {lat['batch']}, {lat['threads']} thread, {lat['rounds']} interleaved "
+        f"rounds of {lat['repeats']} runs per file (as above):",
+        "",
+        "| file | LiteRT perplexity | KB | latency ms | x faster [range] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in lat["files"].items():
+        low, high = row["x_faster_range"]
+        lines.append(f"| `{name}` | {lm['litert'][name]['perplexity']:.3f} | "
+                     f"{lm['litert'][name]['bytes'] / 1024:.0f} | {row['median_ms']:.3f} | "
+                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] |")
+    lines += ["", f"Targets at half the heads and neurons: >= {TARGETS['x_faster']}x faster "
+              f"in LiteRT: {met['x_faster']:.2f}x ({'met' if met['x_faster_met'] else 'missed'});"
+              f" within {TARGETS['pp_within_dense']:g} pp of dense next-byte accuracy after the "
+              f"correction with no fine-tune: {met['pp_lost_with_correction_no_fine_tune']:.2f} "
+              f"pp lost ({'met' if met['pp_met'] else 'missed'}; perplexity "
+              f"{met['perplexity_ratio_with_correction_no_fine_tune']:.2f}x dense)."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -55,6 +55,42 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     text = readme.read_text()
     assert "OLD" not in text and "`heads+neurons fisher+ls+ft/float`" in text
     assert text.endswith("after\n")
+    _check_language_model(results["lm"], text)
+
+
+def _check_language_model(lm, text):
+    """The language-model half: a byte GPT with keras MultiHeadAttention, same rows."""
+    rows = lm["models"]
+    assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
+                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
+    assert rows["dense"]["perplexity"] < 200  # chance: 256 bytes (8 training steps)
+    assert lm["corpus"]["rule"].startswith("stdlib *.py")
+    # half of the 2 x 4 heads and of the 2 x 64 neurons, the residual stream (embedding and
+    # learned positions) and the vocabulary head whole
+    assert "removed 4 of 8 prunable heads" in lm["selection"]
+    assert "removed 64 of 128 prunable channels" in lm["selection"]
+    assert "'positions' (PositionEmbedding)" in lm["selection"]
+    for name in ("heads+neurons l1", "heads+neurons fisher", "heads+neurons fisher+ls",
+                 "heads+neurons fisher+ls+ft"):
+        assert rows[name]["params"] == 26_208 and rows[name]["macs"] == 589_824
+    assert rows["dense"]["params"] == 34_560 and rows["dense"]["macs"] == 917_504
+    # one of the two blocks: 4 heads of width 8 (query, key, value, output) and 32 -> 64 -> 32,
+    # with their two layer norms
+    per_block = 4 * 32 * 8 * 3 + 4 * 8 * 3 + 32 * 32 + 32 + 32 * 64 + 64 + 64 * 32 + 32 + 4 * 32
+    assert rows["dense"]["params"] - rows["blocks influence"]["params"] == per_block
+    assert set(lm["block_influence"]) == {"add_f1", "add_f2"}
+    assert len(lm["settings"]["blocks_dropped"]) == 1
+    # the correction re-fits the causal attention and the feed-forward outputs: it helps
+    assert rows["heads+neurons fisher+ls"]["perplexity"] < rows["heads+neurons fisher"][
+        "perplexity"]
+    for name, litert in lm["litert"].items():  # LiteRT answers as Keras does
+        assert litert["perplexity"] == pytest.approx(
+            rows[name.removesuffix("/float")]["perplexity"], rel=1e-3)
+    assert set(lm["latency"]["files"]) == {"dense/float", "heads+neurons fisher+ls+ft/float"}
+    assert lm["latency"]["threads"] == 1 and lm["latency"]["batch"] == 1
+    assert "perplexity_ratio_with_correction_no_fine_tune" in lm["targets"]
+    assert "| file | LiteRT perplexity | KB | latency ms | x faster [range] |" in text
 
 
 def test_dense_epochs_below_one_are_refused_before_any_work(tmp_path, capsys):

@@ -113,3 +113,45 @@ def test_the_attention_output_projection_is_refitted_after_head_removal(engine):
               for label, pruned in (("plain", plain), ("fixed", fixed))}
     # measured: 0.44 -> 0.046 (Keras 3), 0.011 -> 0.0005 (tf_keras) with 256 examples
     assert errors["fixed"] < 0.3 * errors["plain"]
+
+
+def _causal_contexts(layer, x, causal):
+    """What ``layer``'s output projection reads on ``x`` (self-attention), in numpy."""
+    qk, qb, kk, kb, vk, vb = (np.asarray(w, np.float64) for w in layer.get_weights()[:6])
+    q, key, v = (np.einsum("btd,dhk->bhtk", x, w) + b[:, None] for w, b in
+                 ((qk, qb), (kk, kb), (vk, vb)))
+    scores = q @ key.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    if causal:
+        scores = np.where(np.tril(np.ones(scores.shape[-2:], bool)), scores, -1e9)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    context = (weights / weights.sum(-1, keepdims=True)) @ v  # (b, heads, t, value_dim)
+    return context.transpose(0, 2, 1, 3).reshape(-1, context.shape[1] * context.shape[-1])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_causal_attention_is_refitted_on_what_its_heads_attend_to_causally(engine):
+    # a decoder's heads see earlier positions only: the fit must use those contexts
+    k = ENGINES[engine]
+    k.utils.set_random_seed(0)
+    tokens = k.Input((8,), dtype="int32", name="tokens")
+    h = k.layers.Embedding(30, 16, name="embed")(tokens)
+    out = k.layers.MultiHeadAttention(4, 4, name="mha")(h, h, use_causal_mask=True)
+    model = k.Model(tokens, out)
+    calibration = _tokens(64, 8, 30)
+    keep = structural.select(model, 0.5, scope="layer")
+    plain = structural.remove_units(model, keep)
+    fixed = structural.correct(model, plain, keep, calibration)
+    assert fixed.get_layer("mha").get_config()["num_heads"] == 2
+    embedded = np.asarray(k.Model(tokens, h)(calibration), np.float64)
+    target = _out(model, calibration).reshape(-1, 16)
+    fitted = {}
+    for causal in (True, False):  # the best output projection on each kind of context
+        rows = _causal_contexts(plain.get_layer("mha"), embedded, causal)
+        solved = np.linalg.lstsq(np.hstack([rows, np.ones((len(rows), 1))]), target,
+                                 rcond=None)[0]
+        fitted[causal] = np.hstack([_causal_contexts(plain.get_layer("mha"), embedded, True),
+                                    np.ones((len(rows), 1))]) @ solved
+    got = _out(fixed, calibration).reshape(-1, 16)
+    np.testing.assert_allclose(got, fitted[True], atol=1e-3)
+    # the mask matters here: a fit on non-causal contexts would be far off
+    assert np.abs(fitted[False] - fitted[True]).max() > 5 * np.abs(got - fitted[True]).max()

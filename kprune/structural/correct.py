@@ -10,8 +10,8 @@ inputs of the already corrected model, so that every fit sees the corrections be
 
 Re-fitted: ``Dense`` layers (applied to any rank: every position is one row) and the
 output projection of a ``MultiHeadAttention`` that lost heads, on the values its kept heads
-attend to; a convolution, or an attention layer called with a mask, keeps its sliced
-weights.
+attend to (causally when the layer is called with ``use_causal_mask=True``); a
+convolution, or an attention layer called with a mask tensor, keeps its sliced weights.
 
 Example:
     >>> from kprune import structural
@@ -139,6 +139,14 @@ def _attention_call(model, layer):
     return heads.inputs_of(args, kwargs)
 
 
+def _causal(model, layer):
+    """Whether ``layer`` is called with ``use_causal_mask=True`` in ``model``."""
+    from kprune.structural.graph import _calls
+
+    _, _, kwargs = engine_of(model).node_call(_calls(model, layer)[0])
+    return bool((kwargs or {}).get("use_causal_mask", False))
+
+
 def _contexts(model, name, batches):
     """Yield, per batch, what attention layer ``name``'s output projection reads."""
     layer = model.get_layer(name)
@@ -146,7 +154,9 @@ def _contexts(model, name, batches):
     tensors = [parts["query"], parts["value"], parts["key"]]
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     feed = engine_of(model).keras.Model(inputs, tensors)
-    context = heads.context_probe(layer, lambda probe, q, v, k: to_numpy(probe(q, v, key=k)))
+    causal = _causal(model, layer)  # a decoder's heads attend to earlier positions only
+    context = heads.context_probe(layer, lambda probe, q, v, k: to_numpy(
+        probe(q, v, key=k, use_causal_mask=causal)))
     for batch in batches:
         query, value, key = (to_numpy(t) for t in feed(batch, training=False))
         yield context(query, value, key)
