@@ -75,8 +75,8 @@ PUBLISHED = [
 def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=(28, 28, 1)):
     """A pre-norm ViT-style Keras 3 classifier: strided-conv patches, ``blocks`` blocks.
 
-    No position embedding (a learned one needs a layer kprune does not follow yet): the
-    head reads the flattened tokens, each at its position, instead of their average.
+    No position embedding: the head reads the flattened tokens, each at its position,
+    instead of their average.
 
     Example:
         >>> vit(blocks=2, dim=32).get_layer("mha_1").get_config()["num_heads"]
