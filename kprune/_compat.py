@@ -18,7 +18,7 @@ Example:
 
 import os
 
-from kprune.core.checks import refuse_keras3
+from kprune.engines.question import refuse_keras3
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

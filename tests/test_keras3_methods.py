@@ -127,7 +127,7 @@ def test_sensitivity_finetune_on_a_keras3_model_recovers_accuracy(trained_twins,
 def test_workflows_prune_a_keras3_model_and_return_a_stripped_keras3_model(
         workflow, trained_twins, mnist_small):
     from kprune import workflows
-    from kprune.core.checks import is_keras3
+    from kprune.engines import is_keras3
     from kprune.engines.keras3.wrap import wrapped_layers
 
     _, k3_model = trained_twins

@@ -138,7 +138,7 @@ def test_every_submodule_is_reachable_from_the_top(name):
 # The rest of ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras
 # engine's wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and
 # the dispatch between the two); structural pruning below the methods that use it.
-ENGINE_INTERFACE = ("engines/__init__", "engines/keras3/engine", "engines/keras3/helpers",
+ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/keras3/engine", "engines/keras3/helpers",
                     "engines/tfkeras/engine")
 LEVELS = {"_compat": 0, "core": 0, "viz": 0, "progress": 0, **dict.fromkeys(ENGINE_INTERFACE, 0),
           "engines/keras3": 1, "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4,
@@ -296,7 +296,7 @@ def test_names_that_moved_are_still_reachable_where_they_were():
 
 
 # Which Keras a model holds is asked inside kprune/engines/ only (engine_of picks the engine
-# once per public call); core/checks.py defines the question.
+# once per public call; kprune.engines.is_keras3 is the question).
 ASKING_NAMES = {"is_keras3", "_is_keras3"}
 
 
@@ -320,17 +320,16 @@ def askers_of_is_keras3(module, text=None):
 
 def test_only_the_engines_ask_which_keras_a_model_holds():
     askers = {module for module in MODULES
-              if not module.startswith("kprune.engines")
-              and module != "kprune.core.checks" and askers_of_is_keras3(module)}
+              if not module.startswith("kprune.engines") and askers_of_is_keras3(module)}
     assert askers == set(), "ask the model's engine (kprune.engines.engine_of)"
 
 
 def test_the_engine_question_check_catches_imports_calls_and_copies():
-    assert askers_of_is_keras3("kprune.core.masks", "from kprune.core.checks import is_keras3\n"
+    assert askers_of_is_keras3("kprune.core.masks", "from kprune.engines import is_keras3\n"
                                                     "def f(m):\n    return 1 if is_keras3(m) else 2\n"
                                ) == {"is_keras3"}
-    assert askers_of_is_keras3("kprune.core.masks", "from kprune.core import checks\n"
-                                                    "x = checks.is_keras3(object())\n") == {"is_keras3"}
+    assert askers_of_is_keras3("kprune.core.masks", "from kprune import engines\n"
+                                                    "x = engines.is_keras3(object())\n") == {"is_keras3"}
     assert askers_of_is_keras3("kprune.core.masks", "def _is_keras3(obj):\n    return False\n"
                                ) == {"_is_keras3"}
     assert askers_of_is_keras3("kprune.core.masks", '"""is_keras3 in a docstring"""\n') == set()

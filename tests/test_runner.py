@@ -209,7 +209,7 @@ def test_a_keras3_model_runs_through_every_stage(tmp_path):
     """Channels removed, the rate decayed per fit, gradual pruning with step checkpoints,
     a dense control trained as long, export: a Keras 3 model goes where a tf_keras one
     does, and comes back as Keras 3."""
-    from kprune.core.checks import is_keras3
+    from kprune.engines import is_keras3
     from kprune.engines.saving import load_model
 
     spec = recipe(tmp_path, model=str(keras3_classifier(tmp_path / "mine.keras")),

@@ -13,55 +13,7 @@ import math
 from dataclasses import fields
 
 __all__ = ["check_sparsity", "check_keys", "check_int", "check_number", "check_choice",
-           "did_you_mean", "is_keras3", "pruner", "refuse_keras3"]
-
-
-def is_keras3(obj):
-    """True when ``obj`` is a Keras 3 object (``import keras``), without importing keras.
-
-    A user's subclass (a layer or model defined in ``__main__``) counts by its bases.
-
-    Example:
-        >>> is_keras3(tf_keras.layers.Dense(1)), is_keras3(keras.layers.Dense(1))
-        (False, True)
-    """
-    return any(cls.__module__ == "keras" or cls.__module__.startswith("keras.")
-               for cls in type(obj).__mro__)
-
-
-def pruner(obj):
-    """Who prunes ``obj`` (a model or layer), as messages name it: ``"tfmot"`` for tf_keras,
-    ``"kprune's Keras 3 engine"`` for Keras 3 (which follows tfmot's rules, not tfmot).
-
-    Example:
-        >>> pruner(tf_keras.layers.Dense(1)), pruner(keras.layers.Dense(1))
-        ('tfmot', "kprune's Keras 3 engine")
-    """
-    return "kprune's Keras 3 engine" if is_keras3(obj) else "tfmot"
-
-
-def refuse_keras3(obj, *, argument="model"):
-    """Raise a clear TypeError if ``obj`` is a Keras 3 object, where only tf_keras (tfmot) is
-    taken: which parts of kprune take Keras 3 models, and how to build a tf_keras one.
-
-    Example:
-        >>> refuse_keras3(keras.Sequential([keras.Input((3,))]))
-        Traceback (most recent call last):
-        TypeError: Argument `model` is a Keras 3 object (keras.src.models.sequential.Sequential) ...
-    """
-    if is_keras3(obj):
-        raise TypeError(
-            f"Argument `{argument}` is a Keras 3 object ({type(obj).__module__}."
-            f"{type(obj).__qualname__}); this part of "
-            "kprune builds on tfmot, which only supports tf_keras (Keras 2). Keras 3 "
-            "models are taken by kprune.apply, kprune.callbacks, kprune.strip, "
-            "kprune.sparsity_report, kprune.save_model/load_model, kprune.PruningStepper, "
-            "kprune.allocation.global_plan, kprune.sensitivity.scan, "
-            "kprune.workflows.one_shot/gradual/iterative/rewind, kprune.structural and "
-            "kprune.export.to_tflite (TensorFlow or JAX backend); for the rest, build the "
-            "model with `import tf_keras as keras` instead of `import keras`. "
-            f"Received: {argument}={obj!r}"
-        )
+           "did_you_mean"]
 
 
 def did_you_mean(name, names):

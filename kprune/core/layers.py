@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kprune.core.checks import pruner
-from kprune.engines import engine_of
+from kprune.engines import engine_of, pruner
 
 __all__ = [
     "SPECS",
@@ -95,7 +94,7 @@ class LayerSpec:
 
     kind: str
     role: str
-    note: str = ""  # "{pruner}" stands for who prunes the layer (see checks.pruner)
+    note: str = ""  # "{pruner}" stands for who prunes the layer (see kprune.engines.pruner)
     n_m: bool = True  # may its prunable weights take N:M (where their rank allows)?
     # Structural pruning: the config key that counts a producer's output units, for
     # producers whose kernel is (..., inputs, outputs) with a bias of (outputs,).

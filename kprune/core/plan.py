@@ -19,16 +19,10 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 
-from kprune.core.checks import (
-    by_name,
-    check_choice,
-    check_keys,
-    check_sparsity,
-    did_you_mean,
-    pruner,
-)
+from kprune.core.checks import by_name, check_choice, check_keys, check_sparsity, did_you_mean
 from kprune.core.schedules import ResolvedSchedule, Schedule
 from kprune.core.table import table
+from kprune.engines import pruner
 
 __all__ = [
     "LayerRule",

@@ -25,9 +25,9 @@ Example:
     >>> engine.name, engine.keras.Sequential          # 'tf_keras' or 'keras3', its Keras
 """
 
-from kprune.core.checks import is_keras3
+from kprune.engines.question import is_keras3, refuse_keras3
 
-__all__ = ["engine_of"]
+__all__ = ["engine_of", "is_keras3", "pruner", "refuse_keras3"]
 
 
 def engine_of(obj):
@@ -45,3 +45,15 @@ def engine_of(obj):
     else:
         from kprune.engines.tfkeras import engine
     return engine
+
+
+def pruner(obj):
+    """Who prunes ``obj`` (a model or layer), as messages name it: its engine's ``pruner``,
+    ``"tfmot"`` for tf_keras, ``"kprune's Keras 3 engine"`` for Keras 3.
+
+    Example:
+        >>> pruner(tf_keras.layers.Dense(1)), pruner(keras.layers.Dense(1))
+        ('tfmot', "kprune's Keras 3 engine")
+    """
+    return engine_of(obj).pruner
+

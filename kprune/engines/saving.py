@@ -21,8 +21,8 @@ import zipfile
 from pathlib import Path
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
 from kprune.core.plan import ResolvedPlan
+from kprune.engines.question import is_keras3
 
 __all__ = ["save_model", "load_model", "keras_major_version"]
 

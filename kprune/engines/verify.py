@@ -20,10 +20,10 @@ import numpy as np
 
 from kprune import _compat
 from kprune.core import layers, masks
-from kprune.core.checks import by_name, is_keras3
+from kprune.core.checks import by_name
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
-from kprune.engines import distribute
+from kprune.engines import distribute, is_keras3
 
 __all__ = ["strip", "check_stripped", "sparsity_report", "SparsityReport", "LayerSparsity"]
 

@@ -12,9 +12,8 @@ Example:
 """
 
 from kprune import _compat
-from kprune.core.checks import is_keras3
 from kprune.core.plan import PruningPlan
-from kprune.engines import distribute
+from kprune.engines import distribute, is_keras3
 
 __all__ = ["apply", "copy_model", "kernel_masks",
            "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)

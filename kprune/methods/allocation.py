@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from kprune.core.checks import by_name, check_sparsity, did_you_mean, pruner
+from kprune.core.checks import by_name, check_sparsity, did_you_mean
 from kprune.core.layers import prunable_weights
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
+from kprune.engines import pruner
 
 __all__ = ["global_plan", "GlobalPlan", "Allocation", "LayerAllocation"]
 

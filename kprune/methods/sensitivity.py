@@ -23,11 +23,12 @@ import numpy as np
 
 from kprune import progress as _progress_module
 from kprune.core import masks
-from kprune.core.checks import check_sparsity, did_you_mean, pruner
+from kprune.core.checks import check_sparsity, did_you_mean
 from kprune.core.layers import is_prunable, model_layers, prunable_weights, weight_layers
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.core.table import table
+from kprune.engines import pruner
 from kprune.engines.wrap import copy_model
 
 __all__ = ["scan", "SensitivityResult", "SensitivityPoint", "DEFAULT_SPARSITIES",

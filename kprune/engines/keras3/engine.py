@@ -24,7 +24,7 @@ import numpy as np
 
 from kprune.engines.keras3 import helpers
 
-__all__ = ["name", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
+__all__ = ["name", "pruner", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
            "clone_model", "model_layers", "backend", "sync_state", "constant",
            "callback_class", "weight_gradients", "tflite_converter",
            "node_call", "node_inputs", "node_outputs", "tensor_origin", "calls",
@@ -35,6 +35,8 @@ __all__ = ["name", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", 
 
 #: The engine's name, as messages and records say it.
 name = "keras3"
+#: Who prunes this engine's layers, as messages name it (it follows tfmot's rules, not tfmot).
+pruner = "kprune's Keras 3 engine"
 #: Whether tfmot's own tools (quantization-aware training, its layers) take this engine's models.
 uses_tfmot = False
 

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 from keras.src.models.functional import Functional
 
-from kprune.core.checks import is_keras3
+from kprune.engines.question import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
            "is_subclassed", "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",

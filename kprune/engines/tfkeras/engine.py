@@ -25,7 +25,7 @@ import numpy as np
 
 from kprune import _compat
 
-__all__ = ["name", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
+__all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
            "backend", "sync_state", "constant", "callback_class",
            "weight_gradients", "tflite_converter", "node_call", "node_inputs",
@@ -37,6 +37,8 @@ __all__ = ["name", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getatt
 
 #: The engine's name, as messages and records say it.
 name = "tf_keras"
+#: Who prunes this engine's layers, as messages name it.
+pruner = "tfmot"
 #: Whether tfmot's own tools (quantization-aware training, its layers) take this engine's models.
 uses_tfmot = True
 
