@@ -326,8 +326,10 @@ def build_parser():
     _data_options(exp)
     exp.add_argument("--compare", metavar="BASELINE_MODEL",
                      help="the dense .keras/.h5 model to compare against")
-    exp.add_argument("--test-samples", type=int, default=10000, help="test images to evaluate")
-    exp.add_argument("--latency-repeats", type=int, default=20)
+    exp.add_argument("--test-samples", type=int, default=10000,
+                     help="test images to evaluate (default: 10000)")
+    exp.add_argument("--latency-repeats", type=int, default=20,
+                     help="LiteRT runs per file for the latency (default: 20)")
     exp.add_argument("--force", action="store_true", help="overwrite a finished report in --out")
     exp.set_defaults(handler=_export)
 
@@ -377,8 +379,10 @@ def build_parser():
     post.add_argument("--out", required=True, help="output folder")
     post.add_argument("--variants", nargs="+", default=["float", "sparse"],
                       help="TFLite variants to export (default: float sparse)")
-    post.add_argument("--test-samples", type=int, default=10000, help="test images to evaluate")
-    post.add_argument("--latency-repeats", type=int, default=20)
+    post.add_argument("--test-samples", type=int, default=10000,
+                      help="test images to evaluate (default: 10000)")
+    post.add_argument("--latency-repeats", type=int, default=20,
+                      help="LiteRT runs per file for the latency (default: 20)")
     post.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     post.set_defaults(handler=_post_training)
     return parser
