@@ -138,7 +138,7 @@ def test_every_submodule_is_reachable_from_the_top(name):
 # The rest of ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras
 # engine's wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and
 # the dispatch between the two); structural pruning below the methods that use it.
-ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/keras3/engine", "engines/keras3/helpers",
+ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/layer_paths", "engines/keras3/engine", "engines/keras3/helpers",
                     "engines/tfkeras/engine")
 LEVELS = {"_compat": 0, "core": 0, "viz": 0, "progress": 0, **dict.fromkeys(ENGINE_INTERFACE, 0),
           "engines/keras3": 1, "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4,

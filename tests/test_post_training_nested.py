@@ -230,6 +230,35 @@ def test_a_sublayer_the_model_never_calls_is_skipped_with_the_reason():
     assert kprune.sparsity_report(pruned, strict=True).ok
 
 
+class SpareFirst(TwoDense):
+    """A ``TwoDense`` whose first-created sublayer (``spare``) ``call`` never uses."""
+
+    def __init__(self, **kwargs):
+        keras.layers.Layer.__init__(self, **kwargs)
+        self.width, self.hidden = 16, 8
+        self.spare = keras.layers.Dense(4, name="spare")
+        self.second = keras.layers.Dense(16, name="second")
+        self.first = keras.layers.Dense(8, activation="relu", name="first")
+
+    def build(self, shape):
+        self.spare.build(shape)
+
+
+def test_layers_are_solved_in_the_order_the_model_runs_them_around_an_uncalled_sublayer():
+    """A never-called sublayer of one block does not shift the next block's layers before
+    the graph layer between them (each is solved on what the layers before it give)."""
+    from kprune.methods import post_training
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 16), name="x")
+    x = keras.layers.Dense(16, name="mid")(SpareFirst(name="a")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(TwoDense(name="b")(x)))
+    resolved = PruningPlan.uniform(0.5).resolve(model)
+    steps, uncalled = post_training._steps(model, resolved, calibration(8), recalibrate=False)
+    assert [path for path, _ in steps] == ["a/first", "a/second", "mid", "b/first", "b/second"]
+    assert uncalled == ["a/spare"]
+
+
 def test_a_batch_norm_inside_a_custom_layer_gets_the_statistics_of_its_new_inputs():
     model = block_model(DenseNorm)
     x = calibration(32) * 3.0 + 2.0
@@ -249,7 +278,7 @@ def test_the_call_hook_is_removed_after_an_error_and_the_input_model_is_untouche
     model = block_model(TwoDense)
     before = [w.copy() for w in model.get_weights()]
     first = model.get_layer("block").first
-    with pytest.raises(ValueError):  # the block's Dense fails on 15 features
+    with pytest.raises(ValueError, match=r"is incompatible .*found shape=\(2, 4, 15\)"):
         next(capture.layer_inputs(model, "block/first", [np.zeros((2, 4, 15), "float32")]))
     assert "call" not in vars(first)
     pruned, _ = prune_post_training(model, calibration(16), PruningPlan.uniform(0.5))

@@ -28,6 +28,7 @@ import inspect
 import numpy as np
 
 from kprune.engines import engine_of
+from kprune.engines.layer_paths import sublayer
 
 __all__ = ["layer_inputs", "capture_problem", "call_order", "inside_custom_layer", "to_numpy"]
 
@@ -62,8 +63,6 @@ def inside_custom_layer(model, path):
     names = path.split("/")
     for depth, name in enumerate(names):
         if not hasattr(owner, "get_layer"):  # a custom layer: no graph inside
-            from kprune.engines.keras3.helpers import sublayer
-
             return sublayer(owner, "/".join(names[depth:]))
         owner = owner.get_layer(name)
     return None

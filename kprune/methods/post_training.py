@@ -356,13 +356,15 @@ def _steps(model, resolved, batch, recalibrate):
     hooked = [path for path, _ in candidates
               if capture.inside_custom_layer(model, path) is not None]
     called = capture.call_order(model, hooked, batch) if hooked else []
-    by_path, in_call_order = dict(candidates), iter(called)
+    by_path, queues, called = dict(candidates), {}, dict.fromkeys(called)
+    for path in called:  # each custom layer's called sublayers, in call order
+        queues.setdefault(path.rpartition("/")[0], []).append(path)
     ordered = []
-    for path, layer in candidates:  # the hooked layers' places, refilled in call order
-        if path in hooked:
-            path = next(in_call_order, None)
-            if path is None:
-                continue
+    for path, layer in candidates:  # a called hooked layer's place, refilled in call order
+        if path in hooked:  # among its custom layer's own places
+            if path not in called:
+                continue  # never called: reported as uncalled
+            path = queues[path.rpartition("/")[0]].pop(0)
             layer = by_path[path]
         ordered.append((path, layer))
     first = next((i for i, (path, _) in enumerate(ordered) if path in rows), None)

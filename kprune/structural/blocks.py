@@ -57,9 +57,8 @@ __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
 
 CRITERIA = ("sensitivity", "l1", "influence")
 UNITS = ("add", "transformer")
-#: KerasHub's whole transformer blocks, known by class name (KerasHub is never imported).
-TRANSFORMER_LAYERS = ("TransformerEncoder", "TransformerDecoder")
-#: A residual branch holding one of these is an attention sub-block.
+#: A residual branch holding one of these (or a layer the registry calls attention, such as
+#: KerasHub's CachedMultiHeadAttention) is an attention sub-block.
 ATTENTION_LAYERS = ("MultiHeadAttention", "GroupedQueryAttention")
 #: The norms that follow each ``Add`` of a post-LN transformer block.
 NORM_LAYERS = ("LayerNormalization", "RMSNormalization")
@@ -237,15 +236,33 @@ def _graph(model):
     if not isinstance(model, layers.engine(model).keras.Sequential):
         config = model.get_config()
         if "layers" not in config and "num_layers" in config:
-            hub = [layer for layer in model.layers if _class(layer) in TRANSFORMER_LAYERS]
+            hub = [layer for layer in model.layers if _is_hub_block(layer)]
             if hub and len(hub) == config["num_layers"]:
                 return _Backbone(model, config, hub)
+            raise ValueError(
+                f"Model {model.name!r} ({type(model).__name__}) is built from its config "
+                f"(num_layers={config['num_layers']}) but holds {len(hub)} KerasHub transformer "
+                "layers, so kprune cannot tell which to drop. Build it functionally, or call "
+                "its blocks in a functional model. Received: model of class "
+                f"{type(model).__name__}")
     return _Graph(model)
 
 
-def _class(layer):
+def _class_name(layer):
     """The class name of ``layer`` (of the layer a pruning wrapper wraps)."""
     return type(layers.unwrap(layer)).__name__
+
+
+def _is_hub_block(layer):
+    """Whether ``layer`` is a KerasHub ``TransformerEncoder``/``TransformerDecoder`` (the
+    registry's :data:`kprune.core.layers.HUB_BLOCKS`, checked by class and module)."""
+    return layers.spec(layer).role == "block"
+
+
+def _is_attention(layer):
+    """Whether ``layer`` attends (a ``MultiHeadAttention``, KerasHub's cached one included,
+    or a ``GroupedQueryAttention``)."""
+    return layers.spec(layer).role == "attention" or _class_name(layer) in ATTENTION_LAYERS
 
 
 def _check_calibration(model, data, batch_size):
@@ -353,7 +370,7 @@ class _Graph:
         droppable = {name: block for name, block in adds.items() if block.droppable}
         found = []
         for name in self.entries:
-            if _class(self.model.get_layer(name)) in TRANSFORMER_LAYERS:
+            if _is_hub_block(self.model.get_layer(name)):
                 found.append(self._layer_block(name))
             elif name in droppable and self._attends(droppable[name]):
                 pair = self._pair(droppable[name], droppable)
@@ -374,7 +391,7 @@ class _Graph:
         return next(k for k in self.inputs[(block.name, 0)] if k[0] == block.shortcut)
 
     def _attends(self, block):
-        return any(_class(self.model.get_layer(n)) in ATTENTION_LAYERS for n in block.branch)
+        return any(_is_attention(self.model.get_layer(n)) for n in block.branch)
 
     def _single_reader(self, key, classes):
         """The one layer (called once) of ``classes`` that reads ``key``, else ``None``."""
@@ -382,7 +399,7 @@ class _Graph:
         if len(readers) != 1 or key in self.outputs:
             return None
         name = readers[0][0]
-        if (_class(self.model.get_layer(name)) not in classes
+        if (_class_name(self.model.get_layer(name)) not in classes
                 or len(self.entries[name]["inbound_nodes"]) != 1):
             return None
         return name
@@ -408,7 +425,7 @@ class _Graph:
             key = (norm, 0, 0)
         key, tail = (feed.name, 0, 0), []
         for norm in middle:
-            after = self._single_reader(key, (_class(self.model.get_layer(norm)),))
+            after = self._single_reader(key, (_class_name(self.model.get_layer(norm)),))
             if after is None:
                 break
             tail.append(after)
@@ -656,10 +673,10 @@ class _Backbone:
         gone = {block.name for block in chosen}
         kept = [layer for layer in self.hub if layer.name not in gone]
         new = type(self.model).from_config({**self.config, "num_layers": len(kept)})
-        fresh = [layer for layer in new.layers if _class(layer) in TRANSFORMER_LAYERS]
+        fresh = [layer for layer in new.layers if _is_hub_block(layer)]
         others = {layer.name: layer for layer in self.model.layers
-                  if _class(layer) not in TRANSFORMER_LAYERS}
-        rest = [layer for layer in new.layers if _class(layer) not in TRANSFORMER_LAYERS]
+                  if not _is_hub_block(layer)}
+        rest = [layer for layer in new.layers if not _is_hub_block(layer)]
         if len(fresh) != len(kept) or sorted(others) != sorted(layer.name for layer in rest):
             raise ValueError(
                 f"Cannot drop blocks of {type(self.model).__name__} {self.model.name!r}: "

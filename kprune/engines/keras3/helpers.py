@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 from keras.src.models.functional import Functional
 
+from kprune.engines.layer_paths import sublayer
 from kprune.engines.question import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
@@ -137,24 +138,6 @@ def with_nested_layers(found, descend):
         if descend(inner):
             views = leaf.views() if is_wrapper(leaf) else {}
             yield from _nested(inner, path, "", descend, views)
-
-
-def sublayer(layer, relative):
-    """The layer at ``relative`` (``"inner/dense"``, names joined by ``/``) inside ``layer``;
-    ``layer`` itself for ``""``.
-
-    Example:
-        >>> sublayer(decoder, "feedforward_intermediate_dense").units
-        128
-    """
-    found = layer
-    for name in filter(None, relative.split("/")):
-        held = {sub.name: sub for sub in found._flatten_layers(include_self=False, recursive=False)}
-        if name not in held:
-            raise ValueError(f"{found.name!r} holds no layer {name!r} (it holds {sorted(held)}). "
-                             f"Received: path={relative!r}")
-        found = held[name]
-    return found
 
 
 def clone_model(model, layer_fn):
