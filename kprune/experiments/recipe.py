@@ -458,7 +458,8 @@ class Recipe:
             return
         for key, what in (("fraction", "the channels and heads"), ("heads", "the attention "
                           "heads"), ("neurons", "the channels other than heads (feed-forward "
-                          "neurons)"), ("blocks", "the droppable residual blocks")):
+                          "neurons)"), ("blocks", "the droppable residual blocks (or transformer "
+                          "blocks, with block_unit: transformer)")):
             value = getattr(spec, key)
             if value is not None and not 0 < value < 1:
                 _fail(f"structural.{key}", f"must be a fraction in (0, 1) of {what} to "
