@@ -468,8 +468,8 @@ def channel_problem(layer):
         shape = config.get("output_shape")
         if isinstance(shape, (list, tuple)) and len(shape) != 1:
             return f"output_shape={tuple(shape)}: several output axes are not followed"
-    if type(layer).__name__ in KERAS3_OPS and spec(layer) is KERAS3_OPS["GetItem"]:
-        return _get_item_problem(layer)
+    if entry is KERAS3_OPS["GetItem"]:
+        return owner.get_item_problem(layer)
     if role == "mixing":
         return "it normalises over all channels (softmax), so removing some changes the others"
     if role == "reshaping":
@@ -480,24 +480,6 @@ def channel_problem(layer):
         rank = len(owner.output_shape(layer))
         if layer.axis not in (-1, rank - 1):
             return f"it concatenates along axis {layer.axis}, not the channel (last) axis"
-    return ""
-
-
-def _get_item_problem(operation):
-    """Why ``x[key]`` does not keep the channel (last) axis whole ("" when it does)."""
-    nodes = getattr(operation, "_inbound_nodes", [])
-    if len(nodes) != 1 or len(nodes[0].arguments.args) != 2:
-        return "kprune follows an indexing x[key] called once on one tensor"
-    tensor, key = nodes[0].arguments.args
-    items = key if isinstance(key, tuple) else (key,)
-    if not all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items):
-        return f"indexing with {key!r} (tensors or lists) is not followed"
-    indexed = [i for i in items if i is not None]
-    reaches_last = Ellipsis in items or len(indexed) >= len(tensor.shape)
-    last_whole = items[-1] is Ellipsis or (isinstance(items[-1], slice)
-                                           and items[-1] == slice(None))
-    if reaches_last and not last_whole:
-        return f"indexing with {key!r} changes the channel (last) axis"
     return ""
 
 

@@ -31,7 +31,8 @@ __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest", "check_model", "iter
            "functional_graph", "graph_operations", "fresh_inputs", "as_call_inputs",
            "node_shapes", "unwrap", "input_shape", "output_shape", "builtin_classes",
            "declares_prunable_weights", "declared_prunable_weights", "registry_labels",
-           "unregistered_reason", "masked_values", "with_nested_layers"]
+           "unregistered_reason", "masked_values", "with_nested_layers",
+           "get_item_problem"]
 
 #: The engine's name, as messages and records say it.
 name = "keras3"
@@ -245,3 +246,29 @@ def with_nested_layers(found, descend):
     """``found`` (``(path, layer)`` pairs) with the layers inside each layer that
     ``descend(layer)`` enters, depth first (see :func:`kprune.engines.keras3.helpers.with_nested_layers`)."""
     return list(helpers.with_nested_layers(found, descend))
+
+
+def get_item_problem(operation):
+    """Why an indexing ``x[key]`` (a ``GetItem`` operation) does not keep the channel (last)
+    axis whole ("" when it does).
+
+    Example:
+        >>> get_item_problem(pooled_token_op)      # x[:, 0, :]
+        ''
+    """
+    nodes = getattr(operation, "_inbound_nodes", [])
+    if len(nodes) != 1 or len(nodes[0].arguments.args) != 2:
+        return "kprune follows an indexing x[key] called once on one tensor"
+    tensor, key = nodes[0].arguments.args
+    items = key if isinstance(key, tuple) else (key,)
+    if not items:
+        return "indexing with () is not followed"
+    if not all(isinstance(i, (int, slice)) or i is None or i is Ellipsis for i in items):
+        return f"indexing with {key!r} (tensors or lists) is not followed"
+    indexed = [i for i in items if i is not None]
+    reaches_last = Ellipsis in items or len(indexed) >= len(tensor.shape)
+    last_whole = items[-1] is Ellipsis or (isinstance(items[-1], slice)
+                                           and items[-1] == slice(None))
+    if reaches_last and not last_whole:
+        return f"indexing with {key!r} changes the channel (last) axis"
+    return ""

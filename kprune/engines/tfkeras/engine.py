@@ -33,7 +33,7 @@ __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (modul
            "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
            "output_shape", "builtin_classes", "declares_prunable_weights",
            "declared_prunable_weights", "registry_labels", "unregistered_reason",
-           "masked_values", "with_nested_layers"]
+           "masked_values", "with_nested_layers", "get_item_problem"]
 
 #: The engine's name, as messages and records say it.
 name = "tf_keras"
@@ -281,3 +281,8 @@ def masked_values(layer, weights, values):
 def with_nested_layers(found, descend):
     """``found`` as it is: tfmot wraps no layer inside another, so no layer is entered."""
     return list(found)
+
+
+def get_item_problem(operation):
+    """"": tf_keras has no indexing operation among its layers (Keras 3's ``GetItem``)."""
+    return ""
