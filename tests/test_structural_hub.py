@@ -211,3 +211,10 @@ def test_a_block_with_one_head_or_cross_attention_keeps_its_heads_and_says_why()
     assert smaller.get_layer("block").get_config()["num_heads"] == 2
     context = np.random.default_rng(1).random((2, 5, 16)).astype("float32")
     assert np.asarray(smaller([x, context])).shape == (2, 3)
+
+
+def test_macs_of_a_backbone_of_unknown_sequence_length_say_how_to_count_them(backbones):
+    with pytest.raises(ValueError, match=r"count_macs needs every input dimension but the "
+                       r"batch to be known: call the model on inputs of fixed sizes .* "
+                       r"Received: layer 'token_embedding' with input shape \(None, None\)"):
+        measure.count_macs(backbones["gpt2"])

@@ -71,6 +71,12 @@ def _attention_macs(layer, query, value):
             + t_q * t_v * heads * (key_dim + value_dim) + t_q * heads * value_dim * d_out)
 
 
+_UNKNOWN_DIMENSIONS = (
+    "count_macs needs every input dimension but the batch to be known: call the model on "
+    "inputs of fixed sizes (a sequence model on keras.Input((128,), dtype='int32') for each "
+    "of its inputs, say) and count that model, or prune with cost=None.")
+
+
 def block_macs(engine, layer):
     """``{"heads": MACs, "neurons": MACs}`` of a KerasHub transformer block over its calls:
     its self-attention (as :func:`_attention_macs`) and its feed-forward's two ``Dense``
@@ -83,8 +89,8 @@ def block_macs(engine, layer):
         shape = tuple(engine.node_inputs(node)[0].shape)
         if any(d is None for d in shape[1:]):
             raise ValueError(
-                "count_macs needs every input dimension but the batch to be known. "
-                f"Received: layer {layer.name!r} with input shape {shape}")
+                f"{_UNKNOWN_DIMENSIONS} Received: layer {layer.name!r} with input shape "
+                f"{shape}")
         positions = int(np.prod(shape[1:-1], dtype=np.int64))
         found["heads"] += _attention_macs(hub_blocks.attention(layer), shape, shape)
         found["neurons"] += 2 * positions * shape[-1] * hub_blocks.num_neurons(layer)
@@ -129,8 +135,8 @@ def count_macs(model, *, by_layer=False):
         for in_shape, out_shape in engine.node_shapes(layer):
             if any(d is None for d in (*in_shape[1:], *out_shape[1:])):
                 raise ValueError(
-                    "count_macs needs every input dimension but the batch to be known. "
-                    f"Received: layer {path!r} with input shape {in_shape} and output "
+                    f"{_UNKNOWN_DIMENSIONS} Received: layer {path!r} with input shape "
+                    f"{in_shape} and output "
                     f"shape {out_shape}"
                 )
             macs = _layer_macs(engine.keras.layers, layer, in_shape, out_shape)
