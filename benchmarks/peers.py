@@ -480,7 +480,7 @@ def run_tfmot(cfg, mnist, *, work, seed):
         initial_sparsity=0.50, final_sparsity=0.80, begin_step=0, end_step=steps,
         frequency=frequency)
     keras.utils.set_random_seed(seed)
-    # the guide wraps the trained model itself, which prunes it in place:
+    # tfmot's pruning guide wraps the trained model itself, which prunes it in place:
     # wrap a copy so that every row starts from the same weights
     wrapped = tfmot.sparsity.keras.prune_low_magnitude(copy_model(dense),
                                                        pruning_schedule=schedule)

@@ -86,6 +86,8 @@ class Block:
         state = "droppable" if self.droppable else f"not droppable: {self.reason}"
         if self.kind == "add":
             return f"{self.name} ({len(self.branch)} branch layers, {state})"
+        if not self.adds:  # a KerasHub block: one layer
+            return f"{self.name} (KerasHub transformer layer, {state})"
         return f"{self.name} (transformer block of {len(self.branch) + 1} layers, {state})"
 
 

@@ -186,14 +186,12 @@ def dead_channels(model):
     for group in groups:
         if not group.removable:
             continue
-        if "neurons" in {m.role for m in group.members}:  # a block's neuron adding nothing
-            alive = ~hub_blocks.dead_neurons(model.get_layer(group.layers("neurons")[0]))
-            if not alive.all() and alive.any():
-                found[group.id] = np.flatnonzero(alive)
-            continue
-        if "heads" in {m.role for m in group.members}:  # a head adding nothing
-            layer = model.get_layer(group.layers("heads")[0])
-            dead = (hub_blocks.dead_heads if layer.name in graph.blocks else heads.dead_heads)
+        unit = next((role for role in ("neurons", "heads")
+                     if role in {m.role for m in group.members}), None)
+        if unit is not None:  # a block's neuron, or a head, adding nothing
+            layer = model.get_layer(group.layers(unit)[0])
+            dead = (hub_blocks.dead_neurons if unit == "neurons" else
+                    hub_blocks.dead_heads if layer.name in graph.blocks else heads.dead_heads)
             alive = ~dead(layer)
             if not alive.all() and alive.any():
                 found[group.id] = np.flatnonzero(alive)
