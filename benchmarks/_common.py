@@ -34,6 +34,17 @@ def log(message):
     print(f"[{elapsed():7.1f}s] {message}", flush=True)
 
 
+def speedup(timing):
+    """A latency row's speed-up as the tables print it: median and within-round range.
+
+    Example:
+        >>> speedup({"x_faster": 1.5, "x_faster_range": [1.23, 1.72]})
+        '1.50 [1.23, 1.72]'
+    """
+    low, high = timing["x_faster_range"]
+    return f"{timing['x_faster']:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def portable(value):
     """``value`` with every path string under the repository (or next to it) made relative.
 

@@ -38,7 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import REPO, add_standard_options, elapsed, log, output_paths, publish
+from benchmarks._common import (
+    REPO,
+    add_standard_options,
+    elapsed,
+    log,
+    output_paths,
+    publish,
+    speedup,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "block_sparse.json"
 BEGIN = "<!-- block_sparse:begin -->"
@@ -231,12 +239,11 @@ def markdown_summary(results):
     ]
     for name, row in layer["files"].items():
         timing = lat["files"][name]
-        low, high = timing["x_faster_range"]
         lines.append(
             f"| `{name}` | {row['bytes']:,} | {row['gzip_bytes']:,} | "
             f"{row['x_smaller_raw']:.1f} | {row['x_smaller_gzip']:.1f} | "
             f"{', '.join(row['storage'].values())} | {timing['median_ms']:.3f} | "
-            f"{timing['x_faster']:.2f} [{low:.2f}, {high:.2f}] | {timing['kernels']} |")
+            f"{speedup(timing)} | {timing['kernels']} |")
     mlat = model["latency"]
     lines += [
         "",
@@ -253,9 +260,8 @@ def markdown_summary(results):
         "|---|---:|---:|---|",
     ]
     for name, row in mlat["files"].items():
-        low, high = row["x_faster_range"]
-        lines.append(f"| `{name}` | {row['median_ms']:.3f} | {row['x_faster']:.2f} "
-                     f"[{low:.2f}, {high:.2f}] | {row['kernels']} |")
+        lines.append(f"| `{name}` | {row['median_ms']:.3f} | {speedup(row)} | "
+                     f"{row['kernels']} |")
     return "\n".join(lines)
 
 

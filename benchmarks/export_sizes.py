@@ -36,6 +36,7 @@ from benchmarks._common import (
     log,
     output_paths,
     publish,
+    speedup,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "export_sizes.json"
@@ -463,9 +464,7 @@ def latency_lines(rows):
     lines = ["| variant | latency ms | x faster [min, max over rounds] | kernels |",
              "|---|---:|---:|---|"]
     for row in rows:
-        low, high = row["x_faster_range"]
-        lines.append(f"| `{row['name']}` | {row['latency_ms_median']:.3f} | "
-                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] | "
+        lines.append(f"| `{row['name']}` | {row['latency_ms_median']:.3f} | {speedup(row)} | "
                      f"{row['latency_kernels']} |")
     return lines
 

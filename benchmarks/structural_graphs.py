@@ -50,6 +50,7 @@ from benchmarks._common import (
     log,
     output_paths,
     publish,
+    speedup,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "structural_graphs.json"
@@ -301,8 +302,7 @@ def check_targets(models, threads_all):
 
 
 def _speed(timing):
-    low, high = timing["x_faster_range"]
-    return f"{timing['median_ms']:.3f} | {timing['x_faster']:.2f} [{low:.2f}, {high:.2f}]"
+    return f"{timing['median_ms']:.3f} | {speedup(timing)}"
 
 
 def markdown_summary(results):

@@ -36,6 +36,7 @@ from benchmarks._common import (
     log,
     output_paths,
     publish,
+    speedup,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "structural_speed.json"
@@ -157,9 +158,8 @@ def markdown_summary(results):
         "|---|---:|---:|---|",
     ]
     for name, row in lat["files"].items():
-        low, high = row["x_faster_range"]
-        lines.append(f"| `{name}` | {row['median_ms']:.3f} | {row['x_faster']:.2f} "
-                     f"[{low:.2f}, {high:.2f}] | {row['kernels']} |")
+        lines.append(f"| `{name}` | {row['median_ms']:.3f} | {speedup(row)} | "
+                     f"{row['kernels']} |")
     return "\n".join(lines)
 
 

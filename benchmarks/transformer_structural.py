@@ -44,7 +44,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks._common import REPO, add_standard_options, elapsed, log, output_paths, publish
+from benchmarks._common import (
+    REPO,
+    add_standard_options,
+    elapsed,
+    log,
+    output_paths,
+    publish,
+    speedup,
+)
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "transformer_structural.json"
 BEGIN = "<!-- transformer_structural:begin -->"
@@ -414,9 +422,7 @@ def markdown_summary(results):
     for name, row in rows.items():
         lines.append(
             f"| `{name}` | {100 * row['accuracy']:.2f} | "
-            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {row['macs']:,} | "
-            f"{dense['macs'] / row['macs']:.2f} | {row['params']:,} | "
-            f"{'' if row['seconds'] is None else format(row['seconds'], '.1f')} |")
+            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {_cost_cells(row, dense)}")
     lines += [
         "",
         f"LiteRT, batch {lat['batch']}, {lat['threads']} thread, {lat['rounds']} interleaved "
@@ -428,11 +434,10 @@ def markdown_summary(results):
     ]
     by_name = {v["name"]: v for v in rep["variants"]}
     for name, row in lat["files"].items():
-        low, high = row["x_faster_range"]
         variant = by_name[name]
         lines.append(f"| `{name}` | {100 * variant['accuracy']:.2f} | "
                      f"{variant['bytes'] / 1024:.0f} | {row['median_ms']:.3f} | "
-                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] |")
+                     f"{speedup(row)} |")
     met = results["targets"]
     lines += ["", f"Targets at half the heads and neurons: >= {TARGETS['x_faster']}x faster "
               f"in LiteRT: {met['x_faster']:.2f}x ({'met' if met['x_faster_met'] else 'missed'});"
@@ -496,9 +501,7 @@ def lm_summary(lm):
         lines.append(
             f"| `{name}` | {row['perplexity']:.3f} | "
             f"{row['perplexity'] / dense['perplexity']:.2f} | {100 * row['accuracy']:.2f} | "
-            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {row['macs']:,} | "
-            f"{dense['macs'] / row['macs']:.2f} | {row['params']:,} | "
-            f"{'' if row['seconds'] is None else format(row['seconds'], '.1f')} |")
+            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {_cost_cells(row, dense)}")
     lines += [
         "",
         f"LiteRT, batch {lat['batch']}, {lat['threads']} thread, {lat['rounds']} interleaved "
@@ -508,10 +511,9 @@ def lm_summary(lm):
         "|---|---:|---:|---:|---:|",
     ]
     for name, row in lat["files"].items():
-        low, high = row["x_faster_range"]
         lines.append(f"| `{name}` | {lm['litert'][name]['perplexity']:.3f} | "
                      f"{lm['litert'][name]['bytes'] / 1024:.0f} | {row['median_ms']:.3f} | "
-                     f"{row['x_faster']:.2f} [{low:.2f}, {high:.2f}] |")
+                     f"{speedup(row)} |")
     lines += ["", f"Targets at half the heads and neurons: >= {TARGETS['x_faster']}x faster "
               f"in LiteRT: {met['x_faster']:.2f}x ({'met' if met['x_faster_met'] else 'missed'});"
               f" within {TARGETS['pp_within_dense']:g} pp of dense next-byte accuracy after the "
@@ -519,6 +521,13 @@ def lm_summary(lm):
               f"pp lost ({'met' if met['pp_met'] else 'missed'}; perplexity "
               f"{met['perplexity_ratio_with_correction_no_fine_tune']:.2f}x dense)."]
     return lines
+
+
+def _cost_cells(row, dense):
+    """The table cells every model row ends with: MACs, x fewer than dense, params, prune s."""
+    seconds = "" if row["seconds"] is None else format(row["seconds"], ".1f")
+    return (f"{row['macs']:,} | {dense['macs'] / row['macs']:.2f} | {row['params']:,} | "
+            f"{seconds} |")
 
 
 if __name__ == "__main__":
