@@ -18,6 +18,7 @@ Example:
 
 import os
 
+from kprune.engines.layer_paths import graph_layers
 from kprune.engines.question import refuse_keras3
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -122,15 +123,7 @@ def iter_layers(model, prefix=""):
         >>> [path for path, _ in iter_layers(model)]
         ['conv1', 'block/conv2', 'head']
     """
-    keras = _load()["keras"]
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        path = f"{prefix}{layer_name(layer)}"
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer, prefix=f"{path}/")
-        else:
-            yield path, layer
+    return graph_layers(model, _load()["keras"], layer_name, prefix)
 
 
 def clone_model(model, layer_fn, prefix=""):

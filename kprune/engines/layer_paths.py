@@ -1,5 +1,6 @@
-"""A layer inside another by its path (``"inner/dense"``), on either Keras: both keep a
-layer's sublayers where ``_flatten_layers`` finds them. Imports nothing.
+"""Layers by path, on either Keras: a model's layers at ``outer/inner`` (:func:`graph_layers`)
+and a layer inside another (:func:`sublayer`; both Keras keep a layer's sublayers where
+``_flatten_layers`` finds them). Imports nothing: each engine passes its own Keras.
 
 Example:
     >>> from kprune.engines.layer_paths import sublayer
@@ -8,7 +9,26 @@ Example:
     128
 """
 
-__all__ = ["sublayer"]
+__all__ = ["graph_layers", "sublayer"]
+
+
+def graph_layers(model, keras, name_of, prefix=""):
+    """Yield ``(path, layer)`` for every non-model layer of ``model`` (a model of ``keras``),
+    nested models included at ``"outer/inner"``; ``name_of(layer)`` names each step (a
+    pruning wrapper by the layer it wraps, so wrapped and stripped models read alike).
+
+    Example:
+        >>> [path for path, _ in graph_layers(model, keras, lambda layer: layer.name)]
+        ['conv1', 'block/conv2', 'head']
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        path = f"{prefix}{name_of(layer)}"
+        if isinstance(layer, keras.Model):
+            yield from graph_layers(layer, keras, name_of, prefix=f"{path}/")
+        else:
+            yield path, layer
 
 
 def sublayer(layer, relative):

@@ -20,7 +20,7 @@ import numpy as np
 from keras import ops
 from keras.src.models.functional import Functional
 
-from kprune.engines.layer_paths import sublayer
+from kprune.engines.layer_paths import graph_layers, sublayer
 from kprune.engines.question import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
@@ -104,14 +104,7 @@ def iter_layers(model, prefix=""):
     Paths are those of :func:`kprune._compat.iter_layers` (``"outer/inner"``; a wrapper
     has the path of the layer it wraps), so plans read the same on both engines.
     """
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        path = f"{prefix}{layer_name(layer)}"
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer, prefix=f"{path}/")
-        else:
-            yield path, layer
+    return graph_layers(model, keras, layer_name, prefix)
 
 
 def _nested(layer, prefix, relative, descend, views):
