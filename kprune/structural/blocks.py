@@ -25,8 +25,8 @@ together, so that dropping it gives the model built without that block:
   ``.keras``; a functional model that calls such layers (a classifier around an
   inlined backbone) is rewired to skip the dropped calls.
 
-The layer graph is read from ``model.get_config()`` (never from names); the input model
-is never modified.
+The layer graph is read from the model's calls (:mod:`kprune.structural.graph_reader`,
+never from names); the input model is never modified.
 
 Example:
     >>> from kprune import structural
@@ -40,7 +40,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -49,8 +48,8 @@ import numpy as np
 from kprune.core import layers
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
-from kprune.engines import engine_of
 from kprune.engines.capture import to_numpy
+from kprune.structural.graph_reader import fresh_layer, read
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
@@ -308,71 +307,42 @@ def _check_data(data, criterion):
     return data
 
 
-def _refs(obj, names):
-    """Every tensor reference ``[layer, node, tensor(, kwargs)]`` inside a serialized node."""
-    if isinstance(obj, (list, tuple)):
-        if (len(obj) in (3, 4) and isinstance(obj[0], str) and obj[0] in names
-                and all(isinstance(i, int) and not isinstance(i, bool) for i in obj[1:3])):
-            yield obj
-            if len(obj) == 4:
-                yield from _refs(obj[3], names)
-            return
-        for item in obj:
-            yield from _refs(item, names)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _refs(value, names)
-
-
-def _key(ref):
-    return (ref[0], int(ref[1]), int(ref[2]))
-
-
 class _Graph:
-    """The tensors of a functional model's config: who makes each, who reads each."""
+    """The tensors of a functional model (:mod:`kprune.structural.graph_reader`): who makes
+    each, who reads each."""
 
     def __init__(self, model):
         self.engine = layers.engine(model)  # tf_keras or Keras 3: the model's own
         self.engine.check_model(model)  # nested models: inlined by the public functions
         self.model = model
         self.sequential = isinstance(model, self.engine.keras.Sequential)
-        if self.sequential:
-            self.entries = {layer.name: None for layer in model.layers}
-        else:
-            self.config = model.get_config()
-            self.entries = {e["name"]: e for e in self.config["layers"]}
+        self.reader = None if self.sequential else read(model)
+        found = model.layers if self.sequential else [c.layer for c in self.reader.calls]
+        self.layer = {layer.name: layer for layer in found}  # graph order
         # names as kprune shows them (a pruning wrapper: the wrapped layer's), both ways
-        self.shown = {n: self.engine.layer_name(model.get_layer(n)) for n in self.entries}
+        self.shown = {n: self.engine.layer_name(layer) for n, layer in self.layer.items()}
         self.own = {shown: n for n, shown in self.shown.items()}
         if self.sequential:
             return
-        names = set(self.entries)
-        self.inputs = {}  # (layer, node) -> [tensor key]
-        self.readers = {}  # tensor key -> [(layer, node)]
-        for name, entry in self.entries.items():
-            for index, node in enumerate(entry["inbound_nodes"]):
-                keys = list(dict.fromkeys(_key(r) for r in _refs(node, names)))
-                self.inputs[(name, index)] = keys
-                for key in keys:
-                    self.readers.setdefault(key, []).append((name, index))
-        self.outputs = {_key(r) for r in _refs(self.config["output_layers"], names)}
-        self.order = {name: i for i, name in enumerate(self.entries)}
+        self.inputs = {c.key: list(dict.fromkeys(c.inputs)) for c in self.reader.calls}
+        self.readers = self.reader.readers  # tensor key -> [(layer, call)]
+        self.outputs = set(self.reader.outputs)
+        self.times = self.reader.times
+        self.order = {name: i for i, name in enumerate(self.layer)}
 
     def find(self, unit):
         """The blocks of ``unit`` (graph order); remembers how to drop each droppable one."""
         self.spans = {}  # shown block name -> (output key, input key, own names that go)
         if self.sequential:
             return []
-        adds = {}
-        for name, entry in self.entries.items():
-            if layers.spec(self.model.get_layer(name)).sums:
-                adds[name] = self._block(name, entry)
+        adds = {name: self._block(name) for name, layer in self.layer.items()
+                if layers.spec(layer).sums}
         if unit == "add":
             return [self._add_block(block) for block in adds.values()]
         droppable = {name: block for name, block in adds.items() if block.droppable}
         found = []
-        for name in self.entries:
-            if _is_hub_block(self.model.get_layer(name)):
+        for name, layer in self.layer.items():
+            if _is_hub_block(layer):
                 found.append(self._layer_block(name))
             elif name in droppable and self._attends(droppable[name]):
                 pair = self._pair(droppable[name], droppable)
@@ -393,7 +363,7 @@ class _Graph:
         return next(k for k in self.inputs[(block.name, 0)] if k[0] == block.shortcut)
 
     def _attends(self, block):
-        return any(_is_attention(self.model.get_layer(n)) for n in block.branch)
+        return any(_is_attention(self.layer[n]) for n in block.branch)
 
     def _single_reader(self, key, classes):
         """The one layer (called once) of ``classes`` that reads ``key``, else ``None``."""
@@ -401,8 +371,7 @@ class _Graph:
         if len(readers) != 1 or key in self.outputs:
             return None
         name = readers[0][0]
-        if (_class_name(self.model.get_layer(name)) not in classes
-                or len(self.entries[name]["inbound_nodes"]) != 1):
+        if _class_name(self.layer[name]) not in classes or self.times[name] != 1:
             return None
         return name
 
@@ -427,7 +396,7 @@ class _Graph:
             key = (norm, 0, 0)
         key, tail = (feed.name, 0, 0), []
         for norm in middle:
-            after = self._single_reader(key, (_class_name(self.model.get_layer(norm)),))
+            after = self._single_reader(key, (_class_name(self.layer[norm]),))
             if after is None:
                 break
             tail.append(after)
@@ -452,7 +421,7 @@ class _Graph:
 
     def _layer_block(self, name):
         """One call of a KerasHub transformer layer: its first input is its shortcut."""
-        calls = len(self.entries[name]["inbound_nodes"])
+        calls = self.times[name]
         keys = self.inputs.get((name, 0), [])
         block = Block(self.shown[name], (), self.shown[keys[0][0]] if keys else "",
                       kind="transformer")
@@ -469,19 +438,17 @@ class _Graph:
 
     def layers_of(self, block):
         """The layers that go with droppable ``block``."""
-        return [self.model.get_layer(n) for n in self.spans[block.name][2]]
+        return [self.layer[n] for n in self.spans[block.name][2]]
 
     def ends(self, block):
         """``(input tensor, output tensor)`` of droppable ``block``."""
         output, start, _ = self.spans[block.name]
-        nest = engine_of(self.model).nest
-        return tuple(nest.flatten(self.model.get_layer(k[0]).output)[k[2]]
-                     for k in (start, output))
+        return self.reader.tensors[start], self.reader.tensors[output]
 
-    def _block(self, name, entry):
-        nodes = entry["inbound_nodes"]
-        if len(nodes) != 1:
-            return Block(name, reason=f"the Add layer is called {len(nodes)} times (shared)")
+    def _block(self, name):
+        if self.times[name] != 1:
+            return Block(name, reason=f"the Add layer is called {self.times[name]} times "
+                         "(shared)")
         inputs = self.inputs[(name, 0)]
         if len(inputs) > 2:
             return Block(name, reason=f"more than two inputs ({len(inputs)})")
@@ -515,9 +482,9 @@ class _Graph:
             stack.extend(self.inputs[node])
         branch = sorted({n for n, _ in seen}, key=self.order.get)
         for layer in branch:
-            calls = len(self.entries[layer]["inbound_nodes"])
-            if calls != 1:
-                return [], f"branch layer {self.shown[layer]!r} is called {calls} times (shared)"
+            if self.times[layer] != 1:
+                return [], (f"branch layer {self.shown[layer]!r} is called "
+                            f"{self.times[layer]} times (shared)")
         for (reader, _), keys in ((n, self.inputs[n]) for n in self.inputs):
             if reader in branch or reader == add:
                 continue
@@ -535,16 +502,10 @@ class _Graph:
         return branch, ""
 
     def _shape(self, key):
-        layer = self.model.get_layer(key[0])
-        if len(layer._inbound_nodes) != 1:  # node indices of the config may differ
-            return None
         try:
-            shape = layers.output_shape(layer)
-        except (AttributeError, RuntimeError, ValueError):
+            return tuple(self.reader.tensors[key].shape)
+        except (TypeError, ValueError):  # a tensor of unknown rank
             return None
-        if isinstance(shape, list):
-            shape = shape[key[2]]
-        return tuple(shape)
 
     def _ancestors(self, key):
         seen, stack = set(), [key]
@@ -586,8 +547,7 @@ class _Graph:
         shortcut = min(sides, key=len)
         if not shortcut:
             return ""
-        producers = [n for n in shortcut
-                     if layers.channel_role(self.model.get_layer(n)) == "producer"]
+        producers = [n for n in shortcut if layers.channel_role(self.layer[n]) == "producer"]
         if producers:
             return f"shortcut is a projection ({self.shown[producers[0]]})"
         return f"shortcut is not an identity ({', '.join(map(self.shown.get, shortcut))})"
@@ -609,37 +569,22 @@ class _Graph:
 
     def rebuild(self, chosen):
         """A new model with the branches of ``chosen`` blocks dropped, weights copied."""
-        config = copy.deepcopy(self.config)
-        entries = {e["name"]: e for e in config["layers"]}
         replace, removed = {}, set()
         for block in chosen:
             output, start, gone = self.spans[block.name]
             replace[output] = start
             removed.update(gone)
+        clones = {}
 
-        def resolve(key):
-            while key in replace:
-                key = replace[key]
-            return key
+        def call(step, args, kwargs):
+            return fresh_layer(step.layer, clones)(*args, **kwargs)
 
-        names = set(entries)
-
-        def rewrite(obj):
-            if isinstance(obj, (list, tuple)):
-                if next(iter(_refs([obj], names)), None) is obj:
-                    return [*resolve(_key(obj)), *map(rewrite, obj[3:])]
-                return [rewrite(item) for item in obj]
-            if isinstance(obj, dict):
-                return {k: rewrite(v) for k, v in obj.items()}
-            return obj
-
-        config["layers"] = [e for e in config["layers"] if e["name"] not in removed]
-        for entry in config["layers"]:
-            entry["inbound_nodes"] = rewrite(entry["inbound_nodes"])
-        config["output_layers"] = rewrite(config["output_layers"])
-        custom = {e["class_name"]: type(self.model.get_layer(e["name"]))
-                  for e in config["layers"]}
-        new = self.engine.keras.Model.from_config(config, custom_objects=custom)
+        keras, nest = self.engine.keras, self.engine.nest
+        inputs = self.engine.fresh_inputs(self.model)
+        outputs = self.reader.replay(inputs, call, removed, replace)
+        new = keras.Model(nest.pack_sequence_as(self.model.input, inputs),
+                          nest.pack_sequence_as(self.model.output, outputs),
+                          name=self.model.name)
         for layer in new.layers:
             layer.set_weights(self.model.get_layer(layer.name).get_weights())
         return new
@@ -653,24 +598,20 @@ class _Backbone:
         layers.engine(model).check_model(model)
         self.model, self.config, self.hub = model, config, hub
         self.shown = self.own = {layer.name: layer.name for layer in model.layers}
+        self.reader = read(model)
 
     def find(self, unit):
         if unit == "add":  # its Adds are inside its layers
             return []
-        return [Block(layer.name, (), self._input(layer)._keras_history.operation.name,
-                      True, kind="transformer") for layer in self.hub]
-
-    def _input(self, layer):
-        _, args, kwargs = engine_of(self.model).node_call(layer._inbound_nodes[0])
-        return args[0] if args else next(iter(kwargs.values()))
+        return [Block(layer.name, (), self.reader.call_of(layer).inputs[0][0], True,
+                      kind="transformer") for layer in self.hub]
 
     def layers_of(self, block):
         return [self.model.get_layer(block.name)]
 
     def ends(self, block):
-        layer = self.model.get_layer(block.name)
-        return self._input(layer), layer.output
-
+        call = self.reader.call_of(self.model.get_layer(block.name))
+        return self.reader.tensors[call.inputs[0]], self.reader.tensors[call.outputs[0]]
     def rebuild(self, chosen):
         gone = {block.name for block in chosen}
         kept = [layer for layer in self.hub if layer.name not in gone]

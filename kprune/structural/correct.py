@@ -29,6 +29,7 @@ from kprune.core.calibration import calibration_batches
 from kprune.engines import engine_of
 from kprune.engines.capture import layer_inputs, to_numpy
 from kprune.structural import heads, rebuild
+from kprune.structural.graph_reader import read
 from kprune.structural.nesting import inline
 
 __all__ = ["CORRECTIONS", "correct", "refitted_layers"]
@@ -133,18 +134,13 @@ def _least_squares(pairs, kernel, bias, ridge):
 
 def _attention_call(model, layer):
     """``({part: tensor}, other tensors)`` of ``layer``'s call in ``model``."""
-    from kprune.structural.graph import _calls
-
-    _, args, kwargs = engine_of(model).node_call(_calls(model, layer)[0])
-    return heads.inputs_of(args, kwargs)
+    call = read(model).call_of(layer)
+    return heads.inputs_of(call.args, call.kwargs)
 
 
 def _causal(model, layer):
     """Whether ``layer`` is called with ``use_causal_mask=True`` in ``model``."""
-    from kprune.structural.graph import _calls
-
-    _, _, kwargs = engine_of(model).node_call(_calls(model, layer)[0])
-    return bool((kwargs or {}).get("use_causal_mask", False))
+    return bool(read(model).call_of(layer).kwargs.get("use_causal_mask", False))
 
 
 def _contexts(model, name, batches):

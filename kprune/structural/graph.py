@@ -44,6 +44,7 @@ import numpy as np
 from kprune.core import layers
 from kprune.engines import engine_of
 from kprune.structural import heads, hub_blocks
+from kprune.structural.graph_reader import read
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]
@@ -164,45 +165,19 @@ def groups(model):
 # -- internals ---------------------------------------------------------------------
 
 
-# Reading the layer graph: through the model's engine (kprune.engines.engine_of), which
-# knows how its Keras keeps nodes, their tensors and who made them.
-
-
-def _calls(model, layer):
-    """The nodes (calls) of ``layer`` that belong to functional ``model``'s graph."""
-    return engine_of(model).calls(model, layer)
-
-
-def _origin(engine, tensor):
-    """``(name of the layer that made tensor, which of its outputs it is)``."""
-    made_by, index = engine.tensor_origin(tensor)
-    return made_by.name, index
-
-
-def _node_io(engine, node):
-    """A node's input tensor keys (see :func:`_origin`) and its number of outputs."""
-    return ([_origin(engine, t) for t in engine.node_inputs(node)],
-            len(engine.node_outputs(node)))
-
-
-def _followed_operations(engine, model):
-    """The ``keras.ops`` functions of ``model``'s graph that are not layers (Keras 3), each
-    one kprune follows (:data:`kprune.core.layers.KERAS3_OPS`); refuse any other."""
+def _check_operations(engine, model):
+    """Refuse the ``keras.ops`` functions of ``model``'s graph that are not layers (Keras 3)
+    and that kprune does not follow (:data:`kprune.core.layers.KERAS3_OPS`)."""
     layer_class = engine.keras.layers.Layer
-    found = []
     for operation in engine.graph_operations(model):
-        if isinstance(operation, layer_class):
-            continue
-        if type(operation).__name__ in layers.KERAS3_OPS:
-            found.append(operation)
-        else:
+        if not isinstance(operation, layer_class) and type(
+                operation).__name__ not in layers.KERAS3_OPS:
             raise ValueError(
                 f"Cannot follow the channels of model {model.name!r}: it calls operation "
                 f"{operation.name!r} ({type(operation).__name__}, a `keras.ops` function), "
                 "not a layer. Structural pruning follows layers only: use the matching "
                 "layer (e.g. `keras.layers.Add`, `keras.layers.Activation`) instead."
             )
-    return found
 
 
 @dataclass(frozen=True)
@@ -246,7 +221,7 @@ class _Graph:
         self.steps = []  # (layer, input keys, output keys) in graph order
         self.treated = {}  # layer name -> the role it was followed as, or "refused"
         self.retired = set()  # nodes split into pieces (see _split)
-        self.nodes = {}  # layer name -> its call (functional models)
+        self.calls = {}  # layer name -> its call (functional models; see graph_reader)
         self.sums = []  # (node, name of an Add that joins it to other channels)
         self.attention = {}  # attention layer -> ({part: input tensor key}, heads node)
         self.blocks = {}  # KerasHub block -> (heads node, neurons node)
@@ -281,42 +256,27 @@ class _Graph:
         model, keras = self.model, self.keras
         if isinstance(model, keras.Sequential):
             shape = model.input_shape
-            previous = ("<input>", 0)
+            previous = ("<input>", 0, 0)
             yield None, [], [previous], shape
             for layer in model.layers:
                 if isinstance(layer, keras.layers.InputLayer):
                     continue
-                yield layer, [previous], [(layer.name, 0)], None
-                previous = (layer.name, 0)
+                yield layer, [previous], [(layer.name, 0, 0)], None
+                previous = (layer.name, 0, 0)
             self.outputs = [previous]
             return
-        engine = self.engine
-        operations = _followed_operations(engine, model)
-        pending = []
-        for layer in [*model.layers, *operations]:
-            calls = engine.calls(model, layer)
-            if len(calls) != 1:
+        _check_operations(self.engine, model)
+        self.reader = read(model)
+        for call in self.reader.calls:
+            if self.reader.times[call.layer.name] != 1:
                 raise ValueError(
                     f"Cannot follow the channels of model {model.name!r}: layer "
-                    f"{layer.name!r} is called {len(calls)} times in it (a shared layer); "
-                    "structural pruning needs each layer used once."
-                )
-            inputs, count = _node_io(engine, calls[0])
-            self.nodes[layer.name] = calls[0]
-            pending.append((layer, inputs, [(layer.name, i) for i in range(count)]))
-        seen = set()
-        while pending:
-            rest = []
-            for layer, inputs, outputs in pending:
-                if all(key in seen for key in inputs):
-                    seen.update(outputs)
-                    yield layer, inputs, outputs, None
-                else:
-                    rest.append((layer, inputs, outputs))
-            if len(rest) == len(pending):
-                raise ValueError(f"Cannot order the layers of model {model.name!r}.")
-            pending = rest
-        self.outputs = [_origin(engine, t) for t in model.outputs]
+                    f"{call.layer.name!r} is called {self.reader.times[call.layer.name]} "
+                    "times in it (a shared layer); structural pruning needs each layer used "
+                    "once.")
+            self.calls[call.layer.name] = call
+            yield call.layer, list(call.inputs), list(call.outputs), None
+        self.outputs = self.reader.outputs
 
     def _walk(self):
         keras = self.keras
@@ -447,13 +407,12 @@ class _Graph:
         """A MultiHeadAttention: its query/key/value projections read their inputs ("in"),
         its output projection makes its output channels ("out"), and its heads are a
         group of their own ("heads"; see :mod:`kprune.structural.heads`)."""
-        node = self.nodes.get(layer.name)
-        if node is None:
+        call = self.calls.get(layer.name)
+        if call is None:
             return self._refuse(layer, ins, [out], "it is not called in a functional model")
-        _, call_args, call_kwargs = self.engine.node_call(node)
-        parts, rest = heads.inputs_of(call_args, call_kwargs)
-        keys = {part: _origin(self.engine, tensor) for part, tensor in parts.items()}
-        for key in {_origin(self.engine, tensor) for tensor in rest}:
+        parts, rest = heads.inputs_of(call.args, call.kwargs)
+        keys = {part: self.reader.key(tensor) for part, tensor in parts.items()}
+        for key in {self.reader.key(tensor) for tensor in rest}:
             self.block(self.desc[key], f"layer {layer.name!r} ({type(layer).__name__}): "
                        "it reads this tensor as a mask")
         for part in ("query", "key", "value"):
@@ -483,16 +442,15 @@ class _Graph:
         it, whole; its heads and its feed-forward neurons are groups of their own ("heads",
         "neurons"; see :mod:`kprune.structural.hub_blocks`). Its other inputs (masks, an
         encoder sequence) are left whole."""
-        node = self.nodes.get(layer.name)
-        if node is None:
+        call = self.calls.get(layer.name)
+        if call is None:
             return self._refuse(layer, ins, [out], "it is not called in a functional model")
-        stream_key = _origin(self.engine, self.engine.node_inputs(node)[0])
+        stream_key = call.inputs[0]
         stream = self.desc[stream_key]
         what = f"layer {layer.name!r} ({type(layer).__name__})"
         if stream.positions > 1:
             return self._refuse(layer, ins, [out], "it follows a Flatten")
-        for key in dict.fromkeys(_origin(self.engine, t)
-                                 for t in self.engine.node_inputs(node)[1:]):
+        for key in dict.fromkeys(call.inputs[1:]):
             if key != stream_key:
                 self.block(self.desc[key], f"{what}: it reads this tensor as a mask or "
                            "encoder sequence")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 
 from kprune.engines import engine_of
+from kprune.structural.graph_reader import fresh_layer, read
 
 __all__ = ["inline", "is_nested", "follows_nesting"]
 
@@ -43,16 +44,13 @@ def inline(model):
     owner.check_model(model)
     if not is_nested(model):
         return model
-    for path, layer in owner.iter_layers(model):
-        if not getattr(layer, "_is_graph_network", True):
-            raise ValueError(f"Cannot inline layer {path!r}: it is not a functional model.")
-    clones, sources = {}, {}
+    clones = {}
     inputs = owner.fresh_inputs(model)
-    outputs = _call(model, inputs, clones, sources)
+    outputs = _call(model, inputs, clones)
     flat = owner.keras.Model(owner.as_call_inputs(inputs),
                              outputs if len(outputs) > 1 else outputs[0], name=model.name)
-    for name, layer in clones.items():
-        layer.set_weights(sources[name].get_weights())
+    for source, layer in clones.values():
+        layer.set_weights(source.get_weights())
     return flat
 
 
@@ -66,43 +64,13 @@ def follows_nesting(function):
     return wrapper
 
 
-def _call(model, inputs, clones, sources):
+def _call(model, inputs, clones):
     """Call the layers of ``model`` on ``inputs`` in graph order; return its outputs."""
     owner = engine_of(model)
-    graph = owner.functional_graph(model)
-    if graph is None:
-        raise ValueError(
-            f"Cannot inline model {model.name!r}: it has no layer graph (a Sequential "
-            "built without an Input, or a subclassed model).")
-    flatten, map_structure = owner.nest.flatten, owner.nest.map_structure
-    input_layer, model_class = owner.keras.layers.InputLayer, owner.keras.Model
-    found = {id(t): new for t, new in zip(model.inputs, inputs)}
 
-    def mapped(value):
-        return found[id(value)] if id(value) in found else value
+    def call(step, args, kwargs):
+        if isinstance(step.layer, owner.keras.Model):
+            return _call(step.layer, owner.nest.flatten(args), clones)
+        return fresh_layer(step.layer, clones)(*args, **kwargs)
 
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            layer, args, kwargs = owner.node_call(node)
-            if isinstance(layer, input_layer):
-                continue
-            args, kwargs = map_structure(mapped, (args, kwargs))
-            if isinstance(layer, model_class):
-                result = _call(layer, flatten(args), clones, sources)
-            else:
-                result = _clone(layer, clones, sources)(*args, **kwargs)
-            for old, new in zip(flatten(node.outputs), flatten(result)):
-                found[id(old)] = new
-    return [found[id(t)] for t in model.outputs]
-
-
-def _clone(layer, clones, sources):
-    if layer.name in sources and sources[layer.name] is not layer:
-        raise ValueError(
-            f"Cannot inline the nested models: two layers are named {layer.name!r}, and a "
-            "flat model needs distinct names. Rename one (e.g. build the nested model "
-            "with a name prefix) and try again.")
-    if layer.name not in clones:
-        sources[layer.name] = layer
-        clones[layer.name] = type(layer).from_config(layer.get_config())
-    return clones[layer.name]
+    return read(model).replay(inputs, call)

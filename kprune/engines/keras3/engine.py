@@ -28,7 +28,7 @@ __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest", "check_model", "iter
            "clone_model", "model_layers", "backend", "sync_state", "constant",
            "callback_class", "weight_gradients", "tflite_converter",
            "node_call", "node_inputs", "node_outputs", "tensor_origin", "calls",
-           "functional_graph", "graph_operations", "fresh_inputs", "as_call_inputs",
+           "graph_nodes", "layer_calls", "is_graph_tensor", "graph_operations", "fresh_inputs", "as_call_inputs",
            "node_shapes", "unwrap", "input_shape", "output_shape", "builtin_classes",
            "declares_prunable_weights", "declared_prunable_weights", "registry_labels",
            "unregistered_reason", "masked_values", "with_nested_layers",
@@ -120,10 +120,24 @@ def calls(model, layer):
     return [node for node in layer._inbound_nodes if id(node) in ours]
 
 
-def functional_graph(model):
-    """What holds ``model``'s nodes by depth (``_nodes_by_depth``): a Sequential's graph is
-    its ``_functional``."""
-    return getattr(model, "_functional", None) or model
+def graph_nodes(model):
+    """Every node (call) of ``model``'s layer graph, its inputs' first (a Sequential's graph
+    is its ``_functional``); None when it has no layer graph (a Sequential built without an
+    Input, a subclassed model)."""
+    by_depth = getattr(getattr(model, "_functional", None) or model, "_nodes_by_depth", None)
+    if by_depth is None:
+        return None
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def layer_calls(layer):
+    """Every node (call) of ``layer``, in whichever model (none for a layer never called)."""
+    return list(getattr(layer, "_inbound_nodes", []))
+
+
+def is_graph_tensor(value):
+    """True when ``value`` (an argument of a node) is a symbolic tensor of a layer graph."""
+    return isinstance(value, keras.KerasTensor)
 
 
 def graph_operations(model):

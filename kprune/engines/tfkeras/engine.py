@@ -29,7 +29,8 @@ __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (modul
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
            "backend", "sync_state", "constant", "callback_class",
            "weight_gradients", "tflite_converter", "node_call", "node_inputs",
-           "node_outputs", "tensor_origin", "calls", "functional_graph", "graph_operations",
+           "node_outputs", "tensor_origin", "calls", "graph_nodes", "layer_calls",
+           "is_graph_tensor", "graph_operations",
            "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
            "output_shape", "builtin_classes", "declares_prunable_weights",
            "declared_prunable_weights", "registry_labels", "unregistered_reason",
@@ -163,10 +164,23 @@ def calls(model, layer):
             if f"{layer.name}_ib-{index}" in network]
 
 
-def functional_graph(model):
-    """What holds ``model``'s nodes by depth (``_nodes_by_depth``); None when it has no
+def graph_nodes(model):
+    """Every node (call) of ``model``'s layer graph, its inputs' first; None when it has no
     layer graph (a Sequential built without an Input, a subclassed model)."""
-    return model if getattr(model, "_is_graph_network", False) else None
+    if not getattr(model, "_is_graph_network", False):
+        return None
+    by_depth = model._nodes_by_depth
+    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+
+
+def layer_calls(layer):
+    """Every node (call) of ``layer``, in whichever model (none for a layer never called)."""
+    return list(getattr(layer, "_inbound_nodes", []))
+
+
+def is_graph_tensor(value):
+    """True when ``value`` (an argument of a node) is a symbolic tensor of a layer graph."""
+    return hasattr(value, "_keras_history")
 
 
 def graph_operations(model):
@@ -178,7 +192,7 @@ def graph_operations(model):
 def fresh_inputs(model):
     """New ``Input`` tensors like ``model``'s (a list), to call its layers on again."""
     keras = _compat.keras
-    return [keras.Input(type_spec=t.type_spec, name=t.name.split(":")[0])
+    return [keras.Input(type_spec=t.type_spec, name=tensor_origin(t)[0].name)
             for t in model.inputs]
 
 
