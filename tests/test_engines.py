@@ -36,12 +36,33 @@ def test_the_same_code_reads_either_engines_graph(k):
     engine = engine_of(model)
     assert [path for path, _ in engine.model_layers(model)] == ["fc", "head"]
     head = model.get_layer("head")
-    (node,) = engine.calls(getattr(model, "_functional", None) or model, head)
+    nodes = engine.graph_nodes(model)  # the input's node first
+    assert [engine.node_call(node)[0].name for node in nodes][1:] == ["fc", "head"]
+    (node,) = engine.layer_calls(head)
+    assert node is nodes[-1]
     layer, args, _ = engine.node_call(node)
-    assert layer is head
+    assert layer is head and engine.is_graph_tensor(args[0])
+    assert not engine.is_graph_tensor(np.zeros(4)) and not engine.is_graph_tensor(None)
     made_by, index = engine.tensor_origin(engine.node_inputs(node)[0])
     assert (made_by.name, index) == ("fc", 0)
+    assert engine.node_outputs(node)[0] is model.outputs[0]
     assert engine.node_shapes(head) == [((None, 4), (None, 2))]
+    assert engine.layer_calls(k.layers.Dense(1)) == []
+
+
+@pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_a_model_without_a_layer_graph_has_no_graph_nodes(k):
+    class Subclassed(k.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc = k.layers.Dense(2)
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = Subclassed()
+    model(np.zeros((1, 3), "float32"))
+    assert engine_of(model).graph_nodes(model) is None
 
 
 @pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])

@@ -404,7 +404,7 @@ def _channel_role(layer, owner):
     if role == "channelwise" and type(layer).__name__ == "Activation":
         name = getattr(layer.activation, "__name__", "")
         return "mixing" if name in ("softmax", "log_softmax") else role
-    if type(layer).__name__ == "TFOpLambda" and _elementwise_op(layer):
+    if type(layer).__name__ == "TFOpLambda" and _elementwise_op(layer, owner):
         return "channelwise"
     if type(layer).__name__ == "Reshape" and role == "reshaping" and layer.built:
         # (N, ..., C) -> (N, ..., C) keeps each channel's identity (row-major order)
@@ -415,14 +415,14 @@ def _channel_role(layer, owner):
     return role
 
 
-def _elementwise_op(layer):
+def _elementwise_op(layer, owner):
     """True for a TFOpLambda of :data:`ELEMENTWISE_OPS` on one tensor and Python numbers."""
-    if getattr(layer, "symbol", None) not in ELEMENTWISE_OPS or not layer._inbound_nodes:
+    if getattr(layer, "symbol", None) not in ELEMENTWISE_OPS or not owner.layer_calls(layer):
         return False
-    for node in layer._inbound_nodes:
-        kwargs = {k: v for k, v in (node.call_kwargs or {}).items() if k != "name"}
-        args = [*node.call_args, *kwargs.values()]
-        tensors = [a for a in args if hasattr(a, "_keras_history")]
+    for node in owner.layer_calls(layer):
+        _, args, kwargs = owner.node_call(node)
+        args = [*args, *(v for k, v in (kwargs or {}).items() if k != "name")]
+        tensors = [a for a in args if owner.is_graph_tensor(a)]
         numbers = [a for a in args
                    if isinstance(a, (int, float)) and not isinstance(a, bool)]
         if len(tensors) != 1 or len(tensors) + len(numbers) != len(args):

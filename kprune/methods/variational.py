@@ -488,7 +488,7 @@ def check_model(model):
             f"it with tf_keras (import tf_keras as keras). Received: model {model.name!r}")
     if not isinstance(model, keras.Model):
         raise TypeError(f"Argument `model` must be a tf_keras model. Received: {model!r}")
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+    if not (isinstance(model, keras.Sequential) or engine_of(model).graph_nodes(model) is not None):
         raise TypeError(
             "variational.sparsify needs a Sequential or functional tf_keras model (it "
             "rebuilds the graph with variational layers); a subclassed model cannot be "

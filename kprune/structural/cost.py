@@ -51,7 +51,7 @@ def _attention_calls(engine, layer):
     """``[(query shape, value shape)]`` of every call of a MultiHeadAttention (its first
     two tensor inputs; the value is the query when it is called with one)."""
     calls = []
-    for node in getattr(layer, "_inbound_nodes", []):
+    for node in engine.layer_calls(layer):
         shapes = [tuple(t.shape) for t in engine.node_inputs(node)]
         if shapes:
             calls.append((shapes[0], shapes[1] if len(shapes) > 1 else shapes[0]))
@@ -85,7 +85,7 @@ def block_macs(engine, layer):
     from kprune.structural import hub_blocks
 
     found = {"heads": 0, "neurons": 0}
-    for node in getattr(layer, "_inbound_nodes", []):
+    for node in engine.layer_calls(layer):
         shape = tuple(engine.node_inputs(node)[0].shape)
         if any(d is None for d in shape[1:]):
             raise ValueError(

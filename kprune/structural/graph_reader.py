@@ -69,19 +69,17 @@ class LayerGraph:
     def __init__(self, model, engine, nodes):
         self.model, self.engine = model, engine
         self.tensors, self._keys, self.times = {}, {}, {}
-        made = []
-        for node in nodes:
+        calls = []
+        for node in nodes:  # a tensor's maker comes before its readers
             layer, args, kwargs = engine.node_call(node)
             index = self.times.get(layer.name, 0)
             self.times[layer.name] = index + 1
             outputs = engine.node_outputs(node)
             keys = tuple((layer.name, index, i) for i in range(len(outputs)))
+            inputs = tuple(self._keys[id(t)] for t in engine.node_inputs(node))
             self.tensors.update(zip(keys, outputs))
             self._keys.update((id(tensor), key) for key, tensor in zip(keys, outputs))
-            made.append((layer, index, args, kwargs, node, keys))
-        calls = [Call(layer, index, args, kwargs or {},
-                      tuple(self._keys[id(t)] for t in engine.node_inputs(node)), keys)
-                 for layer, index, args, kwargs, node, keys in made]
+            calls.append(Call(layer, index, args, kwargs or {}, inputs, keys))
         self.calls = self._in_order(calls)
         self.readers = {}
         for call in self.calls:

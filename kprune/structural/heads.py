@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kprune.engines import engine_of
+
 __all__ = ["PARTS", "num_heads", "part_weights", "per_head", "head_outputs", "output_kernel",
            "dead_heads",
            "slice_attention", "inputs_of", "context_probe"]
@@ -105,8 +107,8 @@ def inputs_of(node_args, node_kwargs):
         if tensor is not None:
             found[part] = tensor
     found.setdefault("key", found["value"])
-    rest = [a for a in args[3:] + list(kwargs.values()) if hasattr(a, "_keras_history")]
-    return found, rest
+    is_tensor = engine_of(found["query"]).is_graph_tensor
+    return found, [a for a in args[3:] + list(kwargs.values()) if is_tensor(a)]
 
 
 def context_probe(layer, call):

@@ -27,8 +27,9 @@ from kprune.engines.keras3 import helpers
 __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
            "clone_model", "model_layers", "backend", "sync_state", "constant",
            "callback_class", "weight_gradients", "tflite_converter",
-           "node_call", "node_inputs", "node_outputs", "tensor_origin", "calls",
-           "graph_nodes", "layer_calls", "is_graph_tensor", "graph_operations", "fresh_inputs", "as_call_inputs",
+           "node_call", "node_inputs", "node_outputs", "tensor_origin", "graph_nodes",
+           "layer_calls", "is_graph_tensor", "graph_operations", "fresh_inputs",
+           "as_call_inputs",
            "node_shapes", "unwrap", "input_shape", "output_shape", "builtin_classes",
            "declares_prunable_weights", "declared_prunable_weights", "registry_labels",
            "unregistered_reason", "masked_values", "with_nested_layers",
@@ -112,12 +113,6 @@ def tensor_origin(tensor):
     """``(layer that made tensor, which of its outputs it is)``."""
     history = tensor._keras_history
     return history.operation, history.tensor_index
-
-
-def calls(model, layer):
-    """The nodes (calls) of ``layer`` that belong to functional ``model``'s graph."""
-    ours = {id(node) for nodes in model._nodes_by_depth.values() for node in nodes}
-    return [node for node in layer._inbound_nodes if id(node) in ours]
 
 
 def graph_nodes(model):

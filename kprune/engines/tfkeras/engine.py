@@ -29,7 +29,7 @@ __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (modul
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
            "backend", "sync_state", "constant", "callback_class",
            "weight_gradients", "tflite_converter", "node_call", "node_inputs",
-           "node_outputs", "tensor_origin", "calls", "graph_nodes", "layer_calls",
+           "node_outputs", "tensor_origin", "graph_nodes", "layer_calls",
            "is_graph_tensor", "graph_operations",
            "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
            "output_shape", "builtin_classes", "declares_prunable_weights",
@@ -155,13 +155,6 @@ def tensor_origin(tensor):
     """``(layer that made tensor, which of its outputs it is)``."""
     history = tensor._keras_history
     return history.layer, history.tensor_index
-
-
-def calls(model, layer):
-    """The nodes (calls) of ``layer`` that belong to functional ``model``'s graph."""
-    network = model._network_nodes
-    return [node for index, node in enumerate(layer._inbound_nodes)
-            if f"{layer.name}_ib-{index}" in network]
 
 
 def graph_nodes(model):
