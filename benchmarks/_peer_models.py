@@ -32,10 +32,10 @@ BN_EPSILON = 1e-3
 
 def keras_model(widths=None, num_classes=10):
     """The tf_keras twin with these group widths (default :data:`WIDTHS`)."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     w = dict(WIDTHS, **(widths or {}))
-    keras = _compat.keras
+    keras = loader.keras
     layers = keras.layers
 
     def bn(x, name):

@@ -130,11 +130,11 @@ def file_facts(path):
 
 def layer_part(work, cfg, *, seed):
     """fc1 alone, masked four ways, int8: sizes and latency against the dense int8 file."""
-    from kprune import _compat
     from kprune.core import masks
+    from kprune.engines.tfkeras import loader
     from kprune.tflite import export, measure
 
-    keras = _compat.keras
+    keras = loader.keras
     rng = np.random.default_rng(seed)
     weights = (rng.normal(size=FC1) * 0.02).astype(np.float32)
     calibration = rng.random((100, FC1[0]), dtype=np.float32)
@@ -163,9 +163,10 @@ def layer_part(work, cfg, *, seed):
 
 def model_part(work, cfg, *, data_dir, seed):
     """The seed CNN, dense against fc1 95 % block-sparse: accuracy, bytes, latency."""
-    from kprune import _compat, data, export, measure, models, report, workflows
+    from kprune import data, export, measure, models, report, workflows
     from kprune.core.plan import LayerRule, PruningPlan
     from kprune.core.schedules import Schedule
+    from kprune.engines.tfkeras import loader
     from kprune.engines.verify import sparsity_report
     from kprune.engines.wrap import copy_model
 
@@ -173,7 +174,7 @@ def model_part(work, cfg, *, data_dir, seed):
     x_train, y_train = x_train[: cfg["n_train"]], y_train[: cfg["n_train"]]
     x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
     log(f"MNIST: {len(x_train):,} train / {len(x_test):,} test")
-    _compat.keras.utils.set_random_seed(seed)
+    loader.keras.utils.set_random_seed(seed)
     trainer = workflows.Trainer(x_train, y_train, batch_size=128)
     log(f"dense seed CNN, {cfg['dense_epochs']} epoch(s)")
     trained = models.seed_cnn()

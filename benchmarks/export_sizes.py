@@ -116,10 +116,11 @@ def main(argv=None):
 def run(config, *, work, data_dir, seed=0, pqat=False, quick=False):
     """Train, prune, export and measure; return the results dict (see README)."""
     import kprune
-    from kprune import _compat, data, export, models, report
+    from kprune import data, export, models, report
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
 
-    keras = _compat.keras
+    keras = loader.keras
     work = Path(work)
     timings = {}
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
@@ -322,10 +323,11 @@ def check_targets(rows):
 
 def tfmot_reference(config, *, work, x_train, y_train, x_test, y_test, seed):
     """tfmot's pruning_with_keras tutorial, as published, measured the same way."""
-    from kprune import _compat, export, models, report
+    from kprune import export, models, report
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
 
-    keras, tfmot = _compat.keras, _compat.tfmot
+    keras, tfmot = loader.keras, loader.tfmot
     work = Path(work)
     keras.utils.set_random_seed(seed)
     base = models.compile_classifier(models.tfmot_tutorial_cnn())

@@ -128,10 +128,11 @@ def load_data(data_dir, *, quick, seed):
 
 def trainer_for(train, validation, *, lr, decay):
     """A Trainer: Adam at ``lr``, multiplied by ``decay`` every epoch of each fit."""
-    from kprune import _compat, models
+    from kprune import models
+    from kprune.engines.tfkeras import loader
     from kprune.methods.workflows import Trainer
 
-    schedule = _compat.keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay**epoch)
+    schedule = loader.keras.callbacks.LearningRateScheduler(lambda epoch: lr * decay**epoch)
     return Trainer(*train, validation_data=validation, batch_size=BATCH_SIZE,
                    compile=lambda model: models.compile_classifier(model, learning_rate=lr),
                    callbacks=[schedule])
@@ -143,7 +144,7 @@ def run(names, *, data_dir, seed=0, quick=False, repeats=None):
     Each network runs ``repeats`` times (default: its ``repeats`` setting), seeds
     ``seed``, ``seed + 1``, ...; every repeat trains its own dense baseline.
     """
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     train, validation, test = load_data(data_dir, quick=quick, seed=seed)
     log(f"MNIST: {len(train[0]):,} train / {len(validation[0]):,} validation / "
@@ -156,7 +157,7 @@ def run(names, *, data_dir, seed=0, quick=False, repeats=None):
         runs = []
         for index in range(cfg["repeats"]):
             log(f"{name}: repeat {index + 1} of {cfg['repeats']}, seed {seed + index}")
-            _compat.keras.utils.set_random_seed(seed + index)
+            loader.keras.utils.set_random_seed(seed + index)
             runs.append(run_network(name, cfg, train, validation, test))
         networks[name] = combine_repeats(runs, seeds=list(range(seed, seed + cfg["repeats"])))
     return {

@@ -305,9 +305,9 @@ def ordered(x, y, epochs, seed):
 
 def step_timer():
     """A Keras callback that records the wall time between consecutive training batches."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    class StepTimer(_compat.keras.callbacks.Callback):
+    class StepTimer(loader.keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
             self.starts = []
@@ -345,9 +345,9 @@ def tfmot_convert(model, path, variant, calibration):
     """``.tflite`` of a tfmot-stripped model with ``tf.lite.TFLiteConverter`` called directly:
     ``float``; ``int8`` (full integer, int8 input and output, ``calibration`` as the
     representative dataset); ``sparse-int8`` (the same, plus ``EXPERIMENTAL_SPARSITY``)."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    tf = _compat.tf
+    tf = loader.tf
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if variant != "float":
         converter.optimizations = [tf.lite.Optimize.DEFAULT] + (
@@ -451,11 +451,12 @@ def best_recipe(dense, xs, ys, recipe_path=BEST_RECIPE):
 def run_tfmot(cfg, mnist, *, work, seed):
     """Part 1: tfmot's recipe called directly against kprune's plans on one baseline."""
     import kprune
-    from kprune import _compat, export, measure, models
+    from kprune import export, measure, models
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
     from kprune.methods.trainer import compile_classifier
 
-    keras, tfmot = _compat.keras, _compat.tfmot
+    keras, tfmot = loader.keras, loader.tfmot
     x_train, y_train, x_test, y_test = mnist
     calibration = x_train[: cfg["calibration"]]
     keras.utils.set_random_seed(seed)
@@ -617,13 +618,14 @@ def torch_latency_rounds(nets, *, baseline, rounds, repeats, warmup):
 def run_torch_pruning(cfg, mnist, *, work, seed, seeds):
     """Part 2: structural pruning by kprune and Torch-Pruning to the same MAC budgets."""
     from benchmarks import _peer_models as twins
-    from kprune import _compat, export, measure, structural
+    from kprune import export, measure, structural
     from kprune.core.calibration import calibration_batches
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
     from kprune.methods.post_training import recalibrate_batch_norm
     from kprune.methods.trainer import compile_classifier
 
-    keras = _compat.keras
+    keras = loader.keras
     x_train, y_train, x_test, y_test = mnist
     keras.utils.set_random_seed(seed)
     dense = compile_classifier(twins.keras_model())

@@ -244,9 +244,10 @@ def mobilenet_v2_style(keras):
 
 def run_cnn(cfg, data_dir, seed):
     import kprune
-    from kprune import _compat, data, models
+    from kprune import data, models
+    from kprune.engines.tfkeras import loader
 
-    _compat.keras.utils.set_random_seed(seed)
+    loader.keras.utils.set_random_seed(seed)
     (x, y), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
     x, y = x[:cfg["n_train"]], y[:cfg["n_train"]]
     x_test, y_test = x_test[:cfg["n_test"]], y_test[:cfg["n_test"]]
@@ -254,7 +255,7 @@ def run_cnn(cfg, data_dir, seed):
     plans["default (2:4)"] = kprune.PruningPlan.default()
     results = {}
     for name, build in (("seed CNN", models.seed_cnn),
-                        ("MobileNetV2-style", lambda: mobilenet_v2_style(_compat.keras))):
+                        ("MobileNetV2-style", lambda: mobilenet_v2_style(loader.keras))):
         model = models.compile_classifier(build())
         start = time.perf_counter()
         model.fit(x, y, batch_size=64, epochs=cfg["epochs"], verbose=0)

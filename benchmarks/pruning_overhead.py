@@ -93,10 +93,11 @@ def main(argv=None):
 
 def build_model(name):
     """``(uncompiled tf_keras model, input side)`` for one of the benchmark's model names."""
-    from kprune import _compat, models
+    from kprune import models
+    from kprune.engines.tfkeras import loader
 
     if name == "mobilenetv2-0.35":
-        return _compat.keras.applications.MobileNetV2(
+        return loader.keras.applications.MobileNetV2(
             input_shape=(32, 32, 1), alpha=0.35, weights=None, classes=10,
             classifier_activation=None), 32
     return models.build(name), 28
@@ -104,11 +105,11 @@ def build_model(name):
 
 def _timed_epoch(model, x, y, batch_size, callbacks, *, time_steps):
     """``(epoch seconds, [seconds of each step] or [])`` of one epoch of ``model.fit``."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     steps = []
 
-    class StepTimer(_compat.keras.callbacks.Callback):  # first in the list: times the others
+    class StepTimer(loader.keras.callbacks.Callback):  # first in the list: times the others
         def on_train_batch_begin(self, batch, logs=None):
             self.start = time.perf_counter()
 
@@ -151,9 +152,9 @@ def _interleaved(name, fits, x, y, *, batch_size, rounds, warm_up, time_steps):
 def _empty_batch_hook():
     """An empty per-batch callback: what any callback overriding ``on_train_batch_end``
     (as kprune's ScheduleGuard once did) makes Keras do after every step."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    class BatchHook(_compat.keras.callbacks.Callback):
+    class BatchHook(loader.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             pass
 
@@ -188,7 +189,8 @@ def measure_model(name, x, y, *, batch_size, rounds, epoch_rounds):
     dense with an empty per-batch hook and kprune (timed per epoch, no step timer); its part
     of the results."""
     import kprune
-    from kprune import _compat, models
+    from kprune import models
+    from kprune.engines.tfkeras import loader
 
     model, side = build_model(name)
     if side != x.shape[1]:
@@ -201,7 +203,7 @@ def measure_model(name, x, y, *, batch_size, rounds, epoch_rounds):
     pruned_fits = 2 * (rounds + 1) + epoch_rounds
     pruned = models.compile_classifier(kprune.apply(
         model, kprune.PruningPlan.default(), steps_per_epoch=steps, epochs=pruned_fits))
-    update_step = _compat.tfmot.sparsity.keras.UpdatePruningStep
+    update_step = loader.tfmot.sparsity.keras.UpdatePruningStep
     per_step = _interleaved(name, {"dense": (dense, list),
                                    "tfmot": (pruned, lambda: [update_step()]),
                                    "kprune": (pruned, kprune.callbacks)},
@@ -270,7 +272,8 @@ def run(*, data_dir, seed=0, quick=False, settings=None):
     ``settings`` replaces entries of the mode's settings (``FULL`` or ``QUICK``), e.g.
     ``{"models": ["seed-cnn"], "rounds": 1}`` (``benchmarks.records --quick`` does).
     """
-    from kprune import _compat, data
+    from kprune import data
+    from kprune.engines.tfkeras import loader
 
     cfg = {**(QUICK if quick else FULL), **(settings or {})}
     unknown = set(cfg) - set(FULL)
@@ -285,7 +288,7 @@ def run(*, data_dir, seed=0, quick=False, settings=None):
     warnings.filterwarnings("ignore", category=UserWarning, module="kprune")
     per_model = {}
     for name in cfg["models"]:
-        _compat.keras.utils.set_random_seed(seed)
+        loader.keras.utils.set_random_seed(seed)
         # Each fit is one epoch of the schedule: every fit but the last ends short of the
         # final sparsity on purpose (the strict report checks the end).
         with warnings.catch_warnings():

@@ -120,16 +120,16 @@ def residual_cnn(input_shape=(28, 28, 1), num_classes=10):
     output channels with the stem; blocks 2 and 3 (32, 64 channels, stride 2) add a 1x1
     projection of their input. Every convolution is followed by batch norm.
     """
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    layers = _compat.keras.layers
+    layers = loader.keras.layers
 
     def conv_bn(x, filters, kernel, stride, name):
         x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                           name=f"{name}_conv")(x)
         return layers.BatchNormalization(name=f"{name}_bn")(x)
 
-    inputs = _compat.keras.Input(input_shape)
+    inputs = loader.keras.Input(input_shape)
     x = layers.ReLU(name="stem_relu")(conv_bn(inputs, 16, 3, 2, "stem"))
     for index, (filters, stride) in enumerate([(16, 1), (32, 2), (64, 2)], start=1):
         name = f"block{index}"
@@ -141,12 +141,13 @@ def residual_cnn(input_shape=(28, 28, 1), num_classes=10):
         x = layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = layers.Dense(num_classes, name="head")(x)
-    return _compat.keras.Model(inputs, outputs, name="residual_cnn")
+    return loader.keras.Model(inputs, outputs, name="residual_cnn")
 
 
 def run(*, data_dir, work, seed=0, quick=False):
     """Build, train, prune, export, measure; return the results dict."""
-    from kprune import _compat, copy_model, data, measure, models, structural
+    from kprune import copy_model, data, measure, models, structural
+    from kprune.engines.tfkeras import loader
     from kprune.methods.trainer import compile_classifier
 
     cfg = QUICK if quick else FULL
@@ -155,7 +156,7 @@ def run(*, data_dir, work, seed=0, quick=False):
     rows_of = dict.fromkeys(TRAINED, rows)  # model name -> its rows
     rows_of.update(dict.fromkeys(applications, [
         row for row in rows if not quick or row[0] in QUICK_APPLICATION_ROWS]))
-    keras = _compat.keras
+    keras = loader.keras
     threads_all = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)

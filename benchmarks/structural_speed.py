@@ -78,8 +78,9 @@ def main(argv=None):
 
 def run(*, data_dir, work, seed=0, quick=False):
     """Train, prune both ways, export, measure; return the results dict."""
-    from kprune import _compat, data, export, measure, models, report, structural, workflows
+    from kprune import data, export, measure, models, report, structural, workflows
     from kprune.core.plan import PruningPlan
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
 
     cfg = QUICK if quick else FULL
@@ -87,7 +88,7 @@ def run(*, data_dir, work, seed=0, quick=False):
     x_train, y_train = x_train[: cfg["n_train"]], y_train[: cfg["n_train"]]
     x_test, y_test = x_test[: cfg["n_test"]], y_test[: cfg["n_test"]]
     log(f"MNIST: {len(x_train):,} train / {len(x_test):,} test")
-    _compat.keras.utils.set_random_seed(seed)
+    loader.keras.utils.set_random_seed(seed)
     trainer = workflows.Trainer(x_train, y_train, batch_size=128)
     log(f"dense seed CNN, {cfg['dense_epochs']} epoch(s)")
     trained = models.seed_cnn()

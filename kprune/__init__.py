@@ -2,7 +2,8 @@
 
 The package is grouped by concern, and imports point down only::
 
-    kprune/_compat.py       the one module that imports TensorFlow, tf_keras and tfmot
+    kprune/engines/tfkeras/loader.py
+                            the one module that imports TensorFlow, tf_keras and tfmot
     kprune/viz.py, kprune/progress.py   figures, progress bars
     kprune/engines/__init__.py, engines/*/engine.py, engines/keras3/helpers.py
                             the engine interface: engine_of (the one place that asks which

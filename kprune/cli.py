@@ -121,12 +121,12 @@ def _export(args):
 
 def _stripped(path):
     """Load a .keras/.h5 model; strip pruning wrappers if it still has them."""
-    from kprune import _compat
     from kprune.engines.saving import load_model
+    from kprune.engines.tfkeras import loader
     from kprune.engines.verify import strip
 
     model = load_model(path)
-    if any(isinstance(layer, _compat.PruneLowMagnitude) for _, layer in _compat.iter_layers(model)):
+    if any(isinstance(layer, loader.PruneLowMagnitude) for _, layer in loader.iter_layers(model)):
         print(f"{path}: still has pruning wrappers; stripping them first")
         model = strip(model)
     return model
@@ -148,15 +148,15 @@ def _inspect(args):
         return 0
     if path.suffix not in (".keras", ".h5"):
         raise ValueError(f"FILE must be a .keras, .h5 or .tflite file. Received: FILE={str(path)!r}")
-    from kprune import _compat
     from kprune.core import masks
     from kprune.core.layers import effective_weights
     from kprune.core.table import table
     from kprune.engines.saving import load_model
+    from kprune.engines.tfkeras import loader
 
     model = load_model(path, compile=False)
     rows = []
-    for name, layer in _compat.iter_layers(model):
+    for name, layer in loader.iter_layers(model):
         for label, kernel in effective_weights(layer):
             rows.append((name, type(getattr(layer, "layer", layer)).__name__, label,
                          "x".join(map(str, kernel.shape)), f"{kernel.size:,}",

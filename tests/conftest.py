@@ -116,9 +116,9 @@ def mnist_small(mnist_dir):
 
 @pytest.fixture
 def seeded():
-    """Seed Python, numpy and TensorFlow (through kprune._compat) with 0."""
-    from kprune import _compat
+    """Seed Python, numpy and TensorFlow (through kprune.engines.tfkeras.loader) with 0."""
+    from kprune.engines.tfkeras import loader
 
-    _compat.keras.utils.set_random_seed(0)
+    loader.keras.utils.set_random_seed(0)
     np.random.seed(0)
     return 0

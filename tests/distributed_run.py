@@ -14,12 +14,12 @@ Under ``MultiWorkerMirroredStrategy`` each worker process runs it with its own
 import os
 import sys
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 
 if "TF_CONFIG" not in os.environ:
-    cpu = _compat.tf.config.list_physical_devices("CPU")[0]
-    _compat.tf.config.set_logical_device_configuration(
-        cpu, [_compat.tf.config.LogicalDeviceConfiguration()] * 2)
+    cpu = loader.tf.config.list_physical_devices("CPU")[0]
+    loader.tf.config.set_logical_device_configuration(
+        cpu, [loader.tf.config.LogicalDeviceConfiguration()] * 2)
 
 from kprune.cli import main  # after the devices are configured
 

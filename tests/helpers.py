@@ -1,8 +1,8 @@
 """Tiny tf_keras models shared by the core tests."""
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def tiny_cnn(channels=1):

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import PruningPlan, _compat
+from kprune import PruningPlan
+from kprune.engines.tfkeras import loader
 from kprune.methods.allocation import GlobalPlan, global_plan
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def model3(seed=0):

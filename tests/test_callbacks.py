@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat
+from kprune import LayerRule, PruningPlan
+from kprune.engines.tfkeras import loader
 
 from helpers import keras, tiny_mlp
 
@@ -45,7 +46,7 @@ def test_sparsity_reaches_history_and_csv(tmp_path):
 
 def pruning_scalars(log_dir):
     """{tag: {step: value}} of the sparsity and threshold scalars in ``log_dir``'s events."""
-    tf = _compat.tf
+    tf = loader.tf
     found = {}
     for path in log_dir.rglob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
@@ -85,7 +86,7 @@ def test_custom_training_loop_with_pruning_stepper():
     with kprune.PruningStepper(model) as stepper:
         for _ in range(2):
             for start in range(0, 96, 16):
-                with _compat.tf.GradientTape() as tape:
+                with loader.tf.GradientTape() as tape:
                     loss = loss_fn(y[start : start + 16], model(x[start : start + 16], training=True))
                 grads = tape.gradient(loss, model.trainable_variables)
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -140,10 +141,10 @@ def test_schedule_guard_counts_the_steps_of_each_fit():
     guard = ScheduleGuard()
     with pytest.warns(UserWarning, match="ran 4 training steps"):
         model.fit(x[:64], y[:64], batch_size=16, verbose=0,
-                  callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
+                  callbacks=[loader.tfmot.sparsity.keras.UpdatePruningStep(), guard])
     assert guard.steps == 4
     model.fit(x, y, batch_size=16, epochs=2, verbose=0,
-              callbacks=[_compat.tfmot.sparsity.keras.UpdatePruningStep(), guard])
+              callbacks=[loader.tfmot.sparsity.keras.UpdatePruningStep(), guard])
     assert guard.steps == 12 and training_step(model) == 16
 
 

@@ -73,15 +73,15 @@ def test_an_interrupted_workflow_resumes_to_the_same_weights(tmp_path, mnist_sma
     a workflow resumed from its checkpoints ends with the weights and history of one never
     interrupted (round 1 / the pruning fit is read back, the second fit resumes at epoch 2),
     Dropout included."""
-    from kprune import _compat
     from kprune.engines.seeding import set_seed
+    from kprune.engines.tfkeras import loader
     from kprune.methods import workflows
 
-    keras = _compat.keras
+    keras = loader.keras
     (x, y), (x_val, y_val) = mnist_small
     x, y, x_val, y_val = x[:400], y[:400], x_val[:200], y_val[:200]
 
-    class Interrupt(_compat.keras.callbacks.Callback):
+    class Interrupt(loader.keras.callbacks.Callback):
         """Stops the process (as a kill would) after the first epoch of the second fit."""
 
         fits = 0
@@ -137,14 +137,14 @@ def test_late_rewinding_cannot_be_checkpointed(tmp_path):
 def test_a_fit_interrupted_between_epochs_resumes_from_its_step_checkpoint(tmp_path, mnist_small):
     """checkpoint_steps=3 with 8 steps per epoch; stopped at step 5 of epoch 2, resumed from
     the checkpoint at step 3: the weights of a run never interrupted."""
-    from kprune import _compat
     from kprune.engines.seeding import set_seed
+    from kprune.engines.tfkeras import loader
     from kprune.experiments import models
     from kprune.methods import workflows
 
     (x, y), (x_val, y_val) = mnist_small
 
-    class Interrupt(_compat.keras.callbacks.Callback):
+    class Interrupt(loader.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
 

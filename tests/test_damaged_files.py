@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 import kprune
-from kprune import _compat, export, flatbuffer, models, saving
+from kprune import export, flatbuffer, models, saving
 from kprune.cli import main
+from kprune.engines.tfkeras import loader
 from kprune.experiments.recipe import Recipe
 
 RECIPE = """model: model.keras
@@ -33,7 +34,7 @@ export: {variants: [float]}
 def good(tmp_path_factory):
     """Real files, made once: {kind: path} for keras, h5, tflite, sparse (.tflite), recipe."""
     folder = tmp_path_factory.mktemp("good")
-    _compat.keras.utils.set_random_seed(0)
+    loader.keras.utils.set_random_seed(0)
     model = models.build("tfmot-cnn")
     for name in ("conv1", "head"):  # 60% zeros: the sparse export stores both sparse
         kernel = model.get_layer(name).kernel

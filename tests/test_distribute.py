@@ -20,9 +20,9 @@ def one_device_strategy():
     """MirroredStrategy on this process's one CPU: mirrored variables, as on many devices
     (writing the masks in cross-replica context fails there too: 'tuple indices must be
     integers or slices, not MirroredVariable'); two devices need a fresh process, see below."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    return _compat.tf.distribute.MirroredStrategy(["/cpu:0"])
+    return loader.tf.distribute.MirroredStrategy(["/cpu:0"])
 
 
 @pytest.mark.slow
@@ -58,10 +58,10 @@ def test_a_model_built_in_a_strategy_is_pruned_stripped_and_reported_in_it(seede
 def test_a_custom_training_loop_prunes_under_a_strategy(seeded):
     """strategy.run steps, PruningStepper writing the masks at epoch ends (inside the strategy's
     scope there too)."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
     from kprune.experiments import models
 
-    tf, keras = _compat.tf, _compat.keras
+    tf, keras = loader.tf, loader.keras
     strategy = one_device_strategy()
     with strategy.scope():
         model = models.build("lenet-300-100")

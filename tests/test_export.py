@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat, export, measure
+from kprune import export, measure
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def _keep_two_of_four(w):
@@ -259,7 +260,7 @@ def test_write_fails_mid_way(model, tmp_path, monkeypatch):
 def test_from_keras_model_failure_falls_back_to_concrete_function(
     model, tmp_path, monkeypatch, caplog
 ):
-    converter = _compat.tf.lite.TFLiteConverter
+    converter = loader.tf.lite.TFLiteConverter
 
     def broken(cls, model):
         raise RuntimeError("from_keras_model broke")

@@ -16,7 +16,7 @@ def test_seed_cnn_default_plan_on_real_mnist(mnist_dir):
     (x_train, y_train), (x_test, y_test) = data.subset(
         data.load_mnist(mnist_dir, verbose=False), 6000, 2000, seed=0
     )
-    models._compat.keras.utils.set_random_seed(0)
+    models.loader.keras.utils.set_random_seed(0)
     baseline = models.compile_classifier(models.seed_cnn())
     baseline.fit(x_train, y_train, batch_size=64, epochs=1, verbose=0)
     before = [w.copy() for w in baseline.get_weights()]

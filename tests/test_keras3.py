@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat
 from kprune.core import layers
 from kprune.core.plan import LayerRule, PruningPlan
 from kprune.core.schedules import Schedule
 from kprune.engines.callbacks import ScheduleWarning
+from kprune.engines.tfkeras import loader
 from tests import keras3_models
 
-tf_keras = _compat.keras
+tf_keras = loader.keras
 ROOT = Path(__file__).parents[1]
 
 
@@ -36,7 +36,7 @@ def same_weights(a, b):
 
 
 def test_keras3_registry_agrees_with_tfmots_registry():
-    registry = _compat.PruneRegistry
+    registry = loader.PruneRegistry
     for cls, labels in registry._LAYERS_WEIGHTS_MAP.items():
         ours = getattr(keras.layers, cls.__name__, None)
         if ours is None or not labels:
@@ -453,7 +453,7 @@ def test_tf_keras_and_keras3_objects_are_not_mixed():
         helpers.copy_model(tf_model)
     k3_model = keras3_models.small_cnn(keras)
     with pytest.raises(TypeError, match=r"Keras 3 object.*import tf_keras as keras"):
-        _compat.check_model(k3_model)  # what every tf_keras-only part checks first
+        loader.check_model(k3_model)  # what every tf_keras-only part checks first
     with pytest.raises(ValueError, match="strategy"):
         kprune.apply(k3_model, steps_per_epoch=1, epochs=1, strategy=object())
     with pytest.raises(ValueError, match=r"`strategy`.*applies to tf_keras models"):
@@ -539,8 +539,8 @@ import keras
 first = keras
 import numpy as np
 import kprune
-from kprune import _compat
-tf_keras = _compat.keras
+from kprune.engines.tfkeras import loader
+tf_keras = loader.keras
 model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(8, name="fc"),
                              tf_keras.layers.Dense(2, name="head")])
 pruned = kprune.apply(model, steps_per_epoch=1, epochs=1)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 from kprune.methods import allocation, sensitivity
 from tests import keras3_models
 
-tf_keras = _compat.keras
+tf_keras = loader.keras
 
 
 def _twins():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat, layers, masks
+from kprune import LayerRule, PruningPlan, layers, masks
 from kprune.core.layers import N_M_AXIS
+from kprune.engines.tfkeras import loader
 
 from helpers import keras
 
@@ -18,7 +19,7 @@ L = keras.layers
 STEPS, BATCH = 4, 8
 
 
-class PrunableDense(L.Dense, _compat.tfmot.sparsity.keras.PrunableLayer):
+class PrunableDense(L.Dense, loader.tfmot.sparsity.keras.PrunableLayer):
     """A user's own layer that names what tfmot should prune."""
 
     def get_prunable_weights(self):

@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from kprune import _compat, measure
+from kprune import measure
+from kprune.engines.tfkeras import loader
 from kprune.tflite.export import to_tflite
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def _keep_n_of_m(w, n=2, m=4):

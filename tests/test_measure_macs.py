@@ -2,9 +2,10 @@
 
 import pytest
 
-from kprune import _compat, measure, models
+from kprune import measure, models
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 layers = keras.layers
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from kprune import _compat, models
+from kprune import models
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 
 EXPECTED = {
     "seed-cnn": (

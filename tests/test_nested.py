@@ -356,9 +356,9 @@ def test_post_training_solves_layers_inside_custom_layers():
 
 
 def test_tf_keras_keeps_tfmots_limits_a_custom_layer_row_says_what_to_implement():
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    tk = _compat.keras
+    tk = loader.keras
 
     class Block(tk.layers.Layer):
         def __init__(self, **kwargs):

@@ -1,4 +1,4 @@
-"""Package-level promises: one compat module, lazy top level, a public API that resolves."""
+"""Package-level promises: one loader of tf_keras, lazy top level, a public API that resolves."""
 
 import ast
 import functools
@@ -16,12 +16,13 @@ PACKAGE = Path(kprune.__file__).parent
 TF_IMPORT = re.compile(r"^\s*(import|from)\s+(tensorflow|tf_keras|tensorflow_model_optimization|keras)\b",
                        re.MULTILINE)
 KERAS3_HELPERS = "engines/keras3/helpers.py"
+TF_KERAS_LOADER = "engines/tfkeras/loader.py"
 
 
-def test_only_compat_imports_tensorflow_tf_keras_or_tfmot():
+def test_only_the_loader_imports_tensorflow_tf_keras_or_tfmot():
     # the Keras 3 engine's helpers are the one module that imports Keras 3 (``import keras``)
     offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                 if path.relative_to(PACKAGE).as_posix() not in ("_compat.py", KERAS3_HELPERS)
+                 if path.relative_to(PACKAGE).as_posix() not in (TF_KERAS_LOADER, KERAS3_HELPERS)
                  and TF_IMPORT.search(path.read_text())]
     assert offenders == []
 
@@ -45,9 +46,9 @@ def test_importing_kprune_and_masks_does_not_start_tensorflow():
 
 def test_the_engine_choice_loads_neither_tfmot_nor_tf_keras():
     # the public functions and their modules load the tf_keras engine only for a tf_keras
-    # model (kprune._compat imports TensorFlow, tf_keras and tfmot when first read)
+    # model (its loader imports TensorFlow, tf_keras and tfmot when first read)
     code = ("import sys, kprune\n"
-            "from kprune import _compat\n"
+            "from kprune.engines.tfkeras import loader\n"
             "from kprune.engines import callbacks, saving, verify, wrap\n"
             "hooks = kprune.callbacks(log_dir='logs')\n"
             "for name in ('apply', 'callbacks', 'strip', 'sparsity_report', 'save_model',\n"
@@ -60,15 +61,15 @@ def test_the_engine_choice_loads_neither_tfmot_nor_tf_keras():
     assert result.stdout.strip() == "[]", result.stderr[-3000:]
 
 
-def test_compat_loads_tensorflow_when_first_read():
-    from kprune import _compat
+def test_the_loader_loads_tensorflow_when_first_read():
+    from kprune.engines.tfkeras import loader
 
-    assert _compat.keras.__name__ == "tf_keras" and _compat.tfmot.sparsity.keras
-    from kprune._compat import PruneLowMagnitude, tf
+    assert loader.keras.__name__ == "tf_keras" and loader.tfmot.sparsity.keras
+    from kprune.engines.tfkeras.loader import PruneLowMagnitude, tf
 
-    assert tf.__name__ == "tensorflow" and PruneLowMagnitude is _compat.PruneLowMagnitude
+    assert tf.__name__ == "tensorflow" and PruneLowMagnitude is loader.PruneLowMagnitude
     with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
-        _compat.nothing_here  # noqa: B018
+        loader.nothing_here  # noqa: B018
 
 
 def test_import_kprune_masks_does_not_start_tensorflow():
@@ -134,13 +135,15 @@ def test_every_submodule_is_reachable_from_the_top(name):
 # Levels of the layout, bottom first: a module may import from its own level or below.
 # The engine interface is at the bottom with core, whose layer registry asks it: the choice
 # of an engine (``engines/__init__``: engine_of), each engine's side of it
-# (``engines/*/engine``) and the Keras 3 helpers; like ``_compat``, they import nothing above.
+# (``engines/*/engine``), the Keras 3 helpers and the tf_keras engine's loader of tf_keras and
+# tfmot (``engines/tfkeras/loader``); they import nothing above.
 # The rest of ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras
 # engine's wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and
 # the dispatch between the two); structural pruning below the methods that use it.
-ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/layer_paths", "engines/keras3/engine", "engines/keras3/helpers",
-                    "engines/tfkeras/engine")
-LEVELS = {"_compat": 0, "core": 0, "viz": 0, "progress": 0, **dict.fromkeys(ENGINE_INTERFACE, 0),
+ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/layer_paths",
+                    "engines/keras3/engine", "engines/keras3/helpers", "engines/tfkeras/engine",
+                    "engines/tfkeras/loader")
+LEVELS = {"core": 0, "viz": 0, "progress": 0, **dict.fromkeys(ENGINE_INTERFACE, 0),
           "engines/keras3": 1, "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4,
           "tflite": 5, "experiments": 6, "cli": 7, "__init__": 7}
 
@@ -262,6 +265,10 @@ def test_the_import_checks_catch_an_upward_import_and_a_cycle():
     assert imports_of("kprune.core.masks", text) == {"kprune.experiments.data"}
     assert LEVELS[_place("kprune.experiments.data")] > LEVELS[_place("kprune.core.masks")]
     assert _place("kprune.engines.keras3.wrap") == "engines/keras3"
+    assert _place("kprune.engines.tfkeras.loader") == "engines/tfkeras/loader"
+    text = "from kprune.engines import wrap\n"  # the loader is at the bottom: wrap is above it
+    assert LEVELS[_place("kprune.engines.wrap")] > LEVELS[_place("kprune.engines.tfkeras.loader")]
+    assert imports_of("kprune.engines.tfkeras.loader", text) == {"kprune.engines.wrap"}
     assert _place("kprune.engines") == "engines/__init__" and _place("kprune") == "__init__"
     assert LEVELS[_place("kprune.engines.keras3.wrap")] > LEVELS[_place("kprune.core.layers")]
     assert LEVELS["engines/keras3"] < LEVELS["engines"] and LEVELS["structural"] < LEVELS[

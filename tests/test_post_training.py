@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat
 from kprune.core import layerwise
 from kprune.core.plan import LayerRule, PruningPlan
+from kprune.engines.tfkeras import loader
 from kprune.methods.post_training import prune_post_training
 from tests import helpers
 
-tf_keras = _compat.keras
+tf_keras = loader.keras
 
 
 def two_dense(k, seed=0):
@@ -92,7 +92,7 @@ def test_the_input_model_is_untouched_and_the_plan_is_verified_and_saved(tmp_pat
 def test_calibration_forms_give_the_same_result():
     model = helpers.nested_model()
     x = np.random.default_rng(3).normal(size=(96, 8)).astype("float32")
-    dataset = _compat.tf.data.Dataset.from_tensor_slices((x, np.zeros(96))).batch(32)
+    dataset = loader.tf.data.Dataset.from_tensor_slices((x, np.zeros(96))).batch(32)
     forms = [x, dataset, ((x[i:i + 32], None) for i in range(0, 96, 32)), {"input_1": x}]
     name = model.inputs[0].name.split(":")[0]
     forms[3] = {name: x}

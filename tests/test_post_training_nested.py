@@ -206,9 +206,9 @@ def test_attention_projections_are_each_solved_on_what_they_receive():
 
 
 def test_attention_gets_the_same_masks_on_tf_keras_and_keras3():
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    models = [attention_model(_compat.keras), attention_model(keras)]
+    models = [attention_model(loader.keras), attention_model(keras)]
     models[1].set_weights(models[0].get_weights())
     x = calibration(32)
     results = [prune_post_training(m, x, PruningPlan.uniform(0.5), method="sparsegpt")

@@ -173,9 +173,10 @@ def test_bad_arguments():
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A tiny dense model on 16 features exported as float and int8."""
-    from kprune import _compat, export
+    from kprune import export
+    from kprune.engines.tfkeras import loader
 
-    keras = _compat.keras
+    keras = loader.keras
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu",
                                                                      name="fc"),

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat, export, report
+from kprune import export, report
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 
 VARIANT_KEYS = {
     "name", "path", "accuracy", "accuracy_delta_pp", "bytes", "gzip_bytes", "x_smaller_raw",

@@ -145,12 +145,12 @@ def test_trained_as_long_must_be_a_bool(tmp_path):
 
 @pytest.mark.slow
 def test_learning_rate_decay_restarts_with_every_fit(tmp_path, monkeypatch):
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     rates = []  # per fit, the rate each epoch trained at
     real_fit = trainer_module.Trainer.fit
 
-    class Record(_compat.keras.callbacks.Callback):
+    class Record(loader.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             rates[-1].append(round(float(self.model.optimizer.learning_rate), 6))
 

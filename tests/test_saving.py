@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat, masks
+from kprune import LayerRule, PruningPlan, masks
 from kprune.engines.callbacks import ScheduleWarning
+from kprune.engines.tfkeras import loader
 
 from helpers import keras, tiny_mlp
 
@@ -13,8 +14,8 @@ from helpers import keras, tiny_mlp
 def wrappers(model):
     return {
         path: layer
-        for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
+        for path, layer in loader.iter_layers(model)
+        if isinstance(layer, loader.PruneLowMagnitude)
     }
 
 
@@ -49,7 +50,7 @@ def test_wrapped_model_round_trip_keeps_m_by_n_and_step(tmp_path, suffix):
 def test_plain_tfmot_config_drops_m_by_n():
     # PruneLowMagnitude.get_config drops sparsity_m_by_n (a save/load round trip loses 2:4);
     # kept as a test so we notice if tfmot fixes it.
-    layer = _compat.tfmot.sparsity.keras.prune_low_magnitude(
+    layer = loader.tfmot.sparsity.keras.prune_low_magnitude(
         keras.layers.Dense(4), sparsity_m_by_n=(2, 4)
     )
     assert "sparsity_m_by_n" not in layer.get_config()

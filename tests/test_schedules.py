@@ -51,7 +51,7 @@ def test_constant_fires_from_begin():
 
 
 def test_matches_tfmot_schedule_step_by_step():
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     for schedule in (Schedule(initial_sparsity=0.2), Schedule(kind="constant", begin=1)):
         r = schedule.resolve(0.75, steps_per_epoch=37, epochs=3)
@@ -61,7 +61,7 @@ def test_matches_tfmot_schedule_step_by_step():
             assert bool(fire) == r.fires_at(step), step
             if r.fires_at(step):
                 assert float(sparsity) == pytest.approx(r.scheduled_sparsity(step), abs=1e-6)
-    assert _compat.tfmot is not None
+    assert loader.tfmot is not None
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1, 1.5, float("nan")])

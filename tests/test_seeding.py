@@ -15,12 +15,12 @@ def test_epoch_order_depends_on_the_seed_and_the_epoch_only():
 
 
 def test_op_determinism_is_on_in_the_block_and_restored_after():
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    assert not _compat.tf_config.is_op_determinism_enabled()
+    assert not loader.tf_config.is_op_determinism_enabled()
     with seeding.deterministic(0):
-        assert _compat.tf_config.is_op_determinism_enabled()
-    assert not _compat.tf_config.is_op_determinism_enabled()
+        assert loader.tf_config.is_op_determinism_enabled()
+    assert not loader.tf_config.is_op_determinism_enabled()
     with pytest.raises(ValueError, match=r"`seed`"):
         seeding.set_seed(-1)
 

@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from kprune import LayerRule, PruningPlan, _compat, sensitivity
+from kprune import LayerRule, PruningPlan, sensitivity
+from kprune.engines.tfkeras import loader
 from kprune.methods.workflows import Trainer
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def two_layer():

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kprune import _compat
 from kprune.cli import main
+from kprune.engines.tfkeras import loader
 from kprune.experiments import sources
 from kprune.experiments.sources import Dataset, load_data
 
-keras = _compat.keras
+keras = loader.keras
 COLORS = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [230, 230, 30], [30, 230, 230]])
 CLASSES = len(COLORS)
 SHAPE = (32, 32, 3)
@@ -140,7 +140,7 @@ def test_validation_never_overlaps_the_test_split(files):
 def test_arrays_and_tf_data_from_python(files):
     (x, y), (xt, yt) = color_images(60, 0), color_images(20, 1)
     from_arrays = load_data(((x, y), (xt, yt)), verbose=False)
-    tf = _compat.tf
+    tf = loader.tf
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # batched
     test = tf.data.Dataset.from_tensor_slices((xt, yt))  # unbatched
     from_tf = load_data((train, test), verbose=False)

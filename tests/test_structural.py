@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat, export, models, structural
+from kprune import export, models, structural
 from kprune.core.checks import did_you_mean
+from kprune.engines.tfkeras import loader
 from kprune.engines.wrap import copy_model
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def _zero_units(model, name, units):

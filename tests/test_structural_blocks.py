@@ -4,11 +4,11 @@ import keras as keras3
 import numpy as np
 import pytest
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 from kprune.structural import blocks as B
 from tests.test_structural_heads import patch_transformer
 
-keras = _compat.keras
+keras = loader.keras
 L = keras.layers
 
 
@@ -148,13 +148,13 @@ def test_dropping_consecutive_blocks_without_activation_between():
 def test_wrapped_model_reads_like_the_stripped_one():
     model = _resnet()
     _zero_branch(model, "b1_bn2")
-    wrapped = _compat.tfmot.sparsity.keras.prune_low_magnitude(model)
+    wrapped = loader.tfmot.sparsity.keras.prune_low_magnitude(model)
     found = B.residual_blocks(wrapped)
     assert found == B.residual_blocks(model)  # names of the wrapped layers
     x = _x((8, 8, 3))
     for names in (["b1_add"], ["prune_low_magnitude_b1_add"]):
         smaller = B.drop_blocks(wrapped, names)
-        assert isinstance(smaller.get_layer("prune_low_magnitude_stem"), _compat.PruneLowMagnitude)
+        assert isinstance(smaller.get_layer("prune_low_magnitude_stem"), loader.PruneLowMagnitude)
         assert smaller.count_params() < wrapped.count_params()
         diff = np.abs(smaller.predict(x, verbose=0) - wrapped.predict(x, verbose=0)).max()
         assert diff <= 1e-5

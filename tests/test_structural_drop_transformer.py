@@ -6,9 +6,10 @@ import keras as keras3
 import numpy as np
 import pytest
 
-from kprune import _compat, structural
+from kprune import structural
+from kprune.engines.tfkeras import loader
 
-ENGINES = {"keras3": keras3, "tf_keras": _compat.keras}
+ENGINES = {"keras3": keras3, "tf_keras": loader.keras}
 TOKENS, WIDTH = 6, 16
 HUB = dict(vocabulary_size=200, num_layers=3, num_heads=2, hidden_dim=32, intermediate_dim=64,
            max_sequence_length=16)

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from kprune import _compat, structural
+from kprune import structural
 from kprune.core import layers as layer_specs
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 L = keras.layers
 
 
@@ -165,7 +166,7 @@ MODELS = {  # model builder, group to zero channels of, channels zeroed
 def _zero_group(model, group, channels):
     """Kill ``channels`` of ``group`` in place: producer columns, biases, batch norm
     gamma/beta/mean and depthwise filters all zero, so each maps to exactly 0."""
-    leaves = {path.split("/")[-1]: layer for path, layer in _compat.iter_layers(model)}
+    leaves = {path.split("/")[-1]: layer for path, layer in loader.iter_layers(model)}
     for member in group.members:
         layer = leaves[member.layer]  # nested models: the layer inside them
         weights = layer.get_weights()
@@ -370,7 +371,7 @@ def _with(layer):
     (L.Lambda(lambda t: t * 2.0, name="double"),
      r"group 'conv'.*layer 'double' \(Lambda\): Lambda is not a layer kprune knows"),
     (L.Activation("softmax", name="sm"), r"layer 'sm' \(Activation\): it normalises over all"),
-    (lambda t: _compat.tf.reduce_mean(t, axis=-1, keepdims=True) + t,
+    (lambda t: loader.tf.reduce_mean(t, axis=-1, keepdims=True) + t,
      r"\(TFOpLambda\): TFOpLambda is not a layer kprune knows"),
     (L.DepthwiseConv2D(1, depth_multiplier=2, name="dw2"), "'dw2'.*depth_multiplier=2"),
     (L.LayerNormalization(axis=[1, 2, 3], name="ln"),

@@ -8,9 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-from kprune import _compat, measure, structural
+from kprune import measure, structural
+from kprune.engines.tfkeras import loader
 
-tf_keras = _compat.keras
+tf_keras = loader.keras
 ENGINES = {"keras3": keras, "tf_keras": tf_keras}
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from kprune import _compat, measure, models, structural
+from kprune import measure, models, structural
+from kprune.engines.tfkeras import loader
 
-keras = _compat.keras
+keras = loader.keras
 L = keras.layers
 
 

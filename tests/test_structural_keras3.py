@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import _compat, structural
+from kprune import structural
 from kprune.engines.keras3 import helpers
+from kprune.engines.tfkeras import loader
 from kprune.structural.nesting import inline
 
-tf_keras = _compat.keras
+tf_keras = loader.keras
 
 
 # -- the same architectures, built with either Keras -------------------------------------------

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 from kprune.methods import variational
 from kprune.methods.trainer import Trainer
 
-keras = _compat.keras
-tf = _compat.tf
+keras = loader.keras
+tf = loader.tf
 
 
 def small_model():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat
+from kprune import LayerRule, PruningPlan
 from kprune.core.plan import LayerPlan, ResolvedPlan
+from kprune.engines.tfkeras import loader
 
 from helpers import keras, tiny_cnn, tiny_mlp
 
@@ -26,7 +27,7 @@ def test_strip_gives_a_plain_independent_model_with_masks_applied():
     plan = PruningPlan.default()
     pruned = train(kprune.apply(tiny_cnn(), plan, steps_per_epoch=4, epochs=1), x, y)
     final = kprune.strip(pruned)
-    assert not any(isinstance(layer, _compat.PruneLowMagnitude) for layer in final.layers)
+    assert not any(isinstance(layer, loader.PruneLowMagnitude) for layer in final.layers)
     assert {id(w) for w in final.weights}.isdisjoint({id(w) for w in pruned.weights})
     np.testing.assert_allclose(final.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
     report = kprune.sparsity_report(final, plan=plan, strict=True)
@@ -56,7 +57,7 @@ def test_one_channel_conv_is_not_called_2_4_although_tfmot_says_so():
     # tfmot's 2:4 on a conv with one input channel zeroes nothing (and its own
     # is_pruned_m_by_n still says True: the padding satisfies it).
     conv = keras.layers.Conv2D(8, 3, name="conv")
-    wrapped = _compat.tfmot.sparsity.keras.prune_low_magnitude(
+    wrapped = loader.tfmot.sparsity.keras.prune_low_magnitude(
         conv, sparsity_m_by_n=(2, 4)
     )
     model = keras.Sequential([keras.Input((8, 8, 1)), wrapped, keras.layers.Flatten(),

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from kprune import LayerRule, PruningPlan, _compat, workflows
+from kprune import LayerRule, PruningPlan, workflows
+from kprune.engines.tfkeras import loader
 from kprune.methods.workflows import FixedMask, Trainer
 
-keras = _compat.keras
+keras = loader.keras
 
 
 def mlp():
@@ -77,7 +78,7 @@ def test_one_shot_reaches_the_target_and_leaves_the_model_alone(trained, trainer
     assert result.sparsity["fc"] == pytest.approx(0.8, abs=0.005)
     assert result.sparsity["head"] == 0.0
     assert np.mean(kernel(result.model, "fc") == 0) == pytest.approx(0.8, abs=0.005)
-    assert not any(isinstance(layer, _compat.PruneLowMagnitude)
+    assert not any(isinstance(layer, loader.PruneLowMagnitude)
                    for layer in result.model.layers)
     assert result.report().ok
     assert result.accuracy > 0.8

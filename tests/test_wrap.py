@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import kprune
-from kprune import LayerRule, PruningPlan, _compat
+from kprune import LayerRule, PruningPlan
+from kprune.engines.tfkeras import loader
 
 from helpers import keras, nested_model, tiny_cnn, tiny_mlp
 
@@ -22,8 +23,8 @@ def assert_same(before, model):
 def wrappers(model):
     return {
         path: layer
-        for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
+        for path, layer in loader.iter_layers(model)
+        if isinstance(layer, loader.PruneLowMagnitude)
     }
 
 
@@ -35,7 +36,7 @@ def test_apply_wraps_as_planned_and_shares_nothing():
     assert wrapped["conv_b"].sparsity_m_by_n == (2, 4)
     assert wrapped["conv_a"].sparsity_m_by_n is None
     original_layers = {id(layer) for layer in model.layers}
-    for path, layer in _compat.iter_layers(pruned):
+    for path, layer in loader.iter_layers(pruned):
         inner = getattr(layer, "layer", layer)
         assert id(inner) not in original_layers, path
 
@@ -80,7 +81,7 @@ def test_keras3_model_is_refused_with_advice_where_only_tfmot_prunes():
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.raises(TypeError, match=r"Keras 3 object.*taken by kprune.apply.*"
                                         r"import tf_keras as keras"):
-        _compat.check_model(model)  # what every tf_keras-only part checks first
+        loader.check_model(model)  # what every tf_keras-only part checks first
     twin = kprune.copy_model(model)  # copy_model takes Keras 3 models
     assert type(twin).__module__.startswith("keras") and twin.layers[0] is not model.layers[0]
 

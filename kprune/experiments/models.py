@@ -20,8 +20,8 @@ import difflib
 import os
 from pathlib import Path
 
-from kprune import _compat
 from kprune.engines.classifier import compile_classifier
+from kprune.engines.tfkeras import loader
 
 __all__ = [
     "MODELS",
@@ -53,7 +53,7 @@ def seed_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES, *, keras=None):
         >>> import keras; type(seed_cnn(keras=keras)).__module__
         'keras.src.models.sequential'
     """
-    keras = keras or _compat.keras
+    keras = keras or loader.keras
     layers = keras.layers
     return keras.Sequential(
         [
@@ -84,10 +84,10 @@ def tfmot_tutorial_cnn(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
         >>> tfmot_tutorial_cnn().count_params()
         20410
     """
-    layers = _compat.keras.layers
-    return _compat.keras.Sequential(
+    layers = loader.keras.layers
+    return loader.keras.Sequential(
         [
-            _compat.keras.Input(shape=input_shape, name="image"),
+            loader.keras.Input(shape=input_shape, name="image"),
             layers.Reshape(target_shape=input_shape, name="reshape"),
             layers.Conv2D(12, 3, activation="relu", name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
@@ -107,10 +107,10 @@ def lenet_300_100(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
         >>> lenet_300_100().count_params()
         266610
     """
-    layers = _compat.keras.layers
-    return _compat.keras.Sequential(
+    layers = loader.keras.layers
+    return loader.keras.Sequential(
         [
-            _compat.keras.Input(shape=input_shape, name="image"),
+            loader.keras.Input(shape=input_shape, name="image"),
             layers.Flatten(name="flatten"),
             layers.Dense(300, activation="relu", name="fc1"),
             layers.Dense(100, activation="relu", name="fc2"),
@@ -130,10 +130,10 @@ def lenet_5(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
         >>> lenet_5().count_params()
         431080
     """
-    layers = _compat.keras.layers
-    return _compat.keras.Sequential(
+    layers = loader.keras.layers
+    return loader.keras.Sequential(
         [
-            _compat.keras.Input(shape=input_shape, name="image"),
+            loader.keras.Input(shape=input_shape, name="image"),
             layers.Conv2D(20, 5, name="conv1"),
             layers.MaxPooling2D(2, name="pool1"),
             layers.Conv2D(50, 5, name="conv2"),
@@ -195,7 +195,7 @@ def load(path_or_name, *, custom_objects=None):
         )
     path = Path(path_or_name)
     if path.is_dir():
-        return _compat.keras.models.load_model(path, custom_objects=custom_objects)
+        return loader.keras.models.load_model(path, custom_objects=custom_objects)
     if path.exists():
         from kprune.engines.saving import load_model
 

@@ -127,8 +127,8 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     :func:`kprune.sources.load_data` takes (a ``Dataset``, arrays, two ``tf.data``
     datasets, a path), and a tf_keras classifier (left unmodified: the run trains a copy).
     """
-    from kprune import _compat
     from kprune.engines import distribute
+    from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
     from kprune.experiments import models
     from kprune.experiments.recipe import Recipe
@@ -143,7 +143,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     strategy = (None if recipe.distribute.strategy is None
                 else distribute.make(recipe.distribute.strategy))
     builtin = model is None and recipe.model in models.MODELS
-    _compat.keras.utils.set_random_seed(recipe.seed)  # a built-in model's initial weights
+    loader.keras.utils.set_random_seed(recipe.seed)  # a built-in model's initial weights
     if model is not None:
         model = copy_model(model, strategy=strategy)
     elif not builtin:
@@ -208,7 +208,7 @@ def run_recipe(recipe, out_dir, *, force=False, resume=False, data=None, model=N
     def stage(name):
         return f"[{stages.index(name) + 1}/{len(stages)}] {name}"
 
-    _compat.keras.utils.set_random_seed(recipe.seed)
+    loader.keras.utils.set_random_seed(recipe.seed)
     training = recipe.baseline
     _compile(model, training)
     initial_weights = [w.copy() for w in model.get_weights()]

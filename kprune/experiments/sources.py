@@ -376,14 +376,14 @@ def _image_size_and_mode(folder, model, image_size):
 
 
 def _first_image_shape(folder):
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             try:
-                image = _compat.tf.io.decode_image(_compat.tf.io.read_file(str(path)),
+                image = loader.tf.io.decode_image(loader.tf.io.read_file(str(path)),
                                                    expand_animations=False)
-            except (_compat.tf.errors.OpError, ValueError) as err:
+            except (loader.tf.errors.OpError, ValueError) as err:
                 raise ValueError(f"{path}: not a readable image ({error_text(err)}).") from None
             height, width, channels = image.shape
             return (int(height), int(width)), int(channels)
@@ -392,7 +392,7 @@ def _first_image_shape(folder):
 
 def _read_images(folder, names, size, mode):
     """All images under ``folder/<class>/`` as ``(x float32, y int32, file paths)``."""
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     for name in names:
         if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in (folder / name).rglob("*")):
@@ -400,11 +400,11 @@ def _read_images(folder, names, size, mode):
                              f"({', '.join(IMAGE_SUFFIXES)}).")
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # its "Found N files": we say more
-            dataset = _compat.keras.utils.image_dataset_from_directory(
+            dataset = loader.keras.utils.image_dataset_from_directory(
                 str(folder), labels="inferred", label_mode="int", class_names=list(names),
                 color_mode=mode, batch_size=256, image_size=size, shuffle=False)
         xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in dataset))
-    except (_compat.tf.errors.OpError, ValueError) as err:
+    except (loader.tf.errors.OpError, ValueError) as err:
         raise ValueError(f"Image folder {folder}: an image could not be read "
                          f"({error_text(err)}).") from None
     return np.concatenate(xs), np.concatenate(ys).astype(np.int32), np.asarray(
@@ -426,13 +426,13 @@ def _stratified_sample(y, fraction, seed):
 
 
 def _load_python(source):
-    from kprune import _compat
+    from kprune.engines.tfkeras import loader
 
     try:
         train, test = source
     except (TypeError, ValueError):
         train = test = None
-    if isinstance(train, _compat.tf.data.Dataset) and isinstance(test, _compat.tf.data.Dataset):
+    if isinstance(train, loader.tf.data.Dataset) and isinstance(test, loader.tf.data.Dataset):
         return _from_arrays(_materialise(train, "train"), _materialise(test, "test"),
                             "tf.data datasets")
     try:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kprune import _compat
 from kprune.engines import engine_of
+from kprune.engines.tfkeras import loader
 
 __all__ = ["Checkpoints", "Checkpoint", "FitCheckpoints",  # noqa: F822 (module __getattr__)
            "fit_checkpoints",
@@ -158,7 +158,7 @@ class Checkpoints:
         workers = getattr(getattr(strategy, "extended", None), "_num_workers", 1)
         if workers < 2:
             return
-        tf = _compat.tf
+        tf = loader.tf
         found = self.all()
         newest = int(found[-1].path.name.split("-", 1)[0]) if found else 0
         mean = strategy.reduce(tf.distribute.ReduceOp.MEAN,

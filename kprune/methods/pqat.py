@@ -11,9 +11,9 @@ Example:
 
 import numpy as np
 
-from kprune import _compat
 from kprune.engines import engine_of
 from kprune.engines.classifier import compile_classifier
+from kprune.engines.tfkeras import loader
 from kprune.engines.verify import check_stripped
 from kprune.engines.wrap import copy_model
 
@@ -59,7 +59,7 @@ def pqat_int8(model, x, y, *, epochs=1, batch_size=128, learning_rate=1e-4,
             f"Arguments `x` and `y` must have the same length. Received: len(x)={len(x)}, "
             f"len(y)={len(y)}"
         )
-    tfmot = _compat.tfmot
+    tfmot = loader.tfmot
     twin = copy_model(model)  # quantize_apply reuses layer objects; keep the user's intact
     annotated = tfmot.quantization.keras.quantize_annotate_model(twin)
     qat = tfmot.quantization.keras.quantize_apply(

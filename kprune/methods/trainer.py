@@ -17,11 +17,11 @@ import math
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core.checks import check_int
 from kprune.engines import seeding
 from kprune.engines.callbacks import is_schedule_guard
 from kprune.engines.classifier import accuracy, compile_classifier, ends_in_softmax
+from kprune.engines.tfkeras import loader
 
 __all__ = ["Trainer", "accuracy", "compile_classifier", "ends_in_softmax", "split_validation",
            "validation_indices"]
@@ -246,7 +246,7 @@ class Trainer:
         workers, each worker reads its part of every batch: tf.data's default sharding
         after rebatching), so every strategy trains on the same batches.
         """
-        tf = _compat.tf
+        tf = loader.tf
         x, y = tf.constant(np.asarray(self.x)), tf.constant(np.asarray(self.y))
         batches = None
         for epoch in range(first, last):

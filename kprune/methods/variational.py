@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core.checks import check_int, check_number
 from kprune.core.table import table
 from kprune.engines import engine_of
+from kprune.engines.tfkeras import loader
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, ends_in_softmax
 
@@ -39,8 +39,8 @@ __all__ = ["sparsify", "check_model", "VariationalResult", "VariationalDense",
            "VariationalConv2D", "neg_kl", "fold_constant_units", "nonzero_params",
            "LOG_ALPHA_CLIP"]
 
-keras = _compat.keras
-tf = _compat.tf
+keras = loader.keras
+tf = loader.tf
 
 LOG_ALPHA_CLIP = 10.0
 _K1, _K2, _K3 = 0.63576, 1.87320, 1.48695

@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kprune import _compat, progress
+from kprune import progress
 from kprune.core import layers
 from kprune.engines import engine_of
+from kprune.engines.tfkeras import loader
 from kprune.engines.verify import check_stripped
 from kprune.methods.pqat import pqat_int8
 
@@ -168,7 +169,7 @@ def is_qat_model(model):
 def _iter_all(model):
     for layer in model.layers:
         yield layer.name, layer
-        if isinstance(layer, _compat.keras.Model):
+        if isinstance(layer, loader.keras.Model):
             yield from _iter_all(layer)
 
 
@@ -286,7 +287,7 @@ def convert(model, *, quantize="none", sparse=False, representative_data=None,
 def _run_converter(converter, quantize, sparse, dataset, qat):
     """The ``.tflite`` bytes from ``converter`` set up for the variant (optimizations,
     int8 calibration, float16)."""
-    tf = _compat.tf
+    tf = loader.tf
     optimizations = []
     if quantize != "none" or qat:
         optimizations.append(tf.lite.Optimize.DEFAULT)

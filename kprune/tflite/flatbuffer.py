@@ -252,12 +252,12 @@ def _schema():
     try:
         from ai_edge_litert import schema_py_generated
     except ImportError:
-        # Without LiteRT, TensorFlow (imported through _compat) ships the same schema.
+        # Without LiteRT, TensorFlow (imported through loader) ships the same schema.
         import importlib
 
-        from kprune import _compat
+        from kprune.engines.tfkeras import loader
 
-        name = f"{_compat.tf.__name__}.lite.python.schema_py_generated"
+        name = f"{loader.tf.__name__}.lite.python.schema_py_generated"
         return importlib.import_module(name)
     return schema_py_generated
 

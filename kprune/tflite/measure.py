@@ -70,7 +70,7 @@ def _runtime():
                 {"class": Interpreter, "resolvers": OpResolverType, "name": "ai_edge_litert"}
             )
         except ImportError as err:
-            from kprune import _compat
+            from kprune.engines.tfkeras import loader
 
             logger.warning(
                 "LiteRT (ai_edge_litert) cannot be imported (%s); falling back to the "
@@ -79,8 +79,8 @@ def _runtime():
             )
             _RUNTIME.update(
                 {
-                    "class": _compat.tf.lite.Interpreter,
-                    "resolvers": _compat.tf.lite.experimental.OpResolverType,
+                    "class": loader.tf.lite.Interpreter,
+                    "resolvers": loader.tf.lite.experimental.OpResolverType,
                     "name": "tf.lite",
                 }
             )

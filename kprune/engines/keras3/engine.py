@@ -83,7 +83,7 @@ def tflite_converter(model):
     """A ``TFLiteConverter`` for ``model``, valid inside the ``with`` block: through Keras
     3's own ``model.export`` to a temporary SavedModel (its variables are frozen there; a
     concrete function of it keeps ``READ_VARIABLE`` ops that the converter cannot run)."""
-    from kprune._compat import tf
+    from kprune.engines.tfkeras.loader import tf
 
     with tempfile.TemporaryDirectory(prefix="kprune-keras3-") as folder:
         model.export(folder, format="tf_saved_model", verbose=False)

@@ -101,8 +101,9 @@ def layer_name(layer):
 def iter_layers(model, prefix=""):
     """Yield ``(path, layer)`` for every non-model layer, nested models included.
 
-    Paths are those of :func:`kprune._compat.iter_layers` (``"outer/inner"``; a wrapper
-    has the path of the layer it wraps), so plans read the same on both engines.
+    Paths are those of the tf_keras engine's (:func:`kprune.engines.layer_paths.graph_layers`:
+    ``"outer/inner"``; a wrapper has the path of the layer it wraps), so plans read the same
+    on both engines.
     """
     return graph_layers(model, keras, layer_name, prefix)
 
@@ -234,7 +235,7 @@ def weight_gradients(model, loss_fn, x, y):
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)
     name = backend()
     if name == "tensorflow":
-        from kprune._compat import tf
+        from kprune.engines.tfkeras.loader import tf
 
         values = [v.value for v in variables]
         with tf.GradientTape() as tape:

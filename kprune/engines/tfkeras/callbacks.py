@@ -11,9 +11,9 @@ import sys
 
 import numpy as np
 
-from kprune import _compat
 from kprune.core import layers
 from kprune.core.pruning_logs import callback_classes
+from kprune.engines.tfkeras import loader
 
 __all__ = ["callbacks", "SparsityLogger", "ScheduleGuard", "wrapped_layers", "mask_sparsity",
            "final_step", "training_step", "pruning_step", "masked_layers", "sync_state",
@@ -24,8 +24,8 @@ def wrapped_layers(model):
     """``(path, wrapper)`` for every tfmot pruning wrapper in ``model``, nested ones included."""
     return [
         (path, layer)
-        for path, layer in _compat.iter_layers(model)
-        if isinstance(layer, _compat.PruneLowMagnitude)
+        for path, layer in loader.iter_layers(model)
+        if isinstance(layer, loader.PruneLowMagnitude)
     ]
 
 
@@ -66,14 +66,14 @@ def final_step(wrapper):
     if wrapper.sparsity_m_by_n:
         return 1
     config = wrapper.pruning_schedule.get_config()["config"]
-    if isinstance(wrapper.pruning_schedule, _compat.tfmot.sparsity.keras.ConstantSparsity):
+    if isinstance(wrapper.pruning_schedule, loader.tfmot.sparsity.keras.ConstantSparsity):
         return int(config["begin_step"])
     return int(config["end_step"])
 
 
 def pruning_step(wrapper):
     """The step a tfmot wrapper's schedule has reached."""
-    return int(_compat.keras.backend.get_value(wrapper.pruning_step))
+    return int(loader.keras.backend.get_value(wrapper.pruning_step))
 
 
 def sync_state(model):
@@ -92,12 +92,12 @@ def training_step(model):
     """
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
-        return int(_compat.keras.backend.get_value(optimizer.iterations))
+        return int(loader.keras.backend.get_value(optimizer.iterations))
     return max([0, *(pruning_step(wrapper) for _, wrapper in wrapped_layers(model))])
 
 
 # written once for both engines, on tf_keras's Callback
-SparsityLogger, ScheduleGuard = callback_classes(_compat.keras.callbacks.Callback,
+SparsityLogger, ScheduleGuard = callback_classes(loader.keras.callbacks.Callback,
                                                  sys.modules[__name__])
 
 
@@ -113,10 +113,10 @@ def callbacks(model, *, log_dir=None, log_sparsity=True, strict=False):
     Example:
         >>> pruned.fit(x, y, epochs=2, callbacks=callbacks(pruned))
     """
-    _compat.check_model(model)
-    result = [_compat.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
+    loader.check_model(model)
+    result = [loader.tfmot.sparsity.keras.UpdatePruningStep(), ScheduleGuard(strict=strict)]
     if log_sparsity:
         result.append(SparsityLogger())
     if log_dir is not None:
-        result.append(_compat.tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
+        result.append(loader.tfmot.sparsity.keras.PruningSummaries(log_dir=str(log_dir)))
     return result

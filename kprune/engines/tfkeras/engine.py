@@ -6,8 +6,8 @@ reading the layer graph, gradients, the TFLite converter, and what
 :mod:`kprune.core.layers` asks of a layer (its wrapper, shapes, built-in class, tfmot's
 registry). TensorFlow, tf_keras and tfmot load when a name that needs them is first used
 (``keras`` and ``nest`` are read lazily), not when this module is imported. Nothing here
-imports kprune's modules other than :mod:`kprune._compat`: ``kprune.core.layers`` asks
-this module.
+imports kprune's modules other than :mod:`kprune.engines.tfkeras.loader` (and the engines'
+bottom, ``question`` and ``layer_paths``): ``kprune.core.layers`` asks this module.
 
 Example:
     >>> from kprune.engines import engine_of
@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 
 __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
@@ -43,19 +43,19 @@ pruner = "tfmot"
 #: Whether tfmot's own tools (quantization-aware training, its layers) take this engine's models.
 uses_tfmot = True
 
-check_model = _compat.check_model
-iter_layers = _compat.iter_layers
-layer_name = _compat.layer_name
-clone_model = _compat.clone_model
+check_model = loader.check_model
+iter_layers = loader.iter_layers
+layer_name = loader.layer_name
+clone_model = loader.clone_model
 
 logger = logging.getLogger("kprune")
 
 
 def __getattr__(attr):  # tf_keras and tf.nest, loaded when first read
     if attr == "keras":
-        return _compat.keras
+        return loader.keras
     if attr == "nest":  # flatten and map_structure, as keras.tree gives them on Keras 3
-        return _compat.tf.nest
+        return loader.tf.nest
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
@@ -76,7 +76,7 @@ def sync_state(model):
 
 def constant(value, dtype):
     """``value`` (an array) as a tensor of ``dtype``, for arithmetic with the variables."""
-    return _compat.tf.constant(value, dtype=dtype)
+    return loader.tf.constant(value, dtype=dtype)
 
 
 @functools.cache
@@ -90,14 +90,14 @@ def callback_class(body, name):
     """
     namespace = {"__doc__": body.__doc__, "__module__": body.__module__, "__qualname__": name,
                  "_engine": sys.modules[__name__]}
-    return type(name, (body, _compat.keras.callbacks.Callback), namespace)
+    return type(name, (body, loader.keras.callbacks.Callback), namespace)
 
 
 def weight_gradients(model, loss_fn, x, y):
     """``{id(variable): d loss / d variable}`` (numpy) for every weight of ``model``, the loss
     ``loss_fn(y, model(x, training=False))`` taken on one batch (zeros where a weight has no
     gradient)."""
-    tf = _compat.tf
+    tf = loader.tf
     variables = list(model.weights)
     with tf.GradientTape() as tape:
         tape.watch(variables)
@@ -111,7 +111,7 @@ def weight_gradients(model, loss_fn, x, y):
 def tflite_converter(model):
     """A ``TFLiteConverter`` for ``model``, valid inside the ``with`` block: through
     ``from_keras_model``, or a concrete function if that fails (logged)."""
-    tf = _compat.tf
+    tf = loader.tf
     try:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
     except Exception as err:  # logged, then the documented fallback
@@ -148,7 +148,7 @@ def node_inputs(node):
 
 def node_outputs(node):
     """The tensors one call made (flat list)."""
-    return _compat.tf.nest.flatten(node.outputs)
+    return loader.tf.nest.flatten(node.outputs)
 
 
 def tensor_origin(tensor):
@@ -184,7 +184,7 @@ def graph_operations(model):
 
 def fresh_inputs(model):
     """New ``Input`` tensors like ``model``'s (a list), to call its layers on again."""
-    keras = _compat.keras
+    keras = loader.keras
     return [keras.Input(type_spec=t.type_spec, name=tensor_origin(t)[0].name)
             for t in model.inputs]
 
@@ -212,7 +212,7 @@ def node_shapes(layer):
 
 def unwrap(layer):
     """The layer a tfmot pruning wrapper wraps; any other layer itself."""
-    return layer.layer if isinstance(layer, _compat.PruneLowMagnitude) else layer
+    return layer.layer if isinstance(layer, loader.PruneLowMagnitude) else layer
 
 
 def input_shape(layer):
@@ -229,13 +229,13 @@ def builtin_classes(layer):
     """``[type(layer)]`` when it is a tf_keras built-in layer class, else ``[]``: tfmot's
     registry knows exact classes only, so a subclass of a built-in layer is not one."""
     cls = type(layer)
-    return [cls] if getattr(_compat.keras.layers, cls.__name__, None) is cls else []
+    return [cls] if getattr(loader.keras.layers, cls.__name__, None) is cls else []
 
 
 def declares_prunable_weights(layer):
     """True for a ``tfmot.sparsity.keras.PrunableLayer``, which names its prunable weights
     itself (``get_prunable_weights()``)."""
-    return isinstance(layer, _compat.tfmot.sparsity.keras.PrunableLayer)
+    return isinstance(layer, loader.tfmot.sparsity.keras.PrunableLayer)
 
 
 def declared_prunable_weights(layer):
@@ -251,7 +251,7 @@ def declared_prunable_weights(layer):
 def registry_labels(layer, table_labels):
     """The attribute paths of the weights tfmot's registry prunes in ``layer`` (None: not
     supported); ``table_labels`` (kprune's table of Keras 3 classes) is not used here."""
-    registry = _compat.PruneRegistry
+    registry = loader.PruneRegistry
     if type(layer) in registry._LAYERS_WEIGHTS_MAP:
         return list(registry._weight_names(layer))
     if type(layer) in registry._RNN_LAYERS:
@@ -278,7 +278,7 @@ def unregistered_reason(layer, pruned_types):
 def masked_values(layer, weights, values):
     """``values`` (numpy, one per prunable weight of ``weights``) as they act in the forward
     pass: times tfmot's masks for a pruning wrapper, else as they are."""
-    if not isinstance(layer, _compat.PruneLowMagnitude):
+    if not isinstance(layer, loader.PruneLowMagnitude):
         return values
     masks = {id(weight): mask for weight, mask, _ in layer.pruning_vars}
     return [v * np.asarray(masks[id(w.variable)].numpy()) if id(w.variable) in masks else v

@@ -8,13 +8,13 @@ Example:
     True
 """
 
-from kprune import _compat
+from kprune.engines.tfkeras import loader
 
 __all__ = ["PruneLowMagnitude"]
 
 
-@_compat.keras.utils.register_keras_serializable(package="kprune")
-class PruneLowMagnitude(_compat.PruneLowMagnitude):
+@loader.keras.utils.register_keras_serializable(package="kprune")
+class PruneLowMagnitude(loader.PruneLowMagnitude):
     """tfmot's pruning wrapper (same name, same behaviour) whose config keeps ``sparsity_m_by_n``.
 
     tfmot's own ``get_config`` drops it, so a saved and reloaded 2:4 layer silently

@@ -1,4 +1,4 @@
-"""The one module that imports TensorFlow, tf_keras and tfmot.
+"""The tf_keras engine's loader: the one module that imports TensorFlow, tf_keras and tfmot.
 
 Importing tfmot sets ``TF_USE_LEGACY_KERAS=1`` for the whole process, which
 turns ``tf.keras`` into tf_keras. kprune therefore names ``tf_keras``
@@ -6,14 +6,14 @@ explicitly everywhere (as ``keras`` here) and checks every model it is handed,
 so that a Keras 3 model gets a clear error instead of tfmot's confusing one.
 
 They are imported when one of ``keras``, ``tfmot``, ``PruneLowMagnitude`` or
-``PruneRegistry`` is first read (``_compat.keras``), not at ``from kprune import _compat``,
+``PruneRegistry`` is first read (``loader.keras``), not at import of this module,
 so the Keras 3 engine never loads tf_keras or tfmot; ``tf`` and ``tf_config`` import
 TensorFlow alone.
 
 Example:
-    >>> from kprune import _compat
-    >>> _compat.check_model(_compat.keras.Sequential([_compat.keras.Input((4,)),
-    ...                                               _compat.keras.layers.Dense(2)]))
+    >>> from kprune.engines.tfkeras import loader
+    >>> loader.check_model(loader.keras.Sequential([loader.keras.Input((4,)),
+    ...                                             loader.keras.layers.Dense(2)]))
 """
 
 import os
