@@ -214,6 +214,23 @@ def test_fixed_mask_keeps_pruned_weights_exactly_zero():
         FixedMask({"fc": {"bias": np.ones(32)}}).set_model(model)
 
 
+def test_fixed_mask_refuses_a_subclassed_tf_keras_model_saying_what_to_do():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.fc = keras.layers.Dense(3, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = Net()
+    model(np.zeros((1, 3), "float32"))
+    with pytest.raises(ValueError, match=r"^FixedMask cannot mask model 'net': tfmot cannot "
+                       r"prune a subclassed tf_keras model\. Build it with the Sequential or "
+                       r"functional API, or with Keras 3 \(import keras\)[^\n]*class Net$"):
+        FixedMask({"fc": np.ones((3, 3))}).set_model(model)
+
+
 # -- plans -------------------------------------------------------------------------
 
 

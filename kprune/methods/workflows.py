@@ -250,6 +250,14 @@ class _FixedMasks:
 
     def set_model(self, model):
         super().set_model(model)
+        engine = self._engine
+        if (engine.uses_tfmot and not isinstance(model, engine.keras.Sequential)
+                and engine.graph_nodes(model) is None):
+            raise ValueError(
+                f"FixedMask cannot mask model {model.name!r}: tfmot cannot prune a subclassed "
+                "tf_keras model. Build it with the Sequential or functional API, or with Keras "
+                "3 (import keras), whose engine prunes subclassed models. Received: model of "
+                f"class {type(model).__name__}")
         found = dict(layers.weight_layers(model))
         pairs = []
         for path, mask in self.masks.items():
