@@ -1,5 +1,7 @@
 """Tiny tf_keras models shared by the core tests."""
 
+import numpy as np
+
 from kprune.engines.tfkeras import loader
 
 keras = loader.keras
@@ -43,3 +45,20 @@ def nested_model():
     x = inner(x)
     outputs = keras.layers.Dense(3, name="head")(x)
     return keras.Model(inputs, outputs, name="outer")
+
+
+def subclassed_dense(k=keras, units=3):
+    """A built subclassed model of Keras ``k`` (tf_keras by default) holding one ``Dense``
+    called ``fc``: it hides its layer graph."""
+
+    class Net(k.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.fc = k.layers.Dense(units, name="fc")
+
+        def call(self, x):
+            return self.fc(x)
+
+    model = Net()
+    model(np.zeros((1, 3), "float32"))
+    return model

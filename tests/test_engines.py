@@ -9,6 +9,8 @@ from kprune.engines import engine_of
 from kprune.engines.keras3 import engine as keras3_engine
 from kprune.engines.tfkeras import engine as tf_keras_engine
 
+from helpers import subclassed_dense
+
 
 def _model(k):
     return k.Sequential([k.Input((6,)), k.layers.Dense(4, name="fc"),
@@ -52,16 +54,7 @@ def test_the_same_code_reads_either_engines_graph(k):
 
 @pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
 def test_a_model_without_a_layer_graph_has_no_graph_nodes(k):
-    class Subclassed(k.Model):
-        def __init__(self):
-            super().__init__()
-            self.fc = k.layers.Dense(2)
-
-        def call(self, x):
-            return self.fc(x)
-
-    model = Subclassed()
-    model(np.zeros((1, 3), "float32"))
+    model = subclassed_dense(k)
     assert engine_of(model).graph_nodes(model) is None
 
 

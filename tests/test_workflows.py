@@ -7,6 +7,8 @@ from kprune import LayerRule, PruningPlan, workflows
 from kprune.engines.tfkeras import loader
 from kprune.methods.workflows import FixedMask, Trainer
 
+from helpers import subclassed_dense
+
 keras = loader.keras
 
 
@@ -215,16 +217,7 @@ def test_fixed_mask_keeps_pruned_weights_exactly_zero():
 
 
 def test_fixed_mask_refuses_a_subclassed_tf_keras_model_saying_what_to_do():
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__(name="net")
-            self.fc = keras.layers.Dense(3, name="fc")
-
-        def call(self, x):
-            return self.fc(x)
-
-    model = Net()
-    model(np.zeros((1, 3), "float32"))
+    model = subclassed_dense()
     with pytest.raises(ValueError, match=r"^FixedMask cannot mask model 'net': tfmot cannot "
                        r"prune a subclassed tf_keras model\. Build it with the Sequential or "
                        r"functional API, or with Keras 3 \(import keras\)[^\n]*class Net$"):
