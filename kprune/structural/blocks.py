@@ -316,14 +316,11 @@ class _Graph:
         self.engine.check_model(model)  # nested models: inlined by the public functions
         self.model = model
         self.sequential = isinstance(model, self.engine.keras.Sequential)
-        self.reader = None if self.sequential else read(model)
-        found = model.layers if self.sequential else [c.layer for c in self.reader.calls]
-        self.layer = {layer.name: layer for layer in found}  # graph order
+        self.reader = read(model)
+        self.layer = {c.layer.name: c.layer for c in self.reader.calls}  # graph order
         # names as kprune shows them (a pruning wrapper: the wrapped layer's), both ways
         self.shown = {n: self.engine.layer_name(layer) for n, layer in self.layer.items()}
         self.own = {shown: n for n, shown in self.shown.items()}
-        if self.sequential:
-            return
         self.inputs = {c.key: list(dict.fromkeys(c.inputs)) for c in self.reader.calls}
         self.readers = self.reader.readers  # tensor key -> [(layer, call)]
         self.outputs = set(self.reader.outputs)

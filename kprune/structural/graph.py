@@ -221,7 +221,6 @@ class _Graph:
         self.steps = []  # (layer, input keys, output keys) in graph order
         self.treated = {}  # layer name -> the role it was followed as, or "refused"
         self.retired = set()  # nodes split into pieces (see _split)
-        self.calls = {}  # layer name -> its call (functional models; see graph_reader)
         self.sums = []  # (node, name of an Add that joins it to other channels)
         self.attention = {}  # attention layer -> ({part: input tensor key}, heads node)
         self.blocks = {}  # KerasHub block -> (heads node, neurons node)
@@ -252,39 +251,22 @@ class _Graph:
             book.setdefault(node, []).append(reason)
 
     # the layer graph
-    def _edges(self):
-        model, keras = self.model, self.keras
-        if isinstance(model, keras.Sequential):
-            shape = model.input_shape
-            previous = ("<input>", 0, 0)
-            yield None, [], [previous], shape
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.InputLayer):
-                    continue
-                yield layer, [previous], [(layer.name, 0, 0)], None
-                previous = (layer.name, 0, 0)
-            self.outputs = [previous]
-            return
+    def _walk(self):
+        keras, model = self.keras, self.model
         _check_operations(self.engine, model)
         self.reader = read(model)
-        for call in self.reader.calls:
-            if self.reader.times[call.layer.name] != 1:
+        for name, times in self.reader.times.items():
+            if times != 1:
                 raise ValueError(
-                    f"Cannot follow the channels of model {model.name!r}: layer "
-                    f"{call.layer.name!r} is called {self.reader.times[call.layer.name]} "
-                    "times in it (a shared layer); structural pruning needs each layer used "
-                    "once.")
-            self.calls[call.layer.name] = call
-            yield call.layer, list(call.inputs), list(call.outputs), None
-        self.outputs = self.reader.outputs
-
-    def _walk(self):
-        keras = self.keras
-        for layer, inputs, outputs, shape in self._edges():
-            if layer is None or isinstance(layer, keras.layers.InputLayer):
-                shape = shape if layer is None else layers.output_shape(layer)
+                    f"Cannot follow the channels of model {model.name!r}: layer {name!r} is "
+                    f"called {times} times in it (a shared layer); structural pruning needs "
+                    "each layer used once.")
+        for call in self.reader.calls:
+            layer, inputs, outputs = call.layer, list(call.inputs), list(call.outputs)
+            if isinstance(layer, keras.layers.InputLayer):  # a Sequential's is unnamed
+                name = "input" if isinstance(model, keras.Sequential) else layer.name
+                shape = layers.output_shape(layer)
                 shape = shape[0] if isinstance(shape, list) else shape
-                name = "input" if layer is None else layer.name
                 node = self.new(f"input:{name}", 1 if shape[-1] is None else shape[-1])
                 self.desc[outputs[0]] = _Channels(((node, self.size[node]),))
                 self.block(self.desc[outputs[0]], f"model input {name!r}", refuse=False)
@@ -303,7 +285,7 @@ class _Graph:
                 )
             self.steps.append((layer, inputs, outputs))
             self._layer(layer, [self.desc[key] for key in inputs], outputs, inputs)
-        for key in self.outputs:
+        for key in self.reader.outputs:
             self.block(self.desc[key], f"model output {key[0]!r}", refuse=False)
 
     def _fresh(self, layer, outputs, reason=None):
@@ -407,9 +389,7 @@ class _Graph:
         """A MultiHeadAttention: its query/key/value projections read their inputs ("in"),
         its output projection makes its output channels ("out"), and its heads are a
         group of their own ("heads"; see :mod:`kprune.structural.heads`)."""
-        call = self.calls.get(layer.name)
-        if call is None:
-            return self._refuse(layer, ins, [out], "it is not called in a functional model")
+        call = self.reader.call_of(layer)
         parts, rest = heads.inputs_of(call.args, call.kwargs)
         keys = {part: self.reader.key(tensor) for part, tensor in parts.items()}
         for key in {self.reader.key(tensor) for tensor in rest}:
@@ -442,9 +422,7 @@ class _Graph:
         it, whole; its heads and its feed-forward neurons are groups of their own ("heads",
         "neurons"; see :mod:`kprune.structural.hub_blocks`). Its other inputs (masks, an
         encoder sequence) are left whole."""
-        call = self.calls.get(layer.name)
-        if call is None:
-            return self._refuse(layer, ins, [out], "it is not called in a functional model")
+        call = self.reader.call_of(layer)
         stream_key = call.inputs[0]
         stream = self.desc[stream_key]
         what = f"layer {layer.name!r} ({type(layer).__name__})"
