@@ -460,9 +460,6 @@ class _Graph:
             problems.append(problem)
         return Block(name, reason=self._why_not(inputs) or problems[0])
 
-    def _producer(self, key):
-        return key[:2]
-
     def _branch(self, start, shortcut, add):
         """The layers between ``shortcut`` and ``start`` (walking back from ``start``)."""
         seen, stack = set(), [start]
@@ -470,7 +467,7 @@ class _Graph:
             key = stack.pop()
             if key == shortcut:
                 continue
-            node = self._producer(key)
+            node = key[:2]
             if node in seen:
                 continue
             if not self.inputs.get(node):
@@ -511,7 +508,7 @@ class _Graph:
             if key in seen:
                 continue
             seen.add(key)
-            stack.extend(self.inputs.get(self._producer(key), []))
+            stack.extend(self.inputs.get(key[:2], []))
         return seen
 
     def _why_not(self, inputs):
@@ -523,7 +520,7 @@ class _Graph:
 
         def level(key):
             if key not in depth:
-                parents = self.inputs.get(self._producer(key), [])
+                parents = self.inputs.get(key[:2], [])
                 depth[key] = 1 + max((level(p) for p in parents), default=0)
             return depth[key]
 
@@ -536,7 +533,7 @@ class _Graph:
                 key = stack.pop()
                 if key == fork or key not in below:
                     continue
-                node = self._producer(key)
+                node = key[:2]
                 if node not in seen:
                     seen.add(node)
                     stack.extend(self.inputs.get(node, []))
