@@ -14,10 +14,14 @@ Two parts, in one run, each model trained here and then pruned from calibration 
   expand, depthwise 3x3, 1x1 project, batch norm) trained on MNIST, then each method at
   50 %, 70 %, 90 % (every conv and Dense but the head) and the default plan (first conv
   unstructured 50 %, the rest 2:4), 512 calibration images from the training split;
-  test accuracy in Keras.
+  test accuracy in Keras. SparseGPT runs twice: as published (each layer fitted to its own
+  outputs on the inputs the pruned layers before it give) and with ``match_dense=True``
+  (fitted to the dense model's outputs of that layer).
 
     python -m benchmarks.post_training            # the full run (minutes on 2 cores)
     python -m benchmarks.post_training --quick    # a smoke test
+    python -m benchmarks.post_training --part cnn # the CNNs only; the LM part kept from the
+                                                  # results JSON, each part's date recorded
 
 Writes the results JSON (``--out``; default ``benchmarks/results/post_training.json``) and,
 in full mode, the tables into ``benchmarks/README.md`` between the ``post_training`` markers.
@@ -25,6 +29,7 @@ in full mode, the tables into ``benchmarks/README.md`` between the ``post_traini
 
 import argparse
 import datetime
+import json
 import math
 import sysconfig
 import time
@@ -46,6 +51,11 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "post_training.json"
 BEGIN = "<!-- post_training:begin -->"
 END = "<!-- post_training:end -->"
 METHODS = ("magnitude", "wanda", "sparsegpt")
+#: The CNN part's variants: each method, and SparseGPT fitted to the dense model's outputs
+#: (``match_dense=True``: each layer's targets from the dense model, its inputs from the
+#: pruned one), which the MobileNetV2-style network needs to stay within 1 pp at 2:4.
+CNN_VARIANTS = {**{m: dict(method=m) for m in METHODS},
+                "sparsegpt, match_dense": dict(method="sparsegpt", match_dense=True)}
 #: Published rows (perplexity on WikiText2), for the README beside ours.
 PUBLISHED = [
     dict(source="LLaMA-2-7B, Wanda repository README", dense=5.12,
@@ -262,10 +272,10 @@ def run_cnn(cfg, data_dir, seed):
         log(f"cnn {name}: trained in {time.perf_counter() - start:.0f} s, accuracy {dense:.4f}")
         rows = []
         for plan_name, plan in plans.items():
-            for method in METHODS:
+            for method, options in CNN_VARIANTS.items():
                 start = time.perf_counter()
                 pruned, report = kprune.prune_post_training(model, x[:cfg["calibration"]], plan,
-                                                            method=method)
+                                                            **options)
                 seconds = time.perf_counter() - start
                 # not strict: a row that misses its target is recorded as such (SparseGPT
                 # zeroes every weight of an input that never fires, which can overshoot)
@@ -366,6 +376,9 @@ def markdown_summary(results):
                      f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
                      + (f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')}"
                         if n else "") + " |")
+    if "parts" in results:  # the two parts from different runs
+        lines.insert(0, "Language model: " + results["parts"]["lm"] + "; CNNs: "
+                     + results["parts"]["cnn"] + ".\n")
     lines.insert(0, f"Run finished {results.get('finished', '?')}, "
                     f"{results['seconds'] / 60:.0f} min on "
                     f"{results['environment']['machine']['cpu_count']} CPUs shared with other "
@@ -378,14 +391,17 @@ def markdown_summary(results):
         plans = list(dict.fromkeys(r["plan"] for r in model["rows"]))
         cells = {(r["plan"], r["method"]): f"{r['accuracy']:.4f}" + ("" if r["plan_met"] else " *")
                  for r in model["rows"]}
+        variants = list(dict.fromkeys(r["method"] for r in model["rows"]))
         lines += [f"{name} on MNIST ({model['parameters']:,} parameters; dense "
                   f"{model['dense_accuracy']:.4f} on {results['cnn']['test_images']:,} test "
                   "images), accuracy with no fine-tune:", "",
-                  "| plan | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
-        lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in METHODS) + " |"
+                  "| plan | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in variants) + " |"
                   for plan in plans]
         lines.append(f"| {plans[0]}, batch norm as trained | "
-                     + " | ".join(f"{model['stale_batch_norm'][m]:.4f}" for m in METHODS) + " |")
+                     + " | ".join(f"{model['stale_batch_norm'][m]:.4f}"
+                                  if m in model["stale_batch_norm"] else "" for m in variants)
+                     + " |")
         if model.get("finetune"):
             lines += ["", f"{name}, one more epoch of training after each (same trainer, data "
                       "order and rate):", "", "| plan | run | accuracy |", "|---|---|---|"]
@@ -398,15 +414,31 @@ def markdown_summary(results):
     return "\n".join(lines).rstrip()
 
 
-def run(*, data_dir, seed, quick):
+def run(*, data_dir, seed, quick, part="all", previous=None):
+    """Run the benchmark's parts; with ``part="cnn"``, the LM part is taken from
+    ``previous`` (the results JSON of an earlier full run) and ``parts`` says which run
+    gave each part."""
     cfg = QUICK if quick else FULL
     results = dict(benchmark="post_training", quick=quick, seed=seed,
                    environment=environment())
-    results["lm"] = run_lm(dict(cfg["lm"]), seed)
+    if part == "cnn":
+        if previous is None or "lm" not in previous:
+            raise ValueError("--part cnn keeps the LM part of the results JSON, and it has "
+                             "none: run the whole benchmark first.")
+        results["lm"] = previous["lm"]
+        results["lm_environment"] = previous.get("lm_environment", previous["environment"])
+    else:
+        results["lm"] = run_lm(dict(cfg["lm"]), seed)
     results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed)
     results["seconds"] = elapsed()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["keras"] = _keras().__version__
+    if part == "cnn":
+        earlier = previous.get("parts", {}).get("lm") or (
+            f"the full run finished {previous.get('finished', '?')} "
+            f"({previous['seconds'] / 60:.0f} min in all)")
+        results["parts"] = dict(lm=earlier, cnn=f"the --part cnn run finished "
+                                                f"{results['finished']}")
     return results
 
 
@@ -417,6 +449,9 @@ def build_parser():
                     "trained here and on MNIST CNNs.")
     add_standard_options(parser, quick_help="tiny models and data (a smoke test)",
                          default_out=DEFAULT_OUT)
+    parser.add_argument("--part", choices=("all", "cnn"), default="all",
+                        help="cnn: rerun the CNNs only, keeping the LM part of the results "
+                             "JSON at --out (default: all)")
     return parser
 
 
@@ -427,7 +462,9 @@ def main(argv=None):
     if paths is None:
         return 2
     out, readme = paths
-    results = run(data_dir=args.data, seed=args.seed, quick=args.quick)
+    previous = json.loads(out.read_text()) if args.part == "cnn" and out.exists() else None
+    results = run(data_dir=args.data, seed=args.seed, quick=args.quick, part=args.part,
+                  previous=previous)
     return publish(results, out, readme, summary=markdown_summary(results),
                    markers=(BEGIN, END))
 
