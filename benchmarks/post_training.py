@@ -14,14 +14,14 @@ Two parts, in one run, each model trained here and then pruned from calibration 
   expand, depthwise 3x3, 1x1 project, batch norm) trained on MNIST, then each method at
   50 %, 70 %, 90 % (every conv and Dense but the head) and the default plan (first conv
   unstructured 50 %, the rest 2:4), 512 calibration images from the training split;
-  test accuracy in Keras. SparseGPT runs twice: as published (each layer fitted to its own
-  outputs on the inputs the pruned layers before it give) and with ``match_dense=True``
-  (fitted to the dense model's outputs of that layer).
+  test accuracy in Keras. SparseGPT also runs with ``center_before_batch_norm=True`` and
+  with ``match_dense=True`` (each layer fitted to the dense model's outputs of that layer).
 
     python -m benchmarks.post_training            # the full run (minutes on 2 cores)
     python -m benchmarks.post_training --quick    # a smoke test
     python -m benchmarks.post_training --part cnn # the CNNs only; the LM part kept from the
                                                   # results JSON, each part's date recorded
+    python -m benchmarks.post_training --part mobilenet  # the MobileNetV2-style net only
 
 Writes the results JSON (``--out``; default ``benchmarks/results/post_training.json``) and,
 in full mode, the tables into ``benchmarks/README.md`` between the ``post_training`` markers.
@@ -51,11 +51,15 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "post_training.json"
 BEGIN = "<!-- post_training:begin -->"
 END = "<!-- post_training:end -->"
 METHODS = ("magnitude", "wanda", "sparsegpt")
-#: The CNN part's variants: each method, and SparseGPT fitted to the dense model's outputs
-#: (``match_dense=True``: each layer's targets from the dense model, its inputs from the
-#: pruned one), which the MobileNetV2-style network needs to stay within 1 pp at 2:4.
+#: The CNN part's variants: each method, SparseGPT fitted on centered inputs before the
+#: recalibrated batch norms (``center_before_batch_norm=True``) and SparseGPT fitted to the
+#: dense model's outputs (``match_dense=True``: each layer's targets from the dense model,
+#: its inputs from the pruned one).
 CNN_VARIANTS = {**{m: dict(method=m) for m in METHODS},
+                "sparsegpt, centered": dict(method="sparsegpt", center_before_batch_norm=True),
                 "sparsegpt, match_dense": dict(method="sparsegpt", match_dense=True)}
+#: The CNNs of the benchmark, by name.
+CNN_NAMES = ("seed CNN", "MobileNetV2-style")
 #: Published rows (perplexity on WikiText2), for the README beside ours.
 PUBLISHED = [
     dict(source="LLaMA-2-7B, Wanda repository README", dense=5.12,
@@ -252,7 +256,7 @@ def mobilenet_v2_style(keras):
     return keras.Model(inputs, layers.Dense(10, name="head")(x), name="mobilenet_v2_style")
 
 
-def run_cnn(cfg, data_dir, seed):
+def run_cnn(cfg, data_dir, seed, names=CNN_NAMES):
     import kprune
     from kprune import _compat, data, models
 
@@ -263,8 +267,10 @@ def run_cnn(cfg, data_dir, seed):
     plans = {f"{t:.0%}": kprune.PruningPlan.uniform(t) for t in cfg["targets"]}
     plans["default (2:4)"] = kprune.PruningPlan.default()
     results = {}
-    for name, build in (("seed CNN", models.seed_cnn),
-                        ("MobileNetV2-style", lambda: mobilenet_v2_style(_compat.keras))):
+    builds = {"seed CNN": models.seed_cnn,
+              "MobileNetV2-style": lambda: mobilenet_v2_style(_compat.keras)}
+    for name in names:
+        build = builds[name]
         model = models.compile_classifier(build())
         start = time.perf_counter()
         model.fit(x, y, batch_size=64, epochs=cfg["epochs"], verbose=0)
@@ -376,9 +382,10 @@ def markdown_summary(results):
                      f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
                      + (f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')}"
                         if n else "") + " |")
-    if "parts" in results:  # the two parts from different runs
-        lines.insert(0, "Language model: " + results["parts"]["lm"] + "; CNNs: "
-                     + results["parts"]["cnn"] + ".\n")
+    if "parts" in results:  # the parts from different runs
+        lines.insert(0, "From different runs: " + "; ".join(
+            f"{'language model' if key == 'lm' else key}: {value}"
+            for key, value in results["parts"].items()) + ".\n")
     lines.insert(0, f"Run finished {results.get('finished', '?')}, "
                     f"{results['seconds'] / 60:.0f} min on "
                     f"{results['environment']['machine']['cpu_count']} CPUs shared with other "
@@ -415,30 +422,37 @@ def markdown_summary(results):
 
 
 def run(*, data_dir, seed, quick, part="all", previous=None):
-    """Run the benchmark's parts; with ``part="cnn"``, the LM part is taken from
-    ``previous`` (the results JSON of an earlier full run) and ``parts`` says which run
-    gave each part."""
+    """Run the benchmark's parts. ``part="cnn"`` reruns the CNNs and ``"mobilenet"`` the
+    MobileNetV2-style network alone, the rest taken from ``previous`` (the results JSON of
+    an earlier run); ``parts`` then says which run gave each part."""
     cfg = QUICK if quick else FULL
     results = dict(benchmark="post_training", quick=quick, seed=seed,
                    environment=environment())
-    if part == "cnn":
+    if part != "all":
         if previous is None or "lm" not in previous:
-            raise ValueError("--part cnn keeps the LM part of the results JSON, and it has "
-                             "none: run the whole benchmark first.")
+            raise ValueError(f"--part {part} keeps the other parts of the results JSON, and "
+                             "it has none: run the whole benchmark first.")
         results["lm"] = previous["lm"]
-        results["lm_environment"] = previous.get("lm_environment", previous["environment"])
+        results["earlier_environment"] = previous.get("earlier_environment",
+                                                      previous["environment"])
     else:
         results["lm"] = run_lm(dict(cfg["lm"]), seed)
-    results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed)
+    names = ("MobileNetV2-style",) if part == "mobilenet" else CNN_NAMES
+    results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed, names)
+    if part == "mobilenet":
+        results["cnn"]["models"] = {**previous["cnn"]["models"], **results["cnn"]["models"]}
     results["seconds"] = elapsed()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["keras"] = _keras().__version__
-    if part == "cnn":
+    if part != "all":
         earlier = previous.get("parts", {}).get("lm") or (
             f"the full run finished {previous.get('finished', '?')} "
             f"({previous['seconds'] / 60:.0f} min in all)")
-        results["parts"] = dict(lm=earlier, cnn=f"the --part cnn run finished "
-                                                f"{results['finished']}")
+        now = f"the --part {part} run finished {results['finished']}"
+        results["parts"] = {
+            "lm": earlier,
+            **{name: (now if name in names
+                      else previous.get("parts", {}).get(name, earlier)) for name in CNN_NAMES}}
     return results
 
 
@@ -449,9 +463,10 @@ def build_parser():
                     "trained here and on MNIST CNNs.")
     add_standard_options(parser, quick_help="tiny models and data (a smoke test)",
                          default_out=DEFAULT_OUT)
-    parser.add_argument("--part", choices=("all", "cnn"), default="all",
-                        help="cnn: rerun the CNNs only, keeping the LM part of the results "
-                             "JSON at --out (default: all)")
+    parser.add_argument("--part", choices=("all", "cnn", "mobilenet"), default="all",
+                        help="cnn: rerun the CNNs only, mobilenet: the MobileNetV2-style "
+                             "network only, keeping the other parts of the results JSON at "
+                             "--out (default: all)")
     return parser
 
 
@@ -462,7 +477,7 @@ def main(argv=None):
     if paths is None:
         return 2
     out, readme = paths
-    previous = json.loads(out.read_text()) if args.part == "cnn" and out.exists() else None
+    previous = json.loads(out.read_text()) if args.part != "all" and out.exists() else None
     results = run(data_dir=args.data, seed=args.seed, quick=args.quick, part=args.part,
                   previous=previous)
     return publish(results, out, readme, summary=markdown_summary(results),

@@ -292,16 +292,19 @@ def test_sparsegpt_fits_a_layer_before_a_recalibrated_batch_norm_on_centered_inp
     model = bn_model(engine)
     x = np.random.default_rng(7).normal(2.0, 3.0, size=(64, 6, 6, 3)).astype("float32")
     plan = PruningPlan.uniform(0.5)
-    pruned, _ = prune_post_training(model, x, plan, method="sparsegpt")
+    pruned, _ = prune_post_training(model, x, plan, method="sparsegpt",
+                                    center_before_batch_norm=True)
     centered = conv_matrix_solution(model, x, centered=True)
     np.testing.assert_allclose(np.asarray(pruned.get_layer("conv").kernel), centered,
                                rtol=1e-4, atol=1e-5)
     assert not np.allclose(centered, conv_matrix_solution(model, x, centered=False), atol=1e-3)
-    # with the batch norm kept as trained, the mean matters: the published, uncentered fit
-    kept, _ = prune_post_training(model, x, plan, method="sparsegpt", recalibrate=False)
-    np.testing.assert_allclose(np.asarray(kept.get_layer("conv").kernel),
-                               conv_matrix_solution(model, x, centered=False),
-                               rtol=1e-4, atol=1e-5)
+    # by default, and with the batch norm kept as trained (the mean then matters), the
+    # published, uncentered fit
+    for options in (dict(), dict(center_before_batch_norm=True, recalibrate=False)):
+        kept, _ = prune_post_training(model, x, plan, method="sparsegpt", **options)
+        np.testing.assert_allclose(np.asarray(kept.get_layer("conv").kernel),
+                                   conv_matrix_solution(model, x, centered=False),
+                                   rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("engine", [tf_keras, keras], ids=["tf_keras", "keras3"])
@@ -345,3 +348,5 @@ def test_match_dense_fits_each_layer_to_the_dense_models_outputs():
         np.sum((pruned_b - dense_b) ** 2) / np.sum(dense_b ** 2), rel=1e-3)
     with pytest.raises(ValueError, match="`match_dense` needs method='sparsegpt'"):
         prune_post_training(model, x, plan, method="wanda", match_dense=True)
+    with pytest.raises(ValueError, match="`center_before_batch_norm` needs method='sparsegpt'"):
+        prune_post_training(model, x, plan, method="magnitude", center_before_batch_norm=True)

@@ -408,7 +408,8 @@ def _recalibrated_dense_model(model, steps, rows, batches):
 
 
 def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,
-                        block_size=128, dampening=0.01, recalibrate=True, match_dense=False):
+                        block_size=128, dampening=0.01, recalibrate=True, match_dense=False,
+                        center_before_batch_norm=False):
     """A copy of ``model`` with the plan's zeros, from calibration data and no training.
 
     Args:
@@ -424,9 +425,11 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         dampening: SparseGPT's dampening, as a share of the Hessian's mean diagonal.
         recalibrate: give every batch norm after the first pruned layer the statistics of
             what it receives on the calibration data (as :func:`recalibrate_batch_norm`),
-            in order; no effect on a model without batch norm. SparseGPT then fits a layer
-            whose output goes, with no activation, only into such a batch norm on its
-            inputs less their mean (the batch norm undoes a shift of the mean output).
+            in order; no effect on a model without batch norm.
+        center_before_batch_norm: SparseGPT only, with ``recalibrate``: fit a layer whose
+            output goes, with no activation, only into a recalibrated batch norm on its
+            inputs less their mean (``H = 2 Cov(X)``): that batch norm undoes any shift of
+            the mean output, so none of the fit is spent on it.
         match_dense: SparseGPT only: fit each layer to the outputs the *dense* model's
             same layer gives (with its batch norms recalibrated as the pruned model's),
             from the inputs the already pruned layers give it, instead of to its own
@@ -448,9 +451,11 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
     check_int(block_size, "block_size")
     check_number(dampening, "dampening")
-    if match_dense and method != "sparsegpt":
-        raise ValueError(f"Argument `match_dense` needs method='sparsegpt' (the only method "
-                         f"that updates weights). Received: method={method!r}")
+    for option, value in (("match_dense", match_dense),
+                          ("center_before_batch_norm", center_before_batch_norm)):
+        if value and method != "sparsegpt":
+            raise ValueError(f"Argument `{option}` needs method='sparsegpt' (the only method "
+                             f"that updates weights). Received: method={method!r}")
     resolved = _plan_rows(model, plan)
     for row in resolved.pruned:
         if row.method == "m_by_n" and block_size % row.m:
@@ -473,7 +478,8 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
             results[path] = _prune_layer(
                 pruned, layer, rows[path], batches, method, block_size=block_size,
                 dampening=dampening, dense_model=dense_model,
-                centered=_mean_absorbed(pruned, path, layer, to_recalibrate))
+                centered=center_before_batch_norm and _mean_absorbed(pruned, path, layer,
+                                                                     to_recalibrate))
         else:
             _recalibrate(pruned, path, layer, batches)
             recalibrated.append(path)
