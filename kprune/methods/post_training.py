@@ -14,6 +14,11 @@ blocks) are solved in the order the model calls them, their inputs recorded by a
 ``8 d²`` bytes for a layer of ``d`` inputs (SparseGPT holds about three such matrices while
 it solves).
 
+Two SparseGPT options for deep CNNs, off by default: ``match_dense=True`` fits each layer to
+the dense model's outputs of that layer rather than to its own (the errors of earlier layers
+corrected, not carried forward); ``center_before_batch_norm=True`` fits a layer that feeds a
+recalibrated batch norm on its centered inputs.
+
 Example:
     >>> pruned, report = kprune.prune_post_training(model, x_train[:512], method="sparsegpt")
     >>> print(report)                                  # per layer: reached, error, time
