@@ -14,10 +14,14 @@ Two parts, in one run, each model trained here and then pruned from calibration 
   expand, depthwise 3x3, 1x1 project, batch norm) trained on MNIST, then each method at
   50 %, 70 %, 90 % (every conv and Dense but the head) and the default plan (first conv
   unstructured 50 %, the rest 2:4), 512 calibration images from the training split;
-  test accuracy in Keras.
+  test accuracy in Keras. SparseGPT also runs with ``center_before_batch_norm=True`` and
+  with ``match_dense=True`` (each layer fitted to the dense model's outputs of that layer).
 
     python -m benchmarks.post_training            # the full run (minutes on 2 cores)
     python -m benchmarks.post_training --quick    # a smoke test
+    python -m benchmarks.post_training --part cnn # the CNNs only; the LM part kept from the
+                                                  # results JSON, each part's date recorded
+    python -m benchmarks.post_training --part mobilenet  # the MobileNetV2-style net only
 
 Writes the results JSON (``--out``; default ``benchmarks/results/post_training.json``) and,
 in full mode, the tables into ``benchmarks/README.md`` between the ``post_training`` markers.
@@ -25,6 +29,7 @@ in full mode, the tables into ``benchmarks/README.md`` between the ``post_traini
 
 import argparse
 import datetime
+import json
 import math
 import sysconfig
 import time
@@ -46,6 +51,15 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "post_training.json"
 BEGIN = "<!-- post_training:begin -->"
 END = "<!-- post_training:end -->"
 METHODS = ("magnitude", "wanda", "sparsegpt")
+#: The CNN part's variants: each method, SparseGPT fitted on centered inputs before the
+#: recalibrated batch norms (``center_before_batch_norm=True``) and SparseGPT fitted to the
+#: dense model's outputs (``match_dense=True``: each layer's targets from the dense model,
+#: its inputs from the pruned one).
+CNN_VARIANTS = {**{m: dict(method=m) for m in METHODS},
+                "sparsegpt, centered": dict(method="sparsegpt", center_before_batch_norm=True),
+                "sparsegpt, match_dense": dict(method="sparsegpt", match_dense=True)}
+#: The CNNs of the benchmark, by name.
+CNN_NAMES = ("seed CNN", "MobileNetV2-style")
 #: Published rows (perplexity on WikiText2), for the README beside ours.
 PUBLISHED = [
     dict(source="LLaMA-2-7B, Wanda repository README", dense=5.12,
@@ -242,7 +256,7 @@ def mobilenet_v2_style(keras):
     return keras.Model(inputs, layers.Dense(10, name="head")(x), name="mobilenet_v2_style")
 
 
-def run_cnn(cfg, data_dir, seed):
+def run_cnn(cfg, data_dir, seed, names=CNN_NAMES):
     import kprune
     from kprune import data, models
     from kprune.engines.tfkeras import loader
@@ -254,8 +268,10 @@ def run_cnn(cfg, data_dir, seed):
     plans = {f"{t:.0%}": kprune.PruningPlan.uniform(t) for t in cfg["targets"]}
     plans["default (2:4)"] = kprune.PruningPlan.default()
     results = {}
-    for name, build in (("seed CNN", models.seed_cnn),
-                        ("MobileNetV2-style", lambda: mobilenet_v2_style(loader.keras))):
+    builds = {"seed CNN": models.seed_cnn,
+              "MobileNetV2-style": lambda: mobilenet_v2_style(loader.keras)}
+    for name in names:
+        build = builds[name]
         model = models.compile_classifier(build())
         start = time.perf_counter()
         model.fit(x, y, batch_size=64, epochs=cfg["epochs"], verbose=0)
@@ -263,10 +279,10 @@ def run_cnn(cfg, data_dir, seed):
         log(f"cnn {name}: trained in {time.perf_counter() - start:.0f} s, accuracy {dense:.4f}")
         rows = []
         for plan_name, plan in plans.items():
-            for method in METHODS:
+            for method, options in CNN_VARIANTS.items():
                 start = time.perf_counter()
                 pruned, report = kprune.prune_post_training(model, x[:cfg["calibration"]], plan,
-                                                            method=method)
+                                                            **options)
                 seconds = time.perf_counter() - start
                 # not strict: a row that misses its target is recorded as such (SparseGPT
                 # zeroes every weight of an input that never fires, which can overshoot)
@@ -367,6 +383,10 @@ def markdown_summary(results):
                      f"{show(u, 'wanda')} | {show(u, 'sparsegpt')} | "
                      + (f"{show(n, 'magnitude')} / {show(n, 'sparsegpt')} / {show(n, 'wanda')}"
                         if n else "") + " |")
+    if "parts" in results:  # the parts from different runs
+        lines.insert(0, "From different runs: " + "; ".join(
+            f"{'language model' if key == 'lm' else key}: {value}"
+            for key, value in results["parts"].items()) + ".\n")
     lines.insert(0, f"Run finished {results.get('finished', '?')}, "
                     f"{results['seconds'] / 60:.0f} min on "
                     f"{results['environment']['machine']['cpu_count']} CPUs shared with other "
@@ -379,14 +399,17 @@ def markdown_summary(results):
         plans = list(dict.fromkeys(r["plan"] for r in model["rows"]))
         cells = {(r["plan"], r["method"]): f"{r['accuracy']:.4f}" + ("" if r["plan_met"] else " *")
                  for r in model["rows"]}
+        variants = list(dict.fromkeys(r["method"] for r in model["rows"]))
         lines += [f"{name} on MNIST ({model['parameters']:,} parameters; dense "
                   f"{model['dense_accuracy']:.4f} on {results['cnn']['test_images']:,} test "
                   "images), accuracy with no fine-tune:", "",
-                  "| plan | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
-        lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in METHODS) + " |"
+                  "| plan | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+        lines += [f"| {plan} | " + " | ".join(cells[(plan, m)] for m in variants) + " |"
                   for plan in plans]
         lines.append(f"| {plans[0]}, batch norm as trained | "
-                     + " | ".join(f"{model['stale_batch_norm'][m]:.4f}" for m in METHODS) + " |")
+                     + " | ".join(f"{model['stale_batch_norm'][m]:.4f}"
+                                  if m in model["stale_batch_norm"] else "" for m in variants)
+                     + " |")
         if model.get("finetune"):
             lines += ["", f"{name}, one more epoch of training after each (same trainer, data "
                       "order and rate):", "", "| plan | run | accuracy |", "|---|---|---|"]
@@ -399,15 +422,38 @@ def markdown_summary(results):
     return "\n".join(lines).rstrip()
 
 
-def run(*, data_dir, seed, quick):
+def run(*, data_dir, seed, quick, part="all", previous=None):
+    """Run the benchmark's parts. ``part="cnn"`` reruns the CNNs and ``"mobilenet"`` the
+    MobileNetV2-style network alone, the rest taken from ``previous`` (the results JSON of
+    an earlier run); ``parts`` then says which run gave each part."""
     cfg = QUICK if quick else FULL
     results = dict(benchmark="post_training", quick=quick, seed=seed,
                    environment=environment())
-    results["lm"] = run_lm(dict(cfg["lm"]), seed)
-    results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed)
+    if part != "all":
+        if previous is None or "lm" not in previous:
+            raise ValueError(f"--part {part} keeps the other parts of the results JSON, and "
+                             "it has none: run the whole benchmark first.")
+        results["lm"] = previous["lm"]
+        results["earlier_environment"] = previous.get("earlier_environment",
+                                                      previous["environment"])
+    else:
+        results["lm"] = run_lm(dict(cfg["lm"]), seed)
+    names = ("MobileNetV2-style",) if part == "mobilenet" else CNN_NAMES
+    results["cnn"] = run_cnn(dict(cfg["cnn"]), data_dir, seed, names)
+    if part == "mobilenet":
+        results["cnn"]["models"] = {**previous["cnn"]["models"], **results["cnn"]["models"]}
     results["seconds"] = elapsed()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results["keras"] = _keras().__version__
+    if part != "all":
+        earlier = previous.get("parts", {}).get("lm") or (
+            f"the full run finished {previous.get('finished', '?')} "
+            f"({previous['seconds'] / 60:.0f} min in all)")
+        now = f"the --part {part} run finished {results['finished']}"
+        results["parts"] = {
+            "lm": earlier,
+            **{name: (now if name in names
+                      else previous.get("parts", {}).get(name, earlier)) for name in CNN_NAMES}}
     return results
 
 
@@ -418,6 +464,10 @@ def build_parser():
                     "trained here and on MNIST CNNs.")
     add_standard_options(parser, quick_help="tiny models and data (a smoke test)",
                          default_out=DEFAULT_OUT)
+    parser.add_argument("--part", choices=("all", "cnn", "mobilenet"), default="all",
+                        help="cnn: rerun the CNNs only, mobilenet: the MobileNetV2-style "
+                             "network only, keeping the other parts of the results JSON at "
+                             "--out (default: all)")
     return parser
 
 
@@ -428,7 +478,9 @@ def main(argv=None):
     if paths is None:
         return 2
     out, readme = paths
-    results = run(data_dir=args.data, seed=args.seed, quick=args.quick)
+    previous = json.loads(out.read_text()) if args.part != "all" and out.exists() else None
+    results = run(data_dir=args.data, seed=args.seed, quick=args.quick, part=args.part,
+                  previous=previous)
     return publish(results, out, readme, summary=markdown_summary(results),
                    markers=(BEGIN, END))
 

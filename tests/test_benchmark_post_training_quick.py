@@ -28,3 +28,9 @@ def test_quick_language_model_part_trains_prunes_and_scores_each_method():
     assert summary.startswith("Run finished now, 1 min on ")
     assert f"| byte GPT here (kprune) | {dense:.3f} |" in summary
     assert "| OPT-125M, SparseGPT paper table 1 | 27.66 | 193 |" in summary
+
+
+def test_a_partial_run_needs_the_results_of_an_earlier_full_run():
+    with pytest.raises(ValueError, match="--part mobilenet keeps the other parts of the "
+                                         "results JSON, and it has none"):
+        post_training.run(data_dir=None, seed=0, quick=True, part="mobilenet", previous={})

@@ -130,3 +130,51 @@ def test_bad_arguments_are_refused():
         layerwise.wanda_mask(kernel, np.ones(6), n_m=(2, 4))
     with pytest.raises(ValueError, match="No calibration rows"):
         layerwise.InputStatistics(3).hessian()
+
+
+def test_centered_hessian_is_twice_the_covariance_and_a_constant_input_is_dead():
+    x = correlated_inputs(300, 6) + 5.0  # inputs with large means, as after a ReLU
+    x[:, 2] = 3.0  # constant: all of it is mean
+    stats = layerwise.InputStatistics(6)
+    for start in range(0, 300, 64):
+        stats.add(x[start:start + 64])
+    centered = stats.hessian(centered=True)
+    expected = 2 * np.cov(x, rowvar=False, bias=True)
+    expected[2, :] = expected[:, 2] = 0.0
+    np.testing.assert_allclose(centered, expected, rtol=1e-9, atol=1e-9)
+    assert np.all(centered[2] == 0) and not np.allclose(centered, stats.hessian())
+    pruned = layerwise.sparsegpt(np.ones((6, 2)), centered, sparsity=0.5)
+    assert np.all(pruned[2] == 0)  # its weights only shift the mean: zeroed as dead
+
+
+def test_dense_targets_are_the_least_squares_fit_of_the_dense_outputs():
+    rng = np.random.default_rng(3)
+    dense_x = correlated_inputs(400, 8, seed=3)
+    x = dense_x + 0.3 * rng.normal(size=dense_x.shape)  # what a pruned model gives instead
+    kernel = rng.normal(size=(8, 3))
+    stats = layerwise.InputStatistics(8, paired=True)
+    for start in range(0, 400, 64):
+        stats.add(x[start:start + 64], dense_x[start:start + 64])
+    h = 2 * x.T @ x / 400
+    expected = np.linalg.solve(h + 0.01 * np.mean(np.diag(h)) * np.eye(8),
+                               2 * x.T @ dense_x @ kernel / 400)
+    np.testing.assert_allclose(stats.dense_targets(kernel), expected, rtol=1e-9)
+    exact = stats.dense_targets(kernel, dampening=0.0)
+    lstsq = np.linalg.lstsq(x, dense_x @ kernel, rcond=None)[0]
+    np.testing.assert_allclose(exact, lstsq, rtol=1e-7, atol=1e-9)
+    # the error measured from the statistics is the direct one
+    pruned = layerwise.sparsegpt(exact, stats.hessian(), sparsity=0.5)
+    direct = (np.sum((x @ pruned - dense_x @ kernel) ** 2)
+              / np.sum((dense_x @ kernel) ** 2))
+    assert layerwise.dense_output_error(kernel, pruned, stats) == pytest.approx(direct, rel=1e-7)
+    centered = [a - a.mean(axis=0) for a in (x @ pruned, dense_x @ kernel)]
+    assert layerwise.dense_output_error(kernel, pruned, stats, centered=True) == pytest.approx(
+        np.sum((centered[0] - centered[1]) ** 2) / np.sum(centered[1] ** 2), rel=1e-7)
+
+
+def test_paired_statistics_refuse_a_batch_without_its_dense_rows():
+    paired = layerwise.InputStatistics(3, paired=True)
+    with pytest.raises(ValueError, match="Paired statistics take `dense` rows with every batch"):
+        paired.add(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="without the dense model's inputs .paired=False.: no"):
+        layerwise.InputStatistics(3).dense_targets(np.ones((3, 1)))

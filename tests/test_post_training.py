@@ -272,3 +272,81 @@ def test_on_jax_the_same_masks_as_on_tensorflow(tmp_path, jax_env):
     for a, b in zip(weights(here), np.load(tmp_path / "pruned.npy", allow_pickle=True)):
         assert np.array_equal(a == 0, np.asarray(b) == 0)
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def conv_matrix_solution(model, x, *, centered):
+    """SparseGPT at 50 % of bn_model's conv, on its inputs from bn_in, written out here."""
+    inputs = np.asarray(model.get_layer("bn_in")(x, training=False), np.float64)
+    stats = layerwise.InputStatistics(3 * 3 * 3)
+    stats.add(layerwise.patches(inputs, (3, 3), strides=(1, 1), padding="valid",
+                                dilation_rate=(1, 1)))
+    kernel = np.asarray(model.get_layer("conv").kernel, np.float64)
+    return layerwise.sparsegpt(kernel.reshape(-1, 8), stats.hessian(centered=centered),
+                               sparsity=0.5).reshape(kernel.shape)
+
+
+@pytest.mark.parametrize("engine", [tf_keras, keras], ids=["tf_keras", "keras3"])
+def test_sparsegpt_fits_a_layer_before_a_recalibrated_batch_norm_on_centered_inputs(engine):
+    # the batch norm recalibrated after conv undoes any shift of conv's mean output, so
+    # SparseGPT spends nothing on the mean: it fits conv on its inputs less their mean
+    model = bn_model(engine)
+    x = np.random.default_rng(7).normal(2.0, 3.0, size=(64, 6, 6, 3)).astype("float32")
+    plan = PruningPlan.uniform(0.5)
+    pruned, _ = prune_post_training(model, x, plan, method="sparsegpt",
+                                    center_before_batch_norm=True)
+    centered = conv_matrix_solution(model, x, centered=True)
+    np.testing.assert_allclose(np.asarray(pruned.get_layer("conv").kernel), centered,
+                               rtol=1e-4, atol=1e-5)
+    assert not np.allclose(centered, conv_matrix_solution(model, x, centered=False), atol=1e-3)
+    # by default, and with the batch norm kept as trained (the mean then matters), the
+    # published, uncentered fit
+    for options in (dict(), dict(center_before_batch_norm=True, recalibrate=False)):
+        kept, _ = prune_post_training(model, x, plan, method="sparsegpt", **options)
+        np.testing.assert_allclose(np.asarray(kept.get_layer("conv").kernel),
+                                   conv_matrix_solution(model, x, centered=False),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", [tf_keras, keras], ids=["tf_keras", "keras3"])
+def test_readers_are_the_layers_taking_a_layers_output(engine):
+    from kprune.engines import capture
+
+    model = bn_model(engine)
+    assert capture.readers(model, "conv") == ["bn"]
+    assert capture.readers(model, "head") is None  # a model output: read outside the graph
+    branched = two_dense(engine)
+    assert capture.readers(branched, "a") == ["b"]
+
+
+def test_match_dense_fits_each_layer_to_the_dense_models_outputs():
+    model = two_dense(tf_keras)
+    x = np.random.default_rng(0).normal(size=(300, 12)).astype("float32")
+    plan = PruningPlan.uniform(0.5)
+    pruned, report = prune_post_training(model, x, plan, method="sparsegpt", block_size=4,
+                                         match_dense=True)
+    w_a, b_a = (np.asarray(v, np.float64) for v in model.get_layer("a").get_weights())
+    w_b = np.asarray(model.get_layer("b").kernel, np.float64)
+
+    def solve(kernel, ours, dense):
+        stats = layerwise.InputStatistics(kernel.shape[0], paired=True)
+        stats.add(ours, dense)
+        target = stats.dense_targets(kernel)
+        return layerwise.sparsegpt(target, stats.hessian(), sparsity=0.5, block_size=4)
+
+    a_pruned = solve(w_a, x, x)  # a's inputs are the same in both models
+    np.testing.assert_allclose(pruned.get_layer("a").kernel.numpy(), a_pruned, rtol=1e-4,
+                               atol=1e-5)
+    # b: its inputs from the pruned a, its targets from the dense a's outputs
+    b_pruned = solve(w_b, np.maximum(x @ a_pruned + b_a, 0), np.maximum(x @ w_a + b_a, 0))
+    np.testing.assert_allclose(pruned.get_layer("b").kernel.numpy(), b_pruned, rtol=1e-4,
+                               atol=1e-5)
+    plain, _ = prune_post_training(model, x, plan, method="sparsegpt", block_size=4)
+    assert not np.allclose(plain.get_layer("b").kernel.numpy(), b_pruned, atol=1e-4)
+    dense_b = np.maximum(x @ w_a + b_a, 0) @ w_b
+    pruned_b = np.maximum(x @ a_pruned + b_a, 0) @ b_pruned
+    assert report["b"].error == pytest.approx(
+        np.sum((pruned_b - dense_b) ** 2) / np.sum(dense_b ** 2), rel=1e-3)
+    with pytest.raises(ValueError, match="`match_dense` needs method='sparsegpt'"):
+        prune_post_training(model, x, plan, method="wanda", match_dense=True)
+    with pytest.raises(ValueError, match="`center_before_batch_norm` needs method='sparsegpt'"):
+        prune_post_training(model, x, plan, method="magnitude", center_before_batch_norm=True)

@@ -141,6 +141,59 @@ def test_sparsegpt_solves_the_second_inner_layer_on_the_pruned_first_layers_outp
     assert 0 < report["block/second"].error < 1
 
 
+def test_match_dense_fits_an_inner_layer_to_the_dense_blocks_outputs():
+    model = block_model(TwoDense)
+    x = calibration()
+    pruned, _ = prune_post_training(model, x, PruningPlan.uniform(0.5), method="sparsegpt",
+                                    block_size=4, match_dense=True)
+    w_first, w_second = kernel(model, "block/first"), kernel(model, "block/second")
+    b_first = np.asarray(model.get_layer("block").first.bias, np.float64)
+
+    def solve(w, ours, dense):
+        stats = layerwise.InputStatistics(w.shape[0], paired=True)
+        stats.add(rows_of(ours), rows_of(dense))
+        return layerwise.sparsegpt(stats.dense_targets(w), stats.hessian(), sparsity=0.5,
+                                   block_size=4)
+
+    first_pruned = solve(w_first, x, x)
+    np.testing.assert_allclose(kernel(pruned, "block/first"), first_pruned, rtol=1e-4,
+                               atol=1e-5)
+    # ``second``: its inputs from the pruned ``first``, its targets from the dense one
+    second_pruned = solve(w_second, np.maximum(rows_of(x) @ first_pruned + b_first, 0),
+                          np.maximum(rows_of(x) @ w_first + b_first, 0))
+    np.testing.assert_allclose(kernel(pruned, "block/second"), second_pruned, rtol=1e-4,
+                               atol=1e-5)
+
+
+JAX_SCRIPT = """
+import keras
+from tests import test_post_training_nested as nested
+assert keras.backend.backend() == "jax"
+for name in ("test_sparsegpt_solves_the_second_inner_layer_on_the_pruned_first_layers_outputs",
+             "test_match_dense_fits_an_inner_layer_to_the_dense_blocks_outputs",
+             "test_inner_einsum_dense_layers_take_2_4_along_their_contracted_kernel_axis",
+             "test_a_batch_norm_inside_a_custom_layer_gets_the_statistics_of_its_new_inputs"):
+    getattr(nested, name)()
+    print("passed", name)
+"""
+
+
+@pytest.mark.slow
+def test_on_jax_inner_layers_are_solved_on_what_they_receive(jax_env):
+    """The nested-layer tests above, run on Keras 3's JAX backend in a subprocess (the call
+    hook records JAX arrays there)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=root, text=True,
+                            capture_output=True, timeout=600,
+                            env={**jax_env, "PYTHONPATH": str(root), "KPRUNE_QUIET": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("passed") == 4, result.stdout
+
+
 def test_inner_einsum_dense_layers_take_2_4_along_their_contracted_kernel_axis():
     model = block_model(TwoEinsum)
     x = calibration()

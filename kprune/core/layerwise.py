@@ -41,6 +41,7 @@ __all__ = [
     "wanda_mask",
     "sparsegpt",
     "reconstruction_error",
+    "dense_output_error",
     "patches",
 ]
 
@@ -52,7 +53,9 @@ class SingularHessianWarning(UserWarning):
 
 class InputStatistics:
     """What the post-training methods need of a layer's calibration inputs, accumulated in
-    batches: ``rows``, ``XᵀX`` and the squared norm of each input.
+    batches: ``rows``, ``XᵀX``, the sum and the squared norm of each input and, when
+    ``paired``, the same layer's inputs in the dense model row for row (``dense``: its
+    statistics; ``cross``: ``XᵀX_dense``), to fit the pruned layer to the dense outputs.
 
     Example:
         >>> stats = InputStatistics(3)
@@ -61,31 +64,74 @@ class InputStatistics:
         (2, [1.4142135623730951, 1.4142135623730951, 1.4142135623730951])
     """
 
-    def __init__(self, inputs, *, gram=True):
+    def __init__(self, inputs, *, gram=True, paired=False):
         self.inputs = int(inputs)
         self.rows = 0
         self.squares = np.zeros(self.inputs)
+        self.sums = np.zeros(self.inputs)
         self.gram = np.zeros((self.inputs, self.inputs)) if gram else None
+        self.dense = InputStatistics(inputs) if paired else None
+        self.cross = np.zeros((self.inputs, self.inputs)) if paired else None
 
-    def add(self, x):
-        """Add a batch of inputs ``x`` shaped ``[rows, inputs]``."""
+    def add(self, x, dense=None):
+        """Add a batch of inputs ``x`` shaped ``[rows, inputs]`` (and, when paired, the rows
+        ``dense`` that the dense model gives the layer for the same examples)."""
         x = np.asarray(x, dtype=np.float64).reshape(-1, self.inputs)
+        if (dense is None) != (self.dense is None):
+            raise ValueError("Paired statistics take `dense` rows with every batch, unpaired "
+                             f"ones none. Received: dense given: {dense is not None}")
         self.rows += x.shape[0]
         self.squares += np.einsum("ij,ij->j", x, x)
+        self.sums += x.sum(axis=0)
         if self.gram is not None:
             self.gram += x.T @ x
+        if dense is not None:
+            dense = np.asarray(dense, dtype=np.float64).reshape(x.shape)
+            self.dense.add(dense)
+            self.cross += x.T @ dense
 
     def input_norms(self):
         """``||x_i||₂`` of each input over all rows (Wanda's activation factor)."""
         return np.sqrt(self.squares)
 
-    def hessian(self):
-        """``H = 2 XᵀX / rows``, the Hessian of the layer's squared reconstruction error."""
+    def hessian(self, *, centered=False):
+        """``H = 2 XᵀX / rows``, the Hessian of the layer's squared reconstruction error;
+        ``centered``: of the error less its mean over the rows (``2 Cov(X)``), the error
+        that remains when a batch norm recalibrated after the layer absorbs the mean."""
         if self.gram is None:
             raise ValueError("These statistics were gathered with gram=False: no Hessian.")
         if self.rows == 0:
             raise ValueError("No calibration rows were added: no Hessian.")
-        return 2.0 * self.gram / self.rows
+        return 2.0 * _moment(self.gram, self.sums, self.sums, self.rows, centered)
+
+    def dense_targets(self, kernel, *, centered=False, dampening=0.01):
+        """The kernel whose outputs on these (pruned-model) inputs come closest, in least
+        squares, to the dense model's outputs ``X_dense @ kernel``: ``(H + λI)⁻¹ C kernel``
+        (``C = 2 XᵀX_dense / rows``, ``λ`` the dampening as a share of H's mean diagonal,
+        as SparseGPT's). Pruning it by SparseGPT on ``H`` then fits the dense outputs, not
+        the layer's own outputs on inputs that earlier pruned layers already changed
+        (asymmetric calibration, as AdaRound and GPTAQ do for quantization)."""
+        if self.dense is None:
+            raise ValueError("These statistics were gathered without the dense model's "
+                             "inputs (paired=False): no dense targets.")
+        hessian = self.hessian(centered=centered)
+        cross = 2.0 * _moment(self.cross, self.sums, self.dense.sums, self.rows, centered)
+        damp = dampening * float(np.mean(np.diag(hessian)))
+        return np.linalg.solve(hessian + damp * np.eye(self.inputs),
+                               cross @ np.asarray(kernel, np.float64))
+
+
+def _moment(products, sums_a, sums_b, rows, centered):
+    """``AᵀB / rows`` from its sums, less ``mean(A)ᵀmean(B)`` when ``centered``."""
+    moment = products / rows
+    if centered:
+        moment = moment - np.outer(sums_a / rows, sums_b / rows)
+    if centered and sums_a is sums_b:
+        # an input constant over the rows: exactly 0 (a dead input), not rounding noise
+        constant = np.diag(moment) <= 1e-12 * np.maximum(np.diag(products) / rows, 1e-300)
+        moment[constant, :] = 0.0
+        moment[:, constant] = 0.0
+    return moment
 
 
 def _n_m_keep(scores, n, m):
@@ -247,6 +293,26 @@ def reconstruction_error(kernel, pruned, hessian):
     change = float(np.sum((hessian @ delta) * delta))
     total = float(np.sum((hessian @ kernel) * kernel))
     return change / total if total > 0 else 0.0
+
+
+def dense_output_error(kernel, pruned, stats, *, centered=False):
+    """Relative squared distance of the pruned layer's outputs from the dense model's, on
+    paired statistics: ``||X w' - X_dense w||² / ||X_dense w||²`` (centered: each less its
+    mean over the rows).
+
+    Example:
+        >>> stats = InputStatistics(2, paired=True)
+        >>> stats.add(np.eye(2), np.eye(2))
+        >>> dense_output_error(np.eye(2), np.eye(2), stats)
+        0.0
+    """
+    w, v = np.asarray(kernel, np.float64), np.asarray(pruned, np.float64)
+    ours = _moment(stats.gram, stats.sums, stats.sums, stats.rows, centered)
+    cross = _moment(stats.cross, stats.sums, stats.dense.sums, stats.rows, centered)
+    dense = _moment(stats.dense.gram, stats.dense.sums, stats.dense.sums, stats.rows, centered)
+    total = float(np.sum((dense @ w) * w))
+    change = float(np.sum((ours @ v) * v) - 2 * np.sum((cross @ w) * v)) + total
+    return max(change, 0.0) / total if total > 0 else 0.0
 
 
 def patches(x, kernel_size, *, strides, padding, dilation_rate):

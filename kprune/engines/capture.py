@@ -91,6 +91,40 @@ def capture_problem(model, path):
     return ""
 
 
+def readers(model, path):
+    """The paths of the layers that read the output of the graph layer at ``path`` (in the
+    model, or nested model, that holds it); None for a layer inside a custom layer (no
+    graph there) or one whose output is also an output of its model.
+
+    Example:
+        >>> readers(model, "block0_project")
+        ['block0_bn3']
+    """
+    if inside_custom_layer(model, path) is not None:
+        return None
+    owner_path, _, name = path.rpartition("/")
+    owner = model
+    for part in filter(None, owner_path.split("/")):
+        owner = owner.get_layer(part)
+    layer = owner.get_layer(name)
+    if any(output is tensor for output in owner.outputs
+           for node in layer._inbound_nodes for tensor in _as_list(node.output_tensors)):
+        return None
+    members = {id(member) for member in owner.layers}
+    prefix = f"{owner_path}/" if owner_path else ""
+    found = []
+    for node in getattr(layer, "_outbound_nodes", ()):
+        # tf_keras names a node's layer outbound_layer, Keras 3 operation
+        reader = getattr(node, "outbound_layer", None) or getattr(node, "operation", None)
+        if id(reader) in members and f"{prefix}{reader.name}" not in found:
+            found.append(f"{prefix}{reader.name}")
+    return found
+
+
+def _as_list(tensors):
+    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+
+
 def _sub_model(model, layer):
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return engine_of(model).keras.Model(inputs, _input_tensors(layer)[0])

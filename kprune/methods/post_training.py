@@ -14,6 +14,11 @@ blocks) are solved in the order the model calls them, their inputs recorded by a
 ``8 d²`` bytes for a layer of ``d`` inputs (SparseGPT holds about three such matrices while
 it solves).
 
+Two SparseGPT options for deep CNNs, off by default: ``match_dense=True`` fits each layer to
+the dense model's outputs of that layer rather than to its own (the errors of earlier layers
+corrected, not carried forward); ``center_before_batch_norm=True`` fits a layer that feeds a
+recalibrated batch norm on its centered inputs.
+
 Example:
     >>> pruned, report = kprune.prune_post_training(model, x_train[:512], method="sparsegpt")
     >>> print(report)                                  # per layer: reached, error, time
@@ -194,11 +199,13 @@ def _rows(layer, x, inputs):
                                 padding=layer.padding, dilation_rate=layer.dilation_rate)
 
 
-def _solve(method, kernel, stats, row, *, block_size, dampening):
+def _solve(method, kernel, stats, row, *, block_size, dampening, centered):
     target = dict(n_m=(row.n, row.m)) if row.method == "m_by_n" else dict(sparsity=row.target)
     if method == "sparsegpt":
-        return layerwise.sparsegpt(kernel, stats.hessian(), block_size=block_size,
-                                   dampening=dampening, **target)
+        if stats.dense is not None:  # fit the dense model's outputs
+            kernel = stats.dense_targets(kernel, centered=centered, dampening=dampening)
+        return layerwise.sparsegpt(kernel, stats.hessian(centered=centered),
+                                   block_size=block_size, dampening=dampening, **target)
     if method == "wanda":
         return kernel * layerwise.wanda_mask(kernel, stats.input_norms(), **target)
     return kernel * layerwise.magnitude_mask(kernel, **target)
@@ -220,37 +227,47 @@ def _parts(path, layer):
     return parts
 
 
-def _solve_part(model, path, layer, weight, row, batches, method, *, block_size, dampening):
-    """Solve one kernel on its captured inputs; returns its :class:`LayerResult` fields."""
+def _solve_part(model, path, layer, weight, row, batches, method, *, block_size, dampening,
+                dense_model, centered):
+    """Solve one kernel on its captured inputs (and, with ``dense_model``, on the inputs the
+    dense model gives the same layer); returns its :class:`LayerResult` fields."""
     original = capture.to_numpy(weight.variable)
     kernel, back = _as_matrix(layer, original.astype(np.float64))
     inputs = kernel.shape[0]
-    stats = layerwise.InputStatistics(inputs)
+    stats = layerwise.InputStatistics(inputs, paired=dense_model is not None)
+    dense_inputs = (capture.layer_inputs(dense_model, path, batches)
+                    if dense_model is not None else None)
     chunk = 0
     for x in capture.layer_inputs(model, path, batches):
+        dense_rows = _rows(layer, next(dense_inputs), inputs) if dense_inputs else None
         for rows in _rows(layer, x, inputs):
             chunk = max(chunk, rows.nbytes)
-            stats.add(rows)
+            stats.add(rows, None if dense_rows is None else next(dense_rows))
     if method == "sparsegpt" and stats.rows < inputs:
         warnings.warn(
             f"Layer {path!r} has {inputs} inputs but saw {stats.rows} calibration rows: its "
             "Hessian is singular, and SparseGPT runs on the dampened one. Give more examples.",
             layerwise.SingularHessianWarning, stacklevel=4)
-    pruned = _solve(method, kernel, stats, row, block_size=block_size, dampening=dampening)
+    pruned = _solve(method, kernel, stats, row, block_size=block_size, dampening=dampening,
+                    centered=centered)
     weight.variable.assign(back(pruned).astype(original.dtype))
-    solver_copies = 3 if method == "sparsegpt" else 1
-    return dict(zeros=int(np.sum(pruned == 0)), size=pruned.size,
-                error=layerwise.reconstruction_error(kernel, pruned, stats.hessian()),
+    solver_copies = (3 if method == "sparsegpt" else 1) + (3 if dense_model is not None else 0)
+    error = (layerwise.dense_output_error(kernel, pruned, stats, centered=centered)
+             if dense_model is not None else
+             layerwise.reconstruction_error(kernel, pruned, stats.hessian(centered=centered)))
+    return dict(zeros=int(np.sum(pruned == 0)), size=pruned.size, error=error,
                 inputs=inputs, rows=stats.rows,
-                memory_bytes=stats.gram.nbytes * (1 + solver_copies) + chunk)
+                memory_bytes=stats.gram.nbytes * (1 + solver_copies) + 2 * chunk)
 
 
-def _prune_layer(model, layer, row, batches, method, *, block_size, dampening):
+def _prune_layer(model, layer, row, batches, method, *, block_size, dampening, dense_model,
+                 centered):
     """Solve each of the layer's kernels in order (one in memory at a time); a layer of
     several (attention) reports their mean error and the largest inputs, rows and memory."""
     start = time.perf_counter()
     solved = [_solve_part(model, path, part, weight, row, batches, method,
-                          block_size=block_size, dampening=dampening)
+                          block_size=block_size, dampening=dampening, dense_model=dense_model,
+                          centered=centered)
               for path, part, weight in _parts(row.name, layer)]
     return LayerResult(
         name=row.name, type=row.type, method=f"{method} {row.method_label}", target=row.target,
@@ -373,8 +390,31 @@ def _steps(model, resolved, batch, recalibrate):
     return steps, [path for path in hooked if path not in called and path in rows]
 
 
+def _mean_absorbed(model, path, layer, recalibrated):
+    """Whether a shift of the layer's mean output is undone after it: its output goes, with
+    no activation, only into a batch norm that is recalibrated (``recalibrated``: paths)."""
+    unwrapped = layers.unwrap(layer)
+    activation = getattr(unwrapped, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "") != "linear":
+        return False
+    readers = capture.readers(model, path)
+    return readers is not None and len(readers) == 1 and readers[0] in recalibrated
+
+
+def _recalibrated_dense_model(model, steps, rows, batches):
+    """A copy of the dense ``model`` whose batch norms among ``steps`` (the ones the pruned
+    model recalibrates) have the statistics of their inputs on ``batches``."""
+    dense = copy_model(model)
+    by_path = dict(layers.weight_layers(dense))
+    for path, _ in steps:
+        if path not in rows:
+            _recalibrate(dense, path, by_path[path], batches)
+    return dense
+
+
 def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, batch_size=64,
-                        block_size=128, dampening=0.01, recalibrate=True):
+                        block_size=128, dampening=0.01, recalibrate=True, match_dense=False,
+                        center_before_batch_norm=False):
     """A copy of ``model`` with the plan's zeros, from calibration data and no training.
 
     Args:
@@ -391,6 +431,16 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         recalibrate: give every batch norm after the first pruned layer the statistics of
             what it receives on the calibration data (as :func:`recalibrate_batch_norm`),
             in order; no effect on a model without batch norm.
+        center_before_batch_norm: SparseGPT only, with ``recalibrate``: fit a layer whose
+            output goes, with no activation, only into a recalibrated batch norm on its
+            inputs less their mean (``H = 2 Cov(X)``): that batch norm undoes any shift of
+            the mean output, so none of the fit is spent on it.
+        match_dense: SparseGPT only: fit each layer to the outputs the *dense* model's
+            same layer gives (with its batch norms recalibrated as the pruned model's),
+            from the inputs the already pruned layers give it, instead of to its own
+            outputs on those inputs (asymmetric calibration, as AdaRound and GPTAQ do for
+            quantization): errors of earlier layers are corrected, not carried forward.
+            Runs the dense model beside the pruned one (twice the capture time).
 
     Returns:
         ``(pruned, report)``: the pruned model (carrying its resolved plan, so
@@ -406,6 +456,11 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         raise TypeError(f"Argument `plan` must be a kprune.PruningPlan. Received: plan={plan!r}")
     check_int(block_size, "block_size")
     check_number(dampening, "dampening")
+    for option, value in (("match_dense", match_dense),
+                          ("center_before_batch_norm", center_before_batch_norm)):
+        if value and method != "sparsegpt":
+            raise ValueError(f"Argument `{option}` needs method='sparsegpt' (the only method "
+                             f"that updates weights). Received: method={method!r}")
     resolved = _plan_rows(model, plan)
     for row in resolved.pruned:
         if row.method == "m_by_n" and block_size % row.m:
@@ -418,12 +473,18 @@ def prune_post_training(model, calibration, plan=None, method="sparsegpt", *, ba
         resolved = ResolvedPlan(tuple(_skipped(row, _UNCALLED) if row.name in uncalled else row
                                       for row in resolved))
     rows = {row.name: row for row in resolved.pruned}
+    to_recalibrate = {path for path, _ in steps if path not in rows}
+    dense_model = (_recalibrated_dense_model(model, steps, rows, batches) if match_dense
+                   else None)
     results, recalibrated = {}, []
     for path, layer in progress.track(steps, f"post-training ({method})", unit="layer",
                                       label=lambda step: step[0]):
         if path in rows:
-            results[path] = _prune_layer(pruned, layer, rows[path], batches, method,
-                                         block_size=block_size, dampening=dampening)
+            results[path] = _prune_layer(
+                pruned, layer, rows[path], batches, method, block_size=block_size,
+                dampening=dampening, dense_model=dense_model,
+                centered=center_before_batch_norm and _mean_absorbed(pruned, path, layer,
+                                                                     to_recalibrate))
         else:
             _recalibrate(pruned, path, layer, batches)
             recalibrated.append(path)
