@@ -33,13 +33,27 @@ def mnist_dir():
     return MNIST_DIR
 
 
+@pytest.fixture(scope="session")
+def jax_compilation_cache(tmp_path_factory):
+    """Environment variables that give this run's JAX subprocesses a persistent compilation
+    cache: a later subprocess loads the XLA executables that an earlier one compiled for the
+    same programs (a layer's initializer at one shape, a training step of one model) instead
+    of compiling them again (measured: the README's Keras 3 example on JAX after the seed
+    CNN run, 51 s -> 40 s of CPU). One folder per xdist worker, whose subprocesses run one at
+    a time: no two processes write an entry at once."""
+    folder = tmp_path_factory.mktemp("jax-compilation-cache")
+    return {"JAX_COMPILATION_CACHE_DIR": str(folder),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",  # every program, not only > 1 s
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 @pytest.fixture
-def jax_env():
-    """The environment of a subprocess on Keras 3's JAX backend. JAX is in the dev extra:
-    a missing JAX fails the test (it is not skipped)."""
+def jax_env(jax_compilation_cache):
+    """The environment of a subprocess on Keras 3's JAX backend, with the run's compilation
+    cache. JAX is in the dev extra: a missing JAX fails the test (it is not skipped)."""
     if importlib.util.find_spec("jax") is None:
         pytest.fail("JAX is not installed; it is in the dev extra: pip install -e '.[dev]'")
-    return {**os.environ, "KERAS_BACKEND": "jax"}
+    return {**os.environ, **jax_compilation_cache, "KERAS_BACKEND": "jax"}
 
 
 def skipped_for_missing_mnist(reports):
