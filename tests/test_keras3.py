@@ -350,9 +350,9 @@ def _check_fit_without_the_model(result, backend):
     assert result["logged"][0] < result["logged"][1] == pytest.approx(0.75)
 
 
-def _fit_without_the_model(backend):
+def _fit_without_the_model(backend, extra_env=None):
     code = FIT_WITHOUT_THE_MODEL.format(plan=json.dumps(CALLBACKS_PLAN.to_dict()))
-    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(extra_env or {}), "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=300, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -378,9 +378,9 @@ def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_tensorflow()
 
 
 @pytest.mark.slow
-def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax():
+def test_kprune_callbacks_without_the_model_prune_a_keras3_model_on_jax(jax_compilation_cache):
     pytest.importorskip("jax")
-    _check_fit_without_the_model(_fit_without_the_model("jax"), "jax")
+    _check_fit_without_the_model(_fit_without_the_model("jax", jax_compilation_cache), "jax")
 
 
 def test_callbacks_without_the_model_keep_the_keras3_batch_hooks_and_async_dispatch(tmp_path):
