@@ -86,6 +86,7 @@ from benchmarks._common import (
     log,
     output_paths,
     publish,
+    replace_between_markers,
 )
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "peers.json"
@@ -107,6 +108,11 @@ TRANSFER_TOLERANCE = 1e-4
 LATENCY_TOLERANCE = 0.02  # kprune's LiteRT latency "as low" within 2 % (shared machine)
 ACCURACY_TOLERANCE = 0.001  # part 1: "the same accuracy" as tfmot, within 0.1 pp
 NOT_DONE = {}
+BEST_TARGET = "kprune's best recipe"
+#: the front README's "Compared with other tools" table, rewritten by a full run of all parts
+FRONT_README = REPO / "README.md"
+COMPARED_BEGIN = "<!-- peers_compared:begin -->"
+COMPARED_END = "<!-- peers_compared:end -->"
 #: part 1's kprune-best row: kprune's recipe for the smallest seed-CNN file
 BEST_RECIPE = REPO / "examples" / "seed_cnn_max_compression.yaml"
 
@@ -178,7 +184,74 @@ def main(argv=None):
         epochs.update(lm_steps=args.lm_steps)
     results = run(data_dir=args.data, work=args.work, seed=args.seed, seeds=seeds,
                   quick=args.quick, parts=args.only, overrides=epochs)
-    return publish(results, out, readme, summary=markdown_summary(results), markers=markers)
+    code = publish(results, out, readme, summary=markdown_summary(results), markers=markers)
+    if readme is not None and not args.readme and set(args.only) == set(PARTS):
+        replace_between_markers(FRONT_README, COMPARED_BEGIN, COMPARED_END,
+                                compared_table(results))
+        print(f"comparison table written into {FRONT_README}")
+    return code
+
+
+def compared_table(results):
+    """The front README's one table, from a run of all three parts: kprune and each peer on
+    the same work, whether kprune met the target, and the command of each row.
+
+    Example:
+        >>> results = json.loads(Path("benchmarks/results/peers.json").read_text())
+        >>> print(compared_table(results))  # a markdown table
+    """
+    versions, cfg = results["versions"], results["settings"]
+    tfmot = {(r["row"], r["variant"]): r for r in results["tfmot"]["rows"]}
+    residual = {r["row"]: r for r in results["torch_pruning"]["rows"]}
+
+    def met(*prefixes):
+        found = [t["met"] for t in results["targets"] for p in prefixes
+                 if t["target"].startswith(p)]
+        return " / ".join("**yes**" if m else "no" for m in found)
+
+    def size(row):
+        return f"{100 * row['accuracy']:.2f} %, {row['gzip_bytes']:,} B"
+
+    def fine_tuned(row):
+        return (f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f} %, "
+                f"{row['litert']['median_ms']:.4f} ms")
+
+    run_all = "`python -m benchmarks.peers`"
+    lines = [
+        f"| same work for both tools | measured | kprune {versions.get('kprune')} | peer | "
+        "kprune met the target | part alone |",
+        "|---|---|---|---|:---:|---|",
+        f"| seed CNN, 80 % of the weights, int8 | LiteRT accuracy, gzipped file | "
+        f"{size(tfmot['kprune-80', 'int8'])} (`uniform(0.8)`) | tfmot {versions.get('tfmot')}: "
+        f"{size(tfmot['tfmot', 'int8'])} | {met('kprune at 80 %')} (as accurate) | "
+        "`--only tfmot` |",
+        f"| seed CNN, smallest file | LiteRT accuracy, gzipped file | "
+        f"{size(tfmot['kprune-best', 'sparse-int8'])} (best recipe, sparse-int8) | tfmot: "
+        f"{size(tfmot['tfmot', 'int8'])} (int8) | {met(BEST_TARGET)} "
+        "(smaller, as accurate) | `--only tfmot` |",
+    ]
+    for budget in cfg["budgets"]:
+        pct = round(100 * budget)
+        lines.append(
+            f"| residual CNN, {pct} % fewer MACs, fine-tuned | accuracy over "
+            f"{results['seeds']} seeds, LiteRT latency | {fine_tuned(residual[f'kprune-{pct}'])} "
+            f"| Torch-Pruning {versions.get('torch_pruning')}: "
+            f"{fine_tuned(residual[f'torch-pruning-{pct}'])} | "
+            f"{met(f'{pct} % fewer MACs: kprune accuracy', f'{pct} % fewer MACs: kprune LiteRT')}"
+            " (accuracy / latency) | `--only torch-pruning` |")
+    for row in results["llm_compressor"]["rows"]:
+        ours, peer = row["kprune"], row["llm_compressor"]
+        work = f"{row['plan']} {row['method']}"
+        lines.append(
+            f"| byte-level GPT, {work} | held-out perplexity, pruning time | "
+            f"{ours['perplexity']:.3f}, {ours['seconds']:.1f} s | llm-compressor "
+            f"{versions.get('llmcompressor')}: {peer['perplexity']:.3f}, "
+            f"{peer['seconds']:.1f} s | {met(f'LM, {work}:')} (perplexity / time) | "
+            "`--only llm-compressor` |")
+    return "\n".join([
+        f"Measured {results['date'][:10]} in one run of all three parts ({run_all}, "
+        f"{results['seconds'] / 60:.0f} min on {results['machine']['cpus_usable']} shared "
+        "CPUs; `benchmarks/results/peers.json`):", "", *lines])
 
 
 def outputs(args):
@@ -998,7 +1071,7 @@ def check_targets(results):
             smaller = ours["gzip_bytes"] < theirs["gzip_bytes"]
             accurate = ours["accuracy"] >= theirs["accuracy"] - ACCURACY_TOLERANCE
             checks.append({
-                "target": "kprune's best recipe: a smaller file (gzipped) than tfmot's smallest, "
+                "target": f"{BEST_TARGET}: a smaller file (gzipped) than tfmot's smallest, "
                           f"as accurate (within {100 * ACCURACY_TOLERANCE:.1f} pp)",
                 "measured": {"kprune": f"{ours['row']}/{ours['variant']}",
                              "kprune_gzip_bytes": ours["gzip_bytes"],

@@ -305,3 +305,18 @@ def test_bisect_finds_the_largest_model_within_budget():
 def test_seeds_must_be_positive(capsys):
     assert peers.main(["--seeds", "0", "--no-readme"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+def test_the_front_readme_comparison_is_the_committed_run_of_all_parts():
+    results = json.loads((peers.REPO / "benchmarks" / "results" / "peers.json").read_text())
+    assert set(results["settings"]["parts"]) == set(peers.PARTS)  # one run, every part
+    table = peers.compared_table(results)
+    assert f"{peers.COMPARED_BEGIN}\n{table}\n{peers.COMPARED_END}" in (
+        peers.FRONT_README.read_text())
+    # one row per comparison: two against tfmot, one per MAC budget, one per LM method and plan
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + 2 + len(results["settings"]["budgets"]) + len(
+        results["llm_compressor"]["rows"])
+    # every target of the run is in the table, met or not
+    assert sum(line.count("yes") + line.count(" no") for line in rows[1:]) == len(
+        results["targets"])
