@@ -104,7 +104,9 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
             weights, the model's own top class as the label: the Fisher information of the
             channel's or head's mask).
         scope: ``"layer"`` removes ``fraction`` of every group; ``"global"`` compares all
-            groups' scores, each divided by its group's mean, against one threshold.
+            groups' scores, each divided by its group's mean, against one threshold
+            (``"fisher"`` scores as they are: each estimates the loss change its removal
+            causes, so they compare across layers).
         cost: with ``scope="global"``, ``None`` counts channels and heads (``fraction``
             of them go); ``"macs"`` or ``"params"`` weighs each by its cost (see
             :func:`channel_costs`) and removes ``fraction`` of the total weight, lowest
@@ -191,7 +193,8 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
     removed = {}
     for part, share in parts:
         if part:
-            removed.update(_removed(part, scores, costs, share, scope, cost))
+            removed.update(_removed(part, scores, costs, share, scope, cost,
+                                    raw=criterion == "fisher"))
     keep = {}
     for group in chosen:
         least = max(1, math.ceil((1 - cap) * group.size - 1e-9))
@@ -205,11 +208,17 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
                      scope=scope, cost=cost, costs=costs)
 
 
-def _removed(chosen, scores, costs, fraction, scope, cost):
-    """``{group id: channels (heads) to remove}``: ``fraction`` of ``chosen``'s budget."""
+def _removed(chosen, scores, costs, fraction, scope, cost, *, raw=False):
+    """``{group id: channels (heads) to remove}``: ``fraction`` of ``chosen``'s budget.
+
+    Globally, scores are compared divided by their group's mean (kernel norms of layers of
+    different sizes are not comparable), or ``raw`` (Fisher scores estimate the loss
+    change each removal causes, comparable across layers, so a layer that matters little
+    loses more: Kwon et al. 2022's global ranking)."""
     if scope == "layer":
         return {g.id: int(fraction * g.size) for g in chosen}
-    pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen])
+    pooled = np.concatenate([scores[g.id] if raw else _normalised(scores[g.id])
+                             for g in chosen])
     owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)])
     # ties (e.g. untrained batch norms, all gamma 1) go evenly: by rank within a group
     ranks = np.concatenate([np.argsort(np.argsort(scores[g.id], kind="stable"),
