@@ -25,8 +25,11 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     # whichever neurons go, the residual stream (patch) whole
     for name in ("heads+neurons l1", "heads+neurons fisher", "heads+neurons fisher+ls",
                  "heads+neurons fisher+ls+ft"):
-        assert rows[name]["params"] == 15_530 and rows[name]["macs"] == 177_664
-    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 23_882
+        assert rows[name]["params"] == 16_042 and rows[name]["macs"] == 177_664
+    # the learned position embedding: 16 tokens of width 32
+    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 24_394
+    assert results["data"]["validation"] == 200 and 0 <= rows["dense"]["validation_accuracy"] <= 1
+    assert results["parts"]["lm"]["run"] == results["parts"]["vit"]["run"] == "this run"
     # whole transformer blocks: 25 % of the quick ViT's 2, at least one
     assert len(results["settings"]["blocks_dropped"]) == 1
     assert results["settings"]["blocks_unit"] == "transformer"
@@ -98,3 +101,13 @@ def test_dense_epochs_below_one_are_refused_before_any_work(tmp_path, capsys):
     assert bench.main(["--quick", "--dense-epochs", "0", "--out", str(out)]) == 2
     assert "error: --dense-epochs must be at least 1. Received: 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_vit_part_alone_needs_an_earlier_language_model_section(tmp_path, capsys, mnist_dir):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"benchmark": "transformer_structural"}))
+    assert bench.main(["--quick", "--part", "vit", "--out", str(out), "--data",
+                       str(mnist_dir), "--no-readme"]) == 2
+    assert (f"error: --part vit keeps the language-model section of {out}, which has none; "
+            "run both parts first. Received: --part vit") in capsys.readouterr().err
+    assert json.loads(out.read_text()) == {"benchmark": "transformer_structural"}
