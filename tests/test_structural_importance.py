@@ -205,3 +205,30 @@ def test_fisher_ranks_globally_by_the_raw_loss_change_so_a_layer_that_matters_li
     assert (len(keep["a"]), len(keep["b"])) == (6, 1)  # b keeps only the one it must
     normed = structural.select(model, 0.5, criterion="l1")  # norms: each layer its share
     assert len(normed["b"]) > 1
+
+
+def test_fisher_with_a_macs_budget_splits_it_between_heads_and_channels_keeping_most_importance():
+    """Kwon et al. 2022's mask search: of every (heads kept, channels kept) within the MACs
+    budget, each the most important first, the split keeping the most Fisher importance."""
+    import keras as keras3
+
+    from tests.test_structural_heads import _tokens, text_transformer
+
+    keras3.utils.set_random_seed(0)
+    model = text_transformer(keras3)
+    x = _tokens(8)
+    keep = structural.select(model, 0.5, criterion="fisher", data=x, cost="macs")
+    scores = structural.group_scores(model, "fisher", data=x)
+    costs = structural.channel_costs(model, "macs")
+    kinds = {kind: [g for g in scores if g.endswith("/heads") == (kind == "heads")]
+             for kind in ("heads", "channels")}
+    values = {kind: np.sort(np.concatenate([scores[g] for g in groups]))[::-1]
+              for kind, groups in kinds.items()}
+    unit = {kind: costs[groups[0]] for kind, groups in kinds.items()}  # one cost per kind here
+    budget = 0.5 * sum(len(values[k]) * unit[k] for k in values)
+    best = max((values["heads"][:h].sum() + values["channels"][:c].sum(), h, c)
+               for h in range(len(values["heads"]) + 1)
+               for c in range(len(values["channels"]) + 1)
+               if h * unit["heads"] + c * unit["channels"] <= budget * (1 + 1e-12))
+    kept = {kind: sum(len(keep[g]) for g in groups) for kind, groups in kinds.items()}
+    assert (kept["heads"], kept["channels"]) == best[1:] == (5, 93)  # 3 heads of 8 go

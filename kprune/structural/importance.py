@@ -110,7 +110,9 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
         cost: with ``scope="global"``, ``None`` counts channels and heads (``fraction``
             of them go); ``"macs"`` or ``"params"`` weighs each by its cost (see
             :func:`channel_costs`) and removes ``fraction`` of the total weight, lowest
-            scores first. With ``scope="layer"`` every group loses ``fraction`` anyway.
+            scores first (``"fisher"`` with one ``fraction`` for heads and channels: the
+            split between them that keeps the most importance, Kwon et al.'s mask search).
+            With ``scope="layer"`` every group loses ``fraction`` anyway.
         round_to: keep a multiple of this many channels and heads per group (rounded up,
             never 0); ``{"channels": 8, "heads": 2}`` rounds the two apart. A multiple of
             more heads than an attention layer has is refused.
@@ -217,6 +219,8 @@ def _removed(chosen, scores, costs, fraction, scope, cost, *, raw=False):
     loses more: Kwon et al. 2022's global ranking)."""
     if scope == "layer":
         return {g.id: int(fraction * g.size) for g in chosen}
+    if raw and cost is not None and {_unit(g) for g in chosen} == set(UNITS):
+        return _split_heads_and_channels(chosen, scores, costs, fraction)
     pooled = np.concatenate([scores[g.id] if raw else _normalised(scores[g.id])
                              for g in chosen])
     owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)])
@@ -233,6 +237,41 @@ def _removed(chosen, scores, costs, fraction, scope, cost, *, raw=False):
         lowest = order[:int(np.searchsorted(spent, budget * (1 + 1e-12), side="right"))]
     counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
     return {g.id: int(counts[i]) for i, g in enumerate(chosen)}
+
+
+def _split_heads_and_channels(chosen, scores, costs, fraction):
+    """``{group id: units to remove}`` keeping the most Fisher importance within ``1 -
+    fraction`` of the cost: for every number of heads kept (the most important first), the
+    most important channels the rest of the budget pays for, and the best of these splits
+    (Kwon et al. 2022's mask search under a MACs constraint: a head and a neuron cost
+    different amounts, so neither is removed by score alone)."""
+    ranked = {}
+    for unit in UNITS:
+        groups = [g for g in chosen if _unit(g) == unit]
+        score = np.concatenate([scores[g.id] for g in groups])
+        weight = np.concatenate([np.full(g.size, costs[g.id]) for g in groups])
+        owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(groups)])
+        order = np.argsort(-score, kind="stable")
+        ranked[unit] = (groups, owner[order], np.concatenate([[0.0], np.cumsum(weight[order])]),
+                        np.concatenate([[0.0], np.cumsum(score[order])]))
+    budget = (1 - fraction) * (ranked["heads"][2][-1] + ranked["channels"][2][-1])
+    _, _, head_cost, head_value = ranked["heads"]
+    _, _, channel_cost, channel_value = ranked["channels"]
+    best = None
+    for heads_kept in range(len(head_cost)):
+        left = budget - head_cost[heads_kept]
+        if left < 0:
+            break
+        channels_kept = int(np.searchsorted(channel_cost, left * (1 + 1e-12), side="right")) - 1
+        value = head_value[heads_kept] + channel_value[channels_kept]
+        if best is None or value > best[0]:
+            best = (value, {"heads": heads_kept, "channels": channels_kept})
+    removed = {}
+    for unit in UNITS:
+        groups, owner, _, _ = ranked[unit]
+        kept = np.bincount(owner[:best[1][unit]].astype(int), minlength=len(groups))
+        removed.update({g.id: int(g.size - kept[i]) for i, g in enumerate(groups)})
+    return removed
 
 
 @follows_nesting
