@@ -18,7 +18,7 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     assert results["mode"] == "quick" and results["data"]["train"] == 400
     rows = results["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["accuracy"] > 0.2  # chance: 0.1
     # half the heads (2 of 4) and half the 128 feed-forward neurons: the same size
@@ -54,7 +54,10 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
         low, high = timing["x_faster_range"]
         assert timing["median_ms"] > 0 and low <= timing["x_faster"] <= high
     assert set(results["targets"]) == {"x_faster", "x_faster_met",
-                                       "pp_lost_with_correction_no_fine_tune", "pp_met"}
+                                       "pp_lost_with_correction_no_fine_tune", "pp_met",
+                                       "pp_lost_mac_search_with_correction_no_fine_tune"}
+    # the mask search spends the same half of the heads' and neurons' MACs, split its way
+    assert rows[bench.SEARCH]["macs"] < rows["dense"]["macs"]
     text = readme.read_text()
     assert "OLD" not in text and "`heads+neurons fisher+ls+ft/float`" in text
     assert text.endswith("after\n")
@@ -65,7 +68,7 @@ def _check_language_model(lm, text):
     """The language-model half: a byte GPT with keras MultiHeadAttention, same rows."""
     rows = lm["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["perplexity"] < 200  # chance: 256 bytes (8 training steps)
     assert lm["corpus"]["rule"].startswith("stdlib *.py")

@@ -111,7 +111,7 @@ def test_the_attention_output_projection_is_refitted_after_head_removal(engine):
                              **options)
     errors = {label: float(np.mean((_out(pruned, held_out) - _out(model, held_out)) ** 2))
               for label, pruned in (("plain", plain), ("fixed", fixed))}
-    # measured: 0.44 -> 0.046 (Keras 3), 0.011 -> 0.0005 (tf_keras) with 256 examples
+    # measured: 0.45 -> 0.043 (Keras 3), 0.0099 -> 0.00043 (tf_keras) with 128 examples
     assert errors["fixed"] < 0.3 * errors["plain"]
 
 
