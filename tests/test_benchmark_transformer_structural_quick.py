@@ -114,3 +114,9 @@ def test_the_vit_part_alone_needs_an_earlier_language_model_section(tmp_path, ca
     assert (f"error: --part vit keeps the language-model section of {out}, which has none; "
             "run both parts first. Received: --part vit") in capsys.readouterr().err
     assert json.loads(out.read_text()) == {"benchmark": "transformer_structural"}
+    # an earlier run's section is kept with the date it was measured
+    out.write_text(json.dumps({"lm": {"models": {}}, "report": {"created": "2026-12-06T08:51"}}))
+    assert bench._earlier_lm(out) == ({"models": {}}, "2026-12-06T08:51")
+    out.write_text(json.dumps({"lm": {}, "parts": {"lm": {"measured": "earlier still"}},
+                               "report": {"created": "later"}}))
+    assert bench._earlier_lm(out) == ({}, "earlier still")
