@@ -8,7 +8,8 @@ model's own top class as the label (``"fisher"``: the squared loss change its re
 causes, to second order; Kwon et al. 2022).
 :func:`select` keeps the highest scores of each group (``scope="layer"``: the same fraction
 everywhere) or of the whole model (``scope="global"``: scores divided by their group's
-mean, then one threshold), never removing more than ``max_fraction_per_group`` of a group.
+mean, Fisher scores as they are, then one threshold), never removing more than
+``max_fraction_per_group`` of a group (what a group cannot give is taken elsewhere).
 A global budget counts channels, or with ``cost="macs"`` (``"params"``) each channel
 weighted by the multiply-accumulates (parameters) it takes part in, so that the budget
 goes where the compute is: a convolution's filter weighs more than a dense neuron.
