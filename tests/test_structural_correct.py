@@ -177,6 +177,6 @@ def test_a_layer_feeding_a_residual_add_is_fitted_to_the_blocks_output_shortcut_
              - _block(fixed, "add_f1", calibration)).reshape(-1, 64).astype(np.float64)
     drift = (_block(model, "ln_a1", calibration)
              - _block(fixed, "ln_a1", calibration)).reshape(-1, 64)
-    assert np.abs(drift).mean() > 0.01  # the shortcut did drift (0.03): the heads went
+    assert np.abs(drift).mean() > 0.002  # the shortcut drifted (0.03; tf_keras 0.006): heads went
     # measured (Keras 3): 1.2e-7 relative with the shortcut in the target, 9.6e-3 without
     assert np.abs(rows.T @ error).max() < 1e-5 * np.abs(rows).max() * np.abs(error).sum(0).max()
