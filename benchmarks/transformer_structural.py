@@ -1,16 +1,20 @@
 """Structural pruning of a small ViT and a byte-level language model: half their heads and
 neurons, or a quarter of their blocks.
 
-A Keras 3 ViT-style classifier (patches by a strided ``Conv2D``, pre-norm blocks of
-``MultiHeadAttention`` and a GELU feed-forward ``Dense`` pair, the tokens flattened into a ``Dense``
-head) is trained here on MNIST, then, with no labels and no training:
+A Keras 3 ViT-style classifier (patches by a strided ``Conv2D``, a learned position
+embedding added to them, pre-norm blocks of ``MultiHeadAttention`` and a GELU feed-forward
+``Dense`` pair, the tokens flattened into a ``Dense`` head) is trained here on the first
+55,000 MNIST training images (Adam, cosine decay, random shifts of up to 2 pixels), the
+last 5,000 held out as the validation split on which the pruning settings were chosen;
+then, with no labels and no training:
 
 - ``heads+neurons``: 50 % of the attention heads and 50 % of the feed-forward neurons
   removed (``structural.prune(model, {"heads": 0.5, "channels": 0.5})``, the residual
   stream left whole), scored by ``l1`` kernel norms or by ``fisher`` on calibration images
   (the model's own top class as the label), with and without the least-squares correction
   (``correct="least_squares"``: each feed-forward output Dense and attention output
-  projection re-fitted on the calibration activations);
+  projection re-fitted on the calibration activations to the original block's output,
+  shortcut included);
 - ``blocks``: 25 % of the transformer blocks (attention and feed-forward sub-blocks
   together; at least one) dropped whole (``structural.drop_blocks(model, k,
   unit="transformer")``), ranked by block influence on the calibration images (ShortGPT's
@@ -33,6 +37,8 @@ kprune sees its heads; the same rows, scored by held-out perplexity and next-byt
 
     python -m benchmarks.transformer_structural            # full MNIST and the full LM
     python -m benchmarks.transformer_structural --quick    # 400 images, a 2-block ViT, a tiny LM
+    python -m benchmarks.transformer_structural --part vit # the ViT only; the LM section of
+                                                           # the existing --out JSON is kept
 
 Writes the results JSON (``--out``; default ``benchmarks/results/transformer_structural.json``),
 the report and .tflite files (``--work``; default ``runs/transformer_structural``), and in
@@ -43,6 +49,8 @@ markers.
 import argparse
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks._common import (
     REPO,
@@ -59,18 +67,24 @@ BEGIN = "<!-- transformer_structural:begin -->"
 END = "<!-- transformer_structural:end -->"
 
 HEADS, NEURONS, BLOCKS = 0.5, 0.5, 0.25  # the issue's fractions
-#: (model, ViT size, training) of each mode.
-FULL = dict(n_train=None, n_test=None, dense_epochs=5, tune_epochs=1, tune_images=10000,
-            batch_size=128, calibration=128, rounds=7, repeats=100,
-            vit=dict(blocks=4, dim=64, heads=4, ffn=128, patch=7))
-QUICK = dict(n_train=400, n_test=200, dense_epochs=2, tune_epochs=1, tune_images=None,
-             batch_size=32,
-             calibration=16, rounds=2, repeats=5,
-             vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
+#: The row of Kwon et al.'s mask search: ``HEADS`` of the heads' and neurons' MACs removed,
+#: Fisher-ranked, split between heads and neurons where it keeps the most importance.
+SEARCH = "macs search fisher+ls"
+#: (model, ViT size, training) of each mode: ``n_val`` training images held out (the last
+#: ones) as the validation split, ``shift`` pixels of random translation while training,
+#: ``calibration`` unlabeled training images for the Fisher scores and the block influence,
+#: ``correction`` for the least-squares correction.
+FULL = dict(n_train=None, n_val=5000, n_test=None, dense_epochs=8, shift=2, tune_epochs=1,
+            tune_images=10000, batch_size=128, calibration=128, correction=512, rounds=7,
+            repeats=100, vit=dict(blocks=4, dim=64, heads=4, ffn=128, patch=7))
+QUICK = dict(n_train=400, n_val=200, n_test=200, dense_epochs=2, shift=0, tune_epochs=1,
+             tune_images=None, batch_size=32, calibration=16, correction=32, rounds=2,
+             repeats=5, vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
 #: The models exported to TFLite and timed, the baseline first.
 EXPORTED = ("dense", "heads+neurons fisher+ls+ft", "blocks influence+ft")
 TARGETS = {"x_faster": 1.5, "pp_within_dense": 1.0}  # at half the heads and neurons
 #: Published rows for the README, beside ours: (source, what was removed, speed, lost).
+PARTS = ("both", "vit")
 PUBLISHED = [
     ("Kwon et al. 2022, BERT-base (GLUE, SQuAD)", "heads and filters (Fisher mask search, "
      "least-squares mask tuning), 2.0x fewer FLOPs", "1.56x lower latency",
@@ -81,22 +95,24 @@ PUBLISHED = [
 
 
 def vit(*, blocks=4, dim=64, heads=4, ffn=256, patch=7, classes=10, input_shape=(28, 28, 1)):
-    """A pre-norm ViT-style Keras 3 classifier: strided-conv patches, ``blocks`` blocks.
-
-    No position embedding: the head reads the flattened tokens, each at its position,
-    instead of their average.
+    """A pre-norm ViT-style Keras 3 classifier: strided-conv patches plus a learned position
+    embedding, ``blocks`` blocks, the head reading the flattened tokens (each at its
+    position) instead of their average.
 
     Example:
         >>> vit(blocks=2, dim=32).get_layer("mha_1").get_config()["num_heads"]
         4
     """
     import keras
+    import keras_hub
 
     L = keras.layers
     image = keras.Input(input_shape, name="image")
     x = L.Conv2D(dim, patch, strides=patch, name="patch")(image)
-    x = L.Reshape(((input_shape[0] // patch) * (input_shape[1] // patch), dim),
-                  name="tokens")(x)
+    tokens = (input_shape[0] // patch) * (input_shape[1] // patch)
+    x = L.Reshape((tokens, dim), name="tokens")(x)
+    x = L.Add(name="add_positions")([x, keras_hub.layers.PositionEmbedding(
+        tokens, name="positions")(x)])
     for b in range(1, blocks + 1):
         h = L.LayerNormalization(name=f"ln_a{b}")(x)
         x = L.Add(name=f"add_a{b}")([x, L.MultiHeadAttention(
@@ -220,6 +236,10 @@ def build_parser():
                         help="folder for the .tflite files and the report")
     parser.add_argument("--dense-epochs", type=int,
                         help="override the mode's dense training epochs")
+    parser.add_argument("--part", choices=PARTS, default="both",
+                        help="'vit': run the ViT only and keep the language-model section of "
+                             "the existing --out JSON (the JSON says which run made each "
+                             "part, and when); 'both' (default): run both")
     return parser
 
 
@@ -234,14 +254,40 @@ def main(argv=None):
     if paths is None:
         return 2
     out, readme = paths
+    kept_lm = None
+    if args.part == "vit":
+        kept_lm = _earlier_lm(out)
+        if kept_lm is None:
+            print(f"error: --part vit keeps the language-model section of {out}, which has "
+                  "none; run both parts first. Received: --part vit", file=sys.stderr)
+            return 2
     results = run(data_dir=args.data, work=args.work, seed=args.seed, quick=args.quick,
-                  dense_epochs=args.dense_epochs)
+                  dense_epochs=args.dense_epochs, lm=kept_lm)
     return publish(results, out, readme, summary=markdown_summary(results),
                    markers=(BEGIN, END))
 
 
-def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
-    """Train, prune, correct, fine-tune, export and measure; return the results dict."""
+def _earlier_lm(path):
+    """``(lm section, when it was measured)`` of the results JSON at ``path``, or None."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    earlier = json.loads(path.read_text())
+    if "lm" not in earlier:
+        return None
+    parts = earlier.get("parts", {})
+    when = parts.get("lm", {}).get("measured") or earlier["report"]["created"]
+    return earlier["lm"], when
+
+
+def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None, lm=None):
+    """Train, prune, correct, fine-tune, export and measure; return the results dict.
+
+    ``lm``: ``(language-model section, when measured)`` of an earlier run, kept instead of
+    running the language model again.
+    """
     import keras
 
     from kprune import data, measure, report
@@ -253,13 +299,18 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     cfg = dict(QUICK if quick else FULL)
     if dense_epochs is not None:
         cfg["dense_epochs"] = dense_epochs
-    (x_train, y_train), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
-    x_train, y_train = x_train[:cfg["n_train"]], y_train[:cfg["n_train"]]
+    (x_all, y_all), (x_test, y_test) = data.load_mnist(data_dir, verbose=False)
+    n_val = cfg["n_val"]  # the last training images: the validation split
+    x_val, y_val = x_all[-n_val:], y_all[-n_val:]
+    x_train, y_train = x_all[:-n_val][:cfg["n_train"]], y_all[:-n_val][:cfg["n_train"]]
     x_test, y_test = x_test[:cfg["n_test"]], y_test[:cfg["n_test"]]
     calibration = x_train[:cfg["calibration"]]  # unlabeled: no y is read with it
-    log(f"MNIST: {len(x_train):,} train / {len(x_test):,} test; calibration "
-        f"{len(calibration)} training images")
+    correction = x_train[:cfg["correction"]]
+    log(f"MNIST: {len(x_train):,} train / {len(x_val):,} validation / {len(x_test):,} "
+        f"test; calibration {len(calibration)} training images (Fisher, influence), "
+        f"{len(correction)} for the correction")
     keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
 
     def fit(model, epochs, learning_rate, images=None):
         compile_classifier(model, learning_rate=learning_rate)
@@ -268,16 +319,23 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
         return model
 
     dense = vit(**cfg["vit"])
-    log(f"dense ViT {cfg['vit']}, {cfg['dense_epochs']} epoch(s)")
-    fit(dense, cfg["dense_epochs"], 1e-3)
+    log(f"dense ViT {cfg['vit']}, {cfg['dense_epochs']} epoch(s), cosine decay, shifts of "
+        f"up to {cfg['shift']} pixels")
+    start = elapsed()
+    train_dense(dense, x_train, y_train, epochs=cfg["dense_epochs"], shift=cfg["shift"],
+                batch_size=cfg["batch_size"], rng=rng, verbose=0 if quick else 2)
+    train_seconds = round(elapsed() - start, 1)
+    log(f"dense training: {train_seconds:.0f} s")
     tune, images = cfg["tune_epochs"], cfg["tune_images"]
     stream = ("patch",)  # the residual stream stays whole: heads and neurons only
     pruned = pruned_models(dense, calibration, exclude=stream,
                            fine_tune=lambda model: fit(model, tune, 3e-4, images),
-                           tuning=f"{tune} epoch(s) over {images or len(x_train):,} images")
+                           tuning=f"{tune} epoch(s) over {images or len(x_train):,} images",
+                           correction=correction)
     built, seconds, keep = pruned["built"], pruned["seconds"], pruned["keep"]
-    rows = measured_rows(built, seconds,
-                         lambda model: {"accuracy": float(accuracy(model, x_test, y_test))})
+    rows = measured_rows(built, seconds, lambda model: {
+        "accuracy": float(accuracy(model, x_test, y_test)),
+        "validation_accuracy": float(accuracy(model, x_val, y_val))})
     variants = [report.Variant.from_export(result, model=built[name], group=name)
                 for name, result in exported(built, EXPORTED, work).items()]
     log(f"LiteRT accuracy and size of {len(variants)} .tflite files")
@@ -288,7 +346,11 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     latency = measure.latency_rounds({v.name: v.path for v in variants},
                                      baseline="dense/float", rounds=cfg["rounds"],
                                      repeats=cfg["repeats"])
-    lm = run_lm(work=work, seed=seed, quick=quick)
+    now = measured.data["created"]
+    if lm is None:
+        lm, lm_when, lm_run = run_lm(work=work, seed=seed, quick=quick), now, "this run"
+    else:
+        (lm, lm_when), lm_run = lm, "an earlier run (--part vit kept it)"
     return {
         "benchmark": "transformer_structural",
         "mode": "quick" if quick else "full",
@@ -299,7 +361,11 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
                          excluded=list(stream)),
         "fisher_seconds": seconds["fisher scores"],
         "selection": str(keep),
-        "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
+        "parts": {"vit": {"run": "this run", "measured": now},
+                  "lm": {"run": lm_run, "measured": lm_when}},
+        "train_seconds": train_seconds,
+        "data": {"train": len(x_train), "validation": len(x_val), "test": len(x_test),
+                 "source": str(data_dir)},
         "keras": keras.__version__,
         "models": rows,
         "block_influence": pruned["scores"],
@@ -312,11 +378,52 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None):
     }
 
 
-def pruned_models(dense, calibration, *, exclude, fine_tune, tuning):
+def train_dense(model, x, y, *, epochs, shift, batch_size, rng, verbose):
+    """Train ``model`` from scratch: Adam from 1e-3 with a cosine decay to 0 over all the
+    steps, each epoch on the images shifted at random by up to ``shift`` pixels each way
+    (0: not shifted)."""
+    import keras
+
+    steps = epochs * -(-len(x) // batch_size)
+    model.compile(optimizer=keras.optimizers.Adam(
+        keras.optimizers.schedules.CosineDecay(1e-3, steps)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"])
+    for _ in range(epochs):
+        model.fit(shifted(x, shift, rng), y, batch_size=batch_size, epochs=1,
+                  verbose=verbose, shuffle=True)
+    return model
+
+
+def shifted(images, shift, rng):
+    """``images`` (n, height, width, channels), each moved by a random whole number of
+    pixels in [-shift, shift] along both axes, zeros shifted in.
+
+    Example:
+        >>> shifted(np.eye(3)[None, ..., None], 0, np.random.default_rng(0)).shape
+        (1, 3, 3, 1)
+    """
+    if shift == 0:
+        return images
+    n, height, width = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
+    down, right = (rng.integers(-shift, shift + 1, n) for _ in range(2))
+    out = np.empty_like(images)
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            chosen = (down == dy) & (right == dx)
+            out[chosen] = padded[chosen, shift - dy:shift - dy + height,
+                                 shift - dx:shift - dx + width]
+    return out
+
+
+def pruned_models(dense, calibration, *, exclude, fine_tune, tuning, correction=None):
     """The benchmark's rows for one trained model, with no labels: half its heads and
     neurons by ``l1``, ``fisher`` and ``fisher`` + least squares; a quarter of its
     transformer blocks (at least one) by influence; the corrected and block-dropped models
     and a copy of ``dense`` after ``fine_tune(model)`` (``tuning`` says how, for the log).
+
+    ``correction``: the inputs of the least-squares correction (default: ``calibration``).
 
     Returns ``dict(built={row: model}, seconds={row: s}, keep=Selection, scores={block:
     influence}, dropped=[blocks], structural={row: summary table})``.
@@ -341,8 +448,13 @@ def pruned_models(dense, calibration, *, exclude, fine_tune, tuning):
     log(f"Fisher scores on {len(calibration)} inputs, {seconds['fisher scores']:.1f} s:"
         f"\n{keep}")
     timed("heads+neurons fisher", lambda: structural.remove_units(dense, keep))
+    correction = calibration if correction is None else correction
     timed("heads+neurons fisher+ls", lambda: structural.correct(
-        dense, built["heads+neurons fisher"], keep, calibration))
+        dense, built["heads+neurons fisher"], keep, correction))
+    # Kwon et al.'s mask search: half the heads' and neurons' MACs, split between them
+    timed(SEARCH, lambda: structural.prune(
+        dense, HEADS, cost="macs", criterion="fisher", data=calibration, exclude=exclude,
+        correct="least_squares", calibration=correction))
     whole = structural.residual_blocks(dense, unit="transformer")
     n_blocks = max(1, int(BLOCKS * sum(b.droppable for b in whole)))  # quick: 1 of 2
     scores = structural.block_scores(dense, criterion="influence", data=calibration,
@@ -391,9 +503,11 @@ def targets(rows, latency):
     speed = latency["files"]["heads+neurons fisher+ls+ft/float"]["x_faster"]
     corrected = rows["heads+neurons fisher+ls"]["accuracy"]
     lost = 100 * (rows["dense"]["accuracy"] - corrected)
+    searched = 100 * (rows["dense"]["accuracy"] - rows[SEARCH]["accuracy"])
     return {"x_faster": speed, "x_faster_met": speed >= TARGETS["x_faster"],
             "pp_lost_with_correction_no_fine_tune": lost,
-            "pp_met": lost <= TARGETS["pp_within_dense"]}
+            "pp_met": lost <= TARGETS["pp_within_dense"],
+            "pp_lost_mac_search_with_correction_no_fine_tune": searched}
 
 
 def markdown_summary(results):
@@ -401,13 +515,20 @@ def markdown_summary(results):
     rep, lat, rows = results["report"], results["latency"], results["models"]
     env, mach, cfg = rep["versions"], rep["machine"], results["settings"]
     dense = rows["dense"]
+    parts = results["parts"]
     lines = [
-        f"Measured {rep['created']} in **{results['mode']}** mode: ViT {cfg['vit']}, "
-        f"{results['data']['train']:,} training / {results['data']['test']:,} test images, "
-        f"dense {cfg['dense_epochs']} epoch(s), fine-tune {cfg['tune_epochs']} over "
-        f"{cfg['tune_images'] or results['data']['train']:,} images, calibration "
-        f"{cfg['calibration']} unlabeled training images, seed {results['seed']}, one run, "
-        f"{results['seconds'] / 60:.1f} min. Keras {results['keras']}, TF "
+        f"Measured {rep['created']} in **{results['mode']}** mode: ViT {cfg['vit']} with a "
+        f"learned position embedding, {results['data']['train']:,} training / "
+        f"{results['data']['validation']:,} validation (the last training images, on which "
+        f"the settings were chosen) / {results['data']['test']:,} test images, "
+        f"dense {cfg['dense_epochs']} epoch(s) (Adam, cosine decay, random shifts of up to "
+        f"{cfg['shift']} pixels; {results['train_seconds'] / 60:.1f} min), fine-tune "
+        f"{cfg['tune_epochs']} over {cfg['tune_images'] or results['data']['train']:,} "
+        f"images, calibration {cfg['calibration']} unlabeled training images (Fisher "
+        f"scores, block influence) and {cfg['correction']} for the least-squares "
+        f"correction, seed {results['seed']}, one run, {results['seconds'] / 60:.1f} min "
+        f"(the language model: {parts['lm']['run']}, measured {parts['lm']['measured']})."
+        f" Keras {results['keras']}, TF "
         f"{env['tensorflow']}; {mach['platform']}, {mach['cpu_count']} usable CPU(s). "
         f"Transformer blocks dropped (attention and feed-forward together, named by "
         f"their feed-forward Add): {', '.join(cfg['blocks_dropped'])}.",
@@ -416,13 +537,15 @@ def markdown_summary(results):
         f"{cfg['calibration']} images (one gradient per image); `prune s` below is the "
         "removal (and the correction) after them.",
         "",
-        "| model | accuracy % | vs dense pp | MACs | x fewer MACs | params | prune s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | accuracy % | vs dense pp | validation % | MACs | x fewer MACs | params "
+        "| prune s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         lines.append(
             f"| `{name}` | {100 * row['accuracy']:.2f} | "
-            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | {_cost_cells(row, dense)}")
+            f"{100 * (row['accuracy'] - dense['accuracy']):+.2f} | "
+            f"{100 * row['validation_accuracy']:.2f} | {_cost_cells(row, dense)}")
     lines += [
         "",
         f"LiteRT, batch {lat['batch']}, {lat['threads']} thread, {lat['rounds']} interleaved "
@@ -443,7 +566,9 @@ def markdown_summary(results):
               f"in LiteRT: {met['x_faster']:.2f}x ({'met' if met['x_faster_met'] else 'missed'});"
               f" within {TARGETS['pp_within_dense']:g} pp of dense after the correction with "
               f"no fine-tune: {met['pp_lost_with_correction_no_fine_tune']:.2f} pp lost "
-              f"({'met' if met['pp_met'] else 'missed'})."]
+              f"({'met' if met['pp_met'] else 'missed'}); Kwon et al.'s mask search at the "
+              f"same half of the heads' and neurons' MACs, corrected: "
+              f"{met['pp_lost_mac_search_with_correction_no_fine_tune']:.2f} pp lost."]
     return "\n".join(lines + [""] + lm_summary(results["lm"]) + [""]
                      + published_table(results))
 
@@ -462,18 +587,21 @@ def published_table(results):
         for row, file, removed in (
                 ("heads+neurons fisher+ls", "heads+neurons fisher+ls+ft/float",
                  "50 % of heads and feed-forward neurons"),
+                (SEARCH, None, "50 % of the heads' and neurons' MACs (Fisher mask search, "
+                 "split between heads and neurons)"),
                 ("blocks influence", "blocks influence+ft/float",
                  f"{len(part['settings']['blocks_dropped'])} of "
                  f"{len(part['block_influence'])} transformer blocks (block influence)")):
-            if file not in files:
+            if row not in rows or (file is not None and file not in files):
                 continue
+            speed = ("not exported" if file is None else f"{files[file]['x_faster']:.2f}x "
+                     "faster in LiteRT (after the fine-tune; same shapes)")
             lost = f"{100 * (dense['accuracy'] - rows[row]['accuracy']):.2f} pp " + (
                 "accuracy" if "perplexity" not in dense else
                 f"next-byte accuracy, perplexity {rows[row]['perplexity'] / dense['perplexity']:.2f}x")
             lines.append(f"| kprune here, {label} | {removed}, "
                          f"{dense['macs'] / rows[row]['macs']:.2f}x fewer MACs | "
-                         f"{files[file]['x_faster']:.2f}x faster in LiteRT (after the "
-                         f"fine-tune; same shapes) | {lost} |")
+                         f"{speed} | {lost} |")
     return lines
 
 

@@ -18,15 +18,18 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     assert results["mode"] == "quick" and results["data"]["train"] == 400
     rows = results["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["accuracy"] > 0.2  # chance: 0.1
     # half the heads (2 of 4) and half the 128 feed-forward neurons: the same size
     # whichever neurons go, the residual stream (patch) whole
     for name in ("heads+neurons l1", "heads+neurons fisher", "heads+neurons fisher+ls",
                  "heads+neurons fisher+ls+ft"):
-        assert rows[name]["params"] == 15_530 and rows[name]["macs"] == 177_664
-    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 23_882
+        assert rows[name]["params"] == 16_042 and rows[name]["macs"] == 177_664
+    # the learned position embedding: 16 tokens of width 32
+    assert rows["dense"]["params"] == rows["dense+ft"]["params"] == 24_394
+    assert results["data"]["validation"] == 200 and 0 <= rows["dense"]["validation_accuracy"] <= 1
+    assert results["parts"]["lm"]["run"] == results["parts"]["vit"]["run"] == "this run"
     # whole transformer blocks: 25 % of the quick ViT's 2, at least one
     assert len(results["settings"]["blocks_dropped"]) == 1
     assert results["settings"]["blocks_unit"] == "transformer"
@@ -51,7 +54,10 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
         low, high = timing["x_faster_range"]
         assert timing["median_ms"] > 0 and low <= timing["x_faster"] <= high
     assert set(results["targets"]) == {"x_faster", "x_faster_met",
-                                       "pp_lost_with_correction_no_fine_tune", "pp_met"}
+                                       "pp_lost_with_correction_no_fine_tune", "pp_met",
+                                       "pp_lost_mac_search_with_correction_no_fine_tune"}
+    # the mask search spends the same half of the heads' and neurons' MACs, split its way
+    assert rows[bench.SEARCH]["macs"] < rows["dense"]["macs"]
     text = readme.read_text()
     assert "OLD" not in text and "`heads+neurons fisher+ls+ft/float`" in text
     assert text.endswith("after\n")
@@ -62,7 +68,7 @@ def _check_language_model(lm, text):
     """The language-model half: a byte GPT with keras MultiHeadAttention, same rows."""
     rows = lm["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", "blocks influence",
+                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["perplexity"] < 200  # chance: 256 bytes (8 training steps)
     assert lm["corpus"]["rule"].startswith("stdlib *.py")
@@ -98,3 +104,19 @@ def test_dense_epochs_below_one_are_refused_before_any_work(tmp_path, capsys):
     assert bench.main(["--quick", "--dense-epochs", "0", "--out", str(out)]) == 2
     assert "error: --dense-epochs must be at least 1. Received: 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_vit_part_alone_needs_an_earlier_language_model_section(tmp_path, capsys, mnist_dir):
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"benchmark": "transformer_structural"}))
+    assert bench.main(["--quick", "--part", "vit", "--out", str(out), "--data",
+                       str(mnist_dir), "--no-readme"]) == 2
+    assert (f"error: --part vit keeps the language-model section of {out}, which has none; "
+            "run both parts first. Received: --part vit") in capsys.readouterr().err
+    assert json.loads(out.read_text()) == {"benchmark": "transformer_structural"}
+    # an earlier run's section is kept with the date it was measured
+    out.write_text(json.dumps({"lm": {"models": {}}, "report": {"created": "2026-12-06T08:51"}}))
+    assert bench._earlier_lm(out) == ({"models": {}}, "2026-12-06T08:51")
+    out.write_text(json.dumps({"lm": {}, "parts": {"lm": {"measured": "earlier still"}},
+                               "report": {"created": "later"}}))
+    assert bench._earlier_lm(out) == ({}, "earlier still")

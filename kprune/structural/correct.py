@@ -102,7 +102,8 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
             pairs = zip(_contexts(original, name, batches), _contexts(fixed, name, batches))
         if index_out is not None:
             kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
-        solved = _least_squares(pairs, kernel, bias, ridge)
+        drift = _shortcut_drift(original, fixed, name, batches)
+        solved = _least_squares(pairs, kernel, bias, ridge, drift)
         target = fixed.get_layer(name)
         if _is_plain_dense(layer):
             target.set_weights(solved)
@@ -116,20 +117,64 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
 # -- internals ---------------------------------------------------------------------
 
 
-def _least_squares(pairs, kernel, bias, ridge):
+def _least_squares(pairs, kernel, bias, ridge, drifts):
     """``[kernel, bias?]`` fitted so that ``after @ kernel + bias`` matches ``before @
-    kernel + bias`` over the ``(before, after)`` input pairs (every position a row)."""
+    kernel + bias`` plus the shortcut's drift over the ``(before, after)`` input pairs
+    (every position a row; ``drifts`` yields one array per pair, or None)."""
     gram, cross = 0.0, 0.0
-    for before, after in pairs:
+    for (before, after), drift in zip(pairs, drifts):
         before = before.reshape(-1, before.shape[-1]).astype(np.float64)
         after = after.reshape(-1, after.shape[-1]).astype(np.float64)
         target = before @ kernel + (bias[0] if bias else 0.0)
+        if drift is not None:
+            target = target + drift.reshape(target.shape)
         rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
         gram = gram + rows.T @ rows
         cross = cross + rows.T @ target
     gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
     solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
     return [solved[:-1], solved[-1]] if bias else [solved]
+
+
+def _shortcut_drift(original, fixed, name, batches):
+    """Yield, per batch, what the re-fitted layer ``name`` must add to give the original
+    residual stream: when an ``Add`` is the only reader of its output, the original's other
+    ``Add`` inputs minus the corrected model's (the drift the removals before it left in
+    the shortcut), else None forever. Kwon et al. 2022 fit the same target: the block's
+    output, shortcut included."""
+    ends = [_shortcut(model, name) for model in (original, fixed)]
+    if ends[0] is None or ends[1] is None:
+        while True:
+            yield None
+    probes = [engine_of(model).keras.Model(
+        model.inputs[0] if len(model.inputs) == 1 else model.inputs, tensors)
+        for model, tensors in zip((original, fixed), ends)]
+    for batch in batches:
+        before, after = (sum(to_numpy(t).astype(np.float64) for t in _listed(
+            probe(batch, training=False))) for probe in probes)
+        yield before - after
+
+
+def _shortcut(model, name):
+    """The other input tensors of the ``Add`` that alone reads layer ``name``'s output in
+    ``model``, or None (another reader, or none)."""
+    engine = engine_of(model)
+    layer = model.get_layer(name)
+    readers = []
+    for other in model.layers:
+        for node in engine.calls(model, other):
+            inputs = engine.node_inputs(node)
+            mine = [engine.tensor_origin(t)[0] is layer for t in inputs]
+            if any(mine):
+                readers.append((other, inputs, mine))
+    if len(readers) != 1 or type(readers[0][0]).__name__ != "Add" or sum(readers[0][2]) != 1:
+        return None
+    _, inputs, mine = readers[0]
+    return [t for t, own in zip(inputs, mine) if not own] or None
+
+
+def _listed(found):
+    return list(found) if isinstance(found, (list, tuple)) else [found]
 
 
 def _attention_call(model, layer):

@@ -8,7 +8,8 @@ model's own top class as the label (``"fisher"``: the squared loss change its re
 causes, to second order; Kwon et al. 2022).
 :func:`select` keeps the highest scores of each group (``scope="layer"``: the same fraction
 everywhere) or of the whole model (``scope="global"``: scores divided by their group's
-mean, then one threshold), never removing more than ``max_fraction_per_group`` of a group.
+mean, Fisher scores as they are, then one threshold), never removing more than
+``max_fraction_per_group`` of a group (what a group cannot give is taken elsewhere).
 A global budget counts channels, or with ``cost="macs"`` (``"params"``) each channel
 weighted by the multiply-accumulates (parameters) it takes part in, so that the budget
 goes where the compute is: a convolution's filter weighs more than a dense neuron.
@@ -104,11 +105,15 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
             weights, the model's own top class as the label: the Fisher information of the
             channel's or head's mask).
         scope: ``"layer"`` removes ``fraction`` of every group; ``"global"`` compares all
-            groups' scores, each divided by its group's mean, against one threshold.
+            groups' scores, each divided by its group's mean, against one threshold
+            (``"fisher"`` scores as they are: each estimates the loss change its removal
+            causes, so they compare across layers).
         cost: with ``scope="global"``, ``None`` counts channels and heads (``fraction``
             of them go); ``"macs"`` or ``"params"`` weighs each by its cost (see
             :func:`channel_costs`) and removes ``fraction`` of the total weight, lowest
-            scores first. With ``scope="layer"`` every group loses ``fraction`` anyway.
+            scores first (``"fisher"`` with one ``fraction`` for heads and channels: the
+            split between them that keeps the most importance, Kwon et al.'s mask search).
+            With ``scope="layer"`` every group loses ``fraction`` anyway.
         round_to: keep a multiple of this many channels and heads per group (rounded up,
             never 0); ``{"channels": 8, "heads": 2}`` rounds the two apart. A multiple of
             more heads than an attention layer has is refused.
@@ -188,14 +193,16 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
                  for unit in UNITS]
     else:
         parts = [(chosen, fraction)]
+    # what each group keeps at least: one unit, and 1 - max_fraction_per_group of it
+    least = {g.id: max(1, math.ceil((1 - cap) * g.size - 1e-9)) for g in chosen}
     removed = {}
     for part, share in parts:
         if part:
-            removed.update(_removed(part, scores, costs, share, scope, cost))
+            removed.update(_removed(part, scores, costs, share, scope, cost,
+                                    raw=criterion == "fisher", least=least))
     keep = {}
     for group in chosen:
-        least = max(1, math.ceil((1 - cap) * group.size - 1e-9))
-        n_keep = max(group.size - removed[group.id], least)
+        n_keep = max(group.size - removed[group.id], least[group.id])
         step = rounds[_unit(group)]
         if step:
             n_keep = min(group.size, math.ceil(n_keep / step) * step)
@@ -205,25 +212,97 @@ def select(model, fraction, *, criterion="l1", scope="global", cost=None, round_
                      scope=scope, cost=cost, costs=costs)
 
 
-def _removed(chosen, scores, costs, fraction, scope, cost):
-    """``{group id: channels (heads) to remove}``: ``fraction`` of ``chosen``'s budget."""
+def _removed(chosen, scores, costs, fraction, scope, cost, *, raw=False, least=None):
+    """``{group id: channels (heads) to remove}``: ``fraction`` of ``chosen``'s budget.
+
+    Globally, scores are compared divided by their group's mean (kernel norms of layers of
+    different sizes are not comparable), or ``raw`` (Fisher scores estimate the loss
+    change each removal causes, comparable across layers, so a layer that matters little
+    loses more: Kwon et al. 2022's global ranking). A group keeps at least ``least[id]``
+    units (default 1): what it cannot give is taken from the next-lowest units of the
+    other groups, so that the budget is met."""
     if scope == "layer":
         return {g.id: int(fraction * g.size) for g in chosen}
-    pooled = np.concatenate([_normalised(scores[g.id]) for g in chosen])
+    least = {g.id: 1 for g in chosen} if least is None else least
+    if raw and cost is not None and {_unit(g) for g in chosen} == set(UNITS):
+        return _split_heads_and_channels(chosen, scores, costs, fraction, least)
+    pooled = np.concatenate([scores[g.id] if raw else _normalised(scores[g.id])
+                             for g in chosen])
     owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(chosen)])
     # ties (e.g. untrained batch norms, all gamma 1) go evenly: by rank within a group
     ranks = np.concatenate([np.argsort(np.argsort(scores[g.id], kind="stable"),
                                        kind="stable") / g.size for g in chosen])
     order = np.lexsort((ranks, pooled))
+    room = np.array([g.size - least[g.id] for g in chosen])
+    eligible = order[_within_room(owner[order], room)]
     if cost is None:
-        lowest = order[:int(fraction * len(pooled))]
+        lowest = eligible[:int(fraction * len(pooled))]
     else:  # the cheapest prefix of the order that reaches the cost budget
         weight = np.concatenate([np.full(g.size, costs[g.id]) for g in chosen])
-        spent = np.cumsum(weight[order])
-        budget = fraction * spent[-1]
-        lowest = order[:int(np.searchsorted(spent, budget * (1 + 1e-12), side="right"))]
+        spent = np.cumsum(weight[eligible])
+        budget = fraction * weight.sum()
+        lowest = eligible[:int(np.searchsorted(spent, budget * (1 + 1e-12), side="right"))]
     counts = np.bincount(owner[lowest].astype(int), minlength=len(chosen))
     return {g.id: int(counts[i]) for i, g in enumerate(chosen)}
+
+
+def _within_room(owners, room):
+    """Which positions of ``owners`` (the group of each unit, in removal order) fall within
+    their group's ``room`` (the first ``room[group]`` of its units).
+
+    Example:
+        >>> _within_room(np.array([0, 0, 1, 0]), np.array([2, 1]))
+        array([ True,  True,  True, False])
+    """
+    seen = np.zeros(len(room), int)
+    inside = np.zeros(len(owners), bool)
+    for position, group in enumerate(owners):
+        inside[position] = seen[group] < room[group]
+        seen[group] += 1
+    return inside
+
+
+def _split_heads_and_channels(chosen, scores, costs, fraction, least):
+    """``{group id: units to remove}`` keeping the most Fisher importance within ``1 -
+    fraction`` of the cost: for every number of heads kept (the most important first), the
+    most important channels the rest of the budget pays for, and the best of these splits
+    (Kwon et al. 2022's mask search under a MACs constraint: a head and a neuron cost
+    different amounts, so neither is removed by score alone). Each group's ``least`` most
+    important units are kept first, their cost taken from the budget."""
+    ranked, forced = {}, 0.0
+    for unit in UNITS:
+        groups = [g for g in chosen if _unit(g) == unit]
+        score = np.concatenate([scores[g.id] for g in groups])
+        weight = np.concatenate([np.full(g.size, costs[g.id]) for g in groups])
+        owner = np.concatenate([np.full(g.size, i) for i, g in enumerate(groups)])
+        order = np.argsort(-score, kind="stable")
+        floor = np.array([least[g.id] for g in groups])
+        kept_first = order[_within_room(owner[order], floor)]  # each group's best `least`
+        forced += weight[kept_first].sum()
+        order = order[~_within_room(owner[order], floor)]
+        base = np.bincount(owner[kept_first].astype(int), minlength=len(groups))
+        ranked[unit] = (groups, owner[order], np.concatenate([[0.0], np.cumsum(weight[order])]),
+                        np.concatenate([[0.0], np.cumsum(score[order])]), base, weight.sum())
+    budget = (1 - fraction) * (ranked["heads"][5] + ranked["channels"][5]) - forced
+    _, _, head_cost, head_value, _, _ = ranked["heads"]
+    _, _, channel_cost, channel_value, _, _ = ranked["channels"]
+    best = None
+    for heads_kept in range(len(head_cost)):
+        left = budget - head_cost[heads_kept]
+        if left < 0:
+            break
+        channels_kept = int(np.searchsorted(channel_cost, left * (1 + 1e-12), side="right")) - 1
+        value = head_value[heads_kept] + channel_value[channels_kept]
+        if best is None or value > best[0]:
+            best = (value, {"heads": heads_kept, "channels": channels_kept})
+    if best is None:  # the floors alone spend the budget
+        best = (0.0, {"heads": 0, "channels": 0})
+    removed = {}
+    for unit in UNITS:
+        groups, owner, _, _, base, _ = ranked[unit]
+        kept = base + np.bincount(owner[:best[1][unit]].astype(int), minlength=len(groups))
+        removed.update({g.id: int(g.size - kept[i]) for i, g in enumerate(groups)})
+    return removed
 
 
 @follows_nesting
