@@ -329,11 +329,12 @@ def test_run_removes_heads_neurons_and_blocks_of_a_keras3_transformer(tmp_path, 
 
 def test_run_refuses_a_blocks_fraction_that_drops_none_before_training(tmp_path, mnist_dir,
                                                                       capsys):
-    recipe = vit_recipe(tmp_path, mnist_dir, "{blocks: 0.2}")
+    # 5 droppable: the ViT's position embedding is added like a residual branch too
+    recipe = vit_recipe(tmp_path, mnist_dir, "{blocks: 0.1}")
     out = tmp_path / "run"
     assert main(["run", str(recipe), "--out", str(out)]) == 2
-    assert re.search(r"Key `structural.blocks` drops 0.2 of the model's 4 droppable residual "
-                     r"blocks, rounded down: none\. .*Received: structural.blocks=0.2",
+    assert re.search(r"Key `structural.blocks` drops 0.1 of the model's 5 droppable residual "
+                     r"blocks, rounded down: none\. .*Received: structural.blocks=0.1",
                      capsys.readouterr().err)
     assert not out.exists()
 

@@ -194,7 +194,7 @@ def test_fisher_ranks_globally_by_the_raw_loss_change_so_a_layer_that_matters_li
     rng = np.random.default_rng(0)
     x = keras.Input((4,))
     branches = []
-    for name, scale in (("a", 1.0), ("b", 1e-3)):  # branch b barely reaches the output
+    for name in ("a", "b"):  # branch b barely reaches the output
         hidden = L.Dense(6, activation="tanh", name=name)(x)
         branches.append(L.Dense(3, name=f"{name}_out")(hidden))
     model = keras.Model(x, L.Add(name="logits")(branches))

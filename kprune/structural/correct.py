@@ -158,19 +158,16 @@ def _shortcut_drift(original, fixed, name, batches):
 def _shortcut(model, name):
     """The other input tensors of the ``Add`` that alone reads layer ``name``'s output in
     ``model``, or None (another reader, or none)."""
-    engine = engine_of(model)
-    layer = model.get_layer(name)
-    readers = []
-    for other in model.layers:
-        for node in engine.calls(model, other):
-            inputs = engine.node_inputs(node)
-            mine = [engine.tensor_origin(t)[0] is layer for t in inputs]
-            if any(mine):
-                readers.append((other, inputs, mine))
-    if len(readers) != 1 or type(readers[0][0]).__name__ != "Add" or sum(readers[0][2]) != 1:
+    graph = read(model)
+    made = [key for call in graph.calls if call.layer.name == name for key in call.outputs]
+    readers = [reader for key in made for reader in graph.readers.get(key, [])]
+    if len(readers) != 1:
         return None
-    _, inputs, mine = readers[0]
-    return [t for t, own in zip(inputs, mine) if not own] or None
+    call = next(call for call in graph.calls if call.key == readers[0])
+    mine = [key in made for key in call.inputs]
+    if type(call.layer).__name__ != "Add" or sum(mine) != 1:
+        return None
+    return [graph.tensors[key] for key, own in zip(call.inputs, mine) if not own] or None
 
 
 def _listed(found):
