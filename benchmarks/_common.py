@@ -95,6 +95,27 @@ def publish(results, out, readme, *, summary, markers):
     return 0
 
 
+def litert_measurements(variants, *, x_test, y_test, work, title, rounds, repeats,
+                        latency_baseline="dense/float", plots=False):
+    """Accuracy and size of each exported ``report.Variant`` in LiteRT (against
+    ``dense/float``), then its latency in ``rounds`` interleaved rounds of ``repeats`` runs
+    per file; returns ``(report, latency)``. ``plots``: the report's pictures in ``work``.
+
+    Example:
+        >>> measured, latency = litert_measurements(variants, x_test=x, y_test=y, work=work,
+        ...                                         title="t", rounds=7, repeats=100)
+    """
+    from kprune.tflite import measure, report
+
+    log(f"accuracy and size of {len(variants)} .tflite files in LiteRT")
+    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
+                              out_dir=work, latency_repeats=0, plots=plots, title=title)
+    log(f"latency: {rounds} interleaved rounds of {repeats} runs per file")
+    latency = measure.latency_rounds({v.name: v.path for v in variants},
+                                     baseline=latency_baseline, rounds=rounds, repeats=repeats)
+    return measured, latency
+
+
 def add_standard_options(parser, *, quick_help, default_out):
     """The options every benchmark takes: --quick, --out, --data, --seed, --readme, --no-readme."""
     parser.add_argument("--quick", action="store_true", help=quick_help)

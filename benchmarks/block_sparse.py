@@ -42,6 +42,7 @@ from benchmarks._common import (
     REPO,
     add_standard_options,
     elapsed,
+    litert_measurements,
     log,
     output_paths,
     publish,
@@ -163,7 +164,7 @@ def layer_part(work, cfg, *, seed):
 
 def model_part(work, cfg, *, data_dir, seed):
     """The seed CNN, dense against fc1 95 % block-sparse: accuracy, bytes, latency."""
-    from kprune import data, export, measure, models, report, workflows
+    from kprune import data, export, models, report, workflows
     from kprune.core.plan import LayerRule, PruningPlan
     from kprune.core.schedules import Schedule
     from kprune.engines.tfkeras import loader
@@ -197,14 +198,9 @@ def model_part(work, cfg, *, data_dir, seed):
                                   **export.VARIANTS[variant], representative_data=calibration,
                                   variant=variant)
         variants.append(report.Variant.from_export(result, model=built[name], group=name))
-    log(f"accuracy and size of {len(variants)} .tflite files in LiteRT")
-    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-                              out_dir=work, latency_repeats=0, plots=False,
-                              title="seed CNN: fc1 95 % block-sparse")
-    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
-    latency = measure.latency_rounds({v.name: v.path for v in variants},
-                                     baseline="dense/int8", rounds=cfg["rounds"],
-                                     repeats=cfg["repeats"])
+    measured, latency = litert_measurements(
+        variants, x_test=x_test, y_test=y_test, work=work, title="seed CNN: fc1 95 % block-sparse",
+        rounds=cfg["rounds"], repeats=cfg["repeats"], latency_baseline="dense/int8")
     return {
         "data": {"train": len(x_train), "test": len(x_test), "source": str(data_dir)},
         "plan": plan.to_dict(),

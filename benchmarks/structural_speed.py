@@ -33,6 +33,7 @@ from benchmarks._common import (
     REPO,
     add_standard_options,
     elapsed,
+    litert_measurements,
     log,
     output_paths,
     publish,
@@ -78,7 +79,7 @@ def main(argv=None):
 
 def run(*, data_dir, work, seed=0, quick=False):
     """Train, prune both ways, export, measure; return the results dict."""
-    from kprune import data, export, measure, models, report, structural, workflows
+    from kprune import data, export, models, report, structural, workflows
     from kprune.core.plan import PruningPlan
     from kprune.engines.tfkeras import loader
     from kprune.engines.wrap import copy_model
@@ -114,13 +115,9 @@ def run(*, data_dir, work, seed=0, quick=False):
         result = export.to_tflite(built[name], path, **export.VARIANTS[variant],
                                   representative_data=calibration, variant=variant)
         variants.append(report.Variant.from_export(result, model=built[name], group=name))
-    log(f"accuracy and size of {len(variants)} .tflite files in LiteRT")
-    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-                              out_dir=work, latency_repeats=0,
-                              title="structural pruning against 2:4")
-    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
-    latency = measure.latency_rounds({v.name: v.path for v in variants}, baseline="dense/float",
-                                     rounds=cfg["rounds"], repeats=cfg["repeats"])
+    measured, latency = litert_measurements(
+        variants, x_test=x_test, y_test=y_test, work=work, title="structural pruning against 2:4",
+        rounds=cfg["rounds"], repeats=cfg["repeats"], plots=True)
     return {
         "benchmark": "structural_speed",
         "mode": "quick" if quick else "full",

@@ -56,6 +56,7 @@ from benchmarks._common import (
     REPO,
     add_standard_options,
     elapsed,
+    litert_measurements,
     log,
     output_paths,
     publish,
@@ -167,7 +168,6 @@ def language_model(*, context, width, heads, blocks, ffn, **_):
 def run_lm(*, work, seed=0, quick=False):
     """The language-model half: train, prune, correct, fine-tune, export and measure."""
     import keras
-    import numpy as np
 
     from benchmarks import post_training
     from kprune import measure
@@ -290,7 +290,7 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None, lm=None):
     """
     import keras
 
-    from kprune import data, measure, report
+    from kprune import data, report
     from kprune.engines.classifier import accuracy, compile_classifier
 
     if keras.backend.backend() != "tensorflow":
@@ -338,14 +338,9 @@ def run(*, data_dir, work, seed=0, quick=False, dense_epochs=None, lm=None):
         "validation_accuracy": float(accuracy(model, x_val, y_val))})
     variants = [report.Variant.from_export(result, model=built[name], group=name)
                 for name, result in exported(built, EXPORTED, work).items()]
-    log(f"LiteRT accuracy and size of {len(variants)} .tflite files")
-    measured = report.compare(variants, baseline="dense/float", x_test=x_test, y_test=y_test,
-                              out_dir=work, latency_repeats=0, plots=False,
-                              title="transformer structural pruning")
-    log(f"latency: {cfg['rounds']} interleaved rounds of {cfg['repeats']} runs per file")
-    latency = measure.latency_rounds({v.name: v.path for v in variants},
-                                     baseline="dense/float", rounds=cfg["rounds"],
-                                     repeats=cfg["repeats"])
+    measured, latency = litert_measurements(
+        variants, x_test=x_test, y_test=y_test, work=work, title="transformer structural pruning",
+        rounds=cfg["rounds"], repeats=cfg["repeats"])
     now = measured.data["created"]
     if lm is None:
         lm, lm_when, lm_run = run_lm(work=work, seed=seed, quick=quick), now, "this run"
