@@ -1,5 +1,10 @@
 """kprune.structural importance: Taylor scores and cost-weighted global budgets."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -183,6 +188,44 @@ def test_fisher_scores_taken_a_batch_at_a_time_equal_those_taken_one_example_at_
     model, data = build()
     found = structural.group_scores(model, "fisher", data=data)
     x = data[0] if isinstance(data, list) else data
+    assert_same_scores(found, per_example_fisher(model, x))
+
+
+ON_JAX_FISHER = """
+import json, sys
+import keras, numpy as np
+from kprune import structural
+from tests.test_structural_heads import patch_transformer
+
+weights = np.load(sys.argv[1])
+model = patch_transformer(keras)
+model.set_weights([weights[str(i)] for i in range(len(model.weights))])
+found = structural.group_scores(model, "fisher", data=weights["x"])
+print(json.dumps({"backend": keras.backend.backend(),
+                  "found": {k: v.tolist() for k, v in found.items()}}))
+"""
+
+
+@pytest.mark.slow
+def test_batched_fisher_scores_on_jax_equal_those_one_example_at_a_time(tmp_path, jax_env):
+    """jax.vmap of jax.grad, against TensorFlow's eager gradients example by example (the
+    same weights and calibration inputs): heads, neurons and a stream through attention."""
+    import keras as keras3
+
+    from tests.test_structural_heads import patch_transformer
+
+    keras3.utils.set_random_seed(0)
+    model = patch_transformer(keras3)
+    x = np.random.default_rng(0).normal(size=(6, 9, 12)).astype("float32")
+    np.savez(tmp_path / "weights.npz", x=x,
+             **{str(i): w for i, w in enumerate(model.get_weights())})
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", ON_JAX_FISHER, str(tmp_path / "weights.npz")],
+                         capture_output=True, text=True, timeout=300, cwd=root, env=jax_env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "jax"
+    found = {k: np.array(v) for k, v in out["found"].items()}
     assert_same_scores(found, per_example_fisher(model, x))
 
 
