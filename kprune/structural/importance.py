@@ -538,19 +538,22 @@ def _member_cost(model, member, cost, per_layer):
 
 def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
-    from kprune.engines.classifier import ends_in_softmax
-
     x, y = data
     x = ({name: np.asarray(part) for name, part in x.items()} if isinstance(x, dict)
          else np.asarray(x))  # a model with named inputs (a KerasHub backbone) takes a dict
     y = np.asarray(y)
-    engine = engine_of(model)
-    loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not ends_in_softmax(model))
     variables = {layer.name: layer.weights for layer in model.layers
                  if getattr(layer, "weights", None)}
-    grads = engine.weight_gradients(model, loss_fn, x, y)  # the backend's own (TF or JAX)
+    grads = engine_of(model).weight_gradients(model, _loss(model), x, y)  # TF or JAX's own
     return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
+
+
+def _loss(model):
+    """The classifier's loss on integer labels, from logits unless it ends in a softmax."""
+    from kprune.engines.classifier import ends_in_softmax
+
+    return engine_of(model).keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not ends_in_softmax(model))
 
 
 def _normalised(scores):
@@ -573,11 +576,6 @@ def _example_gradients(model, chosen, batches):
     """For each batch of labelled calibration examples: ``{producer name: d loss / d weight
     of each example}`` (weights in ``layer.weights`` order, each ``(examples, *shape)``, or
     None where the signed columns of ``chosen``'s units do not read it)."""
-    from kprune.engines.classifier import ends_in_softmax
-
-    engine = engine_of(model)
-    loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not ends_in_softmax(model))
     read = {}  # layer name: the positions in layer.weights its units' columns read
     for group in chosen:
         for member in group.members:
@@ -587,8 +585,8 @@ def _example_gradients(model, chosen, batches):
                 read[layer.name] = np.union1d(read.get(layer.name, []), positions).astype(int)
     variables = [model.get_layer(name).weights[i] for name, found in read.items()
                  for i in found]
-    for grads in engine.example_gradients(model, loss_fn, _labelled_batches(model, batches),
-                                          variables):
+    for grads in engine_of(model).example_gradients(
+            model, _loss(model), _labelled_batches(model, batches), variables):
         yield {name: [grads.get(id(v)) for v in model.get_layer(name).weights]
                for name in read}
 
@@ -656,7 +654,7 @@ def _taylor(group, model, grads=None, *, norm="l1", signed=False):
             continue
         layer = model.get_layer(member.layer)
         unit = _columns(member, layer, signed)
-        own = unit(layer)
+        own = unit(layer)  # with grads, first-order Taylor: w * dL/dw
         kernel = own * unit(layer, grads[layer.name]) if grads is not None else own
         examples = kernel.shape[:kernel.ndim - own.ndim]  # () or (examples,)
         kernel = kernel[..., member.offset:member.offset + group.size]

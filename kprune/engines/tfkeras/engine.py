@@ -7,7 +7,8 @@ reading the layer graph, gradients, the TFLite converter, and what
 registry). TensorFlow, tf_keras and tfmot load when a name that needs them is first used
 (``keras`` and ``nest`` are read lazily), not when this module is imported. Nothing here
 imports kprune's modules other than :mod:`kprune.engines.tfkeras.loader` (and the engines'
-bottom, ``question``, ``layer_paths`` and ``per_example``): ``kprune.core.layers`` asks this module.
+bottom, ``question``, ``layer_paths`` and ``per_example``): ``kprune.core.layers`` asks this
+module.
 
 Example:
     >>> from kprune.engines import engine_of
@@ -29,8 +30,8 @@ from kprune.engines.tfkeras import loader
 __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
            "backend", "sync_state", "constant", "callback_class",
-           "weight_gradients", "example_gradients", "tflite_converter", "node_call", "node_inputs",
-           "node_outputs", "tensor_origin", "graph_nodes", "layer_calls",
+           "weight_gradients", "example_gradients", "tflite_converter", "node_call",
+           "node_inputs", "node_outputs", "tensor_origin", "graph_nodes", "layer_calls",
            "is_graph_tensor", "graph_operations",
            "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
            "output_shape", "builtin_classes", "declares_prunable_weights",
