@@ -128,3 +128,55 @@ def test_each_engine_answers_what_the_layer_registry_asks(k):
     # tfmot cannot see inside a custom layer; Keras 3 enters it
     assert nested == (["block"] if k is tf_keras else ["block", "block/inner"])
     assert engine.with_nested_layers([("block", block)], lambda _: False) == [("block", block)]
+
+
+def _random_weights(model, seed=0):
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("k", [keras, tf_keras], ids=["keras3", "tf_keras"])
+def test_example_gradients_are_each_examples_own_gradient_of_the_variables_asked(k):
+    model = _random_weights(_model(k))
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(5, 6)).astype("float32"), rng.integers(0, 2, 5)
+    engine = engine_of(model)
+    loss = k.losses.SparseCategoricalCrossentropy(from_logits=True)
+    asked = [model.get_layer("fc").kernel, model.get_layer("head").bias]
+    found = list(engine.example_gradients(model, loss, [(x[:3], y[:3]), (x[3:], y[3:])], asked))
+    assert [sorted(grads) for grads in found] == [sorted(id(v) for v in asked)] * 2
+    assert found[1][id(asked[0])].shape == (2, 6, 4)
+    for i in range(5):
+        alone = engine.weight_gradients(model, loss, x[i:i + 1], y[i:i + 1])
+        for v in asked:
+            np.testing.assert_allclose(found[i // 3][id(v)][i % 3], alone[id(v)],
+                                       rtol=1e-5, atol=1e-7)
+
+
+class _EagerOnly(keras.layers.Layer):
+    """Passes its input through, reading it in numpy first: runs eagerly only (TensorFlow)."""
+
+    def call(self, x):
+        return x * float(np.isfinite(x.numpy()).all())
+
+    def compute_output_shape(self, shape):
+        return shape
+
+
+def test_example_gradients_a_graph_cannot_take_are_taken_one_example_at_a_time(caplog):
+    i = keras.Input((6,))
+    model = _random_weights(keras.Model(i, keras.layers.Dense(2, name="head")(
+        _EagerOnly()(keras.layers.Dense(4, name="fc")(i)))))
+    x = np.random.default_rng(1).normal(size=(4, 6)).astype("float32")
+    y = np.array([0, 1, 1, 0])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    kernel = model.get_layer("fc").kernel
+    with caplog.at_level("WARNING", logger="kprune"):
+        found = list(keras3_engine.example_gradients(model, loss, [(x[:2], y[:2]),
+                                                                   (x[2:], y[2:])], [kernel]))
+    said = [r.getMessage() for r in caplog.records if "one example at a time" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("Per-example gradients could not be taken a "
+                                                 "batch at a time")
+    alone = keras3_engine.weight_gradients(model, loss, x[3:], y[3:])
+    np.testing.assert_allclose(found[1][id(kernel)][1], alone[id(kernel)], rtol=1e-5, atol=1e-7)

@@ -11,6 +11,7 @@ import pytest
 import kprune
 from kprune import measure, structural
 from kprune.engines.keras3 import sized_blocks
+from tests.fisher_reference import assert_same_scores, per_example_fisher
 
 keras_hub = pytest.importorskip("keras_hub")  # in the dev extra: kprune never imports it
 
@@ -179,6 +180,17 @@ def _stacked(block_count_heads, *, cross=False):
         inputs = i
     o = L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="pool")(x))
     return keras.Model(inputs, o)
+
+
+def test_batched_fisher_scores_of_hub_heads_and_neurons_equal_those_one_example_at_a_time(
+        backbones):
+    model = backbones["bert"]
+    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(model.output["sequence_output"])
+    classifier = keras.Model(model.input, keras.layers.Dense(3, name="head")(pooled))
+    x = _inputs(model, 3)
+    found = structural.group_scores(classifier, "fisher", data=x)
+    assert {"transformer_layer_0/heads", "transformer_layer_1/neurons"} <= set(found)
+    assert_same_scores(found, per_example_fisher(classifier, x))
 
 
 def test_a_block_with_one_head_or_cross_attention_keeps_its_heads_and_says_why():

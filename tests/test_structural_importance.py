@@ -1,19 +1,27 @@
 """kprune.structural importance: Taylor scores and cost-weighted global budgets."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from kprune import measure, models, structural
 from kprune.engines.tfkeras import loader
+from tests.fisher_reference import assert_same_scores, per_example_fisher
+
+from helpers import tiny_cnn
 
 keras = loader.keras
 L = keras.layers
 
 
-def _mlp():
+def _mlp(classes=2):
     rng = np.random.default_rng(0)
     model = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="tanh", name="fc"),
-                              L.Dense(2, name="head")])
+                              L.Dense(classes, name="head")])
     model.set_weights([rng.normal(size=w.shape).astype("float32")
                        for w in model.get_weights()])
     return model
@@ -154,6 +162,71 @@ def test_fisher_needs_calibration_inputs_of_the_models_shape_and_leaves_the_mode
                                          "and 'fisher'"):
         structural.select(model, 0.5, criterion="l1", data=np.zeros((4, 4), "float32"))
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))
+
+
+def _keras3_transformer():
+    import keras as keras3
+
+    from tests.test_structural_heads import _tokens, text_transformer
+
+    keras3.utils.set_random_seed(0)
+    return text_transformer(keras3), _tokens(5)
+
+
+def _tf_keras_cnn():
+    keras.utils.set_random_seed(0)
+    return tiny_cnn(), np.random.default_rng(0).random((5, 8, 8, 1)).astype("float32")
+
+
+def _mlp_one_large_batch():  # a batch of 70 examples of varied labels: taken 64, then 6
+    return _mlp(classes=5), [np.random.default_rng(3).normal(size=(70, 4)).astype("float32")]
+
+
+@pytest.mark.parametrize("build", [_keras3_transformer, _tf_keras_cnn, _mlp_one_large_batch],
+                         ids=["keras3-heads-and-neurons", "tf_keras-channels", "large-batch"])
+def test_fisher_scores_taken_a_batch_at_a_time_equal_those_taken_one_example_at_a_time(build):
+    model, data = build()
+    found = structural.group_scores(model, "fisher", data=data)
+    x = data[0] if isinstance(data, list) else data
+    assert_same_scores(found, per_example_fisher(model, x))
+
+
+ON_JAX_FISHER = """
+import json, sys
+import keras, numpy as np
+from kprune import structural
+from tests.test_structural_heads import patch_transformer
+
+weights = np.load(sys.argv[1])
+model = patch_transformer(keras)
+model.set_weights([weights[str(i)] for i in range(len(model.weights))])
+found = structural.group_scores(model, "fisher", data=weights["x"])
+print(json.dumps({"backend": keras.backend.backend(),
+                  "found": {k: v.tolist() for k, v in found.items()}}))
+"""
+
+
+@pytest.mark.slow
+def test_batched_fisher_scores_on_jax_equal_those_one_example_at_a_time(tmp_path, jax_env):
+    """jax.vmap of jax.grad, against TensorFlow's eager gradients example by example (the
+    same weights and calibration inputs): heads, neurons and a stream through attention."""
+    import keras as keras3
+
+    from tests.test_structural_heads import patch_transformer
+
+    keras3.utils.set_random_seed(0)
+    model = patch_transformer(keras3)
+    x = np.random.default_rng(0).normal(size=(6, 9, 12)).astype("float32")
+    np.savez(tmp_path / "weights.npz", x=x,
+             **{str(i): w for i, w in enumerate(model.get_weights())})
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, "-c", ON_JAX_FISHER, str(tmp_path / "weights.npz")],
+                         capture_output=True, text=True, timeout=300, cwd=root, env=jax_env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["backend"] == "jax"
+    found = {k: np.array(v) for k, v in out["found"].items()}
+    assert_same_scores(found, per_example_fisher(model, x))
 
 
 def test_heads_and_channels_each_get_their_own_budget():

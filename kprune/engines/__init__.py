@@ -8,10 +8,11 @@
 (:mod:`kprune.engines.tfkeras.engine` or :mod:`kprune.engines.keras3.engine`) gives the same
 names on both engines: ``keras`` (the Keras module itself), ``check_model``,
 ``iter_layers``/``model_layers``, ``clone_model``, ``callback_class`` (a callback body as a
-Callback of that Keras), ``sync_state``, ``weight_gradients``, the TFLite converter, the
-layer-graph readers (``graph_nodes``, ``node_call``, ``node_inputs``, ``layer_calls``, ...) and
-what :mod:`kprune.core.layers` asks of a layer (``unwrap``, ``input_shape``,
-``builtin_classes``, ``registry_labels``, ...). Code above the engines calls these instead
+Callback of that Keras), ``sync_state``, ``weight_gradients`` and ``example_gradients``
+(per-example, a batch at a time), the TFLite converter, the layer-graph readers
+(``graph_nodes``, ``node_call``, ``node_inputs``, ``layer_calls``, ...) and what
+:mod:`kprune.core.layers` asks of a layer (``unwrap``, ``input_shape``, ``builtin_classes``,
+``registry_labels``, ...). Code above the engines calls these instead
 of branching on the engine. This module and the two ``engine`` modules import nothing
 above :mod:`kprune.core.checks` and the engines' Keras helpers, so that core's layer
 registry can ask them.

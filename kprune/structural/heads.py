@@ -71,16 +71,17 @@ def per_head(layer, weights=None):
 
 def head_outputs(layer, weights=None):
     """The output projection's rows of each head as one column: ``(value_dim * d_out, heads)``
-    (the weights a mask on the head's output multiplies)."""
-    kernel = part_weights(layer, weights)["output"][0]  # (heads, value_dim, d_out)
-    return np.moveaxis(kernel, 0, -1).reshape(-1, kernel.shape[0])
+    (the weights a mask on the head's output multiplies); ``weights`` with leading axes
+    (one per example) keep them."""
+    kernel = part_weights(layer, weights)["output"][0]  # (..., heads, value_dim, d_out)
+    return np.moveaxis(kernel, -3, -1).reshape(*kernel.shape[:-3], -1, kernel.shape[-3])
 
 
 def output_kernel(layer, weights=None):
     """The output projection's kernel as ``(heads * value_dim, d_out)``: a producer's
     ``(inputs, outputs)`` kernel (see :func:`kprune.structural.rebuild.out_kernel`)."""
     kernel = part_weights(layer, weights)["output"][0]
-    return kernel.reshape(-1, kernel.shape[-1])
+    return kernel.reshape(*kernel.shape[:-3], -1, kernel.shape[-1])
 
 
 def dead_heads(layer):

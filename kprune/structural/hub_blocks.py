@@ -90,8 +90,9 @@ def per_neuron(block, weights=None):
 
 
 def neuron_outputs(block, weights=None):
-    """Each neuron's output kernel row as one column: ``(hidden_dim, neurons)``."""
-    return _feedforward(block, weights)[1][0].T
+    """Each neuron's output kernel row as one column: ``(hidden_dim, neurons)`` (leading axes
+    of ``weights`` kept)."""
+    return np.swapaxes(_feedforward(block, weights)[1][0], -1, -2)
 
 
 def dead_heads(block):

@@ -538,19 +538,22 @@ def _member_cost(model, member, cost, per_layer):
 
 def _kernel_gradients(model, data):
     """``{producer name: d loss / d kernel}`` on one batch, laid out like ``out_kernel``."""
-    from kprune.engines.classifier import ends_in_softmax
-
     x, y = data
     x = ({name: np.asarray(part) for name, part in x.items()} if isinstance(x, dict)
          else np.asarray(x))  # a model with named inputs (a KerasHub backbone) takes a dict
     y = np.asarray(y)
-    engine = engine_of(model)
-    loss_fn = engine.keras.losses.SparseCategoricalCrossentropy(
-        from_logits=not ends_in_softmax(model))
     variables = {layer.name: layer.weights for layer in model.layers
                  if getattr(layer, "weights", None)}
-    grads = engine.weight_gradients(model, loss_fn, x, y)  # the backend's own (TF or JAX)
+    grads = engine_of(model).weight_gradients(model, _loss(model), x, y)  # TF or JAX's own
     return {name: [grads[id(v)] for v in found] for name, found in variables.items()}
+
+
+def _loss(model):
+    """The classifier's loss on integer labels, from logits unless it ends in a softmax."""
+    from kprune.engines.classifier import ends_in_softmax
+
+    return engine_of(model).keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not ends_in_softmax(model))
 
 
 def _normalised(scores):
@@ -558,24 +561,55 @@ def _normalised(scores):
     return scores / mean if mean > 0 else np.zeros_like(scores)
 
 
-def _labelled_examples(model, batches):
-    """Each calibration example alone with the model's top class for it as its label."""
+def _labelled_batches(model, batches, size=64):
+    """The calibration examples, ``size`` at a time, with the model's top class for each as
+    its label."""
     for batch in batches:
         labels = np.argmax(np.asarray(model(batch, training=False)), axis=-1)
-        for i in range(len(labels)):
-            x = ({name: part[i:i + 1] for name, part in batch.items()}
-                 if isinstance(batch, dict) else batch[i:i + 1])
-            yield x, labels[i:i + 1]
+        for start in range(0, len(labels), size):
+            x = ({name: part[start:start + size] for name, part in batch.items()}
+                 if isinstance(batch, dict) else batch[start:start + size])
+            yield x, labels[start:start + size]
+
+
+def _example_gradients(model, chosen, batches):
+    """For each batch of labelled calibration examples: ``{producer name: d loss / d weight
+    of each example}`` (weights in ``layer.weights`` order, each ``(examples, *shape)``, or
+    None where the signed columns of ``chosen``'s units do not read it)."""
+    read = {}  # layer name: the positions in layer.weights its units' columns read
+    for group in chosen:
+        for member in group.members:
+            if member.role in ("out", "heads", "neurons"):
+                layer = model.get_layer(member.layer)
+                positions = _read_weights(_columns(member, layer, True), layer)
+                read[layer.name] = np.union1d(read.get(layer.name, []), positions).astype(int)
+    variables = [model.get_layer(name).weights[i] for name, found in read.items()
+                 for i in found]
+    for grads in engine_of(model).example_gradients(
+            model, _loss(model), _labelled_batches(model, batches), variables):
+        yield {name: [grads.get(id(v)) for v in model.get_layer(name).weights]
+               for name in read}
+
+
+def _read_weights(unit, layer):
+    """The positions in ``layer.weights`` of the weights that ``unit`` (a columns function,
+    see :func:`_columns`) lays out: each weight tagged with its position, laid out.
+
+    Example:
+        >>> _read_weights(heads.head_outputs, model.get_layer("mha"))   # the output kernel
+        array([6])
+    """
+    tags = [np.full(tuple(v.shape), i) for i, v in enumerate(layer.weights)]
+    return np.unique(unit(layer, tags))
 
 
 def _scores(groups, model, criterion, chosen=None, *, data=None):
-    if criterion == "fisher":  # one gradient per calibration example
+    if criterion == "fisher":  # the squared mask gradient of each calibration example
         chosen = _removable(groups, chosen)
         found = {group.id: np.zeros(group.size) for group in chosen}
-        for example in _labelled_examples(model, data):
-            grads = _kernel_gradients(model, example)
+        for grads in _example_gradients(model, chosen, data):
             for group in chosen:
-                found[group.id] += _taylor(group, model, grads, signed=True) ** 2
+                found[group.id] += (_taylor(group, model, grads, signed=True) ** 2).sum(0)
         return found
     grads = _kernel_gradients(model, data) if criterion == "taylor" else None
     found = {}
@@ -612,22 +646,23 @@ def _removable(groups, chosen):
 def _taylor(group, model, grads=None, *, norm="l1", signed=False):
     """Per channel of ``group``: the norm of its producers' kernels (``w * grad`` with
     ``grads``), or with ``signed`` the plain sum of ``w * grad``: the gradient of a mask on
-    the channel (on a head's output: its output rows alone)."""
+    the channel (on a head's output: its output rows alone). Gradients with a leading axis
+    (one per example, see :func:`_example_gradients`) give ``(examples, channels)``."""
     total = np.zeros(group.size)
     for member in group.members:
         if member.role not in ("out", "heads", "neurons"):
             continue
         layer = model.get_layer(member.layer)
         unit = _columns(member, layer, signed)
-        kernel = unit(layer)
-        if grads is not None:  # first-order Taylor: w * dL/dw
-            kernel = kernel * unit(layer, grads[layer.name])
+        own = unit(layer)  # with grads, first-order Taylor: w * dL/dw
+        kernel = own * unit(layer, grads[layer.name]) if grads is not None else own
+        examples = kernel.shape[:kernel.ndim - own.ndim]  # () or (examples,)
         kernel = kernel[..., member.offset:member.offset + group.size]
-        flat = kernel.reshape(-1, kernel.shape[-1])
+        flat = kernel.reshape(*examples, -1, kernel.shape[-1])
         if signed:
-            total += flat.sum(axis=0)
+            total = total + flat.sum(axis=-2)
         else:
             flat = np.abs(flat)
-            total += flat.sum(axis=0) if norm != "l2" else np.sqrt((flat**2).sum(0))
+            total = total + (flat.sum(axis=-2) if norm != "l2" else
+                             np.sqrt((flat**2).sum(-2)))
     return total
-

@@ -212,7 +212,7 @@ def out_kernel(layer, weights=None):
     """A producer's kernel as ``(..., inputs, outputs)`` (a separable conv's pointwise one).
 
     ``weights`` (arrays in the order of ``layer.weights``, e.g. their gradients) are laid
-    out the same way instead of the layer's own.
+    out the same way instead of the layer's own (leading axes, one per example, kept).
 
     Example:
         >>> out_kernel(model.get_layer("deconv")).shape   # Conv2DTranspose(8, 3) on 4

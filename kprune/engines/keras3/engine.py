@@ -26,7 +26,7 @@ from kprune.engines.keras3 import helpers
 
 __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest", "check_model", "iter_layers", "layer_name",
            "clone_model", "model_layers", "backend", "sync_state", "constant",
-           "callback_class", "weight_gradients", "tflite_converter",
+           "callback_class", "weight_gradients", "example_gradients", "tflite_converter",
            "node_call", "node_inputs", "node_outputs", "tensor_origin", "graph_nodes",
            "layer_calls", "is_graph_tensor", "graph_operations", "fresh_inputs",
            "as_call_inputs",
@@ -51,6 +51,7 @@ clone_model = helpers.clone_model
 backend = helpers.backend
 sync_state = helpers.sync_state
 weight_gradients = helpers.weight_gradients
+example_gradients = helpers.example_gradients
 
 
 def model_layers(model):

@@ -25,7 +25,7 @@ from kprune.engines.question import is_keras3
 
 __all__ = ["keras", "ops", "backend", "check_model", "iter_layers", "layer_name",
            "is_subclassed", "is_wrapper", "unwrap", "with_nested_layers", "sublayer", "clone_model", "copy_model", "sync_state",
-           "weight_gradients"]
+           "weight_gradients", "example_gradients"]
 
 
 def backend():
@@ -268,3 +268,64 @@ def weight_gradients(model, loss_fn, x, y):
         )
     return {id(v): np.zeros(v.shape, "float32") if g is None else np.asarray(g)
             for v, g in zip(variables, found)}
+
+
+def example_gradients(model, loss_fn, batches, variables):
+    """For each ``(x, y)`` of ``batches``: ``{id(variable): d loss / d variable of each
+    example}`` (numpy, ``(len(y), *variable.shape)``) for ``variables`` only, the loss of
+    example ``i`` being ``loss_fn(y[i:i+1], model(x[i:i+1], training=False))``.
+
+    A batch at a time: in one traced graph on TensorFlow, ``jax.vmap`` of ``jax.grad`` on
+    JAX (see :mod:`kprune.engines.per_example`); another backend gets a clear error.
+
+    Example:
+        >>> fc = model.get_layer("fc")
+        >>> for grads in example_gradients(model, loss, [(x, y)], [fc.kernel]):
+        ...     grads[id(fc.kernel)].shape
+        (8, 4, 2)
+    """
+    from kprune.engines import per_example
+
+    variables = list(variables)
+    name = backend()
+    if name == "tensorflow":
+        functions = per_example.tensorflow_functions(lambda x: model(x, training=False),
+                                                     loss_fn, [v.value for v in variables])
+    elif name == "jax":
+        functions = _jax_functions(model, loss_fn, variables)
+    else:
+        raise ValueError(
+            f"Gradients of a Keras 3 model are taken on the TensorFlow or JAX backend only. "
+            f"Received: a model on the {name!r} backend"
+        )
+    return per_example.per_batch(batches, *functions, variables)
+
+
+def _jax_functions(model, loss_fn, variables):
+    """``(batched, single)`` for :func:`kprune.engines.per_example.per_batch` on JAX:
+    ``jax.grad`` of one example's loss through ``model.stateless_call`` with respect to
+    ``variables``, under ``jax.vmap`` over a batch (compiled once per batch size), or alone."""
+    import jax
+
+    every = list(model.trainable_variables) + list(model.non_trainable_variables)
+    n_trainable = len(model.trainable_variables)
+    position = {id(v): i for i, v in enumerate(every)}
+    chosen = [position[id(v)] for v in variables]
+    values = [v.value for v in every]
+
+    def loss_of(asked, current, x, y):  # x and y with a batch axis
+        current = list(current)
+        for i, value in zip(chosen, asked):
+            current[i] = value
+        outputs, _ = model.stateless_call(current[:n_trainable], current[n_trainable:], x,
+                                          training=False)
+        return loss_fn(y, outputs)
+
+    def one(asked, current, x, y):  # an example without its batch axis
+        return loss_of(asked, current, *jax.tree.map(lambda t: t[None], (x, y)))
+
+    asked = [values[i] for i in chosen]
+    batched = jax.jit(jax.vmap(jax.grad(one), in_axes=(None, None, 0, 0)))
+    single = jax.jit(jax.grad(loss_of))
+    return ((lambda x, y: batched(asked, values, x, y)),
+            (lambda x, y: single(asked, values, x, y)))

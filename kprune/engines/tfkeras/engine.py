@@ -7,7 +7,8 @@ reading the layer graph, gradients, the TFLite converter, and what
 registry). TensorFlow, tf_keras and tfmot load when a name that needs them is first used
 (``keras`` and ``nest`` are read lazily), not when this module is imported. Nothing here
 imports kprune's modules other than :mod:`kprune.engines.tfkeras.loader` (and the engines'
-bottom, ``question`` and ``layer_paths``): ``kprune.core.layers`` asks this module.
+bottom, ``question``, ``layer_paths`` and ``per_example``): ``kprune.core.layers`` asks this
+module.
 
 Example:
     >>> from kprune.engines import engine_of
@@ -23,13 +24,14 @@ import sys
 
 import numpy as np
 
+from kprune.engines import per_example
 from kprune.engines.tfkeras import loader
 
 __all__ = ["name", "pruner", "uses_tfmot", "keras", "nest",  # noqa: F822 (module __getattr__)
            "check_model", "iter_layers", "layer_name", "clone_model", "model_layers",
            "backend", "sync_state", "constant", "callback_class",
-           "weight_gradients", "tflite_converter", "node_call", "node_inputs",
-           "node_outputs", "tensor_origin", "graph_nodes", "layer_calls",
+           "weight_gradients", "example_gradients", "tflite_converter", "node_call",
+           "node_inputs", "node_outputs", "tensor_origin", "graph_nodes", "layer_calls",
            "is_graph_tensor", "graph_operations",
            "fresh_inputs", "as_call_inputs", "node_shapes", "unwrap", "input_shape",
            "output_shape", "builtin_classes", "declares_prunable_weights",
@@ -105,6 +107,23 @@ def weight_gradients(model, loss_fn, x, y):
     found = tape.gradient(loss, variables)
     return {id(v): np.zeros(v.shape) if g is None else np.asarray(g)
             for v, g in zip(variables, found)}
+
+
+def example_gradients(model, loss_fn, batches, variables):
+    """For each ``(x, y)`` of ``batches``: ``{id(variable): d loss / d variable of each
+    example}`` (numpy, ``(len(y), *variable.shape)``) for ``variables`` only, the loss of
+    example ``i`` being ``loss_fn(y[i:i+1], model(x[i:i+1], training=False))``; a batch in
+    one traced graph (see :mod:`kprune.engines.per_example`).
+
+    Example:
+        >>> for grads in example_gradients(model, loss, [(x, y)], [fc.kernel]):
+        ...     grads[id(fc.kernel)].shape
+        (8, 4, 3)
+    """
+    variables = list(variables)
+    functions = per_example.tensorflow_functions(
+        lambda x: model(x, training=False), loss_fn, variables)
+    return per_example.per_batch(batches, *functions, variables)
 
 
 @contextlib.contextmanager
