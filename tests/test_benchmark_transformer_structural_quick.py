@@ -18,7 +18,8 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
     assert results["mode"] == "quick" and results["data"]["train"] == 400
     rows = results["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
+                          "heads+neurons fisher+ls", bench.REMOVED_ONLY, bench.SEARCH,
+                          "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["accuracy"] > 0.2  # chance: 0.1
     # half the heads (2 of 4) and half the 128 feed-forward neurons: the same size
@@ -68,7 +69,8 @@ def _check_language_model(lm, text):
     """The language-model half: a byte GPT with keras MultiHeadAttention, same rows."""
     rows = lm["models"]
     assert list(rows) == ["dense", "heads+neurons l1", "heads+neurons fisher",
-                          "heads+neurons fisher+ls", bench.SEARCH, "blocks influence",
+                          "heads+neurons fisher+ls", bench.REMOVED_ONLY, bench.SEARCH,
+                          "blocks influence",
                           "heads+neurons fisher+ls+ft", "blocks influence+ft", "dense+ft"]
     assert rows["dense"]["perplexity"] < 200  # chance: 256 bytes (8 training steps)
     assert lm["corpus"]["rule"].startswith("stdlib *.py")

@@ -36,7 +36,10 @@ def test_least_squares_correction_lowers_the_blocks_error_on_held_out_data(engin
     held_out = np.random.default_rng(5).integers(0, 50, (128, 12)).astype("int32")
     options = dict(exclude=("mha_1", "mha_2"), scope="layer")  # feed-forward neurons only
     keep = structural.select(model, 0.5, **options)
-    assert structural.refitted_layers(model, keep) == ["ffn_down_1", "ffn_down_2"]
+    assert structural.refitted_layers(model, keep, refit="removed") == ["ffn_down_1",
+                                                                        "ffn_down_2"]
+    assert structural.refitted_layers(model, keep) == [  # and all that read drifted inputs
+        "ffn_down_1", "mha_2", "ffn_up_2", "ffn_down_2", "head"]
     plain = structural.prune(model, 0.5, **options)
     fixed = structural.prune(model, 0.5, correct="least_squares", calibration=calibration,
                              **options)
@@ -55,6 +58,38 @@ def test_least_squares_correction_lowers_the_blocks_error_on_held_out_data(engin
     same = structural.correct(model, plain, keep, calibration)
     np.testing.assert_allclose(_out(same, held_out), _out(fixed, held_out), atol=1e-5)
     assert _unchanged(model, before)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_refitting_downstream_layers_brings_the_model_closer_than_refitting_the_removed_alone(
+        engine):
+    k = ENGINES[engine]
+    k.utils.set_random_seed(0)
+    model = text_transformer(k)
+    calibration = _tokens(256)
+    held_out = np.random.default_rng(5).integers(0, 50, (128, 12)).astype("int32")
+    keep = structural.select(model, 0.5, scope="layer")  # heads and neurons
+    plain = structural.remove_units(model, keep)
+    errors = {refit: float(np.mean((_out(structural.correct(
+        model, plain, keep, calibration, refit=refit), held_out) - _out(model, held_out)) ** 2))
+        for refit in ("downstream", "removed")}
+    # measured: 0.019 vs 0.045 (Keras 3), 0.00030 vs 0.0011 (tf_keras); no correction: 1.7, 0.19
+    assert errors["downstream"] < 0.6 * errors["removed"]
+
+
+def test_a_layer_with_fewer_calibration_rows_than_inputs_keeps_its_weights_and_says_so():
+    model = text_transformer(keras)  # the head reads 64 pooled features (65 with its bias)
+    keep = structural.select(model, 0.5, scope="layer")
+    plain = structural.remove_units(model, keep)
+    with pytest.warns(structural.TooFewRows, match=r"layer 'head' keeps its weights: the "
+                      r"calibration gives it 32 rows \(examples times positions\) for its 65 "
+                      r"inputs, too few to fit; pass 2\.0x as many calibration examples"):
+        fixed = structural.correct(model, plain, keep, _tokens(32))
+    for got, expected in zip(fixed.get_layer("head").get_weights(),
+                             plain.get_layer("head").get_weights()):
+        np.testing.assert_array_equal(got, expected)
+    assert not np.allclose(fixed.get_layer("ffn_down_1").get_weights()[0],
+                           plain.get_layer("ffn_down_1").get_weights()[0])
 
 
 def test_bad_correction_arguments_are_refused_before_any_work():
@@ -79,6 +114,9 @@ def test_bad_correction_arguments_are_refused_before_any_work():
             structural.prune(model, fraction)
     with pytest.raises(ValueError, match=r"Argument `ridge` must be a number >= 0"):
         structural.correct(model, model, {}, _tokens(), ridge=-1)
+    with pytest.raises(ValueError, match=r"Argument `refit` must be one of \('downstream', "
+                       r"'removed'\)\. Received: refit='all'"):
+        structural.correct(model, model, {}, _tokens(), refit="all")
     assert _unchanged(model, before)
 
 
@@ -104,8 +142,10 @@ def test_the_attention_output_projection_is_refitted_after_head_removal(engine):
     calibration = _tokens(128)
     held_out = np.random.default_rng(5).integers(0, 50, (64, 12)).astype("int32")
     options = dict(exclude=("ffn_up_1", "ffn_up_2"), scope="layer")  # heads only
-    assert structural.refitted_layers(model, structural.select(model, 0.5, **options)) == [
-        "mha_1", "mha_2"]
+    keep = structural.select(model, 0.5, **options)
+    assert structural.refitted_layers(model, keep, refit="removed") == ["mha_1", "mha_2"]
+    assert structural.refitted_layers(model, keep) == [
+        "mha_1", "ffn_up_1", "ffn_down_1", "mha_2", "ffn_up_2", "ffn_down_2", "head"]
     plain = structural.prune(model, 0.5, **options)
     fixed = structural.prune(model, 0.5, correct="least_squares", calibration=calibration,
                              **options)

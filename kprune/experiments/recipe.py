@@ -124,7 +124,8 @@ class Structural:
     default) one residual ``Add`` at a time.
     ``criterion: fisher`` scores channels and heads on ``calibration`` unlabeled training
     examples (``taylor`` on them with their labels); ``correction: least_squares`` re-fits
-    the projections that lost inputs on them (see :func:`kprune.structural.correct`).
+    on them the projections that lost inputs and the layers after them (see
+    :func:`kprune.structural.correct`).
     """
 
     fraction: float | None = None

@@ -16,7 +16,7 @@ Example:
 """
 
 from kprune.structural.blocks import Block, block_scores, drop_blocks, residual_blocks
-from kprune.structural.correct import correct, refitted_layers
+from kprune.structural.correct import TooFewRows, correct, refitted_layers
 from kprune.structural.graph import Group, Groups, Member, groups
 from kprune.structural.importance import (
     LeftWhole,
@@ -37,4 +37,4 @@ from kprune.structural.units import (
 
 __all__ = ["unit_scores", "select_units", "nonzero_units", "remove_units", "summary", "channel_costs",
            "groups", "Group", "Groups", "Member", "group_scores", "select", "prune", "Selection", "LeftWhole",
-           "dead_channels", "correct", "refitted_layers", "Block", "residual_blocks", "block_scores", "drop_blocks"]
+           "dead_channels", "correct", "refitted_layers", "TooFewRows", "Block", "residual_blocks", "block_scores", "drop_blocks"]

@@ -1,17 +1,22 @@
-"""Least-squares correction after removal: re-fit the layer after the removed units.
+"""Least-squares correction after removal: re-fit the layers after the removed units.
 
 Removing neurons of a feed-forward block's first ``Dense`` (or any producer) takes away
-part of what the next ``Dense`` reads. With a calibration set (inputs only, no labels)
-that next layer's kernel and bias can be re-fitted so that its pre-activation output on
-the pruned model's activations comes as close as possible, in the least-squares sense,
-to the original model's on the original activations (Kwon et al. 2022 tune their masks
-the same way, with no retraining). The layers are re-fitted in graph order, each on the
-inputs of the already corrected model, so that every fit sees the corrections before it.
+part of what the next ``Dense`` reads, and every layer after it reads drifted inputs. With
+a calibration set (inputs only, no labels) those layers' kernels and biases can be
+re-fitted so that each one's pre-activation output on the pruned model's activations comes
+as close as possible, in the least-squares sense, to the original model's on the original
+activations. Kwon et al. 2022 tune the masks of the pruned layers this way, with no
+retraining; by default every ``Dense`` whose inputs changed is re-fitted too (the layers
+downstream of a removal, the classifier head included: layer-wise reconstruction, as in
+SparseGPT), ``refit="removed"`` re-fits only the layers that lost inputs. The layers are
+re-fitted in graph order, each on the inputs of the already corrected model, so that every
+fit sees the corrections before it.
 
 Re-fitted: ``Dense`` layers (applied to any rank: every position is one row) and the
-output projection of a ``MultiHeadAttention`` that lost heads, on the values its kept heads
-attend to (causally when the layer is called with ``use_causal_mask=True``); a
-convolution, or an attention layer called with a mask tensor, keeps its sliced weights.
+output projection of a ``MultiHeadAttention`` (on the values its kept heads attend to,
+causally when the layer is called with ``use_causal_mask=True``); a convolution, or an
+attention layer called with a mask tensor, keeps its sliced weights, and so does a layer
+that the calibration gives fewer rows than it has inputs (a fit would only memorise them).
 
 Example:
     >>> from kprune import structural
@@ -22,51 +27,66 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from kprune.core import layers
 from kprune.core.calibration import calibration_batches
+from kprune.core.checks import check_choice
 from kprune.engines import engine_of
 from kprune.engines.capture import layer_inputs, to_numpy
 from kprune.structural import heads, rebuild
 from kprune.structural.graph_reader import read
 from kprune.structural.nesting import inline
 
-__all__ = ["CORRECTIONS", "correct", "refitted_layers"]
+__all__ = ["CORRECTIONS", "REFITS", "correct", "refitted_layers"]
 
 #: What ``correct=`` accepts in :func:`kprune.structural.prune`.
 CORRECTIONS = ("least_squares",)
+#: Which layers :func:`correct` re-fits: every one whose inputs changed, or only those
+#: that lost inputs (Kwon et al.'s mask tuning).
+REFITS = ("downstream", "removed")
 
 
-def refitted_layers(model, keep):
+def refitted_layers(model, keep, refit="downstream"):
     """The names of the layers that :func:`correct` re-fits after ``keep``, in graph order:
-    the ``Dense`` layers that lose inputs and the ``MultiHeadAttention`` layers that lose
-    heads or inputs (their output projection), unless called with a mask.
+    the ``Dense`` layers and the ``MultiHeadAttention`` layers (their output projection;
+    not when called with a mask) that lose inputs or heads, and with
+    ``refit="downstream"`` also those that read what a removal changed.
 
     Example:
-        >>> refitted_layers(transformer, {"ffn_up_1": range(64)})
+        >>> refitted_layers(transformer, {"ffn_up_1": range(64)}, refit="removed")
         ['ffn_down_1']
+        >>> refitted_layers(transformer, {"ffn_up_1": range(64)})
+        ['ffn_down_1', 'mha_2', 'ffn_up_2', 'ffn_down_2', 'head']
     """
+    check_choice(refit, REFITS, "refit")
     model = inline(model)
     found = rebuild.kept_channels(model, keep)
+    changed = _changed_inputs(model, found) if refit == "downstream" else set()
     names = []
-    for name, (index_in, _) in found.items():
-        layer = model.get_layer(name)
-        if _is_plain_dense(layer) and index_in is not None:
-            names.append(name)
+    for layer in model.layers:
+        index_in, _ = found.get(layer.name, (None, None))
+        if _is_plain_dense(layer):
+            if index_in is not None or layer.name in changed:
+                names.append(layer.name)
         elif layers.spec(layer).layout == "attention" and not _attention_call(model, layer)[1]:
-            if any(v is not None for v in index_in.values()):
-                names.append(name)
+            lost = index_in is not None and any(v is not None for v in index_in.values())
+            if lost or layer.name in changed:
+                names.append(layer.name)
     return names
 
 
-def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
+def correct(original, pruned, keep, calibration, *, refit="downstream", batch_size=64,
+            ridge=1e-6):
     """A copy of ``pruned`` whose layers after removed units are re-fitted on
     ``calibration`` to give the original's pre-activation outputs (least squares).
 
-    A ``Dense`` that lost inputs gets a new kernel and bias; a ``MultiHeadAttention`` that
-    lost heads (or inputs) a new output projection, fitted on the values its kept heads
-    attend to. The layers are fitted in graph order, each on the already corrected model.
+    A ``Dense`` gets a new kernel and bias; a ``MultiHeadAttention`` a new output
+    projection, fitted on the values its kept heads attend to. The layers are fitted in
+    graph order, each on the already corrected model; one that feeds a residual ``Add``
+    alone is fitted to the original's sum (its shortcut's drift included).
 
     Args:
         original: the model before removal (not modified).
@@ -77,21 +97,27 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
         calibration: model inputs without labels: an array, a dict of arrays, a
             ``tf.data.Dataset`` or an iterable of batches (see
             :func:`kprune.core.calibration.calibration_batches`).
+        refit: ``"downstream"`` re-fits every layer whose inputs the removal changed (the
+            head included); ``"removed"`` only those that lost inputs or heads.
         batch_size: examples per batch when ``calibration`` is an array.
         ridge: a damping of the normal equations, relative to their mean diagonal, so
             that inputs that never vary do not make the fit singular.
+
+    A layer given fewer calibration rows (examples times positions) than it has inputs
+    keeps its weights, with a warning that says how many examples it needs.
 
     Example:
         >>> fixed = correct(model, smaller, keep, x_train[:512])
     """
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ValueError(f"Argument `ridge` must be a number >= 0. Received: ridge={ridge!r}")
+    names = refitted_layers(original, keep, refit)
     original = inline(original)
     batches = calibration_batches(original, calibration, batch_size=batch_size)
     fixed = _copy(pruned)
     found = rebuild.kept_channels(original, keep)
-    for name in refitted_layers(original, keep):
-        _, index_out = found[name]
+    for name in names:
+        _, index_out = found.get(name, (None, None))
         layer = original.get_layer(name)
         if _is_plain_dense(layer):
             kernel, *bias = layer.get_weights()
@@ -103,7 +129,15 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
         if index_out is not None:
             kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
         drift = _shortcut_drift(original, fixed, name, batches)
-        solved = _least_squares(pairs, kernel, bias, ridge, drift)
+        solved, rows = _least_squares(pairs, kernel, bias, ridge, drift)
+        if solved is None:
+            columns = kernel.shape[0] + len(bias)
+            warnings.warn(
+                f"structural.correct: layer {name!r} keeps its weights: the calibration "
+                f"gives it {rows:,} rows (examples times positions) for its {columns:,} "
+                f"inputs, too few to fit; pass {columns / rows:.1f}x as many calibration "
+                "examples to re-fit it.", TooFewRows, stacklevel=2)
+            continue
         target = fixed.get_layer(name)
         if _is_plain_dense(layer):
             target.set_weights(solved)
@@ -114,14 +148,19 @@ def correct(original, pruned, keep, calibration, *, batch_size=64, ridge=1e-6):
     return fixed
 
 
+class TooFewRows(UserWarning):
+    """:func:`correct` left a layer's weights as they were: too few calibration rows."""
+
+
 # -- internals ---------------------------------------------------------------------
 
 
 def _least_squares(pairs, kernel, bias, ridge, drifts):
-    """``[kernel, bias?]`` fitted so that ``after @ kernel + bias`` matches ``before @
-    kernel + bias`` plus the shortcut's drift over the ``(before, after)`` input pairs
-    (every position a row; ``drifts`` yields one array per pair, or None)."""
-    gram, cross = 0.0, 0.0
+    """``([kernel, bias?], rows)``: the weights fitted so that ``after @ kernel + bias``
+    matches ``before @ kernel + bias`` plus the shortcut's drift over the ``(before,
+    after)`` input pairs (every position a row; ``drifts`` yields one array per pair, or
+    None), and the number of rows; ``(None, rows)`` with fewer rows than inputs."""
+    gram, cross, count = 0.0, 0.0, 0
     for (before, after), drift in zip(pairs, drifts):
         before = before.reshape(-1, before.shape[-1]).astype(np.float64)
         after = after.reshape(-1, after.shape[-1]).astype(np.float64)
@@ -131,9 +170,27 @@ def _least_squares(pairs, kernel, bias, ridge, drifts):
         rows = np.hstack([after, np.ones((len(after), 1))]) if bias else after
         gram = gram + rows.T @ rows
         cross = cross + rows.T @ target
+        count += len(rows)
+    if count < len(gram):
+        return None, count
     gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
     solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
-    return [solved[:-1], solved[-1]] if bias else [solved]
+    return ([solved[:-1], solved[-1]] if bias else [solved]), count
+
+
+def _changed_inputs(model, found):
+    """The names of the layers of ``model`` that read, directly or through other layers,
+    an output of a layer in ``found`` (those whose inputs or outputs the removal changes)."""
+    graph = read(model)
+    changed = set()  # tensor keys
+    readers = set()
+    for call in graph.calls:
+        if any(key in changed for key in call.inputs):
+            readers.add(call.layer.name)
+            changed.update(call.outputs)
+        elif call.layer.name in found:
+            changed.update(call.outputs)
+    return readers
 
 
 def _shortcut_drift(original, fixed, name, batches):

@@ -314,10 +314,10 @@ def prune(model, fraction, *, criterion="l1", scope="global", cost=None, round_t
 
     What cannot be pruned is left whole: a :class:`LeftWhole` warning lists the groups
     that a layer stopped (``strict=True`` raises instead). ``correct="least_squares"``
-    then re-fits every ``Dense`` that lost inputs (a feed-forward block's second Dense)
-    on ``calibration`` inputs, so that its output changes least (see
-    :func:`kprune.structural.correct`). The input model is not modified; fine-tune the
-    result a little to recover accuracy.
+    then re-fits, on ``calibration`` inputs, every ``Dense`` and attention output
+    projection that lost inputs or reads what the removal changed (the head included), so
+    that each one's output changes least (see :func:`kprune.structural.correct`). The input
+    model is not modified; fine-tune the result a little to recover more accuracy.
 
     Example:
         >>> smaller = prune(resnet, 0.5)
