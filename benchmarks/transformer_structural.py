@@ -81,7 +81,7 @@ REMOVED_ONLY = "heads+neurons fisher+ls removed-only"
 #: ``correction`` for the least-squares correction.
 FULL = dict(n_train=None, n_val=5000, n_test=None, dense_epochs=8, shift=2, tune_epochs=1,
             tune_images=10000, batch_size=128, calibration=128, correction=4096, rounds=7,
-            repeats=100, vit=dict(blocks=4, dim=64, heads=4, ffn=128, patch=7))
+            repeats=100, vit=dict(blocks=4, dim=64, heads=4, ffn=256, patch=7))
 QUICK = dict(n_train=400, n_val=200, n_test=200, dense_epochs=2, shift=0, tune_epochs=1,
              tune_images=None, batch_size=32, calibration=16, correction=32, rounds=2,
              repeats=5, vit=dict(blocks=2, dim=32, heads=4, ffn=64, patch=7))
