@@ -12,6 +12,7 @@ reason is not on the allow-list ``tests/allowed_skips.txt`` (``kprune/unlisted_s
 
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,41 @@ def unlisted_skips(skips, allowed):
     return [[test, reason] for test, reason in skips if reason not in allowed]
 
 
+#: Under xdist, on the controller: worker id -> [seconds of its tests' setup, call and
+#: teardown, seconds from the session's start to its last report]. The closing line says
+#: how busy each worker was and when it finished: a long gap between the two finishing
+#: times is a tail that test order could shorten.
+_WORKERS = {}
+_SESSION_START = []
+
+
+def pytest_sessionstart(session):
+    _SESSION_START.append(time.monotonic())
+
+
+def pytest_runtest_logreport(report):
+    gateway = getattr(getattr(report, "node", None), "gateway", None)  # set by xdist
+    if gateway is None or not _SESSION_START:
+        return
+    busy, _ = _WORKERS.get(gateway.id, (0.0, 0.0))
+    _WORKERS[gateway.id] = (busy + report.duration, time.monotonic() - _SESSION_START[0])
+
+
+def worker_balance_line(workers):
+    """One line on how the xdist workers shared the run ('' without workers).
+
+    Example:
+        >>> worker_balance_line({"gw1": (590.0, 601.0), "gw0": (600.2, 610.4)})
+        'xdist workers: gw0 busy 600 s, done at 610 s; gw1 busy 590 s, done at 601 s'
+    """
+    return ("xdist workers: " + "; ".join(
+        f"{worker} busy {busy:.0f} s, done at {done:.0f} s"
+        for worker, (busy, done) in sorted(workers.items()))) if workers else ""
+
+
 def pytest_terminal_summary(terminalreporter, config):
+    if _WORKERS:
+        terminalreporter.write_line(worker_balance_line(_WORKERS))
     skipped = terminalreporter.stats.get("skipped", [])
     count = skipped_for_missing_mnist(skipped)
     skips = [[report.nodeid, skip_reason(report)] for report in skipped]

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from benchmarks import transformer_structural as bench
+from tests.latency_checks import assert_speedups_from_rounds
 
 
 @pytest.mark.slow
@@ -51,9 +52,7 @@ def test_transformer_structural_quick(mnist_dir, tmp_path):
             rows[model]["accuracy"], abs=0.01)
     latency = results["latency"]
     assert latency["rounds"] == 2 and latency["threads"] == 1 and latency["batch"] == 1
-    for timing in latency["files"].values():
-        low, high = timing["x_faster_range"]
-        assert timing["median_ms"] > 0 and low <= timing["x_faster"] <= high
+    assert_speedups_from_rounds(latency)
     assert set(results["targets"]) == {"x_faster", "x_faster_met",
                                        "pp_lost_with_correction_no_fine_tune", "pp_met",
                                        "pp_lost_mac_search_with_correction_no_fine_tune"}

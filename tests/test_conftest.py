@@ -16,6 +16,7 @@ from tests.conftest import (
     missing_mnist_line,
     parse_allowed_skips,
     unlisted_skips,
+    worker_balance_line,
 )
 
 CONFTEST = Path(__file__).with_name("conftest.py")
@@ -28,6 +29,12 @@ def test_the_line_says_how_many_and_why():
         "1 test was skipped: official MNIST not found at ../shared/data/mnist (see README); "
         "the tests that train on it did not run")
     assert missing_mnist_line(7).startswith("7 tests were skipped: official MNIST not found")
+
+
+def test_the_worker_line_says_how_busy_each_worker_was_and_when_it_finished():
+    assert worker_balance_line({}) == ""
+    assert worker_balance_line({"gw1": (590.4, 1211.6), "gw0": (1180.0, 1190.2)}) == (
+        "xdist workers: gw0 busy 1180 s, done at 1190 s; gw1 busy 590 s, done at 1212 s")
 
 
 def test_skips_off_the_allow_list_are_named_with_their_test():

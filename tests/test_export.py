@@ -257,22 +257,44 @@ def test_write_fails_mid_way(model, tmp_path, monkeypatch):
     assert _leftovers(tmp_path) == []
 
 
-def test_from_keras_model_failure_falls_back_to_concrete_function(
+def test_a_serving_function_that_cannot_be_traced_falls_back_to_from_keras_model(
     model, tmp_path, monkeypatch, caplog
 ):
-    converter = loader.tf.lite.TFLiteConverter
+    def broken(model):
+        raise RuntimeError("tracing broke")
 
-    def broken(cls, model):
-        raise RuntimeError("from_keras_model broke")
-
-    monkeypatch.setattr(converter, "from_keras_model", classmethod(broken))
+    monkeypatch.setattr(loader, "serving_function", broken)
     with caplog.at_level(logging.WARNING, logger="kprune"):
         result = export.to_tflite(model, tmp_path / "m.tflite")
-    assert "concrete function" in caplog.text
+    assert "from_keras_model" in caplog.text and "tracing broke" in caplog.text
     x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
     np.testing.assert_allclose(
         measure.predict_tflite(result.path, x), model.predict(x, verbose=0), atol=1e-4
     )
+
+
+def test_the_serving_function_converts_as_from_keras_model_does(model, tmp_path):
+    """The faster path (Keras's serving function, saved with the variables only) gives the
+    file ``from_keras_model`` gives: same size, signature, tensors and answers."""
+    tf = loader.tf
+    ours = export.to_tflite(model, tmp_path / "ours.tflite").path.read_bytes()
+    theirs = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    assert len(ours) == len(theirs)
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32)
+    answers = []
+    for content in (ours, theirs):
+        interpreter = tf.lite.Interpreter(model_content=content)
+        runner = interpreter.get_signature_runner("serving_default")
+        answers.append((interpreter.get_signature_list(),
+                        [(d["name"], list(d["shape_signature"]))
+                         for d in interpreter.get_input_details()
+                         + interpreter.get_output_details()],
+                        runner(**{interpreter.get_signature_list()["serving_default"][
+                            "inputs"][0]: x})))
+    assert answers[0][:2] == answers[1][:2]
+    assert answers[0][2].keys() == answers[1][2].keys()
+    for key, value in answers[0][2].items():
+        np.testing.assert_array_equal(value, answers[1][2][key])
 
 
 # ------------------------------------------------------------------ PQAT

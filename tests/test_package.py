@@ -135,14 +135,15 @@ def test_every_submodule_is_reachable_from_the_top(name):
 # Levels of the layout, bottom first: a module may import from its own level or below.
 # The engine interface is at the bottom with core, whose layer registry asks it: the choice
 # of an engine (``engines/__init__``: engine_of), each engine's side of it
-# (``engines/*/engine``), the Keras 3 helpers and the tf_keras engine's loader of tf_keras and
-# tfmot (``engines/tfkeras/loader``); they import nothing above.
+# (``engines/*/engine``), the Keras 3 helpers, the tf_keras engine's loader of tf_keras and
+# tfmot (``engines/tfkeras/loader``) and the per-example gradients both engines take
+# (``engines/per_example``); they import nothing above.
 # The rest of ``engines/keras3`` (the Keras 3 engine) and ``engines/tfkeras`` (the tf_keras
 # engine's wrapper and callbacks) sit below ``engines`` (the rest of the tf_keras engine and
 # the dispatch between the two); structural pruning below the methods that use it.
 ENGINE_INTERFACE = ("engines/__init__", "engines/question", "engines/layer_paths",
                     "engines/keras3/engine", "engines/keras3/helpers", "engines/tfkeras/engine",
-                    "engines/tfkeras/loader")
+                    "engines/tfkeras/loader", "engines/per_example")
 LEVELS = {"core": 0, "viz": 0, "progress": 0, **dict.fromkeys(ENGINE_INTERFACE, 0),
           "engines/keras3": 1, "engines/tfkeras": 1, "engines": 2, "structural": 3, "methods": 4,
           "tflite": 5, "experiments": 6, "cli": 7, "__init__": 7}

@@ -28,6 +28,7 @@ import inspect
 import numpy as np
 
 from kprune.engines import engine_of
+from kprune.engines.graph_reader import read
 from kprune.engines.layer_paths import sublayer
 
 __all__ = ["layer_inputs", "capture_problem", "call_order", "inside_custom_layer", "to_numpy"]
@@ -106,23 +107,16 @@ def readers(model, path):
     owner = model
     for part in filter(None, owner_path.split("/")):
         owner = owner.get_layer(part)
+    graph = read(owner)
     layer = owner.get_layer(name)
-    if any(output is tensor for output in owner.outputs
-           for node in layer._inbound_nodes for tensor in _as_list(node.output_tensors)):
+    made = [key for call in graph.calls if call.layer is layer for key in call.outputs]
+    if any(key in graph.outputs for key in made):
         return None
-    members = {id(member) for member in owner.layers}
+    members = {member.name for member in owner.layers}  # not a keras.ops call
     prefix = f"{owner_path}/" if owner_path else ""
-    found = []
-    for node in getattr(layer, "_outbound_nodes", ()):
-        # tf_keras names a node's layer outbound_layer, Keras 3 operation
-        reader = getattr(node, "outbound_layer", None) or getattr(node, "operation", None)
-        if id(reader) in members and f"{prefix}{reader.name}" not in found:
-            found.append(f"{prefix}{reader.name}")
-    return found
-
-
-def _as_list(tensors):
-    return list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+    found = [f"{prefix}{reader}" for key in made for reader, _ in graph.readers.get(key, [])
+             if reader in members]
+    return list(dict.fromkeys(found))
 
 
 def _sub_model(model, layer):

@@ -31,6 +31,7 @@ import numpy as np
 from kprune.core.checks import check_int, check_number
 from kprune.core.table import table
 from kprune.engines import engine_of
+from kprune.engines.graph_reader import read
 from kprune.engines.tfkeras import loader
 from kprune.methods.checkpoints import resumable_fit, run_checkpoints
 from kprune.methods.trainer import Trainer, ends_in_softmax
@@ -573,10 +574,11 @@ def fold_constant_units(model):
         37
     """
     changed = total = 0
+    graph = read(model)
     while True:
         changed = 0
         for producer in model.layers:
-            chain = _consumer_chain(model, producer)
+            chain = _consumer_chain(model, graph, producer)
             if chain is not None:
                 changed += _fold(producer, *chain)
         total += changed
@@ -584,18 +586,20 @@ def fold_constant_units(model):
             return total
 
 
-def _consumer_chain(model, producer):
-    """``(pass-through layers, consumer)`` after ``producer``, or None."""
+def _consumer_chain(model, graph, producer):
+    """``(pass-through layers, consumer)`` after ``producer`` in ``graph`` (``model``'s,
+    :func:`kprune.engines.graph_reader.read`), or None."""
     if type(producer).__name__ not in _PRUNED_TYPES or not producer.use_bias:
         return None
-    members = {id(layer) for layer in model.layers}
+    members = {layer.name for layer in model.layers}
     passing, layer = [], producer
     while True:
-        consumers = {id(node.outbound_layer): node.outbound_layer
-                     for node in layer._outbound_nodes if id(node.outbound_layer) in members}
+        made = [key for call in graph.calls if call.layer is layer for key in call.outputs]
+        consumers = {name for key in made for name, _ in graph.readers.get(key, [])
+                     if name in members}
         if len(consumers) != 1:
             return None
-        layer = next(iter(consumers.values()))
+        layer = model.get_layer(consumers.pop())
         kind = type(layer).__name__
         if kind in _PRUNED_TYPES:
             return (passing, layer) if layer.use_bias else None

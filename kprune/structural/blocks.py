@@ -25,7 +25,7 @@ together, so that dropping it gives the model built without that block:
   ``.keras``; a functional model that calls such layers (a classifier around an
   inlined backbone) is rewired to skip the dropped calls.
 
-The layer graph is read from the model's calls (:mod:`kprune.structural.graph_reader`,
+The layer graph is read from the model's calls (:mod:`kprune.engines.graph_reader`,
 never from names); the input model is never modified.
 
 Example:
@@ -49,7 +49,7 @@ from kprune.core import layers
 from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice, did_you_mean
 from kprune.engines.capture import to_numpy
-from kprune.structural.graph_reader import fresh_layer, read
+from kprune.engines.graph_reader import fresh_layer, read
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Block", "residual_blocks", "block_scores", "drop_blocks"]
@@ -308,7 +308,7 @@ def _check_data(data, criterion):
 
 
 class _Graph:
-    """The tensors of a functional model (:mod:`kprune.structural.graph_reader`): who makes
+    """The tensors of a functional model (:mod:`kprune.engines.graph_reader`): who makes
     each, who reads each."""
 
     def __init__(self, model):

@@ -36,8 +36,8 @@ from kprune.core.calibration import calibration_batches
 from kprune.core.checks import check_choice
 from kprune.engines import engine_of
 from kprune.engines.capture import layer_inputs, to_numpy
+from kprune.engines.graph_reader import read
 from kprune.structural import heads, rebuild
-from kprune.structural.graph_reader import read
 from kprune.structural.nesting import inline
 
 __all__ = ["CORRECTIONS", "REFITS", "correct", "refitted_layers"]

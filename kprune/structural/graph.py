@@ -43,8 +43,8 @@ import numpy as np
 
 from kprune.core import layers
 from kprune.engines import engine_of
+from kprune.engines.graph_reader import read
 from kprune.structural import heads, hub_blocks
-from kprune.structural.graph_reader import read
 from kprune.structural.nesting import follows_nesting
 
 __all__ = ["Member", "Group", "Groups", "groups"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 
 from kprune.engines import engine_of
-from kprune.structural.graph_reader import fresh_layer, read
+from kprune.engines.graph_reader import fresh_layer, read
 
 __all__ = ["inline", "is_nested", "follows_nesting"]
 

@@ -27,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # when kprune imports this module: a Keras 3 model pruned on JAX never loads them.
 _LOADED = ("tf", "keras", "tfmot", "PruneLowMagnitude", "PruneRegistry", "tf_config")
 
-__all__ = [*_LOADED, "check_model", "iter_layers", "layer_name", "clone_model"]
+__all__ = [*_LOADED, "check_model", "iter_layers", "layer_name", "clone_model",
+           "serving_function"]
 
 
 def _load_tensorflow():
@@ -66,6 +67,20 @@ def __getattr__(name):
     if name in _LOADED:
         return _load()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def serving_function(model):
+    """The concrete function that tf_keras's own SavedModel export serves for ``model``: its
+    inference call (``training=False``), outputs named as Keras names them.
+
+    Example:
+        >>> serving_function(model).structured_outputs
+        {'head': <tf.Tensor ...>}
+    """
+    _load()
+    from tf_keras.src.saving.legacy.saved_model import save_impl
+
+    return save_impl.default_save_signature(model)
 
 
 def _describe(obj):

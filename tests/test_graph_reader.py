@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from kprune.structural.graph_reader import fresh_layer, read
+from kprune.engines.graph_reader import fresh_layer, read
 
 from helpers import subclassed_dense
 

@@ -2,15 +2,16 @@
 
 Each call of a layer (or of a ``keras.ops`` function) in the model, in graph order: its
 arguments, the tensors it reads and makes, and who reads each tensor. The channel groups
-(:mod:`kprune.structural.graph`), the residual blocks (:mod:`kprune.structural.blocks`) and
-the inlining of nested models (:mod:`kprune.structural.nesting`) all read a model here;
+(:mod:`kprune.structural.graph`), the residual blocks (:mod:`kprune.structural.blocks`),
+the inlining of nested models (:mod:`kprune.structural.nesting`) and the readers of a
+layer's output (:func:`kprune.engines.capture.readers`) all read a model here;
 :meth:`LayerGraph.replay` calls the graph again on new inputs (to rebuild a model).
 
 A tensor is named by its key ``(layer name, call, output)``: ``call`` counts the layer's
 calls in this model (0 unless it is shared), ``output`` which of the call's outputs it is.
 
 Example:
-    >>> from kprune.structural.graph_reader import read
+    >>> from kprune.engines.graph_reader import read
     >>> graph = read(model)
     >>> [(call.layer.name, call.inputs) for call in graph.calls][:2]
     [('x', ()), ('conv1', (('x', 0, 0),))]
