@@ -83,7 +83,8 @@ def test_a_layer_with_fewer_calibration_rows_than_inputs_keeps_its_weights_and_s
     plain = structural.remove_units(model, keep)
     with pytest.warns(structural.TooFewRows, match=r"layer 'head' keeps its weights: the "
                       r"calibration gives it 32 rows \(examples times positions\) for its 65 "
-                      r"inputs, too few to fit; pass 2\.0x as many calibration examples"):
+                      r"inputs, too few to fit; pass at least 65 calibration examples "
+                      r"\(not 32\) to re-fit it\."):
         fixed = structural.correct(model, plain, keep, _tokens(32))
     for got, expected in zip(fixed.get_layer("head").get_weights(),
                              plain.get_layer("head").get_weights()):

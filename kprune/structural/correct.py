@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -129,14 +130,15 @@ def correct(original, pruned, keep, calibration, *, refit="downstream", batch_si
         if index_out is not None:
             kernel, bias = kernel[:, index_out], [b[index_out] for b in bias]
         drift = _shortcut_drift(original, fixed, name, batches)
-        solved, rows = _least_squares(pairs, kernel, bias, ridge, drift)
+        solved, rows, examples = _least_squares(pairs, kernel, bias, ridge, drift)
         if solved is None:
             columns = kernel.shape[0] + len(bias)
+            needed = math.ceil(columns * examples / rows)
             warnings.warn(
                 f"structural.correct: layer {name!r} keeps its weights: the calibration "
                 f"gives it {rows:,} rows (examples times positions) for its {columns:,} "
-                f"inputs, too few to fit; pass {columns / rows:.1f}x as many calibration "
-                "examples to re-fit it.", TooFewRows, stacklevel=2)
+                f"inputs, too few to fit; pass at least {needed:,} calibration examples "
+                f"(not {examples:,}) to re-fit it.", TooFewRows, stacklevel=2)
             continue
         target = fixed.get_layer(name)
         if _is_plain_dense(layer):
@@ -156,12 +158,14 @@ class TooFewRows(UserWarning):
 
 
 def _least_squares(pairs, kernel, bias, ridge, drifts):
-    """``([kernel, bias?], rows)``: the weights fitted so that ``after @ kernel + bias``
-    matches ``before @ kernel + bias`` plus the shortcut's drift over the ``(before,
+    """``([kernel, bias?], rows, examples)``: the weights fitted so that ``after @ kernel +
+    bias`` matches ``before @ kernel + bias`` plus the shortcut's drift over the ``(before,
     after)`` input pairs (every position a row; ``drifts`` yields one array per pair, or
-    None), and the number of rows; ``(None, rows)`` with fewer rows than inputs."""
-    gram, cross, count = 0.0, 0.0, 0
+    None), and the number of rows and of examples; no weights (None) with fewer rows than
+    inputs."""
+    gram, cross, count, examples = 0.0, 0.0, 0, 0
     for (before, after), drift in zip(pairs, drifts):
+        examples += len(after)
         before = before.reshape(-1, before.shape[-1]).astype(np.float64)
         after = after.reshape(-1, after.shape[-1]).astype(np.float64)
         target = before @ kernel + (bias[0] if bias else 0.0)
@@ -172,10 +176,10 @@ def _least_squares(pairs, kernel, bias, ridge, drifts):
         cross = cross + rows.T @ target
         count += len(rows)
     if count < len(gram):
-        return None, count
+        return None, count, examples
     gram = gram + ridge * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
     solved = np.linalg.solve(gram, cross).astype(kernel.dtype)
-    return ([solved[:-1], solved[-1]] if bias else [solved]), count
+    return ([solved[:-1], solved[-1]] if bias else [solved]), count, examples
 
 
 def _changed_inputs(model, found):
