@@ -30,6 +30,9 @@ def test_each_call_its_inputs_and_its_readers(k):
         ("head", 0, (("add", 0, 0),))]
     assert graph.times["shared"] == 2 and graph.times["head"] == 1
     assert graph.readers[("fc", 0, 0)] == [("shared", 0), ("add", 0)]
+    shared = graph.model.get_layer("shared")  # called twice: both calls' tensors, each reader once
+    assert graph.made_by(shared) == [("shared", 0, 0), ("shared", 1, 0)]
+    assert graph.readers_of(shared) == [("shared", 1), ("add", 0)]
     assert graph.inputs == [("x", 0, 0)] and graph.outputs == [("head", 0, 0)]
     assert graph.key(graph.model.outputs[0]) == ("head", 0, 0) and graph.key(3) is None
 

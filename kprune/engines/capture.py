@@ -109,13 +109,11 @@ def readers(model, path):
         owner = owner.get_layer(part)
     graph = read(owner)
     layer = owner.get_layer(name)
-    made = [key for call in graph.calls if call.layer is layer for key in call.outputs]
-    if any(key in graph.outputs for key in made):
+    if any(key in graph.outputs for key in graph.made_by(layer)):
         return None
     members = {member.name for member in owner.layers}  # not a keras.ops call
     prefix = f"{owner_path}/" if owner_path else ""
-    found = [f"{prefix}{reader}" for key in made for reader, _ in graph.readers.get(key, [])
-             if reader in members]
+    found = [f"{prefix}{reader}" for reader, _ in graph.readers_of(layer) if reader in members]
     return list(dict.fromkeys(found))
 
 

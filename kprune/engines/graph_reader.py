@@ -119,6 +119,21 @@ class LayerGraph:
         """The first call of ``layer`` in the model."""
         return next(call for call in self.calls if call.layer is layer)
 
+    def made_by(self, layer):
+        """The keys of the tensors that ``layer``'s calls make, in call order."""
+        return [key for call in self.calls if call.layer is layer for key in call.outputs]
+
+    def readers_of(self, layer):
+        """The calls (``(layer name, call)``) that read a tensor ``layer`` makes, in graph
+        order, each once; a ``keras.ops`` call is among them.
+
+        Example:
+            >>> read(model).readers_of(model.get_layer("conv1"))
+            [('bn1', 0)]
+        """
+        return list(dict.fromkeys(reader for key in self.made_by(layer)
+                                  for reader in self.readers.get(key, [])))
+
     def replay(self, inputs, call_layer, dropped=(), replace=None):
         """Call the graph again on ``inputs`` (new tensors, one per model input), in graph
         order; return the new outputs (a list, one per model output).

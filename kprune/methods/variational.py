@@ -594,9 +594,7 @@ def _consumer_chain(model, graph, producer):
     members = {layer.name for layer in model.layers}
     passing, layer = [], producer
     while True:
-        made = [key for call in graph.calls if call.layer is layer for key in call.outputs]
-        consumers = {name for key in made for name, _ in graph.readers.get(key, [])
-                     if name in members}
+        consumers = {name for name, _ in graph.readers_of(layer) if name in members}
         if len(consumers) != 1:
             return None
         layer = model.get_layer(consumers.pop())

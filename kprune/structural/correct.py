@@ -220,8 +220,8 @@ def _shortcut(model, name):
     """The other input tensors of the ``Add`` that alone reads layer ``name``'s output in
     ``model``, or None (another reader, or none)."""
     graph = read(model)
-    made = [key for call in graph.calls if call.layer.name == name for key in call.outputs]
-    readers = [reader for key in made for reader in graph.readers.get(key, [])]
+    layer = model.get_layer(name)
+    made, readers = graph.made_by(layer), graph.readers_of(layer)
     if len(readers) != 1:
         return None
     call = next(call for call in graph.calls if call.key == readers[0])
