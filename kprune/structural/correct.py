@@ -64,19 +64,7 @@ def refitted_layers(model, keep, refit="downstream"):
     """
     check_choice(refit, REFITS, "refit")
     model = inline(model)
-    found = rebuild.kept_channels(model, keep)
-    changed = _changed_inputs(model, found) if refit == "downstream" else set()
-    names = []
-    for layer in model.layers:
-        index_in, _ = found.get(layer.name, (None, None))
-        if _is_plain_dense(layer):
-            if index_in is not None or layer.name in changed:
-                names.append(layer.name)
-        elif layers.spec(layer).layout == "attention" and not _attention_call(model, layer)[1]:
-            lost = index_in is not None and any(v is not None for v in index_in.values())
-            if lost or layer.name in changed:
-                names.append(layer.name)
-    return names
+    return _refitted(model, rebuild.kept_channels(model, keep), refit)
 
 
 def correct(original, pruned, keep, calibration, *, refit="downstream", batch_size=64,
@@ -112,12 +100,12 @@ def correct(original, pruned, keep, calibration, *, refit="downstream", batch_si
     """
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ValueError(f"Argument `ridge` must be a number >= 0. Received: ridge={ridge!r}")
-    names = refitted_layers(original, keep, refit)
+    check_choice(refit, REFITS, "refit")
     original = inline(original)
     batches = calibration_batches(original, calibration, batch_size=batch_size)
     fixed = _copy(pruned)
     found = rebuild.kept_channels(original, keep)
-    for name in names:
+    for name in _refitted(original, found, refit):
         _, index_out = found.get(name, (None, None))
         layer = original.get_layer(name)
         if _is_plain_dense(layer):
@@ -155,6 +143,23 @@ class TooFewRows(UserWarning):
 
 
 # -- internals ---------------------------------------------------------------------
+
+
+def _refitted(model, found, refit):
+    """:func:`refitted_layers` of an inlined ``model``, given its ``found`` =
+    ``rebuild.kept_channels(model, keep)``."""
+    changed = _changed_inputs(model, found) if refit == "downstream" else set()
+    names = []
+    for layer in model.layers:
+        index_in, _ = found.get(layer.name, (None, None))
+        if _is_plain_dense(layer):
+            if index_in is not None or layer.name in changed:
+                names.append(layer.name)
+        elif layers.spec(layer).layout == "attention" and not _attention_call(model, layer)[1]:
+            lost = index_in is not None and any(v is not None for v in index_in.values())
+            if lost or layer.name in changed:
+                names.append(layer.name)
+    return names
 
 
 def _least_squares(pairs, kernel, bias, ridge, drifts):
